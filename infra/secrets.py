@@ -1,0 +1,71 @@
+"""Secrets by name, from the one place each target keeps them.
+
+One-box: `secrets.json` (mode 0600) in the git-ignored state dir; service passwords are generated
+on first use. AWS: Pulumi secrets in the stack config (decrypted by Pulumi inside the program,
+written to SSM Parameter Store for the hosts). Values never go to logs, plans or diffs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets as token
+from pathlib import Path
+
+from infra.config import GENERATED_SECRETS, SECRET_KEYS, ConfigError, StackConfig, required_secrets
+from infra.state import state_dir
+
+FILE_NAME = "secrets.json"
+
+
+class SecretStore:
+    """The one-box secret store: a JSON map of secret name to value."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._values: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+
+    @classmethod
+    def for_stack(cls, stack: str) -> SecretStore:
+        return cls(state_dir(stack) / FILE_NAME)
+
+    def get(self, name: str) -> str | None:
+        return self._values.get(name)
+
+    def __getitem__(self, name: str) -> str:
+        value = self._values.get(name)
+        if value is None:
+            raise ConfigError([f"photostack:{name}: missing secret; set it with `ops secret set {name}`"])
+        return value
+
+    def set(self, name: str, value: str) -> None:
+        if name not in SECRET_KEYS:
+            raise ConfigError([f"photostack:{name}: unknown secret (known: {', '.join(SECRET_KEYS)})"])
+        self._values[name] = value
+        self._save()
+
+    def ensure_generated(self) -> list[str]:
+        """Generate any missing service password; returns the names generated."""
+        missing = [n for n in GENERATED_SECRETS if n not in self._values]
+        for name in missing:
+            self._values[name] = token.token_urlsafe(32)
+        if missing:
+            self._save()
+        return missing
+
+    def check(self, config: StackConfig) -> None:
+        """Raise one line per secret the stack needs and the store lacks."""
+        problems = [
+            f"photostack:{n}: missing secret; set it with `ops secret set {n}`"
+            for n in required_secrets(config)
+            if n not in self._values
+        ]
+        if problems:
+            raise ConfigError(problems)
+
+    def _save(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(self._values, handle, indent=2, sort_keys=True)
+        os.replace(tmp, self.path)
