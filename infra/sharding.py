@@ -1,0 +1,142 @@
+"""Logical shards, physical shards and Instagram's 64-bit ids.
+
+Thousands of logical shards (Postgres schemas `shard_0000` …) live on far fewer physical shards
+(primary clusters). Which physical shard holds a logical shard is one stored map
+(`shardmap.json`), written once from the stack config and then only edited by moves: moving a
+logical shard changes one entry and never re-buckets data, because users hash to *logical*
+shards, whose count never changes.
+
+Id layout (Instagram, "Sharding & IDs at Instagram", 2012):
+    41 bits milliseconds since a custom epoch | 13 bits logical shard | 10 bits sequence mod 1024
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from infra.config import SHARD_ID_BITS, StackConfig
+
+SEQUENCE_BITS = 10
+TIME_BITS = 64 - 1 - SHARD_ID_BITS - SEQUENCE_BITS  # 41 bits; the sign bit stays 0 for bigint
+SHARDMAP_FILE = "shardmap.json"
+
+
+def schema_name(logical: int) -> str:
+    """The Postgres schema of a logical shard."""
+    return f"shard_{logical:04d}"
+
+
+def physical_db(physical: int, replica: bool = False) -> str:
+    """The pgbouncer database name of a physical shard's primary (or its read replica)."""
+    return f"shard{physical}_ro" if replica else f"shard{physical}"
+
+
+@dataclass(frozen=True)
+class ShardMap:
+    """Logical shard → physical shard, as stored."""
+
+    placement: tuple[int, ...]  # index = logical shard, value = physical shard
+    physical_shards: int
+
+    @classmethod
+    def initial(cls, config: StackConfig) -> ShardMap:
+        """Contiguous ranges of logical shards per physical shard (only used when no map is stored)."""
+        per = config.logical_shards_per_physical
+        pg = config.postgres
+        return cls(tuple(i // per for i in range(pg.logical_shards)), pg.physical_shards)
+
+    @property
+    def logical_shards(self) -> int:
+        return len(self.placement)
+
+    def physical_of(self, logical: int) -> int:
+        return self.placement[logical]
+
+    def logical_on(self, physical: int) -> list[int]:
+        return [i for i, p in enumerate(self.placement) if p == physical]
+
+    def moved(self, logical: int, physical: int) -> ShardMap:
+        """The map after moving one logical shard (the data move itself is the runbook's job)."""
+        if not 0 <= physical < self.physical_shards:
+            raise ValueError(f"physical shard {physical} does not exist (0..{self.physical_shards - 1})")
+        placement = list(self.placement)
+        placement[logical] = physical
+        return ShardMap(tuple(placement), self.physical_shards)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"logical_shards": self.logical_shards, "physical_shards": self.physical_shards, "placement": list(self.placement)}
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> ShardMap:
+        data = json.loads(text)
+        placement = tuple(int(p) for p in data["placement"])
+        if len(placement) != data["logical_shards"]:
+            raise ValueError("shard map is corrupt: placement length differs from logical_shards")
+        return cls(placement, int(data["physical_shards"]))
+
+    @classmethod
+    def load_or_create(cls, path: Path, config: StackConfig) -> ShardMap:
+        """The stored map at `path`; the initial one is stored there first if none exists."""
+        if path.exists():
+            stored = cls.from_json(path.read_text())
+            if stored.logical_shards != config.postgres.logical_shards:
+                raise ValueError(
+                    f"{path}: stored map has {stored.logical_shards} logical shards but the config says "
+                    f"{config.postgres.logical_shards}; the logical shard count can never change"
+                )
+            return stored
+        shard_map = cls.initial(config)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(shard_map.to_json())
+        os.replace(tmp, path)
+        return shard_map
+
+
+def logical_shard_for_user(user_id: int, logical_shards: int) -> int:
+    """The logical shard that holds a user's objects (ids of new users come from this shard too)."""
+    return user_id % logical_shards
+
+
+def next_id_sql(schema: str, logical: int, epoch_ms: int) -> str:
+    """PL/pgSQL creating `<schema>.next_id()` and its sequence (idempotent)."""
+    return f"""
+CREATE SCHEMA IF NOT EXISTS {schema};
+CREATE SEQUENCE IF NOT EXISTS {schema}.table_id_seq;
+CREATE OR REPLACE FUNCTION {schema}.next_id(OUT result bigint) AS $$
+DECLARE
+    our_epoch bigint := {epoch_ms};
+    seq_id bigint;
+    now_millis bigint;
+    shard_id int := {logical};
+BEGIN
+    SELECT nextval('{schema}.table_id_seq') % {1 << SEQUENCE_BITS} INTO seq_id;
+    SELECT FLOOR(EXTRACT(EPOCH FROM clock_timestamp()) * 1000) INTO now_millis;
+    result := (now_millis - our_epoch) << {SHARD_ID_BITS + SEQUENCE_BITS};
+    result := result | (shard_id << {SEQUENCE_BITS});
+    result := result | (seq_id);
+END;
+$$ LANGUAGE PLPGSQL;
+"""
+
+
+@dataclass(frozen=True)
+class DecodedId:
+    """The parts of a 64-bit id."""
+
+    created_at: datetime
+    logical_shard: int
+    sequence: int
+
+
+def decode_id(object_id: int, epoch_ms: int) -> DecodedId:
+    """Split a 64-bit id into its creation time, logical shard and sequence."""
+    millis = (object_id >> (SHARD_ID_BITS + SEQUENCE_BITS)) + epoch_ms
+    shard = (object_id >> SEQUENCE_BITS) & ((1 << SHARD_ID_BITS) - 1)
+    sequence = object_id & ((1 << SEQUENCE_BITS) - 1)
+    return DecodedId(datetime.fromtimestamp(millis / 1000, tz=timezone.utc), shard, sequence)
