@@ -1,0 +1,46 @@
+"""The Celery app: `celery -A app.celery:celery_app worker -Q thumbnails,feed`.
+
+Reliability settings: a task is acknowledged only after it ran (acks_late) and requeued if its
+worker process dies (task_reject_on_worker_lost); each worker process reserves one message at a
+time (prefetch 1), so a slow thumbnail never holds others hostage; queues are durable and
+messages persistent, so a broker restart keeps them. Tasks must be idempotent (they are).
+"""
+
+from __future__ import annotations
+
+from celery import Celery, signals
+from kombu import Queue
+
+from app.config import app_config
+
+THUMBNAIL_QUEUE = "thumbnails"
+FEED_QUEUE = "feed"
+
+celery_app = Celery("photostack", broker=app_config().broker_url, include=["app.tasks"])
+celery_app.conf.update(
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_queues=(Queue(THUMBNAIL_QUEUE, durable=True), Queue(FEED_QUEUE, durable=True)),
+    task_default_queue=FEED_QUEUE,
+    task_routes={
+        "photostack.make_thumbnail": {"queue": THUMBNAIL_QUEUE},
+        "photostack.fanout_photo": {"queue": FEED_QUEUE},
+    },
+    task_default_delivery_mode="persistent",
+    task_serializer="json",
+    accept_content=["json"],
+    task_ignore_result=True,
+    broker_connection_retry_on_startup=True,
+    worker_hijack_root_logger=False,
+)
+
+
+@signals.celeryd_init.connect
+def _init_sentry(**_kwargs) -> None:
+    """Sentry for the worker (before the pool forks, as sentry-sdk's Celery docs ask)."""
+    from sentry_sdk.integrations.celery import CeleryIntegration
+
+    from app.sentry import init_app_sentry
+
+    init_app_sentry(app_config(), [CeleryIntegration()])

@@ -1,0 +1,155 @@
+"""The app's configuration: entirely from environment variables (rendered into /etc/photostack/app.env).
+
+Read once per process by `app_config()`; the Django settings, the Celery app and the migration
+runner all read the same object, so the web process and the worker cannot disagree.
+
+| Variable                      | Meaning                                                    | Default               |
+|-------------------------------|------------------------------------------------------------|-----------------------|
+| DJANGO_SECRET_KEY             | Django's signing key (sessions, CSRF)                      | required by the web   |
+| PHOTOSTACK_STACK              | stack / Sentry environment name                            | `onebox`              |
+| PHOTOSTACK_RELEASE            | deployed version (Sentry release)                          | `dev`                 |
+| PHOTOSTACK_SHARDMAP           | path of the shard map JSON (infra/sharding.py)             | required              |
+| PHOTOSTACK_DB_HOST / _PORT    | pgbouncer address                                          | `127.0.0.1` / `6432`  |
+| PHOTOSTACK_DB_USER / _PASSWORD| pgbouncer credentials                                      | `photostack` / empty  |
+| PHOTOSTACK_DB_POOL_MAX        | connections per physical shard pool per process            | `4`                   |
+| PHOTOSTACK_MIGRATE_DSN        | DSN template for the migration runner, `{db}` = `shard3`,  | via pgbouncer         |
+|                               | `{physical}` = `3` (e.g. direct to each primary)           |                       |
+| PHOTOSTACK_ID_EPOCH_MS        | custom epoch of the 64-bit ids                             | Instagram's epoch     |
+| PHOTOSTACK_REDIS_URL          | Redis: sessions, feeds, counters                           | `redis://127.0.0.1:6379/0` |
+| PHOTOSTACK_MEMCACHED          | comma list of host:port                                    | `127.0.0.1:11211`     |
+| PHOTOSTACK_BROKER_URL         | Celery broker (RabbitMQ)                                   | `amqp://guest@127.0.0.1:5672//` |
+| PHOTOSTACK_STORAGE            | `local` or `s3`                                            | `local`               |
+| PHOTOSTACK_MEDIA_ROOT         | local storage directory (nginx serves it)                  | `/var/lib/photostack/media` |
+| PHOTOSTACK_MEDIA_URL          | URL prefix of stored images                                | `/media/`             |
+| PHOTOSTACK_S3_BUCKET          | bucket for `s3` storage                                    | required for s3       |
+| PHOTOSTACK_S3_ENDPOINT_URL    | S3 endpoint override (tests, S3-compatible stores)         | AWS                   |
+| PHOTOSTACK_SENTRY_DSN         | Sentry DSN; unset or empty disables Sentry                 | unset                 |
+| PHOTOSTACK_ALLOWED_HOSTS      | comma list for Django's ALLOWED_HOSTS                      | `*`                   |
+| PHOTOSTACK_MAX_UPLOAD_BYTES   | largest accepted photo upload                              | `10485760`            |
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from infra.config import INSTAGRAM_EPOCH_MS
+
+
+class AppConfigError(ValueError):
+    """A missing or malformed environment variable (the message names it)."""
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Every setting of the web app, the worker and the migration runner."""
+
+    secret_key: str
+    stack: str
+    release: str
+    shardmap_path: Path
+    db_host: str
+    db_port: int
+    db_user: str
+    db_password: str
+    db_pool_max: int
+    migrate_dsn: str
+    id_epoch_ms: int
+    redis_url: str
+    memcached: tuple[tuple[str, int], ...]
+    broker_url: str
+    storage: str
+    media_root: Path
+    media_url: str
+    s3_bucket: str
+    s3_endpoint_url: str | None
+    sentry_dsn: str | None
+    allowed_hosts: tuple[str, ...]
+    max_upload_bytes: int
+
+    def physical_dsn(self, dbname: str) -> str:
+        """libpq conninfo of one pgbouncer database (e.g. `shard3`)."""
+        parts = [f"host={self.db_host}", f"port={self.db_port}", f"dbname={dbname}", f"user={self.db_user}"]
+        if self.db_password:
+            parts.append(f"password={self.db_password}")
+        return " ".join(parts)
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "")
+    if raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise AppConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _memcached(raw: str) -> tuple[tuple[str, int], ...]:
+    servers = []
+    for item in filter(None, (s.strip() for s in raw.split(","))):
+        host, sep, port = item.rpartition(":")
+        if not sep or not port.isdigit():
+            raise AppConfigError(f"PHOTOSTACK_MEMCACHED entry {item!r} is not host:port")
+        servers.append((host, int(port)))
+    if not servers:
+        raise AppConfigError("PHOTOSTACK_MEMCACHED is empty")
+    return tuple(servers)
+
+
+def load_app_config(env: Mapping[str, str]) -> AppConfig:
+    """Build the config from an environment mapping; raises AppConfigError naming the bad variable."""
+
+    def required(name: str) -> str:
+        value = env.get(name, "")
+        if not value:
+            raise AppConfigError(f"{name} is not set")
+        return value
+
+    storage = env.get("PHOTOSTACK_STORAGE", "local")
+    if storage not in ("local", "s3"):
+        raise AppConfigError(f"PHOTOSTACK_STORAGE must be 'local' or 's3', got {storage!r}")
+    s3_bucket = env.get("PHOTOSTACK_S3_BUCKET", "")
+    if storage == "s3" and not s3_bucket:
+        raise AppConfigError("PHOTOSTACK_S3_BUCKET is not set (required when PHOTOSTACK_STORAGE=s3)")
+    media_url = env.get("PHOTOSTACK_MEDIA_URL", "/media/")
+    db_host = env.get("PHOTOSTACK_DB_HOST", "127.0.0.1")
+    db_port = _int(env, "PHOTOSTACK_DB_PORT", 6432)
+    db_user = env.get("PHOTOSTACK_DB_USER", "photostack")
+    db_password = env.get("PHOTOSTACK_DB_PASSWORD", "")
+    default_migrate = f"host={db_host} port={db_port} dbname={{db}} user={db_user}" + (
+        f" password={db_password}" if db_password else ""
+    )
+    return AppConfig(
+        secret_key=env.get("DJANGO_SECRET_KEY", ""),  # only the web process needs it (settings.py checks)
+        stack=env.get("PHOTOSTACK_STACK", "onebox"),
+        release=env.get("PHOTOSTACK_RELEASE", "dev"),
+        shardmap_path=Path(required("PHOTOSTACK_SHARDMAP")),
+        db_host=db_host,
+        db_port=db_port,
+        db_user=db_user,
+        db_password=db_password,
+        db_pool_max=_int(env, "PHOTOSTACK_DB_POOL_MAX", 4),
+        migrate_dsn=env.get("PHOTOSTACK_MIGRATE_DSN") or default_migrate,
+        id_epoch_ms=_int(env, "PHOTOSTACK_ID_EPOCH_MS", INSTAGRAM_EPOCH_MS),
+        redis_url=env.get("PHOTOSTACK_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        memcached=_memcached(env.get("PHOTOSTACK_MEMCACHED", "127.0.0.1:11211")),
+        broker_url=env.get("PHOTOSTACK_BROKER_URL", "amqp://guest@127.0.0.1:5672//"),
+        storage=storage,
+        media_root=Path(env.get("PHOTOSTACK_MEDIA_ROOT", "/var/lib/photostack/media")),
+        media_url=media_url if media_url.endswith("/") else media_url + "/",
+        s3_bucket=s3_bucket,
+        s3_endpoint_url=env.get("PHOTOSTACK_S3_ENDPOINT_URL") or None,
+        sentry_dsn=env.get("PHOTOSTACK_SENTRY_DSN") or None,
+        allowed_hosts=tuple(h.strip() for h in env.get("PHOTOSTACK_ALLOWED_HOSTS", "*").split(",") if h.strip()),
+        max_upload_bytes=_int(env, "PHOTOSTACK_MAX_UPLOAD_BYTES", 10 * 1024 * 1024),
+    )
+
+
+@functools.cache
+def app_config() -> AppConfig:
+    """This process's config, read from os.environ on first use."""
+    return load_app_config(os.environ)

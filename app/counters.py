@@ -1,0 +1,57 @@
+"""Event counters that monitoring graphs: one Redis INCR per event.
+
+Each key holds a monotonically increasing integer total since the Redis dataset was created
+(Munin: plugin field type DERIVE with min 0 turns it into a rate; a reset after a Redis wipe
+reads as a drop that DERIVE/min 0 ignores). Keys are plain strings: `GET key` or
+`MGET key...` returns the total; a missing key means 0.
+
+| Redis key                              | Incremented when                            |
+|----------------------------------------|---------------------------------------------|
+| `photostack:counter:signups`           | a user signs up                             |
+| `photostack:counter:photos_posted`     | a photo is stored (row + image)             |
+| `photostack:counter:likes`             | a like is recorded (not repeats, not unlikes)|
+| `photostack:counter:comments`          | a comment is recorded                       |
+| `photostack:counter:follows`           | a new follow edge is recorded               |
+| `photostack:counter:thumbnails`        | the worker stores a thumbnail               |
+| `photostack:counter:feed_fanout_writes`| a photo id is pushed to one follower's feed |
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+
+from app.clients import redis_client
+
+log = logging.getLogger(__name__)
+
+PREFIX = "photostack:counter:"
+SIGNUPS = "signups"
+PHOTOS_POSTED = "photos_posted"
+LIKES = "likes"
+COMMENTS = "comments"
+FOLLOWS = "follows"
+THUMBNAILS = "thumbnails"
+FEED_FANOUT_WRITES = "feed_fanout_writes"
+ALL = (SIGNUPS, PHOTOS_POSTED, LIKES, COMMENTS, FOLLOWS, THUMBNAILS, FEED_FANOUT_WRITES)
+
+
+def key(name: str) -> str:
+    """The Redis key of a counter."""
+    return PREFIX + name
+
+
+def incr(name: str, amount: int = 1) -> None:
+    """Add to a counter (one round trip). Best effort: the event itself already happened, so a
+    Redis error is logged, never turned into a failed request."""
+    try:
+        redis_client().incrby(key(name), amount)
+    except redis.RedisError as exc:
+        log.warning("counter %s not incremented: %s", name, exc)
+
+
+def read_all() -> dict[str, int]:
+    """Every counter's current total (one MGET)."""
+    values = redis_client().mget([key(name) for name in ALL])
+    return {name: int(value or 0) for name, value in zip(ALL, values)}

@@ -1,0 +1,74 @@
+"""Celery tasks: thumbnails (queue `thumbnails`) and feed fan-out (queue `feed`). Both are
+idempotent, as acks_late redelivery requires."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import psycopg
+import redis
+from PIL import Image, ImageOps
+
+from app import counters, feed, photos, social
+from app.celery import celery_app
+from app.storage import storage
+
+log = logging.getLogger(__name__)
+THUMBNAIL_SIZE = (320, 320)
+# Transient failures (storage, shard, Redis unreachable) retry with backoff; bad data does not.
+TRANSIENT = (OSError, psycopg.OperationalError, redis.ConnectionError, redis.TimeoutError)
+
+
+def thumbnail_bytes(data: bytes) -> bytes:
+    """A JPEG at most THUMBNAIL_SIZE, EXIF-rotated, of any accepted image."""
+    with Image.open(io.BytesIO(data)) as image:
+        image = ImageOps.exif_transpose(image)
+        image.thumbnail(THUMBNAIL_SIZE)
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        out = io.BytesIO()
+        image.save(out, "JPEG", quality=85, optimize=True)
+    return out.getvalue()
+
+
+def thumbnail_key(image_key: str) -> str:
+    """`p/0042/abc.png` → `t/0042/abc.jpg`."""
+    stem = image_key.rsplit(".", 1)[0]
+    return "t/" + stem.split("/", 1)[1] + ".jpg"
+
+
+@celery_app.task(name="photostack.make_thumbnail", autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5)
+def make_thumbnail(photo_id: int) -> str | None:
+    """Make and record a photo's thumbnail; returns its key (None if the photo is gone)."""
+    record = photos.photo_row(photo_id)
+    if record is None:
+        log.warning("photo %s is gone; no thumbnail", photo_id)
+        return None
+    if record["thumb_key"]:
+        return record["thumb_key"]
+    store = storage()
+    key = thumbnail_key(record["image_key"])
+    store.save(key, thumbnail_bytes(store.read(record["image_key"])), "image/jpeg")
+    photos.set_thumbnail(photo_id, key)
+    counters.incr(counters.THUMBNAILS)
+    return key
+
+
+@celery_app.task(name="photostack.fanout_photo", autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5)
+def fanout_photo(photo_id: int, owner_id: int, after: int = 0) -> int:
+    """Push a photo into its owner's and one chunk of followers' feeds; chains the next chunk.
+
+    Returns the number of followers this task reached."""
+    follower_ids = social.followers_after(owner_id, after, feed.FANOUT_CHUNK)
+    feed.push_to_feeds(photo_id, ([owner_id] if after == 0 else []) + follower_ids)
+    if len(follower_ids) == feed.FANOUT_CHUNK:
+        fanout_photo.apply_async((photo_id, owner_id, follower_ids[-1]))
+    counters.incr(counters.FEED_FANOUT_WRITES, len(follower_ids))
+    return len(follower_ids)
+
+
+def after_photo_posted(photo_id: int, owner_id: int) -> None:
+    """Enqueue the work a new photo needs (two publishes; the request does nothing else)."""
+    make_thumbnail.apply_async((photo_id,))
+    fanout_photo.apply_async((photo_id, owner_id))
