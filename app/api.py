@@ -202,6 +202,7 @@ def post_photo(request: HttpRequest, me: users.User) -> HttpResponse:
 
 
 @require_GET
+@api_view
 def photo(request: HttpRequest, photo_id: int) -> HttpResponse:
     record = photos.photo_record(photo_id)
     if record is None:
@@ -210,6 +211,7 @@ def photo(request: HttpRequest, photo_id: int) -> HttpResponse:
 
 
 @require_http_methods(["POST", "DELETE"])
+@api_view
 @login_required
 def like(request: HttpRequest, photo_id: int, me: users.User) -> HttpResponse:
     count = photos.like(photo_id, me.id) if request.method == "POST" else photos.unlike(photo_id, me.id)

@@ -34,6 +34,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from app.config import AppConfig, app_config
+from app.errors import NotFound
 from infra.sharding import ShardMap, decode_id, physical_db, schema_name
 
 
@@ -55,8 +56,13 @@ class ShardRouter:
         self._lock = threading.Lock()
 
     def logical_of(self, object_id: int) -> int:
-        """The logical shard encoded in an id."""
-        return decode_id(object_id, self.epoch_ms).logical_shard
+        """The logical shard encoded in an id; NotFound if no shard could hold it (a made-up id)."""
+        if not 0 < object_id < 1 << 63:
+            raise NotFound(f"no object {object_id}")
+        logical = decode_id(object_id, self.epoch_ms).logical_shard
+        if logical >= self.shard_map.logical_shards:
+            raise NotFound(f"no object {object_id}")
+        return logical
 
     def schema_of(self, object_id: int) -> str:
         """The schema holding an object (and everything its owner owns)."""

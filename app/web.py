@@ -128,9 +128,12 @@ def like(request: HttpRequest, photo_id: int) -> HttpResponse:
     me = current_user(request)
     if me is None:
         return HttpResponseRedirect("/login/")
-    if request.POST.get("action") == "unlike":
-        photos.unlike(photo_id, me.id)
-    else:
-        photos.like(photo_id, me.id)
+    try:
+        if request.POST.get("action") == "unlike":
+            photos.unlike(photo_id, me.id)
+        else:
+            photos.like(photo_id, me.id)
+    except NotFound:
+        return render(request, "404.html", {"what": f"photo {photo_id}"}, status=404)
     target = request.POST.get("next", "/")
     return HttpResponseRedirect(target if url_has_allowed_host_and_scheme(target, allowed_hosts=None) else "/")

@@ -1,0 +1,298 @@
+"""Throwaway real servers for the app tests: PostgreSQL 15 (two databases = two physical
+shards) behind pgbouncer in transaction pooling mode, Redis, Memcached, RabbitMQ, and a real
+Celery worker. All on free 557xx loopback ports in a temp dir, torn down at session end.
+
+`app_stack` (session fixture) sets the app's environment variables, migrates the shards
+through pgbouncer, sets Django up, and yields an `AppStack`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+REPO = Path(__file__).resolve().parent.parent
+LOGICAL_SHARDS = 8
+PHYSICAL_SHARDS = 2
+DB_USER = "photostack"
+DB_PASSWORD = "test-password"
+PORT_RANGE = range(55700, 55999)
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` loopback ports from PORT_RANGE nobody listens on now."""
+    ports = []
+    for port in PORT_RANGE:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == count:
+            return ports
+    raise RuntimeError("no free ports in 55700-55999")
+
+
+def wait_port(port: int, proc: subprocess.Popen | None, timeout: float, what: str) -> None:
+    """Block until something accepts on the port (or fail naming the service)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on {port} within {timeout}s")
+
+
+def as_user(user: str, argv: list[str]) -> list[str]:
+    return ["runuser", "-u", user, "--", *argv]
+
+
+@dataclass
+class AppStack:
+    """What the tests need to know about the running services."""
+
+    root: Path
+    env: dict[str, str]
+    pg_port: int
+    bouncer_port: int
+    redis_port: int
+    memcached_port: int
+    amqp_port: int
+    media_root: Path
+    shardmap_path: Path
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def direct_dsn(self, dbname: str) -> str:
+        """Straight to PostgreSQL (bypassing pgbouncer) as the superuser: for assertions."""
+        return f"host=127.0.0.1 port={self.pg_port} dbname={dbname} user=postgres"
+
+
+def _start_postgres(stack: AppStack) -> None:
+    data = stack.root / "pg"
+    data.mkdir()
+    shutil.chown(data, "postgres", "postgres")
+    subprocess.run(
+        as_user("postgres", [str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"]),
+        check=True, capture_output=True,
+    )
+    opts = f"-p {stack.pg_port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    subprocess.run(
+        as_user("postgres", [str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(data / "log"), "-w", "start"]),
+        check=True, capture_output=True,
+    )
+    import psycopg
+
+    with psycopg.connect(stack.direct_dsn("postgres"), autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {DB_USER} LOGIN PASSWORD '{DB_PASSWORD}'")
+        for n in range(PHYSICAL_SHARDS):
+            conn.execute(f"CREATE DATABASE shard{n} OWNER {DB_USER}")
+            conn.execute(f"CREATE DATABASE mig{n} OWNER {DB_USER}")
+
+
+def _stop_postgres(stack: AppStack) -> None:
+    subprocess.run(
+        as_user("postgres", [str(PG_BIN / "pg_ctl"), "-D", str(stack.root / "pg"), "-m", "immediate", "stop"]),
+        capture_output=True,
+    )
+
+
+def _start_pgbouncer(stack: AppStack) -> None:
+    conf = stack.root / "pgbouncer"
+    conf.mkdir()
+    dbs = "\n".join(
+        f"shard{n} = host=127.0.0.1 port={stack.pg_port} dbname=shard{n}" for n in range(PHYSICAL_SHARDS)
+    )
+    (conf / "users.txt").write_text(f'"{DB_USER}" "{DB_PASSWORD}"\n')
+    (conf / "pgbouncer.ini").write_text(
+        f"[databases]\n{dbs}\n\n[pgbouncer]\n"
+        f"listen_addr = 127.0.0.1\nlisten_port = {stack.bouncer_port}\nunix_socket_dir =\n"
+        f"auth_type = md5\nauth_file = {conf / 'users.txt'}\n"
+        "pool_mode = transaction\nmax_client_conn = 500\ndefault_pool_size = 20\n"
+        "ignore_startup_parameters = extra_float_digits,options\n"
+        f"logfile = {conf / 'pgbouncer.log'}\npidfile = {conf / 'pgbouncer.pid'}\n"
+    )
+    shutil.chown(conf, "postgres")
+    for item in conf.iterdir():
+        shutil.chown(item, "postgres")
+    proc = subprocess.Popen(as_user("postgres", ["pgbouncer", str(conf / "pgbouncer.ini")]),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    stack.procs["pgbouncer"] = proc
+    wait_port(stack.bouncer_port, proc, 10, "pgbouncer")
+
+
+def _start_redis_memcached(stack: AppStack) -> None:
+    stack.procs["redis"] = subprocess.Popen(
+        ["redis-server", "--port", str(stack.redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(stack.root)],
+        stdout=subprocess.DEVNULL, start_new_session=True,
+    )
+    stack.procs["memcached"] = subprocess.Popen(
+        ["memcached", "-l", "127.0.0.1", "-p", str(stack.memcached_port), "-U", "0", "-u", "memcache", "-m", "32"],
+        start_new_session=True,
+    )
+
+
+def _start_rabbitmq(stack: AppStack, dist_port: int, epmd_port: int) -> None:
+    home = stack.root / "rabbitmq"
+    home.mkdir()
+    (home / "rabbitmq.conf").write_text(f"listeners.tcp.1 = 127.0.0.1:{stack.amqp_port}\n")
+    (home / "enabled_plugins").write_text("[].\n")
+    shutil.chown(home, "rabbitmq")
+    for item in home.iterdir():
+        shutil.chown(item, "rabbitmq")
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "RABBITMQ_NODENAME": f"pstest{stack.amqp_port}@localhost",
+        "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+        "RABBITMQ_NODE_PORT": str(stack.amqp_port),
+        "RABBITMQ_DIST_PORT": str(dist_port),
+        "ERL_EPMD_PORT": str(epmd_port),
+        "ERL_EPMD_ADDRESS": "127.0.0.1",
+        "RABBITMQ_CONFIG_FILE": str(home / "rabbitmq"),
+        "RABBITMQ_ENABLED_PLUGINS_FILE": str(home / "enabled_plugins"),
+        "RABBITMQ_MNESIA_BASE": str(home / "mnesia"),
+        "RABBITMQ_LOG_BASE": str(home / "log"),
+        "RABBITMQ_PID_FILE": str(home / "pid"),
+        "RABBITMQ_LOGS": str(home / "rabbit.log"),
+        "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+    }
+    proc = subprocess.Popen(
+        ["runuser", "-u", "rabbitmq", "--", "env", *(f"{k}={v}" for k, v in env.items()),
+         "/usr/lib/rabbitmq/bin/rabbitmq-server"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    stack.procs["rabbitmq"] = proc
+    stack.env["_EPMD_PORT"] = str(epmd_port)
+
+
+def _stop_rabbitmq(stack: AppStack) -> None:
+    proc = stack.procs.pop("rabbitmq", None)
+    if proc is not None:
+        _kill_group(proc)
+    epmd = stack.env.get("_EPMD_PORT")
+    if epmd:  # our own epmd (own port), which outlives the node
+        subprocess.run(["epmd", "-kill"], env={**os.environ, "ERL_EPMD_PORT": epmd}, capture_output=True)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """Stop a service started in its own session (its children too)."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+    except ProcessLookupError:
+        pass
+
+
+def start_worker(stack: AppStack) -> subprocess.Popen:
+    """A real Celery worker process consuming both queues (threads pool: quick to start)."""
+    log = open(stack.root / "worker.log", "ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "app.celery:celery_app", "worker", "-Q", "thumbnails,feed",
+         "--pool", "threads", "-c", "4", "--without-gossip", "--without-mingle", "--without-heartbeat",
+         "-l", "warning"],
+        cwd=REPO, env={**os.environ, **stack.env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    log.close()
+    return proc
+
+
+def app_env(stack: AppStack) -> dict[str, str]:
+    """The app's environment variables for this stack (the set the app role renders)."""
+    return {
+        "DJANGO_SECRET_KEY": "test-secret-key-" + "x" * 40,
+        "PHOTOSTACK_STACK": "test",
+        "PHOTOSTACK_RELEASE": "test-release",
+        "PHOTOSTACK_SHARDMAP": str(stack.shardmap_path),
+        "PHOTOSTACK_DB_HOST": "127.0.0.1",
+        "PHOTOSTACK_DB_PORT": str(stack.bouncer_port),
+        "PHOTOSTACK_DB_USER": DB_USER,
+        "PHOTOSTACK_DB_PASSWORD": DB_PASSWORD,
+        "PHOTOSTACK_DB_POOL_MAX": "8",
+        "PHOTOSTACK_REDIS_URL": f"redis://127.0.0.1:{stack.redis_port}/0",
+        "PHOTOSTACK_MEMCACHED": f"127.0.0.1:{stack.memcached_port}",
+        "PHOTOSTACK_BROKER_URL": f"amqp://guest:guest@127.0.0.1:{stack.amqp_port}//",
+        "PHOTOSTACK_STORAGE": "local",
+        "PHOTOSTACK_MEDIA_ROOT": str(stack.media_root),
+        "PHOTOSTACK_MEDIA_URL": "/media/",
+        "PHOTOSTACK_MAX_UPLOAD_BYTES": str(256 * 1024),
+    }
+
+
+@pytest.fixture(scope="session")
+def app_stack() -> Iterator[AppStack]:
+    """Every service up, env set, shards migrated through pgbouncer, Django set up, worker running."""
+    root = Path(tempfile.mkdtemp(prefix="photostack-app-"))
+    root.chmod(0o755)
+    pg, bouncer, redis_port, mc, amqp, dist, epmd = free_ports(7)
+    stack = AppStack(root, {}, pg, bouncer, redis_port, mc, amqp, root / "media", root / "shardmap.json")
+    saved_env = dict(os.environ)
+    try:
+        from infra.sharding import ShardMap
+
+        per = LOGICAL_SHARDS // PHYSICAL_SHARDS
+        stack.shardmap_path.write_text(ShardMap(tuple(i // per for i in range(LOGICAL_SHARDS)), PHYSICAL_SHARDS).to_json())
+        _start_rabbitmq(stack, dist, epmd)  # slowest to boot: first, in the background
+        _start_redis_memcached(stack)
+        _start_postgres(stack)
+        _start_pgbouncer(stack)
+        stack.env.update(app_env(stack))
+        os.environ.update({k: v for k, v in stack.env.items() if not k.startswith("_")})
+
+        from app import migrate
+
+        migrate.migrate(
+            ShardMap.from_json(stack.shardmap_path.read_text()),
+            migrate.load_app_config(os.environ).migrate_dsn,
+            migrate.load_migrations(),
+            int(migrate.load_app_config(os.environ).id_epoch_ms),
+        )
+        wait_port(stack.redis_port, stack.procs["redis"], 10, "redis")
+        wait_port(stack.memcached_port, stack.procs["memcached"], 10, "memcached")
+        wait_port(stack.amqp_port, stack.procs["rabbitmq"], 30, "rabbitmq")
+        stack.procs["worker"] = start_worker(stack)
+
+        import django
+        from django.test.utils import override_settings, setup_test_environment
+
+        os.environ["DJANGO_SETTINGS_MODULE"] = "app.settings"
+        django.setup()
+        setup_test_environment()
+        # Django's documented speed-up for tests: a cheap hasher (production keeps PBKDF2).
+        override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]).enable()
+        yield stack
+    finally:
+        from app.shards import router
+
+        if router.cache_info().currsize:
+            router().close()
+        for name in ("worker", "pgbouncer", "redis", "memcached"):
+            if name in stack.procs:
+                _kill_group(stack.procs[name])
+        _stop_rabbitmq(stack)
+        _stop_postgres(stack)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,117 @@
+"""Sign-up → follow → post → thumbnail (real Celery worker over RabbitMQ) → follower's feed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.app_helpers import post_photo, signed_up, unique_name, wait_for
+
+
+def test_signup_login_logout_and_me(app_stack):
+    from django.test import Client
+
+    client, user = signed_up("alice")
+    assert client.get("/api/me").json() == user
+    assert client.post("/api/logout").status_code == 204
+    assert client.get("/api/me").status_code == 401
+
+    fresh = Client()
+    wrong = fresh.post("/api/login", {"username": user["username"], "password": "wrong password"},
+                       content_type="application/json")
+    assert wrong.status_code == 401
+    right = fresh.post("/api/login", {"username": user["username"], "password": "correct horse"},
+                       content_type="application/json")
+    assert right.status_code == 200 and right.json() == user
+    assert fresh.get("/api/me").json()["id"] == user["id"]
+
+
+def test_signup_rejects_taken_and_malformed_names(app_stack):
+    from django.test import Client
+
+    _, user = signed_up("bob")
+    again = Client().post("/api/signup", {"username": user["username"].upper(), "password": "another pass"},
+                          content_type="application/json")
+    assert again.status_code == 409
+    bad = Client().post("/api/signup", {"username": "no spaces allowed", "password": "long enough"},
+                        content_type="application/json")
+    assert bad.status_code == 400 and "username" in bad.json()["error"]
+    short = Client().post("/api/signup", {"username": unique_name("c"), "password": "short"},
+                          content_type="application/json")
+    assert short.status_code == 400 and "password" in short.json()["error"]
+
+
+def test_post_thumbnail_and_follower_feed(app_stack):
+    poster, poster_user = signed_up("poster")
+    follower, _ = signed_up("fan")
+    stranger, _ = signed_up("stranger")
+
+    followed = follower.post(f"/api/users/{poster_user['username']}/follow")
+    assert followed.status_code == 200 and followed.json()["following"] is True
+    page = follower.get(f"/api/users/{poster_user['username']}").json()
+    assert page["followers"] == 1 and page["followed_by_me"] is True
+
+    response = post_photo(poster, caption="sunset")
+    assert response.status_code == 201, response.content
+    photo = response.json()
+    assert photo["username"] == poster_user["username"] and photo["caption"] == "sunset"
+    original = app_stack.media_root / photo["image_url"].removeprefix("/media/")
+    assert original.is_file()
+
+    # The worker (a real Celery process fed by RabbitMQ) makes the thumbnail and fans out.
+    def thumbnail_url():
+        return poster.get(f"/api/photos/{photo['id']}").json()["thumbnail_url"]
+
+    thumb = wait_for(thumbnail_url)
+    from PIL import Image
+
+    with Image.open(app_stack.media_root / thumb.removeprefix("/media/")) as image:
+        assert image.format == "JPEG" and max(image.size) <= 320
+
+    feed = wait_for(lambda: follower.get("/api/feed").json()["photos"])
+    assert [p["id"] for p in feed] == [photo["id"]]
+    assert feed[0]["thumbnail_url"] == thumb
+    assert [p["id"] for p in wait_for(lambda: poster.get("/api/feed").json()["photos"])] == [photo["id"]]
+    assert stranger.get("/api/feed").json()["photos"] == []
+
+    follower.delete(f"/api/users/{poster_user['username']}/follow")
+    second = post_photo(poster, caption="after unfollow").json()
+    wait_for(lambda: len(poster.get("/api/feed").json()["photos"]) == 2)
+    assert [p["id"] for p in follower.get("/api/feed").json()["photos"]] == [photo["id"]]
+    assert second["id"] != photo["id"]
+
+
+def test_comments(app_stack):
+    poster, _ = signed_up("cposter")
+    commenter, commenter_user = signed_up("commenter")
+    photo = post_photo(poster).json()
+    made = commenter.post(f"/api/photos/{photo['id']}/comments", {"body": "nice"}, content_type="application/json")
+    assert made.status_code == 201
+    listed = poster.get(f"/api/photos/{photo['id']}/comments").json()["comments"]
+    assert [(c["username"], c["body"]) for c in listed] == [(commenter_user["username"], "nice")]
+    assert poster.get(f"/api/photos/{photo['id']}").json()["comment_count"] == 1
+    assert commenter.post("/api/photos/12345/comments", {"body": "x"}, content_type="application/json").status_code == 404
+
+
+def test_html_ui_pages(app_stack):
+    client, user = signed_up("htmluser")
+    home = client.get("/")
+    assert home.status_code == 200 and b'enctype="multipart/form-data"' in home.content
+    page = client.get(f"/u/{user['username']}/")
+    assert page.status_code == 200 and user["username"].encode() in page.content
+    from django.test import Client
+
+    assert Client().get("/").status_code == 302
+    assert Client().get("/u/nobody_here_at_all/").status_code == 404
+
+
+def test_openapi_is_served(app_stack):
+    import yaml
+    from django.test import Client
+
+    spec = yaml.safe_load(Client().get("/api/openapi.yaml").content)
+    from app.urls import urlpatterns
+
+    documented = set(spec["paths"])
+    routed = {"/" + str(p.pattern).replace("<str:", "{").replace("<int:", "{").replace(">", "}")
+              for p in urlpatterns if str(p.pattern).startswith(("api/", "health"))}
+    assert routed == documented
