@@ -193,17 +193,15 @@ def _stop_rabbitmq(stack: AppStack) -> None:
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
-    """Stop a service started in its own session (its children too)."""
+    """Kill a throwaway service started in its own session, children included (nothing of
+    theirs is worth a graceful shutdown)."""
     if proc.poll() is not None:
         return
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
     except ProcessLookupError:
         pass
+    proc.wait(timeout=10)
 
 
 def start_worker(stack: AppStack) -> subprocess.Popen:
