@@ -1,0 +1,84 @@
+"""Sentry: a failing request through the WSGI entry point reaches a local Sentry-protocol
+server with the stack as environment and the deployed version as release; no DSN → off."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from app.config import load_app_config
+from app.sentry import init_app_sentry
+from tests.app_services import REPO, free_ports
+
+SCRIPT = """
+import wsgiref.util, sentry_sdk
+from app.wsgi import application
+environ = {"PATH_INFO": "/api/users/someone", "REQUEST_METHOD": "GET"}
+wsgiref.util.setup_testing_defaults(environ)
+status = []
+application(environ, lambda s, h, *a: status.append(s))
+print(status[0])
+sentry_sdk.flush(timeout=5)
+"""
+
+
+@pytest.fixture()
+def sentry_server():
+    envelopes: list[bytes] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            if self.headers.get("Content-Encoding") == "gzip":
+                body = gzip.decompress(body)
+            envelopes.append(body)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_ports(1)[0]), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1], envelopes
+    server.shutdown()
+    server.server_close()
+
+
+def test_request_error_is_reported_with_release_and_environment(sentry_server, tmp_path):
+    port, envelopes = sentry_server
+    env = {
+        **os.environ,
+        "DJANGO_SECRET_KEY": "k" * 50,
+        "PHOTOSTACK_SHARDMAP": str(tmp_path / "missing-shardmap.json"),  # the request fails → 500
+        "PHOTOSTACK_SENTRY_DSN": f"http://publickey@127.0.0.1:{port}/1",
+        "PHOTOSTACK_STACK": "staging",
+        "PHOTOSTACK_RELEASE": "v1.2.3",
+    }
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    done = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "500 Internal Server Error", done.stderr
+    events = []
+    for envelope in envelopes:
+        lines = envelope.split(b"\n")
+        for header, payload in zip(lines[1::2], lines[2::2]):
+            if json.loads(header).get("type") == "event":
+                events.append(json.loads(payload))
+    assert events, "no event reached the Sentry server"
+    event = events[0]
+    assert event["release"] == "v1.2.3" and event["environment"] == "staging"
+    assert event["exception"]["values"][-1]["type"] == "FileNotFoundError"
+    assert "django" in {i for i in event["sdk"]["integrations"]}
+
+
+def test_no_dsn_means_disabled():
+    assert init_app_sentry(load_app_config({"PHOTOSTACK_SHARDMAP": "/x"}), []) is False
