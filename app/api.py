@@ -197,7 +197,7 @@ def post_photo(request: HttpRequest, me: users.User) -> HttpResponse:
     if upload is None:
         return error(400, "send the photo as multipart field 'image'")
     record = photos.create_photo(me.id, upload.read(), request.POST.get("caption", ""), app_config().max_upload_bytes)
-    tasks.after_photo_posted(record["id"], me.id)
+    tasks.after_photo_posted(record["id"])
     return JsonResponse(photo_json(record), status=201)
 
 

@@ -40,18 +40,32 @@ def thumbnail_key(image_key: str) -> str:
 
 @celery_app.task(name="photostack.make_thumbnail", autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5)
 def make_thumbnail(photo_id: int) -> str | None:
-    """Make and record a photo's thumbnail; returns its key (None if the photo is gone)."""
+    """Make and record a photo's thumbnail, then start its fan-out; returns the thumbnail key.
+
+    Fanning out after the thumbnail means feeds receive photos whose thumbnails exist, and the
+    web request publishes one message instead of two. The fan-out is enqueued on every run,
+    even if the thumbnail was already made (a redelivery after a crash between the two), since
+    a repeated feed push is harmless; an image Pillow cannot decode still fans out, shown in full.
+    """
     record = photos.photo_row(photo_id)
     if record is None:
         log.warning("photo %s is gone; no thumbnail", photo_id)
         return None
-    if record["thumb_key"]:
-        return record["thumb_key"]
-    store = storage()
-    key = thumbnail_key(record["image_key"])
-    store.save(key, thumbnail_bytes(store.read(record["image_key"])), "image/jpeg")
-    photos.set_thumbnail(photo_id, key)
-    counters.incr(counters.THUMBNAILS)
+    key = record["thumb_key"]
+    if not key:
+        store = storage()
+        original = store.read(record["image_key"])  # OSError here is transient: retried
+        try:
+            thumb = thumbnail_bytes(original)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:  # Pillow's decode errors
+            log.error("photo %s: no thumbnail, the image does not decode: %s", photo_id, exc)
+            thumb = None
+        if thumb is not None:
+            key = thumbnail_key(record["image_key"])
+            store.save(key, thumb, "image/jpeg")
+            photos.set_thumbnail(photo_id, key)
+            counters.incr(counters.THUMBNAILS)
+    fanout_photo.apply_async((photo_id, record["user_id"]))
     return key
 
 
@@ -68,7 +82,6 @@ def fanout_photo(photo_id: int, owner_id: int, after: int = 0) -> int:
     return len(follower_ids)
 
 
-def after_photo_posted(photo_id: int, owner_id: int) -> None:
-    """Enqueue the work a new photo needs (two publishes; the request does nothing else)."""
+def after_photo_posted(photo_id: int) -> None:
+    """Enqueue the work a new photo needs: one publish (the thumbnail task chains the fan-out)."""
     make_thumbnail.apply_async((photo_id,))
-    fanout_photo.apply_async((photo_id, owner_id))

@@ -81,7 +81,7 @@ def upload(request: HttpRequest) -> HttpResponse:
                                      app_config().max_upload_bytes)
     except BadUpload as exc:
         return render(request, "home.html", {"me": me, "photos": [], "error": str(exc)}, status=exc.status)
-    tasks.after_photo_posted(record["id"], me.id)
+    tasks.after_photo_posted(record["id"])
     return HttpResponseRedirect(f"/u/{me.username}/")
 
 

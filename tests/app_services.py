@@ -2,8 +2,8 @@
 shards) behind pgbouncer in transaction pooling mode, Redis, Memcached, RabbitMQ, and a real
 Celery worker. All on free 557xx loopback ports in a temp dir, torn down at session end.
 
-`app_stack` (session fixture) sets the app's environment variables, migrates the shards
-through pgbouncer, sets Django up, and yields an `AppStack`.
+`running_stack()` (also used by bench/app_load.py --local) sets the app's environment
+variables and migrates the shards through pgbouncer; `app_stack` (session fixture) adds Django.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -239,9 +240,10 @@ def app_env(stack: AppStack) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="session")
-def app_stack() -> Iterator[AppStack]:
-    """Every service up, env set, shards migrated through pgbouncer, Django set up, worker running."""
+@contextmanager
+def running_stack(with_worker: bool = True) -> Iterator[AppStack]:
+    """Every service up, the app's env set in os.environ, shards migrated through pgbouncer,
+    optionally a Celery worker; everything stopped and the env restored on exit."""
     root = Path(tempfile.mkdtemp(prefix="photostack-app-"))
     root.chmod(0o755)
     pg, bouncer, redis_port, mc, amqp, dist, epmd = free_ports(7)
@@ -261,17 +263,33 @@ def app_stack() -> Iterator[AppStack]:
 
         from app import migrate
 
-        migrate.migrate(
-            ShardMap.from_json(stack.shardmap_path.read_text()),
-            migrate.load_app_config(os.environ).migrate_dsn,
-            migrate.load_migrations(),
-            int(migrate.load_app_config(os.environ).id_epoch_ms),
-        )
+        config = migrate.load_app_config(os.environ)
+        migrate.migrate(ShardMap.from_json(stack.shardmap_path.read_text()), config.migrate_dsn,
+                        migrate.load_migrations(), config.id_epoch_ms)
         wait_port(stack.redis_port, stack.procs["redis"], 10, "redis")
         wait_port(stack.memcached_port, stack.procs["memcached"], 10, "memcached")
         wait_port(stack.amqp_port, stack.procs["rabbitmq"], 30, "rabbitmq")
-        stack.procs["worker"] = start_worker(stack)
+        if with_worker:
+            stack.procs["worker"] = start_worker(stack)
+        yield stack
+    finally:
+        from app.shards import router
 
+        if router.cache_info().currsize:
+            router().close()
+        for name in [n for n in stack.procs if n != "rabbitmq"]:
+            _kill_group(stack.procs[name])
+        _stop_rabbitmq(stack)
+        _stop_postgres(stack)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def app_stack() -> Iterator[AppStack]:
+    """The running stack with Django set up in this process (tests use Django's test Client)."""
+    with running_stack() as stack:
         import django
         from django.test.utils import override_settings, setup_test_environment
 
@@ -281,16 +299,3 @@ def app_stack() -> Iterator[AppStack]:
         # Django's documented speed-up for tests: a cheap hasher (production keeps PBKDF2).
         override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]).enable()
         yield stack
-    finally:
-        from app.shards import router
-
-        if router.cache_info().currsize:
-            router().close()
-        for name in ("worker", "pgbouncer", "redis", "memcached"):
-            if name in stack.procs:
-                _kill_group(stack.procs[name])
-        _stop_rabbitmq(stack)
-        _stop_postgres(stack)
-        os.environ.clear()
-        os.environ.update(saved_env)
-        shutil.rmtree(root, ignore_errors=True)

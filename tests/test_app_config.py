@@ -46,3 +46,14 @@ def test_bad_values_name_the_variable(env, message):
     with pytest.raises(AppConfigError) as caught:
         load_app_config(env)
     assert str(caught.value) == message
+
+
+def test_several_memcached_servers_spread_keys():
+    """Keys spread over servers deterministically (rendezvous hashing with CRC32)."""
+    from app.clients import _crc32
+    from pymemcache.client.rendezvous import RendezvousHash
+
+    ring = RendezvousHash(nodes=["a:1", "b:1", "c:1"], hash_function=_crc32)
+    placed = [ring.get_node(f"photo:{i}") for i in range(300)]
+    assert set(placed) == {"a:1", "b:1", "c:1"}
+    assert placed == [RendezvousHash(nodes=["a:1", "b:1", "c:1"], hash_function=_crc32).get_node(f"photo:{i}") for i in range(300)]

@@ -115,3 +115,20 @@ def test_openapi_is_served(app_stack):
     routed = {"/" + str(p.pattern).replace("<str:", "{").replace("<int:", "{").replace(">", "}")
               for p in urlpatterns if str(p.pattern).startswith(("api/", "health"))}
     assert routed == documented
+
+
+def test_photo_that_does_not_decode_still_reaches_feeds(app_stack):
+    """A truncated JPEG passes the cheap upload check; the worker cannot thumbnail it but still
+    fans it out (shown in full size)."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.effect_noise((400, 300), 64).convert("RGB").save(out, "JPEG")
+    poster, _ = signed_up("truncated")
+    response = post_photo(poster, out.getvalue()[:8000])
+    assert response.status_code == 201
+    photo = response.json()
+    feed = wait_for(lambda: poster.get("/api/feed").json()["photos"])
+    assert feed[0]["id"] == photo["id"] and feed[0]["thumbnail_url"] is None
