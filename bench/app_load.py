@@ -2,6 +2,7 @@
 
     python bench/app_load.py --url http://127.0.0.1:8080       # a deployed stack (one-box nginx)
     python bench/app_load.py --local                            # throwaway services + gunicorn here
+    python bench/app_load.py --local --paced                    # offer the target rates, read p99
 
 Targets (issue 4, 2-core box): ≥ 250 posts/s and ≥ 900 likes/s with p99 < 100 ms; feed read
 p99 < 20 ms. The load generator runs on the same box (and is Python), so figures are a floor.
@@ -31,6 +32,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 TARGETS = {"post": (250, 100), "like": (900, 100), "feed": (None, 20)}
+# --paced offers each phase at its target rate (feed reads: a rate well inside capacity).
+PACED_RATES = {"post": 250.0, "like": 900.0, "feed": 300.0}
 
 
 class Session:
@@ -107,17 +110,33 @@ class Phase:
                 f"p99 {p99:7.2f} ms  {' '.join(verdict)}")
 
 
-def run_phase(name: str, sessions: list[Session], seconds: float, action) -> Phase:
-    """Each session in its own thread calls action(session) until the time is up."""
+def run_phase(name: str, sessions: list[Session], seconds: float, action, rate: float | None) -> Phase:
+    """Each session in its own thread calls action(session) until the time is up: as fast as
+    it can (rate None: the box's capacity), or paced so all together offer `rate` requests/s.
+    Paced latency counts from the scheduled start, so falling behind shows (no coordinated
+    omission)."""
     phase = Phase(name)
     lock = threading.Lock()
-    deadline = time.monotonic() + seconds
+    begin = time.perf_counter()
+    deadline = begin + seconds
+    interval = len(sessions) / rate if rate else 0.0
 
-    def loop(session: Session) -> None:
+    def loop(index_session) -> None:
+        index, session = index_session
         rng = random.Random()
         local, errors = [], 0
-        while time.monotonic() < deadline:
-            start = time.perf_counter()
+        scheduled = begin + interval * index / len(sessions)
+        while True:
+            now = time.perf_counter()
+            if rate:
+                if scheduled > now:
+                    time.sleep(scheduled - now)
+                start = scheduled
+                scheduled += interval
+            else:
+                start = now
+            if start >= deadline:
+                break
             try:
                 ok = action(session, rng)
             except OSError:
@@ -132,12 +151,13 @@ def run_phase(name: str, sessions: list[Session], seconds: float, action) -> Pha
 
     started = time.monotonic()
     with ThreadPoolExecutor(len(sessions)) as pool:
-        list(pool.map(loop, sessions))
-    phase.seconds = time.monotonic() - started
+        list(pool.map(loop, enumerate(sessions)))
+    # Paced: requests started inside the window, per second of window (stragglers finish after).
+    phase.seconds = seconds if rate else time.monotonic() - started
     return phase
 
 
-def bench(base: str, users: int, concurrency: int, seconds: float, follows: int) -> list[Phase]:
+def bench(base: str, users: int, concurrency: int, seconds: float, follows: int, paced: bool) -> list[Phase]:
     tag = uuid.uuid4().hex[:6]
     sessions = [Session(base) for _ in range(users)]
     names = [f"b{tag}_{i}" for i in range(users)]
@@ -177,10 +197,11 @@ def bench(base: str, users: int, concurrency: int, seconds: float, follows: int)
         status, _ = session.request("GET", "/api/feed?limit=30")
         return status == 200
 
-    phases = [run_phase("post", active, seconds, post)]
+    rates = PACED_RATES if paced else {}
+    phases = [run_phase("post", active, seconds, post, rates.get("post"))]
     time.sleep(min(5.0, seconds))  # let thumbnails and fan-out drain before reading
-    phases.append(run_phase("like", active, seconds, like))
-    phases.append(run_phase("feed", active, seconds, feed))
+    phases.append(run_phase("like", active, seconds, like, rates.get("like")))
+    phases.append(run_phase("feed", active, seconds, feed, rates.get("feed")))
     return phases
 
 
@@ -211,6 +232,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--follows", type=int, default=10)
+    parser.add_argument("--paced", action="store_true", help="offer the target rates instead of flooding")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (--local)")
     parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker (--local)")
     args = parser.parse_args()
@@ -223,8 +245,9 @@ def main() -> int:
         base, cleanup = local_stack_and_gunicorn(args.workers, args.threads)
     try:
         concurrency = min(args.concurrency, args.users)
-        print(f"app_load: {base} users={args.users} concurrency={concurrency} seconds={args.seconds}")
-        for phase in bench(base, args.users, concurrency, args.seconds, args.follows):
+        mode = "paced at target rates" if args.paced else "flood (capacity)"
+        print(f"app_load: {base} users={args.users} concurrency={concurrency} seconds={args.seconds} {mode}")
+        for phase in bench(base, args.users, concurrency, args.seconds, args.follows, args.paced):
             print(phase.line())
     except (ConnectionError, socket.timeout) as exc:
         print(f"app_load: error: {exc}", file=sys.stderr)
