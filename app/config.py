@@ -11,7 +11,7 @@ runner all read the same object, so the web process and the worker cannot disagr
 | PHOTOSTACK_SHARDMAP           | path of the shard map JSON (infra/sharding.py)             | required              |
 | PHOTOSTACK_DB_HOST / _PORT    | pgbouncer address                                          | `127.0.0.1` / `6432`  |
 | PHOTOSTACK_DB_USER / _PASSWORD| pgbouncer credentials                                      | `photostack` / empty  |
-| PHOTOSTACK_DB_POOL_MAX        | connections per physical shard pool per process            | `4`                   |
+| PHOTOSTACK_DB_POOL_MAX        | connections per physical shard pool per process (≥ threads)| `8`                   |
 | PHOTOSTACK_MIGRATE_DSN        | DSN template for the migration runner, `{db}` = `shard3`,  | via pgbouncer         |
 |                               | `{physical}` = `3` (e.g. direct to each primary)           |                       |
 | PHOTOSTACK_ID_EPOCH_MS        | custom epoch of the 64-bit ids                             | Instagram's epoch     |
@@ -132,7 +132,7 @@ def load_app_config(env: Mapping[str, str]) -> AppConfig:
         db_port=db_port,
         db_user=db_user,
         db_password=db_password,
-        db_pool_max=_int(env, "PHOTOSTACK_DB_POOL_MAX", 4),
+        db_pool_max=_int(env, "PHOTOSTACK_DB_POOL_MAX", 8),
         migrate_dsn=env.get("PHOTOSTACK_MIGRATE_DSN") or default_migrate,
         id_epoch_ms=_int(env, "PHOTOSTACK_ID_EPOCH_MS", INSTAGRAM_EPOCH_MS),
         redis_url=env.get("PHOTOSTACK_REDIS_URL", "redis://127.0.0.1:6379/0"),

@@ -128,6 +128,8 @@ def migrate(
     log: Callable[[str], None] = lambda line: None,
 ) -> MigrationReport:
     """Bring every logical shard up to the newest migration (or, with plan_only, list what would run)."""
+    if shard_map.physical_shards > 1 and "{db}" not in dsn_template and "{physical}" not in dsn_template:
+        raise MigrationError("the DSN template names no {db} or {physical}: every physical shard would be the same database")
     report = MigrationReport()
     for physical in range(shard_map.physical_shards):
         logicals = shard_map.logical_on(physical)

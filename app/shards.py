@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 import psycopg
@@ -47,7 +47,7 @@ def username_shard(username: str, logical_shards: int) -> int:
 class ShardRouter:
     """Maps ids and usernames to schemas and pooled connections of their physical shard."""
 
-    def __init__(self, shard_map: ShardMap, dsn_for_db, epoch_ms: int, pool_max: int = 4) -> None:
+    def __init__(self, shard_map: ShardMap, dsn_for_db: Callable[[str], str], epoch_ms: int, pool_max: int = 8) -> None:
         self.shard_map = shard_map
         self.epoch_ms = epoch_ms
         self._dsn_for_db = dsn_for_db
@@ -105,7 +105,7 @@ class ShardRouter:
         with self.connection(self.shard_map.physical_of(logical)) as conn:
             yield conn, schema_name(logical)
 
-    def group_by_physical(self, object_ids) -> dict[int, list[int]]:
+    def group_by_physical(self, object_ids: Iterable[int]) -> dict[int, list[int]]:
         """Ids grouped by their physical shard (to read many objects in one query per shard)."""
         groups: dict[int, list[int]] = {}
         for object_id in object_ids:
@@ -125,8 +125,17 @@ def load_shard_map(config: AppConfig) -> ShardMap:
     return ShardMap.from_json(config.shardmap_path.read_text())
 
 
+_router_lock = threading.Lock()
+
+
 @functools.cache
 def router() -> ShardRouter:
     """This process's shard router (pools open lazily, so it is safe to create before a fork)."""
+    with _router_lock:  # functools.cache alone may build two routers in racing threads
+        return _build_router()
+
+
+@functools.lru_cache(maxsize=1)
+def _build_router() -> ShardRouter:
     config = app_config()
     return ShardRouter(load_shard_map(config), config.physical_dsn, config.id_epoch_ms, config.db_pool_max)

@@ -42,7 +42,7 @@ def post_photo(client, data: bytes | None = None, caption: str = "hello"):
     return client.post("/api/photos", {"image": image, "caption": caption})
 
 
-def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05):
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05):
     """Poll until predicate() is truthy (returns its value) or fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:

@@ -175,22 +175,21 @@ def _start_rabbitmq(stack: AppStack, dist_port: int, epmd_port: int) -> None:
         "RABBITMQ_LOGS": str(home / "rabbit.log"),
         "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
     }
-    proc = subprocess.Popen(
-        ["runuser", "-u", "rabbitmq", "--", "env", *(f"{k}={v}" for k, v in env.items()),
-         "/usr/lib/rabbitmq/bin/rabbitmq-server"],
+    # Our own epmd on its own port, in the foreground: the node registers with it instead of
+    # daemonizing one that would outlive the test (and the one-box's epmd stays untouched).
+    stack.procs["epmd"] = subprocess.Popen(
+        as_user("rabbitmq", ["epmd", "-port", str(epmd_port), "-address", "127.0.0.1"]),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
+    wait_port(epmd_port, stack.procs["epmd"], 10, "epmd")
+    log = open(home / "server.out", "wb")
+    proc = subprocess.Popen(
+        ["runuser", "-u", "rabbitmq", "--", "env", "-i", *(f"{k}={v}" for k, v in env.items()),
+         "/usr/lib/rabbitmq/bin/rabbitmq-server"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    log.close()
     stack.procs["rabbitmq"] = proc
-    stack.env["_EPMD_PORT"] = str(epmd_port)
-
-
-def _stop_rabbitmq(stack: AppStack) -> None:
-    proc = stack.procs.pop("rabbitmq", None)
-    if proc is not None:
-        _kill_group(proc)
-    epmd = stack.env.get("_EPMD_PORT")
-    if epmd:  # our own epmd (own port), which outlives the node
-        subprocess.run(["epmd", "-kill"], env={**os.environ, "ERL_EPMD_PORT": epmd}, capture_output=True)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -268,7 +267,11 @@ def running_stack(with_worker: bool = True) -> Iterator[AppStack]:
                         migrate.load_migrations(), config.id_epoch_ms)
         wait_port(stack.redis_port, stack.procs["redis"], 10, "redis")
         wait_port(stack.memcached_port, stack.procs["memcached"], 10, "memcached")
-        wait_port(stack.amqp_port, stack.procs["rabbitmq"], 30, "rabbitmq")
+        try:
+            wait_port(stack.amqp_port, stack.procs["rabbitmq"], 30, "rabbitmq")
+        except RuntimeError as exc:
+            tail = (root / "rabbitmq" / "server.out").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{exc}; its output ends with:\n{tail}") from None
         if with_worker:
             stack.procs["worker"] = start_worker(stack)
         yield stack
@@ -277,9 +280,8 @@ def running_stack(with_worker: bool = True) -> Iterator[AppStack]:
 
         if router.cache_info().currsize:
             router().close()
-        for name in [n for n in stack.procs if n != "rabbitmq"]:
-            _kill_group(stack.procs[name])
-        _stop_rabbitmq(stack)
+        for proc in stack.procs.values():  # the node before its epmd: dict order is start order
+            _kill_group(proc)
         _stop_postgres(stack)
         os.environ.clear()
         os.environ.update(saved_env)

@@ -101,3 +101,11 @@ def test_misnamed_migration_file_is_refused(tmp_path):
     (tmp_path / "1_bad.sql").write_text("")
     with pytest.raises(MigrationError, match="NNNN_name.sql"):
         load_migrations(tmp_path)
+
+
+def test_dsn_template_must_tell_shards_apart():
+    from app.migrate import MigrationError, load_migrations, migrate
+    from infra.sharding import ShardMap
+
+    with pytest.raises(MigrationError, match="names no"):
+        migrate(ShardMap((0, 1), 2), "host=127.0.0.1 dbname=one", load_migrations(), 0)
