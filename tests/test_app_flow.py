@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from tests.app_helpers import post_photo, signed_up, unique_name, wait_for
 
 
