@@ -208,7 +208,7 @@ def start_worker(stack: AppStack) -> subprocess.Popen:
     """A real Celery worker process consuming both queues (threads pool: quick to start)."""
     log = open(stack.root / "worker.log", "ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "app.celery:celery_app", "worker", "-Q", "thumbnails,feed",
+        [sys.executable, "-m", "celery", "-A", "app.celery:celery_app", "worker", "-Q", "thumbnails,feed", "-n", f"suite{stack.amqp_port}@%h",
          "--pool", "threads", "-c", "4", "--without-gossip", "--without-mingle", "--without-heartbeat",
          "-l", "warning"],
         cwd=REPO, env={**os.environ, **stack.env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,

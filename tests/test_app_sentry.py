@@ -15,7 +15,8 @@ import pytest
 
 from app.config import load_app_config
 from app.sentry import init_app_sentry
-from tests.app_services import REPO, free_ports
+from tests.app_helpers import wait_for
+from tests.app_services import REPO, _kill_group, free_ports
 
 SCRIPT = """
 import wsgiref.util, sentry_sdk
@@ -54,6 +55,16 @@ def sentry_server():
     server.server_close()
 
 
+def events_in(envelopes: list[bytes]) -> list[dict]:
+    events = []
+    for envelope in envelopes:
+        lines = envelope.split(b"\n")
+        for header, payload in zip(lines[1::2], lines[2::2]):
+            if json.loads(header).get("type") == "event":
+                events.append(json.loads(payload))
+    return events
+
+
 def test_request_error_is_reported_with_release_and_environment(sentry_server, tmp_path):
     port, envelopes = sentry_server
     env = {
@@ -67,12 +78,7 @@ def test_request_error_is_reported_with_release_and_environment(sentry_server, t
     env.pop("DJANGO_SETTINGS_MODULE", None)
     done = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "500 Internal Server Error", done.stderr
-    events = []
-    for envelope in envelopes:
-        lines = envelope.split(b"\n")
-        for header, payload in zip(lines[1::2], lines[2::2]):
-            if json.loads(header).get("type") == "event":
-                events.append(json.loads(payload))
+    events = events_in(envelopes)
     assert events, "no event reached the Sentry server"
     event = events[0]
     assert event["release"] == "v1.2.3" and event["environment"] == "staging"
@@ -82,3 +88,27 @@ def test_request_error_is_reported_with_release_and_environment(sentry_server, t
 
 def test_no_dsn_means_disabled():
     assert init_app_sentry(load_app_config({"PHOTOSTACK_SHARDMAP": "/x"}), []) is False
+
+
+def test_worker_task_error_is_reported(app_stack, sentry_server):
+    """A real worker (own queue, so the suite's worker does not take the message) reports a
+    failing task through the Celery integration set up in app/celery.py."""
+    port, envelopes = sentry_server
+    env = {**os.environ, "PHOTOSTACK_SENTRY_DSN": f"http://publickey@127.0.0.1:{port}/1",
+           "PHOTOSTACK_STACK": "prod", "PHOTOSTACK_RELEASE": "v9"}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "app.celery:celery_app", "worker", "-Q", "sentry_probe", "-n", "sentry_probe@%h",
+         "--pool", "solo", "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "error"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        from app.celery import celery_app
+
+        # The owner id names logical shard 100, which the 8-shard map does not have: NotFound.
+        celery_app.send_task("photostack.fanout_photo", args=(1, 100 << 10), queue="sentry_probe")
+        event = wait_for(lambda: events_in(envelopes), timeout=30)[0]
+    finally:
+        _kill_group(worker)
+    assert event["environment"] == "prod" and event["release"] == "v9"
+    assert event["exception"]["values"][-1]["type"] == "NotFound"
+    assert "celery" in event["sdk"]["integrations"]
