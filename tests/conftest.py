@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.pagerduty_server import PagerDutyServer
+from tests.fakes.pingdom_server import PingdomServer
 from tests.fakes.tls import CertificateFiles, make_certificates
 
 
@@ -30,3 +31,13 @@ def state_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "state"
     monkeypatch.setenv("PHOTOSTACK_STATE_DIR", str(root))
     return root
+
+
+PINGDOM_TOKEN = "pingdom-test-token"
+
+
+@pytest.fixture
+def pingdom_server(test_certificates: CertificateFiles) -> Iterator[PingdomServer]:
+    """The local HTTPS Pingdom 3.1 API; token `PINGDOM_TOKEN`, base URL `server.api_url`."""
+    with PingdomServer(PINGDOM_TOKEN, test_certificates.server_context()) as server:
+        yield server
