@@ -9,6 +9,7 @@ import pytest
 
 from tests.fakes.pagerduty_server import PagerDutyServer
 from tests.fakes.pingdom_server import PingdomServer
+from tests.fakes.sentry_server import SentryServer
 from tests.fakes.tls import CertificateFiles, make_certificates
 
 
@@ -40,4 +41,11 @@ PINGDOM_TOKEN = "pingdom-test-token"
 def pingdom_server(test_certificates: CertificateFiles) -> Iterator[PingdomServer]:
     """The local HTTPS Pingdom 3.1 API; token `PINGDOM_TOKEN`, base URL `server.api_url`."""
     with PingdomServer(PINGDOM_TOKEN, test_certificates.server_context()) as server:
+        yield server
+
+
+@pytest.fixture
+def sentry_server() -> Iterator[SentryServer]:
+    """The local Sentry ingest endpoint; initialise the SDK with `server.dsn`."""
+    with SentryServer() as server:
         yield server
