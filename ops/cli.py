@@ -9,7 +9,7 @@ from rich.console import Console
 from infra.config import ConfigError
 from infra.inventory import select
 from infra.secrets import SecretStore
-from ops import report
+from ops import alerting, report
 from ops.stack import Stack
 from roles.engine.converge import missing_roles
 from roles.engine.executor import connect, read_facts
@@ -125,6 +125,11 @@ def secret_set(ctx: typer.Context, name: str) -> None:
         raise ConfigError([f"photostack:{name}: empty value"])
     SecretStore.for_stack(stack.name).set(name, value)
     console.print(f"stored {name} for stack {stack.name}")
+
+
+# Commands of each area live in their own module and register themselves here.
+for area in (alerting,):
+    area.register(app)
 
 
 def main() -> None:
