@@ -49,3 +49,18 @@ def sentry_server() -> Iterator[SentryServer]:
     """The local Sentry ingest endpoint; initialise the SDK with `server.dsn`."""
     with SentryServer() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def onebox():
+    """The one-box stack, brought up for real (`ops up`: sshd on loopback, every role converged)."""
+    import subprocess
+    import sys
+
+    from ops.stack import Stack
+
+    done = subprocess.run(
+        [sys.executable, "-m", "ops", "up"], capture_output=True, text=True, timeout=1800
+    )
+    assert done.returncode == 0, f"ops up failed:\n{done.stdout}\n{done.stderr}"
+    return Stack.load("onebox")
