@@ -9,6 +9,7 @@ Bad input raises `ConfigError`, which carries one line per problem naming the ke
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -350,12 +351,17 @@ def required_secrets(config: StackConfig) -> list[str]:
     return names
 
 
-def stack_file(stack: str, root: Path = REPO_ROOT) -> Path:
+def stacks_dir() -> Path:
+    """Where `Pulumi.<stack>.yaml` files are: the repo root, or `$PHOTOSTACK_STACKS_DIR`."""
+    return Path(os.environ.get("PHOTOSTACK_STACKS_DIR", REPO_ROOT))
+
+
+def stack_file(stack: str, root: Path | None = None) -> Path:
     """Path of the `Pulumi.<stack>.yaml` file of a stack."""
-    return root / f"Pulumi.{stack}.yaml"
+    return (root or stacks_dir()) / f"Pulumi.{stack}.yaml"
 
 
-def load_stack_config(stack: str, root: Path = REPO_ROOT, path: Path | None = None) -> StackConfig:
+def load_stack_config(stack: str, root: Path | None = None, path: Path | None = None) -> StackConfig:
     """Read, parse and validate the stack config of `stack` (or of the file at `path`)."""
     path = path or stack_file(stack, root)
     if not path.is_file():

@@ -138,5 +138,5 @@ def main() -> None:
         app()
     except ConfigError as exc:
         for problem in exc.problems:
-            err.print(problem, markup=False, highlight=False)
+            print(problem, file=sys.stderr)
         sys.exit(2)
