@@ -362,11 +362,14 @@ GENERATED_SECRETS = (
 def required_secrets(config: StackConfig) -> list[str]:
     """Secrets this stack needs: the service passwords, plus those of the integrations it enables."""
     names = list(GENERATED_SECRETS)
-    if config.alerting.pagerduty:
+    # On AWS the program creates the PagerDuty integration and the Sentry key itself and hands
+    # their routing key and DSN to the hosts (infra/alerting.py); on one-box the user sets them.
+    onebox = config.target == "onebox"
+    if config.alerting.pagerduty and onebox:
         names.append("pagerdutyRoutingKey")
     if config.monitoring.pingdom:
         names.append("pingdomToken")
-    if config.alerting.sentry:
+    if config.alerting.sentry and onebox:
         names.append("sentryDsn")
     return names
 

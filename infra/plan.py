@@ -49,6 +49,8 @@ class PlannedResource:
     custom: bool
     inputs: dict[str, Any]
     outputs: dict[str, Any] = field(default_factory=dict)
+    property_dependencies: dict[str, list[str]] = field(default_factory=dict)
+    """Input name to the URNs of the resources its value came from."""
 
 
 @dataclass
@@ -161,15 +163,18 @@ _COMPUTED = {
 
 
 class PlanMonitor(pulumi_mocks.MockMonitor):
-    """The mock monitor, also recording each resource's URN and parent (for the tree)."""
+    """The mock monitor, also recording each resource's URN, parent and dependencies (tree, policies)."""
 
     def __init__(self, mocks: PlanMocks) -> None:
         super().__init__(mocks)
-        self.registrations: list[tuple[str, str, str, str, bool]] = []
+        self.registrations: list[tuple[str, str, str, str, bool, dict[str, list[str]]]] = []
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
         response = super().RegisterResource(request)
-        self.registrations.append((response.urn, request.parent, request.type, request.name, request.custom))
+        dependencies = {key: list(value.urns) for key, value in request.propertyDependencies.items()}
+        self.registrations.append(
+            (response.urn, request.parent, request.type, request.name, request.custom, dependencies)
+        )
         return response
 
 
@@ -198,11 +203,11 @@ def _run(config: StackConfig, stack: str) -> Plan:
         asyncio.set_event_loop(None)
         loop.close()
     resources = []
-    for urn, parent, type_, name, custom in monitor.registrations:
+    for urn, parent, type_, name, custom, dependencies in monitor.registrations:
         if type_ == "pulumi:pulumi:Stack":
             continue
         inputs, state = mocks.inputs.get((type_, name), ({}, {}))
-        resources.append(PlannedResource(type_, name, urn, parent, custom, inputs, state))
+        resources.append(PlannedResource(type_, name, urn, parent, custom, inputs, state, dependencies))
     return Plan(stack, resources, outputs)
 
 
