@@ -188,7 +188,7 @@ class Fleet(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, protect=True),
         )
         aws.ec2.VolumeAttachment(
-            f"{name}-{node.name}-data",
+            f"{name}-{node.name}-data-attachment",
             device_name=DATA_DEVICE,
             volume_id=volume.id,
             instance_id=instance.id,

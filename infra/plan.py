@@ -31,6 +31,7 @@ SIG_KEY = "4dabf18193072939515e22adb298388d"
 # The canonical hosted zone id of ALBs in us-east-1 (AWS publishes one per region).
 ALB_ZONE_ID = "Z35SXDOTRQ7X7K"
 CANONICAL_UBUNTU_AMI = "ami-0ubuntu2404noble"
+MOCK_ACCOUNT = "123456789012"
 
 
 def placeholder_secret(name: str) -> str:
@@ -60,6 +61,8 @@ class Plan:
     stack: str
     resources: list[PlannedResource]
     outputs: dict[str, Any]
+    lookups: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    """Provider functions the program called (token, arguments), e.g. the AMI lookup."""
 
     def of_type(self, type_: str) -> list[PlannedResource]:
         """Resources of one type token."""
@@ -93,6 +96,7 @@ class PlanMocks(pulumi_mocks.Mocks):
         self.region = region
         self.inputs: dict[tuple[str, str], tuple[dict[str, Any], dict[str, Any]]] = {}
         self.subnet_cidrs: dict[str, str] = {}
+        self.lookups: list[tuple[str, dict[str, Any]]] = []
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         resource_id = f"{args.name}-id"
@@ -105,6 +109,7 @@ class PlanMocks(pulumi_mocks.Mocks):
         return resource_id, outputs
 
     def call(self, args: pulumi_mocks.MockCallArgs) -> dict[str, Any]:
+        self.lookups.append((args.token, dict(args.args)))
         if args.token == "aws:ec2/getAmi:getAmi":
             return {"id": CANONICAL_UBUNTU_AMI, "imageId": CANONICAL_UBUNTU_AMI, "ownerId": args.args["owners"][0]}
         if args.token == "aws:route53/getZone:getZone":
@@ -143,6 +148,7 @@ def _certificate(_m: PlanMocks, args: pulumi_mocks.MockResourceArgs, _id: str) -
 
 _COMPUTED = {
     "aws:ec2/subnet:Subnet": PlanMocks.subnet,
+    "aws:ssm/parameter:Parameter": lambda m, a, _i: {"arn": f"arn:aws:ssm:{m.region}:{MOCK_ACCOUNT}:parameter{a.inputs['name']}"},
     "aws:ec2/instance:Instance": PlanMocks.instance,
     "aws:ec2/launchTemplate:LaunchTemplate": lambda _m, _a, _i: {"latestVersion": 1},
     "aws:acm/certificate:Certificate": _certificate,
@@ -208,7 +214,7 @@ def _run(config: StackConfig, stack: str) -> Plan:
             continue
         inputs, state = mocks.inputs.get((type_, name), ({}, {}))
         resources.append(PlannedResource(type_, name, urn, parent, custom, inputs, state, dependencies))
-    return Plan(stack, resources, outputs)
+    return Plan(stack, resources, outputs, mocks.lookups)
 
 
 def run_plan(config: StackConfig, stack: str) -> Plan:
