@@ -16,7 +16,7 @@ def plan_of(stack: str) -> Plan:
 
 
 def by_name(plan: Plan) -> dict[str, PlannedResource]:
-    """The plan's resources by name."""
+    """The plan's resources by name (a bucket's settings share its name: look those up by type)."""
     return {r.name: r for r in plan.resources}
 
 

@@ -178,7 +178,8 @@ def test_instance_profiles_grant_only_what_the_role_needs():
     nginx = _statements(plan, "nginx")
     assert set(nginx) == {"ReleaseBundle", "Inventory"}
     app = _statements(plan, "app")
-    assert app["MediaObjects"]["Resource"] == [f"{by_name(plan)['storage-media'].outputs['arn']}/*"]
+    (media,) = [b for b in plan.of_type("aws:s3/bucket:Bucket") if b.name == "storage-media"]
+    assert app["MediaObjects"]["Resource"] == [f"{media.outputs['arn']}/*"]
     assert "replicationPassword" not in json.dumps(app)
 
 
