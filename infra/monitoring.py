@@ -15,13 +15,13 @@ from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateRes
 
 PINGDOM_API = "https://api.pingdom.com/api/3.1"
 # Properties whose change is an in-place update of the check (the name identifies it).
-UPDATABLE = ("host", "url", "resolution", "encryption")
+UPDATABLE = ("host", "path", "resolution")
 
 
 def _client(props: dict[str, Any]) -> Any:
     from monitoring.pingdom import PingdomClient
 
-    return PingdomClient(props["api_url"], props["token"])
+    return PingdomClient(props["token"], base_url=props["api_url"])
 
 
 def _check(props: dict[str, Any]) -> dict[str, Any]:
@@ -32,8 +32,8 @@ class PingdomCheckProvider(ResourceProvider):
     """Creates, updates and deletes one HTTP check by name through the Pingdom 3.1 API."""
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        check_id = _client(props).sync_check(**_check(props))
-        return CreateResult(id_=str(check_id), outs=props)
+        result = _client(props).sync_check(**_check(props))
+        return CreateResult(id_=str(result.check_id), outs=props)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         changed = [key for key in ("name", *UPDATABLE, "api_url", "token") if olds.get(key) != news.get(key)]
@@ -44,7 +44,7 @@ class PingdomCheckProvider(ResourceProvider):
         return UpdateResult(outs=news)
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
-        _client(props).delete_check(props["name"])
+        _client(props).delete_check_named(props["name"])
 
 
 @dataclass(frozen=True)
@@ -68,9 +68,8 @@ class PingdomCheck(pulumi.dynamic.Resource):
         props = {
             "name": f"photostack {args.domain} /health",
             "host": args.domain,
-            "url": "/health",
+            "path": "/health",
             "resolution": args.resolution,
-            "encryption": True,
             "api_url": args.api_url,
             "token": pulumi.Output.secret(args.token),
         }

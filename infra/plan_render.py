@@ -38,7 +38,7 @@ KEY_INPUTS: dict[str, tuple[str, ...]] = {
     "pagerduty:index/service:Service": ("name",),
     "pagerduty:index/serviceIntegration:ServiceIntegration": ("type",),
     "sentry:index/sentryProject:SentryProject": ("organization", "slug"),
-    "pulumi-python:dynamic:Resource": ("name", "url", "token"),
+    "pulumi-python:dynamic:Resource": ("name", "path", "token"),
 }
 
 

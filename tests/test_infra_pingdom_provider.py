@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from infra.monitoring import PingdomCheckProvider
 
-OLD = {"name": "photostack a.example.com /health", "host": "a.example.com", "url": "/health", "resolution": 1,
-       "encryption": True, "api_url": "https://api.pingdom.com/api/3.1", "token": "t"}
+OLD = {"name": "photostack a.example.com /health", "host": "a.example.com", "path": "/health", "resolution": 1,
+       "api_url": "https://api.pingdom.com/api/3.1", "token": "t"}
 
 
 def test_unchanged_check_is_left_alone():
