@@ -43,4 +43,4 @@ def _init_sentry(**_kwargs) -> None:
 
     from app.sentry import init_app_sentry
 
-    init_app_sentry(app_config(), [CeleryIntegration()])
+    init_app_sentry(app_config(), "worker", [CeleryIntegration()])

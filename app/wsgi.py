@@ -12,5 +12,5 @@ from sentry_sdk.integrations.django import DjangoIntegration  # noqa: E402
 from app.config import app_config  # noqa: E402
 from app.sentry import init_app_sentry  # noqa: E402
 
-init_app_sentry(app_config(), [DjangoIntegration()])
+init_app_sentry(app_config(), "web", [DjangoIntegration()])
 application = get_wsgi_application()

@@ -1,8 +1,11 @@
 """Load on the app's JSON API: posts/s, likes/s, feed reads, with p50/p99 latencies.
 
-    python bench/app_load.py --url http://127.0.0.1:8080       # a deployed stack (one-box nginx)
-    python bench/app_load.py --local                            # throwaway services + gunicorn here
-    python bench/app_load.py --local --paced                    # offer the target rates, read p99
+    python bench/app_load.py                                  # throwaway services + gunicorn here
+    python bench/app_load.py --url http://127.0.0.1:8080      # a deployed stack (one-box nginx)
+    python bench/app_load.py --mode paced                     # only: offer the target rates, read p99
+
+Modes: `flood` (every client as fast as it can: capacity) and `paced` (the target rates
+offered, latency from the scheduled start); `both` (default) runs flood then paced.
 
 Targets (issue 4, 2-core box): ≥ 250 posts/s and ≥ 900 likes/s with p99 < 100 ms; feed read
 p99 < 20 ms. The load generator runs on the same box (and is Python), so figures are a floor.
@@ -226,29 +229,27 @@ def local_stack_and_gunicorn(workers: int, threads: int):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", help="base URL of a running stack")
-    parser.add_argument("--local", action="store_true", help="boot throwaway services and gunicorn here")
+    parser.add_argument("--url", help="base URL of a running stack (default: boot throwaway services + gunicorn here)")
     parser.add_argument("--users", type=int, default=40)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=8.0, help="per phase")
     parser.add_argument("--follows", type=int, default=10)
-    parser.add_argument("--paced", action="store_true", help="offer the target rates instead of flooding")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (--local)")
-    parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker (--local)")
+    parser.add_argument("--mode", choices=("both", "flood", "paced"), default="both")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (local)")
+    parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker (local)")
     args = parser.parse_args()
-    if bool(args.url) == args.local:
-        print("app_load: error: give exactly one of --url or --local", file=sys.stderr)
-        return 2
     cleanup = None
     base = args.url
-    if args.local:
+    if not base:
         base, cleanup = local_stack_and_gunicorn(args.workers, args.threads)
     try:
         concurrency = min(args.concurrency, args.users)
-        mode = "paced at target rates" if args.paced else "flood (capacity)"
-        print(f"app_load: {base} users={args.users} concurrency={concurrency} seconds={args.seconds} {mode}")
-        for phase in bench(base, args.users, concurrency, args.seconds, args.follows, args.paced):
-            print(phase.line())
+        print(f"app_load: {base} users={args.users} concurrency={concurrency} seconds/phase={args.seconds}"
+              f"{' (local: load generator shares the CPUs)' if cleanup else ''}")
+        for paced in {"both": (False, True), "flood": (False,), "paced": (True,)}[args.mode]:
+            print("paced at target rates:" if paced else "flood (capacity):")
+            for phase in bench(base, args.users, concurrency, args.seconds, args.follows, paced):
+                print("  " + phase.line())
     except (ConnectionError, socket.timeout) as exc:
         print(f"app_load: error: {exc}", file=sys.stderr)
         return 1

@@ -1,4 +1,70 @@
-"""Shared pytest fixtures, one section per area."""
+"""Shared fixtures: a test CA and the local protocol servers (PagerDuty, Pingdom, Sentry)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.pagerduty_server import PagerDutyServer
+from tests.fakes.pingdom_server import PingdomServer
+from tests.fakes.sentry_server import SentryServer
+from tests.fakes.tls import CertificateFiles, make_certificates
+
+
+@pytest.fixture(scope="session")
+def test_certificates(tmp_path_factory: pytest.TempPathFactory) -> CertificateFiles:
+    """A CA bundle plus a 127.0.0.1 server certificate signed by it."""
+    return make_certificates(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+def pagerduty_server(test_certificates: CertificateFiles) -> Iterator[PagerDutyServer]:
+    """The local HTTPS Events v2 endpoint; trust it with `test_certificates.ca_bundle`."""
+    with PagerDutyServer(test_certificates.server_context()) as server:
+        yield server
+
+
+@pytest.fixture
+def state_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private PHOTOSTACK_STATE_DIR for the test."""
+    root = tmp_path / "state"
+    monkeypatch.setenv("PHOTOSTACK_STATE_DIR", str(root))
+    return root
+
+
+PINGDOM_TOKEN = "pingdom-test-token"
+
+
+@pytest.fixture
+def pingdom_server(test_certificates: CertificateFiles) -> Iterator[PingdomServer]:
+    """The local HTTPS Pingdom 3.1 API; token `PINGDOM_TOKEN`, base URL `server.api_url`."""
+    with PingdomServer(PINGDOM_TOKEN, test_certificates.server_context()) as server:
+        yield server
+
+
+@pytest.fixture
+def sentry_server() -> Iterator[SentryServer]:
+    """The local Sentry ingest endpoint; initialise the SDK with `server.dsn`."""
+    with SentryServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def onebox():
+    """The one-box stack, brought up for real (`ops up`: sshd on loopback, every role converged)."""
+    import subprocess
+    import sys
+
+    from ops.stack import Stack
+
+    done = subprocess.run(
+        [sys.executable, "-m", "ops", "up"], capture_output=True, text=True, timeout=1800
+    )
+    assert done.returncode == 0, f"ops up failed:\n{done.stdout}\n{done.stderr}"
+    return Stack.load("onebox")
+
 
 # --- app area: throwaway PostgreSQL/pgbouncer/Redis/Memcached/RabbitMQ + Celery worker ---
-from tests.app_services import app_stack  # noqa: F401  (session fixture)
+from tests.app_services import app_stack  # noqa: E402,F401  (session fixture)

@@ -1,22 +1,17 @@
-"""Sentry: a failing request through the WSGI entry point reaches a local Sentry-protocol
-server with the stack as environment and the deployed version as release; no DSN → off."""
+"""Sentry: errors of a request (through the WSGI entry point) and of a worker task reach a
+local Sentry ingest server (tests/fakes/sentry_server.py) with the stack as environment and the
+deployed version as release; no DSN → off."""
 
 from __future__ import annotations
 
-import gzip
-import json
 import os
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-import pytest
 
 from app.config import load_app_config
 from app.sentry import init_app_sentry
 from tests.app_helpers import wait_for
-from tests.app_services import REPO, _kill_group, free_ports
+from tests.app_services import REPO, _kill_group
 
 SCRIPT = """
 import wsgiref.util, sentry_sdk
@@ -30,75 +25,34 @@ sentry_sdk.flush(timeout=5)
 """
 
 
-@pytest.fixture()
-def sentry_server():
-    envelopes: list[bytes] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            if self.headers.get("Content-Encoding") == "gzip":
-                body = gzip.decompress(body)
-            envelopes.append(body)
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b"{}")
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", free_ports(1)[0]), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1], envelopes
-    server.shutdown()
-    server.server_close()
-
-
-def events_in(envelopes: list[bytes]) -> list[dict]:
-    events = []
-    for envelope in envelopes:
-        lines = envelope.split(b"\n")
-        for header, payload in zip(lines[1::2], lines[2::2]):
-            if json.loads(header).get("type") == "event":
-                events.append(json.loads(payload))
-    return events
-
-
 def test_request_error_is_reported_with_release_and_environment(sentry_server, tmp_path):
-    port, envelopes = sentry_server
     env = {
         **os.environ,
         "DJANGO_SECRET_KEY": "k" * 50,
         "PHOTOSTACK_SHARDMAP": str(tmp_path / "missing-shardmap.json"),  # the request fails → 500
-        "PHOTOSTACK_SENTRY_DSN": f"http://publickey@127.0.0.1:{port}/1",
+        "PHOTOSTACK_SENTRY_DSN": sentry_server.dsn,
         "PHOTOSTACK_STACK": "staging",
         "PHOTOSTACK_RELEASE": "v1.2.3",
     }
     env.pop("DJANGO_SETTINGS_MODULE", None)
     done = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "500 Internal Server Error", done.stderr
-    events = events_in(envelopes)
-    assert events, "no event reached the Sentry server"
-    event = events[0]
+    assert sentry_server.events, "no event reached the Sentry server"
+    event = sentry_server.events[0]
     assert event["release"] == "v1.2.3" and event["environment"] == "staging"
+    assert event["tags"]["component"] == "web"
     assert event["exception"]["values"][-1]["type"] == "FileNotFoundError"
-    assert "django" in {i for i in event["sdk"]["integrations"]}
-
-
-def test_no_dsn_means_disabled():
-    assert init_app_sentry(load_app_config({"PHOTOSTACK_SHARDMAP": "/x"}), []) is False
+    assert "django" in event["sdk"]["integrations"]
 
 
 def test_worker_task_error_is_reported(app_stack, sentry_server):
-    """A real worker (own queue, so the suite's worker does not take the message) reports a
-    failing task through the Celery integration set up in app/celery.py."""
-    port, envelopes = sentry_server
-    env = {**os.environ, "PHOTOSTACK_SENTRY_DSN": f"http://publickey@127.0.0.1:{port}/1",
-           "PHOTOSTACK_STACK": "prod", "PHOTOSTACK_RELEASE": "v9"}
+    """A real worker (own queue and node name, so the suite's worker does not take the message)
+    reports a failing task through the Celery integration set up in app/celery.py."""
+    env = {**os.environ, "PHOTOSTACK_SENTRY_DSN": sentry_server.dsn, "PHOTOSTACK_STACK": "prod", "PHOTOSTACK_RELEASE": "v9"}
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "app.celery:celery_app", "worker", "-Q", "sentry_probe", "-n", "sentry_probe@%h",
-         "--pool", "solo", "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "error"],
+        [sys.executable, "-m", "celery", "-A", "app.celery:celery_app", "worker", "-Q", "sentry_probe",
+         "-n", "sentry_probe@%h", "--pool", "solo", "--without-gossip", "--without-mingle", "--without-heartbeat",
+         "-l", "critical"],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:
@@ -106,9 +60,14 @@ def test_worker_task_error_is_reported(app_stack, sentry_server):
 
         # The owner id names logical shard 100, which the 8-shard map does not have: NotFound.
         celery_app.send_task("photostack.fanout_photo", args=(1, 100 << 10), queue="sentry_probe")
-        event = wait_for(lambda: events_in(envelopes), timeout=30)[0]
+        event = wait_for(lambda: sentry_server.events, timeout=30)[0]
     finally:
         _kill_group(worker)
     assert event["environment"] == "prod" and event["release"] == "v9"
+    assert event["tags"]["component"] == "worker"
     assert event["exception"]["values"][-1]["type"] == "NotFound"
     assert "celery" in event["sdk"]["integrations"]
+
+
+def test_no_dsn_means_disabled():
+    assert init_app_sentry(load_app_config({"PHOTOSTACK_SHARDMAP": "/x"}), "web", []) is False

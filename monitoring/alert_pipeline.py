@@ -1,0 +1,155 @@
+"""The alert path: silence check → spool → PagerDuty (or the local log when no key is set).
+
+Callers (Munin's contact hook, the fast health watcher, Pingdom sync) use:
+
+    pipeline = AlertPipeline.for_stack("onebox")
+    pipeline.trigger(Alert(stack, host, plugin, field, severity, value, limits, summary))
+    pipeline.resolve(dedup_key(stack, host, plugin, field))
+    pipeline.flush_spool()
+
+or the one-call helpers `send_alert`, `resolve_alert` and `flush_alerts` below.
+Every event is spooled before it is sent and removed only once PagerDuty accepted it; the spool
+is always drained oldest first, so a resolve never overtakes its trigger.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from infra.config import StackConfig, load_stack_config
+from infra.secrets import SecretStore
+from infra.state import state_dir
+from monitoring.alert_store import AlertStore
+from monitoring.alerts import Alert, dedup_key, resolve_event, trigger_event
+from monitoring.pagerduty_events import DeliveryError, PagerDutySender, RetryPolicy
+from monitoring.silences import SilenceStore
+
+ROUTING_KEY = "pagerdutyRoutingKey"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one alert: sent, spooled, local, silenced, rejected or skipped."""
+
+    status: str
+    dedup_key: str
+    detail: str = ""
+
+
+@dataclass
+class FlushResult:
+    """Spool drain summary: dedup keys sent and rejected, events still queued, last error."""
+
+    sent: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+    remaining: int = 0
+    error: str = ""
+
+
+class AlertPipeline:
+    """Alerts of one stack, from decision to delivery."""
+
+    def __init__(self, store: AlertStore, silences: SilenceStore, sender: PagerDutySender | None,
+                 runbook_base_url: str, environment: str, note: str = ""):
+        self.store = store
+        self.silences = silences
+        self.sender = sender
+        self.runbook_base_url = runbook_base_url
+        self.environment = environment
+        # Why events stay local (e.g. PagerDuty enabled but the routing key is missing).
+        self.note = note
+
+    @classmethod
+    def for_stack(cls, stack: str, config: StackConfig | None = None,
+                  retry: RetryPolicy = RetryPolicy()) -> AlertPipeline:
+        """The pipeline of `stack`: its config, its state dir and its routing key secret."""
+        config = config or load_stack_config(stack)
+        directory = state_dir(stack)
+        key = SecretStore.for_stack(stack).get(ROUTING_KEY) if config.alerting.pagerduty else None
+        note = ""
+        if config.alerting.pagerduty and not key:
+            note = f"alerting.pagerduty is on but the {ROUTING_KEY} secret is missing"
+        elif not config.alerting.pagerduty:
+            note = "alerting.pagerduty is off"
+        sender = PagerDutySender.from_env(key, retry=retry) if key else None
+        return cls(AlertStore(directory), SilenceStore(directory), sender,
+                   config.alerting.runbook_base_url, config.environment, note)
+
+    def trigger(self, alert: Alert) -> Outcome:
+        """Open (or refresh) the incident of `alert`, unless a silence covers it."""
+        event = trigger_event(alert, self.runbook_base_url, self.environment)
+        with self.store.locked():
+            silence = self.silences.matching(alert)
+            if silence:
+                detail = f"silence {silence.id}"
+                self.store.log("silenced", event, detail)
+                return Outcome("silenced", alert.dedup_key, detail)
+            self.store.mark_open(alert.dedup_key, alert.severity)
+            return self._deliver(event)
+
+    def resolve(self, key: str) -> Outcome:
+        """Resolve the incident of `key` if we opened one (OK states repeat; resolve once)."""
+        with self.store.locked():
+            if not self.store.mark_resolved(key):
+                return Outcome("skipped", key, "no open alert")
+            return self._deliver(resolve_event(key))
+
+    def flush_spool(self) -> FlushResult:
+        """Send queued events oldest first; stop at the first one PagerDuty cannot take yet."""
+        with self.store.locked():
+            return self._flush()
+
+    def _deliver(self, event: dict[str, Any]) -> Outcome:
+        key = event["dedup_key"]
+        if self.sender is None:
+            self.store.log("local", event, self.note)
+            return Outcome("local", key, self.note)
+        item = self.store.spool(event)
+        result = self._flush()
+        if item.path.exists():
+            return Outcome("spooled", key, result.error)
+        if (self.store.rejected_dir / item.path.name).exists():
+            return Outcome("rejected", key, result.error)
+        return Outcome("sent", key)
+
+    def _flush(self) -> FlushResult:
+        result = FlushResult()
+        if self.sender is None:
+            result.remaining = len(self.store.spooled())
+            result.error = self.note
+            return result
+        queue = self.store.spooled()
+        for index, item in enumerate(queue):
+            try:
+                self.sender.send(item.event)
+            except DeliveryError as exc:
+                result.error = str(exc)
+                if exc.retryable:
+                    self.store.log("spooled", item.event, str(exc))
+                    result.remaining = len(queue) - index
+                    return result
+                self.store.reject(item)
+                self.store.log("rejected", item.event, str(exc))
+                result.rejected.append(item.event["dedup_key"])
+                continue
+            self.store.delivered(item)
+            self.store.log("sent", item.event)
+            result.sent.append(item.event["dedup_key"])
+        return result
+
+
+def send_alert(alert: Alert) -> Outcome:
+    """Trigger `alert` through its stack's pipeline."""
+    return AlertPipeline.for_stack(alert.stack).trigger(alert)
+
+
+def resolve_alert(stack: str, host: str, plugin: str, field: str) -> Outcome:
+    """Resolve the alert of `stack/host/plugin/field` if it is open."""
+    return AlertPipeline.for_stack(stack).resolve(dedup_key(stack, host, plugin, field))
+
+
+def flush_alerts(stack: str) -> FlushResult:
+    """Send the spooled events of `stack`."""
+    return AlertPipeline.for_stack(stack).flush_spool()
+

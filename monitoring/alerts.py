@@ -1,0 +1,115 @@
+"""The alert model: what fired, how bad, and the PagerDuty Events v2 body that says so.
+
+Pure values and functions only; the pipeline (monitoring/alert_pipeline.py) spools and sends them.
+An alert is identified by `stack/host/plugin/field`, which is also its PagerDuty `dedup_key`, so
+repeated triggers fold into one incident and a resolve closes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Severity = Literal["critical", "error", "warning", "info"]
+SEVERITIES: tuple[str, ...] = ("critical", "error", "warning", "info")
+
+# Which runbook answers which alert: "plugin.field" first, then "plugin". Runbooks live in
+# runbooks/<name>.md; an unmapped plugin points at a runbook named after the plugin itself.
+RUNBOOKS: dict[str, str] = {
+    "health": "web_node_down",
+    "nginx.errors_5xx": "5xx_rate_high",
+    "nginx": "5xx_rate_high",
+    "postgres_primary": "shard_primary_down",
+    "postgres_replication": "replication_lag_high",
+    "pgbouncer": "pgbouncer_clients_waiting",
+    "redis": "redis_memory_high",
+    "rabbitmq": "queue_backlog",
+    "df": "disk_full",
+    "pingdom": "pingdom_check_down",
+}
+
+
+def runbook_name(plugin: str, field: str) -> str:
+    """The runbook file name (without `.md`) for an alert of `plugin.field`."""
+    return RUNBOOKS.get(f"{plugin}.{field}") or RUNBOOKS.get(plugin) or plugin
+
+
+def runbook_url(base_url: str, plugin: str, field: str) -> str:
+    """Link to the runbook of `plugin.field` under `base_url` (alerting.runbookBaseUrl)."""
+    return f"{base_url.rstrip('/')}/{runbook_name(plugin, field)}.md"
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One graphed value outside its limits (or back inside them)."""
+
+    stack: str
+    host: str
+    plugin: str
+    field: str
+    severity: Severity
+    value: str
+    limits: dict[str, str] = field(default_factory=dict)
+    summary: str = ""
+
+    def __post_init__(self) -> None:
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"severity {self.severity!r} is not one of {', '.join(SEVERITIES)}")
+        for name in ("stack", "host", "plugin", "field"):
+            if not getattr(self, name) or "/" in getattr(self, name):
+                raise ValueError(f"alert {name} {getattr(self, name)!r} must be non-empty and contain no '/'")
+
+    @property
+    def dedup_key(self) -> str:
+        return dedup_key(self.stack, self.host, self.plugin, self.field)
+
+    @property
+    def name(self) -> str:
+        """The alert's name, which is also its runbook's name."""
+        return runbook_name(self.plugin, self.field)
+
+    def describe(self) -> str:
+        """The summary, or one built from the value and its limits."""
+        if self.summary:
+            return self.summary
+        limits = ", ".join(f"{k} {v}" for k, v in self.limits.items() if v)
+        return f"{self.host} {self.plugin}.{self.field} is {self.value}" + (f" ({limits})" if limits else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def dedup_key(stack: str, host: str, plugin: str, field: str) -> str:
+    """PagerDuty dedup_key of an alert: `stack/host/plugin/field`."""
+    return f"{stack}/{host}/{plugin}/{field}"
+
+
+def trigger_event(alert: Alert, runbook_base_url: str, environment: str) -> dict[str, Any]:
+    """The Events v2 body (without routing_key) that opens or updates the alert's incident."""
+    link = runbook_url(runbook_base_url, alert.plugin, alert.field)
+    return {
+        "event_action": "trigger",
+        "dedup_key": alert.dedup_key,
+        "payload": {
+            "summary": f"[{environment}] {alert.describe()}"[:1024],
+            "source": alert.host,
+            "severity": alert.severity,
+            "component": alert.plugin,
+            "group": alert.stack,
+            "class": alert.field,
+            "custom_details": {
+                "value": alert.value,
+                **{f"{k}_limit": v for k, v in alert.limits.items()},
+                "stack": alert.stack,
+                "environment": environment,
+                "alert": alert.name,
+                "runbook": link,
+            },
+        },
+        "links": [{"href": link, "text": f"Runbook: {alert.name}"}],
+    }
+
+
+def resolve_event(key: str) -> dict[str, Any]:
+    """The Events v2 body (without routing_key) that resolves the incident of `key`."""
+    return {"event_action": "resolve", "dedup_key": key}

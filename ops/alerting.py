@@ -1,0 +1,133 @@
+"""`ops` commands for alerting: alerts, silence, alert-flush and pingdom sync.
+
+Thin: parse, call monitoring/*, print. Bad input prints one line and exits 2.
+Pingdom endpoint overrides for drills and tests: PHOTOSTACK_PINGDOM_URL, PHOTOSTACK_PINGDOM_CA.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from infra.config import ConfigError, StackConfig, load_stack_config
+from infra.secrets import SecretStore
+from infra.state import state_dir
+from monitoring.alert_pipeline import AlertPipeline
+from monitoring.alert_store import AlertStore
+from monitoring.pingdom import DEFAULT_BASE_URL, PingdomClient, PingdomError
+from monitoring.silences import SilenceStore, parse_duration
+
+PINGDOM_URL_ENV = "PHOTOSTACK_PINGDOM_URL"
+PINGDOM_CA_ENV = "PHOTOSTACK_PINGDOM_CA"
+console = Console()
+Stack = Annotated[str, typer.Option("--stack", help="Stack name (Pulumi.<stack>.yaml).")]
+
+
+def _fail(message: str) -> NoReturn:
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _config(stack: str) -> StackConfig:
+    try:
+        return load_stack_config(stack)
+    except ConfigError as exc:
+        _fail(exc.problems[0])
+
+
+def _when(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def alerts(stack: Stack = "onebox",
+           limit: Annotated[int, typer.Option(help="How many recent log lines to show.")] = 20) -> None:
+    """List open alerts, events waiting in the spool and the recent alert log."""
+    _config(stack)
+    store = AlertStore(state_dir(stack))
+    table = Table("when", "status", "action", "severity", "dedup key", "summary / detail", title=f"alerts of {stack}")
+    for item in store.spooled():
+        payload = item.event.get("payload", {})
+        table.add_row(_when(item.queued_at), "queued", item.event["event_action"], payload.get("severity", ""),
+                      item.event["dedup_key"], payload.get("summary", ""))
+    for record in store.history(limit):
+        table.add_row(_when(record["at"]), record["status"], record["action"] or "", record["severity"] or "",
+                      record["dedup_key"] or "", " — ".join(x for x in (record["summary"], record["detail"]) if x))
+    console.print(table)
+    opened = store.open_alerts()
+    console.print(f"{len(opened)} open: " + (", ".join(sorted(opened)) or "none"), highlight=False)
+
+
+def silence(stack: Stack = "onebox",
+            duration: Annotated[str | None, typer.Option("--for", help="How long, e.g. 30m, 2h, 1h30m.")] = None,
+            host: Annotated[str | None, typer.Option(help="Only this host.")] = None,
+            alert: Annotated[str | None, typer.Option(help="Only this alert (runbook name, plugin or plugin.field).")] = None,
+            list_: Annotated[bool, typer.Option("--list", help="Show active silences.")] = False,
+            clear: Annotated[bool, typer.Option("--clear", help="Remove every silence.")] = False) -> None:
+    """Suppress pages during maintenance (`--for 30m [--host H] [--alert A]`), or `--list` / `--clear`."""
+    if sum((duration is not None, list_, clear)) != 1:
+        _fail("give exactly one of --for DURATION, --list or --clear")
+    if (host or alert) and duration is None:
+        _fail("--host and --alert go with --for")
+    _config(stack)
+    store = SilenceStore(state_dir(stack))
+    if clear:
+        console.print(f"cleared {store.clear()} silence(s)")
+        return
+    if list_:
+        active = store.active()
+        if not active:
+            console.print("no active silences")
+        for s in active:
+            console.print(f"{s.id}  until {_when(s.until)}  host={s.host or '*'}  alert={s.alert or '*'}", highlight=False)
+        return
+    try:
+        seconds = parse_duration(duration or "")
+    except ValueError as exc:
+        _fail(str(exc))
+    made = store.add(seconds, host=host, alert=alert)
+    console.print(f"silenced host={host or '*'} alert={alert or '*'} until {_when(made.until)} (id {made.id})",
+                  highlight=False)
+
+
+def alert_flush(stack: Stack = "onebox") -> None:
+    """Send the events waiting in the spool to PagerDuty, oldest first."""
+    result = AlertPipeline.for_stack(stack, _config(stack)).flush_spool()
+    console.print(f"sent {len(result.sent)}, rejected {len(result.rejected)}, still queued {result.remaining}")
+    if result.remaining:
+        _fail(result.error or "events remain queued")
+
+
+def pingdom_sync(stack: Stack = "onebox",
+                 integration_id: Annotated[list[int] | None, typer.Option(
+                     "--integration-id", help="Pingdom integration id of PagerDuty (repeatable).")] = None,
+                 shouldcontain: Annotated[str, typer.Option(help="Text /health must contain.")] = "ok") -> None:
+    """Create or update the HTTPS check of the stack's public /health (1-minute resolution)."""
+    config = _config(stack)
+    if not config.monitoring.pingdom:
+        _fail(f"photostack:monitoring.pingdom is off for stack '{stack}'")
+    token = SecretStore.for_stack(stack).get("pingdomToken")
+    if not token:
+        _fail("photostack:pingdomToken: missing secret; set it with `ops secret set pingdomToken`")
+    client = PingdomClient(token, base_url=os.environ.get(PINGDOM_URL_ENV) or DEFAULT_BASE_URL,
+                           ca_bundle=os.environ.get(PINGDOM_CA_ENV) or None)
+    try:
+        result = client.sync_check(f"photostack-{stack} /health", config.domain, "/health", shouldcontain,
+                                   resolution=1, integration_ids=tuple(integration_id or ()))
+    except PingdomError as exc:
+        _fail(str(exc))
+    console.print(f"pingdom check {result.check_id}: {result.action}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the alerting commands to the `ops` app."""
+    app.command("alerts")(alerts)
+    app.command("silence")(silence)
+    app.command("alert-flush")(alert_flush)
+    pingdom = typer.Typer(help="Pingdom uptime checks.", no_args_is_help=True)
+    pingdom.command("sync")(pingdom_sync)
+    app.add_typer(pingdom, name="pingdom")

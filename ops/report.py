@@ -1,0 +1,53 @@
+"""How `ops` prints results: Ansible-style recaps, diffs, status tables, URLs."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.syntax import Syntax
+from rich.table import Table
+
+from roles.engine.executor import HostResult
+
+
+def recap(console: Console, results: list[HostResult], check: bool = False) -> None:
+    """Per-host changes and failures, then one recap line per host."""
+    verb = "would change" if check else "changed"
+    for result in results:
+        for change in result.changed:
+            console.print(f"[yellow]{verb}[/] {result.host.name}: {change.resource} ({change.summary})", highlight=False)
+        for handler in result.handlers_run:
+            console.print(f"[cyan]handler[/] {result.host.name}: {handler}", highlight=False)
+        for what, why in result.failed:
+            console.print(f"[red]failed[/] {result.host.name}: {what}: {why}", highlight=False)
+    console.print("[bold]RECAP[/]")
+    for result in results:
+        colour = "red" if result.failed else "yellow" if result.changed else "green"
+        console.print(
+            f"[{colour}]{result.host.name:<20}[/] ok={result.ok} changed={len(result.changed)} "
+            f"failed={len(result.failed)}  ({result.seconds:.2f}s)",
+            highlight=False,
+        )
+
+
+def diffs(console: Console, results: list[HostResult]) -> None:
+    """Unified diffs of the files that change (secrets are never shown)."""
+    for result in results:
+        for change in result.changed:
+            if change.diff:
+                console.print(f"[bold]{result.host.name}[/]: {change.resource}")
+                console.print(Syntax(change.diff, "diff", theme="ansi_dark", background_color="default"))
+
+
+def status(console: Console, rows: list[tuple[str, str, str, str]]) -> None:
+    """A table of host, role, service, state."""
+    table = Table("host", "role", "service", "state")
+    for host, role, service, state in rows:
+        table.add_row(host, role, service, f"[green]{state}[/]" if state == "up" else f"[red]{state}[/]")
+    console.print(table)
+
+
+def urls(console: Console, stack) -> None:
+    """Where to look once the one-box is up."""
+    box = stack.config.onebox
+    console.print(f"photostack is up: http://{box.address}:{box.http_port}/")
+    console.print(f"  health:    http://{box.address}:{box.http_port}/health")

@@ -1,0 +1,114 @@
+"""A loaded stack: its config, inventory, secrets and SSH settings — what every `ops` command needs.
+
+Loading reads and validates everything before any host is touched, so a bad config or a missing
+secret stops a command with its one-line errors first.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from functools import cached_property
+from pathlib import Path
+from typing import Callable
+
+from infra import onebox
+from infra.config import ConfigError, StackConfig, load_stack_config
+from infra.inventory import Host, stack_hosts
+from infra.secrets import SecretStore
+from infra.state import state_dir
+from roles.engine.context import RoleContext
+from roles.engine.converge import host_state
+from roles.engine.executor import HostResult, SshSettings, converge_hosts
+from roles.engine.resources import DesiredState, Service
+
+
+@dataclass
+class Stack:
+    """One stack, loaded."""
+
+    name: str
+    config: StackConfig
+
+    @classmethod
+    def load(cls, name: str, config_path: Path | None = None) -> Stack:
+        return cls(name, load_stack_config(name, path=config_path))
+
+    @property
+    def state(self) -> Path:
+        return state_dir(self.name)
+
+    @cached_property
+    def secrets(self) -> SecretStore:
+        store = SecretStore.for_stack(self.name)
+        if self.config.target == "onebox":
+            store.ensure_generated()
+            store.check(self.config)
+        return store
+
+    @cached_property
+    def _aws_secret(self) -> Callable[[str], str]:
+        import boto3  # only AWS stacks need it, and it is slow to import
+
+        from infra.secrets_store import ssm_secret_reader
+
+        return ssm_secret_reader(self.name, boto3.client("ssm", region_name=self.config.region))
+
+    def secret(self, name: str) -> str:
+        """A secret by name: the state dir on one-box, SSM Parameter Store (written by `pulumi up`) on AWS."""
+        if self.config.target == "onebox":
+            return self.secrets[name]
+        return self._aws_secret(name)
+
+    @cached_property
+    def hosts(self) -> list[Host]:
+        return stack_hosts(self.config, self.name)
+
+    local: bool = False  # converge this machine without SSH (an EC2 host at boot)
+
+    @cached_property
+    def ssh(self) -> SshSettings:
+        if self.local:
+            return SshSettings(local=True)
+        if self.config.target == "onebox":
+            paths = onebox.ssh_paths(self.state)
+            return SshSettings(key_file=paths.client_key, known_hosts=paths.known_hosts)
+        key = os.environ.get("PHOTOSTACK_SSH_KEY")
+        return SshSettings(key_file=Path(key) if key else None)
+
+    def context(self, host: Host) -> RoleContext:
+        return RoleContext(self.config, self.name, host, tuple(self.hosts), self.secret)
+
+    def desired(self, host: Host, roles: set[str] | None = None) -> DesiredState:
+        return host_state(self.context(host), roles)
+
+    def prepare_onebox(self) -> None:
+        """Bring up the one-box's own sshd (only for the one-box target)."""
+        if self.config.target != "onebox":
+            raise ConfigError([f"photostack:target: stack '{self.name}' is {self.config.target}, not onebox"])
+        onebox.prepare(self.config, self.state)
+
+    def converge(
+        self, hosts: list[Host], roles: set[str] | None = None, check: bool = False
+    ) -> list[HostResult]:
+        """Converge (or check) hosts in parallel."""
+        self.secrets  # noqa: B018 — fail on a missing secret before touching any host
+        return converge_hosts(hosts, lambda h: self.desired(h, roles), self.ssh, check=check)
+
+    def services(self, host: Host, roles: set[str] | None = None) -> DesiredState:
+        """Only the services of a host's roles (what `status` and `down` look at)."""
+        state = self.desired(host, roles)
+        return DesiredState(resources=[r for r in state.resources if isinstance(r, Service)])
+
+    def stop_services(self, hosts: list[Host]) -> list[HostResult]:
+        """Stop every service of the hosts' roles, last role first (data stays on disk)."""
+
+        def stopped(host: Host) -> DesiredState:
+            services = self.services(host).resources
+            return DesiredState(resources=[replace(s, running=False) for s in reversed(services)])
+
+        return converge_hosts(hosts, stopped, self.ssh)
+
+    def stop_onebox(self) -> None:
+        """Stop the one-box's own sshd."""
+        onebox.stop_sshd(onebox.ssh_paths(self.state))

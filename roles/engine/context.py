@@ -1,0 +1,117 @@
+"""What a role sees when it declares its desired state for one host."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, Callable
+
+import jinja2
+import yaml
+
+from infra.config import StackConfig
+from infra.inventory import Host
+from infra.topology import Node
+from roles.engine.resources import DesiredState
+
+ROLES_DIR = Path(__file__).resolve().parent.parent
+
+# Where each service listens on a dedicated host (AWS). The one-box shifts them (config.onebox).
+STANDARD_PORTS = {
+    "nginx": 80,
+    "app": 8001,
+    "postgres": 5432,
+    "pgbouncer": 6432,
+    "redis": 6379,
+    "memcached": 11211,
+    "rabbitmq": 5672,
+    "munin_node": 4949,
+}
+
+
+@cache
+def _environment(role: str) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(ROLES_DIR / role / "templates"),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return env
+
+
+@cache
+def role_defaults(role: str) -> dict[str, Any]:
+    """A role's `defaults.yaml`: every setting a user may change, commented."""
+    path = ROLES_DIR / role / "defaults.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+
+
+@dataclass(frozen=True)
+class RoleContext:
+    """A host, the stack around it, and helpers to render templates and find peers."""
+
+    config: StackConfig
+    stack: str
+    host: Host
+    hosts: tuple[Host, ...]
+    secret: Callable[[str], str]
+
+    @property
+    def onebox(self) -> bool:
+        return self.config.target == "onebox"
+
+    @property
+    def bind_address(self) -> str:
+        """The address services bind to: loopback on one-box, the private address on AWS."""
+        return self.config.onebox.address if self.onebox else self.host.address
+
+    def template(self, role: str, name: str, **variables: Any) -> str:
+        """Render `roles/<role>/templates/<name>` with the role's defaults, the context and `variables`."""
+        managed_by = (
+            f"Managed by photostack (roles/{role}/templates/{name}); "
+            "local changes are overwritten by the next converge."
+        )
+        values = {**role_defaults(role), "ctx": self, "config": self.config, "managed_by": managed_by}
+        return _environment(role).get_template(name).render(**values, **variables)
+
+    def defaults(self, role: str) -> dict[str, Any]:
+        return role_defaults(role)
+
+    def host_of(self, node: Node) -> Host:
+        """The host that runs `node`."""
+        for host in self.hosts:
+            if node in host.nodes:
+                return host
+        raise LookupError(f"no host runs {node.name}")
+
+    def port(self, node: Node) -> int:
+        """The port `node` listens on."""
+        box = self.config.onebox
+        if not self.onebox:
+            return STANDARD_PORTS[node.role]
+        offsets = {
+            "nginx": (box.http_port, 0),
+            "app": (box.app_base_port, 1),
+            "postgres": (box.postgres_base_port, 1),
+            "redis": (box.redis_base_port, 1),
+            "memcached": (box.memcached_base_port, 1),
+            "rabbitmq": (box.rabbitmq_port, 0),
+            "munin_node": (box.munin_node_port, 0),
+            "pgbouncer": (box.pgbouncer_port, 0),
+        }
+        base, step = offsets[node.role]
+        return base + step * node.index
+
+    def address(self, node: Node) -> str:
+        """The address peers use to reach `node`."""
+        return self.config.onebox.address if self.onebox else self.host_of(node).address
+
+
+def desired_state(role: str, ctx: RoleContext) -> DesiredState:
+    """Ask `roles/<role>/role.py` what it wants on `ctx.host`."""
+    module = importlib.import_module(f"roles.{role}.role")
+    return module.desired(ctx)

@@ -1,0 +1,209 @@
+"""Run plans on hosts over SSH (Fabric): facts in one round trip, then apply, then handlers.
+
+Hosts run in parallel; one failing host never hides another's result.
+"""
+
+from __future__ import annotations
+
+import io
+import secrets
+import shlex
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import invoke
+import paramiko
+from fabric import Config, Connection
+
+from infra.inventory import Host
+from roles.engine.plan import Plan, apply_script, fact_script, make_plan, parse_apply_output
+from roles.engine.resources import Change, DesiredState
+
+
+@dataclass(frozen=True)
+class SshSettings:
+    """How to reach hosts: the private key, the pinned host keys, timeouts."""
+
+    key_file: Path | None = None
+    known_hosts: Path | None = None
+    connect_timeout: float = 10.0
+    local: bool = False  # run on this machine through Invoke instead of SSH (boot-time converge)
+
+
+@dataclass
+class HostResult:
+    """The outcome of a converge (or a check) on one host: Ansible-style recap numbers and details."""
+
+    host: Host
+    ok: int = 0
+    changed: list[Change] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (what, why)
+    handlers_run: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def unreachable(self) -> bool:
+        return any(what == "ssh" for what, _ in self.failed)
+
+
+class LocalConnection:
+    """This machine behind the same `run`/`put` as a Fabric Connection (Invoke's local Context)."""
+
+    def __init__(self, config: Config):
+        self.context = invoke.Context(config)
+
+    def open(self) -> None:
+        """Nothing to open: commands run here."""
+
+    def run(self, command: str, **kwargs: object) -> invoke.Result:
+        return self.context.run(command, **kwargs)
+
+    def put(self, local: io.BytesIO, remote: str) -> None:
+        Path(remote).write_bytes(local.getvalue())
+
+    def __enter__(self) -> LocalConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def connect(host: Host, ssh: SshSettings) -> Connection | LocalConnection:
+    """A Fabric connection to `host` that trusts only the pinned host keys (when given)."""
+    config = Config(overrides={"load_ssh_configs": False, "run": {"hide": True, "warn": True}})
+    if ssh.local:
+        return LocalConnection(config)
+    connect_kwargs: dict[str, object] = {"look_for_keys": False, "allow_agent": ssh.key_file is None}
+    if ssh.key_file is not None:
+        connect_kwargs["key_filename"] = str(ssh.key_file)
+    gateway = None
+    if host.gateway:
+        user, _, rest = host.gateway.rpartition("@")
+        address, _, port = rest.partition(":")
+        gateway = Connection(address, user=user or None, port=int(port or 22), config=config,
+                             connect_kwargs=dict(connect_kwargs), connect_timeout=ssh.connect_timeout)
+    conn = Connection(
+        host.address,
+        user=host.user,
+        port=host.port,
+        config=config,
+        gateway=gateway,
+        connect_kwargs=connect_kwargs,
+        connect_timeout=ssh.connect_timeout,
+    )
+    if ssh.known_hosts is not None:
+        conn.client.load_host_keys(str(ssh.known_hosts))
+        conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    return conn
+
+
+# A script travels as one argument of `bash -c` (one exec, no extra round trip) while it fits
+# Linux's per-argument limit (128 KiB); a larger one is uploaded over SFTP first. Not stdin:
+# Invoke feeds stdin a byte at a time with a sleep between, ~7 ms per byte.
+MAX_INLINE_SCRIPT = 100_000
+
+
+def run_script(conn: Connection | LocalConnection, host: Host, script: str) -> tuple[int, str]:
+    """Run a bash script on the host (as root); returns (exit code, stdout)."""
+    sudo = "" if host.user == "root" or isinstance(conn, LocalConnection) else "sudo -n "
+    if len(script) <= MAX_INLINE_SCRIPT:
+        result = conn.run(f"{sudo}bash -c {shlex.quote(script)}", in_stream=False)
+    else:
+        remote = f"/tmp/photostack-{secrets.token_hex(8)}.sh"
+        conn.put(io.BytesIO(script.encode()), remote)
+        result = conn.run(f"{sudo}bash {remote}; rc=$?; rm -f {remote}; exit $rc", in_stream=False)
+    return result.exited, result.stdout
+
+
+def read_facts(conn: Connection, host: Host, state: DesiredState) -> list[str]:
+    """Every fact of the desired state's resources, read in one round trip."""
+    script = fact_script(state)
+    code, output = run_script(conn, host, script.text)
+    if code != 0:
+        raise RuntimeError(f"fact script exited {code}")
+    return script.parse(output, len(state.resources))
+
+
+def gather(conn: Connection, host: Host, state: DesiredState) -> Plan:
+    """Read the host's facts and compare them with the desired state."""
+    return make_plan(state, read_facts(conn, host, state))
+
+
+def apply(conn: Connection, host: Host, plan: Plan, result: HostResult) -> None:
+    """Apply the plan's changes in order, then the handlers they notified; record what happened."""
+    handlers = plan.notified_handlers(plan.changes)
+    script, marker = apply_script(plan.changes, handlers)
+    _, output = run_script(conn, host, script)
+    steps = parse_apply_output(output, marker)
+    for step in steps:
+        if step.index < len(plan.changes):
+            change = plan.changes[step.index]
+            if step.rc == 0:
+                result.changed.append(change)
+            else:
+                result.failed.append((change.resource, _last_lines(step.output)))
+        else:
+            handler = handlers[step.index - len(plan.changes)]
+            if step.rc == 0:
+                result.handlers_run.append(handler.name)
+            else:
+                result.failed.append((f"handler {handler.name}", _last_lines(step.output)))
+    if len(steps) < len(plan.changes) + len(handlers) and not result.failed:
+        result.failed.append(("apply", "apply script stopped early (connection lost?)"))
+
+
+def _last_lines(text: str, count: int = 5) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return " | ".join(lines[-count:]) or "(no output)"
+
+
+def converge_host(
+    host: Host, state: DesiredState, ssh: SshSettings, check: bool = False
+) -> tuple[HostResult, Plan | None]:
+    """Converge one host (or only plan it with `check`). Never raises: failures land in the result."""
+    started = time.monotonic()
+    result = HostResult(host)
+    plan: Plan | None = None
+    try:
+        with connect(host, ssh) as conn:
+            try:
+                conn.open()
+            except Exception as exc:  # noqa: BLE001 — any connect failure means unreachable
+                result.failed.append(("ssh", f"cannot reach {host.user}@{host.address}:{host.port}: {exc}"))
+                return result, None
+            plan = gather(conn, host, state)
+            result.ok = plan.ok
+            if check:
+                result.changed = list(plan.changes)
+            elif plan.changes:
+                apply(conn, host, plan, result)
+    except Exception as exc:  # noqa: BLE001 — one host's failure must not hide the others
+        result.failed.append(("converge", f"{type(exc).__name__}: {exc}"))
+    finally:
+        result.seconds = time.monotonic() - started
+    return result, plan
+
+
+def converge_hosts(
+    hosts: list[Host],
+    state_for: Callable[[Host], DesiredState],
+    ssh: SshSettings,
+    check: bool = False,
+    parallel: int = 32,
+) -> list[HostResult]:
+    """Converge many hosts in parallel; results in inventory order."""
+
+    def one(host: Host) -> HostResult:
+        try:
+            state = state_for(host)
+        except Exception as exc:  # noqa: BLE001 — a role that cannot render fails its host only
+            return HostResult(host, failed=[("roles", f"{type(exc).__name__}: {exc}")])
+        return converge_host(host, state, ssh, check)[0]
+
+    if len(hosts) == 1:
+        return [one(hosts[0])]
+    with ThreadPoolExecutor(max_workers=min(parallel, len(hosts))) as pool:
+        return list(pool.map(one, hosts))

@@ -1,0 +1,114 @@
+"""Facts in, plan out: build the one-round-trip fact script and turn its output into changes.
+
+Pure functions: no SSH here. Tests feed recorded fact output as data (tests/engine_cases/*.json).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+
+from roles.engine.resources import Change, DesiredState, Handler
+
+
+@dataclass(frozen=True)
+class FactScript:
+    """A shell script that prints every resource's fact between unique markers."""
+
+    text: str
+    marker: str
+
+    def parse(self, output: str, count: int) -> list[str]:
+        """Split the script's output back into one fact string per resource."""
+        facts = [""] * count
+        current: int | None = None
+        buffer: list[str] = []
+        for line in output.splitlines():
+            if line.startswith(self.marker):
+                if current is not None:
+                    facts[current] = "\n".join(buffer)
+                current, buffer = int(line[len(self.marker):]), []
+            elif current is not None:
+                buffer.append(line)
+        if current is not None:
+            facts[current] = "\n".join(buffer)
+        return facts
+
+
+def fact_script(state: DesiredState) -> FactScript:
+    """One script reading the facts of every resource (one SSH round trip)."""
+    marker = f"@@photostack-{secrets.token_hex(4)}@@"
+    parts = ["exec 2>/dev/null"]
+    for index, resource in enumerate(state.resources):
+        parts.append(f"echo '{marker}{index}'")
+        parts.append(f"{{ {resource.fact_command()} ; }}")
+    return FactScript("\n".join(parts) + "\n", marker)
+
+
+@dataclass
+class Plan:
+    """What a converge would change on one host."""
+
+    changes: list[Change] = field(default_factory=list)
+    ok: int = 0  # resources already as desired
+    handlers: list[Handler] = field(default_factory=list)
+
+    def notified_handlers(self, applied: list[Change]) -> list[Handler]:
+        """Handlers notified by the applied changes, each once, in declared order."""
+        names = {name for change in applied for name in change.notify}
+        return [h for h in self.handlers if h.name in names]
+
+
+def make_plan(state: DesiredState, facts: list[str]) -> Plan:
+    """Compare each resource with its fact; the differences are the plan."""
+    plan = Plan(handlers=list(state.handlers))
+    for resource, fact in zip(state.resources, facts, strict=True):
+        changes = resource.changes(fact)
+        if changes:
+            plan.changes += changes
+        else:
+            plan.ok += 1
+    known = {h.name for h in state.handlers}
+    unknown = {n for c in plan.changes for n in c.notify} - known
+    if unknown:
+        raise ValueError(f"changes notify unknown handlers: {', '.join(sorted(unknown))}")
+    return plan
+
+
+def apply_script(changes: list[Change], handlers: list[Handler]) -> tuple[str, str]:
+    """One script applying changes in order, then handlers; stops at the first failure.
+
+    Each step prints `<marker>STEP i` before and `<marker>RC i rc` after, so the caller can tell
+    which steps ran and which failed. Returns (script, marker).
+    """
+    marker = f"@@photostack-{secrets.token_hex(4)}@@"
+    steps = [" && ".join(f"( {c} )" for c in change.commands) for change in changes]
+    steps += [h.run for h in handlers]
+    lines = ["set -u"]
+    for index, step in enumerate(steps):
+        lines.append(f"echo '{marker}STEP {index}'")
+        lines.append(f"( {step} ) 2>&1 < /dev/null")
+        lines.append(f"rc=$?; echo '{marker}RC {index}' $rc; [ $rc -eq 0 ] || exit 0")
+    return "\n".join(lines) + "\n", marker
+
+
+@dataclass(frozen=True)
+class StepResult:
+    index: int
+    rc: int
+    output: str
+
+
+def parse_apply_output(output: str, marker: str) -> list[StepResult]:
+    """The steps that ran, with exit code and output."""
+    results: list[StepResult] = []
+    buffer: list[str] = []
+    for line in output.splitlines():
+        if line.startswith(f"{marker}STEP "):
+            buffer = []
+        elif line.startswith(f"{marker}RC "):
+            _, index, rc = line[len(marker):].split()
+            results.append(StepResult(int(index), int(rc), "\n".join(buffer)))
+        else:
+            buffer.append(line)
+    return results

@@ -1,0 +1,277 @@
+"""Desired state: the resource types a role declares.
+
+Each type is a frozen value. It knows three things, kept apart:
+  - `fact_command()`: the shell that reads what is there (run with every other fact of the host
+    in one SSH round trip);
+  - `changes(fact)`: given that output, what differs (nothing when the host is already right);
+  - the commands of each change are built here too, but run elsewhere (roles/engine/executor.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import difflib
+import shlex
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Change:
+    """One difference between the host and the desired state, with the commands that close it."""
+
+    resource: str  # e.g. "file /etc/nginx/nginx.conf"
+    summary: str  # e.g. "content differs"
+    commands: tuple[str, ...]
+    notify: tuple[str, ...] = ()
+    diff: str | None = None  # unified diff, for --diff
+
+
+def _q(value: str) -> str:
+    return shlex.quote(value)
+
+
+@dataclass(frozen=True)
+class Packages:
+    """Debian packages that must be installed."""
+
+    names: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        return "packages " + " ".join(self.names)
+
+    def fact_command(self) -> str:
+        names = " ".join(_q(n) for n in self.names)
+        return f"dpkg-query -W -f='${{Package}} ${{db:Status-Abbrev}}\\n' {names} 2>/dev/null || true"
+
+    def changes(self, fact: str) -> list[Change]:
+        installed = {
+            line.split()[0].split(":")[0]
+            for line in fact.splitlines()
+            if len(line.split()) > 1 and line.split()[1].startswith("ii")
+        }
+        missing = [n for n in self.names if n not in installed]
+        if not missing:
+            return []
+        # policy-rc.d may forbid auto-start on install; services are started by their Service resource.
+        install = (
+            "export DEBIAN_FRONTEND=noninteractive; "
+            "apt-get install -y -q -o Dpkg::Options::=--force-confold "
+            + " ".join(_q(n) for n in missing)
+            + " || { apt-get update -q && apt-get install -y -q -o Dpkg::Options::=--force-confold "
+            + " ".join(_q(n) for n in missing)
+            + "; }"
+        )
+        return [Change(f"packages {' '.join(missing)}", "not installed", (install,))]
+
+
+@dataclass(frozen=True)
+class SystemUser:
+    """A system account (no login shell unless given)."""
+
+    name: str
+    home: str
+    shell: str = "/usr/sbin/nologin"
+
+    @property
+    def key(self) -> str:
+        return f"user {self.name}"
+
+    def fact_command(self) -> str:
+        return f"getent passwd {_q(self.name)} || true"
+
+    def changes(self, fact: str) -> list[Change]:
+        fields = fact.strip().split(":")
+        if len(fields) < 7:
+            cmd = f"useradd --system --home-dir {_q(self.home)} --create-home --shell {_q(self.shell)} {_q(self.name)}"
+            return [Change(self.key, "missing", (cmd,))]
+        if fields[5] != self.home or fields[6] != self.shell:
+            cmd = f"usermod --home {_q(self.home)} --shell {_q(self.shell)} {_q(self.name)}"
+            return [Change(self.key, f"home/shell is {fields[5]} {fields[6]}", (cmd,))]
+        return []
+
+
+@dataclass(frozen=True)
+class Directory:
+    """A directory with owner, group and mode."""
+
+    path: str
+    owner: str = "root"
+    group: str = "root"
+    mode: int = 0o755
+
+    @property
+    def key(self) -> str:
+        return f"directory {self.path}"
+
+    def fact_command(self) -> str:
+        return f"stat -c '%F %U %G %a' {_q(self.path)} 2>/dev/null || echo missing"
+
+    def changes(self, fact: str) -> list[Change]:
+        wanted = f"directory {self.owner} {self.group} {self.mode:o}"
+        if fact.strip() == wanted:
+            return []
+        cmd = f"install -d -o {_q(self.owner)} -g {_q(self.group)} -m {self.mode:o} {_q(self.path)}"
+        return [Change(self.key, "missing" if fact.strip() == "missing" else f"is {fact.strip()}", (cmd,))]
+
+
+@dataclass(frozen=True)
+class File:
+    """A file with exact content (usually rendered from a template), owner, group and mode."""
+
+    path: str
+    content: str
+    owner: str = "root"
+    group: str = "root"
+    mode: int = 0o644
+    notify: tuple[str, ...] = ()
+    sensitive: bool = False  # holds secrets: never shown in diffs or logs
+
+    @property
+    def key(self) -> str:
+        return f"file {self.path}"
+
+    def fact_command(self) -> str:
+        p = _q(self.path)
+        return f"if [ -f {p} ]; then stat -c '%U %G %a' {p}; base64 -w0 {p}; echo; else echo missing; fi"
+
+    def changes(self, fact: str) -> list[Change]:
+        lines = fact.split("\n", 1)
+        wanted_meta = f"{self.owner} {self.group} {self.mode:o}"
+        if lines[0].strip() == "missing":
+            current, meta = None, None
+        else:
+            meta = lines[0].strip()
+            current = base64.b64decode(lines[1].strip() if len(lines) > 1 else "").decode("utf-8", "replace")
+        if current == self.content and meta == wanted_meta:
+            return []
+        if current is None:
+            summary = "missing"
+        elif current != self.content:
+            summary = "content differs"
+        else:
+            summary = f"owner/mode is {meta}"
+        return [Change(self.key, summary, (self.write_command(),), self.notify, self._diff(current))]
+
+    def write_command(self) -> str:
+        """Write atomically: a temp file beside the target, then rename over it."""
+        p = _q(self.path)
+        tmp = _q(self.path + ".photostack-new")
+        payload = base64.b64encode(self.content.encode()).decode()
+        return (
+            f"printf %s {payload} | base64 -d > {tmp} && chown {_q(self.owner)}:{_q(self.group)} {tmp} "
+            f"&& chmod {self.mode:o} {tmp} && mv -f {tmp} {p}"
+        )
+
+    def _diff(self, current: str | None) -> str:
+        if self.sensitive:
+            return f"--- {self.path}\n+++ {self.path}\n(content hidden: file holds secrets)\n"
+        if current == self.content:
+            return ""
+        return "".join(
+            difflib.unified_diff(
+                (current or "").splitlines(keepends=True),
+                self.content.splitlines(keepends=True),
+                fromfile=self.path if current is not None else "/dev/null",
+                tofile=self.path,
+            )
+        )
+
+
+@dataclass(frozen=True)
+class Absent:
+    """A path that must not exist (e.g. a package's default site)."""
+
+    path: str
+    notify: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"absent {self.path}"
+
+    def fact_command(self) -> str:
+        return f"[ -e {_q(self.path)} ] || [ -L {_q(self.path)} ] && echo present || echo absent"
+
+    def changes(self, fact: str) -> list[Change]:
+        if fact.strip() != "present":
+            return []
+        return [Change(self.key, "present", (f"rm -rf {_q(self.path)}",), self.notify)]
+
+
+@dataclass(frozen=True)
+class Service:
+    """A daemon that must be running (or stopped), driven by commands that work with or without systemd."""
+
+    name: str
+    start: str
+    status: str
+    stop: str
+    running: bool = True
+
+    @classmethod
+    def init_script(cls, name: str, running: bool = True) -> Service:
+        """A Debian package's service, through `service` (init script, or systemd when it is PID 1)."""
+        return cls(name, f"service {name} start", f"service {name} status", f"service {name} stop", running)
+
+    @property
+    def key(self) -> str:
+        return f"service {self.name}"
+
+    def fact_command(self) -> str:
+        return f"( {self.status} ) >/dev/null 2>&1 && echo running || echo stopped"
+
+    def changes(self, fact: str) -> list[Change]:
+        is_running = fact.strip() == "running"
+        if is_running == self.running:
+            return []
+        if self.running:
+            return [Change(self.key, "stopped", (self.start,))]
+        return [Change(self.key, "running", (self.stop,))]
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command run only when its `unless` check fails (the check runs again at apply time)."""
+
+    name: str
+    run: str
+    unless: str
+    notify: tuple[str, ...] = ()
+    sensitive: bool = False  # the command line holds a secret: show only its name
+
+    @property
+    def key(self) -> str:
+        return f"command {self.name}"
+
+    def fact_command(self) -> str:
+        return f"( {self.unless} ) >/dev/null 2>&1 && echo done || echo needed"
+
+    def changes(self, fact: str) -> list[Change]:
+        if fact.strip() == "done":
+            return []
+        # Re-check at apply time: an earlier change in the same run may have done the work.
+        guarded = f"( {self.unless} ) >/dev/null 2>&1 || ( {self.run} )"
+        return [Change(self.key, "needed", (guarded,), self.notify)]
+
+
+@dataclass(frozen=True)
+class Handler:
+    """A command run once at the end of a converge, only if a change notified it."""
+
+    name: str
+    run: str
+
+
+Resource = Packages | SystemUser | Directory | File | Absent | Service | Command
+
+
+@dataclass
+class DesiredState:
+    """What a role wants on a host: resources in order, and the handlers they may notify."""
+
+    resources: list[Resource] = field(default_factory=list)
+    handlers: list[Handler] = field(default_factory=list)
+
+    def extend(self, other: DesiredState) -> None:
+        self.resources += other.resources
+        self.handlers += [h for h in other.handlers if h.name not in {x.name for x in self.handlers}]

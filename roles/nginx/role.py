@@ -1,0 +1,44 @@
+"""nginx: the web tier. Install → configure (main config, site, placeholder page) → service."""
+
+from __future__ import annotations
+
+from roles.engine.context import RoleContext
+from roles.engine.converge import available_roles
+from roles.engine.resources import Absent, DesiredState, Directory, File, Handler, Packages, Service
+
+RELOAD = "reload nginx"
+
+
+def app_servers(ctx: RoleContext) -> list[str]:
+    """Upstream app servers (address:port), once the app role exists."""
+    if "app" not in available_roles():
+        return []
+    return [
+        f"{ctx.address(node)}:{ctx.port(node)}" for host in ctx.hosts for node in host.nodes_of("app")
+    ]
+
+
+def desired(ctx: RoleContext) -> DesiredState:
+    d = ctx.defaults("nginx")
+    # One nginx per host: on one-box the first nginx node stands for the tier.
+    node = ctx.host.nodes_of("nginx")[0]
+    listen = f"{ctx.bind_address}:{ctx.port(node)}"
+    site = ctx.template(
+        "nginx",
+        "site.conf.j2",
+        listen=listen,
+        app_servers=app_servers(ctx),
+        media_root="/srv/photostack/media",
+    )
+    return DesiredState(
+        resources=[
+            Packages(("nginx",)),
+            Absent("/etc/nginx/sites-enabled/default", notify=(RELOAD,)),
+            File("/etc/nginx/nginx.conf", ctx.template("nginx", "nginx.conf.j2"), notify=(RELOAD,)),
+            File("/etc/nginx/conf.d/photostack.conf", site, notify=(RELOAD,)),
+            Directory(d["nginx_web_root"]),
+            File(f"{d['nginx_web_root']}/index.html", ctx.template("nginx", "index.html.j2")),
+            Service.init_script("nginx"),
+        ],
+        handlers=[Handler(RELOAD, "nginx -t -q && service nginx reload")],
+    )

@@ -1,0 +1,116 @@
+"""`ops` alerting commands: silences, the alert list, spool flush and Pingdom sync."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import typer
+import yaml
+from typer.testing import CliRunner
+
+from infra.secrets import SecretStore
+from infra.state import state_dir
+from monitoring.alert_pipeline import AlertPipeline
+from monitoring.alert_store import AlertStore
+from monitoring.alerts import Alert
+from monitoring.silences import Silence, SilenceStore, parse_duration
+from ops.alerting import PINGDOM_CA_ENV, PINGDOM_URL_ENV, register
+from tests.conftest import PINGDOM_TOKEN
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def app() -> typer.Typer:
+    app = typer.Typer()
+    register(app)
+    return app
+
+
+def test_silence_for_list_and_clear(app, state_root):
+    made = runner.invoke(app, ["silence", "--for", "30m", "--host", "redis-1", "--alert", "redis_memory_high"])
+    assert made.exit_code == 0, made.output
+    [active] = SilenceStore(state_dir("onebox")).active()
+    assert (active.host, active.alert) == ("redis-1", "redis_memory_high")
+    assert 1790 < active.until - active.created <= 1800
+
+    listed = runner.invoke(app, ["silence", "--list"])
+    assert "host=redis-1" in listed.output and active.id in listed.output
+
+    cleared = runner.invoke(app, ["silence", "--clear"])
+    assert "cleared 1" in cleared.output
+    assert SilenceStore(state_dir("onebox")).active() == []
+
+
+@pytest.mark.parametrize("args,message", [
+    (["silence", "--for", "soon"], "is not like 30m"),
+    (["silence"], "exactly one of"),
+    (["silence", "--list", "--host", "h"], "go with --for"),
+    (["silence", "--for", "5m", "--stack", "nope"], "nope"),
+])
+def test_bad_silence_input_is_one_line_and_exit_2(app, state_root, args, message):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert message in result.output and result.output.strip().count("\n") == 0
+
+
+def test_silence_matches_host_alert_and_expires():
+    store_alert = Alert("s", "redis-1", "redis", "used_memory", "critical", "1")
+    assert Silence("a", until=100, host="redis-1").matches(store_alert, now=50)
+    assert Silence("a", until=100, alert="redis").matches(store_alert, now=50)
+    assert Silence("a", until=100, alert="redis.used_memory").matches(store_alert, now=50)
+    assert not Silence("a", until=100, host="redis-2").matches(store_alert, now=50)
+    assert not Silence("a", until=100, alert="queue_backlog").matches(store_alert, now=50)
+    assert not Silence("a", until=100).matches(store_alert, now=100)
+    assert parse_duration("1h30m") == 5400
+
+
+def test_alerts_lists_local_log_and_open_alerts(app, state_root):
+    pipeline = AlertPipeline.for_stack("onebox")
+    pipeline.trigger(Alert("onebox", "app-1", "nginx", "errors_5xx", "critical", "9.00"))
+    result = runner.invoke(app, ["alerts"])
+    assert result.exit_code == 0, result.output
+    assert "local" in result.output and "onebox/app-1/nginx/errors_5xx" in result.output
+    assert "1 open" in result.output
+
+
+def test_alert_flush_sends_the_spool(app, state_root, pagerduty_server, test_certificates, monkeypatch):
+    document = yaml.safe_load(Path("Pulumi.onebox.yaml").read_text())
+    document["config"]["photostack:alerting"] = {"pagerduty": True}
+    stack_file = Path("Pulumi.flushdrill.yaml")
+    stack_file.write_text(yaml.safe_dump(document))
+    try:
+        SecretStore.for_stack("flushdrill").set("pagerdutyRoutingKey", "k" * 32)
+        AlertStore(state_dir("flushdrill")).spool({"event_action": "resolve", "dedup_key": "flushdrill/h/p/f"})
+        monkeypatch.setenv("PHOTOSTACK_PAGERDUTY_URL", pagerduty_server.url)
+        monkeypatch.setenv("PHOTOSTACK_PAGERDUTY_CA", str(test_certificates.ca_bundle))
+        result = runner.invoke(app, ["alert-flush", "--stack", "flushdrill"])
+    finally:
+        stack_file.unlink()
+    assert result.exit_code == 0, result.output
+    assert "sent 1" in result.output
+    assert pagerduty_server.events[0]["dedup_key"] == "flushdrill/h/p/f"
+
+
+def test_pingdom_sync_creates_then_leaves_the_check_alone(app, state_root, pingdom_server, test_certificates, monkeypatch):
+    document = yaml.safe_load(Path("Pulumi.onebox.yaml").read_text())
+    document["config"]["photostack:monitoring"]["pingdom"] = True
+    stack_file = Path("Pulumi.pingdrill.yaml")
+    stack_file.write_text(yaml.safe_dump(document))
+    try:
+        SecretStore.for_stack("pingdrill").set("pingdomToken", PINGDOM_TOKEN)
+        monkeypatch.setenv(PINGDOM_URL_ENV, pingdom_server.api_url)
+        monkeypatch.setenv(PINGDOM_CA_ENV, str(test_certificates.ca_bundle))
+        first = runner.invoke(app, ["pingdom", "sync", "--stack", "pingdrill", "--integration-id", "99"])
+        second = runner.invoke(app, ["pingdom", "sync", "--stack", "pingdrill", "--integration-id", "99"])
+    finally:
+        stack_file.unlink()
+    assert "created" in first.output and "unchanged" in second.output
+    [check] = pingdom_server.checks.values()
+    assert check["hostname"] == "photostack.localhost" and check["integrationids"] == [99]
+
+
+def test_pingdom_sync_refuses_when_disabled(app, state_root):
+    result = runner.invoke(app, ["pingdom", "sync"])
+    assert result.exit_code == 2 and "monitoring.pingdom is off" in result.output
