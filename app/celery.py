@@ -9,7 +9,7 @@ messages persistent, so a broker restart keeps them. Tasks must be idempotent (t
 from __future__ import annotations
 
 from celery import Celery, signals
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from app.config import app_config
 
@@ -21,7 +21,14 @@ celery_app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
-    task_queues=(Queue(THUMBNAIL_QUEUE, durable=True), Queue(FEED_QUEUE, durable=True)),
+    # Each queue on its own direct exchange and key: a Queue without them would be bound to the
+    # default exchange/key, i.e. both queues to "feed"/"feed", and every task would run twice.
+    task_queues=tuple(
+        Queue(name, Exchange(name, type="direct", durable=True), routing_key=name, durable=True)
+        for name in (THUMBNAIL_QUEUE, FEED_QUEUE)
+    ),
+    task_default_exchange=FEED_QUEUE,
+    task_default_routing_key=FEED_QUEUE,
     task_default_queue=FEED_QUEUE,
     task_routes={
         "photostack.make_thumbnail": {"queue": THUMBNAIL_QUEUE},

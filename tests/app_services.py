@@ -280,7 +280,7 @@ def running_stack(with_worker: bool = True) -> Iterator[AppStack]:
 
         if router.cache_info().currsize:
             router().close()
-        for proc in stack.procs.values():  # the node before its epmd: dict order is start order
+        for proc in reversed(stack.procs.values()):  # reverse start order: clients before servers
             _kill_group(proc)
         _stop_postgres(stack)
         os.environ.clear()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
+import redis
+
 from tests.app_helpers import post_photo, signed_up, unique_name, wait_for
 
 
@@ -130,3 +134,23 @@ def test_photo_that_does_not_decode_still_reaches_feeds(app_stack):
     photo = response.json()
     feed = wait_for(lambda: poster.get("/api/feed").json()["photos"])
     assert feed[0]["id"] == photo["id"] and feed[0]["thumbnail_url"] is None
+
+
+def test_each_task_runs_once(app_stack):
+    """Every queue has its own binding: a thumbnail task is not also delivered to `feed`."""
+    from app import counters
+    from app.celery import celery_app
+
+    bindings = {q.name: (q.exchange.name, q.routing_key) for q in celery_app.conf.task_queues}
+    assert bindings == {"thumbnails": ("thumbnails", "thumbnails"), "feed": ("feed", "feed")}
+
+    poster, _ = signed_up("once")
+    before = counters.read_all()
+    photo = post_photo(poster).json()
+    wait_for(lambda: poster.get(f"/api/photos/{photo['id']}").json()["thumbnail_url"])
+    wait_for(lambda: poster.get("/api/feed").json()["photos"])
+    time.sleep(0.5)  # a duplicate delivery would have run by now
+    # The raw list behind the feed: repeats are only hidden on read.
+    raw = redis.Redis(port=app_stack.redis_port).lrange(f"feed:{photo['user_id']}", 0, -1)
+    assert [v.decode() for v in raw].count(photo["id"]) == 1
+    assert counters.read_all()["thumbnails"] - before["thumbnails"] >= 1
