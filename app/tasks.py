@@ -3,39 +3,20 @@ idempotent, as acks_late redelivery requires."""
 
 from __future__ import annotations
 
-import io
 import logging
 
 import psycopg
 import redis
-from PIL import Image, ImageOps
+from PIL import Image
 
 from app import counters, feed, photos, social
 from app.celery import celery_app
 from app.storage import storage
+from app.thumbnails import thumbnail_bytes, thumbnail_key
 
 log = logging.getLogger(__name__)
-THUMBNAIL_SIZE = (320, 320)
 # Transient failures (storage, shard, Redis unreachable) retry with backoff; bad data does not.
 TRANSIENT = (OSError, psycopg.OperationalError, redis.ConnectionError, redis.TimeoutError)
-
-
-def thumbnail_bytes(data: bytes) -> bytes:
-    """A JPEG at most THUMBNAIL_SIZE, EXIF-rotated, of any accepted image."""
-    with Image.open(io.BytesIO(data)) as image:
-        image = ImageOps.exif_transpose(image)
-        image.thumbnail(THUMBNAIL_SIZE)
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        out = io.BytesIO()
-        image.save(out, "JPEG", quality=85, optimize=True)
-    return out.getvalue()
-
-
-def thumbnail_key(image_key: str) -> str:
-    """`p/0042/abc.png` → `t/0042/abc.jpg`."""
-    stem = image_key.rsplit(".", 1)[0]
-    return "t/" + stem.split("/", 1)[1] + ".jpg"
 
 
 @celery_app.task(name="photostack.make_thumbnail", autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5)
