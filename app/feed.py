@@ -1,10 +1,10 @@
 """Home feeds: fan-out on write into Redis lists, hydrated on read.
 
 - Key `feed:<user id>`: a Redis list of photo ids, newest first, capped at FEED_LENGTH.
-- Posting a photo enqueues `make_thumbnail`, which then enqueues `fanout_photo` (app/tasks.py):
-  it pushes the id to the poster's own feed and to followers read in chunks of FANOUT_CHUNK
-  (Instagram's 10,000) ids per task; each chunk is one pipelined round trip of LPUSH + LTRIM
-  per follower.
+- Posting a photo enqueues `make_thumbnail` (app/tasks.py), which makes the thumbnail and then
+  pushes the id to the poster's own feed and the first FANOUT_CHUNK (Instagram's 10,000)
+  followers; each further chunk is a `fanout_photo` task (keyset-paginated on follower id).
+  A chunk is one pipelined round trip of LPUSH + LTRIM per follower.
 - A redelivered task (acks_late) can push an id twice; reading drops repeats, so it is harmless.
 - Reading: LRANGE, then photo records from Memcached, then one query per physical shard for
   the misses (app/photos.py).

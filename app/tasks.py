@@ -21,12 +21,14 @@ TRANSIENT = (OSError, psycopg.OperationalError, redis.ConnectionError, redis.Tim
 
 @celery_app.task(name="photostack.make_thumbnail", autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5)
 def make_thumbnail(photo_id: int) -> str | None:
-    """Make and record a photo's thumbnail, then start its fan-out; returns the thumbnail key.
+    """Make and record a photo's thumbnail, then fan out its first chunk; returns the thumbnail key.
 
-    Fanning out after the thumbnail means feeds receive photos whose thumbnails exist, and the
-    web request publishes one message instead of two. The fan-out is enqueued on every run,
-    even if the thumbnail was already made (a redelivery after a crash between the two), since
-    a repeated feed push is harmless; an image Pillow cannot decode still fans out, shown in full.
+    Fanning out after the thumbnail means feeds receive photos whose thumbnails exist; doing the
+    first chunk (up to FANOUT_CHUNK followers: nearly every user) in this same task saves a
+    message per post, and larger audiences continue as `fanout_photo` tasks on the feed queue.
+    The fan-out runs on every delivery, even if the thumbnail was already made (a redelivery
+    after a crash between the two), since a repeated feed push is harmless; an image Pillow
+    cannot decode still fans out, shown in full.
     """
     record = photos.photo_row(photo_id)
     if record is None:
@@ -46,23 +48,27 @@ def make_thumbnail(photo_id: int) -> str | None:
             store.save(key, thumb, "image/jpeg")
             photos.set_thumbnail(photo_id, key)
             counters.incr(counters.THUMBNAILS)
-    fanout_photo.apply_async((photo_id, record["user_id"]))
+    fan_out_chunk(photo_id, record["user_id"], after=0)
     return key
 
 
-@celery_app.task(name="photostack.fanout_photo", autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5)
-def fanout_photo(photo_id: int, owner_id: int, after: int = 0) -> int:
-    """Push a photo into its owner's and one chunk of followers' feeds; chains the next chunk.
-
-    Returns the number of followers this task reached."""
-    follower_ids = social.followers_after(owner_id, after, feed.FANOUT_CHUNK)
+def fan_out_chunk(photo_id: int, owner_id: int, after: int, chunk: int = feed.FANOUT_CHUNK) -> int:
+    """Push a photo into the feeds of the followers after `after` (one chunk; the owner's own
+    feed with the first) and enqueue the next chunk as a task; returns the followers reached."""
+    follower_ids = social.followers_after(owner_id, after, chunk)
     feed.push_to_feeds(photo_id, ([owner_id] if after == 0 else []) + follower_ids)
-    if len(follower_ids) == feed.FANOUT_CHUNK:
-        fanout_photo.apply_async((photo_id, owner_id, follower_ids[-1]))
+    if len(follower_ids) == chunk:
+        fanout_photo.apply_async((photo_id, owner_id, follower_ids[-1], chunk))
     counters.incr(counters.FEED_FANOUT_WRITES, len(follower_ids))
     return len(follower_ids)
 
 
+@celery_app.task(name="photostack.fanout_photo", autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5)
+def fanout_photo(photo_id: int, owner_id: int, after: int = 0, chunk: int = feed.FANOUT_CHUNK) -> int:
+    """One further chunk of a photo's fan-out (the thumbnail task did the first)."""
+    return fan_out_chunk(photo_id, owner_id, after, chunk)
+
+
 def after_photo_posted(photo_id: int) -> None:
-    """Enqueue the work a new photo needs: one publish (the thumbnail task chains the fan-out)."""
+    """Enqueue the work a new photo needs: one publish (the thumbnail task then fans out)."""
     make_thumbnail.apply_async((photo_id,))

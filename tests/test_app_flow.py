@@ -154,3 +154,21 @@ def test_each_task_runs_once(app_stack):
     raw = redis.Redis(port=app_stack.redis_port).lrange(f"feed:{photo['user_id']}", 0, -1)
     assert [v.decode() for v in raw].count(photo["id"]) == 1
     assert counters.read_all()["thumbnails"] - before["thumbnails"] >= 1
+
+
+def test_fan_out_continues_in_chunks(app_stack):
+    """Followers beyond one chunk are reached by chained `fanout_photo` tasks (real worker);
+    chunk size 2 here stands for Instagram's 10,000."""
+    from app import photos, tasks
+    from tests.app_helpers import jpeg
+
+    poster, poster_user = signed_up("chunked")
+    fans = [signed_up("chunkfan")[0] for _ in range(5)]
+    for fan in fans:
+        assert fan.post(f"/api/users/{poster_user['username']}/follow").status_code == 200
+    # Stored without enqueueing anything, so only the chunked fan-out below can reach the fans.
+    photo_id = photos.create_photo(int(poster_user["id"]), jpeg(), "chunks", 1 << 20)["id"]
+    # The first chunk runs here; the worker takes the rest: 2 + 1 followers, then an empty chunk.
+    assert tasks.fan_out_chunk(photo_id, int(poster_user["id"]), after=0, chunk=2) == 2
+    for fan in fans:
+        assert str(photo_id) in [p["id"] for p in wait_for(lambda: fan.get("/api/feed").json()["photos"])]
