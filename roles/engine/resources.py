@@ -213,6 +213,25 @@ class Service:
         """A Debian package's service, through `service` (init script, or systemd when it is PID 1)."""
         return cls(name, f"service {name} start", f"service {name} status", f"service {name} stop", running)
 
+    @classmethod
+    def daemon(cls, name: str, unit: str, command: str, pidfile: str, running: bool = True) -> Service:
+        """One instance of a daemon: its systemd `unit` where systemd runs, else `command` (which
+        must daemonize and write `pidfile`). Several instances of one package (e.g. two Redis
+        ports on the one-box, which has no systemd) each get their own Service this way."""
+        systemd = "[ -d /run/systemd/system ]"
+        pid = f'"$(cat {_q(pidfile)} 2>/dev/null)"'
+        return cls(
+            name,
+            start=f"if {systemd}; then systemctl enable --now {_q(unit)}; else {command}; fi",
+            status=f"if {systemd}; then systemctl is-active --quiet {_q(unit)}; else kill -0 {pid}; fi",
+            stop=(
+                f"if {systemd}; then systemctl disable --now {_q(unit)}; "
+                f"else p={pid}; kill $p && while kill -0 $p 2>/dev/null; do sleep 0.1; done; "
+                f"rm -f {_q(pidfile)}; fi"
+            ),
+            running=running,
+        )
+
     @property
     def key(self) -> str:
         return f"service {self.name}"
@@ -273,5 +292,7 @@ class DesiredState:
     handlers: list[Handler] = field(default_factory=list)
 
     def extend(self, other: DesiredState) -> None:
-        self.resources += other.resources
+        """Append another role's state. Roles sharing a host may declare the very same resource
+        (e.g. the shard map file); identical declarations collapse to the first."""
+        self.resources += [r for r in other.resources if r not in self.resources]
         self.handlers += [h for h in other.handlers if h.name not in {x.name for x in self.handlers}]
