@@ -38,7 +38,10 @@ class OneBoxSsh:
 
     @property
     def known_hosts(self) -> Path:
-        return self.directory / "known_hosts"
+        return self.known_hosts_file()
+
+    def known_hosts_file(self, name: str = "sshd") -> Path:
+        return self.directory / ("known_hosts" if name == "sshd" else f"{name}_known_hosts")
 
     def config_file(self, name: str = "sshd") -> Path:
         return self.directory / f"{name}_config"
@@ -95,10 +98,10 @@ LogLevel ERROR
 """
 
 
-def write_known_hosts(paths: OneBoxSsh, addresses: list[str], port: int) -> None:
-    """Pin the one-box host key for every address it answers on."""
+def write_known_hosts(paths: OneBoxSsh, addresses: list[str], port: int, name: str = "sshd") -> None:
+    """Pin the one-box host key for every address this sshd answers on."""
     key = " ".join(paths.host_key.with_suffix(".pub").read_text().split()[:2])
-    paths.known_hosts.write_text("".join(f"[{a}]:{port} {key}\n" for a in addresses))
+    paths.known_hosts_file(name).write_text("".join(f"[{a}]:{port} {key}\n" for a in addresses))
 
 
 def sshd_pid(paths: OneBoxSsh, name: str = "sshd") -> int | None:
@@ -118,7 +121,7 @@ def start_sshd(paths: OneBoxSsh, addresses: list[str], port: int, name: str = "s
     config_file = paths.config_file(name)
     changed = not config_file.exists() or config_file.read_text() != config
     config_file.write_text(config)
-    write_known_hosts(paths, addresses, port)
+    write_known_hosts(paths, addresses, port, name)
     pid = sshd_pid(paths, name)
     if pid and not changed:
         return
