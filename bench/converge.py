@@ -57,20 +57,30 @@ def cli_noop() -> float:
     return median_seconds(lambda: subprocess.run(ops, cwd=ROOT, check=True, capture_output=True), runs=3)
 
 
+# sshd listens on at most 16 sockets (MAX_LISTEN_SOCKS), so 50 addresses need several sshds.
+ADDRESSES_PER_SSHD = 16
+
+
 def simulated_hosts(stack: Stack, count: int) -> float:
-    """No-op converge of `count` hosts, 127.0.0.2 … , all answered by a second one-box sshd."""
+    """No-op converge of `count` hosts, 127.0.0.2 … , answered by extra sshds of the one-box."""
     paths = onebox.ssh_paths(stack.state)
     port = stack.config.onebox.ssh_port + 1
     addresses = [f"127.0.0.{i + 2}" for i in range(count)]
-    onebox.start_sshd(paths, addresses, port, name="bench")
+    groups = [addresses[i:i + ADDRESSES_PER_SSHD] for i in range(0, count, ADDRESSES_PER_SSHD)]
+    names = [f"bench{i}" for i in range(len(groups))]
     try:
+        for name, group in zip(names, groups):
+            onebox.start_sshd(paths, group, port, name=name)
+        known_hosts = paths.known_hosts_file("bench")
+        known_hosts.write_text("".join(paths.known_hosts_file(n).read_text() for n in names))
         box = stack.hosts[0]
         state = stack.desired(box)
         hosts = [replace(box, name=f"sim{i}", address=a, port=port) for i, a in enumerate(addresses)]
-        ssh = SshSettings(paths.client_key, paths.known_hosts_file("bench"))
+        ssh = SshSettings(paths.client_key, known_hosts)
         return median_seconds(lambda: assert_noop(converge_hosts(hosts, lambda h: state, ssh)), runs=3)
     finally:
-        onebox.stop_sshd(paths, name="bench")
+        for name in names:
+            onebox.stop_sshd(paths, name=name)
 
 
 PLAYBOOK = """

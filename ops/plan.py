@@ -6,10 +6,6 @@ import typer
 from rich.console import Console
 
 from infra.config import ConfigError, load_stack_config
-from infra.plan import run_plan
-from infra.plan_render import render_plan
-from infra.policy.evaluate import evaluate
-from infra.policy.policies import POLICIES
 
 EXIT_VIOLATIONS = 1
 EXIT_BAD_CONFIG = 2
@@ -20,6 +16,12 @@ def plan(
     stack: str | None = typer.Option(None, "--stack", "-s", help="Stack to plan (default: the global --stack, else onebox)."),
 ) -> None:
     """Print what `pulumi up` would create for a stack, without contacting anything; check the policies."""
+    # Pulumi and pulumi-aws take ~0.3 s to import: only `ops plan` pays for them.
+    from infra.plan import run_plan
+    from infra.plan_render import render_plan
+    from infra.policy.evaluate import evaluate
+    from infra.policy.policies import POLICIES
+
     stack = stack or ctx.find_root().params.get("stack") or "onebox"
     out = Console(highlight=False, markup=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)

@@ -87,7 +87,7 @@ BAD_CONFIGS = [
     ("onebox_not_loopback", _set(ONEBOX, "photostack:onebox", {"address": "10.0.0.5"}), "photostack:onebox.address", "loopback"),
     ("privileged_ssh_port", _set(ONEBOX, "photostack:onebox", {"sshPort": 22}), "photostack:onebox.sshPort", "greater than or equal"),
     ("plain_text_secret_on_aws", _set(PROD, "photostack:dbPassword", "hunter2"), "photostack:dbPassword", "not in plain text"),
-    ("missing_secret_on_aws", _drop(PROD, "photostack:pagerdutyRoutingKey"), "photostack:pagerdutyRoutingKey", "missing secret"),
+    ("missing_secret_on_aws", _drop(PROD, "photostack:dbPassword"), "photostack:dbPassword", "missing secret"),
     ("secret_in_onebox_yaml", _set(ONEBOX, "photostack:redisPassword", "x"), "photostack:redisPassword", "state dir"),
     ("one_zone_on_aws", _set(PROD, "photostack:availabilityZones", ["us-east-1a"]), "photostack", "availabilityZones"),
     ("bad_vpc_cidr", _set(PROD, "photostack:vpcCidr", "10.0.0.0/33"), "photostack:vpcCidr", "10.0.0.0/33"),
