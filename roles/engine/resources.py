@@ -273,6 +273,27 @@ class Command:
         return [Change(self.key, "needed", (guarded,), self.notify)]
 
 
+def package_daemon_held(service: str, managed_file: str, keep_off: bool = False, then: str = "") -> Command:
+    """The daemon a Debian package starts on install (where policy-rc.d allows it, e.g. systemd
+    hosts), held stopped until the role's own `managed_file` is in place, so that the role's
+    Service starts it with the role's config. With `keep_off` (roles that run their own
+    instances instead of the package's) it also stays stopped and disabled at boot afterwards.
+    `then` runs after the stop."""
+    systemd = "[ -d /run/systemd/system ]"
+    disable = f"if {systemd}; then systemctl disable {_q(service)}; fi; " if keep_off else ""
+    unless = f"grep -qs 'Managed by photostack' {_q(managed_file)}"
+    if keep_off:
+        unless += (
+            f" && ! service {_q(service)} status >/dev/null 2>&1"
+            f" && ! {{ {systemd} && systemctl is-enabled --quiet {_q(service)}; }}"
+        )
+    return Command(
+        f"{service}: package's own instance {'off' if keep_off else 'held until configured'}",
+        run=f"service {_q(service)} stop >/dev/null 2>&1; {disable}{then or 'true'}",
+        unless=unless,
+    )
+
+
 @dataclass(frozen=True)
 class Handler:
     """A command run once at the end of a converge, only if a change notified it."""

@@ -6,7 +6,15 @@ from __future__ import annotations
 import shlex
 
 from roles.engine.context import RoleContext
-from roles.engine.resources import DesiredState, Directory, File, Handler, Packages, Service
+from roles.engine.resources import (
+    DesiredState,
+    Directory,
+    File,
+    Handler,
+    Packages,
+    Service,
+    package_daemon_held,
+)
 
 RELOAD_UNITS = "reload systemd units"
 
@@ -21,11 +29,12 @@ def memcached_argv(address: str, port: int, memory_mb: int, connections: int, th
 
 def desired(ctx: RoleContext) -> DesiredState:
     d = ctx.defaults("memcached")
+    first_unit = f"/etc/systemd/system/{_unit(ctx.port(ctx.host.nodes_of('memcached')[0]))}"
     state = DesiredState(
         resources=[
             Packages(("memcached",)),
             # The package's own instance (/etc/memcached.conf, 11211) would collide with ours.
-            Service.init_script("memcached", running=False),
+            package_daemon_held("memcached", first_unit, keep_off=True),
             # memcached writes its pid file after dropping to the memcache user.
             Directory("/run/memcached", owner="memcache", group="memcache"),
         ],
@@ -37,7 +46,7 @@ def desired(ctx: RoleContext) -> DesiredState:
             ctx.bind_address, port, ctx.config.memcached.memory_mb, d["memcached_max_connections"], d["memcached_threads"]
         )
         command = shlex.join(argv)
-        unit = f"photostack-memcached-{port}.service"
+        unit = _unit(port)
         pidfile = f"/run/memcached/photostack-{port}.pid"
         restart = f"restart memcached {port}"
         service = Service.daemon(f"memcached {port}", unit, f"{command} -d -P {pidfile}", pidfile)
@@ -51,3 +60,7 @@ def desired(ctx: RoleContext) -> DesiredState:
         ]
         state.handlers.append(Handler(restart, f"{{ {service.stop}; }} && {{ {service.start}; }}"))
     return state
+
+
+def _unit(port: int) -> str:
+    return f"photostack-memcached-{port}.service"

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 
 from infra.sharding import physical_db
 from roles.engine.context import STANDARD_PORTS, RoleContext
-from roles.engine.resources import DesiredState, File, Handler, Packages, Service
+from roles.engine.resources import DesiredState, File, Handler, Packages, Service, package_daemon_held
 from roles.postgres.auth import ADMIN_USER, APP_USER, USER_SECRETS, scram_verifier
 from roles.postgres.cluster import Cluster, all_clusters, shard_map_file
 
 RELOAD = "reload pgbouncer"
+INI = "/etc/pgbouncer/pgbouncer.ini"
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,10 @@ def desired(ctx: RoleContext) -> DesiredState:
     return DesiredState(
         resources=[
             Packages(("pgbouncer",)),
+            # Listen addresses only change on a restart: start pgbouncer with our config.
+            package_daemon_held("pgbouncer", INI),
             shard_map_file(ctx),
-            File("/etc/pgbouncer/pgbouncer.ini", ini, **pg, notify=(RELOAD,)),
+            File(INI, ini, **pg, notify=(RELOAD,)),
             File("/etc/pgbouncer/userlist.txt", userlist, **pg, notify=(RELOAD,), sensitive=True),
             Service.init_script("pgbouncer"),
         ],

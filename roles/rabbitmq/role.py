@@ -7,7 +7,7 @@ import hashlib
 import shlex
 
 from roles.engine.context import RoleContext
-from roles.engine.resources import Command, DesiredState, File, Handler, Packages, Service
+from roles.engine.resources import Command, DesiredState, File, Handler, Packages, Service, package_daemon_held
 
 RESTART = "restart rabbitmq"
 ENV_FILE = "/etc/rabbitmq/rabbitmq-env.conf"
@@ -16,6 +16,8 @@ ENV_FILE = "/etc/rabbitmq/rabbitmq-env.conf"
 # without calling the CLI, so epmd is never started listening on every interface.
 READY = f"grep -qs ERL_EPMD_ADDRESS {ENV_FILE}"
 CTL = f"{READY} && rabbitmqctl -q"
+# epmd outlives the node; stopped with it, it comes back with the current env (addresses).
+KILL_EPMD = "epmd -kill >/dev/null 2>&1 || true"
 
 
 def nodename(ctx: RoleContext, address: str) -> str:
@@ -52,6 +54,7 @@ def desired(ctx: RoleContext) -> DesiredState:
     state = DesiredState(
         resources=[
             Packages(("rabbitmq-server",)),
+            package_daemon_held("rabbitmq-server", ENV_FILE, then=KILL_EPMD),
             File(ENV_FILE, env, notify=(RESTART,)),
             File("/etc/rabbitmq/rabbitmq.conf", conf, notify=(RESTART,)),
             File(
@@ -79,7 +82,7 @@ def desired(ctx: RoleContext) -> DesiredState:
             ),
             Command("no guest user", "rabbitmqctl delete_user guest", unless=f"users=$({CTL} list_users) && ! echo \"$users\" | grep -q '^guest\\s'"),
         ],
-        handlers=[Handler(RESTART, "service rabbitmq-server restart")],
+        handlers=[Handler(RESTART, f"service rabbitmq-server stop && {{ {KILL_EPMD}; }} && service rabbitmq-server start")],
     )
     if len(peers) > 1:
         state.resources.append(

@@ -4,7 +4,15 @@
 from __future__ import annotations
 
 from roles.engine.context import RoleContext
-from roles.engine.resources import DesiredState, Directory, File, Handler, Packages, Service
+from roles.engine.resources import (
+    DesiredState,
+    Directory,
+    File,
+    Handler,
+    Packages,
+    Service,
+    package_daemon_held,
+)
 
 
 def desired(ctx: RoleContext) -> DesiredState:
@@ -14,13 +22,13 @@ def desired(ctx: RoleContext) -> DesiredState:
         resources=[
             Packages(("redis-server",)),
             # The package's own instance (redis.conf, 6379) would collide with ours.
-            Service.init_script("redis-server", running=False),
+            package_daemon_held("redis-server", _conf(ctx.port(nodes[0])), keep_off=True),
             Directory("/run/redis", owner="redis", group="redis", mode=0o2775),
         ]
     )
     for node in nodes:
         port = ctx.port(node)
-        conf = f"/etc/redis/redis-{port}.conf"
+        conf = _conf(port)
         pidfile = f"/run/redis/redis-{port}.pid"
         data_dir = f"/var/lib/redis/{port}"
         restart = f"restart redis {port}"
@@ -45,3 +53,7 @@ def desired(ctx: RoleContext) -> DesiredState:
         # Redis cannot re-read its config file; a changed config means a restart.
         state.handlers.append(Handler(restart, f"{{ {service.stop}; }} && {{ {service.start}; }}"))
     return state
+
+
+def _conf(port: int) -> str:
+    return f"/etc/redis/redis-{port}.conf"
