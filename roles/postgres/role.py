@@ -40,7 +40,15 @@ def primary(ctx: RoleContext, cluster: Cluster) -> DesiredState:
     """A shard's primary: cluster, config, service, then logins, its database and logical shards."""
     verifiers = {user: scram_verifier(user, ctx.secret(secret)) for user, secret in USER_SECRETS.items()}
     logical = stored_shard_map(ctx.config, ctx.stack).logical_on(cluster.shard)
-    state = DesiredState(resources=[Command(f"create cluster {cluster.name}", commands.create_cluster(cluster), unless=f"[ -f {cluster.config_dir}/postgresql.conf ]")])
+    state = DesiredState(
+        resources=[
+            Command(
+                f"create cluster {cluster.name}",
+                commands.create_cluster(cluster),
+                unless=f"[ -f {cluster.config_dir}/postgresql.conf ]",
+            )
+        ]
+    )
     state.extend(configured(ctx, cluster))
     state.resources += [
         Command(
