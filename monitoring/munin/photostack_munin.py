@@ -160,7 +160,7 @@ def counter_total(key: str) -> Value:
 
 
 def psql_rows(sql: str, database: str = "postgres") -> list[dict[str, str]]:
-    """Rows of `sql` as dicts, through `psql` (env `host`, `port`, `user`, `password`).
+    """Rows of `sql` as dicts, through `psql` (env `host`, `port`, `login`, `password`).
 
     psql, not psycopg: it starts in a few ms where importing psycopg takes ~0.3 s, and it speaks
     the simple query protocol that pgbouncer's admin console requires.
@@ -169,8 +169,8 @@ def psql_rows(sql: str, database: str = "postgres") -> list[dict[str, str]]:
 
     argv = ["psql", "-X", "-A", "-F", "\t", "-P", "footer=off", "-v", "ON_ERROR_STOP=1",
             "-h", env("host", "/var/run/postgresql"), "-p", env("port", "5432"), "-d", database, "-c", sql]
-    if env("user"):
-        argv[1:1] = ["-U", env("user")]
+    if env("login"):
+        argv[1:1] = ["-U", env("login")]
     environment = {**os.environ, "PGCONNECT_TIMEOUT": "2", "PGAPPNAME": "munin"}
     if env("password"):
         environment["PGPASSWORD"] = env("password")
