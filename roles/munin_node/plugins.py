@@ -101,5 +101,5 @@ def host_plugins(ctx: RoleContext) -> list[PluginInstance]:
 
 
 def replica_name(node: Node) -> str:
-    """How a replica appears on its primary: its replication slot / application_name."""
-    return node.name.replace("-", "_")
+    """How a replica appears on its primary: slot and application_name `shard<n>r<k>` (postgres role)."""
+    return f"shard{node.attrs['shard']}r{node.attrs['replica']}"
