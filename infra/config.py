@@ -9,6 +9,7 @@ Bad input raises `ConfigError`, which carries one line per problem naming the ke
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -165,6 +166,8 @@ class Alerting(Model):
     pagerduty: bool = Field(False, description="Send pages to PagerDuty (needs the pagerdutyRoutingKey secret).")
     pagerduty_escalation_policy: str | None = Field(None, description="PagerDuty escalation policy id (AWS).")
     sentry: bool = Field(False, description="Report errors to Sentry (needs the sentryDsn secret).")
+    sentry_organization: str = Field("photostack", description="Sentry organization slug (AWS).")
+    sentry_team: str = Field("photostack", description="Sentry team that owns the project (AWS).")
     runbook_base_url: str = Field(
         "https://github.com/photostack/photostack/blob/main/runbooks",
         description="Where page links to runbooks point.",
@@ -210,6 +213,10 @@ class StackConfig(Model):
         default_factory=lambda: ["us-east-1a", "us-east-1b"], description="AZs to spread hosts over."
     )
     vpc_cidr: str = Field("10.20.0.0/16", description="VPC address range (AWS only).")
+    admin_cidrs: list[str] = Field(
+        default_factory=list,
+        description="Networks allowed to SSH to the bastion (AWS only); empty: no SSH from anywhere.",
+    )
     fleets: Fleets
     postgres: Postgres
     redis: Redis = Redis()
@@ -234,6 +241,21 @@ class StackConfig(Model):
     @classmethod
     def _cidr(cls, value: str) -> str:
         ipaddress.ip_network(value)
+        return value
+
+    ssh_public_key: str | None = Field(
+        None, description="OpenSSH public key installed for the admin user on every host and the bastion (AWS only)."
+    )
+    hosted_zone: str | None = Field(
+        None, description="Route53 public hosted zone of the domain (AWS only); default: the domain's parent."
+    )
+
+    @field_validator("admin_cidrs")
+    @classmethod
+    def _admin_cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            if ipaddress.ip_network(cidr, strict=False).prefixlen == 0:
+                raise ValueError(f"{cidr} would open SSH to the whole internet; list your own networks")
         return value
 
     @model_validator(mode="after")
@@ -341,21 +363,29 @@ GENERATED_SECRETS = (
 def required_secrets(config: StackConfig) -> list[str]:
     """Secrets this stack needs: the service passwords, plus those of the integrations it enables."""
     names = list(GENERATED_SECRETS)
-    if config.alerting.pagerduty:
+    # On AWS the program creates the PagerDuty integration and the Sentry key itself and hands
+    # their routing key and DSN to the hosts (infra/alerting.py); on one-box the user sets them.
+    onebox = config.target == "onebox"
+    if config.alerting.pagerduty and onebox:
         names.append("pagerdutyRoutingKey")
     if config.monitoring.pingdom:
         names.append("pingdomToken")
-    if config.alerting.sentry:
+    if config.alerting.sentry and onebox:
         names.append("sentryDsn")
     return names
 
 
-def stack_file(stack: str, root: Path = REPO_ROOT) -> Path:
+def stacks_dir() -> Path:
+    """Where `Pulumi.<stack>.yaml` files are: the repo root, or `$PHOTOSTACK_STACKS_DIR`."""
+    return Path(os.environ.get("PHOTOSTACK_STACKS_DIR", REPO_ROOT))
+
+
+def stack_file(stack: str, root: Path | None = None) -> Path:
     """Path of the `Pulumi.<stack>.yaml` file of a stack."""
-    return root / f"Pulumi.{stack}.yaml"
+    return (root or stacks_dir()) / f"Pulumi.{stack}.yaml"
 
 
-def load_stack_config(stack: str, root: Path = REPO_ROOT, path: Path | None = None) -> StackConfig:
+def load_stack_config(stack: str, root: Path | None = None, path: Path | None = None) -> StackConfig:
     """Read, parse and validate the stack config of `stack` (or of the file at `path`)."""
     path = path or stack_file(stack, root)
     if not path.is_file():

@@ -33,12 +33,19 @@ class OneBoxSsh:
         return self.directory / "host_ed25519"
 
     @property
+    def home(self) -> Path:
+        return self.directory / "home"
+
+    @property
     def authorized_keys(self) -> Path:
         return self.directory / "authorized_keys"
 
     @property
     def known_hosts(self) -> Path:
-        return self.directory / "known_hosts"
+        return self.known_hosts_file()
+
+    def known_hosts_file(self, name: str = "sshd") -> Path:
+        return self.directory / ("known_hosts" if name == "sshd" else f"{name}_known_hosts")
 
     def config_file(self, name: str = "sshd") -> Path:
         return self.directory / f"{name}_config"
@@ -65,6 +72,7 @@ def ensure_keys(paths: OneBoxSsh) -> None:
     """Generate the client and host keys once; authorize the client key for this sshd only."""
     _keygen(paths.client_key, "photostack-onebox-client")
     _keygen(paths.host_key, "photostack-onebox-host")
+    paths.home.mkdir(exist_ok=True, mode=0o700)
     public = paths.client_key.with_suffix(".pub").read_text()
     if not paths.authorized_keys.exists() or paths.authorized_keys.read_text() != public:
         paths.authorized_keys.write_text(public)
@@ -91,24 +99,31 @@ StrictModes no
 MaxStartups 200:30:400
 MaxSessions 200
 Subsystem sftp internal-sftp
+# A clean HOME: root's own ~/.bashrc (pyenv init, ~100 ms) would run before every engine
+# command; the engine needs none of it.
+SetEnv HOME={paths.home}
 LogLevel ERROR
 """
 
 
-def write_known_hosts(paths: OneBoxSsh, addresses: list[str], port: int) -> None:
-    """Pin the one-box host key for every address it answers on."""
+def write_known_hosts(paths: OneBoxSsh, addresses: list[str], port: int, name: str = "sshd") -> None:
+    """Pin the one-box host key for every address this sshd answers on."""
     key = " ".join(paths.host_key.with_suffix(".pub").read_text().split()[:2])
-    paths.known_hosts.write_text("".join(f"[{a}]:{port} {key}\n" for a in addresses))
+    paths.known_hosts_file(name).write_text("".join(f"[{a}]:{port} {key}\n" for a in addresses))
 
 
 def sshd_pid(paths: OneBoxSsh, name: str = "sshd") -> int | None:
-    """The pid of our sshd if it is running."""
+    """The pid of our sshd if it is running (found by its pid file, else by its config path)."""
     try:
         pid = int(paths.pid_file(name).read_text().strip())
         os.kill(pid, 0)
         return pid
     except (FileNotFoundError, ValueError, ProcessLookupError):
-        return None
+        pass
+    found = subprocess.run(
+        ["pgrep", "-o", "-f", f"^(sshd: )?{SSHD} -f {paths.config_file(name)}"], capture_output=True, text=True
+    )
+    return int(found.stdout.split()[0]) if found.returncode == 0 else None
 
 
 def start_sshd(paths: OneBoxSsh, addresses: list[str], port: int, name: str = "sshd") -> None:
@@ -118,15 +133,17 @@ def start_sshd(paths: OneBoxSsh, addresses: list[str], port: int, name: str = "s
     config_file = paths.config_file(name)
     changed = not config_file.exists() or config_file.read_text() != config
     config_file.write_text(config)
-    write_known_hosts(paths, addresses, port)
+    write_known_hosts(paths, addresses, port, name)
     pid = sshd_pid(paths, name)
     if pid and not changed:
         return
-    if pid:
-        stop_sshd(paths, name)
     check = subprocess.run([SSHD, "-t", "-f", str(config_file)], capture_output=True, text=True)
     if check.returncode != 0:
         raise RuntimeError(f"sshd config rejected: {check.stderr.strip()}")
+    if pid:
+        # SIGHUP: sshd re-executes with the new config; open sessions carry on.
+        os.kill(pid, signal.SIGHUP)
+        return
     subprocess.run([SSHD, "-f", str(config_file)], check=True)
     deadline = time.monotonic() + 5
     while sshd_pid(paths, name) is None:

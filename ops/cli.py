@@ -9,7 +9,7 @@ from rich.console import Console
 from infra.config import ConfigError
 from infra.inventory import select
 from infra.secrets import SecretStore
-from ops import alerting, report
+from ops import alerting, plan, report
 from ops.stack import Stack
 from roles.engine.converge import missing_roles
 from roles.engine.executor import connect, read_facts
@@ -74,10 +74,14 @@ def converge(
     diff: bool = typer.Option(False, "--diff", help="Show unified diffs of files that change."),
     role: list[str] = typer.Option(None, "--role", "-r", help="Only these roles (repeatable)."),
     host: str = typer.Option(None, "--host", "-H", help="Only this host."),
+    local: bool = typer.Option(False, "--local", help="Converge this machine as --host, without SSH (EC2 boot)."),
 ) -> None:
     """Converge hosts to their roles' desired state (idempotent; `--check --diff` to preview)."""
     stack = load(ctx)
-    if stack.config.target == "onebox":
+    stack.local = local
+    if local and not host:
+        raise ConfigError(["--local needs --host NAME: the inventory name of this machine"])
+    if stack.config.target == "onebox" and not local:
         stack.prepare_onebox()
     hosts = select(stack.hosts, name=host)
     if not hosts:
@@ -128,7 +132,7 @@ def secret_set(ctx: typer.Context, name: str) -> None:
 
 
 # Commands of each area live in their own module and register themselves here.
-for area in (alerting,):
+for area in (alerting, plan):
     area.register(app)
 
 
@@ -138,5 +142,5 @@ def main() -> None:
         app()
     except ConfigError as exc:
         for problem in exc.problems:
-            err.print(problem, markup=False, highlight=False)
+            print(problem, file=sys.stderr)
         sys.exit(2)

@@ -10,10 +10,11 @@ import os
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
+from typing import Callable
 
 from infra import onebox
 from infra.config import ConfigError, StackConfig, load_stack_config
-from infra.inventory import Host, onebox_hosts
+from infra.inventory import Host, stack_hosts
 from infra.secrets import SecretStore
 from infra.state import state_dir
 from roles.engine.context import RoleContext
@@ -45,23 +46,30 @@ class Stack:
             store.check(self.config)
         return store
 
+    @cached_property
+    def _aws_secret(self) -> Callable[[str], str]:
+        import boto3  # only AWS stacks need it, and it is slow to import
+
+        from infra.secrets_store import ssm_secret_reader
+
+        return ssm_secret_reader(self.name, boto3.client("ssm", region_name=self.config.region))
+
     def secret(self, name: str) -> str:
+        """A secret by name: the state dir on one-box, SSM Parameter Store (written by `pulumi up`) on AWS."""
         if self.config.target == "onebox":
             return self.secrets[name]
-        from infra.aws_inventory import read_secret  # boto3/SSM only needed for AWS stacks
-
-        return read_secret(self.config, self.name, name)
+        return self._aws_secret(name)
 
     @cached_property
     def hosts(self) -> list[Host]:
-        if self.config.target == "onebox":
-            return onebox_hosts(self.config)
-        from infra.aws_inventory import aws_hosts
+        return stack_hosts(self.config, self.name)
 
-        return aws_hosts(self.config, self.name)
+    local: bool = False  # converge this machine without SSH (an EC2 host at boot)
 
     @cached_property
     def ssh(self) -> SshSettings:
+        if self.local:
+            return SshSettings(local=True)
         if self.config.target == "onebox":
             paths = onebox.ssh_paths(self.state)
             return SshSettings(key_file=paths.client_key, known_hosts=paths.known_hosts)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import invoke
 import paramiko
 from fabric import Config, Connection
 
@@ -29,6 +30,7 @@ class SshSettings:
     key_file: Path | None = None
     known_hosts: Path | None = None
     connect_timeout: float = 10.0
+    local: bool = False  # run on this machine through Invoke instead of SSH (boot-time converge)
 
 
 @dataclass
@@ -47,9 +49,33 @@ class HostResult:
         return any(what == "ssh" for what, _ in self.failed)
 
 
-def connect(host: Host, ssh: SshSettings) -> Connection:
+class LocalConnection:
+    """This machine behind the same `run`/`put` as a Fabric Connection (Invoke's local Context)."""
+
+    def __init__(self, config: Config):
+        self.context = invoke.Context(config)
+
+    def open(self) -> None:
+        """Nothing to open: commands run here."""
+
+    def run(self, command: str, **kwargs: object) -> invoke.Result:
+        return self.context.run(command, **kwargs)
+
+    def put(self, local: io.BytesIO, remote: str) -> None:
+        Path(remote).write_bytes(local.getvalue())
+
+    def __enter__(self) -> LocalConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def connect(host: Host, ssh: SshSettings) -> Connection | LocalConnection:
     """A Fabric connection to `host` that trusts only the pinned host keys (when given)."""
     config = Config(overrides={"load_ssh_configs": False, "run": {"hide": True, "warn": True}})
+    if ssh.local:
+        return LocalConnection(config)
     connect_kwargs: dict[str, object] = {"look_for_keys": False, "allow_agent": ssh.key_file is None}
     if ssh.key_file is not None:
         connect_kwargs["key_filename"] = str(ssh.key_file)
@@ -80,9 +106,9 @@ def connect(host: Host, ssh: SshSettings) -> Connection:
 MAX_INLINE_SCRIPT = 100_000
 
 
-def run_script(conn: Connection, host: Host, script: str) -> tuple[int, str]:
+def run_script(conn: Connection | LocalConnection, host: Host, script: str) -> tuple[int, str]:
     """Run a bash script on the host (as root); returns (exit code, stdout)."""
-    sudo = "" if host.user == "root" else "sudo -n "
+    sudo = "" if host.user == "root" or isinstance(conn, LocalConnection) else "sudo -n "
     if len(script) <= MAX_INLINE_SCRIPT:
         result = conn.run(f"{sudo}bash -c {shlex.quote(script)}", in_stream=False)
     else:

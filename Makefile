@@ -1,0 +1,40 @@
+# photostack — the two commands a newcomer runs (as root, on Debian 12 / Ubuntu):
+#   make up     set everything up (OS packages, .venv) and bring the one-box stack up
+#   make test   set up the same way, then run the whole test suite against the one-box
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Only what the one-box bootstrap needs; every service's packages are installed by its role.
+OS_PACKAGES := openssh-server openssh-client python3-venv iproute2 curl
+# Headless browser for the UI and dashboard tests.
+TEST_OS_PACKAGES := chromium
+
+.PHONY: up test down status bench setup os-packages test-os-packages
+
+up: setup
+	$(BIN)/ops up
+
+test: setup test-os-packages
+	$(BIN)/pytest
+
+down: setup
+	$(BIN)/ops down
+
+status: setup
+	$(BIN)/ops status
+
+bench: setup
+	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done
+
+setup: os-packages $(VENV)/.installed
+
+os-packages:
+	@dpkg -s $(OS_PACKAGES) >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(OS_PACKAGES); }
+
+test-os-packages:
+	@dpkg -s $(TEST_OS_PACKAGES) >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(TEST_OS_PACKAGES); }
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@

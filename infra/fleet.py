@@ -1,0 +1,255 @@
+"""Fleets: one EC2 instance per node of a role, all from one launch template, plus the bastion.
+
+The launch template pins what every host of the role shares: Canonical's Ubuntu 24.04 LTS image,
+IMDSv2 only, an encrypted gp3 root volume and an instance profile allowed exactly what the role's
+bootstrap reads (its release bundle, its own SSM secrets, the EC2 tags that make the inventory).
+Each instance sits in its node's AZ; Postgres data lives on its own encrypted volume so replacing
+an instance (new image) keeps the data; every instance auto-recovers from a failed host.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.bootstrap import render_user_data
+from infra.tagging import tags
+from infra.topology import Node
+
+CANONICAL_OWNER_ID = "099720109477"
+UBUNTU_2404_NAME = "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*"
+ROOT_VOLUME_GB = 30
+DATA_DEVICE = "/dev/sdf"
+
+
+def ubuntu_ami() -> pulumi.Output[str]:
+    """The newest Ubuntu 24.04 LTS (amd64, gp3) image published by Canonical."""
+    return aws.ec2.get_ami_output(
+        owners=[CANONICAL_OWNER_ID],
+        most_recent=True,
+        filters=[
+            {"name": "name", "values": [UBUNTU_2404_NAME]},
+            {"name": "virtualization-type", "values": ["hvm"]},
+        ],
+    ).id
+
+
+def _root_volume() -> dict[str, object]:
+    return {
+        "device_name": "/dev/sda1",
+        "ebs": {"volume_size": ROOT_VOLUME_GB, "volume_type": "gp3", "encrypted": "true", "delete_on_termination": "true"},
+    }
+
+
+IMDSV2_ONLY = {"http_endpoint": "enabled", "http_tokens": "required", "http_put_response_hop_limit": 1}
+
+
+@dataclass(frozen=True)
+class FleetArgs:
+    """Inputs of one role's fleet."""
+
+    stack: str
+    """Stack name, for tags, SSM paths and the bootstrap."""
+    role: str
+    """The role every node of this fleet runs (the security group and tags are named after it)."""
+    nodes: list[Node]
+    """The nodes: one instance each, in the node's AZ."""
+    instance_type: str
+    """EC2 instance type."""
+    ami_id: pulumi.Input[str]
+    """Image of every instance (Ubuntu 24.04 LTS)."""
+    subnet_ids: dict[str, pulumi.Input[str]]
+    """Private subnet of each AZ."""
+    security_group_id: pulumi.Input[str]
+    """The role's security group."""
+    region: str
+    """AWS region, for the bootstrap's S3 client."""
+    release_bucket: pulumi.Output[str]
+    """Bucket holding the release bundle."""
+    release_bucket_arn: pulumi.Input[str]
+    """Its ARN, for the instance profile."""
+    bundle_key: str
+    """Key of the release bundle in that bucket."""
+    secret_arns: list[pulumi.Input[str]]
+    """SSM parameters the role may read (only its own secrets)."""
+    media_bucket_arn: pulumi.Input[str] | None = None
+    """Media bucket the role reads and writes (app and worker only)."""
+    data_volume_gb: int | None = None
+    """Size of a separate encrypted data volume per instance (Postgres), or none."""
+    key_name: pulumi.Input[str] | None = None
+    """EC2 key pair for SSH, if any."""
+    extra_tags: dict[str, str] = field(default_factory=dict)
+    """Tags added to every instance."""
+
+
+def profile_policy(args: FleetArgs) -> pulumi.Output[str]:
+    """The role's IAM policy: its bundle, its secrets, the inventory read and (app/worker) the media bucket."""
+
+    def document(values: list) -> str:
+        release_arn, media_arn, *secret_arns = values
+        statements = [
+            {"Sid": "ReleaseBundle", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": [f"{release_arn}/{args.bundle_key}"]},
+            # The host finds its peers from EC2 tags (infra/aws_inventory.py); Describe* cannot be scoped.
+            {"Sid": "Inventory", "Effect": "Allow", "Action": ["ec2:DescribeInstances"], "Resource": ["*"]},
+        ]
+        if secret_arns:
+            statements.append(
+                {"Sid": "Secrets", "Effect": "Allow", "Action": ["ssm:GetParameter"], "Resource": sorted(secret_arns)}
+            )
+        if media_arn:
+            statements += [
+                {"Sid": "MediaObjects", "Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], "Resource": [f"{media_arn}/*"]},
+                {"Sid": "MediaList", "Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [media_arn]},
+            ]
+        return json.dumps({"Version": "2012-10-17", "Statement": statements}, sort_keys=True)
+
+    return pulumi.Output.all(args.release_bucket_arn, args.media_bucket_arn, *args.secret_arns).apply(document)
+
+
+ASSUME_EC2 = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+    }
+)
+
+
+class Fleet(pulumi.ComponentResource):
+    """A role's instance profile, launch template, instances, data volumes and recovery alarms."""
+
+    private_ips: dict[str, pulumi.Output[str]]
+    instance_ids: dict[str, pulumi.Output[str]]
+
+    def __init__(self, name: str, args: FleetArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("photostack:fleet:Fleet", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        role_tags = tags(args.stack, args.role, args.role)
+        iam_role = aws.iam.Role(f"{name}-role", assume_role_policy=ASSUME_EC2, tags=role_tags, opts=child)
+        aws.iam.RolePolicy(f"{name}-policy", role=iam_role.id, policy=profile_policy(args), opts=child)
+        profile = aws.iam.InstanceProfile(f"{name}-profile", role=iam_role.name, tags=role_tags, opts=child)
+        template = aws.ec2.LaunchTemplate(
+            f"{name}-template",
+            image_id=args.ami_id,
+            instance_type=args.instance_type,
+            key_name=args.key_name,
+            iam_instance_profile={"arn": profile.arn},
+            vpc_security_group_ids=[args.security_group_id],
+            metadata_options=IMDSV2_ONLY,
+            block_device_mappings=[_root_volume()],
+            tag_specifications=[{"resource_type": "volume", "tags": role_tags}],
+            tags=role_tags,
+            opts=child,
+        )
+        self.private_ips, self.instance_ids = {}, {}
+        for node in args.nodes:
+            instance = aws.ec2.Instance(
+                f"{name}-{node.name}",
+                launch_template={"id": template.id, "version": template.latest_version.apply(str)},
+                subnet_id=args.subnet_ids[node.az],
+                metadata_options=IMDSV2_ONLY,
+                user_data=args.release_bucket.apply(
+                    lambda bucket, node=node: render_user_data(args.stack, node, args.region, bucket, args.bundle_key)
+                ),
+                tags={**tags(args.stack, args.role, node.name, node=node.name), **args.extra_tags},
+                opts=child,
+            )
+            if args.data_volume_gb:
+                self._data_volume(name, args, node, instance)
+            aws.cloudwatch.MetricAlarm(
+                f"{name}-{node.name}-recover",
+                alarm_description=f"Recover {node.name} when its EC2 host fails",
+                namespace="AWS/EC2",
+                metric_name="StatusCheckFailed_System",
+                statistic="Maximum",
+                period=60,
+                evaluation_periods=2,
+                threshold=0,
+                comparison_operator="GreaterThanThreshold",
+                dimensions={"InstanceId": instance.id},
+                alarm_actions=[f"arn:aws:automate:{args.region}:ec2:recover"],
+                tags=tags(args.stack, args.role, f"{node.name}-recover"),
+                opts=child,
+            )
+            self.private_ips[node.name] = instance.private_ip
+            self.instance_ids[node.name] = instance.id
+        self.register_outputs({"private_ips": self.private_ips, "instance_ids": self.instance_ids})
+
+    def _data_volume(self, name: str, args: FleetArgs, node: Node, instance: aws.ec2.Instance) -> None:
+        volume = aws.ebs.Volume(
+            f"{name}-{node.name}-data",
+            availability_zone=node.az,
+            size=args.data_volume_gb,
+            type="gp3",
+            encrypted=True,
+            tags=tags(args.stack, args.role, f"{node.name}-data", node=node.name),
+            opts=pulumi.ResourceOptions(parent=self, protect=True),
+        )
+        aws.ec2.VolumeAttachment(
+            f"{name}-{node.name}-data-attachment",
+            device_name=DATA_DEVICE,
+            volume_id=volume.id,
+            instance_id=instance.id,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+
+@dataclass(frozen=True)
+class BastionArgs:
+    """Inputs of the bastion."""
+
+    stack: str
+    """Stack name, for tags."""
+    ami_id: pulumi.Input[str]
+    """Image (Ubuntu 24.04 LTS)."""
+    subnet_id: pulumi.Input[str]
+    """A public subnet."""
+    security_group_id: pulumi.Input[str]
+    """The bastion's group: SSH in from the admin networks only, SSH out to the VPC only."""
+    ssh_public_key: str | None = None
+    """Admin OpenSSH public key: becomes the EC2 key pair of the bastion and every host."""
+    instance_type: str = "t3.micro"
+    """EC2 instance type."""
+
+
+class Bastion(pulumi.ComponentResource):
+    """The only host reachable over SSH from outside; `ops` reaches every other host through it."""
+
+    public_ip: pulumi.Output[str]
+    private_ip: pulumi.Output[str]
+    key_name: pulumi.Output[str] | None
+
+    def __init__(self, name: str, args: BastionArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("photostack:fleet:Bastion", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        bastion_tags = tags(args.stack, "bastion", "bastion")
+        self.key_name = None
+        if args.ssh_public_key:
+            key = aws.ec2.KeyPair(f"{name}-admin-key", public_key=args.ssh_public_key, tags=bastion_tags, opts=child)
+            self.key_name = key.key_name
+        template = aws.ec2.LaunchTemplate(
+            f"{name}-template",
+            image_id=args.ami_id,
+            instance_type=args.instance_type,
+            key_name=self.key_name,
+            vpc_security_group_ids=[args.security_group_id],
+            metadata_options=IMDSV2_ONLY,
+            block_device_mappings=[_root_volume()],
+            tag_specifications=[{"resource_type": "volume", "tags": bastion_tags}],
+            tags=bastion_tags,
+            opts=child,
+        )
+        instance = aws.ec2.Instance(
+            f"{name}-instance",
+            launch_template={"id": template.id, "version": template.latest_version.apply(str)},
+            subnet_id=args.subnet_id,
+            associate_public_ip_address=True,
+            metadata_options=IMDSV2_ONLY,
+            tags=tags(args.stack, "bastion", "bastion", node="bastion"),
+            opts=child,
+        )
+        self.public_ip = instance.public_ip
+        self.private_ip = instance.private_ip
+        self.register_outputs({"public_ip": self.public_ip, "private_ip": self.private_ip, "key_name": self.key_name})

@@ -1,0 +1,97 @@
+"""Monitoring as code: a Pingdom uptime check of the public /health, through a Pulumi dynamic provider.
+
+No maintained Pulumi provider for Pingdom exists, so `PingdomCheck` is a dynamic resource whose
+provider calls the thin Pingdom 3.1 client (`monitoring/pingdom.py`). The provider is serialized
+into the Pulumi state, so it imports the client inside its methods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
+
+PINGDOM_API = "https://api.pingdom.com/api/3.1"
+# Properties whose change is an in-place update of the check (the name identifies it).
+UPDATABLE = ("host", "path", "resolution")
+
+
+def _client(props: dict[str, Any]) -> Any:
+    from monitoring.pingdom import PingdomClient
+
+    return PingdomClient(props["token"], base_url=props["api_url"])
+
+
+def _check(props: dict[str, Any]) -> dict[str, Any]:
+    return {key: props[key] for key in ("name", *UPDATABLE)}
+
+
+class PingdomCheckProvider(ResourceProvider):
+    """Creates, updates and deletes one HTTP check by name through the Pingdom 3.1 API."""
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        result = _client(props).sync_check(**_check(props))
+        return CreateResult(id_=str(result.check_id), outs=props)
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        changed = [key for key in ("name", *UPDATABLE, "api_url", "token") if olds.get(key) != news.get(key)]
+        return DiffResult(changes=bool(changed), replaces=["name"] if "name" in changed else [], delete_before_replace=True)
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        _client(news).sync_check(**_check(news))
+        return UpdateResult(outs=news)
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        _client(props).delete_check_named(props["name"])
+
+
+@dataclass(frozen=True)
+class PingdomCheckArgs:
+    """Inputs of the Pingdom check."""
+
+    domain: str
+    """Public DNS name of the site."""
+    token: pulumi.Input[str]
+    """Pingdom API token (a Pulumi secret)."""
+    resolution: int = 1
+    """Minutes between checks."""
+    api_url: str = PINGDOM_API
+    """Pingdom API base URL."""
+
+
+class PingdomCheck(pulumi.dynamic.Resource):
+    """An HTTPS check of https://<domain>/health from Pingdom's probes."""
+
+    def __init__(self, name: str, args: PingdomCheckArgs, opts: pulumi.ResourceOptions | None = None):
+        props = {
+            "name": f"photostack {args.domain} /health",
+            "host": args.domain,
+            "path": "/health",
+            "resolution": args.resolution,
+            "api_url": args.api_url,
+            "token": pulumi.Output.secret(args.token),
+        }
+        super().__init__(PingdomCheckProvider(), name, props, opts)
+
+
+@dataclass(frozen=True)
+class UptimeArgs:
+    """Inputs of uptime monitoring."""
+
+    domain: str
+    """Public DNS name of the site."""
+    pingdom_token: pulumi.Input[str]
+    """Pingdom API token (a Pulumi secret)."""
+
+
+class Uptime(pulumi.ComponentResource):
+    """External uptime checks of the site (Pingdom)."""
+
+    def __init__(self, name: str, args: UptimeArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("photostack:monitoring:Uptime", name, None, opts)
+        PingdomCheck(
+            f"{name}-pingdom", PingdomCheckArgs(args.domain, args.pingdom_token), pulumi.ResourceOptions(parent=self)
+        )
+        self.register_outputs({})

@@ -1,0 +1,1 @@
+"""The photostack policy pack: guardrails `pulumi preview/up --policy-pack infra/policy` enforces."""

@@ -1,0 +1,128 @@
+"""The Pulumi program for an AWS stack, as one function of the stack config.
+
+`build` is what `__main__.py` runs under the Pulumi engine and what the offline plan and the tests
+run under Pulumi's mocks: one program, so what is tested is what is deployed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import pulumi
+
+from infra.alerting import Alerting, AlertingArgs
+from infra.config import GENERATED_SECRETS, NAMESPACE, ConfigError, StackConfig
+from infra.dns import Certificate, CertificateArgs, SiteAlias, SiteAliasArgs, zone_id, zone_name
+from infra.fleet import Bastion, BastionArgs, Fleet, FleetArgs, ubuntu_ami
+from infra.load_balancer import LoadBalancer, LoadBalancerArgs
+from infra.monitoring import Uptime, UptimeArgs
+from infra.network import Network, NetworkArgs
+from infra.secrets_store import ROLE_SECRETS, SecretParameters, SecretParametersArgs
+from infra.security import SecurityGroups, SecurityGroupsArgs
+from infra.storage import Storage, StorageArgs
+from infra.topology import Node, nodes
+
+MUNIN_MASTER_INSTANCE_TYPE = "t3.small"
+
+
+def instance_type(config: StackConfig, role: str) -> str:
+    """The EC2 instance type of a role's hosts."""
+    if role in ("nginx", "app", "worker"):
+        return getattr(config.fleets, role).instance_type
+    if role == "munin_master":
+        return MUNIN_MASTER_INSTANCE_TYPE
+    return getattr(config, role).instance_type
+
+
+def nodes_by_role(config: StackConfig) -> dict[str, list[Node]]:
+    """The stack's nodes grouped by role, in topology order."""
+    groups: dict[str, list[Node]] = defaultdict(list)
+    for node in nodes(config):
+        groups[node.role].append(node)
+    return dict(groups)
+
+
+def build(config: StackConfig, stack: str) -> dict[str, Any]:
+    """Declare every resource of an AWS stack; returns the stack outputs (the inventory)."""
+    if config.target != "aws":
+        raise ConfigError([f"{NAMESPACE}:target: stack '{stack}' targets {config.target}; the Pulumi program provisions aws stacks only"])
+    secrets = pulumi.Config(NAMESPACE)
+    zones = config.availability_zones
+
+    network = Network("network", NetworkArgs(stack, config.vpc_cidr, zones))
+    groups = SecurityGroups(
+        "security", SecurityGroupsArgs(stack, network.vpc_id, config.vpc_cidr, config.admin_cidrs)
+    )
+    storage = Storage("storage", StorageArgs(stack))
+    alerting = Alerting(
+        "alerting",
+        AlertingArgs(
+            config.environment,
+            config.alerting.pagerduty,
+            config.alerting.pagerduty_escalation_policy,
+            config.alerting.sentry,
+            config.alerting.sentry_organization,
+            config.alerting.sentry_team,
+        ),
+    )
+    values = {name: secrets.require_secret(name) for name in GENERATED_SECRETS}
+    if alerting.routing_key is not None:
+        values["pagerdutyRoutingKey"] = alerting.routing_key
+    if alerting.sentry_dsn is not None:
+        values["sentryDsn"] = alerting.sentry_dsn
+    parameters = SecretParameters("secrets", SecretParametersArgs(stack, values))
+
+    ami = ubuntu_ami()
+    bastion = Bastion(
+        "bastion",
+        BastionArgs(stack, ami, network.public_subnet_ids[zones[0]], groups.ids["bastion"], config.ssh_public_key),
+    )
+    fleets = {
+        role: Fleet(
+            f"fleet-{role}",
+            FleetArgs(
+                stack=stack,
+                role=role,
+                nodes=role_nodes,
+                instance_type=instance_type(config, role),
+                ami_id=ami,
+                subnet_ids=network.private_subnet_ids,
+                security_group_id=groups.ids[role],
+                region=config.region,
+                release_bucket=storage.release_bucket,
+                release_bucket_arn=storage.release_bucket_arn,
+                bundle_key=storage.bundle_key,
+                secret_arns=[parameters.arns[s] for s in ROLE_SECRETS[role] if s in parameters.arns],
+                media_bucket_arn=storage.media_bucket_arn if role in ("app", "worker") else None,
+                data_volume_gb=config.postgres.volume_gb if role == "postgres" else None,
+                key_name=bastion.key_name,
+            ),
+        )
+        for role, role_nodes in nodes_by_role(config).items()
+    }
+
+    zone = zone_id(zone_name(config))
+    certificate = Certificate("certificate", CertificateArgs(stack, config.domain, zone))
+    lb = LoadBalancer(
+        "lb",
+        LoadBalancerArgs(
+            stack,
+            network.vpc_id,
+            [network.public_subnet_ids[z] for z in zones],
+            groups.ids["lb"],
+            certificate.arn,
+            fleets["nginx"].instance_ids,
+        ),
+    )
+    SiteAlias("site", SiteAliasArgs(config.domain, zone, lb.dns_name, lb.zone_id))
+    if config.monitoring.pingdom:
+        Uptime("uptime", UptimeArgs(config.domain, secrets.require_secret("pingdomToken")))
+
+    return {
+        "hosts": {role: fleet.private_ips for role, fleet in fleets.items()},
+        "lbDnsName": lb.dns_name,
+        "bastion": bastion.public_ip,
+        "url": f"https://{config.domain}/",
+        "mediaBucket": storage.media_bucket,
+    }

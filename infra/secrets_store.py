@@ -1,0 +1,97 @@
+"""Secrets on AWS: Pulumi secrets written to SSM Parameter Store, read back by hosts at boot.
+
+The program writes each secret as a SecureString under `/photostack/<stack>/<name>`; a host reads
+only the ones its role needs (its instance profile allows nothing else). No secret is ever in
+user_data, tags, outputs or the plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.config import ConfigError
+from infra.tagging import tags
+
+ROLE = "secrets"
+
+# Which secrets each role reads on its host; pgbouncer rides on app and worker hosts.
+ROLE_SECRETS: dict[str, tuple[str, ...]] = {
+    "postgres": ("dbPassword", "replicationPassword"),
+    "app": (
+        "dbPassword",
+        "pgbouncerAdminPassword",
+        "redisPassword",
+        "rabbitmqPassword",
+        "djangoSecretKey",
+        "sentryDsn",
+    ),
+    "worker": (
+        "dbPassword",
+        "pgbouncerAdminPassword",
+        "redisPassword",
+        "rabbitmqPassword",
+        "djangoSecretKey",
+        "sentryDsn",
+    ),
+    "redis": ("redisPassword",),
+    "rabbitmq": ("rabbitmqPassword",),
+    "munin_master": ("pagerdutyRoutingKey",),
+    "nginx": (),
+    "memcached": (),
+}
+
+
+def parameter_name(stack: str, name: str) -> str:
+    """The SSM parameter holding secret `name` of `stack`."""
+    return f"/photostack/{stack}/{name}"
+
+
+@dataclass(frozen=True)
+class SecretParametersArgs:
+    """Inputs of the secret parameters."""
+
+    stack: str
+    """Stack name: the parameter path and tags."""
+    values: dict[str, pulumi.Output[str]]
+    """Secret name to its value, each a Pulumi secret."""
+
+
+class SecretParameters(pulumi.ComponentResource):
+    """One SecureString parameter per secret."""
+
+    arns: dict[str, pulumi.Output[str]]
+
+    def __init__(self, name: str, args: SecretParametersArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("photostack:secrets:SecretParameters", name, None, opts)
+        self.arns = {}
+        for secret, value in sorted(args.values.items()):
+            parameter = aws.ssm.Parameter(
+                f"{name}-{secret}",
+                name=parameter_name(args.stack, secret),
+                type="SecureString",
+                value=pulumi.Output.secret(value),
+                tags=tags(args.stack, ROLE, secret),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            self.arns[secret] = parameter.arn
+        self.register_outputs({"arns": self.arns})
+
+
+def ssm_secret_reader(stack: str, ssm_client: Any) -> Callable[[str], str]:
+    """On a host: a `secret(name)` function reading `/photostack/<stack>/<name>` from SSM (boto3 client)."""
+
+    def secret(name: str) -> str:
+        try:
+            response = ssm_client.get_parameter(Name=parameter_name(stack, name), WithDecryption=True)
+        except ssm_client.exceptions.ParameterNotFound:
+            raise ConfigError(
+                [f"photostack:{name}: no SSM parameter {parameter_name(stack, name)}; run `pulumi up -s {stack}`"]
+            ) from None
+        return response["Parameter"]["Value"]
+
+    return secret

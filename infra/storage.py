@@ -1,0 +1,93 @@
+"""S3: the private media bucket the app stores photos in, and the release bundle hosts install from.
+
+Both buckets block every form of public access, enforce bucket-owner object ownership (no ACLs)
+and encrypt at rest. Photos reach users through the app's signed URLs, not a public bucket.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.config import REPO_ROOT
+from infra.tagging import tags
+
+# What a host needs to install and converge itself: the packages and the stack configs.
+BUNDLE_DIRS = ("infra", "roles", "app", "monitoring", "ops")
+BUNDLE_FILES = ("pyproject.toml", "Pulumi.yaml")
+BUNDLE_KEY = "release/photostack.zip"
+
+
+def bundle_archive(stack: str, root: Path = REPO_ROOT) -> pulumi.AssetArchive:
+    """The release bundle: the project's packages, pyproject.toml and this stack's config."""
+    assets: dict[str, pulumi.Asset | pulumi.Archive] = {d: pulumi.FileArchive(str(root / d)) for d in BUNDLE_DIRS}
+    for name in (*BUNDLE_FILES, f"Pulumi.{stack}.yaml"):
+        assets[name] = pulumi.FileAsset(str(root / name))
+    return pulumi.AssetArchive(assets)
+
+
+@dataclass(frozen=True)
+class StorageArgs:
+    """Inputs of the storage."""
+
+    stack: str
+    """Stack name, for tags and the bundle's stack config."""
+
+
+class Storage(pulumi.ComponentResource):
+    """The media bucket and the release bucket with the current bundle in it."""
+
+    media_bucket: pulumi.Output[str]
+    media_bucket_arn: pulumi.Output[str]
+    release_bucket: pulumi.Output[str]
+    release_bucket_arn: pulumi.Output[str]
+    bundle_key: str
+
+    def __init__(self, name: str, args: StorageArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("photostack:storage:Storage", name, None, opts)
+        media = self._private_bucket(f"{name}-media", args.stack, "media", versioned=True)
+        release = self._private_bucket(f"{name}-release", args.stack, "release", versioned=False)
+        aws.s3.BucketObjectv2(
+            f"{name}-bundle",
+            bucket=release.id,
+            key=BUNDLE_KEY,
+            source=bundle_archive(args.stack),
+            server_side_encryption="AES256",
+            tags=tags(args.stack, "release", "bundle"),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.media_bucket, self.media_bucket_arn = media.bucket, media.arn
+        self.release_bucket, self.release_bucket_arn = release.bucket, release.arn
+        self.bundle_key = BUNDLE_KEY
+        self.register_outputs(
+            {"media_bucket": self.media_bucket, "release_bucket": self.release_bucket, "bundle_key": BUNDLE_KEY}
+        )
+
+    def _private_bucket(self, name: str, stack: str, role: str, versioned: bool) -> aws.s3.Bucket:
+        child = pulumi.ResourceOptions(parent=self)
+        bucket = aws.s3.Bucket(name, tags=tags(stack, role, role), opts=child)
+        aws.s3.BucketPublicAccessBlock(
+            name,
+            bucket=bucket.id,
+            block_public_acls=True,
+            block_public_policy=True,
+            ignore_public_acls=True,
+            restrict_public_buckets=True,
+            opts=child,
+        )
+        aws.s3.BucketOwnershipControls(
+            name, bucket=bucket.id, rule={"object_ownership": "BucketOwnerEnforced"}, opts=child
+        )
+        aws.s3.BucketServerSideEncryptionConfiguration(
+            name,
+            bucket=bucket.id,
+            rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}}],
+            opts=child,
+        )
+        if versioned:
+            # Deleted or overwritten photos stay recoverable.
+            aws.s3.BucketVersioning(name, bucket=bucket.id, versioning_configuration={"status": "Enabled"}, opts=child)
+        return bucket

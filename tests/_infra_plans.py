@@ -1,0 +1,31 @@
+"""Offline plans shared by the infra tests: each stack's program runs under mocks once per session."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from infra.config import load_stack_config
+from infra.plan import Plan, PlannedResource, run_plan
+
+
+@cache
+def plan_of(stack: str) -> Plan:
+    """The offline plan of a checked-in stack."""
+    return run_plan(load_stack_config(stack), stack)
+
+
+def by_name(plan: Plan) -> dict[str, PlannedResource]:
+    """The plan's resources by name (a bucket's settings share its name: look those up by type)."""
+    return {r.name: r for r in plan.resources}
+
+
+def dependency(plan: Plan, resource: PlannedResource, prop: str) -> PlannedResource | None:
+    """The resource input `prop` of `resource` came from."""
+    urns = resource.property_dependencies.get(prop) or []
+    found = [r for r in plan.resources if r.urn in urns]
+    return found[0] if found else None
+
+
+def role_tag(resource: PlannedResource | None) -> Any:
+    return ((resource.inputs.get("tags") or {}) if resource else {}).get("photostack:role")

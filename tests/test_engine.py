@@ -1,0 +1,98 @@
+"""The engine without SSH: recorded facts in, plans out (one JSON case per starting state)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from roles.engine import resources
+from roles.engine.plan import apply_script, fact_script, make_plan, parse_apply_output
+from roles.engine.resources import Change, DesiredState, File, Handler, Service
+
+CASES = sorted((Path(__file__).parent / "engine_cases").glob("*.json"))
+
+
+def build(spec: dict):
+    args = dict(spec["args"])
+    for key in ("names", "notify"):
+        if key in args:
+            args[key] = tuple(args[key])
+    return getattr(resources, spec["type"])(**args)
+
+
+@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+def test_case(path: Path) -> None:
+    case = json.loads(path.read_text())
+    resource = build(case["resource"])
+    changes = resource.changes(case["fact"])
+    assert len(changes) == len(case["changes"])
+    for change, expected in zip(changes, case["changes"]):
+        assert change.resource == expected["resource"]
+        if "summary" in expected:
+            assert change.summary == expected["summary"]
+        if "commands" in expected:
+            assert list(change.commands) == expected["commands"]
+        assert list(change.notify) == expected.get("notify", [])
+        for text in expected.get("diff_contains", []):
+            assert text in change.diff
+        for text in expected.get("diff_excludes", []):
+            assert text not in change.diff
+
+
+def test_fact_script_round_trips_through_markers() -> None:
+    state = DesiredState([File("/a", "x"), File("/b", "y")])
+    script = fact_script(state)
+    output = f"{script.marker}0\nroot root 644\neA==\n{script.marker}1\nmissing\n"
+    assert script.parse(output, 2) == ["root root 644\neA==", "missing"]
+
+
+def test_plan_counts_ok_and_notifies_each_handler_once() -> None:
+    state = DesiredState(
+        [File("/a", "x", notify=("reload",)), File("/b", "y", notify=("reload",)), File("/c", "z")],
+        [Handler("reload", "kill -HUP 1"), Handler("restart", "x")],
+    )
+    plan = make_plan(state, ["missing", "missing", "root root 644\neg=="])
+    assert plan.ok == 1 and len(plan.changes) == 2
+    assert [h.name for h in plan.notified_handlers(plan.changes)] == ["reload"]
+
+
+def test_notifying_an_unknown_handler_is_an_error() -> None:
+    state = DesiredState([File("/a", "x", notify=("nope",))])
+    with pytest.raises(ValueError, match="nope"):
+        make_plan(state, ["missing"])
+
+
+def test_apply_script_stops_at_first_failure(tmp_path: Path) -> None:
+    import subprocess
+
+    changes = [
+        Change("one", "", (f"touch {tmp_path}/one",)),
+        Change("two", "", ("echo boom; false",)),
+        Change("three", "", (f"touch {tmp_path}/three",)),
+    ]
+    script, marker = apply_script(changes, [Handler("h", f"touch {tmp_path}/handler")])
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True).stdout
+    steps = parse_apply_output(out, marker)
+    assert [(s.index, s.rc) for s in steps] == [(0, 0), (1, 1)]
+    assert steps[1].output == "boom"
+    assert (tmp_path / "one").exists() and not (tmp_path / "three").exists()
+    assert not (tmp_path / "handler").exists()
+
+
+def test_service_commands_work_without_systemd() -> None:
+    service = Service.init_script("nginx")
+    assert (service.start, service.status, service.stop) == (
+        "service nginx start",
+        "service nginx status",
+        "service nginx stop",
+    )
+
+
+def test_every_template_has_a_managed_by_header() -> None:
+    templates = list((Path(__file__).parent.parent / "roles").glob("*/templates/*.j2"))
+    assert templates
+    for template in templates:
+        head = template.read_text().splitlines()[0]
+        assert "{{ managed_by }}" in head, template

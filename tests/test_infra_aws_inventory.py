@@ -1,0 +1,106 @@
+"""The AWS inventory from EC2 tags and the hosts' SSM secret reader, against a moto server over real HTTP."""
+
+from __future__ import annotations
+
+import socket
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from infra.aws_inventory import aws_hosts, missing_nodes
+from infra.config import ConfigError, load_stack_config
+from infra.secrets_store import parameter_name, ssm_secret_reader
+from infra.tagging import tags
+from infra.topology import nodes
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def endpoint():
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws(endpoint, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    requests = []
+    session = boto3.session.Session(region_name="us-east-1")
+    clients = {name: session.client(name, endpoint_url=endpoint) for name in ("ec2", "ssm")}
+    clients["ec2"].meta.events.register("before-send", lambda request, **_: requests.append(request.url))
+    clients["requests"] = requests
+    return clients
+
+
+def _launch(ec2, subnets, stack, role, node, az, public=False):
+    """An instance created through the EC2 API with the tags the Pulumi program gives it."""
+    tag_list = [{"Key": k, "Value": v} for k, v in tags(stack, role, node, node=node).items()]
+    network = {"NetworkInterfaces": [{"DeviceIndex": 0, "SubnetId": subnets[az], "AssociatePublicIpAddress": public}]}
+    ec2.run_instances(
+        ImageId="ami-12c6146b", MinCount=1, MaxCount=1, InstanceType="t3.micro",
+        TagSpecifications=[{"ResourceType": "instance", "Tags": tag_list}], **network,
+    )
+
+
+@pytest.fixture
+def prod_on_aws(aws):
+    ec2 = aws["ec2"]
+    config = load_stack_config("prod")
+    vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
+    subnets = {
+        az: ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.20.{i * 32}.0/19", AvailabilityZone=az)["Subnet"]["SubnetId"]
+        for i, az in enumerate(config.availability_zones)
+    }
+    _launch(ec2, subnets, "prod", "bastion", "bastion", config.availability_zones[0], public=True)
+    for node in nodes(config):
+        _launch(ec2, subnets, "prod", node.role, node.name, node.az)
+    # Noise the inventory must ignore: another stack's host, and a terminated prod host.
+    _launch(ec2, subnets, "staging", "app", "app-0", config.availability_zones[0])
+    _launch(ec2, subnets, "prod", "app", "app-99", config.availability_zones[0])
+    gone = ec2.describe_instances(Filters=[{"Name": "tag:photostack:node", "Values": ["app-99"]}])
+    ec2.terminate_instances(InstanceIds=[gone["Reservations"][0]["Instances"][0]["InstanceId"]])
+    return config
+
+
+def test_prod_hosts_come_from_ec2_tags_through_the_bastion(aws, prod_on_aws):
+    config, ec2 = prod_on_aws, aws["ec2"]
+    hosts = aws_hosts(config, "prod", ec2)
+    assert [h.name for h in hosts] == [n.name for n in nodes(config)]
+    bastion = ec2.describe_instances(Filters=[{"Name": "tag:photostack:role", "Values": ["bastion"]}])
+    public_ip = bastion["Reservations"][0]["Instances"][0]["PublicIpAddress"]
+    assert {h.gateway for h in hosts} == {f"ubuntu@{public_ip}:22"}
+    by_name = {h.name: h for h in hosts}
+    assert by_name["postgres-0-replica1"].roles == ("base", "postgres", "munin_node")
+    assert by_name["app-3"].roles == ("base", "pgbouncer", "app", "munin_node")
+    assert all(h.address.startswith("10.20.") and h.port == 22 for h in hosts)
+    assert missing_nodes(config, hosts) == []
+    assert aws["requests"] and all(url.startswith("http://127.0.0.1:") for url in aws["requests"])
+
+
+def test_a_stack_without_a_bastion_is_a_clear_error(aws):
+    with pytest.raises(ConfigError) as error:
+        aws_hosts(load_stack_config("staging"), "nosuchstack", aws["ec2"])
+    assert error.value.problems == [
+        "stack 'nosuchstack': no running bastion (EC2 tag photostack:stack=nosuchstack, photostack:role=bastion); "
+        "run `pulumi up -s nosuchstack`"
+    ]
+
+
+def test_hosts_read_their_secrets_from_ssm(aws):
+    ssm = aws["ssm"]
+    ssm.put_parameter(Name=parameter_name("prod", "redisPassword"), Value="s3cret", Type="SecureString", Overwrite=True)
+    secret = ssm_secret_reader("prod", ssm)
+    assert secret("redisPassword") == "s3cret"
+    with pytest.raises(ConfigError, match="no SSM parameter /photostack/prod/dbPassword"):
+        secret("dbPassword")

@@ -1,0 +1,188 @@
+"""The policy pack: every policy passes a good resource and fails a bad one; the whole pack passes prod."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from pulumi_policy import PolicyResource, ResourceValidationArgs, StackValidationArgs
+
+from infra.plan import PlannedResource
+from infra.policy.evaluate import _options, evaluate
+from infra.policy.policies import (
+    POLICIES,
+    data_tier_only_from_clients,
+    imdsv2_required,
+    lb_listener_tls,
+    no_internet_to_ssh_or_data,
+    s3_acl_not_public,
+    s3_public_access_blocked,
+    tagged_with_stack_and_role,
+    volumes_encrypted,
+)
+from tests._infra_plans import plan_of
+
+RULE = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+GOOD_TAGS = {"photostack:stack": "prod", "photostack:role": "app"}
+
+
+def violations(validate, resource_type, props):
+    found = []
+    args = ResourceValidationArgs(resource_type, props, f"urn:x::{resource_type}::r", "r", _options(""), None)
+    validate(args, lambda message, urn=None: found.append(message))
+    return found
+
+
+def stack_violations(validate, resources):
+    found = []
+    validate(StackValidationArgs(resources), lambda message, urn=None: found.append(message))
+    return found
+
+
+def resource(type_, name, props, deps=None):
+    return PolicyResource(type_, props, f"urn:{type_}::{name}", name, _options(""), None, None, [], deps or {})
+
+
+def group(role):
+    return resource("aws:ec2/securityGroup:SecurityGroup", f"sg-{role}", {"tags": {"photostack:role": role}})
+
+
+def test_no_internet_to_ssh_or_data():
+    assert violations(no_internet_to_ssh_or_data, RULE, {"ipProtocol": "tcp", "fromPort": 443, "toPort": 443, "cidrIpv4": "0.0.0.0/0"}) == []
+    assert violations(no_internet_to_ssh_or_data, RULE, {"ipProtocol": "tcp", "fromPort": 22, "toPort": 22, "cidrIpv4": "10.0.0.0/8"}) == []
+    assert violations(no_internet_to_ssh_or_data, RULE, {"ipProtocol": "tcp", "fromPort": 22, "toPort": 22, "cidrIpv4": "0.0.0.0/0"}) == [
+        "SSH (port 22) is open to the internet (0.0.0.0/0)"
+    ]
+    inline = {"ingress": [{"protocol": "tcp", "fromPort": 5000, "toPort": 6000, "cidrBlocks": ["0.0.0.0/0"]}]}
+    assert violations(no_internet_to_ssh_or_data, "aws:ec2/securityGroup:SecurityGroup", inline) == [
+        "Postgres (port 5432) is open to the internet (0.0.0.0/0)",
+        "RabbitMQ (port 5672) is open to the internet (0.0.0.0/0)",
+    ]
+
+
+def _rule(target, port, source=None, cidr=None):
+    deps = {"securityGroupId": [target]}
+    if source:
+        deps["referencedSecurityGroupId"] = [source]
+    props = {"fromPort": port, "toPort": port, "ipProtocol": "tcp", **({"cidrIpv4": cidr} if cidr else {})}
+    return resource(RULE, f"rule-{port}", props, deps)
+
+
+def test_data_tier_only_from_clients():
+    postgres, app, worker, nginx, bastion = (group(r) for r in ("postgres", "app", "worker", "nginx", "bastion"))
+    good = [_rule(postgres, 5432, app), _rule(postgres, 5432, worker), _rule(postgres, 5432, postgres), _rule(postgres, 22, bastion)]
+    assert stack_violations(data_tier_only_from_clients, good) == []
+    assert stack_violations(data_tier_only_from_clients, [_rule(postgres, 5432, nginx)]) == [
+        "postgres group admits nginx on port 5432; only app, postgres, worker may connect"
+    ]
+    assert stack_violations(data_tier_only_from_clients, [_rule(postgres, 5432, cidr="10.0.0.0/8")]) == [
+        "postgres group admits 10.0.0.0/8 on port 5432; only app, postgres, worker may connect"
+    ]
+    assert stack_violations(data_tier_only_from_clients, [_rule(postgres, 22, app)]) == [
+        "postgres group admits app on port 22; only bastion may connect"
+    ]
+
+
+def test_imdsv2_required():
+    template = "aws:ec2/launchTemplate:LaunchTemplate"
+    assert violations(imdsv2_required, template, {"metadataOptions": {"httpTokens": "required"}}) == []
+    assert violations(imdsv2_required, "aws:ec2/instance:Instance", {"metadataOptions": {"httpTokens": "optional"}}) == [
+        "instance metadata must require IMDSv2 tokens (metadataOptions.httpTokens is 'optional')"
+    ]
+    assert len(violations(imdsv2_required, template, {})) == 1
+
+
+def test_volumes_encrypted():
+    template = "aws:ec2/launchTemplate:LaunchTemplate"
+    good = {"blockDeviceMappings": [{"deviceName": "/dev/sda1", "ebs": {"encrypted": "true", "volumeType": "gp3"}}]}
+    assert violations(volumes_encrypted, template, good) == []
+    bad = {"blockDeviceMappings": [{"deviceName": "/dev/sdb", "ebs": {"volumeType": "gp3"}}]}
+    assert violations(volumes_encrypted, template, bad) == ["EBS volume /dev/sdb is not encrypted"]
+    assert violations(volumes_encrypted, "aws:ebs/volume:Volume", {"encrypted": True}) == []
+    assert violations(volumes_encrypted, "aws:ebs/volume:Volume", {"encrypted": False}) == ["EBS volume volume is not encrypted"]
+    assert violations(volumes_encrypted, "aws:ec2/instance:Instance", {"rootBlockDevice": {"encrypted": False}}) == [
+        "EBS volume root is not encrypted"
+    ]
+
+
+def test_lb_listener_tls():
+    listener = "aws:lb/listener:Listener"
+    https = {"port": 443, "protocol": "HTTPS", "certificateArn": "arn:cert", "sslPolicy": "ELBSecurityPolicy-TLS13-1-2-2021-06"}
+    assert violations(lb_listener_tls, listener, https) == []
+    assert violations(lb_listener_tls, listener, {**https, "sslPolicy": "ELBSecurityPolicy-2016-08"})[0].startswith("TLS listener policy")
+    redirect = {"port": 80, "protocol": "HTTP", "defaultActions": [{"type": "redirect", "redirect": {"protocol": "HTTPS"}}]}
+    assert violations(lb_listener_tls, listener, redirect) == []
+    forward = {"port": 80, "protocol": "HTTP", "defaultActions": [{"type": "forward", "targetGroupArn": "arn:tg"}]}
+    assert violations(lb_listener_tls, listener, forward) == ["HTTP listener on port 80 must only redirect to HTTPS"]
+
+
+def test_s3_not_public():
+    bucket_type = "aws:s3/bucket:Bucket"
+    assert violations(s3_acl_not_public, bucket_type, {}) == []
+    assert violations(s3_acl_not_public, bucket_type, {"acl": "public-read"}) == ["bucket ACL 'public-read' makes it public"]
+    bucket = resource(bucket_type, "media", {})
+    flags = {"blockPublicAcls": True, "blockPublicPolicy": True, "ignorePublicAcls": True, "restrictPublicBuckets": True}
+    block = resource("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", "media", flags, {"bucket": [bucket]})
+    assert stack_violations(s3_public_access_blocked, [bucket, block]) == []
+    weak = resource(block.resource_type, "media", {**flags, "restrictPublicBuckets": False}, {"bucket": [bucket]})
+    assert stack_violations(s3_public_access_blocked, [bucket, weak]) == [
+        "bucket media has no public access block with all four flags set"
+    ]
+    assert len(stack_violations(s3_public_access_blocked, [bucket])) == 1
+
+
+def test_tagged_with_stack_and_role():
+    assert violations(tagged_with_stack_and_role, "aws:ec2/vpc:Vpc", {"tags": GOOD_TAGS}) == []
+    assert violations(tagged_with_stack_and_role, "aws:ec2/vpc:Vpc", {"tags": {"photostack:stack": "prod"}}) == [
+        "missing tags: photostack:role"
+    ]
+    assert violations(tagged_with_stack_and_role, "aws:ec2/route:Route", {}) == []  # routes cannot carry tags
+    assert violations(tagged_with_stack_and_role, "pagerduty:index/service:Service", {}) == []
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_every_policy_passes_every_resource_of_the_checked_in_stacks(stack):
+    assert evaluate(plan_of(stack)) == []
+
+
+def _broken_prod(change):
+    plan = copy.deepcopy(plan_of("prod"))
+    change(plan)
+    return [f"{v.policy}: {v.message}" for v in evaluate(plan)]
+
+
+def test_the_pack_catches_a_broken_prod():
+    def open_postgres(plan):
+        rule = next(r for r in plan.of_type(RULE) if r.name == "security-postgres-in-5432-app")
+        for state in (rule.inputs, rule.outputs):
+            state.pop("referencedSecurityGroupId")
+            state["cidrIpv4"] = "0.0.0.0/0"
+        rule.property_dependencies.pop("referencedSecurityGroupId")
+
+    assert _broken_prod(open_postgres) == [
+        "no-internet-to-ssh-or-data: Postgres (port 5432) is open to the internet (0.0.0.0/0)",
+        "data-tier-only-from-clients: postgres group admits 0.0.0.0/0 on port 5432; only app, postgres, worker may connect",
+    ]
+
+    def untag_an_instance(plan):
+        instance: PlannedResource = plan.of_type("aws:ec2/instance:Instance")[0]
+        instance.inputs["tags"].pop("photostack:role")
+        instance.inputs["metadataOptions"]["httpTokens"] = "optional"
+
+    assert _broken_prod(untag_an_instance) == [
+        "imdsv2-required: instance metadata must require IMDSv2 tokens (metadataOptions.httpTokens is 'optional')",
+        "tagged-with-stack-and-role: missing tags: photostack:role",
+    ]
+
+
+def test_the_pack_has_the_policies_the_issue_asks_for():
+    assert [p.name for p in POLICIES] == [
+        "no-internet-to-ssh-or-data",
+        "data-tier-only-from-clients",
+        "imdsv2-required",
+        "volumes-encrypted",
+        "lb-listener-tls",
+        "s3-acl-not-public",
+        "s3-public-access-blocked",
+        "tagged-with-stack-and-role",
+    ]
