@@ -81,3 +81,12 @@ def test_watcher_probes_every_web_node_and_is_started_as_a_service():
 
 def test_sudoers_escapes_its_special_characters():
     assert sudoers_escape("/usr/bin/env A=b:c,d") == r"/usr/bin/env A\=b\:c\,d"
+
+
+def test_wildcard_plugin_instances_page_with_their_kinds_runbook():
+    from monitoring.alerts import runbook_name
+
+    assert runbook_name("redis_primary", "used_memory") == "redis_memory_high"
+    assert runbook_name("postgres_replication_0_replica1", "lag_bytes") == "replication_lag_high"
+    assert runbook_name("health", "app-0") == "web_node_down"
+    assert runbook_name("photos_per_second", "photos") == "photos_per_second"
