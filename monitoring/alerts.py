@@ -30,8 +30,16 @@ RUNBOOKS: dict[str, str] = {
 
 
 def runbook_name(plugin: str, field: str) -> str:
-    """The runbook file name (without `.md`) for an alert of `plugin.field`."""
-    return RUNBOOKS.get(f"{plugin}.{field}") or RUNBOOKS.get(plugin) or plugin
+    """The runbook file name (without `.md`) for an alert of `plugin.field`.
+
+    Munin wildcard plugins carry their instance after the kind (`redis_primary`,
+    `postgres_replication_0_replica1`): they share the runbook of their kind.
+    """
+    kinds = [plugin] + [plugin[:i] for i in range(len(plugin) - 1, 0, -1) if plugin[i] == "_"]
+    for kind in kinds:
+        if found := RUNBOOKS.get(f"{kind}.{field}") or RUNBOOKS.get(kind):
+            return found
+    return plugin
 
 
 def runbook_url(base_url: str, plugin: str, field: str) -> str:

@@ -44,15 +44,27 @@ CONTACT_TEXT = r"\n".join("${loop<\\n>:" + fields + " " + _FIELD.replace("STATE"
 SEVERITY = {"critical": "critical", "warning": "warning", "unknown": "error"}
 
 
-def munin_conf_lines(python: str, repo: str, stack: str) -> list[str]:
-    """The munin.conf lines that route Munin's limits of `stack` through this hook."""
-    command = (f"/usr/bin/env PYTHONPATH={repo} PHOTOSTACK_STATE_DIR={repo}/.state "
-               f"{python} -m monitoring.munin_alert --stack {stack}")
+def munin_conf_lines(python: str, repo: str, stack: str, state_root: str | None = None,
+                     sudo: bool = False) -> list[str]:
+    """The munin.conf lines that route Munin's limits of `stack` through this hook.
+
+    `state_root`: the PHOTOSTACK_STATE_DIR holding the stack's alert state (default `{repo}/.state`).
+    `sudo`: run the hook through `sudo -n` (munin-limits runs as munin; the state is root-only).
+    """
+    command = contact_command(python, repo, stack, state_root)
+    if sudo:
+        command = f"/usr/bin/sudo -n {command}"
     return [
         f"contact.{CONTACT}.command {command}",
         f"contact.{CONTACT}.always_send warning critical",
         f"contact.{CONTACT}.text {CONTACT_TEXT}",
     ]
+
+
+def contact_command(python: str, repo: str, stack: str, state_root: str | None = None) -> str:
+    """The command Munin pipes field states into."""
+    return (f"/usr/bin/env PYTHONPATH={repo} PHOTOSTACK_STATE_DIR={state_root or repo + '/.state'} "
+            f"{python} -m monitoring.munin_alert --stack {stack}")
 
 
 @dataclass(frozen=True)

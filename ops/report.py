@@ -51,3 +51,4 @@ def urls(console: Console, stack) -> None:
     box = stack.config.onebox
     console.print(f"photostack is up: http://{box.address}:{box.http_port}/")
     console.print(f"  health:    http://{box.address}:{box.http_port}/health")
+    console.print(f"  dashboard: http://{box.address}:{box.http_port}/munin/")

@@ -213,6 +213,25 @@ class Service:
         """A Debian package's service, through `service` (init script, or systemd when it is PID 1)."""
         return cls(name, f"service {name} start", f"service {name} status", f"service {name} stop", running)
 
+    @classmethod
+    def daemon(cls, name: str, unit: str, command: str, pidfile: str, running: bool = True) -> Service:
+        """One instance of a daemon: its systemd `unit` where systemd runs, else `command` (which
+        must daemonize and write `pidfile`). Several instances of one package (e.g. two Redis
+        ports on the one-box, which has no systemd) each get their own Service this way."""
+        systemd = "[ -d /run/systemd/system ]"
+        pid = f'"$(cat {_q(pidfile)} 2>/dev/null)"'
+        return cls(
+            name,
+            start=f"if {systemd}; then systemctl enable --now {_q(unit)}; else {command}; fi",
+            status=f"if {systemd}; then systemctl is-active --quiet {_q(unit)}; else kill -0 {pid}; fi",
+            stop=(
+                f"if {systemd}; then systemctl disable --now {_q(unit)}; "
+                f"else p={pid}; kill $p && while kill -0 $p 2>/dev/null; do sleep 0.1; done; "
+                f"rm -f {_q(pidfile)}; fi"
+            ),
+            running=running,
+        )
+
     @property
     def key(self) -> str:
         return f"service {self.name}"
@@ -254,6 +273,27 @@ class Command:
         return [Change(self.key, "needed", (guarded,), self.notify)]
 
 
+def package_daemon_held(service: str, managed_file: str, keep_off: bool = False, then: str = "") -> Command:
+    """The daemon a Debian package starts on install (where policy-rc.d allows it, e.g. systemd
+    hosts), held stopped until the role's own `managed_file` is in place, so that the role's
+    Service starts it with the role's config. With `keep_off` (roles that run their own
+    instances instead of the package's) it also stays stopped and disabled at boot afterwards.
+    `then` runs after the stop."""
+    systemd = "[ -d /run/systemd/system ]"
+    disable = f"if {systemd}; then systemctl disable {_q(service)}; fi; " if keep_off else ""
+    unless = f"grep -qs 'Managed by photostack' {_q(managed_file)}"
+    if keep_off:
+        unless += (
+            f" && ! service {_q(service)} status >/dev/null 2>&1"
+            f" && ! {{ {systemd} && systemctl is-enabled --quiet {_q(service)}; }}"
+        )
+    return Command(
+        f"{service}: package's own instance {'off' if keep_off else 'held until configured'}",
+        run=f"service {_q(service)} stop >/dev/null 2>&1; {disable}{then or 'true'}",
+        unless=unless,
+    )
+
+
 @dataclass(frozen=True)
 class Handler:
     """A command run once at the end of a converge, only if a change notified it."""
@@ -273,5 +313,7 @@ class DesiredState:
     handlers: list[Handler] = field(default_factory=list)
 
     def extend(self, other: DesiredState) -> None:
-        self.resources += other.resources
+        """Append another role's state. Roles sharing a host may declare the very same resource
+        (e.g. the shard map file); identical declarations collapse to the first."""
+        self.resources += [r for r in other.resources if r not in self.resources]
         self.handlers += [h for h in other.handlers if h.name not in {x.name for x in self.handlers}]

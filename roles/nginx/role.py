@@ -29,6 +29,7 @@ def desired(ctx: RoleContext) -> DesiredState:
         listen=listen,
         app_servers=app_servers(ctx),
         media_root="/srv/photostack/media",
+        munin_htmldir=ctx.defaults("munin_master").get("munin_master_htmldir", ""),
     )
     return DesiredState(
         resources=[

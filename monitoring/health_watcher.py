@@ -1,0 +1,181 @@
+"""The fast path: page within a minute when a web node stops answering its health check.
+
+Munin polls every 5 minutes, too slow for "the site is down". This watcher runs on the
+monitoring host (started by the munin_master role) and probes every health endpoint — each
+nginx and each app process `/health` — every `monitoring.healthProbeIntervalS` seconds.
+After `failures_to_page` failed probes in a row it triggers `stack/host/health/<node>` through
+the alert pipeline (runbook web_node_down); after `successes_to_resolve` good probes it
+resolves. Worst case from failure to page: failures_to_page × interval + probe timeout + send.
+
+On AWS the same job is done by CloudWatch alarms on the target groups' UnHealthyHostCount
+routed to PagerDuty (see monitoring/README.md); this watcher covers the one-box and the
+per-process view the load balancer does not have.
+
+    python -m monitoring.health_watcher --config /etc/photostack/health_watcher.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import logging
+import sys
+import time
+import urllib.parse
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from infra.config import ConfigError
+from monitoring.alert_pipeline import AlertPipeline, Outcome
+from monitoring.alerts import Alert, dedup_key
+
+PLUGIN = "health"  # alerts are stack/host/health/<node>; runbooks/web_node_down.md answers them
+log = logging.getLogger("health_watcher")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One health endpoint: the node it stands for, the host running it, and its URL."""
+
+    node: str
+    host: str
+    url: str
+
+
+@dataclass(frozen=True)
+class WatcherConfig:
+    """What the watcher probes and how patient it is (written by the munin_master role)."""
+
+    stack: str
+    targets: tuple[Target, ...]
+    interval_s: float = 10.0
+    failures_to_page: int = 2
+    successes_to_resolve: int = 2
+    timeout_s: float = 2.0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> WatcherConfig:
+        data = json.loads(text)
+        return cls(**{**data, "targets": tuple(Target(**t) for t in data["targets"])})
+
+
+@dataclass
+class TargetState:
+    """Consecutive probe results of one target; `down` is None until the first verdict."""
+
+    failures: int = 0
+    successes: int = 0
+    down: bool | None = None
+    last_error: str = ""
+
+
+def decide(state: TargetState, ok: bool, error: str, failures_to_page: int, successes_to_resolve: int) -> str | None:
+    """Update `state` with one probe result; "trigger" or "resolve" when the verdict changes."""
+    if ok:
+        state.failures, state.successes = 0, state.successes + 1
+        if state.down is not False and state.successes >= successes_to_resolve:
+            state.down = False
+            return "resolve"
+        return None
+    state.successes, state.failures, state.last_error = 0, state.failures + 1, error
+    if state.down is not True and state.failures >= failures_to_page:
+        state.down = True
+        return "trigger"
+    return None
+
+
+def probe(url: str, timeout_s: float) -> tuple[bool, str]:
+    """GET `url`: (True, "") on a 200 answer, else (False, what went wrong)."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout_s)
+        try:
+            conn.request("GET", parts.path or "/", headers={"User-Agent": "photostack-health-watcher"})
+            response = conn.getresponse()
+            response.read()
+        finally:
+            conn.close()
+    except (OSError, http.client.HTTPException) as exc:
+        return False, f"{type(exc).__name__}: {exc}"
+    if response.status != 200:
+        return False, f"HTTP {response.status}"
+    return True, ""
+
+
+class Watcher:
+    """Probe every target each round; trigger and resolve through the pipeline."""
+
+    def __init__(self, config: WatcherConfig, pipeline: AlertPipeline,
+                 prober: Callable[[str, float], tuple[bool, str]] = probe):
+        self.config = config
+        self.pipeline = pipeline
+        self.prober = prober
+        self.states = {t.node: TargetState() for t in config.targets}
+        self._pool = ThreadPoolExecutor(max_workers=max(1, min(16, len(config.targets))))
+
+    def round(self) -> list[Outcome]:
+        """Probe all targets once (in parallel) and act on verdicts that changed."""
+        results = list(self._pool.map(lambda t: self.prober(t.url, self.config.timeout_s), self.config.targets))
+        outcomes = []
+        for target, (ok, error) in zip(self.config.targets, results):
+            state = self.states[target.node]
+            action = decide(state, ok, error, self.config.failures_to_page, self.config.successes_to_resolve)
+            if action == "trigger":
+                outcomes.append(self.pipeline.trigger(self._alert(target, state)))
+            elif action == "resolve":
+                outcomes.append(self.pipeline.resolve(dedup_key(self.config.stack, target.host, PLUGIN, target.node)))
+            if action:
+                log.info("%s %s: %s", action, target.node, outcomes[-1].status)
+        if self.pipeline.store.spooled():
+            self.pipeline.flush_spool()  # PagerDuty was unreachable earlier: retry now
+        return outcomes
+
+    def _alert(self, target: Target, state: TargetState) -> Alert:
+        summary = (f"{target.node} on {target.host} fails its health check {target.url} "
+                   f"({state.failures} probes in a row: {state.last_error})")
+        return Alert(self.config.stack, target.host, PLUGIN, target.node, "critical", "down",
+                     {"critical": f"{self.config.failures_to_page} failed probes"}, summary)
+
+    def run(self, rounds: int | None = None) -> None:
+        """Probe every `interval_s` (forever, or `rounds` times), keeping the rhythm steady."""
+        count = 0
+        next_at = time.monotonic()
+        while rounds is None or count < rounds:
+            self.round()
+            count += 1
+            next_at += self.config.interval_s
+            time.sleep(max(0.0, next_at - time.monotonic()))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the watcher from its JSON config until killed."""
+    parser = argparse.ArgumentParser(prog="python -m monitoring.health_watcher", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, required=True, help="JSON written by the munin_master role")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        config = WatcherConfig.from_json(args.config.read_text())
+        pipeline = AlertPipeline.for_stack(config.stack)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        print(f"health_watcher: cannot read {args.config}: {exc}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:
+        print(f"health_watcher: {exc.problems[0]}", file=sys.stderr)
+        return 2
+    log.info("watching %d health endpoints every %ss (%s)", len(config.targets), config.interval_s,
+             pipeline.note or "paging through PagerDuty")
+    Watcher(config, pipeline).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

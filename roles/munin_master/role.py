@@ -1,0 +1,119 @@
+"""munin_master: the monitoring host. Install → munin.conf (nodes, limits, pages) → dashboard builder
+→ fast health watcher."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from dataclasses import dataclass, replace
+
+from infra.config import REPO_ROOT
+from infra.topology import Node
+from monitoring.health_watcher import Target, WatcherConfig
+from monitoring.munin_alert import contact_command, munin_conf_lines
+from roles.engine.context import RoleContext
+from roles.engine.converge import available_roles
+from roles.engine.resources import DesiredState, Directory, File, Handler, Packages, Service
+from roles.munin_node.plugins import host_plugins, limits
+
+RESTART_WATCHER = "restart health watcher"
+RESTART_CRON_LOOP = "restart munin-cron loop"
+
+
+@dataclass(frozen=True)
+class MuninHost:
+    """A host as munin.conf lists it, with the limits of each of its plugins."""
+
+    name: str
+    address: str
+    port: int
+    limits: tuple[tuple[str, str, str, str], ...]  # (plugin, field, level, value)
+
+
+def munin_hosts(ctx: RoleContext) -> list[MuninHost]:
+    """Every host's munin-node, with the per-field limits of the plugins it runs."""
+    node = Node("munin_node", 0, "")
+    found = []
+    for host in ctx.hosts:
+        plugins = host_plugins(replace(ctx, host=host))
+        rows = tuple((p.name, f, level, v) for p in plugins for f, level, v in limits(ctx.config, p.kind))
+        address = ctx.bind_address if ctx.onebox else host.address
+        found.append(MuninHost(host.name, address, ctx.port(node), rows))
+    return found
+
+
+def watcher_config(ctx: RoleContext) -> WatcherConfig:
+    """Every nginx and app process /health of the stack, for the fast health watcher."""
+    d = ctx.defaults("munin_master")
+    # App processes are probed once the app role exists (as nginx routes to them only then).
+    roles = ("nginx", "app") if "app" in available_roles() else ("nginx",)
+    targets = tuple(
+        Target(node.name, host.name, f"http://{ctx.address(node)}:{ctx.port(node)}/health")
+        for host in ctx.hosts for role in roles for node in host.nodes_of(role)
+    )
+    return WatcherConfig(ctx.stack, targets, float(ctx.config.monitoring.health_probe_interval_s),
+                         d["munin_master_failures_to_page"], d["munin_master_successes_to_resolve"],
+                         float(d["munin_master_probe_timeout_s"]))
+
+
+def daemon(name: str, pidfile: str, argv: list[str], user: str = "root", log: str = "/dev/null",
+           env: dict[str, str] | None = None) -> Service:
+    """A background process managed with start-stop-daemon (works with or without systemd)."""
+    exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
+    command = " ".join(shlex.quote(a) for a in argv)
+    start = (f"start-stop-daemon --start --background --make-pidfile --pidfile {pidfile} --chuid {user} "
+             f"--exec /bin/sh -- -c {shlex.quote(f'exec env {exports} {command} >>{log} 2>&1')}")
+    return Service(name, start=start, status=f"start-stop-daemon --status --pidfile {pidfile}",
+                   stop=f"start-stop-daemon --stop --retry 5 --remove-pidfile --pidfile {pidfile}")
+
+
+def sudoers_escape(command: str) -> str:
+    """A command line as a sudoers Cmnd (`,`, `:`, `=` and `\\` escaped)."""
+    return re.sub(r"([,:=\\])", r"\\\1", command)
+
+
+def desired(ctx: RoleContext) -> DesiredState:
+    d = ctx.defaults("munin_master")
+    python = f"{ctx.defaults('munin_node')['munin_node_venv']}/bin/python"
+    repo = d["munin_master_repo"] or str(REPO_ROOT)
+    state_root = os.environ.get("PHOTOSTACK_STATE_DIR", f"{repo}/.state")
+    contact = munin_conf_lines(python, repo, ctx.stack, state_root, sudo=True)
+    munin_conf = ctx.template("munin_master", "munin.conf.j2", contact_lines=contact, hosts=munin_hosts(ctx))
+    sudoers = ctx.template("munin_master", "sudoers.j2",
+                           command=sudoers_escape(contact_command(python, repo, ctx.stack, state_root)))
+    watcher_env = {"PYTHONPATH": repo, "PHOTOSTACK_STATE_DIR": state_root}
+    interval = ctx.config.monitoring.munin_interval_s
+    resources = [
+        # install
+        Packages(("munin", "sudo")),
+        # configure: which nodes to poll, their limits, where pages go
+        File("/etc/munin/munin.conf", munin_conf),
+        File("/etc/sudoers.d/photostack-munin", sudoers, mode=0o440),
+        Directory(d["munin_master_htmldir"], owner="munin", group="munin"),
+        Directory(d["munin_master_dbdir"], owner="munin", group="munin"),
+        # the fast health watcher
+        File(d["munin_master_watcher_config"], watcher_config(ctx).to_json(), notify=(RESTART_WATCHER,)),
+        daemon("photostack-health-watcher", d["munin_master_watcher_pidfile"],
+               [python, "-m", "monitoring.health_watcher", "--config", d["munin_master_watcher_config"]],
+               log=d["munin_master_watcher_log"], env=watcher_env),
+    ]
+    handlers = [Handler(RESTART_WATCHER, _restart(resources[-1]))]
+    # The dashboard: munin-cron every munin_interval_s (Debian's /etc/cron.d/munin where cron runs).
+    if ctx.onebox:
+        loop = daemon("munin-cron-loop", d["munin_master_cron_pidfile"], ["/bin/sh", d["munin_master_cron_loop"]],
+                      user="munin")
+        resources += [
+            Directory(d["munin_master_cron_loop"].rsplit("/", 1)[0]),
+            File(d["munin_master_cron_loop"], ctx.template("munin_master", "munin-cron-loop.j2", interval=interval),
+                 mode=0o755, notify=(RESTART_CRON_LOOP,)),
+            loop,
+        ]
+        handlers.append(Handler(RESTART_CRON_LOOP, _restart(loop)))
+    else:
+        resources += [Packages(("cron",)), Service.init_script("cron")]
+    return DesiredState(resources=resources, handlers=handlers)
+
+
+def _restart(service: Service) -> str:
+    return f"( {service.stop} ) >/dev/null 2>&1; {service.start}"

@@ -1,0 +1,105 @@
+"""Which photostack Munin plugins a host gets, and their settings: a pure function of its nodes.
+
+A plugin instance is a name in /etc/munin/plugins (what Munin graphs and alerts on), the plugin
+script it runs (`source`, in monitoring/munin/plugins/; wildcard scripts end in `_` and serve
+one instance per service, e.g. `redis_` as `redis_primary`), and its plugin-conf.d settings.
+Limits come from `monitoring.limits` keyed by `kind.field`, where `kind` is the source without
+its trailing `_`: `redis.used_memory` applies to every `redis_*` instance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from infra.config import StackConfig
+from infra.topology import Node
+from roles.engine.context import RoleContext
+
+PLUGIN_DIR = Path(__file__).resolve().parents[2] / "monitoring" / "munin" / "plugins"
+HELPER = PLUGIN_DIR.parent / "photostack_munin.py"
+# pgbouncer rides along with app and worker hosts (no node of its own): one pool per host.
+PGBOUNCER = Node("pgbouncer", 0, "")
+
+
+@dataclass(frozen=True)
+class PluginInstance:
+    """One plugin as installed on a host."""
+
+    name: str
+    source: str
+    env: tuple[tuple[str, str], ...] = ()
+    user: str | None = None
+    group: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.source.rstrip("_")
+
+
+def limits(config: StackConfig, kind: str) -> list[tuple[str, str, str]]:
+    """(field, "warning"|"critical", value) of every limit set for plugins of `kind`."""
+    found = []
+    for key, limit in sorted(config.monitoring.limits.items()):
+        plugin, _, field = key.partition(".")
+        if plugin == kind:
+            found += [(field, level, value) for level, value in (("warning", limit.warning),
+                                                                  ("critical", limit.critical)) if value]
+    return found
+
+
+def _instance(ctx: RoleContext, name: str, source: str, user: str | None = None, group: str | None = None,
+              **settings: object) -> PluginInstance:
+    kind = source.rstrip("_")
+    # `user` and `group` are munin-node directives (the Unix account), not plugin settings.
+    env = [(key, str(value)) for key, value in settings.items()]
+    env += [(f"{field}_{level}", value) for field, level, value in limits(ctx.config, kind)]
+    return PluginInstance(name, source, tuple(env), user, group)
+
+
+def host_plugins(ctx: RoleContext) -> list[PluginInstance]:
+    """The photostack plugins of `ctx.host`, from the nodes it runs."""
+    d = ctx.defaults("munin_node")
+    host = ctx.host
+    found: list[PluginInstance] = []
+    for node in host.nodes_of("nginx")[:1]:  # one nginx per host
+        found.append(_instance(ctx, "nginx", "nginx", group="adm",
+                               status_url=f"http://{ctx.address(node)}:{ctx.port(node)}/nginx_status",
+                               access_log="/var/log/nginx/access.log"))
+    for node in host.nodes_of("app"):
+        found.append(_instance(ctx, f"gunicorn_{node.name.replace('-', '_')}", "gunicorn_", port=ctx.port(node)))
+    if "pgbouncer" in host.roles:
+        found.append(_instance(ctx, "pgbouncer", "pgbouncer", host=ctx.bind_address,
+                               port=ctx.port(PGBOUNCER), login=d["munin_node_pgbouncer_user"],
+                               password=ctx.secret("pgbouncerAdminPassword")))
+    postgres = [n for h in ctx.hosts for n in h.nodes_of("postgres")]
+    for node in host.nodes_of("postgres"):
+        shard, replica = node.attrs["shard"], node.attrs["replica"]
+        suffix = node.name.removeprefix("postgres-").replace("-", "_")
+        found.append(_instance(ctx, f"postgres_connections_{suffix}", "postgres_connections_", user="postgres",
+                               host="/var/run/postgresql", port=ctx.port(node)))
+        if replica == 0:  # lag is measured on the primary, once per replica of its shard
+            for other in postgres:
+                if other.attrs["shard"] == shard and other.attrs["replica"] > 0:
+                    found.append(_instance(
+                        ctx, f"postgres_replication_{other.name.removeprefix('postgres-').replace('-', '_')}",
+                        "postgres_replication_", user="postgres", host="/var/run/postgresql",
+                        port=ctx.port(node), replica=replica_name(other)))
+    for node in host.nodes_of("redis"):
+        redis = {"host": ctx.address(node), "port": ctx.port(node), "password": ctx.secret("redisPassword")}
+        found.append(_instance(ctx, f"redis_{node.name.removeprefix('redis-')}", "redis_", **redis))
+        if node.attrs["replica"] == 0:  # the app's counters live on the primary
+            for plugin, key in d["munin_node_counters"].items():
+                found.append(_instance(ctx, plugin, plugin, key=key, **redis))
+    for node in host.nodes_of("rabbitmq")[:1]:  # the management API shows the whole cluster
+        broker = {"url": f"http://{ctx.address(node)}:{d['munin_node_rabbitmq_management_port']}",
+                  "vhost": ctx.config.rabbitmq.vhost, "login": d["munin_node_rabbitmq_user"],
+                  "password": ctx.secret("rabbitmqPassword")}
+        found.append(_instance(ctx, "rabbitmq", "rabbitmq", **broker))
+        found.append(_instance(ctx, "celery", "celery", **broker))
+    return found
+
+
+def replica_name(node: Node) -> str:
+    """How a replica appears on its primary: slot and application_name `shard<n>r<k>` (postgres role)."""
+    return f"shard{node.attrs['shard']}r{node.attrs['replica']}"

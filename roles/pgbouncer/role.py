@@ -1,0 +1,77 @@
+"""pgbouncer: transaction pools in front of every shard. Install → configure (databases,
+SCRAM userlist) → service; config changes reload (no restart, clients stay connected)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from infra.sharding import physical_db
+from roles.engine.context import STANDARD_PORTS, RoleContext
+from roles.engine.resources import DesiredState, File, Handler, Packages, Service, package_daemon_held
+from roles.postgres.auth import ADMIN_USER, APP_USER, USER_SECRETS, scram_verifier
+from roles.postgres.cluster import Cluster, all_clusters, shard_map_file
+
+RELOAD = "reload pgbouncer"
+INI = "/etc/pgbouncer/pgbouncer.ini"
+
+
+@dataclass(frozen=True)
+class Database:
+    """One `[databases]` entry."""
+
+    name: str
+    host: str
+    port: int
+    dbname: str
+
+
+def databases(clusters: list[Cluster], onebox: bool) -> list[Database]:
+    """`shard<n>` → the primary, `shard<n>_ro` → the replicas (pgbouncer spreads connections over
+    a host list; one-box replicas differ by port, so there the first replica serves reads)."""
+    result = []
+    for primary in (c for c in clusters if c.is_primary):
+        result.append(Database(physical_db(primary.shard), primary.address, primary.port, primary.database))
+        replicas = [c for c in clusters if c.shard == primary.shard and not c.is_primary]
+        if onebox:
+            replicas = replicas[:1]
+        if replicas:
+            hosts = ",".join(r.address for r in replicas)
+            result.append(Database(physical_db(primary.shard, replica=True), hosts, replicas[0].port, primary.database))
+    return result
+
+
+def pool_size(ctx: RoleContext) -> int:
+    """Server connections per pool, so that every pgbouncer together fits Postgres' max_connections."""
+    d = ctx.defaults("pgbouncer")
+    poolers = sum(1 for h in ctx.hosts if "pgbouncer" in h.roles)
+    budget = ctx.defaults("postgres")["postgres_max_connections"] - d["pgbouncer_postgres_reserved"]
+    return max(2, min(d["pgbouncer_max_pool_size"], budget // max(1, poolers)))
+
+
+def desired(ctx: RoleContext) -> DesiredState:
+    port = ctx.config.onebox.pgbouncer_port if ctx.onebox else STANDARD_PORTS["pgbouncer"]
+    listen = ctx.bind_address if ctx.onebox else f"127.0.0.1,{ctx.host.address}"
+    ini = ctx.template(
+        "pgbouncer",
+        "pgbouncer.ini.j2",
+        databases=databases(all_clusters(ctx), ctx.onebox),
+        listen=listen,
+        port=port,
+        admin_user=ADMIN_USER,
+        pool_size=pool_size(ctx),
+    )
+    users = {u: scram_verifier(u, ctx.secret(USER_SECRETS[u])) for u in (APP_USER, ADMIN_USER)}
+    userlist = ctx.template("pgbouncer", "userlist.txt.j2", users=users)
+    pg = {"owner": "postgres", "group": "postgres", "mode": 0o640}
+    return DesiredState(
+        resources=[
+            Packages(("pgbouncer",)),
+            # Listen addresses only change on a restart: start pgbouncer with our config.
+            package_daemon_held("pgbouncer", INI),
+            shard_map_file(ctx),
+            File(INI, ini, **pg, notify=(RELOAD,)),
+            File("/etc/pgbouncer/userlist.txt", userlist, **pg, notify=(RELOAD,), sensitive=True),
+            Service.init_script("pgbouncer"),
+        ],
+        handlers=[Handler(RELOAD, "service pgbouncer reload")],
+    )

@@ -1,0 +1,41 @@
+"""Postgres logins and their SCRAM-SHA-256 verifiers.
+
+The same verifier goes into Postgres (`ALTER ROLE … PASSWORD 'SCRAM-SHA-256$…'`) and into
+pgbouncer's userlist, so no plain password is stored on any host, and pgbouncer can log in to
+Postgres with the client's SCRAM keys (that needs identical verifiers on both sides). The salt is
+derived from the user and password, so the verifier is stable: a converge finds nothing to do
+until the password changes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+
+APP_USER = "photostack"  # the app and workers (dbPassword)
+REPLICATION_USER = "replicator"  # streaming replicas (replicationPassword)
+ADMIN_USER = "pgbouncer_admin"  # pgbouncer admin console and monitoring (pgbouncerAdminPassword)
+
+# user -> the secret holding its password
+USER_SECRETS = {
+    APP_USER: "dbPassword",
+    REPLICATION_USER: "replicationPassword",
+    ADMIN_USER: "pgbouncerAdminPassword",
+}
+
+SCRAM_ITERATIONS = 4096  # Postgres' default scram_iterations
+
+
+def scram_verifier(user: str, password: str, iterations: int = SCRAM_ITERATIONS) -> str:
+    """The SCRAM-SHA-256 verifier Postgres stores for `password` (RFC 5802/7677 format)."""
+    salt = hashlib.sha256(f"photostack-scram-salt:{user}:{password}".encode()).digest()[:16]
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+
+    def b64(raw: bytes) -> str:
+        return base64.b64encode(raw).decode()
+
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"

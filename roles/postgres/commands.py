@@ -1,0 +1,138 @@
+"""Shell commands the postgres role runs: built here as strings, run by the engine."""
+
+from __future__ import annotations
+
+import base64
+import shlex
+
+from infra.sharding import next_id_sql, schema_name
+from roles.postgres.auth import APP_USER, REPLICATION_USER
+from roles.postgres.cluster import PASSFILE, SOCKET_DIR, Cluster
+
+# Setup statements must not wait for a synchronous replica that may not exist yet.
+_LOCAL_COMMIT = "PGOPTIONS='-c synchronous_commit=local'"
+
+
+def sql_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def psql(cluster: Cluster, sql: str, database: str = "postgres") -> str:
+    """Run SQL as the postgres superuser over the local socket (SQL travels base64-encoded, so it
+    may be large and hold any quote)."""
+    payload = base64.b64encode(sql.encode()).decode()
+    return (
+        f"printf %s {payload} | base64 -d | runuser -u postgres -- env {_LOCAL_COMMIT} "
+        f"psql -X -q -v ON_ERROR_STOP=1 -h {SOCKET_DIR} -p {cluster.port} -d {database} -f -"
+    )
+
+
+def psql_is_true(cluster: Cluster, query: str, database: str = "postgres") -> str:
+    """Succeeds when a boolean query returns true."""
+    return (
+        f'[ "$(runuser -u postgres -- psql -X -tA -h {SOCKET_DIR} -p {cluster.port} -d {database} '
+        f'-c {shlex.quote(query)} 2>/dev/null)" = t ]'
+    )
+
+
+def create_cluster(cluster: Cluster) -> str:
+    """pg_createcluster (unless its config already exists): data checksums, C.UTF-8, no trust."""
+    conf = f"{cluster.config_dir}/postgresql.conf"
+    return (
+        f"[ -f {conf} ] || pg_createcluster {cluster.version} {cluster.name} --port {cluster.port} "
+        f"--locale C.UTF-8 -- --data-checksums --auth-local=peer --auth-host=scram-sha-256"
+    )
+
+
+def ctl(cluster: Cluster, action: str) -> str:
+    """pg_ctlcluster: hands over to systemctl where systemd runs, drives pg_ctl directly elsewhere."""
+    return f"pg_ctlcluster {cluster.version} {cluster.name} {action}"
+
+
+def reload_cluster(cluster: Cluster) -> str:
+    """Reload the config; restart only when a changed setting needs it (e.g. shared_buffers)."""
+    pending = psql_is_true(cluster, "SELECT count(*) > 0 FROM pg_settings WHERE pending_restart")
+    return f"{ctl(cluster, 'reload')} && sleep 1 && if {pending}; then {ctl(cluster, 'restart')}; fi"
+
+
+def build_replica(replica: Cluster, primary: Cluster) -> str:
+    """A fresh replica: pg_basebackup from the primary into the cluster's data dir, creating its
+    replication slot (an old slot of the same name is dropped first: this replica replaces it).
+
+    Not `-R`: it would write primary_conninfo into postgresql.auto.conf, which overrides the
+    managed postgresql.conf; the template holds primary_conninfo (with a passfile, so no
+    password lands in any config) and we create standby.signal ourselves.
+    """
+    conn = f"-h {primary.address} -p {primary.port} -U {REPLICATION_USER} -w"
+    as_postgres = f"runuser -u postgres -- env PGPASSFILE={PASSFILE}"
+    partial = f"{replica.data_dir}.partial"
+    return " && ".join(
+        [
+            create_cluster(replica),
+            # The fresh cluster's own (initdb) data dir goes at once: a data dir means "built".
+            f"rm -rf {replica.data_dir}",
+            f"for i in $(seq 60); do pg_isready -q -h {primary.address} -p {primary.port} && break; sleep 1; done",
+            f"{{ {as_postgres} pg_receivewal --drop-slot -S {replica.slot} {conn} >/dev/null 2>&1 || true; }}",
+            f"rm -rf {partial}",
+            f"{as_postgres} pg_basebackup {conn} -D {partial} -X stream -C -S {replica.slot} --checkpoint=fast",
+            f"runuser -u postgres -- touch {partial}/standby.signal",
+            f"mv {partial} {replica.data_dir}",
+        ]
+    )
+
+
+def replica_built(replica: Cluster) -> str:
+    """Succeeds once the replica's cluster exists with a base backup in place."""
+    return f"[ -f {replica.config_dir}/postgresql.conf ] && [ -f {replica.data_dir}/PG_VERSION ]"
+
+
+def roles_sql(verifiers: dict[str, str]) -> str:
+    """Create or update the logins (passwords as SCRAM verifiers, never in plain text)."""
+    options = {
+        APP_USER: "LOGIN",
+        REPLICATION_USER: "LOGIN REPLICATION",
+    }
+    statements = []
+    for user, verifier in verifiers.items():
+        attributes = options.get(user, "LOGIN")
+        statements.append(
+            f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {sql_literal(user)}) THEN "
+            f"CREATE ROLE {user}; END IF; END $$;\n"
+            f"ALTER ROLE {user} {attributes} PASSWORD {sql_literal(verifier)};"
+        )
+    # The admin/stats login also reads replication and activity views for monitoring.
+    statements += [f"GRANT pg_monitor TO {u};" for u in verifiers if u not in options]
+    return "\n".join(statements) + "\n"
+
+
+def roles_match(verifiers: dict[str, str]) -> str:
+    """The query that is true when every login exists with exactly its verifier."""
+    pairs = ", ".join(f"({sql_literal(u)}, {sql_literal(v)})" for u, v in verifiers.items())
+    return (
+        f"SELECT count(*) = {len(verifiers)} FROM pg_authid "
+        f"WHERE (rolname, rolpassword) IN ({pairs})"
+    )
+
+
+def create_database_sql(database: str) -> str:
+    return f"CREATE DATABASE {database} OWNER {APP_USER};\n"
+
+
+def database_exists(database: str) -> str:
+    return f"SELECT count(*) = 1 FROM pg_database WHERE datname = {sql_literal(database)}"
+
+
+def logical_shards_sql(logical: list[int], epoch_ms: int) -> str:
+    """Every logical shard's schema, id sequence and next_id(), owned by the app user (so the
+    app's migrations may alter them); the very SQL of infra/sharding.next_id_sql."""
+    body = "".join(next_id_sql(schema_name(n), n, epoch_ms) for n in logical)
+    return f"BEGIN;\nSET LOCAL ROLE {APP_USER};\n{body}COMMIT;\n"
+
+
+def logical_shards_exist(logical: list[int]) -> str:
+    """True when every listed schema has its next_id()."""
+    names = ",".join(schema_name(n) for n in logical)
+    return (
+        "SELECT count(*) = " + str(len(logical)) + " FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+        f"WHERE p.proname = 'next_id' AND n.nspname = ANY('{{{names}}}'::text[])"
+    )

@@ -1,0 +1,137 @@
+"""postgres: sharded PostgreSQL. Install → clusters (configure, start) → logins, databases and
+logical shards on primaries → replicas streaming from them."""
+
+from __future__ import annotations
+
+from infra.shardstore import stored_shard_map
+from roles.engine.context import RoleContext
+from roles.engine.resources import Command, DesiredState, Directory, File, Handler, Packages, Service
+from roles.postgres import commands
+from roles.postgres.auth import REPLICATION_USER, USER_SECRETS, scram_verifier
+from roles.postgres.cluster import PASSFILE, Cluster, cluster_of, primary_of, replicas_of, shard_map_file
+from roles.postgres.tuning import host_memory_mb, memory_settings
+
+
+def desired(ctx: RoleContext) -> DesiredState:
+    d = ctx.defaults("postgres")
+    version = ctx.config.postgres.version
+    clusters = [cluster_of(ctx, node) for node in ctx.host.nodes_of("postgres")]
+    state = DesiredState(
+        resources=[
+            # install (no default `main` cluster: the package reads createcluster.conf first)
+            Directory("/etc/postgresql-common"),
+            File("/etc/postgresql-common/createcluster.conf", ctx.template("postgres", "createcluster.conf.j2")),
+            Packages((f"postgresql-{version}", *d["postgres_extra_packages"])),
+            Command(
+                "drop the package's default cluster",
+                run=f"pg_dropcluster --stop {version} main",
+                unless=f"[ ! -d /etc/postgresql/{version}/main ]",
+            ),
+            File(PASSFILE, _pgpass(ctx), owner="postgres", group="postgres", mode=0o600, sensitive=True),
+            shard_map_file(ctx),
+        ]
+    )
+    for cluster in clusters:
+        state.extend(primary(ctx, cluster) if cluster.is_primary else replica(ctx, cluster))
+    return state
+
+
+def primary(ctx: RoleContext, cluster: Cluster) -> DesiredState:
+    """A shard's primary: cluster, config, service, then logins, its database and logical shards."""
+    verifiers = {user: scram_verifier(user, ctx.secret(secret)) for user, secret in USER_SECRETS.items()}
+    logical = stored_shard_map(ctx.config, ctx.stack).logical_on(cluster.shard)
+    state = DesiredState(
+        resources=[
+            Command(
+                f"create cluster {cluster.name}",
+                commands.create_cluster(cluster),
+                unless=f"[ -f {cluster.config_dir}/postgresql.conf ]",
+            )
+        ]
+    )
+    state.extend(configured(ctx, cluster))
+    state.resources += [
+        Command(
+            f"logins on {cluster.name}",
+            commands.psql(cluster, commands.roles_sql(verifiers)),
+            unless=commands.psql_is_true(cluster, commands.roles_match(verifiers)),
+            sensitive=True,
+        ),
+        Command(
+            f"database {cluster.database}",
+            commands.psql(cluster, commands.create_database_sql(cluster.database)),
+            unless=commands.psql_is_true(cluster, commands.database_exists(cluster.database)),
+        ),
+        Command(
+            f"{len(logical)} logical shards on {cluster.name}",
+            commands.psql(cluster, commands.logical_shards_sql(logical, ctx.config.postgres.id_epoch_ms), cluster.database),
+            unless=commands.psql_is_true(cluster, commands.logical_shards_exist(logical), cluster.database),
+        ),
+    ]
+    return state
+
+
+def replica(ctx: RoleContext, cluster: Cluster) -> DesiredState:
+    """A streaming replica: base backup from its primary (with a slot), config, service."""
+    source = primary_of(ctx, cluster)
+    state = DesiredState(
+        resources=[
+            Command(
+                f"base backup {cluster.name} from {source.name}",
+                commands.build_replica(cluster, source),
+                unless=commands.replica_built(cluster),
+            )
+        ]
+    )
+    state.extend(configured(ctx, cluster))
+    return state
+
+
+def configured(ctx: RoleContext, cluster: Cluster) -> DesiredState:
+    """A cluster's config files and running service; config changes reload (restart if needed)."""
+    d = ctx.defaults("postgres")
+    clusters_on_host = len(ctx.host.nodes_of("postgres"))
+    share = d["postgres_memory_share_onebox"] if ctx.onebox else d["postgres_memory_share_dedicated"]
+    memory_mb = host_memory_mb(ctx)
+    source = primary_of(ctx, cluster)
+    replicas = replicas_of(ctx, cluster) if cluster.is_primary else []
+    sync = ctx.config.postgres.synchronous_commit and replicas
+    reload = f"reload postgres {cluster.name}"
+    conf = ctx.template(
+        "postgres",
+        "postgresql.conf.j2",
+        cluster=cluster,
+        primary=source,
+        listen=ctx.bind_address,
+        memory=memory_settings(memory_mb, clusters_on_host, share, d["postgres_max_connections"]),
+        memory_mb=memory_mb,
+        clusters_on_host=clusters_on_host,
+        synchronous_standby_names=f"ANY 1 ({', '.join(r.name for r in replicas)})" if sync else "",
+        replication_user=REPLICATION_USER,
+        passfile=PASSFILE,
+    )
+    hba = ctx.template("postgres", "pg_hba.conf.j2", networks=_networks(ctx), replication_user=REPLICATION_USER)
+    pg = {"owner": "postgres", "group": "postgres"}
+    return DesiredState(
+        resources=[
+            File(f"{cluster.config_dir}/postgresql.conf", conf, **pg, notify=(reload,)),
+            File(f"{cluster.config_dir}/pg_hba.conf", hba, **pg, mode=0o640, notify=(reload,)),
+            Service(
+                f"postgres {cluster.name}",
+                start=commands.ctl(cluster, "start"),
+                status=commands.ctl(cluster, "status"),
+                stop=commands.ctl(cluster, "stop"),
+            ),
+        ],
+        handlers=[Handler(reload, commands.reload_cluster(cluster))],
+    )
+
+
+def _networks(ctx: RoleContext) -> list[str]:
+    """Where logins may come from: loopback on the one-box, the VPC on AWS."""
+    return [f"{ctx.config.onebox.address}/32"] if ctx.onebox else [ctx.config.vpc_cidr]
+
+
+def _pgpass(ctx: RoleContext) -> str:
+    password = ctx.secret("replicationPassword").replace("\\", "\\\\").replace(":", "\\:")
+    return ctx.template("postgres", "pgpass.j2", replication_user=REPLICATION_USER, replication_password=password)

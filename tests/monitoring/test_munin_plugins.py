@@ -1,0 +1,104 @@
+"""The Munin plugin scripts, run as munin-node runs them: config, values, U when the service is down."""
+
+from __future__ import annotations
+
+import socket
+import statistics
+
+import pytest
+
+from tests.monitoring.conftest import PLUGINS, parse_values, run_plugin
+
+CLOSED = "1"  # nothing listens on port 1 on loopback
+
+# Every plugin, with settings that point it at a service that is not there.
+DOWN = {
+    "photos_per_second": {"port": CLOSED},
+    "likes_per_second": {"port": CLOSED},
+    "signups_per_minute": {"port": CLOSED},
+    "redis_": {"port": CLOSED},
+    "pgbouncer": {"host": "127.0.0.1", "port": CLOSED},
+    "postgres_connections_": {"host": "127.0.0.1", "port": CLOSED},
+    "postgres_replication_": {"host": "127.0.0.1", "port": CLOSED, "replica": "shard0r1"},
+    "rabbitmq": {"url": f"http://127.0.0.1:{CLOSED}"},
+    "celery": {"url": f"http://127.0.0.1:{CLOSED}"},
+    "nginx": {"status_url": f"http://127.0.0.1:{CLOSED}/nginx_status", "access_log": "/nonexistent/access.log"},
+    "gunicorn_": {"port": CLOSED},
+}
+
+
+def test_every_plugin_script_is_covered():
+    assert sorted(p.name for p in PLUGINS.iterdir()) == sorted(DOWN)
+
+
+@pytest.mark.parametrize("plugin", sorted(DOWN))
+def test_a_plugin_whose_service_is_down_reports_U(plugin, tmp_path):
+    config, _ = run_plugin(plugin, "config", env=DOWN[plugin], tmp=tmp_path)
+    fields = {line.split(".")[0] for line in config.splitlines() if ".label " in line}
+    output, elapsed = run_plugin(plugin, env={**DOWN[plugin], "MUNIN_PLUGSTATE": str(tmp_path)}, tmp=tmp_path)
+    assert parse_values(output) == {field: "U" for field in fields}
+    assert elapsed < 2.0  # fails fast: no hanging on a dead service
+
+
+def test_photos_per_second_counts_the_photos_posted_in_a_window(redis_port):
+    redis = socket.create_connection(("127.0.0.1", redis_port))
+    env = {"port": str(redis_port), "key": "photostack:counter:photos_posted"}
+
+    def incr(count: int) -> None:
+        redis.sendall(b"INCRBY photostack:counter:photos_posted %d\r\n" % count)
+        assert redis.recv(64).startswith(b":")
+
+    incr(5)  # photos posted before the window
+    before = int(parse_values(run_plugin("photos_per_second", env=env)[0])["photos"])
+    incr(17)
+    after = int(parse_values(run_plugin("photos_per_second", env=env)[0])["photos"])
+    # DERIVE: Munin divides this difference by the time between its two fetches.
+    assert after - before == 17
+    redis.close()
+
+
+def test_counter_fields_are_derive_with_limits_from_the_environment():
+    config, _ = run_plugin("photos_per_second", "config", env={"photos_warning": "50", "photos_critical": "100"})
+    assert "graph_title Photos Per Second" in config
+    assert "graph_category photostack" in config
+    for line in ("photos.type DERIVE", "photos.min 0", "photos.warning 50", "photos.critical 100"):
+        assert line in config.splitlines()
+    signups, _ = run_plugin("signups_per_minute", "config")
+    assert "signups.cdef signups,60,*" in signups.splitlines()
+
+
+def test_redis_plugin_reads_a_live_instance(redis_port, tmp_path):
+    values = parse_values(run_plugin("redis_", env={"port": str(redis_port)}, link_as="redis_primary",
+                                     tmp=tmp_path)[0])
+    assert int(values["used_memory"]) > 100_000
+    assert int(values["clients"]) >= 1
+    assert int(values["ops"]) >= 1
+    # A wrong password is a service we cannot read, not a crash.
+    denied = parse_values(run_plugin("redis_", env={"port": str(redis_port), "password": "wrong"})[0])
+    assert set(denied.values()) == {"U"}
+
+
+def test_plugins_answer_within_200ms(redis_port):
+    times = [run_plugin("photos_per_second", env={"port": str(redis_port)})[1] for _ in range(5)]
+    # Interpreter start-up included; the median keeps one slow start on a busy box from failing it.
+    assert statistics.median(times) < 0.2, times
+
+
+def test_nginx_counts_5xx_answers_incrementally_and_survives_rotation(tmp_path):
+    log = tmp_path / "access.log"
+    env = {"status_url": "http://127.0.0.1:1/nginx_status", "access_log": str(log), "MUNIN_PLUGSTATE": str(tmp_path)}
+
+    def line(status: int) -> str:
+        return f'127.0.0.1 [21/Nov/2026:15:00:00 +0000] "GET /p?q=\\"x\\" HTTP/1.1" {status} 12 0.001 0.001 "-"\n'
+
+    log.write_text(line(200) + line(502) + line(404) + line(500))
+    assert parse_values(run_plugin("nginx", env=env)[0])["errors_5xx"] == "2"
+    with log.open("a") as f:
+        f.write(line(503) + line(200) + '127.0.0.1 [21/Nov/2026:15:00:01 +0000] "GET / HTTP/1.1" 50')
+    assert parse_values(run_plugin("nginx", env=env)[0])["errors_5xx"] == "3"  # half line not yet counted
+    with log.open("a") as f:
+        f.write('3 1 0.001 0.001 "-"\n')
+    assert parse_values(run_plugin("nginx", env=env)[0])["errors_5xx"] == "4"
+    log.unlink()
+    log.write_text(line(500))  # rotated: a new file, read from its start
+    assert parse_values(run_plugin("nginx", env=env)[0])["errors_5xx"] == "5"

@@ -1,0 +1,92 @@
+"""munin_node / munin_master desired state for the one-box, as values (no SSH)."""
+
+from __future__ import annotations
+
+from infra.config import load_stack_config
+from infra.inventory import onebox_hosts
+from roles.engine.context import RoleContext
+from roles.engine.resources import Command, File, Service
+from roles.munin_master.role import desired as master_desired
+from roles.munin_master.role import munin_hosts, sudoers_escape, watcher_config
+from roles.munin_node.plugins import host_plugins
+from roles.munin_node.role import desired as node_desired
+from roles.munin_node.role import requirements
+
+
+def onebox_context() -> RoleContext:
+    config = load_stack_config("onebox")
+    hosts = tuple(onebox_hosts(config))
+    return RoleContext(config, "onebox", hosts[0], hosts, lambda name: f"secret-{name}")
+
+
+def test_onebox_host_gets_a_plugin_per_service_instance():
+    names = [p.name for p in host_plugins(onebox_context())]
+    assert names == [
+        "nginx", "gunicorn_app_0", "gunicorn_app_1", "pgbouncer",
+        "postgres_connections_0_primary", "postgres_replication_0_replica1", "postgres_connections_0_replica1",
+        "postgres_connections_1_primary", "postgres_replication_1_replica1", "postgres_connections_1_replica1",
+        "redis_primary", "photos_per_second", "likes_per_second", "signups_per_minute", "redis_replica1",
+        "rabbitmq", "celery",
+    ]
+
+
+def test_limits_and_settings_reach_the_plugins():
+    plugins = {p.name: dict(p.env) for p in host_plugins(onebox_context())}
+    assert plugins["pgbouncer"]["waiting_warning"] == "5" and plugins["pgbouncer"]["waiting_critical"] == "20"
+    assert plugins["redis_replica1"]["used_memory_critical"] == "240000000"
+    assert plugins["postgres_replication_1_replica1"].items() >= {"port": "5435", "replica": "shard1r1",
+                                                                  "lag_bytes_warning": "1048576"}.items()
+    assert plugins["photos_per_second"]["key"] == "photostack:counter:photos_posted"
+    assert "photos_warning" not in plugins["photos_per_second"]  # no limit configured, none invented
+
+
+def test_munin_node_conf_binds_loopback_and_secrets_stay_root_only():
+    state = node_desired(onebox_context())
+    files = {r.path: r for r in state.resources if isinstance(r, File)}
+    conf = files["/etc/munin/munin-node.conf"].content
+    assert "host 127.0.0.1\nport 4949\n" in conf and "host_name onebox" in conf
+    plugin_conf = files["/etc/munin/plugin-conf.d/photostack"]
+    assert plugin_conf.sensitive and plugin_conf.mode == 0o600
+    assert "env.password secret-redisPassword" in plugin_conf.content
+    script = files["/usr/local/lib/photostack/munin/plugins/redis_"].content
+    assert script.startswith("#!/opt/photostack/venv/bin/python\n")
+    prune = next(r for r in state.resources if isinstance(r, Command) and r.name == "prune unmanaged plugins")
+    assert "celery cpu df df_inode gunicorn_app_0" in prune.unless
+
+
+def test_venv_pins_come_from_pyproject():
+    assert requirements(["python-munin", "pagerduty"]) == "python-munin==0.3.2\npagerduty==7.2.0\n"
+
+
+def test_munin_conf_polls_every_host_with_limits_and_pages_through_the_pipeline():
+    ctx = onebox_context()
+    [host] = munin_hosts(ctx)
+    assert (host.name, host.address, host.port) == ("onebox", "127.0.0.1", 4949)
+    assert ("pgbouncer", "waiting", "critical", "20") in host.limits
+    conf = next(r for r in master_desired(ctx).resources if isinstance(r, File) and r.path == "/etc/munin/munin.conf")
+    assert "[onebox;onebox]\n    address 127.0.0.1\n    port 4949\n" in conf.content
+    assert "    pgbouncer.waiting.warning 5\n" in conf.content
+    assert "contact.photostack.command /usr/bin/sudo -n /usr/bin/env PYTHONPATH=" in conf.content
+    assert "html_strategy cron" in conf.content
+
+
+def test_watcher_probes_every_web_node_and_is_started_as_a_service():
+    ctx = onebox_context()
+    config = watcher_config(ctx)
+    assert config.interval_s == ctx.config.monitoring.health_probe_interval_s
+    assert config.targets[0].url == "http://127.0.0.1:8080/health"
+    services = [r.name for r in master_desired(ctx).resources if isinstance(r, Service)]
+    assert services == ["photostack-health-watcher", "munin-cron-loop"]
+
+
+def test_sudoers_escapes_its_special_characters():
+    assert sudoers_escape("/usr/bin/env A=b:c,d") == r"/usr/bin/env A\=b\:c\,d"
+
+
+def test_wildcard_plugin_instances_page_with_their_kinds_runbook():
+    from monitoring.alerts import runbook_name
+
+    assert runbook_name("redis_primary", "used_memory") == "redis_memory_high"
+    assert runbook_name("postgres_replication_0_replica1", "lag_bytes") == "replication_lag_high"
+    assert runbook_name("health", "app-0") == "web_node_down"
+    assert runbook_name("photos_per_second", "photos") == "photos_per_second"
