@@ -19,7 +19,7 @@ runner all read the same object, so the web process and the worker cannot disagr
 | PHOTOSTACK_MEMCACHED          | comma list of host:port                                    | `127.0.0.1:11211`     |
 | PHOTOSTACK_BROKER_URL         | Celery broker (RabbitMQ)                                   | `amqp://guest@127.0.0.1:5672//` |
 | PHOTOSTACK_STORAGE            | `local` or `s3`                                            | `local`               |
-| PHOTOSTACK_MEDIA_ROOT         | local storage directory (nginx serves it)                  | `/var/lib/photostack/media` |
+| PHOTOSTACK_MEDIA_ROOT         | local storage directory (nginx serves it)                  | `/srv/photostack/media` |
 | PHOTOSTACK_MEDIA_URL          | URL prefix of stored images                                | `/media/`             |
 | PHOTOSTACK_S3_BUCKET          | bucket for `s3` storage                                    | required for s3       |
 | PHOTOSTACK_S3_ENDPOINT_URL    | S3 endpoint override (tests, S3-compatible stores)         | AWS                   |
@@ -139,7 +139,7 @@ def load_app_config(env: Mapping[str, str]) -> AppConfig:
         memcached=_memcached(env.get("PHOTOSTACK_MEMCACHED", "127.0.0.1:11211")),
         broker_url=env.get("PHOTOSTACK_BROKER_URL", "amqp://guest@127.0.0.1:5672//"),
         storage=storage,
-        media_root=Path(env.get("PHOTOSTACK_MEDIA_ROOT", "/var/lib/photostack/media")),
+        media_root=Path(env.get("PHOTOSTACK_MEDIA_ROOT", "/srv/photostack/media")),
         media_url=media_url if media_url.endswith("/") else media_url + "/",
         s3_bucket=s3_bucket,
         s3_endpoint_url=env.get("PHOTOSTACK_S3_ENDPOINT_URL") or None,
