@@ -116,8 +116,9 @@ def sshd_pid(paths: OneBoxSsh, name: str = "sshd") -> int | None:
     """The pid of our sshd if it is running (found by its pid file, else by its config path)."""
     try:
         pid = int(paths.pid_file(name).read_text().strip())
-        os.kill(pid, 0)
-        return pid
+        # A stale pid file may name a pid since reused by another process: check it is our sshd.
+        if str(paths.config_file(name)) in Path(f"/proc/{pid}/cmdline").read_text():
+            return pid
     except (FileNotFoundError, ValueError, ProcessLookupError):
         pass
     found = subprocess.run(

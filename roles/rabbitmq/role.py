@@ -30,6 +30,26 @@ def erlang_cookie(password: str) -> str:
     return hashlib.sha256(f"photostack-erlang-cookie:{password}".encode()).hexdigest().upper()[:40]
 
 
+COOKIE = "/var/lib/rabbitmq/.erlang.cookie"
+
+
+def cookie(password: str, clustered: bool) -> File | Command:
+    """The Erlang cookie: shared (derived from the broker secret) when clustered; else any one.
+
+    A single node's cookie only has to match its own CLI, so it is made once and kept: a new
+    secret (a fresh one-box state dir) must not swap the cookie under a running node, whose
+    CLI could then no longer stop it.
+    """
+    if clustered:
+        return File(COOKIE, erlang_cookie(password), owner="rabbitmq", group="rabbitmq", mode=0o400,
+                    sensitive=True, notify=(RESTART,))
+    return Command(
+        "erlang cookie",
+        run=f"umask 077 && head -c 30 /dev/urandom | base64 | tr -dc A-Z0-9 > {COOKIE} && chown rabbitmq:rabbitmq {COOKIE} && chmod 400 {COOKIE}",
+        unless=f"test -s {COOKIE}",
+    )
+
+
 def desired(ctx: RoleContext) -> DesiredState:
     d = ctx.defaults("rabbitmq")
     node = ctx.host.nodes_of("rabbitmq")[0]
@@ -57,10 +77,7 @@ def desired(ctx: RoleContext) -> DesiredState:
             package_daemon_held("rabbitmq-server", ENV_FILE, then=KILL_EPMD),
             File(ENV_FILE, env, notify=(RESTART,)),
             File("/etc/rabbitmq/rabbitmq.conf", conf, notify=(RESTART,)),
-            File(
-                "/var/lib/rabbitmq/.erlang.cookie", erlang_cookie(password),
-                owner="rabbitmq", group="rabbitmq", mode=0o400, sensitive=True, notify=(RESTART,),
-            ),
+            cookie(password, clustered=len(peers) > 1),
             Service(
                 "rabbitmq-server",
                 start="service rabbitmq-server start",
