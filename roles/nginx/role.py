@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from infra.records import record
 from roles.engine.context import RoleContext
 from roles.engine.converge import available_roles
 from roles.engine.resources import Absent, DesiredState, Directory, File, Handler, Packages, Service
@@ -9,12 +10,23 @@ from roles.engine.resources import Absent, DesiredState, Directory, File, Handle
 RELOAD = "reload nginx"
 
 
-def app_servers(ctx: RoleContext) -> list[str]:
-    """Upstream app servers (address:port), once the app role exists."""
+DRAINED = "drained"  # the stored record of app nodes a deploy took out of rotation (infra/records.py)
+
+
+def drained_nodes(ctx: RoleContext) -> set[str]:
+    """App nodes marked `down` in every upstream: a deploy is restarting them."""
+    return set(record(ctx.config, ctx.stack, DRAINED).load() or [])
+
+
+def app_servers(ctx: RoleContext) -> list[tuple[str, bool]]:
+    """Upstream app servers (address:port, drained?), once the app role exists."""
     if "app" not in available_roles():
         return []
+    drained = drained_nodes(ctx)
     return [
-        f"{ctx.address(node)}:{ctx.port(node)}" for host in ctx.hosts for node in host.nodes_of("app")
+        (f"{ctx.address(node)}:{ctx.port(node)}", node.name in drained)
+        for host in ctx.hosts
+        for node in host.nodes_of("app")
     ]
 
 

@@ -26,17 +26,18 @@ class Database:
 
 
 def databases(clusters: list[Cluster], onebox: bool) -> list[Database]:
-    """`shard<n>` → the primary, `shard<n>_ro` → the replicas (pgbouncer spreads connections over
-    a host list; one-box replicas differ by port, so there the first replica serves reads)."""
+    """`shard<n>` → the primary, `shard<n>_ro` → the replicas in service (pgbouncer spreads
+    connections over a host list; one-box replicas differ by port, so there the first replica
+    serves reads). While no replica is in service (after a failover) reads go to the primary."""
     result = []
     for primary in (c for c in clusters if c.is_primary):
         result.append(Database(physical_db(primary.shard), primary.address, primary.port, primary.database))
-        replicas = [c for c in clusters if c.shard == primary.shard and not c.is_primary]
+        replicas = [c for c in clusters if c.shard == primary.shard and not c.is_primary and c.in_service]
         if onebox:
             replicas = replicas[:1]
-        if replicas:
-            hosts = ",".join(r.address for r in replicas)
-            result.append(Database(physical_db(primary.shard, replica=True), hosts, replicas[0].port, primary.database))
+        readers = replicas or [primary]
+        hosts = ",".join(r.address for r in readers)
+        result.append(Database(physical_db(primary.shard, replica=True), hosts, readers[0].port, primary.database))
     return result
 
 

@@ -1,15 +1,17 @@
 """The Postgres clusters of a stack: names, ports, data dirs, and who replicates from whom.
 
-Every postgres node (shard primary or replica) is one cluster, named `shard<n>` for a primary and
-`shard<n>r<k>` for its k-th replica, on the one-box (each on its own port) and on AWS (one per
-host) alike. pgbouncer, the runbooks and monitoring find clusters through these functions.
+Every postgres node is one cluster: member 0 of physical shard n is named `shard<n>`, member k
+`shard<n>r<k>`, on the one-box (each on its own port) and on AWS (one per host) alike. Member 0
+is the primary until a failover promotes another; which member is primary now is stored state
+(infra/shardstore.py `Primaries`), so names never change but roles may. pgbouncer, the runbooks
+and monitoring find clusters through these functions.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from infra.shardstore import HOST_SHARDMAP_PATH, stored_shard_map
+from infra.shardstore import HOST_SHARDMAP_PATH, stored_primaries, stored_shard_map
 from infra.topology import Node
 from roles.engine.context import RoleContext
 from roles.engine.resources import File
@@ -20,13 +22,15 @@ PASSFILE = "/var/lib/postgresql/.pgpass"
 
 @dataclass(frozen=True)
 class Cluster:
-    """One Postgres cluster: a shard's primary (replica == 0) or one of its replicas."""
+    """One Postgres cluster: member `replica` of its physical shard (0 = the original primary)."""
 
     version: int
     shard: int
     replica: int
     address: str  # where peers reach it
     port: int
+    acting_primary: int = 0  # the member that is primary now (stored state; changed by failovers)
+    in_service: bool = True  # False while a former primary waits for its rebuild as a replica
 
     @property
     def name(self) -> str:
@@ -34,7 +38,7 @@ class Cluster:
 
     @property
     def is_primary(self) -> bool:
-        return self.replica == 0
+        return self.replica == self.acting_primary
 
     @property
     def database(self) -> str:
@@ -56,9 +60,12 @@ class Cluster:
 
 
 def cluster_of(ctx: RoleContext, node: Node) -> Cluster:
-    """The cluster a postgres node runs."""
+    """The cluster a postgres node runs, with its current role from the stored primaries."""
+    shard, member = node.attrs["shard"], node.attrs["replica"]
+    role = stored_primaries(ctx.config, ctx.stack).of(shard)
     return Cluster(
-        ctx.config.postgres.version, node.attrs["shard"], node.attrs["replica"], ctx.address(node), ctx.port(node)
+        ctx.config.postgres.version, shard, member, ctx.address(node), ctx.port(node),
+        acting_primary=role.primary, in_service=member not in role.rebuilding,
     )
 
 
@@ -73,8 +80,13 @@ def primary_of(ctx: RoleContext, cluster: Cluster) -> Cluster:
 
 
 def replicas_of(ctx: RoleContext, cluster: Cluster) -> list[Cluster]:
-    """The replicas of a primary."""
+    """The replicas of a primary (in service or waiting for their rebuild)."""
     return [c for c in all_clusters(ctx) if c.shard == cluster.shard and not c.is_primary]
+
+
+def shard_clusters(ctx: RoleContext, shard: int) -> list[Cluster]:
+    """Every member of one physical shard, primary first."""
+    return sorted((c for c in all_clusters(ctx) if c.shard == shard), key=lambda c: not c.is_primary)
 
 
 def shard_map_file(ctx: RoleContext) -> File:

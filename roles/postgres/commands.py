@@ -9,6 +9,9 @@ from infra.sharding import next_id_sql, schema_name
 from roles.postgres.auth import APP_USER, REPLICATION_USER
 from roles.postgres.cluster import PASSFILE, SOCKET_DIR, Cluster
 
+# Where `fence` moves a failed primary's data dir (kept for forensics until the rebuild).
+FENCED_SUFFIX = ".fenced"
+
 # Setup statements must not wait for a synchronous replica that may not exist yet.
 _LOCAL_COMMIT = "PGOPTIONS='-c synchronous_commit=local'"
 
@@ -69,8 +72,11 @@ def build_replica(replica: Cluster, primary: Cluster) -> str:
     return " && ".join(
         [
             create_cluster(replica),
-            # The fresh cluster's own (initdb) data dir goes at once: a data dir means "built".
-            f"rm -rf {replica.data_dir}",
+            # A former primary may still run (it came back after a failover): it goes first.
+            f"{{ {ctl(replica, 'stop -m immediate')} >/dev/null 2>&1 || true; }}",
+            # The fresh cluster's own (initdb) data dir goes at once: a data dir means "built";
+            # a fenced old data dir (see `fence`) is kept only until this rebuild.
+            f"rm -rf {replica.data_dir} {replica.data_dir}{FENCED_SUFFIX}",
             f"for i in $(seq 60); do pg_isready -q -h {primary.address} -p {primary.port} && break; sleep 1; done",
             f"{{ {as_postgres} pg_receivewal --drop-slot -S {replica.slot} {conn} >/dev/null 2>&1 || true; }}",
             f"rm -rf {partial}",
@@ -82,8 +88,56 @@ def build_replica(replica: Cluster, primary: Cluster) -> str:
 
 
 def replica_built(replica: Cluster) -> str:
-    """Succeeds once the replica's cluster exists with a base backup in place."""
-    return f"[ -f {replica.config_dir}/postgresql.conf ] && [ -f {replica.data_dir}/PG_VERSION ]"
+    """Succeeds once the replica's cluster exists with a base backup in place, still a standby.
+
+    A data dir without standby.signal was promoted: a former primary, which must be rebuilt
+    from the current primary before it may run again (it would otherwise be a second primary).
+    """
+    data = replica.data_dir
+    return f"[ -f {replica.config_dir}/postgresql.conf ] && [ -f {data}/PG_VERSION ] && [ -f {data}/standby.signal ]"
+
+
+# --- failover: fence the old primary, promote a replica, warm its cache --------------------
+
+def fence(cluster: Cluster) -> str:
+    """Stop a (failed) primary at once and move its data dir aside, so that nothing — a reboot,
+    a watchdog, an operator's `service postgresql start` — can bring it back as a second
+    primary. The next converge (or `ops rebuild-replica`) rebuilds it as a replica; the old data
+    dir stays as `<data dir>.fenced` for forensics until then."""
+    data = cluster.data_dir
+    return (
+        f"{{ {ctl(cluster, 'stop -m immediate')} >/dev/null 2>&1 || true; }}; "
+        f"if [ -d {data} ]; then rm -rf {data}{FENCED_SUFFIX} && mv {data} {data}{FENCED_SUFFIX}; fi"
+    )
+
+
+def promote(cluster: Cluster, timeout_s: int = 30) -> str:
+    """Promote a streaming replica to primary and wait until it accepts writes."""
+    writable = psql_is_true(cluster, "SELECT NOT pg_is_in_recovery()")
+    return (
+        f"{ctl(cluster, 'promote')} && "
+        f"for i in $(seq {timeout_s * 10}); do {writable} && exit 0; sleep 0.1; done; "
+        f"echo '{cluster.name} still in recovery after {timeout_s}s' >&2; exit 1"
+    )
+
+
+def warm_cache(cluster: Cluster) -> str:
+    """Read the new primary's tables and indexes into the page cache (vmtouch), so the first
+    minutes after a failover are not served from cold disk."""
+    return f"vmtouch -q -t {cluster.data_dir}/base"
+
+
+def wait_streaming(primary: Cluster, replica: Cluster, timeout_s: int = 120) -> str:
+    """Wait until `replica` streams from `primary` (seen in the primary's pg_stat_replication)."""
+    streaming = psql_is_true(
+        primary,
+        f"SELECT count(*) = 1 FROM pg_stat_replication WHERE application_name = {sql_literal(replica.name)} "
+        "AND state = 'streaming'",
+    )
+    return (
+        f"for i in $(seq {timeout_s * 10}); do {streaming} && exit 0; sleep 0.1; done; "
+        f"echo '{replica.name} does not stream from {primary.name} after {timeout_s}s' >&2; exit 1"
+    )
 
 
 def roles_sql(verifiers: dict[str, str]) -> str:

@@ -31,7 +31,8 @@ def desired(ctx: RoleContext) -> DesiredState:
             shard_map_file(ctx),
         ]
     )
-    for cluster in clusters:
+    # Primaries first: a replica's base backup needs its primary running.
+    for cluster in sorted(clusters, key=lambda c: not c.is_primary):
         state.extend(primary(ctx, cluster) if cluster.is_primary else replica(ctx, cluster))
     return state
 
@@ -95,7 +96,10 @@ def configured(ctx: RoleContext, cluster: Cluster) -> DesiredState:
     memory_mb = host_memory_mb(ctx)
     source = primary_of(ctx, cluster)
     replicas = replicas_of(ctx, cluster) if cluster.is_primary else []
-    sync = ctx.config.postgres.synchronous_commit and replicas
+    # Only replicas in service may be synchronous standbys: one waiting for its rebuild after a
+    # failover would block every commit (runbooks/shard_primary_down.md states the trade-off).
+    standbys = [r for r in replicas if r.in_service]
+    sync = ctx.config.postgres.synchronous_commit and standbys
     reload = f"reload postgres {cluster.name}"
     conf = ctx.template(
         "postgres",
@@ -106,7 +110,7 @@ def configured(ctx: RoleContext, cluster: Cluster) -> DesiredState:
         memory=memory_settings(memory_mb, clusters_on_host, share, d["postgres_max_connections"]),
         memory_mb=memory_mb,
         clusters_on_host=clusters_on_host,
-        synchronous_standby_names=f"ANY 1 ({', '.join(r.name for r in replicas)})" if sync else "",
+        synchronous_standby_names=f"ANY 1 ({', '.join(r.name for r in standbys)})" if sync else "",
         replication_user=REPLICATION_USER,
         passfile=PASSFILE,
     )

@@ -1,0 +1,158 @@
+"""Shard failover and replica rebuild: the runbook shard_primary_down as code.
+
+    failover:        fence the old primary → promote a replica → store the new primary →
+                     repoint pgbouncer everywhere → warm the new primary's page cache
+    rebuild_replica: rebuild the fenced member as a replica of the new primary → wait until it
+                     streams → put it back in service (synchronous standby, read pool)
+
+The stored primaries record (infra/shardstore.py) is the switch: the postgres and pgbouncer
+roles render from it, so any converge afterwards keeps the new topology.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from infra.inventory import Host, select
+from infra.shardstore import primaries_store
+from ops.remote import StepFailed, check_converged, run_step
+from ops.stack import Stack
+from roles.postgres import commands
+from roles.postgres.cluster import Cluster, cluster_of, shard_clusters
+
+
+class FailoverError(RuntimeError):
+    """A failover or rebuild cannot start (bad shard, no replica in service …)."""
+
+
+@dataclass
+class StepLog:
+    """What each step took; the failover report."""
+
+    steps: list[tuple[str, float]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def timed(self, name: str, action: Callable[[], object], progress: Callable[[str], None]) -> None:
+        progress(name)
+        started = time.monotonic()
+        action()
+        self.steps.append((name, time.monotonic() - started))
+
+    @property
+    def seconds(self) -> float:
+        return sum(s for _, s in self.steps)
+
+
+@dataclass(frozen=True)
+class Member:
+    """A cluster and the host running it."""
+
+    cluster: Cluster
+    host: Host
+
+
+def members(stack: Stack, shard: int) -> list[Member]:
+    """Every member of physical shard `shard`, primary first, with its host."""
+    if not 0 <= shard < stack.config.postgres.physical_shards:
+        raise FailoverError(f"--shard {shard}: no such physical shard (0..{stack.config.postgres.physical_shards - 1})")
+    result = []
+    for host in stack.hosts:
+        ctx = stack.context(host)
+        for node in host.nodes_of("postgres"):
+            if node.attrs["shard"] == shard:
+                result.append(Member(cluster_of(ctx, node), host))
+    order = [c.name for c in shard_clusters(stack.context(stack.hosts[0]), shard)]
+    return sorted(result, key=lambda m: order.index(m.cluster.name))
+
+
+def failover(stack: Stack, shard: int, progress: Callable[[str], None] = lambda _: None) -> StepLog:
+    """Promote shard `shard`'s replica in place of its primary (which is fenced first)."""
+    found = members(stack, shard)
+    old = found[0]
+    candidates = [m for m in found[1:] if m.cluster.in_service]
+    if not candidates:
+        raise FailoverError(f"shard {shard}: no replica in service to promote (run `ops rebuild-replica --shard {shard}`)")
+    new = candidates[0]
+    log = StepLog()
+
+    def fence() -> None:
+        try:
+            run_step(old.host, stack.ssh, f"fence {old.cluster.name}", commands.fence(old.cluster))
+        except StepFailed as exc:
+            if "cannot reach" not in str(exc):
+                raise
+            # A dead host takes no writes: pgbouncer stops sending them there in a moment, and
+            # when it returns its converge rebuilds it (no standby.signal = a former primary).
+            log.warnings.append(f"could not fence {old.cluster.name} ({exc}); it is rebuilt when its host returns")
+
+    store = primaries_store(stack.config, stack.name)
+    log.timed(f"fence {old.cluster.name} on {old.host.name}", fence, progress)
+    log.timed(f"promote {new.cluster.name}", lambda: run_step(new.host, stack.ssh, f"promote {new.cluster.name}",
+                                                              commands.promote(new.cluster)), progress)
+    log.timed("store the new primary", lambda: store.save(store.load().failed_over(shard, new.cluster.replica)), progress)
+    log.timed("repoint pgbouncer", lambda: repoint_pgbouncer(stack), progress)
+    log.timed(f"warm {new.cluster.name}'s cache", lambda: run_step(new.host, stack.ssh, "vmtouch",
+                                                                   commands.warm_cache(new.cluster)), progress)
+    return log
+
+
+def repoint_pgbouncer(stack: Stack) -> None:
+    """Re-render every pgbouncer's databases from the stored primaries and reload (clients stay)."""
+    check_converged(stack.converge(select(stack.hosts, role="pgbouncer"), {"pgbouncer"}), "repointing pgbouncer")
+
+
+def rebuild_replica(stack: Stack, shard: int, member: str | None = None,
+                    progress: Callable[[str], None] = lambda _: None) -> StepLog:
+    """Rebuild shard `shard`'s members that wait for it (or the replica named `member`, e.g. one
+    whose slot was lost) as replicas of the current primary, then put them back in service."""
+    found = members(stack, shard)
+    primary = found[0]
+    store = primaries_store(stack.config, stack.name)
+    log = StepLog()
+    if member is not None:
+        chosen = next((m for m in found[1:] if m.cluster.name == member), None)
+        if chosen is None:
+            names = ", ".join(m.cluster.name for m in found[1:])
+            raise FailoverError(f"--member {member}: not a replica of shard {shard} (replicas: {names})")
+
+        def take_out() -> None:
+            store.save(store.load().out_of_service(shard, chosen.cluster.replica))
+            check_converged(stack.converge([primary.host], {"postgres"}), "dropping the synchronous standby")
+            repoint_pgbouncer(stack)
+            run_step(chosen.host, stack.ssh, f"fence {chosen.cluster.name}", commands.fence(chosen.cluster))
+
+        log.timed(f"take {member} out of service", take_out, progress)
+        found = members(stack, shard)
+    waiting = [m for m in found[1:] if not m.cluster.in_service]
+    if not waiting:
+        raise FailoverError(f"shard {shard}: no member waits for a rebuild (primary is {primary.cluster.name})")
+    hosts = _unique([primary.host] + [m.host for m in waiting])
+    log.timed(f"base backup {', '.join(m.cluster.name for m in waiting)} from {primary.cluster.name}",
+              lambda: check_converged(stack.converge(hosts, {"postgres"}), "rebuilding"), progress)
+    for member in waiting:
+        log.timed(f"wait until {member.cluster.name} streams",
+                  lambda m=member: run_step(primary.host, stack.ssh, f"{m.cluster.name} streaming",
+                                            commands.wait_streaming(primary.cluster, m.cluster)), progress)
+
+    def back_in_service() -> None:
+        primaries = store.load()
+        for member in waiting:
+            primaries = primaries.rebuilt(shard, member.cluster.replica)
+        store.save(primaries)
+
+    log.timed("back in service", back_in_service, progress)
+    # The primary now waits for its standby again; the read pool moves back to the replica.
+    log.timed("synchronous standby on", lambda: check_converged(stack.converge([primary.host], {"postgres"}),
+                                                              "synchronous standby"), progress)
+    log.timed("repoint pgbouncer", lambda: repoint_pgbouncer(stack), progress)
+    return log
+
+
+def _unique(hosts: list[Host]) -> list[Host]:
+    seen: list[Host] = []
+    for host in hosts:
+        if host not in seen:
+            seen.append(host)
+    return seen
