@@ -9,11 +9,9 @@ from rich.console import Console
 from infra.config import ConfigError
 from infra.inventory import select
 from infra.secrets import SecretStore
-from ops import alerting, plan, report
+from ops import alerting, day2, plan, report
 from ops.stack import Stack
 from roles.engine.converge import missing_roles
-from roles.engine.executor import connect, read_facts
-from roles.engine.resources import DesiredState, Service
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 console = Console()
@@ -95,27 +93,6 @@ def converge(
     _exit_for(results)
 
 
-@app.command()
-def status(ctx: typer.Context) -> None:
-    """Each host, role and service: up or down."""
-    stack = load(ctx)
-    rows = []
-    for host in stack.hosts:
-        per_role = [(role, s) for role in host.roles for s in stack.services(host, {role}).resources]
-        try:
-            with connect(host, stack.ssh) as conn:
-                facts = read_facts(conn, host, DesiredState(resources=[s for _, s in per_role]))
-        except Exception as exc:  # noqa: BLE001 — an unreachable host is a status, not a crash
-            rows.append((host.name, "-", "ssh", f"unreachable: {exc}"))
-            continue
-        for (role, service), fact in zip(per_role, facts):
-            assert isinstance(service, Service)
-            rows.append((host.name, role, service.name, "up" if fact.strip() == "running" else "down"))
-    report.status(console, rows)
-    if any(r[3] != "up" for r in rows):
-        raise typer.Exit(1)
-
-
 secret_app = typer.Typer(help="One-box secrets in the state dir (AWS uses Pulumi secrets).")
 app.add_typer(secret_app, name="secret")
 
@@ -132,7 +109,7 @@ def secret_set(ctx: typer.Context, name: str) -> None:
 
 
 # Commands of each area live in their own module and register themselves here.
-for area in (alerting, plan):
+for area in (alerting, day2, plan):
     area.register(app)
 
 

@@ -1,0 +1,166 @@
+"""`ops` commands of the runbooks: status, failover, rebuild-replica, replace-node, queue, cache.
+
+Thin: parse, call ops/failover.py, ops/maintenance.py, ops/overview.py, print. A failed step
+prints one line naming the host and the step, and exits 1; bad input exits 2.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from infra.config import ConfigError
+from ops import failover as fo
+from ops import maintenance, overview
+from ops.remote import StepFailed
+from ops.stack import Stack
+
+console = Console()
+StackName = Annotated[str, typer.Option("--stack", help="Stack name (Pulumi.<stack>.yaml).")]
+Shard = Annotated[int, typer.Option("--shard", help="Physical shard number.")]
+
+
+def _stack(ctx: typer.Context, stack: str | None) -> Stack:
+    name = stack or (ctx.obj or {}).get("stack", "onebox")
+    try:
+        loaded = Stack.load(name)
+        if loaded.config.target == "onebox":
+            loaded.prepare_onebox()
+        return loaded
+    except ConfigError as exc:
+        _fail(exc.problems[0], 2)
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _progress(step: str) -> None:
+    console.print(f"[cyan]→[/cyan] {step}", highlight=False)
+
+
+def _steps(log: fo.StepLog) -> None:
+    for name, seconds in log.steps:
+        console.print(f"  {seconds:6.2f}s  {name}", highlight=False)
+    for warning in log.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+    console.print(f"  {log.seconds:6.2f}s  total", highlight=False)
+
+
+def status(ctx: typer.Context, stack: StackName = None) -> None:
+    """Services, every paging alert's current value, shard roles, app health, lock, open alerts."""
+    view = overview.overview(_stack(ctx, stack))
+    services = Table("host", "role", "service", "state", title="services")
+    for host, role, name, state in view.services:
+        services.add_row(host, role, name, f"[green]{state}[/]" if state == "up" else f"[red]{state}[/]")
+    console.print(services)
+    shards = Table("shard", "cluster", "stored role", "answers as", title="shards")
+    for shard, name, stored, live in view.shards:
+        ok = live == stored.split()[0]
+        shards.add_row(str(shard), name, stored, f"[green]{live}[/]" if ok else f"[red]{live}[/]")
+    console.print(shards)
+    readings = Table("host", "plugin.field", "value", "warning", "critical", "state", "runbook", title="alerts")
+    colours = {"ok": "green", "warning": "yellow", "critical": "red", "unknown": "white"}
+    for r in view.readings:
+        readings.add_row(r.host, f"{r.plugin}.{r.field}", r.value, r.warning, r.critical,
+                         f"[{colours[r.state]}]{r.state}[/]", r.runbook)
+    console.print(readings)
+    for node, answer in view.health:
+        console.print(f"health {node}: {answer}", highlight=False)
+    console.print(f"deploy lock: {view.lock or 'free'}", highlight=False)
+    console.print(f"open alerts: {', '.join(view.open_alerts) or 'none'}", highlight=False)
+    if not view.healthy:
+        raise typer.Exit(1)
+
+
+def failover(ctx: typer.Context, shard: Shard, stack: StackName = None) -> None:
+    """Fence shard N's primary, promote its replica, repoint pgbouncer, warm the cache."""
+    loaded = _stack(ctx, stack)
+    try:
+        log = fo.failover(loaded, shard, _progress)
+    except fo.FailoverError as exc:
+        _fail(str(exc), 2)
+    except StepFailed as exc:
+        _fail(f"failover of shard {shard} stopped: {exc}")
+    _steps(log)
+    console.print(f"shard {shard} failed over; next: `ops rebuild-replica --shard {shard}`", highlight=False)
+
+
+def rebuild_replica(
+    ctx: typer.Context, shard: Shard, stack: StackName = None,
+    member: Annotated[str | None, typer.Option("--member", help="Rebuild this replica (e.g. shard0r1) even if in service.")] = None,
+) -> None:
+    """Rebuild shard N's fenced (or named) member as a streaming replica and put it back in service."""
+    loaded = _stack(ctx, stack)
+    try:
+        log = fo.rebuild_replica(loaded, shard, member, _progress)
+    except (fo.FailoverError, ValueError) as exc:
+        _fail(str(exc), 2)
+    except StepFailed as exc:
+        _fail(f"rebuild of shard {shard} stopped: {exc}")
+    _steps(log)
+
+
+def replace_node(ctx: typer.Context, node: Annotated[str, typer.Argument(help="Node name, e.g. app-0.")],
+                 stack: StackName = None) -> None:
+    """One-box: restart the node's services. AWS: terminate its instance for the fleet to replace."""
+    loaded = _stack(ctx, stack)
+    try:
+        console.print(maintenance.replace_node(loaded, node), highlight=False)
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    except StepFailed as exc:
+        _fail(str(exc))
+
+
+queue_app = typer.Typer(help="Move waiting tasks off a backlogged queue and back (runbooks/queue_backlog.md).",
+                        no_args_is_help=True)
+QueueName = Annotated[str, typer.Option("--queue", help="Queue name (thumbnails, feed).")]
+Limit = Annotated[int, typer.Option("--limit", help="Move at most this many messages.")]
+
+
+@queue_app.command("drain")
+def queue_drain(ctx: typer.Context, queue: QueueName = "feed", limit: Limit = 1_000_000, stack: StackName = None) -> None:
+    """Move the queue's waiting messages to `<queue>.parked` (durable; nothing is lost)."""
+    try:
+        moved = maintenance.move_queue(_stack(ctx, stack), queue, maintenance.parked(queue), limit)
+    except (ValueError, StepFailed) as exc:
+        _fail(str(exc))
+    console.print(f"moved {moved} message(s) from {queue} to {maintenance.parked(queue)}")
+
+
+@queue_app.command("requeue")
+def queue_requeue(ctx: typer.Context, queue: QueueName = "feed", limit: Limit = 1_000_000, stack: StackName = None) -> None:
+    """Move the parked messages back to the queue, in order."""
+    try:
+        moved = maintenance.move_queue(_stack(ctx, stack), maintenance.parked(queue), queue, limit)
+    except (ValueError, StepFailed) as exc:
+        _fail(str(exc))
+    console.print(f"moved {moved} message(s) from {maintenance.parked(queue)} back to {queue}")
+
+
+cache_app = typer.Typer(help="The photo cache (Memcached).", no_args_is_help=True)
+
+
+@cache_app.command("flush")
+def cache_flush(ctx: typer.Context, stack: StackName = None) -> None:
+    """Flush every Memcached node."""
+    try:
+        done = maintenance.flush_cache(_stack(ctx, stack))
+    except StepFailed as exc:
+        _fail(str(exc))
+    console.print(f"flushed {', '.join(done)}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the runbook commands to the `ops` app."""
+    app.command("status")(status)
+    app.command("failover")(failover)
+    app.command("rebuild-replica")(rebuild_replica)
+    app.command("replace-node")(replace_node)
+    app.add_typer(queue_app, name="queue")
+    app.add_typer(cache_app, name="cache")
