@@ -43,7 +43,7 @@ def test_pgbouncer_entries_per_primary_and_replicas():
                 Cluster(15, 0, 2, "10.0.2.1", 5432), Cluster(15, 1, 0, "10.0.0.2", 5432)]
     entries = {(d.name, d.host, d.dbname) for d in databases(clusters, onebox=False)}
     assert entries == {("shard0", "10.0.0.1", "shard0"), ("shard0_ro", "10.0.1.1,10.0.2.1", "shard0"),
-                       ("shard1", "10.0.0.2", "shard1")}
+                       ("shard1", "10.0.0.2", "shard1"), ("shard1_ro", "10.0.0.2", "shard1")}  # no replica: the primary
     onebox = databases([Cluster(15, 0, 0, "127.0.0.1", 5433), Cluster(15, 0, 1, "127.0.0.1", 5434)], onebox=True)
     assert [(d.name, d.port) for d in onebox] == [("shard0", 5433), ("shard0_ro", 5434)]
 
