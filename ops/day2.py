@@ -12,7 +12,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from infra.config import ConfigError
 from ops import failover as fo
 from ops import maintenance, overview
 from ops.remote import StepFailed
@@ -25,13 +24,11 @@ Shard = Annotated[int, typer.Option("--shard", help="Physical shard number.")]
 
 def _stack(ctx: typer.Context, stack: str | None) -> Stack:
     name = stack or (ctx.obj or {}).get("stack", "onebox")
-    try:
-        loaded = Stack.load(name)
-        if loaded.config.target == "onebox":
-            loaded.prepare_onebox()
-        return loaded
-    except ConfigError as exc:
-        _fail(exc.problems[0], 2)
+    # A ConfigError propagates to ops.cli.main: one line per problem on stderr, exit 2.
+    loaded = Stack.load(name)
+    if loaded.config.target == "onebox":
+        loaded.prepare_onebox()
+    return loaded
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
