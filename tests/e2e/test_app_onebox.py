@@ -133,3 +133,20 @@ def test_browser_shows_the_posted_photo_in_the_feed(base_url, new_user, tmp_path
         assert "seen in chromium" in browser.evaluate("document.body.innerText")
         browser.screenshot(shot)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+
+
+def test_release_is_current_and_a_second_converge_changes_nothing(onebox):
+    import re
+    import subprocess
+    import sys
+
+    from roles.app.release import CURRENT, build_release
+
+    version = build_release().version
+    assert os.path.realpath(CURRENT) == f"/opt/photostack/releases/{version}"
+    with open("/run/photostack/app-8001.pid") as f:
+        environ = open(f"/proc/{f.read().strip()}/environ", "rb").read().split(b"\0")
+    assert f"PHOTOSTACK_RELEASE={version}".encode() in environ  # Sentry's release
+    done = subprocess.run([sys.executable, "-m", "ops", "converge", "--role", "app", "--role", "worker"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and re.search(r"changed=0 failed=0", done.stdout), done.stdout + done.stderr
