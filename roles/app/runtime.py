@@ -126,7 +126,9 @@ def app_processes(ctx: RoleContext) -> list[tuple[File, Service]]:
                 "-w", str(ctx.config.fleets.app.processes), "--threads", str(d["app_threads"]),
                 "-b", f"{address}:{port}", "--timeout", str(d["app_timeout"]),
                 "--graceful-timeout", str(d["app_graceful_timeout"]), "--keep-alive", str(d["app_keepalive"]),
-                "--error-logfile", f"{d['app_log_dir']}/app-{port}.log"]
+                "--error-logfile", f"{d['app_log_dir']}/app-{port}.log", "--capture-output",
+                # Two instances share a home: their default control sockets would clash (unused).
+                "--no-control-socket"]
         ready = f"curl -fs -o /dev/null --max-time 2 http://{address}:{port}/health"
         found.append((
             unit_file(ctx, unit, f"photostack app (gunicorn :{port})", argv),
