@@ -28,17 +28,17 @@ INSTAGRAM_EPOCH_MS = 1314220021721
 
 # Secrets: never plain text in the YAML. On AWS they are Pulumi secrets (`secure:` values);
 # on one-box they live in the git-ignored state dir (see infra/secrets.py).
-SECRET_KEYS = (
+# Service passwords: generated on one-box, Pulumi secrets on AWS.
+GENERATED_SECRETS = (
     "dbPassword",
     "replicationPassword",
     "pgbouncerAdminPassword",
     "redisPassword",
     "rabbitmqPassword",
     "djangoSecretKey",
-    "pagerdutyRoutingKey",
-    "pingdomToken",
-    "sentryDsn",
 )
+# Every secret: the service passwords plus the integrations' keys.
+SECRET_KEYS = GENERATED_SECRETS + ("pagerdutyRoutingKey", "pingdomToken", "sentryDsn")
 
 
 class ConfigError(Exception):
@@ -348,16 +348,6 @@ def parse_stack_config(document: Any, source: str = "stack config") -> StackConf
     if problems:
         raise ConfigError(problems)
     return config
-
-
-GENERATED_SECRETS = (
-    "dbPassword",
-    "replicationPassword",
-    "pgbouncerAdminPassword",
-    "redisPassword",
-    "rabbitmqPassword",
-    "djangoSecretKey",
-)
 
 
 def required_secrets(config: StackConfig) -> list[str]:

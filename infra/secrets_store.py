@@ -20,24 +20,18 @@ from infra.tagging import tags
 ROLE = "secrets"
 
 # Which secrets each role reads on its host; pgbouncer rides on app and worker hosts.
+APP_SECRETS = (
+    "dbPassword",
+    "pgbouncerAdminPassword",
+    "redisPassword",
+    "rabbitmqPassword",
+    "djangoSecretKey",
+    "sentryDsn",
+)
 ROLE_SECRETS: dict[str, tuple[str, ...]] = {
     "postgres": ("dbPassword", "replicationPassword"),
-    "app": (
-        "dbPassword",
-        "pgbouncerAdminPassword",
-        "redisPassword",
-        "rabbitmqPassword",
-        "djangoSecretKey",
-        "sentryDsn",
-    ),
-    "worker": (
-        "dbPassword",
-        "pgbouncerAdminPassword",
-        "redisPassword",
-        "rabbitmqPassword",
-        "djangoSecretKey",
-        "sentryDsn",
-    ),
+    "app": APP_SECRETS,
+    "worker": APP_SECRETS,
     "redis": ("redisPassword",),
     "rabbitmq": ("rabbitmqPassword",),
     "munin_master": ("pagerdutyRoutingKey",),

@@ -98,11 +98,6 @@ class ShardMap:
         return shard_map
 
 
-def logical_shard_for_user(user_id: int, logical_shards: int) -> int:
-    """The logical shard that holds a user's objects (ids of new users come from this shard too)."""
-    return user_id % logical_shards
-
-
 def next_id_sql(schema: str, logical: int, epoch_ms: int) -> str:
     """PL/pgSQL creating `<schema>.next_id()` and its sequence (idempotent)."""
     return f"""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import sentry_sdk
 import typer
 from rich.console import Console
 
@@ -10,6 +11,7 @@ from infra.config import ConfigError
 from infra.inventory import select
 from infra.secrets import SecretStore
 from ops import alerting, plan, report
+from monitoring.sentry import init_for_stack
 from ops.stack import Stack
 from roles.engine.converge import missing_roles
 from roles.engine.executor import connect, read_facts
@@ -22,7 +24,9 @@ err = Console(stderr=True)
 
 def load(ctx: typer.Context) -> Stack:
     """The stack named by the global --stack option, validated (exit 2 on bad config)."""
-    return Stack.load(ctx.obj["stack"])
+    stack = Stack.load(ctx.obj["stack"])
+    init_for_stack(stack.name, stack.config, "ops")  # no-op without a DSN
+    return stack
 
 
 @app.callback()
@@ -144,3 +148,8 @@ def main() -> None:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         sys.exit(2)
+    except Exception as exc:  # noqa: BLE001 — one line for the operator, the traceback to Sentry
+        sentry_sdk.capture_exception(exc)
+        sentry_sdk.flush(timeout=5)
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -63,3 +63,37 @@ def test_init_for_stack_uses_the_stack_environment(sentry_server, state_root, mo
         _close()
     [event] = sentry_server.events
     assert (event["environment"], event["release"], event["tags"]["component"]) == ("onebox", "photostack@abc123", "worker")
+
+
+def test_ops_cli_reports_a_crash_to_sentry_and_prints_one_line(sentry_server, tmp_path) -> None:
+    """An unexpected failure of an `ops` command: one line for the operator, the event to Sentry."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as probe:  # a port nothing listens on: the EC2 API is unreachable
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "PHOTOSTACK_SENTRY_DSN": sentry_server.dsn,
+        "PHOTOSTACK_STATE_DIR": str(tmp_path),
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{dead_port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_MAX_ATTEMPTS": "1",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "ops", "--stack", "staging", "status"],
+        capture_output=True, text=True, env=env, timeout=120, cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert "Traceback" not in done.stderr
+    events = sentry_server.items("event")
+    assert events, "no event reached the local Sentry DSN"
+    assert events[-1]["environment"] == "staging"
+    assert events[-1]["tags"]["component"] == "ops"
