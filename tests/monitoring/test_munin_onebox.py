@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import pytest
 
 from ops.stack import Stack
 from roles.munin_node.plugins import host_plugins
+from tests.chromium import screenshot
 from tests.monitoring.conftest import OUTPUT, REPO, MuninNode
 
 pytestmark = pytest.mark.onebox
@@ -75,14 +75,8 @@ def test_munin_cron_builds_the_dashboard_and_nginx_serves_it(stack, tmp_path):
     image = urllib.request.urlopen(base + "onebox/onebox/photos_per_second-day.png", timeout=5)
     assert image.headers["Content-Type"] == "image/png"
 
-    chromium = shutil.which("chromium")
-    if not chromium:
-        pytest.skip("chromium is not installed (apt-get install -y chromium)")
     OUTPUT.mkdir(exist_ok=True)
     shot = OUTPUT / "munin-dashboard.png"
     shot.unlink(missing_ok=True)
-    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync", "--no-first-run",
-                    f"--user-data-dir={tmp_path / 'chromium'}", f"--screenshot={shot}", "--window-size=1280,900",
-                    base + "onebox/onebox/index.html"], capture_output=True, timeout=120, check=True)
+    screenshot(base + "onebox/onebox/index.html", shot, tmp_path / "chromium")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000

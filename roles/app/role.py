@@ -1,0 +1,59 @@
+"""app: the Django app under gunicorn, one instance per app node, behind nginx.
+Release (venv → code → env → current) → migrations → processes → demo data (one-box)."""
+
+from __future__ import annotations
+
+from app.migrate import load_migrations
+from app.seed import DEMO_USERS
+from app.shards import username_shard
+from infra.sharding import physical_db, schema_name
+from infra.shardstore import stored_shard_map
+from roles.app import runtime
+from roles.engine.context import RoleContext
+from roles.engine.resources import Command, DesiredState
+
+# psql through this host's pgbouncer with the app's own credentials (read from app.env, so no
+# secret is in the command line): fast checks that keep a no-op converge fast.
+PSQL = (f"set -a && . {runtime.ENV_FILE} && set +a && PGPASSWORD=$PHOTOSTACK_DB_PASSWORD "
+        "psql -XAtq -h $PHOTOSTACK_DB_HOST -p $PHOTOSTACK_DB_PORT -U $PHOTOSTACK_DB_USER")
+
+
+def migrated(ctx: RoleContext) -> str:
+    """Exit 0 when every logical shard has recorded every migration (one query per physical shard)."""
+    count = len(load_migrations())
+    shard_map = stored_shard_map(ctx.config, ctx.stack)
+    checks = []
+    for physical in range(shard_map.physical_shards):
+        counts = " UNION ALL ".join(f"SELECT count(*) c FROM {schema_name(n)}.schema_migrations"
+                                    for n in shard_map.logical_on(physical))
+        checks.append(f'[ "$({PSQL} -d {physical_db(physical)} -c "SELECT min(c) FROM ({counts}) t")" = {count} ]')
+    return " && ".join(checks)
+
+
+def seeded(ctx: RoleContext) -> str:
+    """Exit 0 when every demo user exists with at least one photo."""
+    shard_map = stored_shard_map(ctx.config, ctx.stack)
+    checks = []
+    for name in DEMO_USERS:
+        logical = username_shard(name, shard_map.logical_shards)
+        s = schema_name(logical)
+        query = f"SELECT count(*) FROM {s}.users u JOIN {s}.photos p ON p.user_id = u.id WHERE u.username = '{name}'"
+        checks.append(f'[ "$({PSQL} -d {physical_db(shard_map.physical_of(logical))} -c "{query}")" -gt 0 ]')
+    return " && ".join(checks)
+
+
+def desired(ctx: RoleContext) -> DesiredState:
+    processes = runtime.app_processes(ctx)
+    resources = [
+        # release: venv, code, environment, current
+        *runtime.release_resources(ctx),
+        # migrations across every logical shard (safe from several hosts at once)
+        Command("migrate shards", run=runtime.run(ctx, ["python", "-m", "app.migrate", "--quiet"]),
+                unless=migrated(ctx)),
+        # processes
+        *[unit for unit, _ in processes],
+        *[service for _, service in processes],
+    ]
+    if ctx.onebox and ctx.defaults("app")["app_seed_demo"]:
+        resources.append(Command("demo data", run=runtime.run(ctx, ["python", "-m", "app.seed"]), unless=seeded(ctx)))
+    return DesiredState(resources=resources, handlers=[runtime.restart_handler(ctx)])

@@ -1,0 +1,164 @@
+"""What the app and worker roles share on a host: the release (venv, code, `current`), the
+environment file, the launcher, and one restart handler for every app/worker process.
+
+Both roles declare these same resources; the engine keeps one copy of identical declarations,
+so a host running both gets each once.
+"""
+
+from __future__ import annotations
+
+import shlex
+import urllib.parse
+from dataclasses import replace
+
+from infra.shardstore import HOST_SHARDMAP_PATH
+from roles.app import release as rel
+from roles.engine.context import STANDARD_PORTS, RoleContext
+from roles.engine.resources import Command, Directory, File, Handler, Packages, Service
+from roles.postgres.auth import APP_USER
+
+ENV_FILE = "/etc/photostack/app.env"
+LAUNCHER = "/usr/local/bin/photostack-run"
+RESTART = "restart app and workers"
+
+
+def user(ctx: RoleContext) -> str:
+    return ctx.defaults("base")["base_user"]
+
+
+def app_env(ctx: RoleContext) -> str:
+    """/etc/photostack/app.env from the stack: pgbouncer on this host, Redis primary, Memcached,
+    RabbitMQ, storage, Sentry."""
+    d = ctx.defaults("app")
+    nodes = [n for h in ctx.hosts for n in h.nodes]
+    redis = next(n for n in nodes if n.role == "redis" and n.attrs["replica"] == 0)
+    redis_pw = urllib.parse.quote(ctx.secret("redisPassword"), safe="")
+    mq_pw = urllib.parse.quote(ctx.secret("rabbitmqPassword"), safe="")
+    vhost = urllib.parse.quote(ctx.config.rabbitmq.vhost, safe="")
+    brokers = ";".join(f"amqp://photostack:{mq_pw}@{ctx.address(n)}:{ctx.port(n)}/{vhost}"
+                       for n in nodes if n.role == "rabbitmq")
+    hosts = ["127.0.0.1", "localhost", ctx.config.domain, f".{ctx.config.domain}"]
+    if not ctx.onebox:
+        hosts.append(ctx.host.address)
+    return ctx.template(
+        "app", "app.env.j2",
+        user=user(ctx),
+        secret_key=ctx.secret("djangoSecretKey"),
+        shardmap=HOST_SHARDMAP_PATH,
+        # pgbouncer runs on every app and worker host (infra/inventory.py CO_LOCATED).
+        db_host="127.0.0.1",
+        db_port=ctx.config.onebox.pgbouncer_port if ctx.onebox else STANDARD_PORTS["pgbouncer"],
+        db_user=APP_USER,
+        db_password=ctx.secret("dbPassword"),
+        db_pool_max=d["app_threads"],
+        redis_url=f"redis://:{redis_pw}@{ctx.address(redis)}:{ctx.port(redis)}/0",
+        memcached=",".join(f"{ctx.address(n)}:{ctx.port(n)}" for n in nodes if n.role == "memcached"),
+        broker_url=brokers,
+        storage="local" if ctx.onebox else "s3",
+        media_root=d["app_media_root"],
+        s3_bucket="" if ctx.onebox else d["app_s3_bucket"],
+        sentry_dsn=ctx.secret("sentryDsn") if ctx.config.alerting.sentry else "",
+        allowed_hosts=",".join(hosts),
+        max_upload_bytes=10 * 1024 * 1024,
+    )
+
+
+def run(ctx: RoleContext, argv: list[str]) -> str:
+    """A shell command running a program of the current release as the service user."""
+    return f"runuser -u {user(ctx)} -- {LAUNCHER} " + " ".join(shlex.quote(a) for a in argv)
+
+
+def release_resources(ctx: RoleContext) -> list:
+    """Packages, accounts' directories, the release (venv → ship → switch → prune), env, launcher."""
+    d = ctx.defaults("app")
+    owner = user(ctx)
+    release = rel.build_release()
+    keep = d["app_releases_keep"]
+    return [
+        Packages(("python3-venv", "curl", "postgresql-client")),
+        Directory(rel.ROOT),
+        Directory(rel.RELEASES),
+        Directory(rel.VENVS),
+        Directory(d["app_run_dir"], owner=owner, group=owner),
+        Directory(d["app_log_dir"], owner=owner, group=owner),
+        Directory(d["app_media_root"], owner=owner, group=owner),
+        Command(f"venv {release.venv}", run=rel.venv_script(release), unless=rel.venv_ready(release)),
+        Command(f"release {release.version}", run=rel.ship_script(release), unless=rel.shipped(release)),
+        File(ENV_FILE, app_env(ctx), group=owner, mode=0o640, sensitive=True, notify=(RESTART,)),
+        File(LAUNCHER, ctx.template("app", "photostack-run.j2", env_file=ENV_FILE, current=rel.CURRENT),
+             mode=0o755, notify=(RESTART,)),
+        Command(f"current → {release.version}", run=rel.switch_script(release.version),
+                unless=rel.switched(release.version), notify=(RESTART,)),
+        Command(f"keep {keep} releases", run=rel.prune_script(keep), unless=rel.pruned(keep)),
+    ]
+
+
+def unit_file(ctx: RoleContext, unit: str, description: str, argv: list[str]) -> File:
+    """The systemd unit of one process (used where systemd runs)."""
+    exec_start = f"{LAUNCHER} " + " ".join(shlex.quote(a) for a in argv)
+    content = ctx.template("app", "unit.service.j2", description=description, user=user(ctx),
+                           exec_start=exec_start.replace("%", "%%"))
+    return File(f"/etc/systemd/system/{unit}", content, notify=(RESTART,))
+
+
+def daemon(ctx: RoleContext, name: str, unit: str, argv: list[str], detach: list[str], pidfile: str,
+           ready: str = "") -> Service:
+    """One process as a Service: its systemd unit where systemd runs, else the same program
+    daemonized (`detach` adds the program's own daemonize/pidfile options). `ready` (a shell
+    check) is awaited after either start, so a start that never gets ready fails."""
+    service = Service.daemon(name, unit, run(ctx, argv + detach), pidfile)
+    if not ready:
+        return service
+    wait = ctx.defaults("app")["app_start_wait_s"]
+    waited = f"timeout {wait} sh -c {shlex.quote(f'until {ready}; do sleep 0.2; done')}"
+    return replace(service, start=f"{{ {service.start}; }} && {waited}")
+
+
+def app_processes(ctx: RoleContext) -> list[tuple[File, Service]]:
+    """One gunicorn per app node on this host (unit file, service), each answering /health
+    before its start counts as done."""
+    d = ctx.defaults("app")
+    found = []
+    for node in ctx.host.nodes_of("app"):
+        port, address = ctx.port(node), ctx.bind_address
+        unit, pidfile = f"photostack-app-{port}.service", f"{d['app_run_dir']}/app-{port}.pid"
+        argv = ["gunicorn", "app.wsgi:application", "-k", "gthread",
+                "-w", str(ctx.config.fleets.app.processes), "--threads", str(d["app_threads"]),
+                "-b", f"{address}:{port}", "--timeout", str(d["app_timeout"]),
+                "--graceful-timeout", str(d["app_graceful_timeout"]), "--keep-alive", str(d["app_keepalive"]),
+                "--error-logfile", f"{d['app_log_dir']}/app-{port}.log", "--capture-output",
+                # Two instances share a home: their default control sockets would clash (unused).
+                "--no-control-socket"]
+        ready = f"curl -fs -o /dev/null --max-time 2 http://{address}:{port}/health"
+        found.append((
+            unit_file(ctx, unit, f"photostack app (gunicorn :{port})", argv),
+            daemon(ctx, f"gunicorn {port}", unit, argv, ["--daemon", "--pid", pidfile], pidfile, ready),
+        ))
+    return found
+
+
+def worker_processes(ctx: RoleContext) -> list[tuple[File, Service]]:
+    """One Celery worker per worker node on this host (unit file, service)."""
+    d, w = ctx.defaults("app"), ctx.defaults("worker")
+    found = []
+    for node in ctx.host.nodes_of("worker"):
+        name = f"worker-{node.index}"
+        unit, pidfile = f"photostack-{name}.service", f"{d['app_run_dir']}/{name}.pid"
+        argv = ["celery", "-A", "app.celery:celery_app", "worker", "-Q", ",".join(w["worker_queues"]),
+                "-n", f"{name}@%h", "--pool", w["worker_pool"], "-c", str(ctx.config.fleets.worker.processes),
+                "-l", w["worker_log_level"], "--logfile", f"{d['app_log_dir']}/{name}.log"]
+        detach = ["--detach", "--pidfile", pidfile]  # stays in the release dir it started in
+        found.append((
+            unit_file(ctx, unit, f"photostack Celery {name}", argv),
+            daemon(ctx, f"celery {name}", unit, argv, detach, pidfile, ready=f"[ -s {pidfile} ]"),
+        ))
+    return found
+
+
+def restart_handler(ctx: RoleContext) -> Handler:
+    """Restart every app and worker process of the host in turn (each gets ready before the next
+    stops): a rolling restart, so nginx always has an upstream. systemd re-reads units first."""
+    services = [s for _, s in app_processes(ctx) + worker_processes(ctx)]
+    reload = "if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi"
+    steps = [f"{{ ( {s.stop} ) >/dev/null 2>&1; {s.start}; }}" for s in services]
+    return Handler(RESTART, " && ".join([reload, *steps]))

@@ -1,0 +1,100 @@
+"""Fixtures for end-to-end tests over HTTP through nginx on the converged one-box."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import urllib.error
+import urllib.request
+import uuid
+from http.cookiejar import CookieJar
+from pathlib import Path
+
+import pytest
+
+OUTPUT = Path(__file__).resolve().parents[2] / "test-output"
+
+
+class Client:
+    """A user agent with its own cookie jar (one logged-in session)."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.cookies = CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies))
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                content_type: str | None = None) -> tuple[int, bytes]:
+        req = urllib.request.Request(self.base + path, data=body, method=method)
+        if content_type:
+            req.add_header("Content-Type", content_type)
+        try:
+            with self.opener.open(req, timeout=30) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def json(self, method: str, path: str, payload: dict | None = None) -> tuple[int, dict]:
+        body = json.dumps(payload).encode() if payload is not None else None
+        status, data = self.request(method, path, body, "application/json" if body else None)
+        return status, json.loads(data) if data.startswith((b"{", b"[")) else {"raw": data.decode(errors="replace")}
+
+    def post_photo(self, image: bytes, caption: str = "", filename: str = "p.jpg") -> tuple[int, dict]:
+        body, content_type = multipart({"caption": caption}, ("image", filename, image))
+        status, data = self.request("POST", "/api/photos", body, content_type)
+        return status, json.loads(data) if data.startswith(b"{") else {"raw": data.decode(errors="replace")}
+
+    def session_cookie(self) -> str:
+        return next(c.value for c in self.cookies if c.name == "photostack_session")
+
+
+def multipart(fields: dict[str, str], file: tuple[str, str, bytes]) -> tuple[bytes, str]:
+    """A multipart/form-data body with text fields and one file."""
+    boundary = uuid.uuid4().hex
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+             for k, v in fields.items()]
+    name, filename, data = file
+    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+                 "Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def jpeg(width: int = 800, height: int = 600) -> bytes:
+    """A noisy JPEG (noise keeps it from compressing to nothing)."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.effect_noise((width, height), 60).convert("RGB").save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
+def wait_until(check, timeout: float = 30.0, interval: float = 0.2):
+    """Poll `check()` until it returns something truthy; returns it (or the last falsy value)."""
+    deadline = time.monotonic() + timeout
+    value = check()
+    while not value and time.monotonic() < deadline:
+        time.sleep(interval)
+        value = check()
+    return value
+
+
+@pytest.fixture(scope="session")
+def base_url(onebox) -> str:
+    """The one-box through nginx."""
+    box = onebox.config.onebox
+    return f"http://{box.address}:{box.http_port}"
+
+
+@pytest.fixture
+def new_user(base_url):
+    """Sign up a fresh user; returns (client, username, user json)."""
+
+    def make(prefix: str = "e2e") -> tuple[Client, str, dict]:
+        client = Client(base_url)
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        status, body = client.json("POST", "/api/signup", {"username": name, "password": "e2e password"})
+        assert status == 201, body
+        return client, name, body
+
+    return make

@@ -1,0 +1,93 @@
+"""Release builds (roles/app/release.py): deterministic tarballs, versions from git, what ships."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from roles.app import release as rel
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A tiny git repo shaped like photostack's."""
+    root = tmp_path / "repo"
+    (root / "app").mkdir(parents=True)
+    (root / "infra").mkdir()
+    (root / "roles").mkdir()
+    (root / "app" / "views.py").write_text("print('v1')\n")
+    (root / "infra" / "config.py").write_text("X = 1\n")
+    (root / "roles" / "role.py").write_text("# not shipped\n")
+    (root / ".gitignore").write_text("*.pyc\n")
+    (root / "pyproject.toml").write_text((rel.REPO_ROOT / "pyproject.toml").read_text())
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "one")
+    return root
+
+
+def names(tarball: bytes) -> list[str]:
+    with tarfile.open(fileobj=io.BytesIO(tarball)) as tar:
+        return tar.getnames()
+
+
+def test_clean_tree_is_versioned_by_commit_and_builds_identically(repo):
+    first = rel.build_release.__wrapped__(repo)
+    again = rel.build_release.__wrapped__(repo)
+    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    assert first.version == head
+    assert first.tarball == again.tarball
+    assert names(first.tarball) == ["app/views.py", "infra/config.py", "pyproject.toml"]
+
+
+def test_dirty_tree_gets_a_content_version_and_ignored_files_stay_out(repo):
+    clean = rel.build_release.__wrapped__(repo)
+    (repo / "app" / "views.py").write_text("print('v2')\n")
+    (repo / "app" / "new.py").write_text("NEW = 1\n")
+    (repo / "app" / "junk.pyc").write_bytes(b"\0")
+    dirty = rel.build_release.__wrapped__(repo)
+    assert dirty.version.startswith(clean.version + "-dirty-")
+    assert "app/new.py" in names(dirty.tarball) and "app/junk.pyc" not in names(dirty.tarball)
+    (repo / "app" / "views.py").write_text("print('v3')\n")
+    assert rel.build_release.__wrapped__(repo).version != dirty.version
+
+
+def test_venv_is_keyed_by_the_pins(repo):
+    names_ = ("django", "gunicorn")
+    one = rel.Release("v", b"", rel.requirements(repo, names_))
+    assert [line.split("==")[0] for line in one.requirements.splitlines()] == ["django", "gunicorn"]
+    (repo / "pyproject.toml").write_text('[project]\ndependencies = ["django==9.9.9", "gunicorn==27.0.1"]\n')
+    two = rel.Release("v", b"", rel.requirements(repo, names_))
+    assert one.venv != two.venv and one.venv.startswith(rel.VENVS + "/")
+
+
+def test_ship_and_switch_scripts_work_on_a_scratch_root(repo, tmp_path, monkeypatch):
+    """The shell the steps build, run for real under a scratch ROOT."""
+    root = tmp_path / "opt"
+    for name, value in {"ROOT": str(root), "RELEASES": f"{root}/releases", "VENVS": f"{root}/venvs",
+                        "CURRENT": f"{root}/current"}.items():
+        monkeypatch.setattr(rel, name, value)
+    release = rel.build_release.__wrapped__(repo)
+
+    def sh(script: str) -> int:
+        return subprocess.run(["bash", "-c", script]).returncode
+
+    assert sh(rel.shipped(release)) != 0
+    assert sh(rel.ship_script(release)) == 0 and sh(rel.shipped(release)) == 0
+    assert (Path(release.path) / "app" / "views.py").read_text() == "print('v1')\n"
+    assert (Path(release.path) / ".release").read_text().strip() == release.version
+    assert sh(rel.switch_script("no-such-version")) != 0
+    assert sh(rel.switch_script(release.version)) == 0 and sh(rel.switched(release.version)) == 0
+    for n in range(4):  # older releases, then prune to 2: the current one always stays
+        (root / "releases" / f"old{n}").mkdir()
+    assert sh(rel.prune_script(2)) == 0 and sh(rel.pruned(2)) == 0
+    assert (Path(release.path) / ".release").exists()
