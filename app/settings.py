@@ -24,7 +24,7 @@ DATABASES: dict = {}  # shard data is raw SQL through app/shards.py
 
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "app.cache.SharedClientRedisCache",
         "LOCATION": _config.redis_url,
         "KEY_PREFIX": "photostack",
         "OPTIONS": {"socket_timeout": 2.0, "socket_connect_timeout": 1.0},

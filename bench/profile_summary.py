@@ -1,0 +1,88 @@
+"""Where the time goes: top costs of a py-spy collapsed-stack profile (`--format raw`).
+
+    py-spy record --subprocesses -p $(cat /run/photostack/app-8001.pid) -d 20 -r 100 \
+        --format raw -o /tmp/app.raw [--idle]          # while bench/app_load.py runs
+    python bench/profile_summary.py /tmp/app.raw [--top 25]
+
+Prints, per request kind (the Django view the sample is under) and overall, the share of
+samples: *inclusive* per frame (the frame is anywhere on the stack) for this project's code and
+the libraries it calls. With `--idle`, samples waiting on sockets count too: wall time, not CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+# A frame as py-spy writes it: "function (path/to/file.py:line)".
+FRAME = re.compile(r"^(?P<func>.+?) \((?P<file>[^:()]+):(?P<line>\d+)\)$")
+VIEWS = ("post_photo", "like", "home_feed", "signup", "follow", "health")
+
+
+def parse(path: Path) -> list[tuple[list[str], int]]:
+    """(frames root-first, sample count) per collapsed stack line."""
+    stacks = []
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            stacks.append((stack.split(";"), int(count)))
+    return stacks
+
+
+def label(frame: str) -> str:
+    """`func (file:line)` shortened to `package/module.py:func`."""
+    match = FRAME.match(frame.strip())
+    if not match:
+        return frame.strip()
+    parts = match["file"].split("/")
+    short = "/".join(parts[-2:]) if "site-packages" not in parts else "/".join(parts[parts.index("site-packages") + 1:][-2:])
+    return f"{short}:{match['func']}"
+
+
+def view_of(frames: list[str]) -> str:
+    """The app view a stack serves ('-' when not inside one: idle workers, gunicorn's loop)."""
+    for frame in frames:
+        match = FRAME.match(frame.strip())
+        if match and match["file"].endswith("app/api.py") and match["func"] in VIEWS:
+            return match["func"]
+        if match and match["file"].endswith("app/health.py") and match["func"] == "health":
+            return "health"
+    return "-"
+
+
+def summarize(stacks: list[tuple[list[str], int]], top: int) -> str:
+    """The report: per view, its share of all samples and its top inclusive frames."""
+    total = sum(count for _, count in stacks) or 1
+    by_view: dict[str, Counter] = {}
+    view_samples: Counter = Counter()
+    for frames, count in stacks:
+        view = view_of(frames)
+        view_samples[view] += count
+        inclusive = by_view.setdefault(view, Counter())
+        for name in {label(f) for f in frames}:
+            inclusive[name] += count
+    out = [f"{total} samples"]
+    for view, samples in view_samples.most_common():
+        out.append(f"\n== {view}: {100 * samples / total:.1f}% of samples ==")
+        for name, count in by_view[view].most_common(top):
+            out.append(f"  {100 * count / samples:5.1f}%  {name}")
+    return "\n".join(out)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("raw", type=Path, help="py-spy --format raw output")
+    parser.add_argument("--top", type=int, default=25)
+    args = parser.parse_args()
+    if not args.raw.is_file():
+        print(f"profile_summary: no such file: {args.raw}", file=sys.stderr)
+        return 2
+    print(summarize(parse(args.raw), args.top))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
