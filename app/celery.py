@@ -8,6 +8,8 @@ messages persistent, so a broker restart keeps them. Tasks must be idempotent (t
 
 from __future__ import annotations
 
+import os
+
 from celery import Celery, signals
 from kombu import Exchange, Queue
 
@@ -41,6 +43,18 @@ celery_app.conf.update(
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
 )
+
+
+# Pool processes run below the web processes' priority: on a shared box (the one-box; an AWS
+# host running app and worker roles together) request latency matters, thumbnails can trail by
+# a moment. Under sustained saturation the queue grows (the messages_ready alert says so).
+WORKER_NICE = 10
+
+
+@signals.worker_process_init.connect
+def _lower_priority(**_kwargs) -> None:
+    """Renice each pool process (not the consumer, which must keep acking and heartbeating)."""
+    os.nice(WORKER_NICE)
 
 
 @signals.celeryd_init.connect

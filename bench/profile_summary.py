@@ -28,7 +28,9 @@ def parse(path: Path) -> list[tuple[list[str], int]]:
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if stack and count.isdigit():
-            stacks.append((stack.split(";"), int(count)))
+            # --subprocesses puts a "process PID:cmdline" root frame first: not a cost.
+            frames = [f for f in stack.split(";") if not f.startswith("process ")]
+            stacks.append((frames, int(count)))
     return stacks
 
 
@@ -67,7 +69,9 @@ def summarize(stacks: list[tuple[list[str], int]], top: int) -> str:
     out = [f"{total} samples"]
     for view, samples in view_samples.most_common():
         out.append(f"\n== {view}: {100 * samples / total:.1f}% of samples ==")
-        for name, count in by_view[view].most_common(top):
+        # Frames on (nearly) every stack of the view are the server and framework around it.
+        costs = [(name, count) for name, count in by_view[view].most_common() if count < 0.97 * samples]
+        for name, count in costs[:top]:
             out.append(f"  {100 * count / samples:5.1f}%  {name}")
     return "\n".join(out)
 
