@@ -3,6 +3,7 @@
     python bench/app_load.py --url http://127.0.0.1:8080      # the one-box, through nginx
     python bench/app_load.py --url ... --mode flood           # capacity: every client flat out
     python bench/app_load.py                                  # throwaway services + gunicorn here
+    python bench/app_load.py --url ... --profile              # + where the app's CPU goes (py-spy)
 
 Before the measured window (not timed): sign up users, make follows, post photos to like.
 Then for `--seconds` (default 60) one load-generator *process per kind* (post, like, feed;
@@ -28,6 +29,7 @@ import os
 import random
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -37,6 +39,8 @@ import aiohttp
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from bench.lib import pyspy  # noqa: E402
 
 KINDS = ("post", "like", "feed")
 # kind → (goal rate/s or None, goal p99 ms)
@@ -209,12 +213,42 @@ def run_kind(args: tuple) -> Result:
 
 
 def mixed(base: str, fixture: Fixture, seconds: float, rates: dict[str, float | None], clients: int,
-          inflight: int) -> list[Result]:
-    """Every kind at once, each in its own process, all starting at the same wall-clock moment."""
+          inflight: int, profile_pids: list[int] = ()) -> list[Result]:
+    """Every kind at once, each in its own process, all starting at the same wall-clock moment;
+    with profile_pids, py-spy records those processes (and their children) inside the window
+    and the summary is printed after the results."""
     start_at = time.time() + 3.0  # time for the processes to start and warm their connections
     jobs = [(kind, base, fixture, start_at, seconds, rates.get(kind), clients, inflight) for kind in KINDS]
     with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
-        return pool.map(run_kind, jobs)
+        pending = pool.map_async(run_kind, jobs)
+        spies = []
+        if profile_pids:
+            time.sleep(max(0.0, start_at + min(5.0, seconds / 4) - time.time()))  # past the ramp-up
+            outputs = [Path(tempfile.mkdtemp(prefix="app_load-")) / f"{pid}.raw" for pid in profile_pids]
+            spies = [(pyspy.start_recording(pid, seconds / 2, out), out) for pid, out in zip(profile_pids, outputs)]
+        results = pending.get()
+    stacks = []
+    for spy, out in spies:
+        _, err = spy.communicate()
+        if not out.is_file():
+            raise SystemExit(f"app_load: py-spy failed: {err.decode(errors='replace').strip()[-300:]}")
+        stacks += pyspy.parse(out)
+    for result in results:
+        print("  " + result.line())
+    if stacks:
+        print("profile (py-spy --gil, gunicorn workers, middle of the window):")
+        print(pyspy.summarize(stacks, 15))
+    return results
+
+
+def app_pids(local_pid: int | None) -> list[int]:
+    """The gunicorn masters to profile: the local one, or every one-box app instance's."""
+    if local_pid:
+        return [local_pid]
+    pidfiles = sorted(Path("/run/photostack").glob("app-*.pid"))
+    if not pidfiles:
+        raise SystemExit("app_load: --profile: no /run/photostack/app-*.pid (profile on the app host)")
+    return [int(p.read_text().split()[0]) for p in pidfiles]
 
 
 def local_stack_and_gunicorn(workers: int, threads: int):
@@ -233,7 +267,7 @@ def local_stack_and_gunicorn(workers: int, threads: int):
     )
     stack_cm.callback(lambda: (gunicorn.kill(), gunicorn.wait()))
     wait_port(port, gunicorn, 30, "gunicorn")
-    return f"http://127.0.0.1:{port}", stack_cm
+    return f"http://127.0.0.1:{port}", stack_cm, gunicorn.pid
 
 
 def main() -> int:
@@ -251,11 +285,13 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=8, help="flood: connections per kind")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (local)")
     parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker (local)")
+    parser.add_argument("--profile", action="store_true",
+                        help="py-spy the gunicorn workers during the window (root; one-box or local)")
     args = parser.parse_args()
-    cleanup = None
+    cleanup, local_pid = None, None
     base = args.url
     if not base:
-        base, cleanup = local_stack_and_gunicorn(args.workers, args.threads)
+        base, cleanup, local_pid = local_stack_and_gunicorn(args.workers, args.threads)
     try:
         started = time.monotonic()
         fixture = asyncio.run(prepare(base, args.users, args.follows, args.photos_per_user))
@@ -268,9 +304,8 @@ def main() -> int:
                       f"feed reads {args.feed_rate:.0f}/s offered together):")
             else:
                 print(f"flood ({args.clients} connections per kind, together):")
-            for result in mixed(base, fixture, args.seconds, paced if mode == "paced" else {}, args.clients,
-                                args.inflight):
-                print("  " + result.line())
+            mixed(base, fixture, args.seconds, paced if mode == "paced" else {}, args.clients, args.inflight,
+                  app_pids(local_pid) if args.profile else [])
     except (aiohttp.ClientError, OSError) as exc:
         print(f"app_load: error: {exc}", file=sys.stderr)
         return 1

@@ -1,22 +1,25 @@
-"""Where the time goes: top costs of a py-spy collapsed-stack profile (`--format raw`).
+"""Where the time goes: py-spy profiles of the app's gunicorn processes, summarized.
 
-    py-spy record --subprocesses -p $(cat /run/photostack/app-8001.pid) -d 20 -r 100 \
-        --format raw -o /tmp/app.raw [--idle]          # while bench/app_load.py runs
-    python bench/profile_summary.py /tmp/app.raw [--top 25]
+`bench/app_load.py --profile` records every gunicorn worker during the window with
+`py-spy record --subprocesses --gil` (samples only the thread holding the GIL: the Python CPU
+time; on a saturated box a preempted GIL holder still counts, so read it next to a low-load
+profile) and prints, per request kind (the Django view a sample is under; `-` = gunicorn, Django
+and the session lookup around the views), the *inclusive* share of each frame. Standalone:
 
-Prints, per request kind (the Django view the sample is under) and overall, the share of
-samples: *inclusive* per frame (the frame is anywhere on the stack) for this project's code and
-the libraries it calls. With `--idle`, samples waiting on sockets count too: wall time, not CPU.
+    python -m bench.lib.pyspy /tmp/app.raw [--top 25]     # a `py-spy record --format raw` file
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
+# py-spy from this venv when it is there (pyproject test extras), else from PATH.
+PY_SPY = str(Path(sys.executable).with_name("py-spy")) if Path(sys.executable).with_name("py-spy").exists() else "py-spy"
 # A frame as py-spy writes it: "function (path/to/file.py:line)".
 FRAME = re.compile(r"^(?P<func>.+?) \((?P<file>[^:()]+):(?P<line>\d+)\)$")
 VIEWS = ("post_photo", "like", "home_feed", "signup", "follow", "health")
@@ -76,13 +79,24 @@ def summarize(stacks: list[tuple[list[str], int]], top: int) -> str:
     return "\n".join(out)
 
 
+def record_command(pid: int, seconds: float, out: Path, rate: int = 200) -> list[str]:
+    """The py-spy command that profiles a process and its children (gunicorn: master + workers)."""
+    return [PY_SPY, "record", "--subprocesses", "--gil", "--nonblocking", "-p", str(pid),
+            "-d", str(max(1, int(seconds))), "-r", str(rate), "--format", "raw", "-o", str(out)]
+
+
+def start_recording(pid: int, seconds: float, out: Path) -> subprocess.Popen:
+    """Run py-spy in the background (needs ptrace rights: root on the one-box)."""
+    return subprocess.Popen(record_command(pid, seconds, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("raw", type=Path, help="py-spy --format raw output")
     parser.add_argument("--top", type=int, default=25)
     args = parser.parse_args()
     if not args.raw.is_file():
-        print(f"profile_summary: no such file: {args.raw}", file=sys.stderr)
+        print(f"pyspy: no such file: {args.raw}", file=sys.stderr)
         return 2
     print(summarize(parse(args.raw), args.top))
     return 0
