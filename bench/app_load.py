@@ -90,6 +90,10 @@ def photo_form(image: bytes) -> aiohttp.FormData:
     return form
 
 
+class PrepareError(RuntimeError):
+    """The set-up before the window failed (the stack is not answering as it should)."""
+
+
 @dataclass
 class Fixture:
     """Users (session cookies) and photos made before the window."""
@@ -110,7 +114,7 @@ async def prepare(base: str, users: int, follows: int, photos_per_user: int) -> 
         async def signup(name: str) -> str:
             async with limit, http.post("/api/signup", json={"username": name, "password": "bench password"}) as resp:
                 if resp.status != 201:
-                    raise SystemExit(f"app_load: sign-up failed: {resp.status} {(await resp.text())[:200]}")
+                    raise PrepareError(f"sign-up failed: {resp.status} {(await resp.text())[:200]!r}")
                 return f"{COOKIE}={resp.cookies[COOKIE].value}"
 
         cookies = await asyncio.gather(*(signup(n) for n in names))
@@ -129,7 +133,7 @@ async def prepare(base: str, users: int, follows: int, photos_per_user: int) -> 
         async def post(cookie: str) -> str:
             async with limit, http.post("/api/photos", data=photo_form(image), headers={"Cookie": cookie}) as resp:
                 if resp.status != 201:
-                    raise SystemExit(f"app_load: photo post failed: {resp.status} {(await resp.text())[:200]}")
+                    raise PrepareError(f"photo post failed: {resp.status} {(await resp.text())[:200]!r}")
                 return (await resp.json())["id"]
 
         photo_ids = await asyncio.gather(*(post(c) for c in cookies for _ in range(photos_per_user)))
@@ -306,7 +310,7 @@ def main() -> int:
                 print(f"flood ({args.clients} connections per kind, together):")
             mixed(base, fixture, args.seconds, paced if mode == "paced" else {}, args.clients, args.inflight,
                   app_pids(local_pid) if args.profile else [])
-    except (aiohttp.ClientError, OSError) as exc:
+    except (PrepareError, aiohttp.ClientError, OSError) as exc:
         print(f"app_load: error: {exc}", file=sys.stderr)
         return 1
     finally:
