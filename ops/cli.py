@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+
 import sentry_sdk
 import typer
 from rich.console import Console
@@ -13,11 +14,9 @@ from infra.secrets import SecretStore
 from monitoring.sentry import init_for_stack
 from ops import alerting, day2, plan, report
 from ops.stack import Stack
-from roles.engine.converge import missing_roles
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 console = Console()
-err = Console(stderr=True)
 
 
 def load(ctx: typer.Context) -> Stack:
@@ -47,9 +46,6 @@ def up(ctx: typer.Context) -> None:
     stack = load(ctx)
     with console.status("starting the one-box sshd on loopback…"):
         stack.prepare_onebox()
-    missing = missing_roles(stack.hosts[0].roles)
-    if missing:
-        err.print(f"[yellow]not yet available, skipped:[/] {', '.join(missing)}")
     with console.status(f"converging {len(stack.hosts)} host(s)…"):
         results = stack.converge(stack.hosts)
     report.recap(console, results)
@@ -87,8 +83,7 @@ def converge(
         stack.prepare_onebox()
     hosts = select(stack.hosts, name=host)
     if not hosts:
-        err.print(f"no host named {host!r} in stack {stack.name}")
-        raise typer.Exit(2)
+        raise ConfigError([f"--host {host}: no such host in stack {stack.name}"])
     with console.status(f"{'checking' if check else 'converging'} {len(hosts)} host(s)…"):
         results = stack.converge(hosts, set(role) if role else None, check=check)
     if diff:
