@@ -35,6 +35,7 @@ def test_redis_restart_feeds_rebuilt_from_shards(converged):
     try:
         restarted = maintenance.replace_node(stack, "redis-primary")
         assert not _redis(stack).exists(f"feed:{reader.user_id}")  # the data really went
+        wait_for(lambda: reader.call("GET", "/health")[0] == 200, 30)  # the app's Redis pools reconnected
         reader.log_in()  # sessions lived in Redis too
         rebuilt = reader.feed_ids()
         time.sleep(1)
