@@ -42,3 +42,36 @@ def test_rollback_returns_to_the_previous_release_and_a_deploy_unpins(converged)
     finally:
         again = rollout.deploy(stack)  # the working tree again, unpinned: converge follows the tree
     assert again.version == current and store.load()["pinned"] is False
+
+
+class FailsToDrain(rollout.NginxBalancer):
+    """nginx, except that taking `node` out of rotation fails once (as a broken reload would)."""
+
+    def __init__(self, stack, node: str):
+        super().__init__(stack)
+        self.node, self.failed = node, False
+
+    def drain(self, batch: rollout.Batch) -> None:
+        if batch.name == self.node and not self.failed:
+            self.failed = True
+            raise rollout.StepFailed(f"onebox: reload nginx (drain {self.node}) failed (exit 1): drill")
+        super().drain(batch)
+
+
+def test_failing_batch_rolls_back_and_stops_with_one_clear_line(converged):
+    stack = converged
+    current = rel.build_release().version
+    store = record(stack.config, stack.name, runtime.RELEASE_RECORD)
+    before = store.load()
+    with pytest.raises(rollout.DeployFailed) as failed:
+        rollout.deploy(stack, version="HEAD~1", balancer=FailsToDrain(stack, "app-1"))
+    message = str(failed.value)
+    assert message.startswith("deploy of ") and "stopped at app-1: onebox: reload nginx (drain app-1) failed" in message
+    assert f"rolled back app-1, app-0 to {current}" in message
+    assert os.path.realpath(rel.CURRENT) == f"{rel.RELEASES}/{current}"
+    for pidfile in ("/run/photostack/app-8001.pid", "/run/photostack/app-8002.pid"):
+        pid = Path(pidfile).read_text().split()[0]
+        assert os.readlink(f"/proc/{pid}/cwd") == f"{rel.RELEASES}/{current}"
+    assert record(stack.config, stack.name, "drained").load() == []
+    assert store.load() == before  # a failed deploy records nothing
+    assert not (stack.state / rollout.LOCK_FILE).exists()

@@ -14,7 +14,7 @@ import pytest
 
 from ops import maintenance
 from tests.drills.appclient import ApiClient
-from tests.drills.faults import nginx_port, wait_for
+from tests.drills.faults import nginx_port
 
 pytestmark = pytest.mark.onebox
 
