@@ -237,7 +237,7 @@ def roll(stack: Stack, balancer: Balancer, batch: Batch, version: str, progress:
     run_step(batch.host, stack.ssh, f"{batch.name}: restart", restart_script(list(batch.services)))
     ready = steps.runs_release(batch.pidfile, version)
     if batch.health:
-        ready += " && " + steps.healthy(*batch.health)
+        ready += f" && {steps.listens(batch.pidfile, batch.health[1])} && {steps.healthy(*batch.health)}"
     run_step(batch.host, stack.ssh, f"{batch.name}: wait until it runs {version}", steps.wait_until(ready, wait))
     if batch.health:
         progress(f"{batch.name}: back in rotation")

@@ -26,6 +26,8 @@ def test_host_step_commands_are_exact():
     assert steps.current_version() == 'basename "$(readlink /opt/photostack/current)" 2>/dev/null || true'
     assert steps.runs_release("/run/photostack/app-8001.pid", "abc123") == (
         '[ "$(readlink /proc/$(cat /run/photostack/app-8001.pid 2>/dev/null)/cwd)" = /opt/photostack/releases/abc123 ]')
+    assert steps.listens("/run/photostack/app-8001.pid", 8001) == (
+        'ss -Hltnp "sport = :8001" | grep -q "pid=$(cat /run/photostack/app-8001.pid 2>/dev/null),"')
     assert steps.healthy("127.0.0.1", 8001) == "curl -fs -o /dev/null --max-time 2 http://127.0.0.1:8001/health"
     assert steps.wait_until("true", 5) == ("timeout 5 sh -c 'until true; do sleep 0.2; done' || "
                                            "{ echo 'not ready after 5s: true'; exit 1; }")

@@ -5,6 +5,7 @@ A deploy reuses the release steps of roles/app/release.py (venv → ship → swi
     shipped_version(version)          exit 0 when that release is complete on the host
     current_version()                 print the version `current` points at
     runs_release(pidfile, version)    exit 0 when the process of `pidfile` runs from that release
+    listens(pidfile, port)            exit 0 when that process holds the port's listening socket
     healthy(address, port)            exit 0 when the instance answers /health with 200
     wait_until(check, seconds)        poll a check, bounded
 """
@@ -36,6 +37,12 @@ def runs_release(pidfile: str, version: str) -> str:
     """Exit 0 when the process in `pidfile` runs from the release dir of `version` (the launcher
     enters `current` before exec, so the working directory names the release it started in)."""
     return f'[ "$(readlink /proc/$(cat {shlex.quote(pidfile)} 2>/dev/null)/cwd)" = {rel.RELEASES}/{shlex.quote(version)} ]'
+
+
+def listens(pidfile: str, port: int) -> str:
+    """Exit 0 when the process in `pidfile` (or its children) holds the listening socket of
+    `port`: /health answered by a leftover process on the same port must not count."""
+    return f'ss -Hltnp "sport = :{port}" | grep -q "pid=$(cat {shlex.quote(pidfile)} 2>/dev/null),"'
 
 
 def healthy(address: str, port: int) -> str:
