@@ -54,9 +54,9 @@ class ApiClient:
         self.user_id = int(body["id"])
         return self
 
-    def log_in(self) -> None:
-        status, body = self.json("POST", "/api/login", {"username": self.username, "password": self.password})
-        assert status == 200, body
+    def log_in(self) -> int:
+        """Log in again (e.g. after sessions were lost); the HTTP status."""
+        return self.json("POST", "/api/login", {"username": self.username, "password": self.password})[0]
 
     def post_photo(self, caption: str = "drill") -> tuple[int, dict]:
         body, content_type = multipart({"caption": caption}, ("image", "p.jpg", jpeg()))
