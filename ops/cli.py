@@ -11,7 +11,6 @@ from rich.console import Console
 from infra.config import ConfigError
 from infra.inventory import select
 from infra.secrets import SecretStore
-from monitoring.sentry import init_for_stack
 from ops import alerting, day2, plan, report
 from ops.stack import Stack
 
@@ -21,9 +20,7 @@ console = Console()
 
 def load(ctx: typer.Context) -> Stack:
     """The stack named by the global --stack option, validated (exit 2 on bad config)."""
-    stack = Stack.load(ctx.obj["stack"])
-    init_for_stack(stack.name, stack.config, "ops")  # no-op without a DSN
-    return stack
+    return Stack.for_command(ctx.obj["stack"])
 
 
 @app.callback()

@@ -27,7 +27,7 @@ Shard = Annotated[int, typer.Option("--shard", help="Physical shard number.")]
 def _stack(ctx: typer.Context, stack: str | None) -> Stack:
     name = stack or (ctx.obj or {}).get("stack", "onebox")
     # A ConfigError propagates to ops.cli.main: one line per problem on stderr, exit 2.
-    loaded = Stack.load(name)
+    loaded = Stack.for_command(name)
     if loaded.config.target == "onebox":
         loaded.prepare_onebox()
     return loaded
