@@ -3,7 +3,9 @@
 Reliability settings: a task is acknowledged only after it ran (acks_late) and requeued if its
 worker process dies (task_reject_on_worker_lost); each worker process reserves one message at a
 time (prefetch 1), so a slow thumbnail never holds others hostage; queues are durable and
-messages persistent, so a broker restart keeps them. Tasks must be idempotent (they are).
+messages persistent, so a broker restart keeps them; publishes wait for the broker's confirm
+(confirm_publish), so a task the app reported as queued was taken by the broker, even when it
+restarts a moment later. Tasks must be idempotent (they are).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ celery_app.conf.update(
         "photostack.fanout_photo": {"queue": FEED_QUEUE},
     },
     task_default_delivery_mode="persistent",
+    broker_transport_options={"confirm_publish": True},
     task_serializer="json",
     accept_content=["json"],
     task_ignore_result=True,

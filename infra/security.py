@@ -12,22 +12,18 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.tagging import tags
+from infra.topology import STANDARD_PORTS
 
 WORLD = "0.0.0.0/0"
 
 # The port each service listens on when it has a host to itself (AWS).
 PORTS = {
+    **STANDARD_PORTS,
     "https": 443,
-    "http": 80,
+    "http": STANDARD_PORTS["nginx"],
     "ssh": 22,
-    "app": 8001,
-    "postgres": 5432,
-    "redis": 6379,
-    "memcached": 11211,
-    "rabbitmq": 5672,
     "epmd": 4369,
     "rabbitmq_dist": 25672,
-    "munin_node": 4949,
 }
 
 # Groups of hosts that run services (every one runs base + munin_node), then the edge groups.

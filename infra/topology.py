@@ -27,6 +27,19 @@ Role = Literal[
     "munin_master",
 ]
 
+# Where each service listens on a dedicated host (AWS); the one-box shifts them (config.onebox),
+# the security groups open them.
+STANDARD_PORTS = {
+    "nginx": 80,
+    "app": 8001,
+    "postgres": 5432,
+    "pgbouncer": 6432,
+    "redis": 6379,
+    "memcached": 11211,
+    "rabbitmq": 5672,
+    "munin_node": 4949,
+}
+
 # Roles every host runs in addition to its own.
 COMMON_ROLES: tuple[Role, ...] = ("base", "munin_node")
 

@@ -14,7 +14,9 @@ is always drained oldest first, so a resolve never overtakes its trigger.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from infra.config import StackConfig, load_stack_config
@@ -26,6 +28,16 @@ from monitoring.pagerduty_events import DeliveryError, PagerDutySender, RetryPol
 from monitoring.silences import SilenceStore
 
 ROUTING_KEY = "pagerdutyRoutingKey"
+# `<state dir>/pagerduty-override.json` {"url", "ca", "routing_key"}: pages of the stack go to that
+# Events API endpoint, whatever its config says (fault drills point the one-box's watcher at a
+# local endpoint with it; removing the file, and restarting the watcher, restores the config's).
+OVERRIDE_FILE = "pagerduty-override.json"
+
+
+def endpoint_override(directory: Path) -> dict[str, str] | None:
+    """The stored PagerDuty endpoint override of a stack's state dir, if any."""
+    path = directory / OVERRIDE_FILE
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 @dataclass(frozen=True)
@@ -66,6 +78,11 @@ class AlertPipeline:
         """The pipeline of `stack`: its config, its state dir and its routing key secret."""
         config = config or load_stack_config(stack)
         directory = state_dir(stack)
+        override = endpoint_override(directory)
+        if override:
+            sender = PagerDutySender(override["routing_key"], override["url"], override.get("ca"), retry=retry)
+            return cls(AlertStore(directory), SilenceStore(directory), sender, config.alerting.runbook_base_url,
+                       config.environment, f"PagerDuty endpoint overridden by {directory / OVERRIDE_FILE}")
         key = SecretStore.for_stack(stack).get(ROUTING_KEY) if config.alerting.pagerduty else None
         note = ""
         if config.alerting.pagerduty and not key:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+
 import sentry_sdk
 import typer
 from rich.console import Console
@@ -10,21 +11,16 @@ from rich.console import Console
 from infra.config import ConfigError
 from infra.inventory import select
 from infra.secrets import SecretStore
-from monitoring.sentry import init_for_stack
 from ops import alerting, day2, plan, report
 from ops.stack import Stack
-from roles.engine.converge import missing_roles
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 console = Console()
-err = Console(stderr=True)
 
 
 def load(ctx: typer.Context) -> Stack:
     """The stack named by the global --stack option, validated (exit 2 on bad config)."""
-    stack = Stack.load(ctx.obj["stack"])
-    init_for_stack(stack.name, stack.config, "ops")  # no-op without a DSN
-    return stack
+    return Stack.for_command(ctx.obj["stack"])
 
 
 @app.callback()
@@ -47,9 +43,6 @@ def up(ctx: typer.Context) -> None:
     stack = load(ctx)
     with console.status("starting the one-box sshd on loopback…"):
         stack.prepare_onebox()
-    missing = missing_roles(stack.hosts[0].roles)
-    if missing:
-        err.print(f"[yellow]not yet available, skipped:[/] {', '.join(missing)}")
     with console.status(f"converging {len(stack.hosts)} host(s)…"):
         results = stack.converge(stack.hosts)
     report.recap(console, results)
@@ -87,8 +80,7 @@ def converge(
         stack.prepare_onebox()
     hosts = select(stack.hosts, name=host)
     if not hosts:
-        err.print(f"no host named {host!r} in stack {stack.name}")
-        raise typer.Exit(2)
+        raise ConfigError([f"--host {host}: no such host in stack {stack.name}"])
     with console.status(f"{'checking' if check else 'converging'} {len(hosts)} host(s)…"):
         results = stack.converge(hosts, set(role) if role else None, check=check)
     if diff:

@@ -1,6 +1,7 @@
-"""`ops` commands of the runbooks: status, failover, rebuild-replica, replace-node, queue, cache.
+"""`ops` commands of day-2 operations: deploy, rollback, status, failover, rebuild-replica,
+replace-node, queue, cache.
 
-Thin: parse, call ops/failover.py, ops/maintenance.py, ops/overview.py, print. A failed step
+Thin: parse, call ops/rollout.py, ops/failover.py, ops/maintenance.py, ops/overview.py, print. A failed step
 prints one line naming the host and the step, and exits 1; bad input exits 2.
 """
 
@@ -13,7 +14,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ops import failover as fo
-from ops import maintenance, overview
+from ops import maintenance, overview, rollout
+from ops.lock import LockHeld
 from ops.remote import StepFailed
 from ops.stack import Stack
 
@@ -25,7 +27,7 @@ Shard = Annotated[int, typer.Option("--shard", help="Physical shard number.")]
 def _stack(ctx: typer.Context, stack: str | None) -> Stack:
     name = stack or (ctx.obj or {}).get("stack", "onebox")
     # A ConfigError propagates to ops.cli.main: one line per problem on stderr, exit 2.
-    loaded = Stack.load(name)
+    loaded = Stack.for_command(name)
     if loaded.config.target == "onebox":
         loaded.prepare_onebox()
     return loaded
@@ -46,6 +48,43 @@ def _steps(log: fo.StepLog) -> None:
     for warning in log.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
     console.print(f"  {log.seconds:6.2f}s  total", highlight=False)
+
+
+def _deployed(log: rollout.DeployLog, what: str) -> None:
+    for note in log.notes:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    for name, seconds in log.steps:
+        console.print(f"  {seconds:6.2f}s  {name}", highlight=False)
+    was = ", ".join(sorted({v for v in log.previous.values() if v})) or "nothing"
+    console.print(f"{what} {log.version} (was {was}) in {log.seconds:.1f}s", highlight=False)
+
+
+def deploy(
+    ctx: typer.Context, stack: StackName = None,
+    version: Annotated[str | None, typer.Option("--version", help="Git revision to deploy (default: the working tree); pinned until the next plain deploy.")] = None,
+) -> None:
+    """Rolling, zero-downtime deploy of the app and workers: one node at a time out of the load
+    balancer, switched, restarted, healthy, back in; a failing node rolls the deploy back."""
+    loaded = _stack(ctx, stack)
+    try:
+        log = rollout.deploy(loaded, version, _progress)
+    except LockHeld as exc:
+        _fail(str(exc), 2)
+    except (rollout.DeployFailed, StepFailed) as exc:
+        _fail(str(exc))
+    _deployed(log, "deployed")
+
+
+def rollback(ctx: typer.Context, stack: StackName = None) -> None:
+    """Roll the app and workers back to the release before the deployed one (same rolling steps)."""
+    loaded = _stack(ctx, stack)
+    try:
+        log = rollout.rollback(loaded, _progress)
+    except LockHeld as exc:
+        _fail(str(exc), 2)
+    except (rollout.DeployFailed, StepFailed) as exc:
+        _fail(str(exc))
+    _deployed(log, "rolled back to")
 
 
 def status(ctx: typer.Context, stack: StackName = None) -> None:
@@ -154,7 +193,9 @@ def cache_flush(ctx: typer.Context, stack: StackName = None) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    """Add the runbook commands to the `ops` app."""
+    """Add the day-2 commands to the `ops` app."""
+    app.command("deploy")(deploy)
+    app.command("rollback")(rollback)
     app.command("status")(status)
     app.command("failover")(failover)
     app.command("rebuild-replica")(rebuild_replica)

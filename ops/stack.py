@@ -34,6 +34,15 @@ class Stack:
     def load(cls, name: str, config_path: Path | None = None) -> Stack:
         return cls(name, load_stack_config(name, path=config_path))
 
+    @classmethod
+    def for_command(cls, name: str) -> Stack:
+        """The stack an `ops` command works on: loaded, with the CLI's own errors going to Sentry."""
+        from monitoring.sentry import init_for_stack
+
+        stack = cls.load(name)
+        init_for_stack(stack.name, stack.config, "ops")  # no-op without a DSN
+        return stack
+
     @property
     def state(self) -> Path:
         return state_dir(self.name)

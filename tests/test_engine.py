@@ -64,21 +64,23 @@ def test_notifying_an_unknown_handler_is_an_error() -> None:
         make_plan(state, ["missing"])
 
 
-def test_apply_script_stops_at_first_failure(tmp_path: Path) -> None:
+def test_apply_script_stops_at_first_failure_but_loads_what_it_applied(tmp_path: Path) -> None:
     import subprocess
 
     changes = [
-        Change("one", "", (f"touch {tmp_path}/one",)),
-        Change("two", "", ("echo boom; false",)),
-        Change("three", "", (f"touch {tmp_path}/three",)),
+        Change("one", "", (f"touch {tmp_path}/one",), notify=("reload",)),
+        Change("two", "", ("echo boom; false",), notify=("restart",)),
+        Change("three", "", (f"touch {tmp_path}/three",), notify=("restart",)),
     ]
-    script, marker = apply_script(changes, [Handler("h", f"touch {tmp_path}/handler")])
+    handlers = [Handler("reload", f"touch {tmp_path}/reloaded"), Handler("restart", f"touch {tmp_path}/restarted")]
+    script, marker = apply_script(changes, handlers)
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True).stdout
     steps = parse_apply_output(out, marker)
-    assert [(s.index, s.rc) for s in steps] == [(0, 0), (1, 1)]
+    assert [(s.index, s.rc) for s in steps] == [(0, 0), (1, 1), (3, 0)]
     assert steps[1].output == "boom"
     assert (tmp_path / "one").exists() and not (tmp_path / "three").exists()
-    assert not (tmp_path / "handler").exists()
+    # "one" was applied, so its handler runs; "restart" was notified only by changes that did not apply.
+    assert (tmp_path / "reloaded").exists() and not (tmp_path / "restarted").exists()
 
 
 def test_service_commands_work_without_systemd() -> None:

@@ -11,7 +11,9 @@ import shlex
 import urllib.parse
 from dataclasses import replace
 
+from infra.records import record
 from infra.shardstore import HOST_SHARDMAP_PATH
+from infra.topology import Node
 from roles.app import release as rel
 from roles.engine.context import STANDARD_PORTS, RoleContext
 from roles.engine.resources import Command, Directory, File, Handler, Packages, Service
@@ -68,11 +70,22 @@ def run(ctx: RoleContext, argv: list[str]) -> str:
     return f"runuser -u {user(ctx)} -- {LAUNCHER} " + " ".join(shlex.quote(a) for a in argv)
 
 
+RELEASE_RECORD = "release"  # infra/records.py: {version, previous, pinned}, written by `ops deploy`/`ops rollback`
+
+
+def running_version(ctx: RoleContext, built: rel.Release) -> str:
+    """The version `current` should point at: the working tree's release, unless an operator
+    pinned another one (`ops deploy --version V`, `ops rollback`); a converge never undoes that."""
+    stored = record(ctx.config, ctx.stack, RELEASE_RECORD).load() or {}
+    return stored["version"] if stored.get("pinned") else built.version
+
+
 def release_resources(ctx: RoleContext) -> list:
     """Packages, accounts' directories, the release (venv → ship → switch → prune), env, launcher."""
     d = ctx.defaults("app")
     owner = user(ctx)
     release = rel.build_release()
+    wanted = running_version(ctx, release)
     keep = d["app_releases_keep"]
     return [
         Packages(("python3-venv", "curl", "postgresql-client")),
@@ -87,8 +100,7 @@ def release_resources(ctx: RoleContext) -> list:
         File(ENV_FILE, app_env(ctx), group=owner, mode=0o640, sensitive=True, notify=(RESTART,)),
         File(LAUNCHER, ctx.template("app", "photostack-run.j2", env_file=ENV_FILE, current=rel.CURRENT),
              mode=0o755, notify=(RESTART,)),
-        Command(f"current → {release.version}", run=rel.switch_script(release.version),
-                unless=rel.switched(release.version), notify=(RESTART,)),
+        Command(f"current → {wanted}", run=rel.switch_script(wanted), unless=rel.switched(wanted), notify=(RESTART,)),
         Command(f"keep {keep} releases", run=rel.prune_script(keep), unless=rel.pruned(keep)),
     ]
 
@@ -114,6 +126,18 @@ def daemon(ctx: RoleContext, name: str, unit: str, argv: list[str], detach: list
     return replace(service, start=f"{{ {service.start}; }} && {waited}")
 
 
+def app_unit(ctx: RoleContext, node: Node) -> tuple[str, str]:
+    """(systemd unit, pidfile) of an app node's gunicorn."""
+    port = ctx.port(node)
+    return f"photostack-app-{port}.service", f"{ctx.defaults('app')['app_run_dir']}/app-{port}.pid"
+
+
+def worker_unit(ctx: RoleContext, node: Node) -> tuple[str, str]:
+    """(systemd unit, pidfile) of a worker node's Celery worker."""
+    name = f"worker-{node.index}"
+    return f"photostack-{name}.service", f"{ctx.defaults('app')['app_run_dir']}/{name}.pid"
+
+
 def app_processes(ctx: RoleContext) -> list[tuple[File, Service]]:
     """One gunicorn per app node on this host (unit file, service), each answering /health
     before its start counts as done."""
@@ -121,7 +145,7 @@ def app_processes(ctx: RoleContext) -> list[tuple[File, Service]]:
     found = []
     for node in ctx.host.nodes_of("app"):
         port, address = ctx.port(node), ctx.bind_address
-        unit, pidfile = f"photostack-app-{port}.service", f"{d['app_run_dir']}/app-{port}.pid"
+        unit, pidfile = app_unit(ctx, node)
         argv = ["gunicorn", "app.wsgi:application", "-k", "gthread",
                 "-w", str(ctx.config.fleets.app.processes), "--threads", str(d["app_threads"]),
                 "-b", f"{address}:{port}", "--timeout", str(d["app_timeout"]),
@@ -143,7 +167,7 @@ def worker_processes(ctx: RoleContext) -> list[tuple[File, Service]]:
     found = []
     for node in ctx.host.nodes_of("worker"):
         name = f"worker-{node.index}"
-        unit, pidfile = f"photostack-{name}.service", f"{d['app_run_dir']}/{name}.pid"
+        unit, pidfile = worker_unit(ctx, node)
         argv = ["celery", "-A", "app.celery:celery_app", "worker", "-Q", ",".join(w["worker_queues"]),
                 "-n", f"{name}@%h", "--pool", w["worker_pool"], "-c", str(ctx.config.fleets.worker.processes),
                 "-l", w["worker_log_level"], "--logfile", f"{d['app_log_dir']}/{name}.log"]

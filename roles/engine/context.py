@@ -13,22 +13,11 @@ import yaml
 
 from infra.config import StackConfig
 from infra.inventory import Host
-from infra.topology import Node
+from infra.topology import STANDARD_PORTS, Node
 from roles.engine.resources import DesiredState
 
 ROLES_DIR = Path(__file__).resolve().parent.parent
 
-# Where each service listens on a dedicated host (AWS). The one-box shifts them (config.onebox).
-STANDARD_PORTS = {
-    "nginx": 80,
-    "app": 8001,
-    "postgres": 5432,
-    "pgbouncer": 6432,
-    "redis": 6379,
-    "memcached": 11211,
-    "rabbitmq": 5672,
-    "munin_node": 4949,
-}
 
 
 @cache

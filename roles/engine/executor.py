@@ -6,8 +6,8 @@ Hosts run in parallel; one failing host never hides another's result.
 from __future__ import annotations
 
 import io
-import secrets
 import shlex
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -100,22 +100,35 @@ def connect(host: Host, ssh: SshSettings) -> Connection | LocalConnection:
     return conn
 
 
-# A script travels as one argument of `bash -c` (one exec, no extra round trip) while it fits
-# Linux's per-argument limit (128 KiB); a larger one is uploaded over SFTP first. Not stdin:
-# Invoke feeds stdin a byte at a time with a sleep between, ~7 ms per byte.
-MAX_INLINE_SCRIPT = 100_000
+# Store the script from stdin in a private temp file and run it with stdin closed, so that no
+# command in it (rabbitmqctl, psql …) can read the rest of the script as its input.
+RUN_STDIN = 'f=$(mktemp) && cat > "$f" && bash "$f" < /dev/null; rc=$?; rm -f "$f"; exit $rc'
 
 
 def run_script(conn: Connection | LocalConnection, host: Host, script: str) -> tuple[int, str]:
-    """Run a bash script on the host (as root); returns (exit code, stdout)."""
-    sudo = "" if host.user == "root" or isinstance(conn, LocalConnection) else "sudo -n "
-    if len(script) <= MAX_INLINE_SCRIPT:
-        result = conn.run(f"{sudo}bash -c {shlex.quote(script)}", in_stream=False)
-    else:
-        remote = f"/tmp/photostack-{secrets.token_hex(8)}.sh"
-        conn.put(io.BytesIO(script.encode()), remote)
-        result = conn.run(f"{sudo}bash {remote}; rc=$?; rm -f {remote}; exit $rc", in_stream=False)
-    return result.exited, result.stdout
+    """Run a bash script on the host as root, fed on stdin; returns (exit code, stdout).
+
+    One SSH exec, so one round trip. The script goes through stdin rather than the command
+    line because it may carry secrets (a command line is visible to every user in `ps`), and
+    is written in one piece on the channel: Invoke's `in_stream` feeds a non-tty stream a
+    byte at a time with a sleep between (~7 ms per byte).
+    """
+    if isinstance(conn, LocalConnection):
+        done = subprocess.run(["bash", "-c", RUN_STDIN], input=script, capture_output=True, text=True)
+        return done.returncode, done.stdout
+    sudo = "" if host.user == "root" else "sudo -n "
+    conn.open()
+    channel = conn.client.get_transport().open_session()
+    try:
+        channel.exec_command(f"{sudo}bash -c {shlex.quote(RUN_STDIN)}")
+        channel.sendall(script.encode())
+        channel.shutdown_write()
+        stdout = channel.makefile("rb")
+        channel.makefile_stderr("rb")  # stderr is drained by paramiko; scripts send what matters to stdout
+        output = stdout.read().decode("utf-8", "replace")
+        return channel.recv_exit_status(), output
+    finally:
+        channel.close()
 
 
 def read_facts(conn: Connection, host: Host, state: DesiredState) -> list[str]:
@@ -151,8 +164,8 @@ def apply(conn: Connection, host: Host, plan: Plan, result: HostResult) -> None:
                 result.handlers_run.append(handler.name)
             else:
                 result.failed.append((f"handler {handler.name}", _last_lines(step.output)))
-    if len(steps) < len(plan.changes) + len(handlers) and not result.failed:
-        result.failed.append(("apply", "apply script stopped early (connection lost?)"))
+    if not steps and plan.changes:
+        result.failed.append(("apply", "apply script ran no step (connection lost?)"))
 
 
 def _last_lines(text: str, count: int = 5) -> str:

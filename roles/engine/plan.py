@@ -76,19 +76,27 @@ def make_plan(state: DesiredState, facts: list[str]) -> Plan:
 
 
 def apply_script(changes: list[Change], handlers: list[Handler]) -> tuple[str, str]:
-    """One script applying changes in order, then handlers; stops at the first failure.
+    """One script applying changes in order, then handlers; no change runs after a failure.
 
+    A handler still runs when a change that notified it was applied, even if a later change
+    failed (a config written must be loaded: the next converge would not notify again).
     Each step prints `<marker>STEP i` before and `<marker>RC i rc` after, so the caller can tell
     which steps ran and which failed. Returns (script, marker).
     """
     marker = f"@@photostack-{secrets.token_hex(4)}@@"
-    steps = [" && ".join(f"( {c} )" for c in change.commands) for change in changes]
-    steps += [h.run for h in handlers]
-    lines = ["set -u"]
-    for index, step in enumerate(steps):
-        lines.append(f"echo '{marker}STEP {index}'")
+    lines = ["set -u", "failed="]
+    for index, change in enumerate(changes):
+        step = " && ".join(f"( {c} )" for c in change.commands)
+        lines.append(f'if [ -z "$failed" ]; then echo \'{marker}STEP {index}\'')
         lines.append(f"( {step} ) 2>&1 < /dev/null")
-        lines.append(f"rc=$?; echo '{marker}RC {index}' $rc; [ $rc -eq 0 ] || exit 0")
+        lines.append(f"rc=$?; echo '{marker}RC {index}' $rc; [ $rc -eq 0 ] && applied_{index}=1 || failed=1; fi")
+    for offset, handler in enumerate(handlers):
+        index = len(changes) + offset
+        notifiers = [i for i, c in enumerate(changes) if handler.name in c.notify]
+        applied = "".join(f"${{applied_{i}:-}}" for i in notifiers)
+        lines.append(f'if [ -n "{applied}" ]; then echo \'{marker}STEP {index}\'')
+        lines.append(f"( {handler.run} ) 2>&1 < /dev/null")
+        lines.append(f"rc=$?; echo '{marker}RC {index}' $rc; [ $rc -eq 0 ] || failed=1; fi")
     return "\n".join(lines) + "\n", marker
 
 

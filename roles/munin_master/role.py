@@ -13,7 +13,6 @@ from infra.topology import Node
 from monitoring.health_watcher import Target, WatcherConfig
 from monitoring.munin_alert import contact_command, munin_conf_lines
 from roles.engine.context import RoleContext
-from roles.engine.converge import available_roles
 from roles.engine.resources import DesiredState, Directory, File, Handler, Packages, Service
 from roles.munin_node.plugins import host_plugins, limits
 
@@ -46,11 +45,9 @@ def munin_hosts(ctx: RoleContext) -> list[MuninHost]:
 def watcher_config(ctx: RoleContext) -> WatcherConfig:
     """Every nginx and app process /health of the stack, for the fast health watcher."""
     d = ctx.defaults("munin_master")
-    # App processes are probed once the app role exists (as nginx routes to them only then).
-    roles = ("nginx", "app") if "app" in available_roles() else ("nginx",)
     targets = tuple(
         Target(node.name, host.name, f"http://{ctx.address(node)}:{ctx.port(node)}/health")
-        for host in ctx.hosts for role in roles for node in host.nodes_of(role)
+        for host in ctx.hosts for role in ("nginx", "app") for node in host.nodes_of(role)
     )
     return WatcherConfig(ctx.stack, targets, float(ctx.config.monitoring.health_probe_interval_s),
                          d["munin_master_failures_to_page"], d["munin_master_successes_to_resolve"],

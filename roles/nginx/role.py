@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from infra.records import record
 from roles.engine.context import RoleContext
-from roles.engine.converge import available_roles
 from roles.engine.resources import Absent, DesiredState, Directory, File, Handler, Packages, Service
 
 RELOAD = "reload nginx"
@@ -19,9 +18,7 @@ def drained_nodes(ctx: RoleContext) -> set[str]:
 
 
 def app_servers(ctx: RoleContext) -> list[tuple[str, bool]]:
-    """Upstream app servers (address:port, drained?), once the app role exists."""
-    if "app" not in available_roles():
-        return []
+    """Upstream app servers (address:port, drained?); none gives the placeholder site."""
     drained = drained_nodes(ctx)
     return [
         (f"{ctx.address(node)}:{ctx.port(node)}", node.name in drained)

@@ -4,6 +4,7 @@ vhost, app user, no guest (→ mirroring policy when clustered)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import shlex
 
 from roles.engine.context import RoleContext
@@ -16,6 +17,9 @@ ENV_FILE = "/etc/rabbitmq/rabbitmq-env.conf"
 # without calling the CLI, so epmd is never started listening on every interface.
 READY = f"grep -qs ERL_EPMD_ADDRESS {ENV_FILE}"
 CTL = f"{READY} && rabbitmqctl -q"
+# Checks ask the management API (one curl, ~10 ms) instead of rabbitmqctl (an Erlang VM start,
+# ~0.6 s each): the app user's credentials sit in a root-only curl config, never on a command line.
+CURL_CONFIG = "/etc/rabbitmq/photostack-api.curl"
 # epmd outlives the node; stopped with it, it comes back with the current env (addresses).
 KILL_EPMD = "epmd -kill >/dev/null 2>&1 || true"
 
@@ -69,7 +73,12 @@ def desired(ctx: RoleContext) -> DesiredState:
         epmd_addresses=address if ctx.onebox else f"127.0.0.1,{address}",
         dist_interface=dist_interface,
     )
-    conf = ctx.template("rabbitmq", "rabbitmq.conf.j2", address=address, port=ctx.port(node), peers=peers)
+    conf = ctx.template(
+        "rabbitmq", "rabbitmq.conf.j2", address=address, port=ctx.port(node), peers=peers,
+        management_port=d["rabbitmq_management_port"],
+    )
+    api = f"http://{address}:{d['rabbitmq_management_port']}/api"
+    api_get = f"curl -sf -K {CURL_CONFIG} {api}"
     q = shlex.quote
     state = DesiredState(
         resources=[
@@ -78,26 +87,41 @@ def desired(ctx: RoleContext) -> DesiredState:
             File(ENV_FILE, env, notify=(RESTART,)),
             File("/etc/rabbitmq/rabbitmq.conf", conf, notify=(RESTART,)),
             cookie(password, clustered=len(peers) > 1),
+            File("/etc/rabbitmq/enabled_plugins", "[rabbitmq_management].\n", notify=(RESTART,)),
+            File(CURL_CONFIG, f'user = "{user}:{password}"\n', mode=0o600, sensitive=True),
             Service(
                 "rabbitmq-server",
                 start="service rabbitmq-server start",
-                status=f"{READY} && service rabbitmq-server status",
+                # The broker is up when its AMQP port takes connections (no Erlang CLI start-up).
+                status=f"timeout 2 bash -c '</dev/tcp/{address}/{ctx.port(node)}'",
                 stop="service rabbitmq-server stop",
             ),
-            Command(f"vhost {vhost}", f"rabbitmqctl add_vhost {q(vhost)}", unless=f"{CTL} list_vhosts name | grep -qx {q(vhost)}"),
+            # A `monitoring` user may list vhosts but not read one by name (administrators only).
+            Command(
+                f"vhost {vhost}",
+                f"rabbitmqctl add_vhost {q(vhost)}",
+                unless=f"{api_get}/vhosts | grep -qF {q(json.dumps({'name': vhost}, separators=(',', ':'))[1:-1])}",
+            ),
             Command(
                 f"user {user}",
+                # The password reaches rabbitmqctl on stdin (printf is a builtin): never on a command line.
                 run=(
-                    f"{{ rabbitmqctl add_user {q(user)} {q(password)} || rabbitmqctl change_password {q(user)} {q(password)}; }} "
-                    f"&& rabbitmqctl set_permissions -p {q(vhost)} {q(user)} '.*' '.*' '.*'"
-                ),
-                unless=(
-                    f"{READY} && rabbitmqctl authenticate_user {q(user)} {q(password)} "
-                    f"&& {CTL} list_permissions -p {q(vhost)} | grep -q '^{user}\\s'"
+                    f"pw={q(password)}; "
+                    f"{{ printf %s \"$pw\" | rabbitmqctl add_user {q(user)} || printf %s \"$pw\" | rabbitmqctl change_password {q(user)}; }} "
+                    f"&& rabbitmqctl set_permissions -p {q(vhost)} {q(user)} '.*' '.*' '.*' "
+                    f"&& rabbitmqctl set_user_tags {q(user)} monitoring"
                 ),
                 sensitive=True,
+                # Answering proves the password and the tag, both set by the same command as the
+                # permissions (reading permissions back takes an administrator).
+                unless=f"{api_get}/whoami | grep -qF '\"monitoring\"'",
             ),
-            Command("no guest user", "rabbitmqctl delete_user guest", unless=f"users=$({CTL} list_users) && ! echo \"$users\" | grep -q '^guest\\s'"),
+            Command(
+                "no guest user",
+                # Idempotent on its own: the API check cannot answer before the first restart.
+                "out=$(rabbitmqctl delete_user guest 2>&1) || echo \"$out\" | grep -q 'does not exist'",
+                unless=f"[ \"$(curl -s -o /dev/null -w '%{{http_code}}' -u guest:guest {api}/whoami)\" = 401 ]",
+            ),
         ],
         handlers=[Handler(RESTART, f"service rabbitmq-server stop && {{ {KILL_EPMD}; }} && service rabbitmq-server start")],
     )

@@ -1,0 +1,335 @@
+"""Zero-downtime rolling deploys of the app and worker fleet, and rollback.
+
+The story, under the deploy lock:
+
+    build the release → ship it to every app/worker host (venv, code; skipped where present)
+    for each batch (an app node, then each worker node):
+        take it out of the load balancer → switch `current` → restart it → wait until it
+        runs the new release and answers /health → put it back
+    on a failing batch: roll that batch and every batch done before it back to the release
+    they ran, then re-raise as DeployFailed naming the batch and why
+    record the release (converge keeps a pinned one), prune old releases, mark it in Sentry
+
+Load balancers: nginx on one-box (the `drained` record marks the node `down`, a converge of the
+nginx role reloads it gracefully); ALB target groups on AWS (deregistration waits out the
+connection draining delay). Workers stop with Celery's warm shutdown (SIGTERM: running tasks
+finish; acks_late tasks not yet acknowledged go back to the queue).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from infra.config import REPO_ROOT
+from infra.inventory import TAG_NODE, TAG_STACK, Host
+from infra.records import record
+from infra.topology import Node
+from ops import lock
+from ops.maintenance import Placed, node_services, restart_script
+from ops.remote import StepFailed, check_converged, run_step
+from ops.stack import Stack
+from roles.app import deploy as steps
+from roles.app import release as rel
+from roles.app import runtime
+from roles.engine.resources import Service
+from roles.nginx.role import DRAINED
+
+Progress = Callable[[str], None]
+LOCK_FILE = "deploy.lock"
+
+
+class DeployFailed(RuntimeError):
+    """A batch failed; the message says which, why, and what was rolled back."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One node restarted as a unit: out of the load balancer (app nodes), switched, restarted."""
+
+    node: Node
+    host: Host
+    services: tuple[Service, ...]
+    pidfile: str
+    health: tuple[str, int] | None  # (address, port) of an app node's /health; None for workers
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+
+@dataclass
+class DeployLog:
+    """What a deploy did: version, previous versions per host, timed steps, notes."""
+
+    version: str = ""
+    previous: dict[str, str] = field(default_factory=dict)
+    steps: list[tuple[str, float]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+    @contextmanager
+    def step(self, name: str, progress: Progress) -> Iterator[None]:
+        progress(name)
+        began = time.monotonic()
+        yield
+        self.steps.append((name, time.monotonic() - began))
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+
+class Balancer(Protocol):
+    """Takes app nodes out of rotation and puts them back."""
+
+    def drain(self, batch: Batch) -> None: ...
+
+    def restore(self, batch: Batch) -> None: ...
+
+
+class NginxBalancer:
+    """One-box (and any nginx tier): the `drained` record lists nodes nginx marks `down`; a
+    converge of the nginx role re-renders the upstream and reloads gracefully (in-flight
+    requests finish on the old workers)."""
+
+    def __init__(self, stack: Stack):
+        self.stack = stack
+        self.record = record(stack.config, stack.name, DRAINED)
+        self.hosts = [h for h in stack.hosts if "nginx" in h.roles]
+
+    def _set(self, node: str, drained: bool) -> None:
+        current = set(self.record.load() or [])
+        self.record.save(sorted(current | {node} if drained else current - {node}))
+        check_converged(self.stack.converge(self.hosts, {"nginx"}), f"reload nginx ({'drain' if drained else 'restore'} {node})")
+
+    def drain(self, batch: Batch) -> None:
+        self._set(batch.name, True)
+
+    def restore(self, batch: Batch) -> None:
+        self._set(batch.name, False)
+
+
+class TargetGroupBalancer:
+    """AWS: deregister the node's instance from every target group holding it (the ALB stops
+    sending new requests and waits out the deregistration delay for in-flight ones), register
+    it again afterwards and wait until it is in service."""
+
+    def __init__(self, stack_name: str, ec2: Any, elbv2: Any):
+        self.stack_name, self.ec2, self.elbv2 = stack_name, ec2, elbv2
+        self.drained: dict[str, list[tuple[str, dict]]] = {}  # node → (target group ARN, target)
+
+    def instance(self, node: str) -> str:
+        """The running instance of `node` (by the stack's EC2 tags)."""
+        found = self.ec2.describe_instances(Filters=[
+            {"Name": f"tag:{TAG_STACK}", "Values": [self.stack_name]}, {"Name": f"tag:{TAG_NODE}", "Values": [node]},
+            {"Name": "instance-state-name", "Values": ["running"]},
+        ])
+        ids = [i["InstanceId"] for r in found["Reservations"] for i in r["Instances"]]
+        if len(ids) != 1:
+            raise StepFailed(f"{node}: expected one running instance tagged {TAG_NODE}={node}, found {len(ids)}")
+        return ids[0]
+
+    def targets_of(self, instance: str) -> list[tuple[str, dict]]:
+        """(target group ARN, target) for every group listing the instance."""
+        found = []
+        for group in self.elbv2.describe_target_groups()["TargetGroups"]:
+            arn = group["TargetGroupArn"]
+            for d in self.elbv2.describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]:
+                if d["Target"]["Id"] == instance:
+                    found.append((arn, d["Target"]))
+        return found
+
+    def drain(self, batch: Batch) -> None:
+        targets = self.targets_of(self.instance(batch.name))
+        for arn, target in targets:
+            self.elbv2.deregister_targets(TargetGroupArn=arn, Targets=[target])
+        for arn, target in targets:
+            self.elbv2.get_waiter("target_deregistered").wait(TargetGroupArn=arn, Targets=[target])
+        self.drained.setdefault(batch.name, targets)
+
+    def restore(self, batch: Batch) -> None:
+        targets = self.drained.pop(batch.name, [])
+        for arn, target in targets:
+            self.elbv2.register_targets(TargetGroupArn=arn, Targets=[target])
+        for arn, target in targets:
+            self.elbv2.get_waiter("target_in_service").wait(TargetGroupArn=arn, Targets=[target])
+
+
+def balancer_for(stack: Stack) -> Balancer:
+    """nginx on one-box; the ALB's target groups on AWS."""
+    if stack.config.target == "onebox":
+        return NginxBalancer(stack)
+    import boto3  # AWS only
+
+    region = stack.config.region
+    return TargetGroupBalancer(stack.name, boto3.client("ec2", region_name=region), boto3.client("elbv2", region_name=region))
+
+
+# --- what to roll ---------------------------------------------------------------------------
+
+def fleet_hosts(stack: Stack) -> list[Host]:
+    """Hosts running the app or workers (they hold releases)."""
+    return [h for h in stack.hosts if {"app", "worker"} & set(h.roles)]
+
+
+def batches(stack: Stack) -> list[Batch]:
+    """App nodes one at a time (nginx always has the others), then each worker node."""
+    found = []
+    for role in ("app", "worker"):
+        for host in stack.hosts:
+            ctx = stack.context(host)
+            for node in host.nodes_of(role):
+                unit, pidfile = (runtime.app_unit if role == "app" else runtime.worker_unit)(ctx, node)
+                health = (ctx.bind_address, ctx.port(node)) if role == "app" else None
+                services = tuple(node_services(stack, Placed(node, host)))
+                found.append(Batch(node, host, services, pidfile, health))
+    return found
+
+
+# --- the steps --------------------------------------------------------------------------------
+
+def build(version: str | None, repo: Path = REPO_ROOT) -> rel.Release:
+    """The release of the working tree, or of git ref `version` (checked out in a throwaway worktree)."""
+    if version is None:
+        return rel.build_release(repo)
+    tmp = Path(tempfile.mkdtemp(prefix="photostack-release-"))
+    tree = tmp / "tree"
+    added = subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(tree), version],
+                           capture_output=True, text=True)
+    if added.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DeployFailed(f"--version {version}: not a git revision of {repo} ({added.stderr.strip().splitlines()[-1:]})")
+    try:
+        return rel.build_release.__wrapped__(tree)
+    finally:
+        subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(tree)], capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def ship(stack: Stack, hosts: list[Host], release: rel.Release) -> None:
+    """Put the release (and its venv) on every host; hosts that have it are untouched."""
+    for host in hosts:
+        run_step(host, stack.ssh, f"ship {release.version}", steps.ship_if_missing(release))
+
+
+def current_versions(stack: Stack, hosts: list[Host]) -> dict[str, str]:
+    """The version each host's `current` points at."""
+    return {h.name: run_step(h, stack.ssh, "read current", steps.current_version()).strip() for h in hosts}
+
+
+def roll(stack: Stack, balancer: Balancer, batch: Batch, version: str, progress: Progress) -> None:
+    """Out of rotation → switch → restart → runs `version` and is healthy → back in rotation.
+    A failure leaves the node out of rotation (it is not serving right) and raises StepFailed."""
+    wait = stack.context(batch.host).defaults("app")["app_start_wait_s"]
+    if batch.health:
+        progress(f"{batch.name}: out of rotation")
+        balancer.drain(batch)
+    progress(f"{batch.name}: switch to {version} and restart")
+    run_step(batch.host, stack.ssh, f"{batch.name}: switch to {version}", rel.switch_script(version))
+    run_step(batch.host, stack.ssh, f"{batch.name}: restart", restart_script(list(batch.services)))
+    ready = steps.runs_release(batch.pidfile, version)
+    if batch.health:
+        ready += f" && {steps.listens(batch.pidfile, batch.health[1])} && {steps.healthy(*batch.health)}"
+    run_step(batch.host, stack.ssh, f"{batch.name}: wait until it runs {version}", steps.wait_until(ready, wait))
+    if batch.health:
+        progress(f"{batch.name}: back in rotation")
+        balancer.restore(batch)
+
+
+def roll_out(stack: Stack, balancer: Balancer, version: str, previous: dict[str, str], log: DeployLog,
+             progress: Progress) -> None:
+    """Roll every batch to `version`; on a failure roll the failed and the finished batches
+    back to what their host ran before, then raise DeployFailed."""
+    done: list[Batch] = []
+    for batch in batches(stack):
+        try:
+            with log.step(f"{batch.name} → {version}", progress):
+                roll(stack, balancer, batch, version, progress)
+        except StepFailed as exc:
+            undone = _roll_back([batch, *reversed(done)], stack, balancer, previous, progress)
+            raise DeployFailed(f"deploy of {version} stopped at {batch.name}: {exc}; {undone}") from exc
+        done.append(batch)
+
+
+def _roll_back(rolled: list[Batch], stack: Stack, balancer: Balancer, previous: dict[str, str],
+               progress: Progress) -> str:
+    """Return batches to their host's previous release; says what happened."""
+    back, stuck = [], []
+    for batch in rolled:
+        before = previous.get(batch.host.name)
+        if not before:
+            stuck.append(f"{batch.name} (no previous release)")
+            continue
+        try:
+            roll(stack, balancer, batch, before, progress)
+            back.append(batch.name)
+        except StepFailed as exc:
+            stuck.append(f"{batch.name} ({exc})")
+    said = f"rolled back {', '.join(back)} to {', '.join(sorted(set(previous.values())))}" if back else "nothing rolled back"
+    return said + (f"; NOT rolled back, out of rotation: {'; '.join(stuck)}" if stuck else "")
+
+
+def finish(stack: Stack, version: str, previous: str, pinned: bool) -> None:
+    """Record the release (a pinned one is what converge keeps), prune, mark it in Sentry."""
+    from monitoring.sentry import mark_deploy
+
+    record(stack.config, stack.name, runtime.RELEASE_RECORD).save(
+        {"version": version, "previous": previous, "pinned": pinned})
+    keep = stack.context(stack.hosts[0]).defaults("app")["app_releases_keep"]
+    for host in fleet_hosts(stack):
+        run_step(host, stack.ssh, "prune releases", rel.prune_script(keep))
+    mark_deploy(version, stack.config.environment)
+
+
+# --- the commands -----------------------------------------------------------------------------
+
+def deploy(stack: Stack, version: str | None = None, progress: Progress = lambda _: None,
+           balancer: Balancer | None = None) -> DeployLog:
+    """Build, ship and roll out a release (the working tree, or git ref `version`, pinned)."""
+    log = DeployLog()
+    balancer = balancer or balancer_for(stack)
+    with lock.held(stack.state / LOCK_FILE, f"deploy {version or 'working tree'}", log.notes):
+        with log.step("build release", progress):
+            release = build(version)
+        log.version = release.version
+        hosts = fleet_hosts(stack)
+        with log.step(f"ship {release.version} to {len(hosts)} host(s)", progress):
+            log.previous = current_versions(stack, hosts)
+            ship(stack, hosts, release)
+        roll_out(stack, balancer, release.version, log.previous, log, progress)
+        with log.step("record, prune, mark in Sentry", progress):
+            before = next((v for v in log.previous.values() if v and v != release.version), "")
+            finish(stack, release.version, before or _stored_previous(stack), pinned=version is not None)
+    return log
+
+
+def rollback(stack: Stack, progress: Progress = lambda _: None, balancer: Balancer | None = None) -> DeployLog:
+    """Roll out the release before the deployed one (pinned: converge keeps it until the next deploy)."""
+    stored = record(stack.config, stack.name, runtime.RELEASE_RECORD).load() or {}
+    target = stored.get("previous")
+    if not target:
+        raise DeployFailed("no previous release recorded: `ops rollback` needs an earlier `ops deploy`")
+    log = DeployLog(version=target)
+    balancer = balancer or balancer_for(stack)
+    with lock.held(stack.state / LOCK_FILE, f"rollback to {target}", log.notes):
+        hosts = fleet_hosts(stack)
+        log.previous = current_versions(stack, hosts)
+        for host in hosts:
+            run_step(host, stack.ssh, f"check {target} is on the host", steps.shipped_version(target))
+        roll_out(stack, balancer, target, log.previous, log, progress)
+        with log.step("record, mark in Sentry", progress):
+            finish(stack, target, stored.get("version", ""), pinned=True)
+    return log
+
+
+def _stored_previous(stack: Stack) -> str:
+    stored = record(stack.config, stack.name, runtime.RELEASE_RECORD).load() or {}
+    return stored.get("previous", "")

@@ -1,0 +1,40 @@
+"""Drill: SIGKILL one app instance (gunicorn master and workers) under GET load through nginx.
+
+What is measured: GET requests through nginx (passive health checks, `proxy_next_upstream` on
+errors for idempotent requests) — < 0.1% may fail; the fast health watcher pages (local HTTPS
+PagerDuty endpoint) and resolves once a converge has restarted the instance.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from ops.remote import check_converged
+from tests.drills.faults import kill_tree, nginx_port, wait_for, watcher_paging_to
+from tests.drills.httpload import GetLoad
+
+pytestmark = pytest.mark.onebox
+DEDUP = "onebox/onebox/health/app-0"
+
+
+def test_killed_app_instance_fails_few_requests_pages_and_resolves(converged, pagerduty_server, test_certificates):
+    stack = converged
+    with watcher_paging_to(stack, pagerduty_server.url, str(test_certificates.ca_bundle), "R0UTINGKEY0000000000000000000000"):
+        load = GetLoad(nginx_port(stack), ["/health", "/api/users/alice", "/api/users/bob"], clients=4,
+                       max_seconds=90).start()
+        try:
+            time.sleep(2)
+            killed = kill_tree("/run/photostack/app-8001.pid")
+            paged = wait_for(lambda: pagerduty_server.incidents.get(DEDUP) == "triggered", 30)
+            time.sleep(1)  # load keeps hitting nginx while app-0 is gone
+        finally:
+            result = load.stop()
+        check_converged(stack.converge(stack.hosts, {"app"}), "restart app-0")  # converge brings it back
+        wait_for(lambda: pagerduty_server.incidents.get(DEDUP) == "resolved", 40)
+    print(f"\nkilled pids {killed}: {result.describe()}")
+    assert paged and result.total > 500  # the load really ran through the outage
+    assert result.failed_ratio < 0.001, result.describe()
+    trigger = next(e for e in pagerduty_server.events if e["event_action"] == "trigger" and e["dedup_key"] == DEDUP)
+    assert "app-0" in trigger["payload"]["summary"] and "web_node_down" in str(trigger.get("links", ""))
