@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.config import StackConfig
+from infra.config import ConfigError, StackConfig
 
 SSHD = "/usr/sbin/sshd"
 
@@ -145,12 +146,27 @@ def start_sshd(paths: OneBoxSsh, addresses: list[str], port: int, name: str = "s
         # SIGHUP: sshd re-executes with the new config; open sessions carry on.
         os.kill(pid, signal.SIGHUP)
         return
+    for address in addresses:
+        _ensure_free(address, port)
     subprocess.run([SSHD, "-f", str(config_file)], check=True)
     deadline = time.monotonic() + 5
     while sshd_pid(paths, name) is None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"sshd did not start on {addresses[0]}:{port}")
         time.sleep(0.05)
+
+
+def _ensure_free(address: str, port: int) -> None:
+    """Fail with one clear line when something else (another checkout's one-box?) holds the port."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((address, port))
+        except OSError:
+            raise ConfigError([
+                f"photostack:onebox.sshPort: {address}:{port} is already in use by another process "
+                "(another checkout's one-box? stop it with its `ops down`, or choose another sshPort)"
+            ]) from None
 
 
 def stop_sshd(paths: OneBoxSsh, name: str = "sshd") -> bool:

@@ -25,14 +25,20 @@ def test_rolling_deploy_under_load_fails_no_request(converged):
     assert record(converged.config, converged.name, "drained").load() == []  # every node back in rotation
 
 
+def _earlier_releases(current: str) -> list[Path]:
+    """Shipped releases other than `current`, oldest first."""
+    return sorted((p for p in Path(rel.RELEASES).iterdir() if p.name != current and (p / ".release").exists()),
+                  key=lambda p: p.stat().st_mtime)
+
+
 def test_rollback_returns_to_the_previous_release_and_a_deploy_unpins(converged):
     stack = converged
     current = rel.build_release().version
     store = record(stack.config, stack.name, runtime.RELEASE_RECORD)
-    releases = sorted((p for p in Path(rel.RELEASES).iterdir()
-                       if p.name != current and (p / ".release").exists()), key=lambda p: p.stat().st_mtime)
-    if not releases:
-        pytest.skip("no earlier release on the one-box to roll back to")
+    if not _earlier_releases(current):
+        # A fresh one-box has only the working tree's release: ship the previous commit's beside it.
+        rollout.ship(stack, [stack.hosts[0]], rollout.build("HEAD~1"))
+    releases = _earlier_releases(current)
     store.save({"version": current, "previous": releases[-1].name, "pinned": False})
     back = rollout.rollback(stack)
     try:
