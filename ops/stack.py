@@ -19,7 +19,7 @@ from infra.secrets import SecretStore
 from infra.state import state_dir
 from roles.engine.context import RoleContext
 from roles.engine.converge import host_state
-from roles.engine.executor import HostResult, SshSettings, converge_hosts
+from roles.engine.executor import HostResult, SshSettings, connect, converge_hosts, run_script
 from roles.engine.resources import DesiredState, Service
 
 
@@ -96,6 +96,37 @@ class Stack:
         if self.config.target != "onebox":
             raise ConfigError([f"photostack:target: stack '{self.name}' is {self.config.target}, not onebox"])
         onebox.prepare(self.config, self.state)
+        self.adopt_primaries()
+
+    def adopt_primaries(self) -> None:
+        """With no stored primaries record (a fresh state dir) but clusters already on the host,
+        record the primaries the host really has, so a converge never demotes a promoted replica
+        or writes to a standby. A cluster is a standby when its data dir holds standby.signal."""
+        from infra.shardstore import Primaries, ShardRole, primaries_store
+        from roles.postgres.cluster import cluster_of
+
+        store = primaries_store(self.config, self.name)
+        if store.stored.load() is not None:
+            return
+        found: dict[int, ShardRole] = {}
+        for host in self.hosts:
+            clusters = [cluster_of(self.context(host), node) for node in host.nodes_of("postgres")]
+            if not clusters:
+                continue
+            script = "".join(
+                f"[ -f {c.data_dir}/PG_VERSION ] && ! [ -f {c.data_dir}/standby.signal ] && echo {c.shard} {c.replica}\n"
+                for c in clusters
+            )
+            with connect(host, self.ssh) as conn:
+                _, output = run_script(conn, host, script)
+            primaries: dict[int, list[int]] = {}
+            for line in output.splitlines():
+                shard, member = map(int, line.split())
+                primaries.setdefault(shard, []).append(member)
+            # Only a shard whose original primary is now a standby needs a record.
+            found.update({shard: ShardRole(primary=min(members)) for shard, members in primaries.items()
+                          if 0 not in members})
+        store.save(Primaries(found))  # recorded once: later commands read it instead of asking
 
     def converge(
         self, hosts: list[Host], roles: set[str] | None = None, check: bool = False
