@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import psycopg
 import pytest
 
-from infra.shardstore import stored_shard_map
+from infra.shardstore import stored_primaries, stored_shard_map
 from infra.sharding import ShardMap
 from ops.stack import Stack
 
@@ -26,11 +26,27 @@ class DataTier:
     def secret(self, name: str) -> str:
         return self.stack.secret(name)
 
+    def member_port(self, shard: int, member: int) -> int:
+        return self.box.postgres_base_port + shard * (self.stack.config.postgres.replicas_per_shard + 1) + member
+
+    def primary_member(self, shard: int) -> int:
+        """The member that is primary now: the original one until a failover (stored state)."""
+        return stored_primaries(self.stack.config, self.stack.name).of(shard).primary
+
+    def replica_member(self, shard: int) -> int:
+        return next(m for m in range(self.stack.config.postgres.replicas_per_shard + 1)
+                    if m != self.primary_member(shard))
+
     def primary_port(self, shard: int) -> int:
-        return self.box.postgres_base_port + shard * (self.stack.config.postgres.replicas_per_shard + 1)
+        return self.member_port(shard, self.primary_member(shard))
 
     def replica_port(self, shard: int) -> int:
-        return self.primary_port(shard) + 1
+        return self.member_port(shard, self.replica_member(shard))
+
+    def replica_name(self, shard: int) -> str:
+        """The cluster name of the shard's first replica (also its slot and application_name)."""
+        member = self.replica_member(shard)
+        return f"shard{shard}" if member == 0 else f"shard{shard}r{member}"
 
     def connect(
         self, port: int, dbname: str, user: str = "photostack", secret: str = "dbPassword",

@@ -80,7 +80,7 @@ def test_replicas_stream_synchronously_from_their_slots(datatier):
                 "SELECT r.application_name, r.state, r.sync_state, s.active FROM pg_stat_replication r "
                 "JOIN pg_replication_slots s ON s.active_pid = r.pid"
             ).fetchall()
-        assert rows == [(f"shard{shard}r1", "streaming", "quorum", True)]
+        assert rows == [(datatier.replica_name(shard), "streaming", "quorum", True)]
 
 
 def test_every_logical_shard_lives_on_exactly_one_primary(datatier):
