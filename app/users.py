@@ -62,17 +62,25 @@ def create_user(raw_username: str, password: str) -> User:
     return User(row[0], username)
 
 
-def authenticate(raw_username: str, password: str) -> User | None:
-    """The user if the password matches, else None (same answer for unknown users)."""
+def _find(raw_username: str, columns: str) -> tuple[str, tuple | None] | None:
+    """(normalized username, its row of `columns` or None); None for a malformed username.
+    One query on the username's shard."""
     try:
         username = normalize_username(raw_username)
     except InvalidInput:
         return None
     physical, schema = _shard_of_username(username)
     with router().connection(physical) as conn:
-        row = conn.execute(
-            f"SELECT id, password_hash FROM {schema}.users WHERE username = %s", (username,)
-        ).fetchone()
+        row = conn.execute(f"SELECT {columns} FROM {schema}.users WHERE username = %s", (username,)).fetchone()
+    return username, row
+
+
+def authenticate(raw_username: str, password: str) -> User | None:
+    """The user if the password matches, else None (same answer for unknown users)."""
+    found = _find(raw_username, "id, password_hash")
+    if found is None:
+        return None
+    username, row = found
     if row is None:
         make_password(password)  # same work as a real check: no user enumeration by timing
         return None
@@ -81,11 +89,7 @@ def authenticate(raw_username: str, password: str) -> User | None:
 
 def user_by_username(raw_username: str) -> User | None:
     """Look a user up by username (one query on one shard)."""
-    try:
-        username = normalize_username(raw_username)
-    except InvalidInput:
+    found = _find(raw_username, "id")
+    if found is None or found[1] is None:
         return None
-    physical, schema = _shard_of_username(username)
-    with router().connection(physical) as conn:
-        row = conn.execute(f"SELECT id FROM {schema}.users WHERE username = %s", (username,)).fetchone()
-    return User(row[0], username) if row else None
+    return User(found[1][0], found[0])

@@ -65,26 +65,23 @@ def deploy(
 ) -> None:
     """Rolling, zero-downtime deploy of the app and workers: one node at a time out of the load
     balancer, switched, restarted, healthy, back in; a failing node rolls the deploy back."""
-    loaded = _stack(ctx, stack)
-    try:
-        log = rollout.deploy(loaded, version, _progress)
-    except LockHeld as exc:
-        _fail(str(exc), 2)
-    except (rollout.DeployFailed, StepFailed) as exc:
-        _fail(str(exc))
-    _deployed(log, "deployed")
+    _roll(lambda progress: rollout.deploy(_stack(ctx, stack), version, progress), "deployed")
 
 
 def rollback(ctx: typer.Context, stack: StackName = None) -> None:
     """Roll the app and workers back to the release before the deployed one (same rolling steps)."""
-    loaded = _stack(ctx, stack)
+    _roll(lambda progress: rollout.rollback(_stack(ctx, stack), progress), "rolled back to")
+
+
+def _roll(run, verb: str) -> None:
+    """Run a deploy or rollback; a held lock exits 2, a failed step 1, each with one line."""
     try:
-        log = rollout.rollback(loaded, _progress)
+        log = run(_progress)
     except LockHeld as exc:
         _fail(str(exc), 2)
     except (rollout.DeployFailed, StepFailed) as exc:
         _fail(str(exc))
-    _deployed(log, "rolled back to")
+    _deployed(log, verb)
 
 
 def status(ctx: typer.Context, stack: StackName = None) -> None:
