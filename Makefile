@@ -7,8 +7,8 @@ BIN := $(VENV)/bin
 # Only what the one-box bootstrap needs; every service's packages are installed by its role.
 OS_PACKAGES := openssh-server openssh-client python3-venv iproute2 curl
 # Tests: a headless browser for the UI and dashboard tests; munin (its Perl alert templating);
-# the servers the app tests start
-# throwaway copies of (the one-box roles install the same packages for themselves).
+# the servers of which the app tests start throwaway copies (the one-box roles install the
+# same packages for themselves).
 TEST_OS_PACKAGES := chromium munin postgresql pgbouncer redis-server memcached rabbitmq-server
 
 .PHONY: up test down status bench setup os-packages test-os-packages

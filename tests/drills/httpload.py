@@ -20,7 +20,7 @@ class LoadResult:
     ok: int = 0
     failed: int = 0
     reconnects: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)  # "<path>: <error>" -> count
     seconds: float = 0.0
 
     @property
@@ -30,6 +30,9 @@ class LoadResult:
     @property
     def failed_ratio(self) -> float:
         return self.failed / self.total if self.total else 0.0
+
+    def failed_paths(self) -> set[str]:
+        return {key.split(": ", 1)[0] for key in self.errors}
 
     def describe(self) -> str:
         return (f"{self.total} GETs in {self.seconds:.1f}s, {self.failed} failed ({self.failed_ratio:.3%}), "
@@ -65,7 +68,7 @@ class GetLoad:
         self.result.seconds = time.monotonic() - self._started
         return self.result
 
-    def _count(self, ok: bool, error: str = "", reconnect: bool = False) -> None:
+    def _count(self, path: str, ok: bool, error: str = "", reconnect: bool = False) -> None:
         with self._lock:
             if reconnect:
                 self.result.reconnects += 1
@@ -73,7 +76,8 @@ class GetLoad:
                 self.result.ok += 1
             else:
                 self.result.failed += 1
-                self.result.errors[error] = self.result.errors.get(error, 0) + 1
+                key = f"{path}: {error}"
+                self.result.errors[key] = self.result.errors.get(key, 0) + 1
 
     def _done(self) -> bool:
         return (self._stop.is_set() or self.result.total >= self.max_requests
@@ -100,14 +104,14 @@ class GetLoad:
                     if reused and attempt == 1:
                         reconnect = True
                         continue
-                    self._count(False, type(exc).__name__, reconnect)
+                    self._count(path, False, type(exc).__name__, reconnect)
                     break
                 except (OSError, http.client.HTTPException) as exc:
                     conn.close()
                     conn = None
-                    self._count(False, type(exc).__name__, reconnect)
+                    self._count(path, False, type(exc).__name__, reconnect)
                     break
-                self._count(response.status == 200, f"HTTP {response.status}", reconnect)
+                self._count(path, response.status == 200, f"HTTP {response.status}", reconnect)
                 if response.will_close:
                     conn.close()
                     conn = None
