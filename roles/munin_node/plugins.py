@@ -15,6 +15,7 @@ from pathlib import Path
 from infra.config import StackConfig
 from infra.topology import Node
 from roles.engine.context import RoleContext
+from roles.postgres.cluster import cluster_of
 
 PLUGIN_DIR = Path(__file__).resolve().parents[2] / "monitoring" / "munin" / "plugins"
 HELPER = PLUGIN_DIR.parent / "photostack_munin.py"
@@ -74,17 +75,16 @@ def host_plugins(ctx: RoleContext) -> list[PluginInstance]:
                                password=ctx.secret("pgbouncerAdminPassword")))
     postgres = [n for h in ctx.hosts for n in h.nodes_of("postgres")]
     for node in host.nodes_of("postgres"):
-        shard, replica = node.attrs["shard"], node.attrs["replica"]
-        suffix = node.name.removeprefix("postgres-").replace("-", "_")
-        found.append(_instance(ctx, f"postgres_connections_{suffix}", "postgres_connections_", user="postgres",
-                               host="/var/run/postgresql", port=ctx.port(node)))
-        if replica == 0:  # lag is measured on the primary, once per replica of its shard
+        cluster = cluster_of(ctx, node)
+        found.append(_instance(ctx, f"postgres_connections_{_suffix(node)}", "postgres_connections_",
+                               user="postgres", host="/var/run/postgresql", port=cluster.port))
+        if cluster.is_primary:  # lag is measured on the primary now (stored state), once per other member
             for other in postgres:
-                if other.attrs["shard"] == shard and other.attrs["replica"] > 0:
+                member = cluster_of(ctx, other)
+                if member.shard == cluster.shard and not member.is_primary:
                     found.append(_instance(
-                        ctx, f"postgres_replication_{other.name.removeprefix('postgres-').replace('-', '_')}",
-                        "postgres_replication_", user="postgres", host="/var/run/postgresql",
-                        port=ctx.port(node), replica=replica_name(other)))
+                        ctx, f"postgres_replication_{_suffix(other)}", "postgres_replication_",
+                        user="postgres", host="/var/run/postgresql", port=cluster.port, replica=member.slot))
     for node in host.nodes_of("redis"):
         redis = {"host": ctx.address(node), "port": ctx.port(node), "password": ctx.secret("redisPassword")}
         found.append(_instance(ctx, f"redis_{node.name.removeprefix('redis-')}", "redis_", **redis))
@@ -100,6 +100,6 @@ def host_plugins(ctx: RoleContext) -> list[PluginInstance]:
     return found
 
 
-def replica_name(node: Node) -> str:
-    """How a replica appears on its primary: slot and application_name `shard<n>r<k>` (postgres role)."""
-    return f"shard{node.attrs['shard']}r{node.attrs['replica']}"
+def _suffix(node: Node) -> str:
+    """A postgres node's part of its plugin names: `postgres-0-replica1` → `0_replica1`."""
+    return node.name.removeprefix("postgres-").replace("-", "_")

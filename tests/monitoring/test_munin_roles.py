@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from infra.config import load_stack_config
 from infra.inventory import onebox_hosts
+from infra.shardstore import Primaries, primaries_store
 from roles.engine.context import RoleContext
 from roles.engine.resources import Command, File, Service
 from roles.munin_master.role import desired as master_desired
@@ -11,6 +14,11 @@ from roles.munin_master.role import munin_hosts, sudoers_escape, watcher_config
 from roles.munin_node.plugins import host_plugins
 from roles.munin_node.role import desired as node_desired
 from roles.munin_node.role import requirements
+
+
+@pytest.fixture(autouse=True)
+def _own_state(state_root):
+    """Plugins follow the stored primaries: read a private state dir, not the live one-box's."""
 
 
 def onebox_context() -> RoleContext:
@@ -90,3 +98,14 @@ def test_wildcard_plugin_instances_page_with_their_kinds_runbook():
     assert runbook_name("postgres_replication_0_replica1", "lag_bytes") == "replication_lag_high"
     assert runbook_name("health", "app-0") == "web_node_down"
     assert runbook_name("photos_per_second", "photos") == "photos_per_second"
+
+
+def test_replication_lag_follows_a_failover():
+    """After shard 0 failed over to member 1, its lag is measured on member 1 (port and slot of
+    the former primary, now the replica)."""
+    config = load_stack_config("onebox")
+    primaries_store(config, "onebox").save(Primaries().failed_over(0, 1))
+    plugins = {p.name: dict(p.env) for p in host_plugins(onebox_context())}
+    assert "postgres_replication_0_replica1" not in plugins
+    assert plugins["postgres_replication_0_primary"].items() >= {"port": "5434", "replica": "shard0"}.items()
+    assert plugins["postgres_replication_1_replica1"]["port"] == "5435"  # shard 1 untouched
