@@ -13,7 +13,7 @@ from pathlib import Path
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from app import feed, photos, social, tasks, users
+from app import feed, photos, posting, social, users
 from app.auth import current_user, log_in, log_out
 from app.config import app_config
 from app.errors import BadUpload, InvalidInput, NotFound
@@ -23,9 +23,12 @@ OPENAPI = Path(__file__).parent / "static" / "openapi.yaml"
 MAX_PAGE = 100
 
 
-def error(status: int, message: str) -> JsonResponse:
-    """The one error shape: {"error": "..."}."""
-    return JsonResponse({"error": message}, status=status)
+def error(status: int, message: str, retry_after_s: int | None = None) -> JsonResponse:
+    """The one error shape: {"error": "..."} (with Retry-After when the client should retry)."""
+    response = JsonResponse({"error": message}, status=status)
+    if retry_after_s is not None:
+        response["Retry-After"] = str(retry_after_s)
+    return response
 
 
 def api_view(view):
@@ -196,8 +199,10 @@ def post_photo(request: HttpRequest, me: users.User) -> HttpResponse:
     upload = request.FILES.get("image")
     if upload is None:
         return error(400, "send the photo as multipart field 'image'")
-    record = photos.create_photo(me.id, upload.read(), request.POST.get("caption", ""), app_config().max_upload_bytes)
-    tasks.after_photo_posted(record["id"])
+    try:
+        record = posting.post_photo(me.id, upload.read(), request.POST.get("caption", ""), app_config().max_upload_bytes)
+    except posting.QueueUnavailable as exc:
+        return error(503, str(exc), retry_after_s=5)
     return JsonResponse(photo_json(record), status=201)
 
 

@@ -68,7 +68,8 @@ def _record(row) -> dict:
 
 
 def create_photo(user_id: int, data: bytes, caption: str, max_bytes: int) -> dict:
-    """Store an image and its row on the owner's shard; on any failure nothing is left behind."""
+    """Store an image and its row on the owner's shard; on any failure nothing is left behind.
+    (Posting also queues its task: app.posting.)"""
     caption = (caption or "").strip()[:MAX_CAPTION]
     ext, content_type, width, height = inspect_image(data, max_bytes)
     r = router()
@@ -91,8 +92,18 @@ def create_photo(user_id: int, data: bytes, caption: str, max_bytes: int) -> dic
     except BaseException:
         store.delete(key)
         raise
-    counters.incr(counters.PHOTOS_POSTED)
     return _record(row)
+
+
+def delete_photo(photo_id: int) -> None:
+    """Remove a photo that nobody has seen yet (its post failed): row, image, cached record."""
+    with router().for_object(photo_id) as (conn, schema):
+        row = conn.execute(f"DELETE FROM {schema}.photos WHERE id = %s RETURNING image_key, thumb_key",
+                           (photo_id,)).fetchone()
+    if row is not None:
+        for key in filter(None, row):
+            storage().delete(key)
+    invalidate(photo_id)
 
 
 def photo_records(photo_ids: list[int]) -> dict[int, dict]:

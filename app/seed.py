@@ -31,7 +31,7 @@ def demo_image(username: str) -> bytes:
 
 def seed(log=print) -> int:
     """Create what is missing of the demo data; returns how many objects were created."""
-    from app import photos, social, tasks, users
+    from app import photos, posting, social, users
     from app.config import app_config
 
     created = 0
@@ -52,9 +52,7 @@ def seed(log=print) -> int:
                 created += 1
     for name, user in people.items():
         if not photos.user_photos(user.id, limit=1):
-            record = photos.create_photo(user.id, demo_image(name), f"Hello from {name}",
-                                         app_config().max_upload_bytes)
-            tasks.after_photo_posted(record["id"])
+            posting.post_photo(user.id, demo_image(name), f"Hello from {name}", app_config().max_upload_bytes)
             created += 1
             log(f"seed: photo of {name}")
     return created

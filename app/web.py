@@ -11,7 +11,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST
 
-from app import feed, photos, social, tasks, users
+from app import feed, photos, posting, social, users
 from app.api import photo_json, too_large
 from app.auth import current_user, log_in, log_out
 from app.config import app_config
@@ -77,11 +77,12 @@ def upload(request: HttpRequest) -> HttpResponse:
         upload_file = request.FILES.get("image")
         if upload_file is None:
             raise BadUpload("choose a photo first")
-        record = photos.create_photo(me.id, upload_file.read(), request.POST.get("caption", ""),
-                                     app_config().max_upload_bytes)
+        posting.post_photo(me.id, upload_file.read(), request.POST.get("caption", ""), app_config().max_upload_bytes)
     except BadUpload as exc:
         return render(request, "home.html", {"me": me, "photos": [], "error": str(exc)}, status=exc.status)
-    tasks.after_photo_posted(record["id"])
+    except posting.QueueUnavailable:
+        return render(request, "home.html", {"me": me, "photos": [], "error": "Posting is briefly unavailable; "
+                                             "your photo was not kept. Please try again in a moment."}, status=503)
     return HttpResponseRedirect(f"/u/{me.username}/")
 
 

@@ -74,7 +74,6 @@ def failover(stack: Stack, shard: int, progress: Callable[[str], None] = lambda 
     candidates = [m for m in found[1:] if m.cluster.in_service]
     if not candidates:
         raise FailoverError(f"shard {shard}: no replica in service to promote (run `ops rebuild-replica --shard {shard}`)")
-    new = candidates[0]
     log = StepLog()
 
     def fence() -> None:
@@ -89,6 +88,8 @@ def failover(stack: Stack, shard: int, progress: Callable[[str], None] = lambda 
 
     store = primaries_store(stack.config, stack.name)
     log.timed(f"fence {old.cluster.name} on {old.host.name}", fence, progress)
+    # Chosen after the fence, when no more WAL can arrive.
+    new = most_advanced(stack, candidates, log)
     log.timed(f"promote {new.cluster.name}", lambda: run_step(new.host, stack.ssh, f"promote {new.cluster.name}",
                                                               commands.promote(new.cluster)), progress)
     log.timed("store the new primary", lambda: store.save(store.load().failed_over(shard, new.cluster.replica)), progress)
@@ -96,6 +97,24 @@ def failover(stack: Stack, shard: int, progress: Callable[[str], None] = lambda 
     log.timed(f"warm {new.cluster.name}'s cache", lambda: run_step(new.host, stack.ssh, "vmtouch",
                                                                    commands.warm_cache(new.cluster)), progress)
     return log
+
+
+def most_advanced(stack: Stack, candidates: list[Member], log: StepLog) -> Member:
+    """The replica that received the most WAL. Commits wait for `ANY 1` standby, so with several
+    replicas only the most advanced one surely holds every acknowledged write. One candidate
+    needs no asking; one that cannot answer is skipped with a warning."""
+    if len(candidates) == 1:
+        return candidates[0]
+    received: dict[Member, int] = {}
+    for member in candidates:
+        try:
+            received[member] = int(run_step(member.host, stack.ssh, f"WAL received by {member.cluster.name}",
+                                            commands.received_wal(member.cluster)).strip())
+        except (StepFailed, ValueError) as exc:
+            log.warnings.append(f"{member.cluster.name} not considered: {exc}")
+    if not received:
+        raise FailoverError(f"no replica answered how much WAL it has: {'; '.join(log.warnings)}")
+    return max(received, key=received.__getitem__)
 
 
 def repoint_pgbouncer(stack: Stack) -> None:

@@ -2,8 +2,8 @@
 
 Measured: every photo the app acknowledged (201) gets its thumbnail task run — durable queues,
 persistent messages, publisher confirms and acks_late mean no acknowledged task is lost. Posts
-the app could not queue while the broker was down are answered with an error (not counted as
-acknowledged; the client knows to retry)."""
+the app could not queue while the broker was down are answered 503 and leave nothing behind:
+each poster's shard holds exactly the photos acknowledged to them."""
 
 from __future__ import annotations
 
@@ -12,11 +12,27 @@ import time
 
 import pytest
 
+import psycopg
+
+from infra.config import INSTAGRAM_EPOCH_MS
+from infra.sharding import decode_id, physical_db, schema_name
+from infra.shardstore import stored_shard_map
 from ops import maintenance
 from tests.drills.appclient import ApiClient
 from tests.drills.faults import nginx_port
 
 pytestmark = pytest.mark.onebox
+
+
+def stored_photo_ids(stack, user_id: int) -> set[int]:
+    """The ids of a user's photos, straight from their shard (through pgbouncer)."""
+    logical = decode_id(user_id, INSTAGRAM_EPOCH_MS).logical_shard
+    physical = stored_shard_map(stack.config, stack.name).physical_of(logical)
+    dsn = (f"host=127.0.0.1 port={stack.config.onebox.pgbouncer_port} dbname={physical_db(physical)} "
+           f"user=photostack password={stack.secret('dbPassword')}")
+    with psycopg.connect(dsn, prepare_threshold=None, autocommit=True) as conn:
+        rows = conn.execute(f"SELECT id FROM {schema_name(logical)}.photos WHERE user_id = %s", (user_id,))
+        return {row[0] for row in rows}
 
 
 def test_rabbitmq_restart_loses_no_acknowledged_task(converged):
@@ -59,3 +75,6 @@ def test_rabbitmq_restart_loses_no_acknowledged_task(converged):
           f"{len(refused)} refused while the broker was away, {len(left)} without their task run")
     assert before > 20 and len(acked) > before  # posting ran before and resumed after the restart
     assert left == []
+    assert set(refused) <= {503}, refused
+    for client in posters:  # refused posts were not kept: no photo without its task
+        assert stored_photo_ids(stack, client.user_id) == {pid for c, pid in acked if c is client}
