@@ -124,7 +124,7 @@ def promote(cluster: Cluster, timeout_s: int = 30) -> str:
 def received_wal(cluster: Cluster) -> str:
     """Print how far a replica has received (and flushed) WAL, in bytes from 0/0."""
     query = "SELECT pg_wal_lsn_diff(coalesce(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), '0/0')::bigint"
-    return f"runuser -u postgres -- psql -X -tA -h {SOCKET_DIR} -p {cluster.port} -d postgres -c {shlex.quote(query)}"
+    return f"cd / && runuser -u postgres -- psql -X -tA -h {SOCKET_DIR} -p {cluster.port} -d postgres -c {shlex.quote(query)}"
 
 
 def warm_cache(cluster: Cluster) -> str:
