@@ -2,6 +2,7 @@
 
 Each integration creates its own key: the Events v2 routing key and the Sentry DSN come from the
 resources created here (as Pulumi secrets) and go to SSM for the hosts, so they cannot drift.
+CloudWatch alarms page the same service through an SNS topic (`infra/cloudwatch_paging.py`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import pulumi
 import pulumi_pagerduty as pagerduty
 import pulumiverse_sentry as sentry
 
+from infra.cloudwatch_paging import CloudWatchPaging, CloudWatchPagingArgs
+
 DEFAULT_ESCALATION_POLICY = "Default"
 
 
@@ -19,10 +22,12 @@ DEFAULT_ESCALATION_POLICY = "Default"
 class AlertingArgs:
     """Inputs of alerting."""
 
+    stack: str
+    """Stack name, for tags."""
     environment: str
     """Environment name in the service and project names."""
     pagerduty: bool
-    """Create the PagerDuty service and its Events v2 integration."""
+    """Create the PagerDuty service, its Events v2 integration and the CloudWatch alarms' topic."""
     escalation_policy: str | None
     """PagerDuty escalation policy id; none: the account's policy named "Default"."""
     sentry: bool
@@ -34,15 +39,17 @@ class AlertingArgs:
 
 
 class Alerting(pulumi.ComponentResource):
-    """PagerDuty service + Events v2 integration; Sentry project + key."""
+    """PagerDuty service + Events v2 integration + CloudWatch paging; Sentry project + key."""
 
     routing_key: pulumi.Output[str] | None
     sentry_dsn: pulumi.Output[str] | None
+    alarm_topic_arn: pulumi.Output[str] | None
+    """SNS topic that pages on-call; alarms use it for their ALARM and OK actions (none without PagerDuty)."""
 
     def __init__(self, name: str, args: AlertingArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("photostack:alerting:Alerting", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        self.routing_key = self.sentry_dsn = None
+        self.routing_key = self.sentry_dsn = self.alarm_topic_arn = None
         if args.pagerduty:
             policy = args.escalation_policy or pagerduty.get_escalation_policy_output(name=DEFAULT_ESCALATION_POLICY).id
             service = pagerduty.Service(
@@ -57,9 +64,13 @@ class Alerting(pulumi.ComponentResource):
                 name="photostack alert sender (Events API v2)",
                 service=service.id,
                 type="events_api_v2_inbound_integration",
-                opts=child,
+                opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["integration_key"]),
             )
             self.routing_key = pulumi.Output.secret(integration.integration_key)
+            paging = CloudWatchPaging(
+                f"{name}-cloudwatch", CloudWatchPagingArgs(args.stack, args.environment, service.id), child
+            )
+            self.alarm_topic_arn = paging.topic_arn
         if args.sentry:
             project = sentry.SentryProject(
                 f"{name}-sentry",
@@ -78,4 +89,4 @@ class Alerting(pulumi.ComponentResource):
                 opts=child,
             )
             self.sentry_dsn = pulumi.Output.secret(key.dsn_public)
-        self.register_outputs({})
+        self.register_outputs({"alarm_topic_arn": self.alarm_topic_arn})

@@ -1,6 +1,8 @@
 """The public entry: an ALB terminating TLS (ACM certificate) in front of the nginx tier.
 
 Port 80 only redirects to HTTPS; targets are the nginx instances, healthy while `/health` answers 200.
+A CloudWatch alarm per target group pages (runbook web_node_down) while any target is unhealthy
+and resolves the incident when all are healthy again.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.tagging import tags
+from monitoring.alerts import runbook_url
 
 ROLE = "lb"
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 # nginx answers /health itself after checking the app behind it; 2 good probes bring a host in,
-# 3 bad ones (30 s) take it out.
+# 2 bad ones (20 s) take it out.
 HEALTH_CHECK = {
     "path": "/health",
     "protocol": "HTTP",
@@ -24,8 +27,11 @@ HEALTH_CHECK = {
     "interval": 10,
     "timeout": 5,
     "healthy_threshold": 2,
-    "unhealthy_threshold": 3,
+    "unhealthy_threshold": 2,
 }
+# The health watcher raises the same failure as plugin "health" (monitoring/health_watcher.py):
+# both paths link the runbook that alert links.
+HEALTH_PLUGIN = "health"
 
 
 @dataclass(frozen=True)
@@ -44,12 +50,16 @@ class LoadBalancerArgs:
     """Validated ACM certificate of the domain."""
     targets: dict[str, pulumi.Input[str]]
     """nginx node name to instance id."""
+    runbook_base_url: str
+    """Where runbook links point (alerting.runbookBaseUrl)."""
+    alarm_topic_arn: pulumi.Input[str] | None = None
+    """SNS topic the unhealthy-targets alarm pages through; none: the alarm has no actions."""
     target_port: int = 80
     """Port nginx listens on."""
 
 
 class LoadBalancer(pulumi.ComponentResource):
-    """ALB, the nginx target group and its attachments, the HTTPS listener and the HTTP redirect."""
+    """ALB, the nginx target group, its attachments and unhealthy alarm, the HTTPS listener and the HTTP redirect."""
 
     dns_name: pulumi.Output[str]
     zone_id: pulumi.Output[str]
@@ -82,6 +92,7 @@ class LoadBalancer(pulumi.ComponentResource):
             aws.lb.TargetGroupAttachment(
                 f"{name}-{node}", target_group_arn=group.arn, target_id=instance_id, port=args.target_port, opts=child
             )
+        self._unhealthy_alarm(name, args, lb, group, "nginx")
         aws.lb.Listener(
             f"{name}-https",
             load_balancer_arn=lb.arn,
@@ -107,3 +118,32 @@ class LoadBalancer(pulumi.ComponentResource):
         self.dns_name = lb.dns_name
         self.zone_id = lb.zone_id
         self.register_outputs({"dns_name": self.dns_name, "zone_id": self.zone_id})
+
+    def _unhealthy_alarm(
+        self, name: str, args: LoadBalancerArgs, lb: aws.lb.LoadBalancer, group: aws.lb.TargetGroup, targets: str
+    ) -> None:
+        # ALARM pages, OK resolves: PagerDuty's CloudWatch integration keys the incident on the alarm.
+        actions = [args.alarm_topic_arn] if args.alarm_topic_arn is not None else []
+        link = runbook_url(args.runbook_base_url, HEALTH_PLUGIN, targets)
+        aws.cloudwatch.MetricAlarm(
+            f"{name}-{targets}-unhealthy",
+            # The alarm name is the incident title: say which stack and what is down.
+            name=f"photostack-{args.stack}-web_node_down-{targets}",
+            alarm_description=f"One or more {targets} targets fail the load balancer's /health check. Runbook: {link}",
+            namespace="AWS/ApplicationELB",
+            metric_name="UnHealthyHostCount",
+            dimensions={"TargetGroup": group.arn_suffix, "LoadBalancer": lb.arn_suffix},
+            # ALB metrics are per minute: one minute with any unhealthy target pages (worst case
+            # ≈ 20 s to unhealthy + one 60 s period). No data (nothing registered) is no outage.
+            statistic="Maximum",
+            period=60,
+            evaluation_periods=1,
+            datapoints_to_alarm=1,
+            comparison_operator="GreaterThanOrEqualToThreshold",
+            threshold=1,
+            treat_missing_data="notBreaching",
+            alarm_actions=actions,
+            ok_actions=actions,
+            tags=tags(args.stack, ROLE, f"{targets}-unhealthy"),
+            opts=pulumi.ResourceOptions(parent=self),
+        )

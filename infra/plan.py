@@ -13,6 +13,7 @@ import contextvars
 import gc
 import hashlib
 import ipaddress
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,6 +118,10 @@ class PlanMocks(pulumi_mocks.Mocks):
             return {"id": f"Z-{args.args['name']}", "zoneId": f"Z-{args.args['name']}", "name": args.args["name"]}
         if args.token == "pagerduty:index/getEscalationPolicy:getEscalationPolicy":
             return {"id": "PDEFAULT", "name": args.args["name"]}
+        if args.token == "pagerduty:index/getVendor:getVendor":
+            return {"id": "PVENDOR-" + re.sub(r"\W", "", args.args["name"]), "name": args.args["name"]}
+        if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": MOCK_ACCOUNT, "arn": f"arn:aws:iam::{MOCK_ACCOUNT}:user/plan", "id": MOCK_ACCOUNT, "userId": "PLAN"}
         return {}
 
     def subnet(self, args: pulumi_mocks.MockResourceArgs, resource_id: str) -> dict[str, Any]:
@@ -158,12 +163,15 @@ _COMPUTED = {
     "aws:lb/loadBalancer:LoadBalancer": lambda m, a, _i: {
         "dnsName": f"{a.name}-mock.{m.region}.elb.amazonaws.com",
         "zoneId": ALB_ZONE_ID,
+        "arnSuffix": f"app/{a.name}/mock",
     },
+    "aws:lb/targetGroup:TargetGroup": lambda _m, a, _i: {"arnSuffix": f"targetgroup/{a.name}/mock"},
     "aws:s3/bucket:Bucket": lambda _m, a, _i: {"bucket": f"{a.name}-mock"},
     "aws:iam/role:Role": lambda _m, a, _i: {"name": a.name},
     "aws:ec2/keyPair:KeyPair": lambda _m, a, _i: {"keyName": a.name},
-    "pagerduty:index/serviceIntegration:ServiceIntegration": lambda _m, _a, _i: {
-        "integrationKey": placeholder_secret("pagerdutyRoutingKey")
+    # Each integration has its own key: the Events v2 one (the hosts' routing key) or a vendor's.
+    "pagerduty:index/serviceIntegration:ServiceIntegration": lambda _m, a, _i: {
+        "integrationKey": placeholder_secret("pagerdutyCloudwatchKey" if a.inputs.get("vendor") else "pagerdutyRoutingKey")
     },
     "sentry:index/sentryKey:SentryKey": lambda _m, _a, _i: {"dsnPublic": placeholder_secret("sentryDsn")},
 }

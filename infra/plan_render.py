@@ -35,8 +35,11 @@ KEY_INPUTS: dict[str, tuple[str, ...]] = {
     "aws:acm/certificate:Certificate": ("domainName", "validationMethod"),
     "aws:s3/bucketObjectv2:BucketObjectv2": ("key",),
     "aws:cloudwatch/metricAlarm:MetricAlarm": ("metricName",),
+    "aws:kms/key:Key": ("enableKeyRotation",),
+    "aws:sns/topic:Topic": ("kmsMasterKeyId",),
+    "aws:sns/topicSubscription:TopicSubscription": ("protocol", "endpoint"),
     "pagerduty:index/service:Service": ("name",),
-    "pagerduty:index/serviceIntegration:ServiceIntegration": ("type",),
+    "pagerduty:index/serviceIntegration:ServiceIntegration": ("type", "vendor"),
     "sentry:index/sentryProject:SentryProject": ("organization", "slug"),
     "pulumi-python:dynamic:Resource": ("name", "path", "token"),
 }

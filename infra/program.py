@@ -58,6 +58,7 @@ def build(config: StackConfig, stack: str) -> dict[str, Any]:
     alerting = Alerting(
         "alerting",
         AlertingArgs(
+            stack,
             config.environment,
             config.alerting.pagerduty,
             config.alerting.pagerduty_escalation_policy,
@@ -113,6 +114,8 @@ def build(config: StackConfig, stack: str) -> dict[str, Any]:
             groups.ids["lb"],
             certificate.arn,
             fleets["nginx"].instance_ids,
+            config.alerting.runbook_base_url,
+            alerting.alarm_topic_arn,
         ),
     )
     SiteAlias("site", SiteAliasArgs(config.domain, zone, lb.dns_name, lb.zone_id))

@@ -91,7 +91,7 @@ def test_load_balancer_health_check_and_listeners():
     plan = plan_of("prod")
     (group,) = plan.of_type("aws:lb/targetGroup:TargetGroup")
     check = group.inputs["healthCheck"]
-    assert (check["path"], check["matcher"], check["healthyThreshold"], check["unhealthyThreshold"]) == ("/health", "200", 2, 3)
+    assert (check["path"], check["matcher"], check["healthyThreshold"], check["unhealthyThreshold"]) == ("/health", "200", 2, 2)
     assert (check["interval"], check["timeout"]) == (10, 5)
     listeners = {r.inputs["port"]: r.inputs for r in plan.of_type("aws:lb/listener:Listener")}
     assert listeners[443]["protocol"] == "HTTPS" and listeners[443]["certificateArn"]
@@ -131,7 +131,7 @@ def test_user_data_installs_the_bundle_and_converges_the_node_roles():
 
 def test_no_secret_value_appears_outside_a_secret():
     plan = plan_of("prod")
-    secrets = [placeholder_secret(name) for name in ("dbPassword", "djangoSecretKey", "pagerdutyRoutingKey", "sentryDsn", "pingdomToken")]
+    secrets = [placeholder_secret(name) for name in ("dbPassword", "djangoSecretKey", "pagerdutyRoutingKey", "pagerdutyCloudwatchKey", "sentryDsn", "pingdomToken")]
 
     def plain_strings(value):
         if is_secret(value):

@@ -55,6 +55,7 @@ UNTAGGABLE = frozenset(
         "aws:s3/bucketOwnershipControls:BucketOwnershipControls",
         "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
         "aws:s3/bucketVersioning:BucketVersioning",
+        "aws:sns/topicSubscription:TopicSubscription",
     }
 )
 
