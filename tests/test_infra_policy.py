@@ -17,6 +17,7 @@ from infra.policy.policies import (
     no_internet_to_ssh_or_data,
     s3_acl_not_public,
     s3_public_access_blocked,
+    sns_topics_encrypted,
     tagged_with_stack_and_role,
     volumes_encrypted,
 )
@@ -131,6 +132,16 @@ def test_s3_not_public():
     assert len(stack_violations(s3_public_access_blocked, [bucket])) == 1
 
 
+def test_sns_topics_encrypted():
+    topic = "aws:sns/topic:Topic"
+    assert violations(sns_topics_encrypted, topic, {"kmsMasterKeyId": "arn:aws:kms:us-east-1:123456789012:key/k1"}) == []
+    assert violations(sns_topics_encrypted, topic, {}) == ["SNS topic is not encrypted (no kmsMasterKeyId)"]
+    managed = "SNS topic is encrypted with alias/aws/sns, which CloudWatch cannot publish through; use a customer-managed key"
+    assert violations(sns_topics_encrypted, topic, {"kmsMasterKeyId": "alias/aws/sns"}) == [managed]
+    assert violations(sns_topics_encrypted, topic, {"kmsMasterKeyId": "arn:aws:kms:us-east-1:123456789012:alias/aws/sns"}) == [managed]
+    assert violations(sns_topics_encrypted, "aws:sqs/queue:Queue", {}) == []
+
+
 def test_tagged_with_stack_and_role():
     assert violations(tagged_with_stack_and_role, "aws:ec2/vpc:Vpc", {"tags": GOOD_TAGS}) == []
     assert violations(tagged_with_stack_and_role, "aws:ec2/vpc:Vpc", {"tags": {"photostack:stack": "prod"}}) == [
@@ -174,6 +185,14 @@ def test_the_pack_catches_a_broken_prod():
         "tagged-with-stack-and-role: missing tags: photostack:role",
     ]
 
+    def page_through_the_aws_managed_key(plan):
+        (topic,) = plan.of_type("aws:sns/topic:Topic")
+        topic.inputs["kmsMasterKeyId"] = "alias/aws/sns"
+
+    assert _broken_prod(page_through_the_aws_managed_key) == [
+        "sns-topics-encrypted: SNS topic is encrypted with alias/aws/sns, which CloudWatch cannot publish through; use a customer-managed key"
+    ]
+
 
 def test_the_pack_has_the_policies_the_issue_asks_for():
     assert [p.name for p in POLICIES] == [
@@ -184,5 +203,6 @@ def test_the_pack_has_the_policies_the_issue_asks_for():
         "lb-listener-tls",
         "s3-acl-not-public",
         "s3-public-access-blocked",
+        "sns-topics-encrypted",
         "tagged-with-stack-and-role",
     ]

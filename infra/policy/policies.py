@@ -39,6 +39,10 @@ VOLUME = "aws:ebs/volume:Volume"
 LISTENERS = ("aws:lb/listener:Listener", "aws:alb/listener:Listener")
 BUCKET = "aws:s3/bucket:Bucket"
 PUBLIC_ACCESS_BLOCK = "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"
+SNS_TOPIC = "aws:sns/topic:Topic"
+# Its policy cannot be changed and does not let AWS services (CloudWatch alarms among them) use
+# it: they cannot publish to a topic encrypted with it, and nothing says so but the alarm history.
+AWS_MANAGED_SNS_KEY = "alias/aws/sns"
 TLS_POLICIES = ("ELBSecurityPolicy-TLS13-1-2-2021-06", "ELBSecurityPolicy-TLS13-1-2-Res-2021-06")
 PUBLIC_ACLS = ("public-read", "public-read-write", "authenticated-read")
 # AWS resource types that cannot carry tags; every other aws: resource must be tagged.
@@ -185,6 +189,18 @@ def s3_public_access_blocked(args: StackValidationArgs, report_violation: Report
             report_violation(f"bucket {bucket.name} has no public access block with all four flags set", bucket.urn)
 
 
+def sns_topics_encrypted(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    if args.resource_type != SNS_TOPIC:
+        return
+    key = args.props.get("kmsMasterKeyId")
+    if not key:
+        report_violation("SNS topic is not encrypted (no kmsMasterKeyId)")
+    elif str(key).endswith(AWS_MANAGED_SNS_KEY):
+        report_violation(
+            f"SNS topic is encrypted with {AWS_MANAGED_SNS_KEY}, which CloudWatch cannot publish through; use a customer-managed key"
+        )
+
+
 def tagged_with_stack_and_role(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
     if not args.resource_type.startswith("aws:") or args.resource_type in UNTAGGABLE:
         return
@@ -217,6 +233,12 @@ POLICIES = [
     ResourceValidationPolicy("s3-acl-not-public", "No bucket has a public ACL.", s3_acl_not_public, MANDATORY),
     StackValidationPolicy(
         "s3-public-access-blocked", "Every bucket blocks all public access.", s3_public_access_blocked, MANDATORY
+    ),
+    ResourceValidationPolicy(
+        "sns-topics-encrypted",
+        "Every SNS topic is encrypted with a customer-managed KMS key (AWS services cannot publish through alias/aws/sns).",
+        sns_topics_encrypted,
+        MANDATORY,
     ),
     ResourceValidationPolicy(
         "tagged-with-stack-and-role",
