@@ -11,11 +11,14 @@ from infra.shardstore import stored_shard_map
 from roles.app import runtime
 from roles.engine.context import RoleContext
 from roles.engine.resources import Command, DesiredState
+from roles.postgres.commands import psql_path
 
-# psql through this host's pgbouncer with the app's own credentials (read from app.env, so no
-# secret is in the command line): fast checks that keep a no-op converge fast.
-PSQL = (f"set -a && . {runtime.ENV_FILE} && set +a && PGPASSWORD=$PHOTOSTACK_DB_PASSWORD "
-        "psql -XAtq -h $PHOTOSTACK_DB_HOST -p $PHOTOSTACK_DB_PORT -U $PHOTOSTACK_DB_USER")
+def app_psql(ctx: RoleContext) -> str:
+    """psql through this host's pgbouncer with the app's own credentials (read from app.env, so
+    no secret is in the command line): fast checks that keep a no-op converge fast."""
+    return (f"set -a && . {runtime.ENV_FILE} && set +a && PGPASSWORD=$PHOTOSTACK_DB_PASSWORD "
+            f"{psql_path(ctx.config.postgres.version)} -XAtq -h $PHOTOSTACK_DB_HOST -p $PHOTOSTACK_DB_PORT "
+            "-U $PHOTOSTACK_DB_USER")
 
 
 def migrated(ctx: RoleContext) -> str:
@@ -26,20 +29,22 @@ def migrated(ctx: RoleContext) -> str:
     for physical in range(shard_map.physical_shards):
         counts = " UNION ALL ".join(f"SELECT count(*) c FROM {schema_name(n)}.schema_migrations"
                                     for n in shard_map.logical_on(physical))
-        checks.append(f'[ "$({PSQL} -d {physical_db(physical)} -c "SELECT min(c) FROM ({counts}) t")" = {count} ]')
+        checks.append(f'[ "$({app_psql(ctx)} -d {physical_db(physical)} -c "SELECT min(c) FROM ({counts}) t")" = {count} ]')
     return " && ".join(checks)
 
 
 def seeded(ctx: RoleContext) -> str:
-    """Exit 0 when every demo user exists with at least one photo."""
+    """Exit 0 when every demo user exists with at least one photo (one query per physical shard)."""
     shard_map = stored_shard_map(ctx.config, ctx.stack)
-    checks = []
+    per_shard: dict[int, list[str]] = {}
     for name in DEMO_USERS:
         logical = username_shard(name, shard_map.logical_shards)
         s = schema_name(logical)
-        query = f"SELECT count(*) FROM {s}.users u JOIN {s}.photos p ON p.user_id = u.id WHERE u.username = '{name}'"
-        checks.append(f'[ "$({PSQL} -d {physical_db(shard_map.physical_of(logical))} -c "{query}")" -gt 0 ]')
-    return " && ".join(checks)
+        per_shard.setdefault(shard_map.physical_of(logical), []).append(
+            f"SELECT count(*) n FROM {s}.users u JOIN {s}.photos p ON p.user_id = u.id WHERE u.username = '{name}'")
+    return " && ".join(
+        f'[ "$({app_psql(ctx)} -d {physical_db(physical)} -c "SELECT bool_and(n > 0) FROM ({" UNION ALL ".join(counts)}) t")" = t ]'
+        for physical, counts in sorted(per_shard.items()))
 
 
 def desired(ctx: RoleContext) -> DesiredState:

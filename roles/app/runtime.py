@@ -88,7 +88,8 @@ def release_resources(ctx: RoleContext) -> list:
     wanted = running_version(ctx, release)
     keep = d["app_releases_keep"]
     return [
-        Packages(("python3-venv", "curl", "postgresql-client")),
+        # The servers' psql version: the converge checks call its binary directly (app/role.py).
+        Packages(("python3-venv", "curl", f"postgresql-client-{ctx.config.postgres.version}")),
         Directory(rel.ROOT),
         Directory(rel.RELEASES),
         Directory(rel.VENVS),

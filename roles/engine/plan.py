@@ -38,7 +38,8 @@ class FactScript:
 def fact_script(state: DesiredState) -> FactScript:
     """One script reading the facts of every resource (one SSH round trip)."""
     marker = f"@@photostack-{secrets.token_hex(4)}@@"
-    parts = ["exec 2>/dev/null"]
+    preludes = dict.fromkeys(p for r in state.resources if (p := getattr(r, "fact_prelude", "")))
+    parts = ["exec 2>/dev/null", *preludes]
     for index, resource in enumerate(state.resources):
         parts.append(f"echo '{marker}{index}'")
         parts.append(f"{{ {resource.fact_command()} ; }}")

@@ -3,6 +3,8 @@
 Each type is a frozen value. It knows three things, kept apart:
   - `fact_command()`: the shell that reads what is there (run with every other fact of the host
     in one SSH round trip);
+    (a type may also set `fact_prelude`: shell run once at the top of that script, shared by
+    every resource of the type, e.g. one listing of the dpkg database for all package checks);
   - `changes(fact)`: given that output, what differs (nothing when the host is already right);
   - the commands of each change are built here too, but run elsewhere (roles/engine/executor.py).
 """
@@ -30,6 +32,9 @@ def _q(value: str) -> str:
     return shlex.quote(value)
 
 
+_DPKG_LIST = "photostack_dpkg_list"
+
+
 @dataclass(frozen=True)
 class Packages:
     """Debian packages that must be installed."""
@@ -40,9 +45,13 @@ class Packages:
     def key(self) -> str:
         return "packages " + " ".join(self.names)
 
+    # One dpkg-query for every package check of the host (each would cost ~15 ms on its own).
+    fact_prelude = f"{_DPKG_LIST}=$(dpkg-query -W -f='${{Package}} ${{db:Status-Abbrev}}\\n' 2>/dev/null)"
+
     def fact_command(self) -> str:
-        names = " ".join(_q(n) for n in self.names)
-        return f"dpkg-query -W -f='${{Package}} ${{db:Status-Abbrev}}\\n' {names} 2>/dev/null || true"
+        wanted = " ".join(self.names)
+        return (f"printf '%s\\n' \"${_DPKG_LIST}\" | awk -v want={_q(wanted)} "
+                "'BEGIN { n = split(want, w, \" \"); for (i = 1; i <= n; i++) k[w[i]] = 1 } $1 in k'")
 
     def changes(self, fact: str) -> list[Change]:
         installed = {

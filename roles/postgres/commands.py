@@ -16,6 +16,12 @@ FENCED_SUFFIX = ".fenced"
 _LOCAL_COMMIT = "PGOPTIONS='-c synchronous_commit=local'"
 
 
+def psql_path(version: int) -> str:
+    """The versioned psql binary: /usr/bin/psql is Debian's Perl wrapper, which alone costs
+    ~25 ms a call (a no-op converge runs a dozen checks through psql)."""
+    return f"/usr/lib/postgresql/{version}/bin/psql"
+
+
 def sql_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -26,14 +32,14 @@ def psql(cluster: Cluster, sql: str, database: str = "postgres") -> str:
     payload = base64.b64encode(sql.encode()).decode()
     return (
         f"printf %s {payload} | base64 -d | runuser -u postgres -- env {_LOCAL_COMMIT} "
-        f"psql -X -q -v ON_ERROR_STOP=1 -h {SOCKET_DIR} -p {cluster.port} -d {database} -f -"
+        f"{psql_path(cluster.version)} -X -q -v ON_ERROR_STOP=1 -h {SOCKET_DIR} -p {cluster.port} -d {database} -f -"
     )
 
 
 def psql_is_true(cluster: Cluster, query: str, database: str = "postgres") -> str:
     """Succeeds when a boolean query returns true."""
     return (
-        f'[ "$(runuser -u postgres -- psql -X -tA -h {SOCKET_DIR} -p {cluster.port} -d {database} '
+        f'[ "$(runuser -u postgres -- {psql_path(cluster.version)} -X -tA -h {SOCKET_DIR} -p {cluster.port} -d {database} '
         f'-c {shlex.quote(query)} 2>/dev/null)" = t ]'
     )
 
@@ -50,6 +56,12 @@ def create_cluster(cluster: Cluster) -> str:
 def ctl(cluster: Cluster, action: str) -> str:
     """pg_ctlcluster: hands over to systemctl where systemd runs, drives pg_ctl directly elsewhere."""
     return f"pg_ctlcluster {cluster.version} {cluster.name} {action}"
+
+
+def running(cluster: Cluster) -> str:
+    """Succeeds while the cluster's postmaster runs: the check `pg_ctl status` makes (the pid in
+    postmaster.pid is alive), without starting pg_ctlcluster's Perl (~30 ms per cluster)."""
+    return f'kill -0 "$(head -n 1 {cluster.data_dir}/postmaster.pid 2>/dev/null)"'
 
 
 def reload_cluster(cluster: Cluster) -> str:
@@ -124,7 +136,8 @@ def promote(cluster: Cluster, timeout_s: int = 30) -> str:
 def received_wal(cluster: Cluster) -> str:
     """Print how far a replica has received (and flushed) WAL, in bytes from 0/0."""
     query = "SELECT pg_wal_lsn_diff(coalesce(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), '0/0')::bigint"
-    return f"cd / && runuser -u postgres -- psql -X -tA -h {SOCKET_DIR} -p {cluster.port} -d postgres -c {shlex.quote(query)}"
+    return (f"cd / && runuser -u postgres -- {psql_path(cluster.version)} -X -tA -h {SOCKET_DIR} -p {cluster.port} "
+            f"-d postgres -c {shlex.quote(query)}")
 
 
 def warm_cache(cluster: Cluster) -> str:

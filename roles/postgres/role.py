@@ -123,7 +123,7 @@ def configured(ctx: RoleContext, cluster: Cluster) -> DesiredState:
             Service(
                 f"postgres {cluster.name}",
                 start=commands.ctl(cluster, "start"),
-                status=commands.ctl(cluster, "status"),
+                status=commands.running(cluster),
                 stop=commands.ctl(cluster, "stop"),
             ),
         ],
