@@ -3,6 +3,10 @@
 A photo record (the dict `photo_records` returns) is what feeds and pages show. It is cached
 under `photo:<id>` for CACHE_TTL_S and deleted whenever the row changes (like, unlike,
 comment, thumbnail), so a stale count lives at most until the next change or the TTL.
+
+A reader's refill can race a writer's delete (read the row before the update, set the cache
+after the delete). For a like count the next change or the TTL corrects that; a photo still
+waiting for its thumbnail may never change again, so its record is cached for PENDING_TTL_S only.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from infra.sharding import schema_name
 FORMATS = {"JPEG": ("jpg", "image/jpeg"), "PNG": ("png", "image/png"), "GIF": ("gif", "image/gif"), "WEBP": ("webp", "image/webp")}
 MAX_PIXELS = 40_000_000
 CACHE_TTL_S = 300
+PENDING_TTL_S = 2
 MAX_CAPTION = 2200
 MAX_COMMENT = 1000
 _COLUMNS = (
@@ -120,8 +125,10 @@ def photo_records(photo_ids: list[int]) -> dict[int, dict]:
     misses = [pid for pid in photo_ids if pid not in found]
     if misses:
         fresh = _load_from_shards(misses)
-        if fresh:
-            cache.set_many({_cache_key(pid): json.dumps(rec) for pid, rec in fresh.items()}, expire=CACHE_TTL_S, noreply=True)
+        for ttl, records in ((CACHE_TTL_S, {p: r for p, r in fresh.items() if r["thumb_key"]}),
+                             (PENDING_TTL_S, {p: r for p, r in fresh.items() if not r["thumb_key"]})):
+            if records:
+                cache.set_many({_cache_key(pid): json.dumps(rec) for pid, rec in records.items()}, expire=ttl, noreply=True)
         found.update(fresh)
     return found
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from roles.engine import resources
 from roles.engine.plan import apply_script, fact_script, make_plan, parse_apply_output
-from roles.engine.resources import Change, DesiredState, File, Handler, Service
+from roles.engine.resources import Change, DesiredState, File, Handler, Packages, Service
 
 CASES = sorted((Path(__file__).parent / "engine_cases").glob("*.json"))
 
@@ -46,6 +47,19 @@ def test_fact_script_round_trips_through_markers() -> None:
     script = fact_script(state)
     output = f"{script.marker}0\nroot root 644\neA==\n{script.marker}1\nmissing\n"
     assert script.parse(output, 2) == ["root root 644\neA==", "missing"]
+
+
+def test_package_checks_share_one_dpkg_listing_read_on_this_machine() -> None:
+    """The dpkg listing is made once per fact script, and each Packages resource still sees only
+    its own packages: an installed one is ok, an unknown one is to be installed."""
+    state = DesiredState([Packages(("bash", "coreutils")), Packages(("bash", "photostack-no-such-package"))])
+    script = fact_script(state)
+    assert script.text.count("dpkg-query") == 1
+    output = subprocess.run(["bash", "-c", script.text], capture_output=True, text=True, check=True).stdout
+    installed, partly = script.parse(output, 2)
+    assert sorted(line.split()[0] for line in installed.splitlines()) == ["bash", "coreutils"]
+    assert state.resources[0].changes(installed) == []
+    assert [c.resource for c in state.resources[1].changes(partly)] == ["packages photostack-no-such-package"]
 
 
 def test_plan_counts_ok_and_notifies_each_handler_once() -> None:
