@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
+from typing import Any
 
 from infra.inventory import TAG_NODE, TAG_STACK, Host
-from infra.topology import Node
+from infra.topology import Node, nodes
 from ops.remote import StepFailed, run_step
 from ops.stack import Stack
 from roles.engine.resources import Service
@@ -61,41 +62,89 @@ def restart_script(services: list[Service]) -> str:
     return " && ".join(steps)
 
 
+def topology_node(stack: Stack, name: str) -> Node:
+    """A node of the stack's topology by name, whether or not anything runs it now; ValueError
+    naming the known ones."""
+    known = nodes(stack.config)
+    for node in known:
+        if node.name == name:
+            return node
+    raise ValueError(f"no node named {name!r} in stack {stack.name} (nodes: {', '.join(n.name for n in known)})")
+
+
 def replace_node(stack: Stack, name: str) -> str:
-    """One-box: restart the node's services. AWS: terminate its instance; the fleet (`pulumi up`,
-    cloud-init converge) brings a new one. Returns what was done."""
-    placed = find_node(stack, name)
-    if placed.node.role in NOT_REPLACEABLE:
-        raise ValueError(f"{name}: {NOT_REPLACEABLE[placed.node.role]}")
+    """One-box: restart the node's services. AWS: terminate its instance; `pulumi up --refresh`
+    (cloud-init converge) brings a new one. Returns what was done."""
+    # The node comes from the topology, not `stack.hosts`: on AWS those are only the running
+    # instances (behind a running bastion), and a stopped instance is exactly one to replace.
+    node = topology_node(stack, name)
+    if node.role in NOT_REPLACEABLE:
+        raise ValueError(f"{name}: {NOT_REPLACEABLE[node.role]}")
     if stack.config.target == "onebox":
+        placed = find_node(stack, name)
         services = node_services(stack, placed)
         if not services:
-            raise ValueError(f"{name}: its role {placed.node.role} runs no service on {placed.host.name}")
+            raise ValueError(f"{name}: its role {node.role} runs no service on {placed.host.name}")
         run_step(placed.host, stack.ssh, f"restart {name}", restart_script(services))
         return f"restarted {', '.join(s.name for s in services)} on {placed.host.name}"
     import boto3  # AWS only
 
     instance = terminate_instance(stack.name, name, boto3.client("ec2", region_name=stack.config.region),
                                   boto3.client("elbv2", region_name=stack.config.region))
-    return f"terminated {instance} ({name}); run `pulumi up -s {stack.name}` to bring its replacement"
+    # Plain `pulumi up` would change nothing: its state still holds the terminated instance until
+    # a refresh reads it back as gone; then up creates the node's instance and its attachments.
+    return f"terminated {instance} ({name}); run `pulumi up --refresh -s {stack.name}` to bring its replacement"
 
 
-def terminate_instance(stack: str, node: str, ec2, elbv2) -> str:
-    """Deregister the node's instance from every target group (connection draining) and terminate it."""
-    found = ec2.describe_instances(Filters=[
+# Every state in which an instance still holds the node: a stopped or stuck-stopping one is the
+# typical instance to replace. shutting-down/terminated ones are already on their way out.
+REPLACEABLE_STATES = ("pending", "running", "stopping", "stopped")
+
+
+def instance_targets(elbv2: Any, instance: str) -> list[tuple[str, dict]]:
+    """(target group ARN, target) for every target group listing the instance, on any port."""
+    found = []
+    # Every page: the region's target groups (of every stack) can outnumber one response.
+    for page in elbv2.get_paginator("describe_target_groups").paginate():
+        for group in page["TargetGroups"]:
+            arn = group["TargetGroupArn"]
+            for d in elbv2.describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]:
+                if d["Target"]["Id"] == instance:
+                    found.append((arn, d["Target"]))
+    return found
+
+
+def deregister_targets(elbv2: Any, targets: list[tuple[str, dict]]) -> None:
+    """Deregister each (group, target), then wait until every group reports it gone: the ALB stops
+    sending new requests at once and lets in-flight ones finish within the deregistration delay
+    (terminating before that would cut them)."""
+    for arn, target in targets:
+        elbv2.deregister_targets(TargetGroupArn=arn, Targets=[target])
+    for arn, target in targets:
+        elbv2.get_waiter("target_deregistered").wait(TargetGroupArn=arn, Targets=[target])
+
+
+def terminate_instance(stack: str, node: str, ec2: Any, elbv2: Any) -> str:
+    """Take the node's one instance out of every target group holding it, wait out connection
+    draining, and terminate it. Returns its id; ValueError when there is not exactly one."""
+    filters = [
         {"Name": f"tag:{TAG_STACK}", "Values": [stack]}, {"Name": f"tag:{TAG_NODE}", "Values": [node]},
-        {"Name": "instance-state-name", "Values": ["pending", "running", "stopped"]},
-    ])
-    ids = [i["InstanceId"] for r in found["Reservations"] for i in r["Instances"]]
+        {"Name": "instance-state-name", "Values": list(REPLACEABLE_STATES)},
+    ]
+    ids = [i["InstanceId"] for page in ec2.get_paginator("describe_instances").paginate(Filters=filters)
+           for r in page["Reservations"] for i in r["Instances"]]
+    tagged = f"{TAG_STACK}={stack}, {TAG_NODE}={node}"
     if not ids:
-        raise ValueError(f"{node}: no live instance tagged {TAG_STACK}={stack}, {TAG_NODE}={node}")
-    for group in elbv2.describe_target_groups()["TargetGroups"]:
-        health = elbv2.describe_target_health(TargetGroupArn=group["TargetGroupArn"])["TargetHealthDescriptions"]
-        targets = [d["Target"] for d in health if d["Target"]["Id"] in ids]
-        if targets:
-            elbv2.deregister_targets(TargetGroupArn=group["TargetGroupArn"], Targets=targets)
-    ec2.terminate_instances(InstanceIds=ids)
-    return ", ".join(ids)
+        raise ValueError(f"{node}: no live instance tagged {tagged}")
+    if len(ids) > 1:
+        # Terminating them all would take the node down entirely (e.g. during a `pulumi up` that
+        # creates the new instance before deleting the old one): which one goes is the operator's call.
+        raise ValueError(f"{node}: {len(ids)} live instances tagged {tagged} ({', '.join(ids)}); "
+                         "expected one: terminate the stray one yourself")
+    instance = ids[0]
+    deregister_targets(elbv2, instance_targets(elbv2, instance))
+    ec2.terminate_instances(InstanceIds=[instance])
+    return instance
 
 
 # --- queues ---------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from infra.inventory import TAG_NODE, TAG_STACK, Host
 from infra.records import record
 from infra.topology import Node
 from ops import lock
-from ops.maintenance import Placed, node_services, restart_script
+from ops.maintenance import Placed, deregister_targets, instance_targets, node_services, restart_script
 from ops.remote import StepFailed, check_converged, run_step
 from ops.stack import Stack
 from roles.app import deploy as steps
@@ -137,22 +137,9 @@ class TargetGroupBalancer:
             raise StepFailed(f"{node}: expected one running instance tagged {TAG_NODE}={node}, found {len(ids)}")
         return ids[0]
 
-    def targets_of(self, instance: str) -> list[tuple[str, dict]]:
-        """(target group ARN, target) for every group listing the instance."""
-        found = []
-        for group in self.elbv2.describe_target_groups()["TargetGroups"]:
-            arn = group["TargetGroupArn"]
-            for d in self.elbv2.describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]:
-                if d["Target"]["Id"] == instance:
-                    found.append((arn, d["Target"]))
-        return found
-
     def drain(self, batch: Batch) -> None:
-        targets = self.targets_of(self.instance(batch.name))
-        for arn, target in targets:
-            self.elbv2.deregister_targets(TargetGroupArn=arn, Targets=[target])
-        for arn, target in targets:
-            self.elbv2.get_waiter("target_deregistered").wait(TargetGroupArn=arn, Targets=[target])
+        targets = instance_targets(self.elbv2, self.instance(batch.name))
+        deregister_targets(self.elbv2, targets)
         self.drained.setdefault(batch.name, targets)
 
     def restore(self, batch: Batch) -> None:

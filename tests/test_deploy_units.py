@@ -3,12 +3,10 @@ the deploy lock, and the ALB target-group balancer against a moto server over re
 
 from __future__ import annotations
 
-import socket
 import subprocess
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from infra.inventory import TAG_NODE, TAG_STACK
 from infra.records import record
@@ -87,16 +85,10 @@ def test_second_deploy_stops_on_the_lock(state_root):
 
 
 @pytest.fixture(scope="module")
-def aws():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    kwargs = dict(endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+def aws(moto_endpoint):
+    kwargs = dict(endpoint_url=moto_endpoint, region_name="us-east-1",
                   aws_access_key_id="test", aws_secret_access_key="test")
-    yield boto3.client("ec2", **kwargs), boto3.client("elbv2", **kwargs)
-    server.stop()
+    return boto3.client("ec2", **kwargs), boto3.client("elbv2", **kwargs)
 
 
 def test_target_group_balancer_deregisters_and_registers_the_node(aws):

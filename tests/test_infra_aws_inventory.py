@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import socket
-
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from infra.aws_inventory import aws_hosts, missing_nodes
 from infra.config import ConfigError, load_stack_config
@@ -15,29 +12,14 @@ from infra.tagging import tags
 from infra.topology import nodes
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def endpoint():
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
 @pytest.fixture
-def aws(endpoint, monkeypatch):
+def aws(moto_endpoint, monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     requests = []
     session = boto3.session.Session(region_name="us-east-1")
-    clients = {name: session.client(name, endpoint_url=endpoint) for name in ("ec2", "ssm")}
+    clients = {name: session.client(name, endpoint_url=moto_endpoint) for name in ("ec2", "ssm")}
     clients["ec2"].meta.events.register("before-send", lambda request, **_: requests.append(request.url))
     clients["requests"] = requests
     return clients
