@@ -1,4 +1,4 @@
-"""Shared fixtures: a test CA and the local protocol servers (PagerDuty, Pingdom, Sentry)."""
+"""Shared fixtures: a test CA and the local protocol servers (PagerDuty, Pingdom, Sentry ingest and Web API)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 
 from tests.fakes.pagerduty_server import PagerDutyServer
 from tests.fakes.pingdom_server import PingdomServer
+from tests.fakes.sentry_api_server import SentryApiServer
 from tests.fakes.sentry_server import SentryServer
 from tests.fakes.tls import CertificateFiles, make_certificates
 
@@ -48,6 +49,17 @@ def pingdom_server(test_certificates: CertificateFiles) -> Iterator[PingdomServe
 def sentry_server() -> Iterator[SentryServer]:
     """The local Sentry ingest endpoint; initialise the SDK with `server.dsn`."""
     with SentryServer() as server:
+        yield server
+
+
+SENTRY_API_TOKEN = "sntrys_test-org-token"
+
+
+@pytest.fixture
+def sentry_api_server(test_certificates: CertificateFiles) -> Iterator[SentryApiServer]:
+    """The local HTTPS Sentry Web API (releases, deploys): org `photostack`, project
+    `photostack-onebox`, token `SENTRY_API_TOKEN`."""
+    with SentryApiServer(SENTRY_API_TOKEN, test_certificates.server_context()) as server:
         yield server
 
 
