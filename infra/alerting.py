@@ -14,6 +14,7 @@ import pulumi_pagerduty as pagerduty
 import pulumiverse_sentry as sentry
 
 from infra.cloudwatch_paging import CloudWatchPaging, CloudWatchPagingArgs
+from monitoring.sentry_releases import project_slug
 
 DEFAULT_ESCALATION_POLICY = "Default"
 
@@ -76,8 +77,8 @@ class Alerting(pulumi.ComponentResource):
                 f"{name}-sentry",
                 organization=args.sentry_organization,
                 teams=[args.sentry_team],
-                name=f"photostack-{args.environment}",
-                slug=f"photostack-{args.environment}",
+                name=project_slug(args.environment),
+                slug=project_slug(args.environment),
                 platform="python-django",
                 opts=child,
             )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -38,7 +39,8 @@ GENERATED_SECRETS = (
     "djangoSecretKey",
 )
 # Every secret: the service passwords plus the integrations' keys.
-SECRET_KEYS = GENERATED_SECRETS + ("pagerdutyRoutingKey", "pingdomToken", "sentryDsn")
+# `sentryAuthToken` is optional: with it `ops deploy` creates Sentry releases and deploys.
+SECRET_KEYS = GENERATED_SECRETS + ("pagerdutyRoutingKey", "pingdomToken", "sentryDsn", "sentryAuthToken")
 
 
 class ConfigError(Exception):
@@ -166,12 +168,25 @@ class Alerting(Model):
     pagerduty: bool = Field(False, description="Send pages to PagerDuty (needs the pagerdutyRoutingKey secret).")
     pagerduty_escalation_policy: str | None = Field(None, description="PagerDuty escalation policy id (AWS).")
     sentry: bool = Field(False, description="Report errors to Sentry (needs the sentryDsn secret).")
-    sentry_organization: str = Field("photostack", description="Sentry organization slug (AWS).")
+    sentry_organization: str = Field(
+        "photostack", description="Sentry organization slug (the AWS project; the releases of `ops deploy`)."
+    )
     sentry_team: str = Field("photostack", description="Sentry team that owns the project (AWS).")
+    sentry_url: str | None = Field(
+        None, description="Sentry's web URL for the releases `ops deploy` creates (with the sentryAuthToken "
+        "secret); default: from the DSN's host (self-hosted), https://sentry.io for sentry.io DSNs.",
+    )
     runbook_base_url: str = Field(
         "https://github.com/photostack/photostack/blob/main/runbooks",
         description="Where page links to runbooks point.",
     )
+
+    @field_validator("sentry_url")
+    @classmethod
+    def _web_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
 
 
 class OneBox(Model):

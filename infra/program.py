@@ -72,6 +72,10 @@ def build(config: StackConfig, stack: str) -> dict[str, Any]:
         values["pagerdutyRoutingKey"] = alerting.routing_key
     if alerting.sentry_dsn is not None:
         values["sentryDsn"] = alerting.sentry_dsn
+    # Optional: only `ops deploy` reads it (no role's instance profile may), to create Sentry releases.
+    auth_token = secrets.get_secret("sentryAuthToken")
+    if auth_token is not None:
+        values["sentryAuthToken"] = auth_token
     parameters = SecretParameters("secrets", SecretParametersArgs(stack, values))
 
     ami = ubuntu_ami()

@@ -57,6 +57,8 @@ def _deployed(log: rollout.DeployLog, what: str) -> None:
         console.print(f"  {seconds:6.2f}s  {name}", highlight=False)
     was = ", ".join(sorted({v for v in log.previous.values() if v})) or "nothing"
     console.print(f"{what} {log.version} (was {was}) in {log.seconds:.1f}s", highlight=False)
+    for warning in log.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
 
 
 def deploy(

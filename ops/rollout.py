@@ -67,12 +67,14 @@ class Batch:
 
 @dataclass
 class DeployLog:
-    """What a deploy did: version, previous versions per host, timed steps, notes."""
+    """What a deploy did: version, previous versions per host, timed steps, notes, warnings
+    (what went wrong without failing the deploy, e.g. Sentry not told)."""
 
     version: str = ""
     previous: dict[str, str] = field(default_factory=dict)
     steps: list[tuple[str, float]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
 
     @contextmanager
@@ -264,16 +266,26 @@ def _roll_back(rolled: list[Batch], stack: Stack, balancer: Balancer, previous: 
     return said + (f"; NOT rolled back, out of rotation: {'; '.join(stuck)}" if stuck else "")
 
 
-def finish(stack: Stack, version: str, previous: str, pinned: bool) -> None:
-    """Record the release (a pinned one is what converge keeps), prune, mark it in Sentry."""
-    from monitoring.sentry import mark_deploy
-
+def finish(stack: Stack, version: str, previous: str, pinned: bool) -> str | None:
+    """Record the release (a pinned one is what converge keeps), prune, mark it in Sentry;
+    returns a warning when Sentry could not be told."""
     record(stack.config, stack.name, runtime.RELEASE_RECORD).save(
         {"version": version, "previous": previous, "pinned": pinned})
     keep = stack.context(stack.hosts[0]).defaults("app")["app_releases_keep"]
     for host in fleet_hosts(stack):
         run_step(host, stack.ssh, "prune releases", rel.prune_script(keep))
-    mark_deploy(version, stack.config.environment)
+    return mark_in_sentry(stack, version)
+
+
+def mark_in_sentry(stack: Stack, version: str) -> str | None:
+    """Tell Sentry `version` is deployed (a release and deploy with `sentryAuthToken`, else an event);
+    a warning line instead of an error: the deploy has happened whatever Sentry says."""
+    from monitoring.sentry import mark_deploy_for_stack
+
+    try:
+        return mark_deploy_for_stack(stack.config, version, stack.optional_secret)
+    except Exception as exc:  # noqa: BLE001 — e.g. SSM unreadable: still not a failed deploy
+        return f"Sentry: deploy of {version} not marked: {type(exc).__name__}: {exc}"
 
 
 # --- the commands -----------------------------------------------------------------------------
@@ -294,7 +306,9 @@ def deploy(stack: Stack, version: str | None = None, progress: Progress = lambda
         roll_out(stack, balancer, release.version, log.previous, log, progress)
         with log.step("record, prune, mark in Sentry", progress):
             before = next((v for v in log.previous.values() if v and v != release.version), "")
-            finish(stack, release.version, before or _stored_previous(stack), pinned=version is not None)
+            warning = finish(stack, release.version, before or _stored_previous(stack), pinned=version is not None)
+        if warning:
+            log.warnings.append(warning)
     return log
 
 
@@ -313,7 +327,9 @@ def rollback(stack: Stack, progress: Progress = lambda _: None, balancer: Balanc
             run_step(host, stack.ssh, f"check {target} is on the host", steps.shipped_version(target))
         roll_out(stack, balancer, target, log.previous, log, progress)
         with log.step("record, mark in Sentry", progress):
-            finish(stack, target, stored.get("version", ""), pinned=True)
+            warning = finish(stack, target, stored.get("version", ""), pinned=True)
+        if warning:
+            log.warnings.append(warning)
     return log
 
 

@@ -69,6 +69,15 @@ class Stack:
             return self.secrets[name]
         return self._aws_secret(name)
 
+    def optional_secret(self, name: str) -> str | None:
+        """A secret the stack may lack (e.g. `sentryAuthToken`): None when it is not set."""
+        if self.config.target == "onebox":
+            return self.secrets.get(name)
+        try:
+            return self._aws_secret(name)
+        except ConfigError:  # no such SSM parameter
+            return None
+
     @cached_property
     def hosts(self) -> list[Host]:
         return stack_hosts(self.config, self.name)

@@ -1,4 +1,5 @@
-"""Shared fixtures: a test CA and the local protocol servers (PagerDuty, Pingdom, Sentry, moto for AWS)."""
+"""Shared fixtures: a test CA and the local protocol servers (PagerDuty, Pingdom, Sentry ingest and
+Web API, moto for AWS)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 
 from tests.fakes.pagerduty_server import PagerDutyServer
 from tests.fakes.pingdom_server import PingdomServer
+from tests.fakes.sentry_api_server import SentryApiServer
 from tests.fakes.sentry_server import SentryServer
 from tests.fakes.tls import CertificateFiles, make_certificates
 
@@ -83,6 +85,17 @@ def _moto_reset(endpoint: str) -> None:
     request = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")  # moto's own reset API
     with urllib.request.urlopen(request, timeout=10) as answer:
         assert answer.status == 200
+
+
+SENTRY_API_TOKEN = "sntrys_test-org-token"
+
+
+@pytest.fixture
+def sentry_api_server(test_certificates: CertificateFiles) -> Iterator[SentryApiServer]:
+    """The local HTTPS Sentry Web API (releases, deploys): org `photostack`, project
+    `photostack-onebox`, token `SENTRY_API_TOKEN`."""
+    with SentryApiServer(SENTRY_API_TOKEN, test_certificates.server_context()) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
