@@ -49,6 +49,17 @@ def test_clean_tree_is_versioned_by_commit_and_builds_identically(repo):
     assert names(first.tarball) == ["app/views.py", "infra/config.py", "pyproject.toml"]
 
 
+def test_a_commit_that_ships_nothing_keeps_the_version(repo):
+    """Docs, roles or tests alone: same version, so converge does not restart the app fleet."""
+    before = rel.build_release.__wrapped__(repo)
+    (repo / "roles" / "role.py").write_text("# changed, still not shipped\n")
+    git(repo, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "roles only")
+    assert rel.build_release.__wrapped__(repo).version == before.version
+    (repo / "app" / "views.py").write_text("print('v2')\n")
+    git(repo, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "app")
+    assert rel.build_release.__wrapped__(repo).version != before.version
+
+
 def test_dirty_tree_gets_a_content_version_and_ignored_files_stay_out(repo):
     clean = rel.build_release.__wrapped__(repo)
     (repo / "app" / "views.py").write_text("print('v2')\n")

@@ -1,9 +1,9 @@
 """Releases of the app: build → ship → switch → restart, as small reusable steps.
 
 A release is the repo's tracked (and not ignored) files under RELEASE_PATHS, packed into a
-deterministic tar.gz. Its version is the commit (`git describe --always`) when those paths are
-clean, else `<commit>-dirty-<content hash>`, so the same tree always gives the same version and
-re-shipping it is a no-op.
+deterministic tar.gz. Its version is the last commit that changed those paths (`git describe
+--always`) when they are clean, else `<commit>-dirty-<content hash>`, so the same tree always
+gives the same version and re-shipping it is a no-op.
 
 On a host (ROOT = /opt/photostack):
     releases/<version>/          the unpacked files + `venv` → ../../venvs/<requirements hash>
@@ -110,7 +110,10 @@ def build_release(repo: Path = REPO_ROOT) -> Release:
     """The release of the working tree (cached per process: one converge builds it once)."""
     files = release_files(repo)
     tarball = pack(repo, files)
-    commit = _git(repo, "describe", "--always", "--abbrev=12").strip()
+    # The last commit that changed what ships: a commit of docs, roles or tests alone keeps the
+    # version, so the next converge leaves the app servers running instead of restarting them all.
+    shipped = _git(repo, "rev-list", "-1", "HEAD", "--", *RELEASE_PATHS).strip() or "HEAD"
+    commit = _git(repo, "describe", "--always", "--abbrev=12", shipped).strip()
     dirty = _git(repo, "status", "--porcelain", "--", *RELEASE_PATHS).strip()
     version = f"{commit}-dirty-{hashlib.sha256(tarball).hexdigest()[:10]}" if dirty else commit
     return Release(version, tarball, requirements(repo))
