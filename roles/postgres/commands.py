@@ -36,12 +36,15 @@ def psql(cluster: Cluster, sql: str, database: str = "postgres") -> str:
     )
 
 
+def psql_value(cluster: Cluster, query: str, database: str = "postgres") -> str:
+    """Print a one-value query's result, unaligned (run from / : postgres cannot enter root's home)."""
+    return (f"(cd / && runuser -u postgres -- {psql_path(cluster.version)} -X -tA -h {SOCKET_DIR} "
+            f"-p {cluster.port} -d {database} -c {shlex.quote(query)})")
+
+
 def psql_is_true(cluster: Cluster, query: str, database: str = "postgres") -> str:
     """Succeeds when a boolean query returns true."""
-    return (
-        f'[ "$(runuser -u postgres -- {psql_path(cluster.version)} -X -tA -h {SOCKET_DIR} -p {cluster.port} -d {database} '
-        f'-c {shlex.quote(query)} 2>/dev/null)" = t ]'
-    )
+    return f'[ "$({psql_value(cluster, query, database)} 2>/dev/null)" = t ]'
 
 
 def create_cluster(cluster: Cluster) -> str:
@@ -135,9 +138,8 @@ def promote(cluster: Cluster, timeout_s: int = 30) -> str:
 
 def received_wal(cluster: Cluster) -> str:
     """Print how far a replica has received (and flushed) WAL, in bytes from 0/0."""
-    query = "SELECT pg_wal_lsn_diff(coalesce(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), '0/0')::bigint"
-    return (f"cd / && runuser -u postgres -- {psql_path(cluster.version)} -X -tA -h {SOCKET_DIR} -p {cluster.port} "
-            f"-d postgres -c {shlex.quote(query)}")
+    return psql_value(cluster, "SELECT pg_wal_lsn_diff(coalesce(pg_last_wal_receive_lsn(), "
+                               "pg_last_wal_replay_lsn()), '0/0')::bigint")
 
 
 def warm_cache(cluster: Cluster) -> str:
