@@ -62,6 +62,11 @@ class ApiClient:
         body, content_type = multipart({"caption": caption}, ("image", "p.jpg", jpeg()))
         return self.call("POST", "/api/photos", body, content_type)
 
+    def cookie_header(self) -> str:
+        """This session's cookies as a Cookie header value (for load generators)."""
+        jar = next(h.cookiejar for h in self.opener.handlers if isinstance(h, urllib.request.HTTPCookieProcessor))
+        return "; ".join(f"{c.name}={c.value}" for c in jar)
+
     def feed_ids(self) -> list[int]:
         status, body = self.call("GET", "/api/feed?limit=100")
         assert status == 200, body

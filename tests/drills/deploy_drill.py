@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ops import rollout
 from ops.stack import Stack
-from tests.drills.httpload import GetLoad, LoadResult
+from tests.drills.httpload import HttpLoad, LoadResult
 
 
 @dataclass
@@ -19,7 +19,7 @@ class DeployRun:
 
 def deploy_under_load(stack: Stack, clients: int = 4, warmup_s: float = 1.0) -> DeployRun:
     """`ops deploy` (the working tree) while `clients` threads GET pages through nginx."""
-    load = GetLoad(stack.config.onebox.http_port, ["/health", "/api/users/alice", "/api/users/bob"],
+    load = HttpLoad(stack.config.onebox.http_port, ["/health", "/api/users/alice", "/api/users/bob"],
                    clients=clients, max_seconds=120).start()
     try:
         time.sleep(warmup_s)

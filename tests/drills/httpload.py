@@ -1,10 +1,11 @@
-"""Bounded GET load through the one-box nginx (loopback only), counting every failed request.
+"""Bounded HTTP load through the one-box nginx (loopback only), counting every failed request.
 
-Each client thread keeps one keep-alive connection and loops over `paths`. A request counts as
-failed when it gets no answer or an answer other than 200. Like any HTTP client, a GET whose
-*reused* keep-alive connection turns out closed before any answer byte is sent again once on a
-new connection (RFC 9110 §9.2.2: idempotent requests may be retried); that is not a failure of
-the server, and is counted apart as `reconnects`.
+Each client thread keeps one keep-alive connection and loops over `targets`: a path to GET, or
+"POST <path>" (empty body). A request counts as failed when it gets no answer or an answer other
+than 200. Like any HTTP client, a GET whose *reused* keep-alive connection turns out closed
+before any answer byte is sent again once on a new connection (RFC 9110 §9.2.2: idempotent
+requests may be retried); that is not a failure of the server, and is counted apart as
+`reconnects`. A POST is never sent twice: any failure of it counts.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ class LoadResult:
     ok: int = 0
     failed: int = 0
     reconnects: int = 0
-    errors: dict[str, int] = field(default_factory=dict)  # "<path>: <error>" -> count
+    errors: dict[str, int] = field(default_factory=dict)  # "<target>: <error>" -> count
     seconds: float = 0.0
 
     @property
@@ -31,21 +32,21 @@ class LoadResult:
     def failed_ratio(self) -> float:
         return self.failed / self.total if self.total else 0.0
 
-    def failed_paths(self) -> set[str]:
+    def failed_targets(self) -> set[str]:
         return {key.split(": ", 1)[0] for key in self.errors}
 
     def describe(self) -> str:
-        return (f"{self.total} GETs in {self.seconds:.1f}s, {self.failed} failed ({self.failed_ratio:.3%}), "
+        return (f"{self.total} requests in {self.seconds:.1f}s, {self.failed} failed ({self.failed_ratio:.3%}), "
                 f"{self.reconnects} keep-alive reconnects, errors {self.errors or 'none'}")
 
 
-class GetLoad:
-    """`clients` threads GETting `paths` from host:port until stopped, at most `max_requests` in all
-    and at most `max_seconds` long."""
+class HttpLoad:
+    """`clients` threads requesting `targets` from host:port until stopped, at most `max_requests`
+    in all and at most `max_seconds` long."""
 
-    def __init__(self, port: int, paths: list[str], clients: int = 4, max_requests: int = 200_000,
+    def __init__(self, port: int, targets: list[str], clients: int = 4, max_requests: int = 200_000,
                  max_seconds: float = 120.0, host: str = "127.0.0.1", headers: dict[str, str] | None = None):
-        self.host, self.port, self.paths, self.clients = host, port, paths, clients
+        self.host, self.port, self.targets, self.clients = host, port, targets, clients
         self.max_requests, self.max_seconds = max_requests, max_seconds
         self.headers = {"Host": "photostack.localhost", **(headers or {})}
         self.result = LoadResult()
@@ -54,7 +55,7 @@ class GetLoad:
         self._threads: list[threading.Thread] = []
         self._started = 0.0
 
-    def start(self) -> GetLoad:
+    def start(self) -> HttpLoad:
         self._started = time.monotonic()
         self._threads = [threading.Thread(target=self._client, args=(i,), daemon=True) for i in range(self.clients)]
         for thread in self._threads:
@@ -68,7 +69,7 @@ class GetLoad:
         self.result.seconds = time.monotonic() - self._started
         return self.result
 
-    def _count(self, path: str, ok: bool, error: str = "", reconnect: bool = False) -> None:
+    def _count(self, target: str, ok: bool, error: str = "", reconnect: bool = False) -> None:
         with self._lock:
             if reconnect:
                 self.result.reconnects += 1
@@ -76,7 +77,7 @@ class GetLoad:
                 self.result.ok += 1
             else:
                 self.result.failed += 1
-                key = f"{path}: {error}"
+                key = f"{target}: {error}"
                 self.result.errors[key] = self.result.errors.get(key, 0) + 1
 
     def _done(self) -> bool:
@@ -87,7 +88,8 @@ class GetLoad:
         conn: http.client.HTTPConnection | None = None
         n = index
         while not self._done():
-            path = self.paths[n % len(self.paths)]
+            target = self.targets[n % len(self.targets)]
+            method, path = target.split(" ", 1) if " " in target else ("GET", target)
             n += 1
             reconnect = False
             for attempt in (1, 2):
@@ -95,23 +97,23 @@ class GetLoad:
                 if conn is None:
                     conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
                 try:
-                    conn.request("GET", path, headers=self.headers)
+                    conn.request(method, path, body=b"" if method != "GET" else None, headers=self.headers)
                     response = conn.getresponse()
                     response.read()
                 except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
                     conn.close()
                     conn = None
-                    if reused and attempt == 1:
+                    if reused and attempt == 1 and method == "GET":
                         reconnect = True
                         continue
-                    self._count(path, False, type(exc).__name__, reconnect)
+                    self._count(target, False, type(exc).__name__, reconnect)
                     break
                 except (OSError, http.client.HTTPException) as exc:
                     conn.close()
                     conn = None
-                    self._count(path, False, type(exc).__name__, reconnect)
+                    self._count(target, False, type(exc).__name__, reconnect)
                     break
-                self._count(path, response.status == 200, f"HTTP {response.status}", reconnect)
+                self._count(target, response.status == 200, f"HTTP {response.status}", reconnect)
                 if response.will_close:
                     conn.close()
                     conn = None

@@ -1,8 +1,9 @@
-"""Drill: SIGKILL one app instance (gunicorn master and workers) under GET load through nginx.
+"""Drill: SIGKILL one app instance (gunicorn master and workers) under load through nginx.
 
-What is measured: GET requests through nginx (passive health checks, `proxy_next_upstream` on
-errors for idempotent requests) — < 0.1% may fail; the fast health watcher pages (local HTTPS
-PagerDuty endpoint) and resolves once a converge has restarted the instance.
+What is measured: GETs and likes (POST, logged in) through nginx — passive health checks, and
+`proxy_next_upstream` on errors, which nginx applies to a POST only if it was not sent yet — < 0.1%
+may fail; the fast health watcher pages (local HTTPS PagerDuty endpoint) and resolves once a
+converge has restarted the instance.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import time
 import pytest
 
 from ops.remote import check_converged
+from tests.drills.appclient import ApiClient
 from tests.drills.faults import kill_tree, nginx_port, wait_for, watcher_paging_to
-from tests.drills.httpload import GetLoad
+from tests.drills.httpload import HttpLoad
 
 pytestmark = pytest.mark.onebox
 DEDUP = "onebox/onebox/health/app-0"
@@ -21,9 +23,13 @@ DEDUP = "onebox/onebox/health/app-0"
 
 def test_killed_app_instance_fails_few_requests_pages_and_resolves(converged, pagerduty_server, test_certificates):
     stack = converged
+    liker = ApiClient(nginx_port(stack)).sign_up("killdrill")
+    status, photo = liker.post_photo("liked under fire")
+    assert status == 201, photo
+    like = f"POST /api/photos/{photo['id']}/like"
     with watcher_paging_to(stack, pagerduty_server.url, str(test_certificates.ca_bundle), "R0UTINGKEY0000000000000000000000"):
-        load = GetLoad(nginx_port(stack), ["/health", "/api/users/alice", "/api/users/bob"], clients=4,
-                       max_seconds=90).start()
+        load = HttpLoad(nginx_port(stack), ["/health", "/api/users/alice", like, "/api/users/bob"], clients=4,
+                        max_seconds=90, headers={"Cookie": liker.cookie_header()}).start()
         try:
             time.sleep(2)
             killed = kill_tree("/run/photostack/app-8001.pid")
@@ -36,5 +42,6 @@ def test_killed_app_instance_fails_few_requests_pages_and_resolves(converged, pa
     print(f"\nkilled pids {killed}: {result.describe()}")
     assert paged and result.total > 500  # the load really ran through the outage
     assert result.failed_ratio < 0.001, result.describe()
+    assert liker.call("GET", f"/api/photos/{photo['id']}")[1]["like_count"] == 1  # a like counts once
     trigger = next(e for e in pagerduty_server.events if e["event_action"] == "trigger" and e["dedup_key"] == DEDUP)
     assert "app-0" in trigger["payload"]["summary"] and "web_node_down" in str(trigger.get("links", ""))

@@ -11,7 +11,7 @@ import redis
 from ops import maintenance
 from tests.drills.appclient import ApiClient
 from tests.drills.faults import nginx_port, wait_for
-from tests.drills.httpload import GetLoad
+from tests.drills.httpload import HttpLoad
 
 pytestmark = pytest.mark.onebox
 
@@ -32,7 +32,7 @@ def test_redis_restart_feeds_rebuilt_from_shards(converged):
     wait_for(lambda: reader.feed_ids() == wanted, 30)  # fanned out by the worker
 
     user_page = f"/api/users/{author.username}"
-    load = GetLoad(port, ["/health", user_page], clients=2, max_seconds=60).start()
+    load = HttpLoad(port, ["/health", user_page], clients=2, max_seconds=60).start()
     try:
         restarted = maintenance.replace_node(stack, "redis-primary")
         assert not _redis(stack).exists(f"feed:{reader.user_id}")  # the data really went
@@ -42,10 +42,10 @@ def test_redis_restart_feeds_rebuilt_from_shards(converged):
         time.sleep(1)
     finally:
         result = load.stop()
-    print(f"\n{restarted}; GET load: {result.describe()}")
+    print(f"\n{restarted}; load: {result.describe()}")
     # /health says 503 while Redis is away (the load balancer should know), but a page that
     # needs no Redis kept working: nginx did not take the 503s as dead app servers.
-    assert result.failed_paths() <= {"/health"}, result.errors
+    assert result.failed_targets() <= {"/health"}, result.errors
     assert rebuilt == wanted
     assert [int(v) for v in _redis(stack).lrange(f"feed:{reader.user_id}", 0, -1)] == [*wanted, 0]
     # The replica resynced from the restarted primary (converge checks it runs).
