@@ -105,15 +105,19 @@ def pack(repo: Path, files: list[str]) -> bytes:
     return out.getvalue()
 
 
+def last_shipped_commit(repo: Path = REPO_ROOT) -> str:
+    """The last commit that changed what ships. A commit of docs, roles or tests alone keeps the
+    release version, so the next converge leaves the app servers running instead of restarting
+    them all; `<this>~1` is the release before the current one."""
+    return _git(repo, "rev-list", "-1", "HEAD", "--", *RELEASE_PATHS).strip() or "HEAD"
+
+
 @functools.cache
 def build_release(repo: Path = REPO_ROOT) -> Release:
     """The release of the working tree (cached per process: one converge builds it once)."""
     files = release_files(repo)
     tarball = pack(repo, files)
-    # The last commit that changed what ships: a commit of docs, roles or tests alone keeps the
-    # version, so the next converge leaves the app servers running instead of restarting them all.
-    shipped = _git(repo, "rev-list", "-1", "HEAD", "--", *RELEASE_PATHS).strip() or "HEAD"
-    commit = _git(repo, "describe", "--always", "--abbrev=12", shipped).strip()
+    commit = _git(repo, "describe", "--always", "--abbrev=12", last_shipped_commit(repo)).strip()
     dirty = _git(repo, "status", "--porcelain", "--", *RELEASE_PATHS).strip()
     version = f"{commit}-dirty-{hashlib.sha256(tarball).hexdigest()[:10]}" if dirty else commit
     return Release(version, tarball, requirements(repo))

@@ -36,8 +36,8 @@ def test_rollback_returns_to_the_previous_release_and_a_deploy_unpins(converged)
     current = rel.build_release().version
     store = record(stack.config, stack.name, runtime.RELEASE_RECORD)
     if not _earlier_releases(current):
-        # A fresh one-box has only the working tree's release: ship the previous commit's beside it.
-        rollout.ship(stack, [stack.hosts[0]], rollout.build("HEAD~1"))
+        # A fresh one-box has only the working tree's release: ship the one before it beside it.
+        rollout.ship(stack, [stack.hosts[0]], rollout.build(f"{rel.last_shipped_commit()}~1"))
     releases = _earlier_releases(current)
     store.save({"version": current, "previous": releases[-1].name, "pinned": False})
     back = rollout.rollback(stack)
@@ -70,7 +70,7 @@ def test_failing_batch_rolls_back_and_stops_with_one_clear_line(converged):
     store = record(stack.config, stack.name, runtime.RELEASE_RECORD)
     before = store.load()
     with pytest.raises(rollout.DeployFailed) as failed:
-        rollout.deploy(stack, version="HEAD~1", balancer=FailsToDrain(stack, "app-1"))
+        rollout.deploy(stack, version=f"{rel.last_shipped_commit()}~1", balancer=FailsToDrain(stack, "app-1"))
     message = str(failed.value)
     assert message.startswith("deploy of ") and "stopped at app-1: onebox: reload nginx (drain app-1) failed" in message
     assert f"rolled back app-1, app-0 to {current}" in message
