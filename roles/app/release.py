@@ -108,7 +108,7 @@ def pack(repo: Path, files: list[str]) -> bytes:
 def last_shipped_commit(repo: Path = REPO_ROOT) -> str:
     """The last commit that changed what ships. A commit of docs, roles or tests alone keeps the
     release version, so the next converge leaves the app servers running instead of restarting
-    them all; `<this>~1` is the release before the current one."""
+    them all."""
     return _git(repo, "rev-list", "-1", "HEAD", "--", *RELEASE_PATHS).strip() or "HEAD"
 
 

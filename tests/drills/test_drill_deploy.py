@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -25,19 +27,32 @@ def test_rolling_deploy_under_load_fails_no_request(converged):
     assert record(converged.config, converged.name, "drained").load() == []  # every node back in rotation
 
 
+def _another_release(root: Path) -> rel.Release:
+    """A release other than the working tree's, built without git history (a CI clone may be
+    shallow): the shipped files in a fresh repo, plus one file."""
+    for name in rel.release_files():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(rel.REPO_ROOT / name, root / name)
+    (root / "app" / "DRILL").write_text("a release that is not the working tree's\n")
+    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.email=drill@localhost", "-c", "user.name=drill",
+                                                 "commit", "-qm", "another release"]):
+        subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True)
+    return rel.build_release.__wrapped__(root)
+
+
 def _earlier_releases(current: str) -> list[Path]:
     """Shipped releases other than `current`, oldest first."""
     return sorted((p for p in Path(rel.RELEASES).iterdir() if p.name != current and (p / ".release").exists()),
                   key=lambda p: p.stat().st_mtime)
 
 
-def test_rollback_returns_to_the_previous_release_and_a_deploy_unpins(converged):
+def test_rollback_returns_to_the_previous_release_and_a_deploy_unpins(converged, tmp_path):
     stack = converged
     current = rel.build_release().version
     store = record(stack.config, stack.name, runtime.RELEASE_RECORD)
     if not _earlier_releases(current):
-        # A fresh one-box has only the working tree's release: ship the one before it beside it.
-        rollout.ship(stack, [stack.hosts[0]], rollout.build(f"{rel.last_shipped_commit()}~1"))
+        # A fresh one-box has only the working tree's release: ship another beside it.
+        rollout.ship(stack, [stack.hosts[0]], _another_release(tmp_path))
     releases = _earlier_releases(current)
     store.save({"version": current, "previous": releases[-1].name, "pinned": False})
     back = rollout.rollback(stack)
@@ -70,7 +85,7 @@ def test_failing_batch_rolls_back_and_stops_with_one_clear_line(converged):
     store = record(stack.config, stack.name, runtime.RELEASE_RECORD)
     before = store.load()
     with pytest.raises(rollout.DeployFailed) as failed:
-        rollout.deploy(stack, version=f"{rel.last_shipped_commit()}~1", balancer=FailsToDrain(stack, "app-1"))
+        rollout.deploy(stack, version="HEAD", balancer=FailsToDrain(stack, "app-1"))
     message = str(failed.value)
     assert message.startswith("deploy of ") and "stopped at app-1: onebox: reload nginx (drain app-1) failed" in message
     assert f"rolled back app-1, app-0 to {current}" in message
