@@ -15,7 +15,7 @@ from pathlib import Path
 from infra.config import StackConfig
 from infra.topology import Node
 from roles.engine.context import RoleContext
-from roles.postgres.cluster import cluster_of
+from roles.postgres.cluster import all_clusters
 
 PLUGIN_DIR = Path(__file__).resolve().parents[2] / "monitoring" / "munin" / "plugins"
 HELPER = PLUGIN_DIR.parent / "photostack_munin.py"
@@ -73,18 +73,21 @@ def host_plugins(ctx: RoleContext) -> list[PluginInstance]:
         found.append(_instance(ctx, "pgbouncer", "pgbouncer", host=ctx.bind_address,
                                port=ctx.port(PGBOUNCER), login=d["munin_node_pgbouncer_user"],
                                password=ctx.secret("pgbouncerAdminPassword")))
-    postgres = [n for h in ctx.hosts for n in h.nodes_of("postgres")]
-    for node in host.nodes_of("postgres"):
-        cluster = cluster_of(ctx, node)
-        found.append(_instance(ctx, f"postgres_connections_{_suffix(node)}", "postgres_connections_",
-                               user="postgres", host="/var/run/postgresql", port=cluster.port))
-        if cluster.is_primary:  # lag is measured on the primary now (stored state), once per other member
-            for other in postgres:
-                member = cluster_of(ctx, other)
-                if member.shard == cluster.shard and not member.is_primary:
-                    found.append(_instance(
-                        ctx, f"postgres_replication_{_suffix(other)}", "postgres_replication_",
-                        user="postgres", host="/var/run/postgresql", port=cluster.port, replica=member.slot))
+    if host.nodes_of("postgres"):
+        # Every postgres node with its cluster's current role, read once (the stored primaries
+        # live in SSM on AWS: one read per node, not one per pair of nodes).
+        members = list(zip((n for h in ctx.hosts for n in h.nodes_of("postgres")), all_clusters(ctx)))
+        for node, cluster in members:
+            if node not in host.nodes_of("postgres"):
+                continue
+            found.append(_instance(ctx, f"postgres_connections_{_suffix(node)}", "postgres_connections_",
+                                   user="postgres", host="/var/run/postgresql", port=cluster.port))
+            if cluster.is_primary:  # lag is measured on the primary now (stored state), once per other member
+                for other, member in members:
+                    if member.shard == cluster.shard and not member.is_primary:
+                        found.append(_instance(
+                            ctx, f"postgres_replication_{_suffix(other)}", "postgres_replication_",
+                            user="postgres", host="/var/run/postgresql", port=cluster.port, replica=member.slot))
     for node in host.nodes_of("redis"):
         redis = {"host": ctx.address(node), "port": ctx.port(node), "password": ctx.secret("redisPassword")}
         found.append(_instance(ctx, f"redis_{node.name.removeprefix('redis-')}", "redis_", **redis))
