@@ -15,6 +15,8 @@ import base64
 import difflib
 import shlex
 from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,18 @@ class Change:
 
 def _q(value: str) -> str:
     return shlex.quote(value)
+
+
+@cache
+def _safe_paths_program() -> str:
+    return (Path(__file__).parent / "safe_paths.py").read_text()
+
+
+def safe_paths_command(verb: str, path: str, owner: str, group: str, mode: int) -> str:
+    """`roles/engine/safe_paths.py` run on the host: a root write that follows no planted link.
+    Isolated mode (`-I`): no module from the working directory or PYTHON* variables."""
+    return (f"python3 -I -c {_q(_safe_paths_program())} {verb} {_q(path)} {_q(owner)} {_q(group)} "
+            f"{mode:o}")
 
 
 _DPKG_LIST = "photostack_dpkg_list"
@@ -114,13 +128,14 @@ class Directory:
         return f"directory {self.path}"
 
     def fact_command(self) -> str:
+        # stat without -L: a link shows as "symbolic link", never as what it points to.
         return f"stat -c '%F %U %G %a' {_q(self.path)} 2>/dev/null || echo missing"
 
     def changes(self, fact: str) -> list[Change]:
         wanted = f"directory {self.owner} {self.group} {self.mode:o}"
         if fact.strip() == wanted:
             return []
-        cmd = f"install -d -o {_q(self.owner)} -g {_q(self.group)} -m {self.mode:o} {_q(self.path)}"
+        cmd = safe_paths_command("directory", self.path, self.owner, self.group, self.mode)
         return [Change(self.key, "missing" if fact.strip() == "missing" else f"is {fact.strip()}", (cmd,))]
 
 
@@ -142,11 +157,15 @@ class File:
 
     def fact_command(self) -> str:
         p = _q(self.path)
-        return f"if [ -f {p} ]; then stat -c '%U %G %a' {p}; base64 -w0 {p}; echo; else echo missing; fi"
+        # A link is reported as such (and its target never read): writing refuses to follow it.
+        return (f"if [ -L {p} ]; then echo symlink; elif [ -f {p} ]; then stat -c '%U %G %a' {p}; "
+                f"base64 -w0 {p}; echo; else echo missing; fi")
 
     def changes(self, fact: str) -> list[Change]:
         lines = fact.split("\n", 1)
         wanted_meta = f"{self.owner} {self.group} {self.mode:o}"
+        if lines[0].strip() == "symlink":
+            return [Change(self.key, "is a symbolic link", (self.write_command(),), self.notify)]
         if lines[0].strip() == "missing":
             current, meta = None, None
         else:
@@ -163,14 +182,11 @@ class File:
         return [Change(self.key, summary, (self.write_command(),), self.notify, self._diff(current))]
 
     def write_command(self) -> str:
-        """Write atomically: a temp file beside the target, then rename over it."""
-        p = _q(self.path)
-        tmp = _q(self.path + ".photostack-new")
+        """Write atomically (an exclusive temp file beside the target, renamed over it) without
+        following links. The content goes on stdin (printf is a shell builtin: not in `ps`)."""
         payload = base64.b64encode(self.content.encode()).decode()
-        return (
-            f"printf %s {payload} | base64 -d > {tmp} && chown {_q(self.owner)}:{_q(self.group)} {tmp} "
-            f"&& chmod {self.mode:o} {tmp} && mv -f {tmp} {p}"
-        )
+        return (f"printf %s {payload} | base64 -d | "
+                + safe_paths_command("write", self.path, self.owner, self.group, self.mode))
 
     def _diff(self, current: str | None) -> str:
         if self.sensitive:
