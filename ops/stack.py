@@ -92,7 +92,17 @@ class Stack:
             paths = onebox.ssh_paths(self.state)
             return SshSettings(key_file=paths.client_key, known_hosts=paths.known_hosts)
         key = os.environ.get("PHOTOSTACK_SSH_KEY")
-        return SshSettings(key_file=Path(key) if key else None)
+        return SshSettings(key_file=Path(key) if key else None, known_hosts=self._pinned_host_keys())
+
+    def _pinned_host_keys(self) -> Path:
+        """AWS: the known_hosts of the stack's instances, keys pinned from the EC2 API (infra/host_keys.py)."""
+        import boto3
+
+        from infra.aws_inventory import stack_instances
+        from infra.host_keys import pin_host_keys
+
+        ec2 = boto3.client("ec2", region_name=self.config.region)
+        return pin_host_keys(stack_instances(self.name, ec2), ec2, self.state)
 
     def context(self, host: Host) -> RoleContext:
         return RoleContext(self.config, self.name, host, tuple(self.hosts), self.secret)

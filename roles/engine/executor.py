@@ -83,9 +83,9 @@ def connect(host: Host, ssh: SshSettings) -> Connection | LocalConnection:
     if host.gateway:
         user, _, rest = host.gateway.rpartition("@")
         address, _, port = rest.partition(":")
-        gateway = Connection(address, user=user or None, port=int(port or 22), config=config,
-                             connect_kwargs=dict(connect_kwargs), connect_timeout=ssh.connect_timeout)
-    conn = Connection(
+        gateway = _pinned(Connection(address, user=user or None, port=int(port or 22), config=config,
+                                     connect_kwargs=dict(connect_kwargs), connect_timeout=ssh.connect_timeout), ssh)
+    return _pinned(Connection(
         host.address,
         user=host.user,
         port=host.port,
@@ -93,7 +93,11 @@ def connect(host: Host, ssh: SshSettings) -> Connection | LocalConnection:
         gateway=gateway,
         connect_kwargs=connect_kwargs,
         connect_timeout=ssh.connect_timeout,
-    )
+    ), ssh)
+
+
+def _pinned(conn: Connection, ssh: SshSettings) -> Connection:
+    """Trust only the pinned host keys (the bastion hop's too): an unknown or changed key is refused."""
     if ssh.known_hosts is not None:
         conn.client.load_host_keys(str(ssh.known_hosts))
         conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
