@@ -1,9 +1,9 @@
 """Munin's contact hook: `munin-limits` pipes one line per field state here; we page or resolve.
 
-munin.conf of the Munin master (the munin_master role writes these lines; `{python}` is the
-venv's python, `{repo}` the photostack checkout, `{stack}` the stack name):
+munin.conf of the Munin master (the munin_master role writes these lines; `{hook}` is a root-owned
+wrapper that runs this module for the stack, see roles/munin_master/templates/munin-alert-hook.j2):
 
-    contact.photostack.command /usr/bin/env PYTHONPATH={repo} PHOTOSTACK_STATE_DIR={repo}/.state {python} -m monitoring.munin_alert --stack {stack}
+    contact.photostack.command /usr/bin/sudo -n {hook}
     contact.photostack.always_send warning critical
     contact.photostack.text ${loop<\\n>:cfields photostack-alert\\tstate=critical\\thost=${var:host}\\tplugin=${var:plugin}\\tfield=${var:\\#%\\#name}\\tvalue=${var:value}\\twarning=${var:wrange}\\tcritical=${var:crange}\\tlabel=${var:label}}\\n${loop<\\n>:wfields ...state=warning...}\\n${loop<\\n>:ufields ...state=unknown...}\\n${loop<\\n>:fofields ...state=ok...}
 
@@ -44,27 +44,15 @@ CONTACT_TEXT = r"\n".join("${loop<\\n>:" + fields + " " + _FIELD.replace("STATE"
 SEVERITY = {"critical": "critical", "warning": "warning", "unknown": "error"}
 
 
-def munin_conf_lines(python: str, repo: str, stack: str, state_root: str | None = None,
-                     sudo: bool = False) -> list[str]:
-    """The munin.conf lines that route Munin's limits of `stack` through this hook.
-
-    `state_root`: the PHOTOSTACK_STATE_DIR holding the stack's alert state (default `{repo}/.state`).
-    `sudo`: run the hook through `sudo -n` (munin-limits runs as munin; the state is root-only).
-    """
-    command = contact_command(python, repo, stack, state_root)
-    if sudo:
-        command = f"/usr/bin/sudo -n {command}"
+def munin_conf_lines(hook: str) -> list[str]:
+    """The munin.conf lines that route Munin's limits through `hook` (run as root with `sudo -n`:
+    munin-limits runs as munin and the alert state is root-only; sudo allows that exact path
+    with no arguments)."""
     return [
-        f"contact.{CONTACT}.command {command}",
+        f"contact.{CONTACT}.command /usr/bin/sudo -n {hook}",
         f"contact.{CONTACT}.always_send warning critical",
         f"contact.{CONTACT}.text {CONTACT_TEXT}",
     ]
-
-
-def contact_command(python: str, repo: str, stack: str, state_root: str | None = None) -> str:
-    """The command Munin pipes field states into."""
-    return (f"/usr/bin/env PYTHONPATH={repo} PHOTOSTACK_STATE_DIR={state_root or repo + '/.state'} "
-            f"{python} -m monitoring.munin_alert --stack {stack}")
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ def test_munin_expands_our_contact_text_into_lines_we_parse(tmp_path):
     conf = tmp_path / "munin.conf"
     conf.write_text("\n".join([
         f"dbdir {tmp_path}",
-        *munin_conf_lines("/usr/bin/python3", "/opt/photostack", "onebox"),
+        *munin_conf_lines("/usr/local/sbin/photostack-munin-alert"),
         "[onebox;redis-1]",
         "  address 127.0.0.1",
         "  redis.used_memory.label used memory",

@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import os
-import re
 import shlex
 from dataclasses import dataclass, replace
 
 from infra.config import REPO_ROOT
 from infra.topology import Node
 from monitoring.health_watcher import Target, WatcherConfig
-from monitoring.munin_alert import contact_command, munin_conf_lines
+from monitoring.munin_alert import munin_conf_lines
 from roles.engine.context import RoleContext
 from roles.engine.resources import DesiredState, Directory, File, Handler, Packages, Service
 from roles.munin_node.plugins import host_plugins, limits
@@ -65,20 +64,18 @@ def daemon(name: str, pidfile: str, argv: list[str], user: str = "root", log: st
                    stop=f"start-stop-daemon --stop --retry 5 --remove-pidfile --pidfile {pidfile}")
 
 
-def sudoers_escape(command: str) -> str:
-    """A command line as a sudoers Cmnd (`,`, `:`, `=` and `\\` escaped)."""
-    return re.sub(r"([,:=\\])", r"\\\1", command)
-
-
 def desired(ctx: RoleContext) -> DesiredState:
     d = ctx.defaults("munin_master")
     python = f"{ctx.defaults('munin_node')['munin_node_venv']}/bin/python"
     repo = d["munin_master_repo"] or str(REPO_ROOT)
     state_root = os.environ.get("PHOTOSTACK_STATE_DIR", f"{repo}/.state")
-    contact = munin_conf_lines(python, repo, ctx.stack, state_root, sudo=True)
-    munin_conf = ctx.template("munin_master", "munin.conf.j2", contact_lines=contact, hosts=munin_hosts(ctx))
-    sudoers = ctx.template("munin_master", "sudoers.j2",
-                           command=sudoers_escape(contact_command(python, repo, ctx.stack, state_root)))
+    hook = d["munin_master_alert_hook"]
+    munin_conf = ctx.template("munin_master", "munin.conf.j2", contact_lines=munin_conf_lines(hook),
+                              hosts=munin_hosts(ctx))
+    hook_script = ctx.template("munin_master", "munin-alert-hook.j2", python=shlex.quote(python),
+                               repo=shlex.quote(repo), state_root=shlex.quote(state_root),
+                               stack=shlex.quote(ctx.stack))
+    sudoers = ctx.template("munin_master", "sudoers.j2", hook=hook)
     watcher_env = {"PYTHONPATH": repo, "PHOTOSTACK_STATE_DIR": state_root}
     interval = ctx.config.monitoring.munin_interval_s
     resources = [
@@ -86,6 +83,7 @@ def desired(ctx: RoleContext) -> DesiredState:
         Packages(("munin", "sudo")),
         # configure: which nodes to poll, their limits, where pages go
         File("/etc/munin/munin.conf", munin_conf),
+        File(hook, hook_script, mode=0o755),
         File("/etc/sudoers.d/photostack-munin", sudoers, mode=0o440),
         Directory(d["munin_master_htmldir"], owner="munin", group="munin"),
         Directory(d["munin_master_dbdir"], owner="munin", group="munin"),

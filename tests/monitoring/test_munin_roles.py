@@ -10,7 +10,7 @@ from infra.shardstore import Primaries, primaries_store
 from roles.engine.context import RoleContext
 from roles.engine.resources import Command, File, Service
 from roles.munin_master.role import desired as master_desired
-from roles.munin_master.role import munin_hosts, sudoers_escape, watcher_config
+from roles.munin_master.role import munin_hosts, watcher_config
 from roles.munin_node.plugins import host_plugins
 from roles.munin_node.role import desired as node_desired
 from roles.munin_node.role import requirements
@@ -74,7 +74,7 @@ def test_munin_conf_polls_every_host_with_limits_and_pages_through_the_pipeline(
     conf = next(r for r in master_desired(ctx).resources if isinstance(r, File) and r.path == "/etc/munin/munin.conf")
     assert "[onebox;onebox]\n    address 127.0.0.1\n    port 4949\n" in conf.content
     assert "    pgbouncer.waiting.warning 5\n" in conf.content
-    assert "contact.photostack.command /usr/bin/sudo -n /usr/bin/env PYTHONPATH=" in conf.content
+    assert "contact.photostack.command /usr/bin/sudo -n /usr/local/sbin/photostack-munin-alert\n" in conf.content
     assert "html_strategy cron" in conf.content
 
 
@@ -85,10 +85,6 @@ def test_watcher_probes_every_web_node_and_is_started_as_a_service():
     assert config.targets[0].url == "http://127.0.0.1:8080/health"
     services = [r.name for r in master_desired(ctx).resources if isinstance(r, Service)]
     assert services == ["photostack-health-watcher", "munin-cron-loop"]
-
-
-def test_sudoers_escapes_its_special_characters():
-    assert sudoers_escape("/usr/bin/env A=b:c,d") == r"/usr/bin/env A\=b\:c\,d"
 
 
 def test_wildcard_plugin_instances_page_with_their_kinds_runbook():
