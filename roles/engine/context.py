@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import shlex
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -20,6 +21,12 @@ ROLES_DIR = Path(__file__).resolve().parent.parent
 
 
 
+def double_quoted(value: str) -> str:
+    """`value` as one double-quoted argument of a config format with C-style escapes in double
+    quotes (redis.conf, curl's config file): quotes, backslashes, spaces and `#` stay in the value."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 @cache
 def _environment(role: str) -> jinja2.Environment:
     env = jinja2.Environment(
@@ -29,6 +36,8 @@ def _environment(role: str) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    # For files a shell sources (`set -a; . file`): each value one literal word, whatever it holds.
+    env.filters["shell_quote"] = lambda value: shlex.quote(str(value))
     return env
 
 

@@ -7,7 +7,7 @@ import hashlib
 import json
 import shlex
 
-from roles.engine.context import RoleContext
+from roles.engine.context import RoleContext, double_quoted
 from roles.engine.resources import Command, DesiredState, File, Handler, Packages, Service, package_daemon_held
 
 RESTART = "restart rabbitmq"
@@ -88,7 +88,7 @@ def desired(ctx: RoleContext) -> DesiredState:
             File("/etc/rabbitmq/rabbitmq.conf", conf, notify=(RESTART,)),
             cookie(password, clustered=len(peers) > 1),
             File("/etc/rabbitmq/enabled_plugins", "[rabbitmq_management].\n", notify=(RESTART,)),
-            File(CURL_CONFIG, f'user = "{user}:{password}"\n', mode=0o600, sensitive=True),
+            File(CURL_CONFIG, f"user = {double_quoted(f'{user}:{password}')}\n", mode=0o600, sensitive=True),
             Service(
                 "rabbitmq-server",
                 start="service rabbitmq-server start",

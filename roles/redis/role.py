@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from roles.engine.context import RoleContext
+from roles.engine.context import RoleContext, double_quoted
 from roles.engine.resources import (
     DesiredState,
     Directory,
@@ -39,7 +39,7 @@ def desired(ctx: RoleContext) -> DesiredState:
             port=port,
             pidfile=pidfile,
             data_dir=data_dir,
-            password=ctx.secret("redisPassword"),
+            password=double_quoted(ctx.secret("redisPassword")),
             primary=None if node == primary else f"{ctx.address(primary)} {ctx.port(primary)}",
         )
         service = Service.daemon(
