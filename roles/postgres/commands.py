@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import shlex
 
 from infra.sharding import next_id_sql, schema_name
 from roles.postgres.auth import APP_USER, REPLICATION_USER
@@ -37,9 +36,12 @@ def psql(cluster: Cluster, sql: str, database: str = "postgres") -> str:
 
 
 def psql_value(cluster: Cluster, query: str, database: str = "postgres") -> str:
-    """Print a one-value query's result, unaligned (run from / : postgres cannot enter root's home)."""
-    return (f"(cd / && runuser -u postgres -- {psql_path(cluster.version)} -X -tA -h {SOCKET_DIR} "
-            f"-p {cluster.port} -d {database} -c {shlex.quote(query)})")
+    """Print a one-value query's result, unaligned (run from / : postgres cannot enter root's home).
+    The query goes on stdin (printf is a shell builtin): it may hold SCRAM verifiers, which must
+    not show in `ps`."""
+    payload = base64.b64encode(query.encode()).decode()
+    return (f"(cd / && printf %s {payload} | base64 -d | runuser -u postgres -- {psql_path(cluster.version)} "
+            f"-X -tA -h {SOCKET_DIR} -p {cluster.port} -d {database} -f -)")
 
 
 def psql_is_true(cluster: Cluster, query: str, database: str = "postgres") -> str:

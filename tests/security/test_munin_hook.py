@@ -9,6 +9,7 @@ directory ran as uid 0.
 from __future__ import annotations
 
 import secrets
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -56,14 +57,11 @@ def test_munin_cannot_run_its_own_code_as_root_through_the_contact_hook(onebox) 
                    if line.startswith("contact.photostack.command "))
     evil = Path(f"/var/lib/munin/evil-{secrets.token_hex(4)}")
     marker = Path(f"/tmp/photostack-pwned-{secrets.token_hex(4)}")
-    subprocess.run(["runuser", "-u", "munin", "--", "mkdir", str(evil)], check=True)
+    as_munin = ["runuser", "-u", "munin", "--", "sh", "-c"]
+    code = shlex.quote(PLANTED.format(marker=str(marker)))
+    subprocess.run([*as_munin, f"mkdir -p {evil}/monitoring && : > {evil}/monitoring/__init__.py "
+                               f"&& printf %s {code} > {evil}/monitoring/munin_alert.py"], check=True)
     try:
-        subprocess.run(["runuser", "-u", "munin", "--", sys.executable, "-c",
-                        f"import sys; sys.path.insert(0, {str(REPO_ROOT)!r}); "
-                        f"from tests.security.test_munin_hook import plant; from pathlib import Path; "
-                        f"plant(Path({str(evil)!r}), Path({str(marker)!r}))"], check=True)
-        as_munin = ["runuser", "-u", "munin", "--", "sh", "-c"]
-
         hook = subprocess.run([*as_munin, f"cd {evil} && PYTHONPATH={evil} {command}"], input="",
                               capture_output=True, text=True, timeout=60)
         widened = subprocess.run([*as_munin, f"cd {evil} && {command} --stack prod"], input="",
