@@ -90,6 +90,13 @@ HostKey {paths.host_key}
 PidFile {paths.pid_file(name)}
 AuthorizedKeysFile {paths.authorized_keys}
 PermitRootLogin prohibit-password
+# The engine logs in as root with one key and needs nothing else: no other user, no forwarding.
+AllowUsers root
+AllowTcpForwarding no
+AllowStreamLocalForwarding no
+AllowAgentForwarding no
+X11Forwarding no
+PermitTunnel no
 PubkeyAuthentication yes
 PasswordAuthentication no
 KbdInteractiveAuthentication no
