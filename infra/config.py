@@ -35,7 +35,9 @@ GENERATED_SECRETS = (
     "replicationPassword",
     "pgbouncerAdminPassword",
     "redisPassword",
+    "redisAdminPassword",
     "rabbitmqPassword",
+    "erlangCookie",
     "djangoSecretKey",
 )
 # Every secret: the service passwords plus the integrations' keys.

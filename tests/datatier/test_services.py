@@ -13,9 +13,11 @@ from pymemcache.client.base import Client as Memcache
 pytestmark = pytest.mark.onebox
 
 
-def _redis(datatier, port: int, password: str | None = None) -> redis.Redis:
-    secret = datatier.secret("redisPassword") if password is None else password
-    return redis.Redis(host=datatier.box.address, port=port, password=secret or None, socket_timeout=5)
+def _redis(datatier, port: int, password: str | None = None, admin: bool = False) -> redis.Redis:
+    """The app's login (or, with `admin`, Redis's admin login: CONFIG and INFO are admin-only)."""
+    secret = datatier.secret("redisAdminPassword" if admin else "redisPassword") if password is None else password
+    return redis.Redis(host=datatier.box.address, port=port, username="admin" if admin else None,
+                       password=secret or None, socket_timeout=5)
 
 
 def test_redis_replica_follows_the_primary(datatier):
@@ -33,7 +35,8 @@ def test_redis_replica_follows_the_primary(datatier):
 
 
 def test_redis_persists_on_the_replica_only_with_configured_memory(datatier):
-    primary, replica = _redis(datatier, datatier.box.redis_base_port), _redis(datatier, datatier.box.redis_base_port + 1)
+    primary = _redis(datatier, datatier.box.redis_base_port, admin=True)
+    replica = _redis(datatier, datatier.box.redis_base_port + 1, admin=True)
     assert primary.config_get("save")["save"] == "" and primary.config_get("appendonly")["appendonly"] == "no"
     assert replica.config_get("save")["save"] != "" and replica.config_get("appendonly")["appendonly"] == "yes"
     for server in (primary, replica):

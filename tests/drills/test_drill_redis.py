@@ -16,9 +16,10 @@ from tests.drills.httpload import HttpLoad
 pytestmark = pytest.mark.onebox
 
 
-def _redis(stack) -> redis.Redis:
-    return redis.Redis(host="127.0.0.1", port=stack.config.onebox.redis_base_port,
-                       password=stack.secret("redisPassword"))
+def _redis(stack, admin: bool = False) -> redis.Redis:
+    """The app's login, or Redis's admin login (INFO is admin-only)."""
+    return redis.Redis(host="127.0.0.1", port=stack.config.onebox.redis_base_port, username="admin" if admin else None,
+                       password=stack.secret("redisAdminPassword" if admin else "redisPassword"))
 
 
 def test_redis_restart_feeds_rebuilt_from_shards(converged):
@@ -49,4 +50,4 @@ def test_redis_restart_feeds_rebuilt_from_shards(converged):
     assert rebuilt == wanted
     assert [int(v) for v in _redis(stack).lrange(f"feed:{reader.user_id}", 0, -1)] == [*wanted, 0]
     # The replica resynced from the restarted primary (converge checks it runs).
-    wait_for(lambda: _redis(stack).info("replication")["connected_slaves"] >= 1, 30)
+    wait_for(lambda: _redis(stack, admin=True).info("replication")["connected_slaves"] >= 1, 30)
