@@ -14,7 +14,7 @@ def test_signup_login_logout_and_me(app_stack):
 
     client, user = signed_up("alice")
     assert client.get("/api/me").json() == user
-    assert client.post("/api/logout").status_code == 204
+    assert client.post("/api/logout", content_type="application/json").status_code == 204
     assert client.get("/api/me").status_code == 401
 
     fresh = Client()
@@ -47,7 +47,7 @@ def test_post_thumbnail_and_follower_feed(app_stack):
     follower, _ = signed_up("fan")
     stranger, _ = signed_up("stranger")
 
-    followed = follower.post(f"/api/users/{poster_user['username']}/follow")
+    followed = follower.post(f"/api/users/{poster_user['username']}/follow", content_type="application/json")
     assert followed.status_code == 200 and followed.json()["following"] is True
     page = follower.get(f"/api/users/{poster_user['username']}").json()
     assert page["followers"] == 1 and page["followed_by_me"] is True
@@ -165,7 +165,7 @@ def test_fan_out_continues_in_chunks(app_stack):
     poster, poster_user = signed_up("chunked")
     fans = [signed_up("chunkfan")[0] for _ in range(5)]
     for fan in fans:
-        assert fan.post(f"/api/users/{poster_user['username']}/follow").status_code == 200
+        assert fan.post(f"/api/users/{poster_user['username']}/follow", content_type="application/json").status_code == 200
     # Stored without enqueueing anything, so only the chunked fan-out below can reach the fans.
     photo_id = photos.create_photo(int(poster_user["id"]), jpeg(), "chunks", 1 << 20)["id"]
     # The first chunk runs here; the worker takes the rest: 2 + 1 followers, then an empty chunk.
