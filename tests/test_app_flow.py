@@ -120,20 +120,25 @@ def test_openapi_is_served(app_stack):
 
 
 def test_photo_that_does_not_decode_still_reaches_feeds(app_stack):
-    """A truncated JPEG passes the cheap upload check; the worker cannot thumbnail it but still
-    fans it out (shown in full size)."""
+    """Uploads are decoded before they are stored (a truncated one is a 400), but a stored
+    original that does not decode (kept from before that check, or damaged in storage) must
+    not stop the worker: no thumbnail, still fanned out (shown in full size)."""
     import io
 
     from PIL import Image
 
+    from app import photos, tasks
+    from app.config import app_config
+
     out = io.BytesIO()
     Image.effect_noise((400, 300), 64).convert("RGB").save(out, "JPEG")
-    poster, _ = signed_up("truncated")
-    response = post_photo(poster, out.getvalue()[:8000])
-    assert response.status_code == 201
-    photo = response.json()
+    poster, user = signed_up("truncated")
+    record = photos.create_photo(int(user["id"]), out.getvalue(), "damaged", app_config().max_upload_bytes)
+    stored = app_stack.media_root / record["image_key"]
+    stored.write_bytes(out.getvalue()[:8000])
+    tasks.after_photo_posted(record["id"])
     feed = wait_for(lambda: poster.get("/api/feed").json()["photos"])
-    assert feed[0]["id"] == photo["id"] and feed[0]["thumbnail_url"] is None
+    assert feed[0]["id"] == str(record["id"]) and feed[0]["thumbnail_url"] is None
 
 
 def test_each_task_runs_once(app_stack):
