@@ -18,6 +18,7 @@ def test_defaults():
     assert config.memcached == (("127.0.0.1", 11211),)
     assert config.migrate_dsn == "host=127.0.0.1 port=6432 dbname={db} user=photostack"
     assert config.physical_dsn("shard1") == "host=127.0.0.1 port=6432 dbname=shard1 user=photostack"
+    assert (config.login_rate_ip.limit, config.login_rate_ip.window_s) == (20, 60)
 
 
 def test_values_are_read():
@@ -40,6 +41,11 @@ def test_values_are_read():
         ({**BASE, "PHOTOSTACK_STORAGE": "ftp"}, "PHOTOSTACK_STORAGE must be 'local' or 's3', got 'ftp'"),
         ({**BASE, "PHOTOSTACK_STORAGE": "s3"}, "PHOTOSTACK_S3_BUCKET is not set (required when PHOTOSTACK_STORAGE=s3)"),
         ({**BASE, "PHOTOSTACK_MEMCACHED": "cachehost"}, "PHOTOSTACK_MEMCACHED entry 'cachehost' is not host:port"),
+        ({**BASE, "PHOTOSTACK_LOGIN_RATE_IP": "20 per minute"},
+         "PHOTOSTACK_LOGIN_RATE_IP must be LIMIT/SECONDS (e.g. 20/60), got '20 per minute'"),
+        ({**BASE, "PHOTOSTACK_SIGNUP_RATE_IP": "10/0"}, "PHOTOSTACK_SIGNUP_RATE_IP must be LIMIT/SECONDS (e.g. 10/600), got '10/0'"),
+        ({**BASE, "PHOTOSTACK_TRUSTED_PROXIES": "nginx"},
+         "PHOTOSTACK_TRUSTED_PROXIES: 'nginx' does not appear to be an IPv4 or IPv6 network"),
     ],
 )
 def test_bad_values_name_the_variable(env, message):

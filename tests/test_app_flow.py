@@ -14,7 +14,7 @@ def test_signup_login_logout_and_me(app_stack):
 
     client, user = signed_up("alice")
     assert client.get("/api/me").json() == user
-    assert client.post("/api/logout").status_code == 204
+    assert client.post("/api/logout", content_type="application/json").status_code == 204
     assert client.get("/api/me").status_code == 401
 
     fresh = Client()
@@ -47,7 +47,7 @@ def test_post_thumbnail_and_follower_feed(app_stack):
     follower, _ = signed_up("fan")
     stranger, _ = signed_up("stranger")
 
-    followed = follower.post(f"/api/users/{poster_user['username']}/follow")
+    followed = follower.post(f"/api/users/{poster_user['username']}/follow", content_type="application/json")
     assert followed.status_code == 200 and followed.json()["following"] is True
     page = follower.get(f"/api/users/{poster_user['username']}").json()
     assert page["followers"] == 1 and page["followed_by_me"] is True
@@ -120,20 +120,25 @@ def test_openapi_is_served(app_stack):
 
 
 def test_photo_that_does_not_decode_still_reaches_feeds(app_stack):
-    """A truncated JPEG passes the cheap upload check; the worker cannot thumbnail it but still
-    fans it out (shown in full size)."""
+    """Uploads are decoded before they are stored (a truncated one is a 400), but a stored
+    original that does not decode (kept from before that check, or damaged in storage) must
+    not stop the worker: no thumbnail, still fanned out (shown in full size)."""
     import io
 
     from PIL import Image
 
+    from app import photos, tasks
+    from app.config import app_config
+
     out = io.BytesIO()
     Image.effect_noise((400, 300), 64).convert("RGB").save(out, "JPEG")
-    poster, _ = signed_up("truncated")
-    response = post_photo(poster, out.getvalue()[:8000])
-    assert response.status_code == 201
-    photo = response.json()
+    poster, user = signed_up("truncated")
+    record = photos.create_photo(int(user["id"]), out.getvalue(), "damaged", app_config().max_upload_bytes)
+    stored = app_stack.media_root / record["image_key"]
+    stored.write_bytes(out.getvalue()[:8000])
+    tasks.after_photo_posted(record["id"])
     feed = wait_for(lambda: poster.get("/api/feed").json()["photos"])
-    assert feed[0]["id"] == photo["id"] and feed[0]["thumbnail_url"] is None
+    assert feed[0]["id"] == str(record["id"]) and feed[0]["thumbnail_url"] is None
 
 
 def test_each_task_runs_once(app_stack):
@@ -165,7 +170,7 @@ def test_fan_out_continues_in_chunks(app_stack):
     poster, poster_user = signed_up("chunked")
     fans = [signed_up("chunkfan")[0] for _ in range(5)]
     for fan in fans:
-        assert fan.post(f"/api/users/{poster_user['username']}/follow").status_code == 200
+        assert fan.post(f"/api/users/{poster_user['username']}/follow", content_type="application/json").status_code == 200
     # Stored without enqueueing anything, so only the chunked fan-out below can reach the fans.
     photo_id = photos.create_photo(int(poster_user["id"]), jpeg(), "chunks", 1 << 20)["id"]
     # The first chunk runs here; the worker takes the rest: 2 + 1 followers, then an empty chunk.

@@ -31,9 +31,9 @@ def test_objects_live_on_their_owners_shard(app_stack):
 
         photo_id = int(post_photo(poster).json()["id"])
         assert decode_id(photo_id, INSTAGRAM_EPOCH_MS).logical_shard == logical
-        assert liker.post(f"/api/photos/{photo_id}/like").status_code == 200
+        assert liker.post(f"/api/photos/{photo_id}/like", content_type="application/json").status_code == 200
         assert liker.post(f"/api/photos/{photo_id}/comments", {"body": "hi"}, content_type="application/json").status_code == 201
-        assert liker.post(f"/api/users/{user['username']}/follow").status_code == 200
+        assert liker.post(f"/api/users/{user['username']}/follow", content_type="application/json").status_code == 200
 
         schema = schema_name(logical)
         with psycopg.connect(app_stack.direct_dsn(f"shard{physical}")) as conn:
