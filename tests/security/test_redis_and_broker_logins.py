@@ -1,4 +1,4 @@
-"""Least privilege on the one-box's real Redis and RabbitMQ: the app's Redis login cannot
+"""Least privilege on the one-box's real Redis, pgbouncer and RabbitMQ: the app's Redis login cannot
 reconfigure, flush or inspect the server; munin's can only read; the Erlang cookie (full control
 of the broker) comes from its own secret, not from the app's broker password."""
 
@@ -54,3 +54,17 @@ def test_the_erlang_cookie_is_not_derived_from_the_broker_password(onebox) -> No
     cookie = Path("/var/lib/rabbitmq/.erlang.cookie").read_text().strip()
     derived = hashlib.sha256(f"photostack-erlang-cookie:{onebox.secret('rabbitmqPassword')}".encode())
     assert cookie and cookie != derived.hexdigest().upper()[:40]
+
+
+def test_pgbouncers_monitoring_login_reads_stats_but_cannot_administer(onebox) -> None:
+    import psycopg
+
+    from roles.postgres.auth import STATS_USER, stats_password
+
+    box = onebox.config.onebox
+    with psycopg.connect(host=box.address, port=box.pgbouncer_port, dbname="pgbouncer", user=STATS_USER,
+                         password=stats_password(onebox.secret("pgbouncerAdminPassword")),
+                         autocommit=True, prepare_threshold=None) as stats:
+        assert stats.execute("SHOW POOLS").fetchall()
+        with pytest.raises(psycopg.Error, match="admin"):
+            stats.execute("PAUSE")
