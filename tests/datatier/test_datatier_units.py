@@ -10,7 +10,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from infra.config import parse_stack_config
+from infra.config import ConfigError, parse_stack_config
 from infra.shardstore import FileShardMapStore, SsmShardMapStore
 from infra.sharding import ShardMap
 from roles.engine.resources import DesiredState, File, Service
@@ -78,7 +78,7 @@ def test_ssm_store_fits_a_prod_map_and_keeps_moves():
         assert len(ssm.get_parameter(Name="/photostack/prod/shardmap")["Parameter"]["Value"]) < 4096
         store.save(initial.moved(5, 3))
         assert store.load_or_create(config).physical_of(5) == 3
-        with pytest.raises(ValueError, match="can never change"):
+        with pytest.raises(ConfigError, match="can never change"):
             store.load_or_create(_config(6000))
     finally:
         server.stop()
