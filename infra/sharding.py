@@ -21,7 +21,6 @@ from pathlib import Path
 from infra.config import SHARD_ID_BITS, ConfigError, StackConfig
 
 SEQUENCE_BITS = 10
-TIME_BITS = 64 - 1 - SHARD_ID_BITS - SEQUENCE_BITS  # 41 bits; the sign bit stays 0 for bigint
 SHARDMAP_FILE = "shardmap.json"
 
 
