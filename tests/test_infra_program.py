@@ -83,6 +83,7 @@ def test_security_group_ingress_is_exactly_least_privilege():
         ("lb", 80, "0.0.0.0/0"),
         ("nginx", 80, "lb"),
         ("app", 8001, "nginx"),
+        ("nginx", 80, "munin_master"), ("app", 8001, "munin_master"),  # the health watcher's probes
         ("postgres", 5432, "app"), ("postgres", 5432, "worker"), ("postgres", 5432, "postgres"),
         ("redis", 6379, "app"), ("redis", 6379, "worker"), ("redis", 6379, "redis"),
         ("memcached", 11211, "app"), ("memcached", 11211, "worker"),
