@@ -1,5 +1,6 @@
 """Rolling deploy: exact host commands, batches of the one-box, the pinned release in converge,
-the deploy lock, and the ALB target-group balancer against a moto server over real HTTP."""
+the deploy lock, and where an AWS deploy drains app nodes: in nginx, the planned topology running in
+a moto server over real HTTP."""
 
 from __future__ import annotations
 
@@ -8,15 +9,17 @@ import subprocess
 import boto3
 import pytest
 
-from infra.inventory import TAG_NODE, TAG_STACK
+from infra.inventory import TAG_NODE
+from infra.plan import reveal
 from infra.records import record
-from infra.topology import Node
+from infra.topology import nodes
 from ops import lock, rollout
 from ops.stack import Stack
 from roles.app import deploy as steps
 from roles.app import release as rel
 from roles.app import runtime
 from roles.engine.resources import Command
+from tests._infra_plans import dependency, plan_of
 
 
 def test_host_step_commands_are_exact():
@@ -84,32 +87,68 @@ def test_second_deploy_stops_on_the_lock(state_root):
             rollout.deploy(stack, balancer=rollout.NginxBalancer(stack))
 
 
-@pytest.fixture(scope="module")
-def aws(moto_endpoint):
-    kwargs = dict(endpoint_url=moto_endpoint, region_name="us-east-1",
-                  aws_access_key_id="test", aws_secret_access_key="test")
-    return boto3.client("ec2", **kwargs), boto3.client("elbv2", **kwargs)
+INSTANCE = "aws:ec2/instance:Instance"
+ATTACHMENT = "aws:lb/targetGroupAttachment:TargetGroupAttachment"
 
 
-def test_target_group_balancer_deregisters_and_registers_the_node(aws):
-    ec2, elbv2 = aws
-    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    instances = {}
-    for node in ("app-0", "app-1"):
-        made = ec2.run_instances(ImageId="ami-12345678", MinCount=1, MaxCount=1, InstanceType="t3.micro",
-                                 TagSpecifications=[{"ResourceType": "instance", "Tags": [
-                                     {"Key": TAG_STACK, "Value": "prod"}, {"Key": TAG_NODE, "Value": node}]}])
-        instances[node] = made["Instances"][0]["InstanceId"]
-    group = elbv2.create_target_group(Name="prod-app", Protocol="HTTP", Port=80, VpcId=vpc)["TargetGroups"][0]
-    arn = group["TargetGroupArn"]
-    elbv2.register_targets(TargetGroupArn=arn, Targets=[{"Id": i, "Port": 80} for i in instances.values()])
+@pytest.fixture
+def planned_staging(moto_account, monkeypatch, tmp_path):
+    """Every instance of the staging plan (the bastion too) running in moto with its planned tags,
+    and its SSM parameters, boto3 pointed at it; returns the plan."""
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_ENDPOINT_URL": moto_account, "PHOTOSTACK_STATE_DIR": str(tmp_path / "state")}.items():
+        monkeypatch.setenv(key, value)
+    plan = plan_of("staging")
+    ec2 = boto3.client("ec2", region_name="us-east-1")
+    vpc = ec2.create_vpc(CidrBlock="10.30.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.30.0.0/19", AvailabilityZone="us-east-1a")["Subnet"]["SubnetId"]
+    for instance in plan.of_type(INSTANCE):
+        planned = instance.inputs["tags"]
+        ec2.run_instances(
+            ImageId="ami-12c6146b", MinCount=1, MaxCount=1, InstanceType="t3.micro",
+            NetworkInterfaces=[{"DeviceIndex": 0, "SubnetId": subnet,
+                                "AssociatePublicIpAddress": bool(instance.inputs.get("associatePublicIpAddress"))}],
+            TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in planned.items()]}],
+        )
+    ssm = boto3.client("ssm", region_name="us-east-1")
+    for parameter in plan.of_type("aws:ssm/parameter:Parameter"):  # what `pulumi up` wrote
+        value = reveal(parameter.inputs["value"]) if "value" in parameter.inputs else parameter.inputs["insecureValue"]
+        ssm.put_parameter(Name=parameter.inputs["name"], Type=parameter.inputs["type"], Value=value)
+    return plan
 
-    def targets() -> set[str]:
-        return {d["Target"]["Id"] for d in elbv2.describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]}
 
-    balancer = rollout.TargetGroupBalancer("prod", ec2, elbv2)
-    batch = rollout.Batch(Node("app", 0, "us-east-1a"), None, (), "", ("10.0.0.5", 8000))  # type: ignore[arg-type]
-    balancer.drain(batch)
-    assert targets() == {instances["app-1"]}
-    balancer.restore(batch)
-    assert targets() == set(instances.values())
+class RenderingNginx(rollout.NginxBalancer):
+    """Instead of converging the nginx hosts over SSH, keeps the site each would be converged to."""
+
+    sites: dict[str, str] = {}
+
+    def reload(self, step: str) -> None:
+        self.sites = {host.name: next(r.content for r in self.stack.desired(host, {"nginx"}).resources
+                                      if getattr(r, "path", "") == "/etc/nginx/conf.d/photostack.conf")
+                      for host in self.hosts}
+
+
+def test_on_aws_a_deploy_drains_app_nodes_in_nginx_where_the_load_balancer_sends_traffic(planned_staging):
+    plan = planned_staging
+    stack = Stack.load("staging")
+    nginx_nodes = sorted(n.name for n in nodes(stack.config) if n.role == "nginx")
+    # The planned ALB target group holds the nginx hosts, and only them: app servers sit behind nginx.
+    attached = {dependency(plan, a, "targetId").inputs["tags"][TAG_NODE] for a in plan.of_type(ATTACHMENT)}
+    assert sorted(attached) == nginx_nodes
+    balancer = rollout.balancer_for(stack)
+    assert type(balancer) is rollout.NginxBalancer and sorted(h.name for h in balancer.hosts) == nginx_nodes
+
+    rendering = RenderingNginx(stack)
+    batch = next(b for b in rollout.batches(stack) if b.node.role == "app")
+    address = next(h.address for h in stack.hosts if h.name == batch.name)
+    rendering.drain(batch)
+    stored = boto3.client("ssm", region_name="us-east-1").get_parameter(Name="/photostack/staging/drained")
+    assert stored["Parameter"]["Value"] == f'["{batch.name}"]'
+    assert set(rendering.sites) == set(nginx_nodes)
+    for site in rendering.sites.values():
+        (line,) = [ln for ln in site.splitlines() if f"server {address}:8001 " in ln]
+        assert line.rstrip().endswith(" down;"), line
+    rendering.restore(batch)
+    for site in rendering.sites.values():
+        (line,) = [ln for ln in site.splitlines() if f"server {address}:8001 " in ln]
+        assert "down" not in line, line
