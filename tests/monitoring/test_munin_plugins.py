@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import statistics
 
 import pytest
 
@@ -76,12 +75,6 @@ def test_redis_plugin_reads_a_live_instance(redis_port, tmp_path):
     # A wrong password is a service we cannot read, not a crash.
     denied = parse_values(run_plugin("redis_", env={"port": str(redis_port), "password": "wrong"})[0])
     assert set(denied.values()) == {"U"}
-
-
-def test_plugins_answer_within_200ms(redis_port):
-    times = [run_plugin("photos_per_second", env={"port": str(redis_port)})[1] for _ in range(5)]
-    # Interpreter start-up included; the median keeps one slow start on a busy box from failing it.
-    assert statistics.median(times) < 0.2, times
 
 
 def test_nginx_counts_5xx_answers_incrementally_and_survives_rotation(tmp_path):
