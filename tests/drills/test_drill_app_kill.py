@@ -17,7 +17,7 @@ from tests.drills.appclient import ApiClient
 from tests.drills.faults import kill_tree, nginx_port, wait_for, watcher_paging_to
 from tests.drills.httpload import HttpLoad
 
-pytestmark = pytest.mark.onebox
+pytestmark = [pytest.mark.onebox, pytest.mark.drill]
 DEDUP = "onebox/onebox/health/app-0"
 
 

@@ -15,7 +15,7 @@ from roles.app import release as rel
 from roles.app import runtime
 from tests.drills.deploy_drill import deploy_under_load
 
-pytestmark = pytest.mark.onebox
+pytestmark = [pytest.mark.onebox, pytest.mark.drill]
 
 
 def test_rolling_deploy_under_load_fails_no_request(converged):

@@ -10,7 +10,7 @@ from roles.postgres import commands
 from tests.drills.failover_drill import run_failover_drill
 from tests.drills.faults import wait_for
 
-pytestmark = pytest.mark.onebox
+pytestmark = [pytest.mark.onebox, pytest.mark.drill]
 
 
 def test_kill_shard_primary_under_write_load_loses_no_acknowledged_write(converged):

@@ -21,7 +21,7 @@ from ops import maintenance
 from tests.drills.appclient import ApiClient
 from tests.drills.faults import nginx_port
 
-pytestmark = pytest.mark.onebox
+pytestmark = [pytest.mark.onebox, pytest.mark.drill]
 
 
 def stored_photo_ids(stack, user_id: int) -> set[int]:

@@ -13,7 +13,7 @@ from tests.drills.appclient import ApiClient
 from tests.drills.faults import nginx_port, wait_for
 from tests.drills.httpload import HttpLoad
 
-pytestmark = pytest.mark.onebox
+pytestmark = [pytest.mark.onebox, pytest.mark.drill]
 
 
 def _redis(stack) -> redis.Redis:
