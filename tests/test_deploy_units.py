@@ -1,10 +1,14 @@
-"""Rolling deploy: exact host commands, batches of the one-box, the pinned release in converge,
+"""Rolling deploy: host steps run on a scratch root, batches of the one-box, the pinned release in converge,
 the deploy lock, and where an AWS deploy drains app nodes: in nginx, the planned topology running in
 a moto server over real HTTP."""
 
 from __future__ import annotations
 
+import io
 import subprocess
+import sys
+import tarfile
+from pathlib import Path
 
 import boto3
 import pytest
@@ -20,22 +24,93 @@ from roles.app import release as rel
 from roles.app import runtime
 from roles.engine.resources import Command
 from tests._infra_plans import dependency, plan_of
+from tests.fakes.base import JsonHandler, LocalServer
 
 
-def test_host_step_commands_are_exact():
-    assert steps.shipped_version("abc123") == "[ -f /opt/photostack/releases/abc123/.release ]"
-    assert steps.current_version() == 'basename "$(readlink /opt/photostack/current)" 2>/dev/null || true'
-    assert steps.runs_release("/run/photostack/app-8001.pid", "abc123") == (
-        '[ "$(readlink /proc/$(cat /run/photostack/app-8001.pid 2>/dev/null)/cwd)" = /opt/photostack/releases/abc123 ]')
-    assert steps.listens("/run/photostack/app-8001.pid", 8001) == (
-        'ss -Hltnp "sport = :8001" | grep -q "pid=$(cat /run/photostack/app-8001.pid 2>/dev/null),"')
-    assert steps.healthy("127.0.0.1", 8001) == "curl -fs -o /dev/null --max-time 2 http://127.0.0.1:8001/health"
-    assert steps.wait_until("true", 5) == ("timeout 5 sh -c 'until true; do sleep 0.2; done' || "
-                                           "{ echo 'not ready after 5s: true'; exit 1; }")
-    release = rel.Release("v1", b"tar", "django==5\n")
-    assert steps.ship_if_missing(release) == (
-        f"{{ {rel.venv_ready(release)} || {{ {rel.venv_script(release)}; }}; }} && "
-        f"{{ {rel.shipped(release)} || {{ {rel.ship_script(release)}; }}; }}")
+def _scratch(command: str, root) -> int:
+    """Run a host step with /opt/photostack moved under `root`; its exit code."""
+    return subprocess.run(["bash", "-c", command.replace(rel.ROOT, str(root))], capture_output=True,
+                          timeout=30).returncode
+
+
+def _tarball(files: dict[str, str]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def test_ship_and_version_steps_on_a_scratch_root(tmp_path):
+    release = rel.Release("v1", _tarball({"app/views.py": "print('v1')\n"}), "django==5\n")
+    venv = tmp_path / Path(release.venv).relative_to(rel.ROOT)
+    venv.mkdir(parents=True)
+    (venv / ".complete").touch()  # built already: the step must not rebuild it
+    assert _scratch(steps.shipped_version("v1"), tmp_path) != 0
+    assert _scratch(steps.ship_if_missing(release), tmp_path) == 0
+    shipped = tmp_path / "releases" / "v1"
+    assert (shipped / "app" / "views.py").read_text() == "print('v1')\n" and (shipped / ".release").read_text() == "v1\n"
+    assert _scratch(steps.shipped_version("v1"), tmp_path) == 0 and _scratch(steps.shipped_version("v2"), tmp_path) != 0
+    (shipped / "left-alone").touch()
+    assert _scratch(steps.ship_if_missing(release), tmp_path) == 0 and (shipped / "left-alone").exists()  # not unpacked again
+
+    def current() -> str:
+        command = steps.current_version().replace(rel.ROOT, str(tmp_path))
+        return subprocess.run(["bash", "-c", command], capture_output=True, text=True, check=True).stdout.strip()
+
+    assert current() == ""
+    (tmp_path / "current").symlink_to(shipped)
+    assert current() == "v1"
+
+
+def test_process_steps_check_the_process_in_the_pidfile(tmp_path):
+    shipped = tmp_path / "releases" / "v1"
+    shipped.mkdir(parents=True)
+    listener = subprocess.Popen(
+        [sys.executable, "-c", "import socket, time; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); "
+                               "print(s.getsockname()[1], flush=True); time.sleep(60)"],
+        cwd=shipped, stdout=subprocess.PIPE, text=True)
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        port = int(listener.stdout.readline())
+        pidfile, other_pidfile = tmp_path / "app.pid", tmp_path / "other.pid"
+        pidfile.write_text(f"{listener.pid}\n")
+        other_pidfile.write_text(f"{other.pid}\n")
+        assert _scratch(steps.runs_release(str(pidfile), "v1"), tmp_path) == 0
+        assert _scratch(steps.runs_release(str(pidfile), "v2"), tmp_path) != 0
+        assert _scratch(steps.runs_release(str(other_pidfile), "v1"), tmp_path) != 0
+        assert _scratch(steps.listens(str(pidfile), port), tmp_path) == 0
+        assert _scratch(steps.listens(str(other_pidfile), port), tmp_path) != 0  # a leftover on the port is not it
+    finally:
+        listener.kill(), other.kill()
+        listener.wait(), other.wait()
+
+
+def test_healthy_is_a_200_from_health(tmp_path):
+    class Health(JsonHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_json(self.fake.status if self.path == "/health" else 404, {})
+
+    class HealthServer(LocalServer):
+        handler = Health
+        status = 200
+
+    with HealthServer() as server:
+        assert _scratch(steps.healthy("127.0.0.1", server.port), tmp_path) == 0
+        server.status = 503
+        assert _scratch(steps.healthy("127.0.0.1", server.port), tmp_path) != 0
+    assert _scratch(steps.healthy("127.0.0.1", server.port), tmp_path) != 0  # nothing listens
+
+
+def test_wait_until_polls_until_the_check_passes(tmp_path):
+    flag = tmp_path / "ready"
+    later = subprocess.Popen(["sh", "-c", f"sleep 0.5 && touch {flag}"])
+    done = subprocess.run(["sh", "-c", steps.wait_until(f"[ -f {flag} ]", 10)], capture_output=True, text=True)
+    later.wait()
+    assert done.returncode == 0 and done.stdout == ""
 
 
 def test_wait_until_fails_with_one_line_naming_the_check():
