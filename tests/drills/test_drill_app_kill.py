@@ -8,7 +8,6 @@ converge has restarted the instance.
 
 from __future__ import annotations
 
-
 import pytest
 
 from ops.remote import check_converged

@@ -3,7 +3,6 @@ gone) under GET load; feeds come back, rebuilt from the shards on the next read.
 
 from __future__ import annotations
 
-
 import pytest
 import redis
 
