@@ -80,7 +80,7 @@ class SsmShardMapStore:
         stored = self._load()
         if stored is None:
             shard_map = ShardMap.initial(config)
-            self.ssm.put_parameter(Name=self.name, Value=_pack(shard_map), Type="String", Overwrite=False)
+            self.ssm.put_parameter(Name=self.name, Value=pack_shard_map(shard_map), Type="String", Overwrite=False)
             return shard_map
         if problems := stored.disagreements(config, f"SSM {self.name}"):
             raise ConfigError(problems)
@@ -100,10 +100,11 @@ class SsmShardMapStore:
         return ShardMap.from_json(gzip.decompress(base64.b64decode(value)).decode())
 
     def save(self, shard_map: ShardMap) -> None:
-        self.ssm.put_parameter(Name=self.name, Value=_pack(shard_map), Type="String", Overwrite=True)
+        self.ssm.put_parameter(Name=self.name, Value=pack_shard_map(shard_map), Type="String", Overwrite=True)
 
 
-def _pack(shard_map: ShardMap) -> str:
+def pack_shard_map(shard_map: ShardMap) -> str:
+    """The shard map as its SSM parameter value (gzip+base64 of its JSON)."""
     return base64.b64encode(gzip.compress(shard_map.to_json().encode(), mtime=0)).decode()
 
 
