@@ -151,7 +151,7 @@ def test_user_data_installs_the_bundle_and_converges_the_node_roles():
 
 # Every secret the prod plan holds: the config's Pulumi secrets and the integration keys the
 # program creates (the PagerDuty Events v2 and CloudWatch integrations, the Sentry DSN).
-PROD_SECRETS = ("dbPassword", "replicationPassword", "pgbouncerAdminPassword", "redisPassword", "rabbitmqPassword",
+PROD_SECRETS = ("dbPassword", "replicationPassword", "pgbouncerAdminPassword", "redisPassword", "redisAdminPassword", "rabbitmqPassword", "erlangCookie",
                 "djangoSecretKey", "pingdomToken", "pagerdutyRoutingKey", "pagerdutyCloudwatchKey", "sentryDsn")
 
 
@@ -228,8 +228,8 @@ PROFILE_READS = {
     "postgres": ("dbPassword", "replicationPassword", "pgbouncerAdminPassword", "shardmap", "primaries"),
     "app": APP_READS,
     "worker": APP_READS,
-    "redis": ("redisPassword",),
-    "rabbitmq": ("rabbitmqPassword",),
+    "redis": ("redisPassword", "redisAdminPassword"),
+    "rabbitmq": ("rabbitmqPassword", "erlangCookie"),
     "memcached": (),
     "nginx": ("drained",),
     "munin_master": ("pagerdutyRoutingKey", "primaries"),
