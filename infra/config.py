@@ -34,6 +34,9 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from infra.config_errors import ConfigError, check_stack_name
+
+
 NAMESPACE = "photostack"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,9 +69,6 @@ NAMESPACES = frozenset({NAMESPACE, "pulumi", *PROVIDER_NAMESPACES})
 PROVIDER_SECRETS = frozenset({"aws:accessKey", "aws:secretKey", "aws:token", "pagerduty:token",
                               "pagerduty:userToken", "sentry:token"})
 
-# Pulumi's stack name rule (sdk/go/common/tokens: "alphanumeric, hyphens, underscores, or periods", ≤ 100).
-STACK_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
-
 # Upper bounds of counts: far above any real stack, low enough that a typo fails here.
 MAX_FLEET_HOSTS = 1000
 MAX_PROCESSES = 256
@@ -76,14 +76,6 @@ MAX_PHYSICAL_SHARDS = 1024
 MAX_REPLICAS = 5
 MAX_MEMORY_MB = 24 * 1024 * 1024  # the largest EC2 instance has 24 TiB
 GP3_MAX_GB = 16384  # EBS gp3: 1 GiB to 16 TiB
-
-
-class ConfigError(Exception):
-    """A stack config that cannot be used; `problems` holds one line per problem."""
-
-    def __init__(self, problems: list[str]):
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 class Model(BaseModel):
@@ -632,15 +624,6 @@ def placeholder_secrets(config: StackConfig) -> list[str]:
 def stacks_dir() -> Path:
     """Where `Pulumi.<stack>.yaml` files are: the repo root, or `$PHOTOSTACK_STACKS_DIR`."""
     return Path(os.environ.get("PHOTOSTACK_STACKS_DIR", REPO_ROOT))
-
-
-def check_stack_name(stack: str) -> None:
-    """Refuse a stack name Pulumi refuses (and with it any path in `--stack`)."""
-    if not stack:
-        raise ConfigError(["--stack: empty stack name; give one, e.g. --stack onebox"])
-    if not STACK_NAME.match(stack):
-        raise ConfigError([f"--stack: {show(stack)} is not a Pulumi stack name "
-                           "(letters, digits, '-', '_' and '.', at most 100)"])
 
 
 def stack_file(stack: str, root: Path | None = None) -> Path:

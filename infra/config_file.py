@@ -62,6 +62,7 @@ class _Loader(yaml.SafeLoader):
     """SafeLoader with YAML 1.2 core scalars and duplicate keys refused."""
 
     yaml_implicit_resolvers: dict = {}
+    source = "stack config"  # the file name, for problem lines
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: dict[Any, int] = {}
@@ -70,9 +71,8 @@ class _Loader(yaml.SafeLoader):
                 continue
             key = self.construct_object(key_node, deep=deep)
             if isinstance(key, (str, int, float, bool)) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!s} (first at line {seen[key] + 1})", key_node.start_mark
-                )
+                raise FileProblem(f"{self.source}:{key_node.start_mark.line + 1}: {key}: duplicate key "
+                                  f"(first at line {seen[key] + 1}); YAML would keep the last one silently")
             if isinstance(key, (str, int, float, bool)):
                 seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
@@ -145,6 +145,7 @@ def _check_shape(root: yaml.Node, name: str) -> None:
 def parse(text: str, name: str) -> Any:
     """The one YAML document in `text`, read with YAML 1.2 scalars; problems as `FileProblem`."""
     loader = _Loader(text)
+    loader.source = name
     try:
         root = loader.get_single_node()
         if root is None:

@@ -1,0 +1,23 @@
+"""Options every `ops` command shares, and the one rule for which stack a command works on."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from infra.config_errors import check_stack_name
+
+StackOption = Annotated[
+    str | None,
+    typer.Option("--stack", "-s", metavar="NAME", help="Stack name (default: the global --stack, else onebox)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
+
+
+def stack_name(ctx: typer.Context, given: str | None) -> str:
+    """The command's own --stack if given, else the global one (`ops -s prod CMD`); a valid Pulumi name."""
+    if given is None:
+        root = ctx.find_root()
+        given = (root.obj or {}).get("stack", "onebox") if isinstance(root.obj, dict) else "onebox"
+    return check_stack_name(given)
