@@ -14,6 +14,7 @@ infra/config_file.py.
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import os
 import re
@@ -518,18 +519,33 @@ def _secret_problems(keys: dict[str, Any], target: str) -> tuple[dict[str, Any],
     return secrets, problems
 
 
-def _yaml11_words(value: Any, where: str) -> list[tuple[str, str]]:
-    """(key path, problem) for every YAML 1.1 boolean word (`yes`, `off` …) under `value`."""
+def _value_problems(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], str]]:
+    """(key path, problem) for values refused wherever they are: YAML 1.1 boolean words (`yes`,
+    `off` …) and private keys (never shown: the line names the key only)."""
     from infra.config_file import Yaml11Word
 
     if isinstance(value, Yaml11Word):
-        return [(where, f"`{value}` is a boolean in YAML 1.1 and a string in YAML 1.2 (Pulumi); "
-                        "write true/false, a number, or quote the string")]
+        return [(path, f"`{value}` is a boolean in YAML 1.1 and a string in YAML 1.2 (Pulumi); "
+                       "write true/false, a number, or quote the string")]
+    if isinstance(value, str) and ("PRIVATE KEY" in value or value.startswith("PuTTY-User-Key-File")):
+        what = "the public key (the .pub file)" if path[-1:] == ("sshPublicKey",) else "no key here"
+        return [(path, f"is a private key (value not shown); paste {what} and replace the leaked key")]
     if isinstance(value, dict):
-        return [found for key, item in value.items() for found in _yaml11_words(item, f"{where}.{key}")]
+        return [found for key, item in value.items() for found in _value_problems(item, (*path, key))]
     if isinstance(value, list):
-        return [found for i, item in enumerate(value) for found in _yaml11_words(item, f"{where}.{i}")]
+        return [found for i, item in enumerate(value) for found in _value_problems(item, (*path, i))]
     return []
+
+
+def _without(keys: dict[str, Any], paths: list[tuple[Any, ...]]) -> dict[str, Any]:
+    """A copy of `keys` with the values at `paths` set to None: reported once, never validated (or echoed) again."""
+    keys = copy.deepcopy(keys)
+    for path in paths:
+        node: Any = keys
+        for part in path[:-1]:
+            node = node[part]
+        node[path[-1]] = None
+    return keys
 
 
 def _namespace_problems(raw: dict[Any, Any]) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
@@ -573,9 +589,11 @@ def parse_stack_config(document: Any, source: str = "stack config") -> StackConf
     problems += namespace_problems
     if not keys:
         raise ConfigError(problems + [f"{source}: no {NAMESPACE}:* keys found"])
-    words = _yaml11_words(keys, NAMESPACE)
-    problems += [f"{where.replace('.', ':', 1)}: {why}" for where, why in words]
-    reported = {where.replace(".", ":", 1) for where, _ in words}
+    found = _value_problems(keys)
+    problems += [f"{_location(path)}: {why}" for path, why in found]
+    reported = {_location(path) for path, _ in found}
+    if found:
+        keys = _without(keys, [path for path, _ in found])
     secrets, secret_problems = _secret_problems(keys, str(keys.get("target", "")))
     problems += secret_problems
     if "secrets" in keys:
