@@ -111,7 +111,7 @@ def up(ctx: typer.Context, stack: StackOption = None) -> None:
     with console.status("starting the one-box sshd on loopback…"):
         loaded.prepare_onebox()
     with console.status(f"converging {len(loaded.hosts)} host(s)…"):
-        results = loaded.converge(loaded.hosts)
+        results = loaded.converge(loaded.hosts, progress=report.progress(console))
     report.recap(console, results)
     _exit_for(results)
     report.urls(console, loaded)
@@ -171,7 +171,8 @@ def converge(
         loaded.prepare_onebox()
     console = report.console(stderr=json_)
     with console.status(f"{'checking' if check else 'converging'} {len(hosts)} host(s)…"):
-        results = loaded.converge(hosts, set(role) if role else None, check=check)
+        results = loaded.converge(hosts, set(role) if role else None, check=check,
+                                  progress=report.progress(console, check))
     if json_:
         report.json_results(results)
     else:

@@ -124,8 +124,14 @@ def status(ctx: typer.Context, stack: StackName = None, json_: JsonOption = Fals
     if json_:
         import json
 
-        print(json.dumps({**asdict(view), "readings": [{**asdict(r), "state": r.state} for r in view.readings],
-                          "healthy": view.healthy}, indent=2))
+        print(json.dumps({
+            "healthy": view.healthy,
+            "services": [dict(zip(("host", "role", "service", "state"), row)) for row in view.services],
+            "shards": [dict(zip(("shard", "cluster", "storedRole", "answersAs"), row)) for row in view.shards],
+            "readings": [{**asdict(r), "state": r.state} for r in view.readings],
+            "health": [dict(zip(("node", "answer"), row)) for row in view.health],
+            "deployLock": view.lock or None, "openAlerts": view.open_alerts,
+        }, indent=2))
         if not view.healthy:
             raise typer.Exit(FAILED)
         return

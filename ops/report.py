@@ -14,6 +14,18 @@ def console(stderr: bool = False) -> Console:
     return Console(stderr=stderr)
 
 
+def progress(console: Console, check: bool = False):
+    """A callback printing one line per host as it finishes (long converges show where they are)."""
+    verb = "checked" if check else "converged"
+
+    def report(result: HostResult) -> None:
+        colour = "red" if result.failed else "yellow" if result.changed else "green"
+        console.print(f"[{colour}]{verb}[/] {result.host.name}: changed={len(result.changed)} "
+                      f"failed={len(result.failed)} ({result.seconds:.2f}s)", highlight=False)
+
+    return report
+
+
 def json_results(results: list[HostResult]) -> None:
     """Per-host converge results as one JSON document on stdout (`converge --check --json`)."""
     import json

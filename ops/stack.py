@@ -138,11 +138,26 @@ class Stack:
         store.save(Primaries(found))  # recorded once: later commands read it instead of asking
 
     def converge(
-        self, hosts: list[Host], roles: set[str] | None = None, check: bool = False
+        self, hosts: list[Host], roles: set[str] | None = None, check: bool = False,
+        progress: Callable[[HostResult], None] | None = None,
     ) -> list[HostResult]:
-        """Converge (or check) hosts in parallel."""
+        """Converge (or check) hosts in parallel; `progress` hears of each host as it finishes."""
         self.secrets  # noqa: B018 — fail on a missing secret before touching any host
-        return converge_hosts(hosts, lambda h: self.desired(h, roles), self.ssh, check=check)
+        def state(host: Host) -> DesiredState:
+            return self.desired(host, roles)
+
+        if progress is None or len(hosts) < 2:
+            return converge_hosts(hosts, state, self.ssh, check=check)
+        from concurrent.futures import ThreadPoolExecutor, as_completed
+
+        with ThreadPoolExecutor(max_workers=min(32, len(hosts))) as pool:
+            futures = {pool.submit(converge_hosts, [h], state, self.ssh, check): h for h in hosts}
+            done: dict[str, HostResult] = {}
+            for future in as_completed(futures):
+                (result,) = future.result()
+                done[result.host.name] = result
+                progress(result)
+        return [done[h.name] for h in hosts]
 
     def services(self, host: Host, roles: set[str] | None = None) -> DesiredState:
         """Only the services of a host's roles (what `status` and `down` look at)."""
