@@ -130,7 +130,7 @@ def url_problem(value: str) -> str | None:
     except ValueError:
         return f"{show(value)} is not a URL"
     if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in value):
-        return f"{show(value)} is not an http(s) URL (e.g. https://example.com/runbooks)"
+        return f"{show(value)} is not an http(s) URL"
     return None
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 
 from ops.exit_codes import BAD_INPUT
-from ops.options import JsonOption, StackOption, stack_name
+from ops.options import JsonOption, StackOption, refuse, stack_name
 
 if TYPE_CHECKING:
     from infra.config import StackConfig
@@ -44,9 +44,7 @@ def _config(ctx: typer.Context, stack: str | None) -> tuple[str, StackConfig]:
         name = stack_name(ctx, stack)
         return name, load_stack_config(name)
     except ConfigError as exc:
-        for problem in exc.problems:
-            typer.echo(problem, err=True)
-        raise typer.Exit(BAD_INPUT) from None
+        refuse(exc)
 
 
 def _when(timestamp: float) -> str:

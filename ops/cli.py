@@ -16,7 +16,7 @@ from infra.config_errors import ConfigError
 from ops import alerting, day2, plan
 from ops.exit_codes import BAD_INPUT, CHANGES_PENDING, FAILED
 from ops.lock import LockHeld
-from ops.options import JsonOption, StackOption, stack_name
+from ops.options import JsonOption, StackOption, refuse, stack_name
 
 
 class _OpsGroup(TyperGroup):
@@ -26,9 +26,7 @@ class _OpsGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except ConfigError as exc:
-            for problem in exc.problems:
-                print(problem, file=sys.stderr)
-            raise typer.Exit(BAD_INPUT) from None
+            refuse(exc)
         except LockHeld as exc:
             print(f"error: {exc}", file=sys.stderr)
             raise typer.Exit(BAD_INPUT) from None

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
-from infra.config_errors import check_stack_name
+from infra.config_errors import ConfigError, check_stack_name
+from ops.exit_codes import BAD_INPUT
 
 StackOption = Annotated[
     str | None,
@@ -21,3 +22,10 @@ def stack_name(ctx: typer.Context, given: str | None) -> str:
         root = ctx.find_root()
         given = (root.obj or {}).get("stack", "onebox") if isinstance(root.obj, dict) else "onebox"
     return check_stack_name(given)
+
+
+def refuse(error: ConfigError) -> NoReturn:
+    """Bad input: every problem one line on stderr, exit 2."""
+    for problem in error.problems:
+        typer.echo(problem, err=True)
+    raise typer.Exit(BAD_INPUT)

@@ -10,20 +10,23 @@ from collections import Counter
 import typer
 
 from ops.exit_codes import FAILED
-from ops.options import JsonOption, StackOption, stack_name
+from ops.options import JsonOption, StackOption, refuse, stack_name
 
 
 def plan(ctx: typer.Context, stack: StackOption = None, json_: JsonOption = False) -> None:
     """Print what `pulumi up` would create for a stack, without contacting anything; check the policies."""
     # Pulumi and pulumi-aws take ~0.3 s to import: only `ops plan` pays for them.
-    from infra.config import load_stack_config, placeholder_secrets
+    from infra.config import ConfigError, load_stack_config, placeholder_secrets
     from infra.plan import run_plan
     from infra.plan_render import render_plan
     from infra.policy.evaluate import evaluate
     from infra.policy.policies import POLICIES
 
-    stack = stack_name(ctx, stack)
-    config = load_stack_config(stack)  # a ConfigError: every problem on stderr, exit 2 (ops.cli)
+    try:
+        stack = stack_name(ctx, stack)
+        config = load_stack_config(stack)
+    except ConfigError as exc:
+        refuse(exc)
     if config.target == "onebox":
         if json_:
             print(json.dumps({"stack": stack, "target": "onebox", "resources": {}, "violations": []}))
