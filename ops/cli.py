@@ -30,6 +30,24 @@ class _OpsGroup(TyperGroup):
         except LockHeld as exc:
             print(f"error: {exc}", file=sys.stderr)
             raise typer.Exit(BAD_INPUT) from None
+        except Exception as exc:
+            if type(exc).__module__.split(".")[0] not in ("botocore", "boto3"):
+                raise
+            print(_aws_error(ctx, exc), file=sys.stderr)
+            raise typer.Exit(FAILED) from None
+
+
+def _aws_error(ctx: typer.Context, error: Exception) -> str:
+    """One line for a failed AWS call: the stack, its region, the command and AWS's own message."""
+    stack = (ctx.obj or {}).get("resolved") or (ctx.obj or {}).get("stack", "?")
+    try:
+        from infra.config import load_stack_config
+
+        region = load_stack_config(stack).region
+    except Exception:  # noqa: BLE001 — the line is still useful without the region
+        region = "?"
+    return (f"error: AWS call failed (stack {stack}, region {region}, step `ops {ctx.invoked_subcommand}`): "
+            f"{type(error).__name__}: {error}")
 
 
 # Imports here stay light (no pydantic, rich, Fabric, Sentry, Pulumi): `ops --help` pays only for

@@ -18,10 +18,13 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts
 
 def stack_name(ctx: typer.Context, given: str | None) -> str:
     """The command's own --stack if given, else the global one (`ops -s prod CMD`); a valid Pulumi name."""
+    root = ctx.find_root()
     if given is None:
-        root = ctx.find_root()
-        given = (root.obj or {}).get("stack", "onebox") if isinstance(root.obj, dict) else "onebox"
-    return check_stack_name(given)
+        given = root.obj.get("stack", "onebox") if isinstance(root.obj, dict) else "onebox"
+    name = check_stack_name(given)
+    if isinstance(root.obj, dict):
+        root.obj["resolved"] = name  # for error lines that name the stack
+    return name
 
 
 def refuse(error: ConfigError) -> NoReturn:

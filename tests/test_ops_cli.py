@@ -100,3 +100,16 @@ def test_help_does_not_import_the_heavy_libraries() -> None:
              "print(sorted(m for m in ('pydantic', 'rich', 'fabric', 'sentry_sdk', 'pulumi', 'boto3') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr
+
+
+def test_aws_error_names_stack_region_and_step(tmp_path) -> None:
+    # No credentials and no instance metadata: botocore fails before sending anything.
+    env = {"PATH": "/usr/bin:/bin", "PHOTOSTACK_STATE_DIR": str(tmp_path), "AWS_EC2_METADATA_DISABLED": "true",
+           "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
+    done = subprocess.run([sys.executable, "-m", "ops", "-s", "staging", "status"],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "error: AWS call failed (stack staging, region us-east-1, step `ops status`): "
+        "NoCredentialsError: Unable to locate credentials"
+    ]
