@@ -113,3 +113,28 @@ def test_aws_error_names_stack_region_and_step(tmp_path) -> None:
         "error: AWS call failed (stack staging, region us-east-1, step `ops status`): "
         "NoCredentialsError: Unable to locate credentials"
     ]
+
+
+BOOM = """import sys
+from ops import cli
+
+@cli.app.command("boom")
+def boom() -> None:
+    raise RuntimeError("kaput")
+
+sys.argv = ["ops", *sys.argv[1:], "boom"]
+cli.main()
+"""
+
+
+def test_unexpected_error_is_one_line_naming_its_log(tmp_path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", BOOM], capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+    assert done.returncode == 1
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("error: RuntimeError: kaput (traceback in ") and line.endswith("; --debug shows it)")
+    log = Path(line.split("traceback in ")[1].split(";")[0])
+    assert log.parent == tmp_path and "Traceback" in log.read_text() and "kaput" in log.read_text()
+    debug = subprocess.run([sys.executable, "-c", BOOM, "--debug"], capture_output=True, text=True, cwd=ROOT, env=env,
+                           timeout=60)
+    assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
