@@ -16,7 +16,7 @@ from infra.config_errors import ConfigError
 from ops import alerting, day2, plan
 from ops.exit_codes import BAD_INPUT, CHANGES_PENDING, FAILED
 from ops.lock import LockHeld
-from ops.options import JsonOption, StackOption, refuse, stack_name
+from ops.options import JsonOption, StackOption, YesOption, confirm, refuse, stack_name
 
 
 class _OpsGroup(TyperGroup):
@@ -134,11 +134,12 @@ def up(ctx: typer.Context, stack: StackOption = None) -> None:
 
 
 @app.command()
-def down(ctx: typer.Context, stack: StackOption = None) -> None:
+def down(ctx: typer.Context, stack: StackOption = None, yes: YesOption = False) -> None:
     """Stop the one-box services (data is kept); `ops up` starts them again."""
     from ops import report
 
     loaded = load(ctx, stack)
+    confirm(f"stop every service of stack {loaded.name}", yes)
     loaded.prepare_onebox()
     console = report.console()
     with console.status("stopping services…"):

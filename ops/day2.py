@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 
 from ops.exit_codes import BAD_INPUT, FAILED
-from ops.options import JsonOption, StackOption, stack_name
+from ops.options import JsonOption, StackOption, YesOption, confirm, stack_name
 
 if TYPE_CHECKING:
     from ops import failover as fo
@@ -160,11 +160,12 @@ def status(ctx: typer.Context, stack: StackName = None, json_: JsonOption = Fals
         raise typer.Exit(FAILED)
 
 
-def failover(ctx: typer.Context, shard: Shard, stack: StackName = None) -> None:
+def failover(ctx: typer.Context, shard: Shard, stack: StackName = None, yes: YesOption = False) -> None:
     """Fence shard N's primary, promote its replica, repoint pgbouncer, warm the cache."""
     from ops import failover as fo
     from ops.remote import StepFailed
 
+    confirm(f"fence shard {shard}'s primary and promote its replica in stack {stack_name(ctx, stack)}", yes)
     loaded = _stack(ctx, stack)
     try:
         log = fo.failover(loaded, shard, _progress)
@@ -195,11 +196,12 @@ def rebuild_replica(
 
 
 def replace_node(ctx: typer.Context, node: Annotated[str, typer.Argument(metavar="NODE", help="Node name, e.g. app-0.")],
-                 stack: StackName = None) -> None:
+                 stack: StackName = None, yes: YesOption = False) -> None:
     """One-box: restart the node's services. AWS: terminate its instance for the fleet to replace."""
     from ops import maintenance
     from ops.remote import StepFailed
 
+    confirm(f"replace {node} in stack {stack_name(ctx, stack)}", yes)
     loaded = _stack(ctx, stack)
     try:
         console.print(maintenance.replace_node(loaded, node), highlight=False)
@@ -245,11 +247,12 @@ cache_app = typer.Typer(help="The photo cache (Memcached).", no_args_is_help=Tru
 
 
 @cache_app.command("flush")
-def cache_flush(ctx: typer.Context, stack: StackName = None) -> None:
+def cache_flush(ctx: typer.Context, stack: StackName = None, yes: YesOption = False) -> None:
     """Flush every Memcached node."""
     from ops import maintenance
     from ops.remote import StepFailed
 
+    confirm("flush every Memcached node", yes)
     try:
         done = maintenance.flush_cache(_stack(ctx, stack))
     except StepFailed as exc:

@@ -14,6 +14,7 @@ StackOption = Annotated[
     typer.Option("--stack", "-s", metavar="NAME", help="Stack name (default: the global --stack, else onebox)."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 
 
 def stack_name(ctx: typer.Context, given: str | None) -> str:
@@ -25,6 +26,18 @@ def stack_name(ctx: typer.Context, given: str | None) -> str:
     if isinstance(root.obj, dict):
         root.obj["resolved"] = name  # for error lines that name the stack
     return name
+
+
+def confirm(action: str, yes: bool) -> None:
+    """Ask before a disruptive action at a terminal; `--yes`, or no terminal (scripts, runbook
+    automation), goes ahead. A "no" exits 2 with nothing done."""
+    import sys
+
+    if yes or not sys.stdin.isatty():
+        return
+    if not typer.confirm(f"{action}?", default=False, err=True):
+        typer.echo("nothing done", err=True)
+        raise typer.Exit(BAD_INPUT)
 
 
 def refuse(error: ConfigError) -> NoReturn:

@@ -138,3 +138,27 @@ def test_unexpected_error_is_one_line_naming_its_log(tmp_path) -> None:
     debug = subprocess.run([sys.executable, "-c", BOOM, "--debug"], capture_output=True, text=True, cwd=ROOT, env=env,
                            timeout=60)
     assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
+
+
+def test_disruptive_command_at_a_terminal_asks_and_a_no_does_nothing(stacks) -> None:
+    import os
+    import pty
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: `ops cache flush` with a terminal on stdin
+        os.execv(sys.executable, [sys.executable, "-m", "ops", "cache", "flush"])
+    output = b""
+    while b"[y/N]" not in output:
+        output += os.read(fd, 1024)
+    os.write(fd, b"n\n")
+    while True:
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == BAD_INPUT
+    assert b"flush every Memcached node? [y/N]" in output and b"nothing done" in output
