@@ -133,7 +133,7 @@ def alert_flush(ctx: typer.Context, stack: StackOption = None) -> None:
 def pingdom_sync(ctx: typer.Context, stack: StackOption = None,
                  integration_id: Annotated[list[int] | None, typer.Option(
                      "--integration-id", metavar="ID", help="Pingdom integration id of PagerDuty (repeatable).")] = None,
-                 shouldcontain: Annotated[str, typer.Option(metavar="TEXT", help="Text /health must contain.")] = "ok") -> None:
+                 shouldcontain: Annotated[str, typer.Option(metavar="WORDS", help="Text /health must contain.")] = "ok") -> None:
     """Create or update the HTTPS check of the stack's public /health (1-minute resolution)."""
     from infra.secrets import SecretStore
     from monitoring.pingdom import DEFAULT_BASE_URL, PingdomClient, PingdomError

@@ -162,3 +162,26 @@ def test_disruptive_command_at_a_terminal_asks_and_a_no_does_nothing(stacks) -> 
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == BAD_INPUT
     assert b"flush every Memcached node? [y/N]" in output and b"nothing done" in output
+
+
+def _command_paths(command, prefix=()):
+    subcommands = getattr(command, "commands", {})
+    if not subcommands:
+        yield prefix
+    for name, sub in subcommands.items():
+        yield from _command_paths(sub, (*prefix, name))
+
+
+def test_every_help_is_free_of_type_tags() -> None:
+    from typer.main import get_command
+    from typer.testing import CliRunner
+
+    from ops.cli import app
+
+    paths = list(_command_paths(get_command(app)))
+    assert ("converge",) in paths and ("queue", "drain") in paths
+    for path in paths:
+        result = CliRunner().invoke(app, [*path, "-h"])
+        assert result.exit_code == 0, path
+        for tag in ("TEXT", "INTEGER", "BOOLEAN", "FLOAT"):
+            assert tag not in result.output, f"ops {' '.join(path)} -h shows {tag}"
