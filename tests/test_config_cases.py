@@ -1,7 +1,8 @@
 """Data-driven stack config cases (tests/config_cases/*.yaml), one per kind of mistake, run through `ops`.
 
 A case starts from a shipped stack file and edits its text as a user would (`edits`: [old, new]
-replacements, `append`, `pad` bytes of comment), saves it in an `encoding`, and runs `ops` on it.
+replacements, `append`, `pad` bytes of comment), saves it in an `encoding` (with a byte order
+mark first if `bom`), and runs `ops` on it.
 A bad config must exit 2 with one line per problem on stderr, each case's `keys` named, no
 traceback, nothing in `hidden` echoed, and nothing touched (no state dir); a valid one exits 0.
 `{public_key}`, `{private_key_indented}` and `{private_key_body}` are filled with a key made for the run.
@@ -56,7 +57,8 @@ def test_config_case(path: Path, tmp_path, monkeypatch, capsys) -> None:
     case = yaml.safe_load(path.read_text())
     values = _keys()
     stack_file = tmp_path / "Pulumi.case.yaml"
-    stack_file.write_bytes(_stack_text(case, values).encode(case.get("encoding", "utf-8")))
+    bom = "\ufeff" if case.get("bom") else ""
+    stack_file.write_bytes((bom + _stack_text(case, values)).encode(case.get("encoding", "utf-8")))
     monkeypatch.setenv("PHOTOSTACK_STACKS_DIR", str(tmp_path))
     monkeypatch.setenv("PHOTOSTACK_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setattr(sys, "argv", ["ops", "--stack", "case", *case.get("command", ["check"])])
