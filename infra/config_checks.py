@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import ipaddress
+import os
 import re
 from collections import Counter
 from functools import cache
@@ -212,11 +213,36 @@ def onebox_ports(config: StackConfig) -> Problems:
     return problems
 
 
+# The one-box runs every node on this machine: bounds far above the shipped one-box, far below a typo.
+ONEBOX_MAX_NODES_PER_ROLE = 64
+ONEBOX_MAX_PROCESSES = 64
+
+
+def onebox_size(config: StackConfig) -> Problems:
+    """What one machine can hold: bounded node and process counts, caches within its memory."""
+    problems: Problems = []
+    pg = config.postgres
+    counts = [(f"fleets.{tier}.count", getattr(config.fleets, tier).count) for tier in ("nginx", "app", "worker")]
+    counts += [("postgres.physicalShards", pg.physical_shards * (pg.replicas_per_shard + 1)),
+               ("memcached.count", config.memcached.count), ("redis.replicas", config.redis.replicas + 1)]
+    problems += [(key, f"{count} nodes of one role on the one-box (one machine); at most {ONEBOX_MAX_NODES_PER_ROLE}")
+                 for key, count in counts if count > ONEBOX_MAX_NODES_PER_ROLE]
+    problems += [(f"fleets.{tier}.processes", f"{getattr(config.fleets, tier).processes} processes per node on the "
+                  f"one-box; at most {ONEBOX_MAX_PROCESSES}")
+                 for tier in ("nginx", "app", "worker") if getattr(config.fleets, tier).processes > ONEBOX_MAX_PROCESSES]
+    memory_mb = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // (1 << 20)
+    caches_mb = (config.redis.replicas + 1) * config.redis.maxmemory_mb + config.memcached.count * config.memcached.memory_mb
+    if caches_mb > memory_mb:
+        problems.append(("redis.maxmemoryMb", f"Redis and Memcached would take {caches_mb} MiB on the one-box; "
+                                              f"this machine has {memory_mb} MiB"))
+    return problems
+
+
 def cross_checks(config: StackConfig, keys: dict[str, Any], providers: dict[str, Any]) -> Problems:
     """Every cross-key rule that applies to the stack's target."""
     problems = zones(config, keys, providers) + instance_types(config, keys)
     if config.target == "aws":
         problems += aws_shape(config) + network(config) + hosted_zone(config)
     else:
-        problems += onebox_ports(config)
+        problems += onebox_ports(config) + onebox_size(config)
     return problems
