@@ -185,3 +185,22 @@ def test_every_help_is_free_of_type_tags() -> None:
         assert result.exit_code == 0, path
         for tag in ("TEXT", "INTEGER", "BOOLEAN", "FLOAT"):
             assert tag not in result.output, f"ops {' '.join(path)} -h shows {tag}"
+
+
+@pytest.mark.onebox
+def test_check_with_detailed_exitcode_is_3_when_changes_are_pending(onebox) -> None:
+    def check() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "ops", "converge", "--check", "--role", "nginx", "--detailed-exitcode",
+                               "--json"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+    assert check().returncode == OK
+    with open("/etc/nginx/nginx.conf", "a") as handle:
+        handle.write("# drift\n")
+    try:
+        pending = check()
+        assert pending.returncode == 3, pending.stderr
+        (host,) = json.loads(pending.stdout)
+        assert {"resource": "file /etc/nginx/nginx.conf", "summary": "content differs"} in host["changed"]
+    finally:
+        subprocess.run([sys.executable, "-m", "ops", "converge", "--role", "nginx"], capture_output=True, cwd=ROOT, timeout=300)
+    assert check().returncode == OK
