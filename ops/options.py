@@ -33,7 +33,8 @@ def confirm(action: str, yes: bool) -> None:
     automation), goes ahead. A "no" exits 2 with nothing done."""
     import sys
 
-    if yes or not sys.stdin.isatty():
+    # A terminal on both ends: someone can answer and see the question (captured output: a script).
+    if yes or not (sys.stdin.isatty() and sys.stderr.isatty()):
         return
     if not typer.confirm(f"{action}?", default=False, err=True):
         typer.echo("nothing done", err=True)
