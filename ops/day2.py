@@ -2,39 +2,57 @@
 replace-node, queue, cache.
 
 Thin: parse, call ops/rollout.py, ops/failover.py, ops/maintenance.py, ops/overview.py, print. A failed step
-prints one line naming the host and the step, and exits 1; bad input exits 2.
+prints one line naming the host and the step on stderr, and exits 1; bad input exits 2. Each command
+imports its work when it runs, so `ops --help` does not load Fabric and the roles.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from ops import failover as fo
-from ops import maintenance, overview, rollout
-from ops.lock import LockHeld
-from ops.remote import StepFailed
-from ops.stack import Stack
+from ops.exit_codes import BAD_INPUT, FAILED
+from ops.options import JsonOption, StackOption, YesOption, confirm, stack_name
 
-console = Console()
-StackName = Annotated[str, typer.Option("--stack", help="Stack name (Pulumi.<stack>.yaml).")]
-Shard = Annotated[int, typer.Option("--shard", help="Physical shard number.")]
+if TYPE_CHECKING:
+    from ops import failover as fo
+    from ops import rollout
+    from ops.stack import Stack
+
+StackName = StackOption
+Shard = Annotated[int, typer.Option("--shard", metavar="N", min=0, help="Physical shard number.")]
 
 
-def _stack(ctx: typer.Context, stack: str | None) -> Stack:
-    name = stack or (ctx.obj or {}).get("stack", "onebox")
+class _LazyConsole:
+    """rich's Console, created on first use (rich costs ~0.1 s to import)."""
+
+    def __getattr__(self, name: str):
+        from rich.console import Console
+
+        real = Console()
+        globals()["console"] = real
+        return getattr(real, name)
+
+
+console = _LazyConsole()
+
+
+def _stack(ctx: typer.Context, stack: str | None, start: bool = True) -> Stack:
+    """The loaded stack; `start`: bring the one-box's sshd up (commands that change things)."""
+    from ops.stack import Stack
+
     # A ConfigError propagates to ops.cli.main: one line per problem on stderr, exit 2.
-    loaded = Stack.for_command(name)
-    if loaded.config.target == "onebox":
+    loaded = Stack.for_command(stack_name(ctx, stack))
+    if start and loaded.config.target == "onebox":
         loaded.prepare_onebox()
     return loaded
 
 
-def _fail(message: str, code: int = 1) -> NoReturn:
-    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+def _fail(message: str, code: int = FAILED) -> NoReturn:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -63,32 +81,62 @@ def _deployed(log: rollout.DeployLog, what: str) -> None:
 
 def deploy(
     ctx: typer.Context, stack: StackName = None,
-    version: Annotated[str | None, typer.Option("--version", help="Git revision to deploy (default: the working tree); pinned until the next plain deploy.")] = None,
+    version: Annotated[str | None, typer.Option("--version", metavar="REV", help="Git revision to deploy (default: the working tree); pinned until the next plain deploy.")] = None,
 ) -> None:
     """Rolling, zero-downtime deploy of the app and workers: one node at a time out of the load
     balancer, switched, restarted, healthy, back in; a failing node rolls the deploy back."""
+    from ops import rollout
+
     _roll(lambda progress: rollout.deploy(_stack(ctx, stack), version, progress), "deployed")
 
 
 def rollback(ctx: typer.Context, stack: StackName = None) -> None:
     """Roll the app and workers back to the release before the deployed one (same rolling steps)."""
+    from ops import rollout
+
     _roll(lambda progress: rollout.rollback(_stack(ctx, stack), progress), "rolled back to")
 
 
 def _roll(run, verb: str) -> None:
     """Run a deploy or rollback; a held lock exits 2, a failed step 1, each with one line."""
+    from ops import rollout
+    from ops.lock import LockHeld
+    from ops.remote import StepFailed
+
     try:
         log = run(_progress)
     except LockHeld as exc:
-        _fail(str(exc), 2)
+        _fail(str(exc), BAD_INPUT)
     except (rollout.DeployFailed, StepFailed) as exc:
         _fail(str(exc))
     _deployed(log, verb)
 
 
-def status(ctx: typer.Context, stack: StackName = None) -> None:
-    """Services, every paging alert's current value, shard roles, app health, lock, open alerts."""
-    view = overview.overview(_stack(ctx, stack))
+def status(ctx: typer.Context, stack: StackName = None, json_: JsonOption = False) -> None:
+    """Services, every paging alert's current value, shard roles, app health, lock, open alerts.
+
+    Read-only: it starts nothing (a stopped one-box shows its hosts unreachable); exit 1 when unhealthy."""
+    from dataclasses import asdict
+
+    from ops import overview
+
+    view = overview.overview(_stack(ctx, stack, start=False))
+    if json_:
+        import json
+
+        print(json.dumps({
+            "healthy": view.healthy,
+            "services": [dict(zip(("host", "role", "service", "state"), row)) for row in view.services],
+            "shards": [dict(zip(("shard", "cluster", "storedRole", "answersAs"), row)) for row in view.shards],
+            "readings": [{**asdict(r), "state": r.state} for r in view.readings],
+            "health": [dict(zip(("node", "answer"), row)) for row in view.health],
+            "deployLock": view.lock or None, "openAlerts": view.open_alerts,
+        }, indent=2))
+        if not view.healthy:
+            raise typer.Exit(FAILED)
+        return
+    from rich.table import Table
+
     services = Table("host", "role", "service", "state", title="services")
     for host, role, name, state in view.services:
         services.add_row(host, role, name, f"[green]{state}[/]" if state == "up" else f"[red]{state}[/]")
@@ -109,16 +157,20 @@ def status(ctx: typer.Context, stack: StackName = None) -> None:
     console.print(f"deploy lock: {view.lock or 'free'}", highlight=False)
     console.print(f"open alerts: {', '.join(view.open_alerts) or 'none'}", highlight=False)
     if not view.healthy:
-        raise typer.Exit(1)
+        raise typer.Exit(FAILED)
 
 
-def failover(ctx: typer.Context, shard: Shard, stack: StackName = None) -> None:
+def failover(ctx: typer.Context, shard: Shard, stack: StackName = None, yes: YesOption = False) -> None:
     """Fence shard N's primary, promote its replica, repoint pgbouncer, warm the cache."""
+    from ops import failover as fo
+    from ops.remote import StepFailed
+
+    confirm(f"fence shard {shard}'s primary and promote its replica in stack {stack_name(ctx, stack)}", yes)
     loaded = _stack(ctx, stack)
     try:
         log = fo.failover(loaded, shard, _progress)
     except fo.FailoverError as exc:
-        _fail(str(exc), 2)
+        _fail(str(exc), BAD_INPUT)
     except StepFailed as exc:
         _fail(f"failover of shard {shard} stopped: {exc}")
     _steps(log)
@@ -127,40 +179,50 @@ def failover(ctx: typer.Context, shard: Shard, stack: StackName = None) -> None:
 
 def rebuild_replica(
     ctx: typer.Context, shard: Shard, stack: StackName = None,
-    member: Annotated[str | None, typer.Option("--member", help="Rebuild this replica (e.g. shard0r1) even if in service.")] = None,
+    member: Annotated[str | None, typer.Option("--member", metavar="MEMBER", help="Rebuild this replica (e.g. shard0r1) even if in service.")] = None,
 ) -> None:
     """Rebuild shard N's fenced (or named) member as a streaming replica and put it back in service."""
+    from ops import failover as fo
+    from ops.remote import StepFailed
+
     loaded = _stack(ctx, stack)
     try:
         log = fo.rebuild_replica(loaded, shard, member, _progress)
     except (fo.FailoverError, ValueError) as exc:
-        _fail(str(exc), 2)
+        _fail(str(exc), BAD_INPUT)
     except StepFailed as exc:
         _fail(f"rebuild of shard {shard} stopped: {exc}")
     _steps(log)
 
 
-def replace_node(ctx: typer.Context, node: Annotated[str, typer.Argument(help="Node name, e.g. app-0.")],
-                 stack: StackName = None) -> None:
+def replace_node(ctx: typer.Context, node: Annotated[str, typer.Argument(metavar="NODE", help="Node name, e.g. app-0.")],
+                 stack: StackName = None, yes: YesOption = False) -> None:
     """One-box: restart the node's services. AWS: terminate its instance for the fleet to replace."""
+    from ops import maintenance
+    from ops.remote import StepFailed
+
+    confirm(f"replace {node} in stack {stack_name(ctx, stack)}", yes)
     loaded = _stack(ctx, stack)
     try:
         console.print(maintenance.replace_node(loaded, node), highlight=False)
     except ValueError as exc:
-        _fail(str(exc), 2)
+        _fail(str(exc), BAD_INPUT)
     except StepFailed as exc:
         _fail(str(exc))
 
 
 queue_app = typer.Typer(help="Move waiting tasks off a backlogged queue and back (runbooks/queue_backlog.md).",
                         no_args_is_help=True)
-QueueName = Annotated[str, typer.Option("--queue", help="Queue name (thumbnails, feed).")]
-Limit = Annotated[int, typer.Option("--limit", help="Move at most this many messages.")]
+QueueName = Annotated[str, typer.Option("--queue", metavar="QUEUE", help="Queue name (thumbnails, feed).")]
+Limit = Annotated[int, typer.Option("--limit", metavar="N", min=1, help="Move at most this many messages.")]
 
 
 @queue_app.command("drain")
 def queue_drain(ctx: typer.Context, queue: QueueName = "feed", limit: Limit = 1_000_000, stack: StackName = None) -> None:
     """Move the queue's waiting messages to `<queue>.parked` (durable; nothing is lost)."""
+    from ops import maintenance
+    from ops.remote import StepFailed
+
     try:
         moved = maintenance.move_queue(_stack(ctx, stack), queue, maintenance.parked(queue), limit)
     except (ValueError, StepFailed) as exc:
@@ -171,6 +233,9 @@ def queue_drain(ctx: typer.Context, queue: QueueName = "feed", limit: Limit = 1_
 @queue_app.command("requeue")
 def queue_requeue(ctx: typer.Context, queue: QueueName = "feed", limit: Limit = 1_000_000, stack: StackName = None) -> None:
     """Move the parked messages back to the queue, in order."""
+    from ops import maintenance
+    from ops.remote import StepFailed
+
     try:
         moved = maintenance.move_queue(_stack(ctx, stack), maintenance.parked(queue), queue, limit)
     except (ValueError, StepFailed) as exc:
@@ -182,8 +247,12 @@ cache_app = typer.Typer(help="The photo cache (Memcached).", no_args_is_help=Tru
 
 
 @cache_app.command("flush")
-def cache_flush(ctx: typer.Context, stack: StackName = None) -> None:
+def cache_flush(ctx: typer.Context, stack: StackName = None, yes: YesOption = False) -> None:
     """Flush every Memcached node."""
+    from ops import maintenance
+    from ops.remote import StepFailed
+
+    confirm("flush every Memcached node", yes)
     try:
         done = maintenance.flush_cache(_stack(ctx, stack))
     except StepFailed as exc:

@@ -38,10 +38,13 @@ class Stack:
     @classmethod
     def for_command(cls, name: str) -> Stack:
         """The stack an `ops` command works on: loaded, with the CLI's own errors going to Sentry."""
-        from monitoring.sentry import init_for_stack
-
         stack = cls.load(name)
-        init_for_stack(stack.name, stack.config, "ops")  # no-op without a DSN
+        # sentry_sdk costs ~0.05 s to import: only when the stack can have a DSN (same rule as
+        # monitoring.sentry.dsn_for_stack: $PHOTOSTACK_SENTRY_DSN, or alerting.sentry on).
+        if os.environ.get("PHOTOSTACK_SENTRY_DSN") or stack.config.alerting.sentry:
+            from monitoring.sentry import init_for_stack
+
+            init_for_stack(stack.name, stack.config, "ops")  # no-op without a DSN
         return stack
 
     @property
@@ -154,12 +157,13 @@ class Stack:
         store.save(Primaries(found))  # recorded once: later commands read it instead of asking
 
     def converge(
-        self, hosts: list[Host], roles: set[str] | None = None, check: bool = False
+        self, hosts: list[Host], roles: set[str] | None = None, check: bool = False,
+        progress: Callable[[HostResult], None] | None = None,
     ) -> list[HostResult]:
-        """Converge (or check) hosts in parallel."""
+        """Converge (or check) hosts in parallel; `progress` hears of each host as it finishes."""
         self.secrets  # noqa: B018 — fail on a missing secret before touching any host
         self.check_shard_map()
-        return converge_hosts(hosts, lambda h: self.desired(h, roles), self.ssh, check=check)
+        return converge_hosts(hosts, lambda h: self.desired(h, roles), self.ssh, check=check, progress=progress)
 
     def services(self, host: Host, roles: set[str] | None = None) -> DesiredState:
         """Only the services of a host's roles (what `status` and `down` look at)."""

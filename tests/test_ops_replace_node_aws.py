@@ -197,19 +197,19 @@ def test_cli_unknown_missing_or_data_node_is_one_line_exit_2_and_terminates_noth
     known = ", ".join(n.name for n in nodes(load_stack_config("staging")))
     unknown = _ops(env, "replace-node", "app-9")
     assert unknown.returncode == 2
-    assert unknown.stdout.splitlines() == [f"error: no node named 'app-9' in stack staging (nodes: {known})"]
+    assert unknown.stderr.splitlines() == [f"error: no node named 'app-9' in stack staging (nodes: {known})"]
 
     aws["ec2"].terminate_instances(InstanceIds=[ids["worker-0"]])
     missing = _ops(env, "replace-node", "worker-0")
     assert missing.returncode == 2
-    assert missing.stdout.splitlines() == [
+    assert missing.stderr.splitlines() == [
         "error: worker-0: no live instance tagged photostack:stack=staging, photostack:node=worker-0"
     ]
-    assert missing.stderr == ""
+    assert missing.stdout == ""
 
     data = _ops(env, "replace-node", "postgres-0-primary")
     assert data.returncode == 2
-    assert data.stdout.splitlines() == [
+    assert data.stderr.splitlines() == [
         "error: postgres-0-primary: use `ops failover --shard N` / `ops rebuild-replica --shard N` (shard_primary_down.md)"
     ]
     assert {s for i, s in _states(aws).items() if i != ids["worker-0"]} == {"running"}
