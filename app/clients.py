@@ -7,14 +7,23 @@ thread-safe (redis-py's connection pool; pymemcache's pooled HashClient).
 from __future__ import annotations
 
 import functools
+import logging
+import time
 import zlib
 
 import redis
 from pymemcache.client.base import PooledClient
 from pymemcache.client.hash import HashClient
 from pymemcache.client.rendezvous import RendezvousHash
+from pymemcache.exceptions import MemcacheError
 
 from app.config import app_config
+
+log = logging.getLogger(__name__)
+
+# A cache server that failed is left alone this long (per process): a hung one would otherwise
+# cost every request its full socket timeout, one call after another.
+CACHE_COOLDOWN_S = 1.0
 
 
 @functools.cache
@@ -27,8 +36,55 @@ def _crc32(key: str, seed: int) -> int:
     return zlib.crc32(key.encode(), seed)
 
 
+class FailOpenCache:
+    """The Memcached calls the app makes, none of which can fail a request: a read that fails is
+    a miss, a write or delete that fails is dropped (the record is a copy; the shards hold the
+    truth). After a failure the cache is skipped for CACHE_COOLDOWN_S, so a hung server costs
+    a request at most one socket timeout per cooldown, not one per call."""
+
+    def __init__(self, client: PooledClient | HashClient) -> None:
+        self.client = client
+        self._skip_until = 0.0
+
+    def _available(self) -> bool:
+        return time.monotonic() >= self._skip_until
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        if self._available():  # the first failure of an outage is logged, not every call
+            log.warning("memcached %s failed, skipping the cache for %.0f s: %r", what, CACHE_COOLDOWN_S, exc)
+        self._skip_until = time.monotonic() + CACHE_COOLDOWN_S
+
+    def get_many(self, keys: list[str]) -> dict[str, bytes]:
+        """The values found (a failure is a miss of every key)."""
+        if not self._available():
+            return {}
+        try:
+            return self.client.get_many(keys)
+        except (MemcacheError, OSError) as exc:
+            self._failed("get", exc)
+            return {}
+
+    def set_many(self, values: dict[str, str], expire: int) -> None:
+        """Store values without waiting for the answer (noreply)."""
+        if not self._available():
+            return
+        try:
+            self.client.set_many(values, expire=expire, noreply=True)
+        except (MemcacheError, OSError) as exc:
+            self._failed("set", exc)
+
+    def delete(self, key: str) -> None:
+        """Delete a key without waiting for the answer (noreply)."""
+        if not self._available():
+            return
+        try:
+            self.client.delete(key, noreply=True)
+        except (MemcacheError, OSError) as exc:
+            self._failed("delete", exc)
+
+
 @functools.cache
-def memcache_client() -> PooledClient | HashClient:
+def memcache_client() -> FailOpenCache:
     """The Memcached client; a down server is a miss, never an error on the request path.
 
     One server: a plain pooled client (no per-key hashing). Several: rendezvous hashing with
@@ -37,12 +93,12 @@ def memcache_client() -> PooledClient | HashClient:
     servers = list(app_config().memcached)
     common = {"connect_timeout": 0.5, "timeout": 0.5, "ignore_exc": True}
     if len(servers) == 1:
-        return PooledClient(servers[0], max_pool_size=32, **common)
-    return HashClient(
+        return FailOpenCache(PooledClient(servers[0], max_pool_size=32, **common))
+    return FailOpenCache(HashClient(
         servers,
         hasher=lambda: RendezvousHash(hash_function=_crc32),
         use_pooling=True,
         retry_attempts=1,
         dead_timeout=5,
         **common,
-    )
+    ))

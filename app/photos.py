@@ -128,7 +128,7 @@ def photo_records(photo_ids: list[int]) -> dict[int, dict]:
         for ttl, records in ((CACHE_TTL_S, {p: r for p, r in fresh.items() if r["thumb_key"]}),
                              (PENDING_TTL_S, {p: r for p, r in fresh.items() if not r["thumb_key"]})):
             if records:
-                cache.set_many({_cache_key(pid): json.dumps(rec) for pid, rec in records.items()}, expire=ttl, noreply=True)
+                cache.set_many({_cache_key(pid): json.dumps(rec) for pid, rec in records.items()}, expire=ttl)
         found.update(fresh)
     return found
 
@@ -160,7 +160,7 @@ def photo_record(photo_id: int) -> dict | None:
 
 def invalidate(photo_id: int) -> None:
     """Drop a photo's cached record after its row changed."""
-    memcache_client().delete(_cache_key(photo_id), noreply=True)
+    memcache_client().delete(_cache_key(photo_id))
 
 
 def user_photos(user_id: int, limit: int = 30) -> list[dict]:

@@ -144,6 +144,11 @@ def _start_redis_memcached(stack: AppStack) -> None:
          "--dir", str(stack.root)],
         stdout=subprocess.DEVNULL, start_new_session=True,
     )
+    start_memcached(stack)
+
+
+def start_memcached(stack: AppStack) -> None:
+    """Memcached on the stack's port (again, after a test stopped it)."""
     stack.procs["memcached"] = subprocess.Popen(
         ["memcached", "-l", "127.0.0.1", "-p", str(stack.memcached_port), "-U", "0", "-u", "memcache", "-m", "32"],
         start_new_session=True,
