@@ -12,6 +12,8 @@ import time
 import zlib
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from pymemcache.client.base import PooledClient
 from pymemcache.client.hash import HashClient
 from pymemcache.client.rendezvous import RendezvousHash
@@ -26,10 +28,21 @@ log = logging.getLogger(__name__)
 CACHE_COOLDOWN_S = 1.0
 
 
+# Every Redis client of the app (also the sessions' Django cache). A Redis answers in about a
+# millisecond, so these bound what a hung or unreachable one costs a request. One immediate
+# retry on a new connection, for a pooled connection a Redis restart closed; no retry after a
+# timeout (redis-py 8's default is 10 retries with backoff for both: seconds per call).
+REDIS_OPTIONS = {
+    "socket_timeout": 0.5,
+    "socket_connect_timeout": 0.25,
+    "retry": Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+}
+
+
 @functools.cache
 def redis_client() -> redis.Redis:
     """The Redis client (feeds, counters; sessions use Django's cache on the same server)."""
-    return redis.Redis.from_url(app_config().redis_url, socket_timeout=2.0, socket_connect_timeout=1.0)
+    return redis.Redis.from_url(app_config().redis_url, **REDIS_OPTIONS)
 
 
 def _crc32(key: str, seed: int) -> int:

@@ -1,11 +1,13 @@
 """Django settings: everything from the environment (app/config.py); no ORM database, no
-django.contrib.auth tables. Middleware is only the session middleware (sessions in Redis via
+django.contrib.auth tables. Middleware is the admission control (app/admission.py: first, so
+a refused request costs nothing more) and the session middleware (sessions in Redis via
 Django's RedisCache): the request path stays lean."""
 
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
+from app.clients import REDIS_OPTIONS
 from app.config import app_config
 
 _config = app_config()
@@ -19,7 +21,7 @@ ALLOWED_HOSTS = list(_config.allowed_hosts)
 ROOT_URLCONF = "app.urls"
 WSGI_APPLICATION = "app.wsgi.application"
 INSTALLED_APPS: list[str] = []
-MIDDLEWARE = ["django.contrib.sessions.middleware.SessionMiddleware"]
+MIDDLEWARE = ["app.admission.AdmissionMiddleware", "django.contrib.sessions.middleware.SessionMiddleware"]
 DATABASES: dict = {}  # shard data is raw SQL through app/shards.py
 
 CACHES = {
@@ -27,10 +29,10 @@ CACHES = {
         "BACKEND": "app.cache.SharedClientRedisCache",
         "LOCATION": _config.redis_url,
         "KEY_PREFIX": "photostack",
-        "OPTIONS": {"socket_timeout": 2.0, "socket_connect_timeout": 1.0},
+        "OPTIONS": REDIS_OPTIONS,
     }
 }
-SESSION_ENGINE = "django.contrib.sessions.backends.cache"
+SESSION_ENGINE = "app.sessions"
 SESSION_COOKIE_NAME = "photostack_session"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
