@@ -3,9 +3,12 @@ and `Retry-After`, never left to hang or turned into a 500.
 
 - The queue deadline: nginx stamps each request it passes on with `X-Request-Start: t=<epoch
   seconds.millis>` (`$msec`). A request that waited longer than PHOTOSTACK_QUEUE_BUDGET_MS
-  before a worker thread took it (gunicorn's accept queue, a busy worker) is answered 503 at
-  once, without doing its work: its client is about to give up or already has, and doing it
-  anyway is what turns overload into collapse. `/health` is exempt (the load balancer's view
+  before a worker thread took it (gunicorn's accept queue, a busy worker, a frozen process
+  that woke up) is answered 503 at once, without doing its work: its client is about to give
+  up or already has, and doing it anyway is what turns overload into collapse. nginx stamps
+  once per request, so a request it retried on this server after another one timed out
+  arrives already as old as that timeout: the budget (1.5 s) allows for the 1 s read timeout
+  of the retried routes (roles/nginx). nginx's in-flight limit keeps the queue itself short. `/health` is exempt (the load balancer's view
   of the node should not flap with its queue). A stamp from the future (clock skew between the
   nginx and app hosts) counts as no wait; without the header there is no deadline.
 - Dependencies that fail: a shard pool that cannot lend a connection within its bounded wait,

@@ -26,7 +26,8 @@ runner all read the same object, so the web process and the worker cannot disagr
 | PHOTOSTACK_SENTRY_DSN         | Sentry DSN; unset or empty disables Sentry                 | unset                 |
 | PHOTOSTACK_ALLOWED_HOSTS      | comma list for Django's ALLOWED_HOSTS                      | `*`                   |
 | PHOTOSTACK_MAX_UPLOAD_BYTES   | largest accepted photo upload                              | `10485760`            |
-| PHOTOSTACK_QUEUE_BUDGET_MS    | longest wait behind nginx before a request is refused (503)| `250`                 |
+| PHOTOSTACK_QUEUE_BUDGET_MS    | longest wait since nginx passed a request on before it is  | `1500`                |
+|                               | refused (503): app/admission.py                            |                       |
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ def load_app_config(env: Mapping[str, str]) -> AppConfig:
         sentry_dsn=env.get("PHOTOSTACK_SENTRY_DSN") or None,
         allowed_hosts=tuple(h.strip() for h in env.get("PHOTOSTACK_ALLOWED_HOSTS", "*").split(",") if h.strip()),
         max_upload_bytes=_int(env, "PHOTOSTACK_MAX_UPLOAD_BYTES", 10 * 1024 * 1024),
-        queue_budget_ms=_int(env, "PHOTOSTACK_QUEUE_BUDGET_MS", 250),
+        queue_budget_ms=_int(env, "PHOTOSTACK_QUEUE_BUDGET_MS", 1500),
     )
 
 
