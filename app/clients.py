@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import queue
+import threading
 import time
 import zlib
 
@@ -26,6 +28,10 @@ log = logging.getLogger(__name__)
 # A cache server that failed is left alone this long (per process): a hung one would otherwise
 # cost every request its full socket timeout, one call after another.
 CACHE_COOLDOWN_S = 1.0
+# The second delete of delete_twice, and how soon after its read a refill must be written to be
+# sure that delete catches it (half of it: room for a late timer and the write itself).
+REDELETE_AFTER_S = 1.0
+REFILL_WITHIN_S = REDELETE_AFTER_S / 2
 
 
 # Every Redis client of the app (also the sessions' Django cache). A Redis answers in about a
@@ -58,6 +64,10 @@ class FailOpenCache:
     def __init__(self, client: PooledClient | HashClient) -> None:
         self.client = client
         self._skip_until = 0.0
+        self._redeletes: queue.SimpleQueue[tuple[float, str]] = queue.SimpleQueue()
+        # Started on first use: after gunicorn or Celery forked (threads do not survive a fork).
+        self._redeleter = threading.Thread(target=self._redelete_loop, name="memcache-redelete", daemon=True)
+        self._redeleter_lock = threading.Lock()
 
     def _available(self) -> bool:
         return time.monotonic() >= self._skip_until
@@ -94,6 +104,24 @@ class FailOpenCache:
             self.client.delete(key, noreply=True)
         except (MemcacheError, OSError) as exc:
             self._failed("delete", exc)
+
+    def delete_twice(self, key: str) -> None:
+        """Delete a key now and again REDELETE_AFTER_S later: a reader that read the row before
+        the change and refills the cache after the first delete (within REFILL_WITHIN_S of its
+        read, see photos.py) has its stale copy removed by the second."""
+        self.delete(key)
+        self._redeletes.put((time.monotonic() + REDELETE_AFTER_S, key))
+        if not self._redeleter.is_alive():
+            with self._redeleter_lock:
+                if not self._redeleter.is_alive():
+                    self._redeleter.start()
+
+    def _redelete_loop(self) -> None:
+        """Second deletes, in the order they were asked for (each due REDELETE_AFTER_S after)."""
+        while True:
+            due, key = self._redeletes.get()
+            time.sleep(max(0.0, due - time.monotonic()))
+            self.delete(key)
 
 
 @functools.cache
