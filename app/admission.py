@@ -19,6 +19,7 @@ and `Retry-After`, never left to hang or turned into a 500.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -34,6 +35,15 @@ RETRY_AFTER_S = 1
 # A Postgres or pgbouncer connection lost or not lent in time (psycopg_pool.PoolTimeout is an
 # OperationalError too); Redis unreachable or not answering within its socket timeout.
 UNAVAILABLE = (psycopg.OperationalError, redis.ConnectionError, redis.TimeoutError)
+
+
+class NotRefused(logging.Filter):
+    """Keeps 503 refusals out of django.request's log: under overload they come by the
+    thousand per second, and writing each would spend the CPU the refusal saved (nginx's
+    access log and the Munin 5xx graph count them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(record, "status_code", None) != 503
 
 
 def refused(message: str) -> JsonResponse:

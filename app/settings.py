@@ -62,6 +62,8 @@ DEFAULT_CHARSET = "utf-8"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"not_refused": {"()": "app.admission.NotRefused"}},
     "handlers": {"stderr": {"class": "logging.StreamHandler"}},
+    "loggers": {"django.request": {"filters": ["not_refused"]}},
     "root": {"handlers": ["stderr"], "level": "WARNING"},
 }
