@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import json
 import multiprocessing
 import os
 import random
@@ -52,6 +53,7 @@ GOALS = {"post": (250, 100), "like": (900, 100), "feed": (None, 20)}
 # The goal mix of issue 4 (250 posts : 900 likes : 300 feed reads), as shares of all requests.
 GOAL_MIX = {"post": 250 / 1450, "like": 900 / 1450, "feed": 300 / 1450}
 COOKIE = "photostack_session"
+PREPARE_TRIES = 20  # attempts per set-up request the stack refuses with Retry-After
 
 
 @dataclass
@@ -119,18 +121,32 @@ async def prepare(base: str, users: int, follows: int, photos_per_user: int) -> 
     connector = aiohttp.TCPConnector(limit=32)
     async with aiohttp.ClientSession(base, connector=connector, cookie_jar=aiohttp.DummyCookieJar()) as http:
 
+        async def politely(method: str, path: str, **kwargs) -> tuple[int, str, aiohttp.ClientResponse]:
+            """(status, body, response) of a request, retried as long as the stack refuses it
+            with Retry-After (a refused request was not done; sign-ups' password hashing
+            queues past the app's budget when 16 come at once)."""
+            form = kwargs.pop("form", None)
+            for _ in range(PREPARE_TRIES):
+                body = form() if form else None
+                async with limit, http.request(method, path, data=body, **kwargs) as resp:
+                    text = await resp.text()
+                    retry_after = resp.headers.get("Retry-After")
+                if resp.status not in (429, 503) or not retry_after:
+                    return resp.status, text, resp
+                await asyncio.sleep(float(retry_after))
+            return resp.status, text, resp
+
         async def signup(name: str) -> str:
-            async with limit, http.post("/api/signup", json={"username": name, "password": "bench password"}) as resp:
-                if resp.status != 201:
-                    raise PrepareError(f"sign-up failed: {resp.status} {(await resp.text())[:200]!r}")
-                return f"{COOKIE}={resp.cookies[COOKIE].value}"
+            status, text, resp = await politely("POST", "/api/signup", json={"username": name, "password": "bench password"})
+            if status != 201:
+                raise PrepareError(f"sign-up failed: {status} {text[:200]!r}")
+            return f"{COOKIE}={resp.cookies[COOKIE].value}"
 
         cookies = await asyncio.gather(*(signup(n) for n in names))
         rng = random.Random(1)
 
         async def follow(cookie: str, other: str) -> None:
-            async with limit, http.post(f"/api/users/{other}/follow", headers={"Cookie": cookie}) as resp:
-                await resp.read()
+            await politely("POST", f"/api/users/{other}/follow", headers={"Cookie": cookie})
 
         await asyncio.gather(*(
             follow(cookie, other)
@@ -139,10 +155,10 @@ async def prepare(base: str, users: int, follows: int, photos_per_user: int) -> 
         ))
 
         async def post(cookie: str) -> str:
-            async with limit, http.post("/api/photos", data=photo_form(image), headers={"Cookie": cookie}) as resp:
-                if resp.status != 201:
-                    raise PrepareError(f"photo post failed: {resp.status} {(await resp.text())[:200]!r}")
-                return (await resp.json())["id"]
+            status, text, _ = await politely("POST", "/api/photos", form=lambda: photo_form(image), headers={"Cookie": cookie})
+            if status != 201:
+                raise PrepareError(f"photo post failed: {status} {text[:200]!r}")
+            return json.loads(text)["id"]
 
         photo_ids = await asyncio.gather(*(post(c) for c in cookies for _ in range(photos_per_user)))
     return Fixture(list(cookies), list(photo_ids))
