@@ -133,6 +133,13 @@ def _start_pgbouncer(stack: AppStack) -> None:
     shutil.chown(conf, "postgres")
     for item in conf.iterdir():
         shutil.chown(item, "postgres")
+    start_pgbouncer(stack)
+
+
+def start_pgbouncer(stack: AppStack) -> None:
+    """pgbouncer with the stack's config (again, after a test stopped it); waits until it listens."""
+    conf = stack.root / "pgbouncer"
+    (conf / "pgbouncer.pid").unlink(missing_ok=True)  # left behind by a killed one: it would refuse to start
     proc = subprocess.Popen(as_user("postgres", ["pgbouncer", str(conf / "pgbouncer.ini")]),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     stack.procs["pgbouncer"] = proc
@@ -140,11 +147,21 @@ def _start_pgbouncer(stack: AppStack) -> None:
 
 
 def _start_redis_memcached(stack: AppStack) -> None:
+    start_redis(stack)
+    start_memcached(stack)
+
+
+def start_redis(stack: AppStack) -> None:
+    """Redis on the stack's port, empty (again, after a test stopped it)."""
     stack.procs["redis"] = subprocess.Popen(
         ["redis-server", "--port", str(stack.redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--dir", str(stack.root)],
         stdout=subprocess.DEVNULL, start_new_session=True,
     )
+
+
+def start_memcached(stack: AppStack) -> None:
+    """Memcached on the stack's port (again, after a test stopped it)."""
     stack.procs["memcached"] = subprocess.Popen(
         ["memcached", "-l", "127.0.0.1", "-p", str(stack.memcached_port), "-U", "0", "-u", "memcache", "-m", "32"],
         start_new_session=True,

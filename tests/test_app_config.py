@@ -89,15 +89,14 @@ KEYS = [f"photo:{i}" for i in range(300)]
 def test_the_apps_memcached_client_spreads_keys_and_every_process_agrees(three_memcached):
     ports, procs = three_memcached
     client = memcache_client()
-    for key in KEYS:
-        client.set(key, key)
+    client.set_many({key: key for key in KEYS}, expire=300)
     servers = {port: Client(("127.0.0.1", port)) for port in ports}
     holders = {key: [port for port, server in servers.items() if server.get(key) == key.encode()] for key in KEYS}
     assert all(len(found) == 1 for found in holders.values())  # each key on exactly one server
     per_server = Counter(found[0] for found in holders.values())
     assert set(per_server) == set(ports) and min(per_server.values()) >= 50  # spread over all three
     # Another process (another gunicorn worker, a Celery worker) finds every key where this one put it.
-    script = "from app.clients import memcache_client as m; c = m(); print(sum(c.get(k) == k.encode() for k in %r))" % KEYS
+    script = "from app.clients import memcache_client as m; c = m(); got = c.get_many(%r); print(sum(v == k.encode() for k, v in got.items()))" % KEYS
     other = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert other.stdout.strip() == "300", other.stderr
     # A server dies: its keys miss (no error on the request path); no other key moves.
@@ -106,4 +105,4 @@ def test_the_apps_memcached_client_spreads_keys_and_every_process_agrees(three_m
     memcache_client.cache_clear()
     client = memcache_client()
     for key, (port,) in holders.items():
-        assert client.get(key) == (None if port == ports[0] else key.encode()), key
+        assert client.get_many([key]).get(key) == (None if port == ports[0] else key.encode()), key
