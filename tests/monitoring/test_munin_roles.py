@@ -64,7 +64,7 @@ def test_munin_node_conf_binds_loopback_and_secrets_stay_root_only():
 
 
 def test_venv_pins_come_from_pyproject():
-    assert requirements(["python-munin", "pagerduty"]) == "python-munin==0.3.2\npagerduty==7.2.0\n"
+    assert requirements(["pyyaml", "pagerduty"]) == "pyyaml==6.0.3\npagerduty==7.2.0\n"
 
 
 def test_munin_conf_polls_every_host_with_limits_and_pages_through_the_pipeline():
