@@ -21,7 +21,8 @@ from tests.chromium import screenshot
 from tests.monitoring.conftest import OUTPUT, REPO, MuninNode
 
 pytestmark = pytest.mark.onebox
-ROLES = ["--role", "munin_node", "--role", "munin_master", "--role", "nginx"]
+# rabbitmq: it makes munin's broker login.
+ROLES = ["--role", "rabbitmq", "--role", "munin_node", "--role", "munin_master", "--role", "nginx"]
 VALUE = re.compile(r"^[A-Za-z_][A-Za-z_0-9]*\.value (U|-?\d+(\.\d+)?(e[-+]?\d+)?)$")
 WWW = "/var/cache/munin/www"
 
@@ -59,6 +60,22 @@ def test_munin_node_answers_fetch_for_every_plugin(stack):
     assert float(answers["load"][0]["load"]) >= 0
     slow = {name: round(t, 3) for name, (_, t) in answers.items() if t > 1.0}
     assert not slow, f"plugins slower than 1 s through munin-node: {slow}"
+
+
+def test_every_installed_plugin_reports_numbers_through_munin_run(stack):
+    """munin-run runs a plugin exactly as munin-node does: its plugin-conf.d settings, user and group."""
+    base = f"http://{stack.config.onebox.address}:{stack.config.onebox.http_port}"
+    for _ in range(5):  # some traffic
+        urllib.request.urlopen(base + "/health", timeout=5).read()
+    installed = sorted(os.listdir("/etc/munin/plugins"))
+    assert {p.name for p in host_plugins(stack.context(stack.hosts[0]))} <= set(installed)
+    unknown = {}
+    for name in installed:
+        done = subprocess.run(["munin-run", name], capture_output=True, text=True, timeout=30)
+        lines = done.stdout.splitlines()
+        assert done.returncode == 0 and lines and all(VALUE.match(line) for line in lines), (name, done)
+        unknown.update({f"{name}.{line.split('.')[0]}": done.stderr.strip() for line in lines if line.endswith(" U")})
+    assert not unknown, f"plugins report unknown values: {unknown}"
 
 
 def test_munin_cron_builds_the_dashboard_and_nginx_serves_it(stack, tmp_path):
