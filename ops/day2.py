@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ops import failover as fo
-from ops import maintenance, overview, rollout
+from ops import maintenance, overview, report, rollout
 from ops.lock import LockHeld
 from ops.remote import StepFailed
 from ops.stack import Stack
@@ -88,7 +88,8 @@ def _roll(run, verb: str) -> None:
 
 def status(ctx: typer.Context, stack: StackName = None) -> None:
     """Services, every paging alert's current value, shard roles, app health, lock, open alerts."""
-    view = overview.overview(_stack(ctx, stack))
+    view_stack = _stack(ctx, stack)
+    view = overview.overview(view_stack)
     services = Table("host", "role", "service", "state", title="services")
     for host, role, name, state in view.services:
         services.add_row(host, role, name, f"[green]{state}[/]" if state == "up" else f"[red]{state}[/]")
@@ -108,6 +109,8 @@ def status(ctx: typer.Context, stack: StackName = None) -> None:
         console.print(f"health {node}: {answer}", highlight=False)
     console.print(f"deploy lock: {view.lock or 'free'}", highlight=False)
     console.print(f"open alerts: {', '.join(view.open_alerts) or 'none'}", highlight=False)
+    for what, url in report.dashboard_urls(view_stack.config):
+        console.print(f"{what}: {url}", highlight=False)
     if not view.healthy:
         raise typer.Exit(1)
 

@@ -46,9 +46,20 @@ def status(console: Console, rows: list[tuple[str, str, str, str]]) -> None:
     console.print(table)
 
 
+def dashboard_urls(config) -> list[tuple[str, str]]:
+    """(what, URL) of the dashboards: on the one-box straight from nginx; on AWS through the load
+    balancer, which asks for the operator login (OIDC) first."""
+    if config.target == "onebox":
+        base = f"http://{config.onebox.address}:{config.onebox.http_port}"
+    else:
+        base = f"https://{config.domain}"
+    return [("dashboard", f"{base}/munin/"), ("wallboard", f"{base}/wallboard/")]
+
+
 def urls(console: Console, stack) -> None:
     """Where to look once the one-box is up."""
     box = stack.config.onebox
     console.print(f"photostack is up: http://{box.address}:{box.http_port}/")
     console.print(f"  health:    http://{box.address}:{box.http_port}/health")
-    console.print(f"  dashboard: http://{box.address}:{box.http_port}/munin/")
+    for what, url in dashboard_urls(stack.config):
+        console.print(f"  {what + ':':<10} {url}", highlight=False)
