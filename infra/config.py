@@ -42,7 +42,8 @@ GENERATED_SECRETS = (
 )
 # Every secret: the service passwords plus the integrations' keys.
 # `sentryAuthToken` is optional: with it `ops deploy` creates Sentry releases and deploys.
-SECRET_KEYS = GENERATED_SECRETS + ("pagerdutyRoutingKey", "pingdomToken", "sentryDsn", "sentryAuthToken")
+SECRET_KEYS = GENERATED_SECRETS + ("pagerdutyRoutingKey", "pingdomToken", "sentryDsn", "sentryAuthToken",
+                                   "dashboardOidcClientSecret")
 
 
 class ConfigError(Exception):
@@ -153,14 +154,36 @@ class Limit(Model):
     critical: str | None = None
 
 
+class DashboardLogin(Model):
+    """The operator login (OpenID Connect) the load balancer asks for before the dashboards
+    (/munin/, /wallboard/) on AWS; its client secret is the dashboardOidcClientSecret secret."""
+
+    issuer: str = Field(description="OIDC issuer, e.g. https://accounts.google.com.")
+    authorization_endpoint: str = Field(description="The identity provider's authorization endpoint (https).")
+    token_endpoint: str = Field(description="The identity provider's token endpoint (https).")
+    user_info_endpoint: str = Field(description="The identity provider's user info endpoint (https).")
+    client_id: str = Field(description="OAuth client id registered for https://<domain>/oauth2/idpresponse.")
+
+    @field_validator("issuer", "authorization_endpoint", "token_endpoint", "user_info_endpoint")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        if not value.startswith("https://"):
+            raise ValueError(f"must be an https:// URL, not {value!r}")
+        return value
+
+
 class Monitoring(Model):
-    """Munin, the fast health watcher and Pingdom."""
+    """Munin, the fast health watcher, Pingdom and the dashboards' login."""
 
     munin_interval_s: PositiveInt = Field(300, description="Munin polling cycle.")
     health_probe_interval_s: PositiveInt = Field(10, description="Fast health watcher probe interval.")
     pingdom: bool = Field(False, description="Create a Pingdom check of the public /health.")
     limits: dict[str, Limit] = Field(
         default_factory=dict, description="Per 'plugin.field' limits, e.g. 'pgbouncer.waiting'."
+    )
+    dashboard_login: DashboardLogin | None = Field(
+        None, description="AWS: the OIDC login in front of /munin/ and /wallboard/; without one the load "
+        "balancer answers those paths 403 (the one-box serves them on loopback)."
     )
 
 
@@ -379,6 +402,8 @@ def required_secrets(config: StackConfig) -> list[str]:
         names.append("pingdomToken")
     if config.alerting.sentry and onebox:
         names.append("sentryDsn")
+    if config.monitoring.dashboard_login is not None and not onebox:
+        names.append("dashboardOidcClientSecret")
     return names
 
 
