@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from infra.config import load_stack_config
@@ -10,7 +12,7 @@ from infra.shardstore import Primaries, primaries_store
 from roles.engine.context import RoleContext
 from roles.engine.resources import Command, File, Service
 from roles.munin_master.role import desired as master_desired
-from roles.munin_master.role import munin_hosts, watcher_config
+from roles.munin_master.role import dashboard_site, munin_hosts, watcher_config
 from roles.munin_node.plugins import host_plugins
 from roles.munin_node.role import desired as node_desired
 from roles.munin_node.role import requirements
@@ -106,3 +108,15 @@ def test_replication_lag_follows_a_failover():
     assert "postgres_replication_0_replica1" not in plugins
     assert plugins["postgres_replication_0_primary"].items() >= {"port": "5434", "replica": "shard0"}.items()
     assert plugins["postgres_replication_1_replica1"]["port"] == "5435"  # shard 1 untouched
+
+
+def test_on_aws_the_monitoring_host_serves_the_munin_pages_to_the_load_balancer():
+    ctx = onebox_context()
+    aws = replace(ctx, config=ctx.config.model_copy(update={"target": "aws"}))
+    files = {r.path: r.content for r in dashboard_site(aws) if isinstance(r, File)}  # what desired() adds on AWS
+    site = files["/etc/nginx/conf.d/photostack-munin.conf"]
+    assert "listen 80 default_server;" in site and "alias /var/cache/munin/www/;" in site
+    assert "return 404;" in site  # nothing but the Munin pages
+    # The one-box's own nginx role serves /munin/: no second nginx site there.
+    assert "/etc/nginx/conf.d/photostack-munin.conf" not in {r.path for r in master_desired(ctx).resources
+                                                            if isinstance(r, File)}
