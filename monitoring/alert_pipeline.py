@@ -59,12 +59,21 @@ class FlushResult:
     error: str = ""
 
 
+def dashboard_base_url(config: StackConfig) -> str:
+    """Where the stack's dashboards are: nginx on the one-box, the load balancer (behind the
+    operator login) on AWS; /munin/ and /wallboard/ hang below it."""
+    if config.target == "onebox":
+        return f"http://{config.onebox.address}:{config.onebox.http_port}"
+    return f"https://{config.domain}"
+
+
 class AlertPipeline:
     """Alerts of one stack, from decision to delivery."""
 
     def __init__(self, store: AlertStore, silences: SilenceStore, sender: PagerDutySender | None,
-                 runbook_base_url: str, environment: str, note: str = ""):
+                 runbook_base_url: str, environment: str, note: str = "", dashboard_base_url: str = ""):
         self.store = store
+        self.dashboard_base_url = dashboard_base_url
         self.silences = silences
         self.sender = sender
         self.runbook_base_url = runbook_base_url
@@ -82,7 +91,8 @@ class AlertPipeline:
         if override:
             sender = PagerDutySender(override["routing_key"], override["url"], override.get("ca"), retry=retry)
             return cls(AlertStore(directory), SilenceStore(directory), sender, config.alerting.runbook_base_url,
-                       config.environment, f"PagerDuty endpoint overridden by {directory / OVERRIDE_FILE}")
+                       config.environment, f"PagerDuty endpoint overridden by {directory / OVERRIDE_FILE}",
+                       dashboard_base_url(config))
         key = SecretStore.for_stack(stack).get(ROUTING_KEY) if config.alerting.pagerduty else None
         note = ""
         if config.alerting.pagerduty and not key:
@@ -91,11 +101,11 @@ class AlertPipeline:
             note = "alerting.pagerduty is off"
         sender = PagerDutySender.from_env(key, retry=retry) if key else None
         return cls(AlertStore(directory), SilenceStore(directory), sender,
-                   config.alerting.runbook_base_url, config.environment, note)
+                   config.alerting.runbook_base_url, config.environment, note, dashboard_base_url(config))
 
     def trigger(self, alert: Alert) -> Outcome:
         """Open (or refresh) the incident of `alert`, unless a silence covers it."""
-        event = trigger_event(alert, self.runbook_base_url, self.environment)
+        event = trigger_event(alert, self.runbook_base_url, self.environment, self.dashboard_base_url)
         with self.store.locked():
             silence = self.silences.matching(alert)
             if silence:

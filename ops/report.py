@@ -49,10 +49,9 @@ def status(console: Console, rows: list[tuple[str, str, str, str]]) -> None:
 def dashboard_urls(config) -> list[tuple[str, str]]:
     """(what, URL) of the dashboards: on the one-box straight from nginx; on AWS through the load
     balancer, which asks for the operator login (OIDC) first."""
-    if config.target == "onebox":
-        base = f"http://{config.onebox.address}:{config.onebox.http_port}"
-    else:
-        base = f"https://{config.domain}"
+    from monitoring.alert_pipeline import dashboard_base_url  # pages link the same place
+
+    base = dashboard_base_url(config)
     return [("dashboard", f"{base}/munin/"), ("wallboard", f"{base}/wallboard/")]
 
 
