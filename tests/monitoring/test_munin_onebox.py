@@ -17,7 +17,7 @@ import pytest
 
 from ops.stack import Stack
 from roles.munin_node.plugins import host_plugins
-from tests.chromium import screenshot
+from tests.chromium import Browser, screenshot
 from tests.monitoring.conftest import OUTPUT, REPO, MuninNode
 
 pytestmark = pytest.mark.onebox
@@ -97,3 +97,25 @@ def test_munin_cron_builds_the_dashboard_and_nginx_serves_it(stack, tmp_path):
     shot.unlink(missing_ok=True)
     screenshot(base + "onebox/onebox/index.html", shot, tmp_path / "chromium")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+BUSINESS = ("photos_per_second", "likes_per_second", "signups_per_minute", "nginx", "rabbitmq")
+
+
+def test_the_photostack_overview_shows_the_business_graphs_in_chromium(stack, tmp_path):
+    subprocess.run(["su", "munin", "-s", "/bin/sh", "-c", "/usr/bin/munin-cron"], check=True, timeout=300)
+    url = f"http://{stack.config.onebox.address}:{stack.config.onebox.http_port}/munin/photostack-day.html"
+    with Browser(tmp_path / "chromium") as browser:
+        browser.open("about:blank")
+        browser.send("Emulation.setDeviceMetricsOverride", {"width": 1920, "height": 1080, "deviceScaleFactor": 1,
+                                                            "mobile": False})
+        browser.send("Page.navigate", {"url": url})
+        loaded = browser.wait_for("(() => { const i = [...document.images].filter(i => i.src.endsWith('-day.png'));"
+                                  " return i.length && i.every(i => i.complete && i.naturalWidth > 0) &&"
+                                  " i.map(i => i.src.split('/').pop()); })()")
+        assert loaded, "the overview's graphs did not load"
+        assert sorted(loaded) == sorted(f"{name}-day.png" for name in BUSINESS)
+        titles = browser.evaluate("[...document.querySelectorAll('h3')].map(h => h.textContent)")
+        assert "Photos posted per second" in titles and "Task queue depth" in titles, titles
+        OUTPUT.mkdir(exist_ok=True)
+        browser.screenshot(OUTPUT / "munin-overview.png")
