@@ -120,3 +120,14 @@ def test_on_aws_the_monitoring_host_serves_the_munin_pages_to_the_load_balancer(
     # The one-box's own nginx role serves /munin/: no second nginx site there.
     assert "/etc/nginx/conf.d/photostack-munin.conf" not in {r.path for r in master_desired(ctx).resources
                                                             if isinstance(r, File)}
+
+
+def test_the_venv_is_rebuilt_when_the_pins_change_in_the_same_converge_that_writes_them():
+    import hashlib
+
+    state = node_desired(onebox_context())
+    wanted = next(r for r in state.resources if isinstance(r, File) and r.path == "/opt/photostack/venv.requirements.txt")
+    venv = next(r for r in state.resources if isinstance(r, Command) and r.name == "venv /opt/photostack/venv")
+    # The check reads the built venv's record only (facts are gathered before the pins file is written).
+    assert hashlib.sha256(wanted.content.encode()).hexdigest() in venv.unless
+    assert "venv.requirements.txt" not in venv.unless
