@@ -5,8 +5,8 @@ Every app process writes, for the second it is in (`int(time.time())`):
   app/counters.py; requests and 5xx answers: `middleware` below), expiring after `KEEP_S`;
 - `photostack:latency:<second>`: a hash of request durations, field = bucket index
   (`bucket(ms)`, ~5 % wide), value = how many requests fell in it, for the p99.
-Markers (deploys, failovers, pages) are JSON entries of the list `photostack:markers`, newest
-first, written by `ops` (`python -m app.wallboard mark KIND TEXT` on an app host).
+Markers (deploys, failovers, pages) live in the list monitoring/wallboard_markers.py describes;
+`ops` writes them with `python -m app.wallboard mark KIND TEXT` on an app host.
 
 `GET /wallboard/` is the page (big numbers, one-second charts, for a TV); it polls
 `GET /wallboard/data.json` every second. Queue depth is read from the broker (passive queue
@@ -30,18 +30,16 @@ from django.views.decorators.http import require_GET
 
 from app import counters
 from app.clients import redis_client
+from monitoring import wallboard_markers as markers
 
 log = logging.getLogger(__name__)
 
 SECOND_PREFIX = "photostack:second:"
 LATENCY_PREFIX = "photostack:latency:"
-MARKERS = "photostack:markers"
 KEEP_S = 900  # per-second keys outlive the longest window the page asks for
 WINDOW_S = 300  # default and largest window of /wallboard/data.json
-MARKERS_KEPT = 200
 REQUESTS, ERRORS, QUEUE_DEPTH = "requests", "errors_5xx", "queue_depth"
 EVENTS = (counters.PHOTOS_POSTED, counters.LIKES, counters.SIGNUPS)
-MARKER_KINDS = ("deploy", "rollback", "failover", "page")
 # Paths that are not users' requests: the load balancer's and watcher's probes, this board itself.
 UNMEASURED = ("/health", "/wallboard/")
 BUCKET_BASE = 1.05
@@ -109,16 +107,9 @@ def middleware(get_response: Callable[[HttpRequest], HttpResponse]) -> Callable[
     return measure
 
 
-def record_marker(kind: str, text: str, at: float | None = None) -> dict:
-    """Add a marker (newest first; the list keeps the last MARKERS_KEPT) and return it."""
-    if kind not in MARKER_KINDS:
-        raise ValueError(f"marker kind {kind!r}: must be one of {', '.join(MARKER_KINDS)}")
-    marker = {"at": time.time() if at is None else at, "kind": kind, "text": text}
-    pipe = redis_client().pipeline(transaction=True)
-    pipe.lpush(MARKERS, json.dumps(marker))
-    pipe.ltrim(MARKERS, 0, MARKERS_KEPT - 1)
-    pipe.execute()
-    return marker
+def record_marker(kind: str, text: str) -> dict:
+    """Add a marker (monitoring/wallboard_markers.py) and return it."""
+    return markers.push(redis_client(), kind, text)
 
 
 def queue_depth() -> int | None:
@@ -159,7 +150,7 @@ def snapshot(window: int = WINDOW_S, now: int | None = None) -> dict:
     for s in seconds:
         pipe.hgetall(f"{LATENCY_PREFIX}{s}")
     pipe.mget([counters.key(name) for name in EVENTS])
-    pipe.lrange(MARKERS, 0, MARKERS_KEPT - 1)
+    pipe.lrange(markers.KEY, 0, markers.KEPT - 1)
     replies = pipe.execute()
     series: dict[str, list[int | float | None]] = {}
     for name, values in zip(names, replies[: len(names)]):
@@ -173,9 +164,9 @@ def snapshot(window: int = WINDOW_S, now: int | None = None) -> dict:
         for index, count in h.items():
             recent[index] = recent.get(index, 0) + count
     totals = dict(zip(EVENTS, (int(v or 0) for v in replies[-2])))
-    markers = [m for m in (json.loads(raw) for raw in replies[-1]) if m["at"] >= seconds[0]]
+    shown = [m for m in (json.loads(raw) for raw in replies[-1]) if m["at"] >= seconds[0]]
     return {"now": now, "start": seconds[0], "window": window, "series": series, "totals": totals,
-            "p99_10s_ms": percentile(recent, 0.99), "markers": sorted(markers, key=lambda m: m["at"])}
+            "p99_10s_ms": percentile(recent, 0.99), "markers": sorted(shown, key=lambda m: m["at"])}
 
 
 @require_GET
@@ -207,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app.wallboard")
     commands = parser.add_subparsers(dest="command", required=True)
     mark = commands.add_parser("mark", help="add a marker to the wallboard")
-    mark.add_argument("kind", choices=MARKER_KINDS)
+    mark.add_argument("kind", choices=markers.KINDS)
     mark.add_argument("text")
     args = parser.parse_args(argv)
     try:
