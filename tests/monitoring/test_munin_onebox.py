@@ -21,8 +21,10 @@ from tests.chromium import Browser, screenshot
 from tests.monitoring.conftest import OUTPUT, REPO, MuninNode
 
 pytestmark = pytest.mark.onebox
-# rabbitmq: it makes munin's broker login.
-ROLES = ["--role", "rabbitmq", "--role", "munin_node", "--role", "munin_master", "--role", "nginx"]
+# redis, pgbouncer, rabbitmq: they make the logins the plugins read with (a box last converged
+# from an older tree has none of them: every such plugin would read U).
+ROLES = ["--role", "redis", "--role", "pgbouncer", "--role", "rabbitmq", "--role", "munin_node",
+         "--role", "munin_master", "--role", "nginx"]
 VALUE = re.compile(r"^[A-Za-z_][A-Za-z_0-9]*\.value (U|-?\d+(\.\d+)?(e[-+]?\d+)?)$")
 WWW = "/var/cache/munin/www"
 
