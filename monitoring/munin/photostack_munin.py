@@ -67,14 +67,18 @@ def config_lines(plugin: object) -> list[str]:
     fields = plugin.fields() if callable(plugin.fields) else plugin.fields
     # A plugin without a title still graphs (under its file name); tests insist on title and info.
     title = getattr(plugin, "title", None) or os.path.basename(sys.argv[0]).replace("_", " ")
+    scale = getattr(plugin, "scale", True)
+    # Unscaled rates get two decimals on the axis (rrdtool's default one would label 0.01 … 0.04
+    # all "0.0").
+    args = "--base 1000 --lower-limit 0" + ("" if scale else " --left-axis-format %.2lf")
     lines = [f"graph_title {title}", f"graph_category {plugin.category}", f"graph_vlabel {plugin.vlabel}",
-             "graph_args --base 1000 --lower-limit 0"]
+             f"graph_args {args}"]
     if getattr(plugin, "info", None):
         lines.insert(1, f"graph_info {plugin.info}")
     period = getattr(plugin, "period", None)
     if period:
         lines.append(f"graph_period {period}")
-    if not getattr(plugin, "scale", True):
+    if not scale:
         # Rates well under 1 would otherwise read "32.74m" (milli-), taken for millions.
         lines += ["graph_scale no", "graph_printf %7.2lf"]
     lines.append("graph_order " + " ".join(f.name for f in fields))
