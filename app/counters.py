@@ -3,7 +3,8 @@
 Each key holds a monotonically increasing integer total since the Redis dataset was created
 (Munin: plugin field type DERIVE with min 0 turns it into a rate; a reset after a Redis wipe
 reads as a drop that DERIVE/min 0 ignores). Keys are plain strings: `GET key` or
-`MGET key...` returns the total; a missing key means 0.
+`MGET key...` returns the total; a missing key means 0. Each increment also counts in
+`photostack:second:<name>:<unix second>` (expiring), the wallboard's one-second series.
 
 | Redis key                              | Incremented when                            |
 |----------------------------------------|---------------------------------------------|
@@ -43,10 +44,16 @@ def key(name: str) -> str:
 
 
 def incr(name: str, amount: int = 1) -> None:
-    """Add to a counter (one round trip). Best effort: the event itself already happened, so a
+    """Add to a counter and to its count of the current second (the wallboard's series,
+    app/wallboard.py), in one round trip. Best effort: the event itself already happened, so a
     Redis error is logged, never turned into a failed request."""
+    from app.wallboard import record_second  # it imports this module for the names
+
     try:
-        redis_client().incrby(key(name), amount)
+        pipe = redis_client().pipeline(transaction=False)
+        pipe.incrby(key(name), amount)
+        record_second(pipe, name, amount)
+        pipe.execute()
     except redis.RedisError as exc:
         log.warning("counter %s not incremented: %s", name, exc)
 

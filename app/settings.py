@@ -21,6 +21,7 @@ ROOT_URLCONF = "app.urls"
 WSGI_APPLICATION = "app.wsgi.application"
 INSTALLED_APPS: list[str] = []
 MIDDLEWARE = [
+    "app.wallboard.middleware",  # requests, 5xx and latency per second, for the wallboard
     "app.admission.AdmissionMiddleware",  # queue deadline, failing dependencies → 503 first
     "django.middleware.security.SecurityMiddleware",  # nosniff, Referrer-Policy, HSTS over TLS
     "app.security.middleware",  # same-origin and JSON-only writes, Secure cookies over TLS

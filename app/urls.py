@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from app import api, health, web
+from app import api, health, wallboard, web
 
 urlpatterns = [
     path("health", health.health),
@@ -18,6 +18,8 @@ urlpatterns = [
     path("api/photos/<int:photo_id>", api.photo),
     path("api/photos/<int:photo_id>/like", api.like),
     path("api/photos/<int:photo_id>/comments", api.comments),
+    path("wallboard/", wallboard.page),
+    path("wallboard/data.json", wallboard.data),
     path("", web.home),
     path("login/", web.login),
     path("signup/", web.signup),

@@ -63,7 +63,8 @@ GENERATED_SECRETS = (
 )
 # Every secret: the service passwords plus the integrations' keys.
 # `sentryAuthToken` is optional: with it `ops deploy` creates Sentry releases and deploys.
-SECRET_KEYS = GENERATED_SECRETS + ("pagerdutyRoutingKey", "pingdomToken", "sentryDsn", "sentryAuthToken")
+SECRET_KEYS = GENERATED_SECRETS + ("pagerdutyRoutingKey", "pingdomToken", "sentryDsn", "sentryAuthToken",
+                                   "dashboardOidcClientSecret")
 
 # Config namespaces a stack file may use: ours, Pulumi's own, and the providers the program uses.
 PROVIDER_NAMESPACES = {"aws": "pulumi_aws", "pagerduty": "pulumi_pagerduty", "sentry": "pulumiverse_sentry"}
@@ -291,8 +292,26 @@ class Limit(Model):
 MUNIN_PLUGINS = REPO_ROOT / "monitoring" / "munin" / "plugins"
 
 
+class DashboardLogin(Model):
+    """The operator login (OpenID Connect) the load balancer asks for before the dashboards
+    (/munin/, /wallboard/) on AWS; its client secret is the dashboardOidcClientSecret secret."""
+
+    issuer: str = Field(description="OIDC issuer, e.g. https://accounts.google.com.")
+    authorization_endpoint: str = Field(description="The identity provider's authorization endpoint (https).")
+    token_endpoint: str = Field(description="The identity provider's token endpoint (https).")
+    user_info_endpoint: str = Field(description="The identity provider's user info endpoint (https).")
+    client_id: str = Field(description="OAuth client id registered for https://<domain>/oauth2/idpresponse.")
+
+    @field_validator("issuer", "authorization_endpoint", "token_endpoint", "user_info_endpoint")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        if not value.startswith("https://"):
+            raise ValueError(f"must be an https:// URL, not {value!r}")
+        return value
+
+
 class Monitoring(Model):
-    """Munin, the fast health watcher and Pingdom."""
+    """Munin, the fast health watcher, Pingdom and the dashboards' login."""
 
     munin_interval_s: PositiveInt = Field(300, ge=60, le=3600, description="Munin polling cycle, 60–3600 s.")
     health_probe_interval_s: PositiveInt = Field(10, le=3600, description="Fast health watcher probe interval.")
@@ -300,6 +319,10 @@ class Monitoring(Model):
     limits: dict[str, Limit] = Field(
         default_factory=dict, max_length=500,
         description="Per 'plugin.field' limits, e.g. 'pgbouncer.waiting'; plugin: one of monitoring/munin/plugins.",
+    )
+    dashboard_login: DashboardLogin | None = Field(
+        None, description="AWS: the OIDC login in front of /munin/ and /wallboard/; without one the load "
+        "balancer answers those paths 403 (the one-box serves them on loopback)."
     )
 
     @field_validator("limits")
@@ -633,6 +656,8 @@ def required_secrets(config: StackConfig) -> list[str]:
         names.append("pingdomToken")
     if config.alerting.sentry and onebox:
         names.append("sentryDsn")
+    if config.monitoring.dashboard_login is not None and not onebox:
+        names.append("dashboardOidcClientSecret")
     return names
 
 

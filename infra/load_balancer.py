@@ -1,6 +1,10 @@
 """The public entry: an ALB terminating TLS (ACM certificate) in front of the nginx tier.
 
 Port 80 only redirects to HTTPS; targets are the nginx instances, healthy while `/health` answers 200.
+The dashboards sit behind the operator login: listener rules send `/munin/` (to the monitoring
+host's nginx) and `/wallboard/` (to the app, through nginx) only after the ALB's OIDC action;
+a stack without a login gets a 403 there instead (the policy pack refuses a dashboard rule that
+forwards without authenticating first).
 A CloudWatch alarm per target group pages (runbook web_node_down) while any target is unhealthy
 and resolves the incident when all are healthy again.
 """
@@ -12,6 +16,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from infra.config import DashboardLogin
 from infra.tagging import tags
 from monitoring.alerts import runbook_url
 
@@ -32,6 +37,11 @@ HEALTH_CHECK = {
 # The health watcher raises the same failure as plugin "health" (monitoring/health_watcher.py):
 # both paths link the runbook that alert links.
 HEALTH_PLUGIN = "health"
+# The dashboards' paths, each with its listener rule priority (lower wins; the default action
+# forwards everything else to nginx).
+DASHBOARD_PATHS = {"munin": (10, ["/munin", "/munin/*"]), "wallboard": (11, ["/wallboard", "/wallboard/*"])}
+# An operator stays logged in for a working day.
+LOGIN_SESSION_S = 12 * 3600
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,12 @@ class LoadBalancerArgs:
     """SNS topic the unhealthy-targets alarm pages through; none: the alarm has no actions."""
     target_port: int = 80
     """Port nginx listens on."""
+    dashboard_target: pulumi.Input[str] | None = None
+    """Instance id of the monitoring host (its nginx serves /munin/ on `target_port`)."""
+    dashboard_login: DashboardLogin | None = None
+    """The operator login in front of the dashboards; none: they answer 403."""
+    dashboard_client_secret: pulumi.Input[str] | None = None
+    """The OIDC client's secret (a Pulumi secret), with `dashboard_login`."""
 
 
 class LoadBalancer(pulumi.ComponentResource):
@@ -93,7 +109,7 @@ class LoadBalancer(pulumi.ComponentResource):
                 f"{name}-{node}", target_group_arn=group.arn, target_id=instance_id, port=args.target_port, opts=child
             )
         self._unhealthy_alarm(name, args, lb, group, "nginx")
-        aws.lb.Listener(
+        https = aws.lb.Listener(
             f"{name}-https",
             load_balancer_arn=lb.arn,
             port=443,
@@ -115,9 +131,39 @@ class LoadBalancer(pulumi.ComponentResource):
             tags=tags(args.stack, ROLE, "http-redirect"),
             opts=child,
         )
+        self._dashboards(name, args, https, group)
         self.dns_name = lb.dns_name
         self.zone_id = lb.zone_id
         self.register_outputs({"dns_name": self.dns_name, "zone_id": self.zone_id})
+
+    def _dashboards(self, name: str, args: LoadBalancerArgs, https: aws.lb.Listener, nginx: aws.lb.TargetGroup) -> None:
+        """Listener rules of /munin/ and /wallboard/: log in, then forward; or 403 without a login."""
+        child = pulumi.ResourceOptions(parent=self)
+        targets = {"wallboard": nginx}
+        if args.dashboard_target is not None:
+            munin = aws.lb.TargetGroup(
+                f"{name}-munin",
+                port=args.target_port,
+                protocol="HTTP",
+                target_type="instance",
+                vpc_id=args.vpc_id,
+                health_check={**HEALTH_CHECK, "path": "/munin/"},
+                tags=tags(args.stack, ROLE, "munin-targets"),
+                opts=child,
+            )
+            aws.lb.TargetGroupAttachment(f"{name}-munin-master", target_group_arn=munin.arn,
+                                         target_id=args.dashboard_target, port=args.target_port, opts=child)
+            targets["munin"] = munin
+        for what, (priority, paths) in DASHBOARD_PATHS.items():
+            aws.lb.ListenerRule(
+                f"{name}-{what}-rule",
+                listener_arn=https.arn,
+                priority=priority,
+                conditions=[{"path_pattern": {"values": paths}}],
+                actions=_dashboard_actions(args, targets.get(what)),
+                tags=tags(args.stack, ROLE, what),
+                opts=child,
+            )
 
     def _unhealthy_alarm(
         self, name: str, args: LoadBalancerArgs, lb: aws.lb.LoadBalancer, group: aws.lb.TargetGroup, targets: str
@@ -147,3 +193,25 @@ class LoadBalancer(pulumi.ComponentResource):
             tags=tags(args.stack, ROLE, f"{targets}-unhealthy"),
             opts=pulumi.ResourceOptions(parent=self),
         )
+
+
+def _dashboard_actions(args: LoadBalancerArgs, target: aws.lb.TargetGroup | None) -> list[dict]:
+    """Authenticate (OIDC) then forward; a 403 when there is no login or nothing to forward to."""
+    login = args.dashboard_login
+    if login is None or target is None:
+        why = "no operator login configured (monitoring.dashboardLogin)" if login is None else "no monitoring host"
+        return [{"type": "fixed-response", "fixed_response": {
+            "content_type": "text/plain", "status_code": "403", "message_body": f"dashboard: {why}\n"}}]
+    return [
+        {"type": "authenticate-oidc", "order": 1, "authenticate_oidc": {
+            "issuer": login.issuer,
+            "authorization_endpoint": login.authorization_endpoint,
+            "token_endpoint": login.token_endpoint,
+            "user_info_endpoint": login.user_info_endpoint,
+            "client_id": login.client_id,
+            "client_secret": args.dashboard_client_secret,
+            "on_unauthenticated_request": "authenticate",
+            "session_timeout": LOGIN_SESSION_S,
+        }},
+        {"type": "forward", "order": 2, "target_group_arn": target.arn},
+    ]

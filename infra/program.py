@@ -125,6 +125,10 @@ def build(config: StackConfig, stack: str) -> dict[str, Any]:
             fleets["nginx"].instance_ids,
             config.alerting.runbook_base_url,
             alerting.alarm_topic_arn,
+            dashboard_target=next(iter(fleets["munin_master"].instance_ids.values()), None) if "munin_master" in fleets else None,
+            dashboard_login=config.monitoring.dashboard_login,
+            dashboard_client_secret=(secrets.require_secret("dashboardOidcClientSecret")
+                                     if config.monitoring.dashboard_login is not None else None),
         ),
     )
     SiteAlias("site", SiteAliasArgs(config.domain, zone, lb.dns_name, lb.zone_id))
@@ -136,5 +140,6 @@ def build(config: StackConfig, stack: str) -> dict[str, Any]:
         "lbDnsName": lb.dns_name,
         "bastion": bastion.public_ip,
         "url": f"https://{config.domain}/",
+        "dashboards": {"munin": f"https://{config.domain}/munin/", "wallboard": f"https://{config.domain}/wallboard/"},
         "mediaBucket": storage.media_bucket,
     }

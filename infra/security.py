@@ -58,6 +58,7 @@ def ingress_rules(admin_cidrs: list[str]) -> list[Rule]:
         # The munin master's health watcher probes every nginx and app server's /health.
         Rule("nginx", PORTS["http"], peer_group="munin_master", description="health watcher to nginx"),
         Rule("app", PORTS["app"], peer_group="munin_master", description="health watcher to gunicorn"),
+        Rule("munin_master", PORTS["http"], peer_group="lb", description="the load balancer to the Munin pages (after the operator login)"),
         Rule("postgres", PORTS["postgres"], peer_group="postgres", description="streaming replication"),
         Rule("redis", PORTS["redis"], peer_group="redis", description="replica to primary"),
         Rule("rabbitmq", PORTS["epmd"], peer_group="rabbitmq", description="cluster peer discovery"),
@@ -80,9 +81,11 @@ def ingress_rules(admin_cidrs: list[str]) -> list[Rule]:
 
 
 def egress_rules(vpc_cidr: str) -> list[Rule]:
-    """Every egress rule: the LB reaches only nginx, the bastion only SSH inside the VPC, hosts the VPC and the web."""
+    """Every egress rule: the LB reaches nginx, the Munin pages and the login's identity provider, the bastion only SSH inside the VPC, hosts the VPC and the web."""
     rules = [
         Rule("lb", PORTS["http"], peer_group="nginx", description="to nginx"),
+        Rule("lb", PORTS["http"], peer_group="munin_master", description="to the Munin pages"),
+        Rule("lb", PORTS["https"], cidr=WORLD, description="the operator login's identity provider (OIDC token, user info)"),
         Rule("bastion", PORTS["ssh"], cidr=vpc_cidr, description="SSH to the hosts"),
     ]
     for group in HOST_GROUPS:

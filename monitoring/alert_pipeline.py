@@ -15,6 +15,7 @@ is always drained oldest first, so a resolve never overtakes its trigger.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from monitoring.alert_store import AlertStore
 from monitoring.alerts import Alert, dedup_key, resolve_event, trigger_event
 from monitoring.pagerduty_events import DeliveryError, PagerDutySender, RetryPolicy
 from monitoring.silences import SilenceStore
+from monitoring.wallboard_markers import MarkerWriter, redis_writer
 
 ROUTING_KEY = "pagerdutyRoutingKey"
 # `<state dir>/pagerduty-override.json` {"url", "ca", "routing_key"}: pages of the stack go to that
@@ -59,12 +61,36 @@ class FlushResult:
     error: str = ""
 
 
+log = logging.getLogger(__name__)
+
+
+def _markers(stack: str, config: StackConfig) -> MarkerWriter | None:
+    """The one-box's page markers go straight to the app's Redis on loopback; on AWS the
+    monitoring host has no route to Redis (its security group admits the app and workers only)."""
+    if config.target != "onebox":
+        return None
+    password = SecretStore.for_stack(stack).get("redisPassword")
+    return redis_writer(config.onebox.address, config.onebox.redis_base_port, password) if password else None
+
+
+def dashboard_base_url(config: StackConfig) -> str:
+    """Where the stack's dashboards are: nginx on the one-box, the load balancer (behind the
+    operator login) on AWS; /munin/ and /wallboard/ hang below it."""
+    if config.target == "onebox":
+        return f"http://{config.onebox.address}:{config.onebox.http_port}"
+    return f"https://{config.domain}"
+
+
 class AlertPipeline:
     """Alerts of one stack, from decision to delivery."""
 
     def __init__(self, store: AlertStore, silences: SilenceStore, sender: PagerDutySender | None,
-                 runbook_base_url: str, environment: str, note: str = ""):
+                 runbook_base_url: str, environment: str, note: str = "", dashboard_base_url: str = "",
+                 markers: MarkerWriter | None = None):
         self.store = store
+        self.dashboard_base_url = dashboard_base_url
+        # Puts a "page" marker on the wallboard when an incident opens (None: no Redis reachable).
+        self.markers = markers
         self.silences = silences
         self.sender = sender
         self.runbook_base_url = runbook_base_url
@@ -82,7 +108,8 @@ class AlertPipeline:
         if override:
             sender = PagerDutySender(override["routing_key"], override["url"], override.get("ca"), retry=retry)
             return cls(AlertStore(directory), SilenceStore(directory), sender, config.alerting.runbook_base_url,
-                       config.environment, f"PagerDuty endpoint overridden by {directory / OVERRIDE_FILE}")
+                       config.environment, f"PagerDuty endpoint overridden by {directory / OVERRIDE_FILE}",
+                       dashboard_base_url(config))
         key = SecretStore.for_stack(stack).get(ROUTING_KEY) if config.alerting.pagerduty else None
         note = ""
         if config.alerting.pagerduty and not key:
@@ -91,19 +118,27 @@ class AlertPipeline:
             note = "alerting.pagerduty is off"
         sender = PagerDutySender.from_env(key, retry=retry) if key else None
         return cls(AlertStore(directory), SilenceStore(directory), sender,
-                   config.alerting.runbook_base_url, config.environment, note)
+                   config.alerting.runbook_base_url, config.environment, note, dashboard_base_url(config),
+                   _markers(stack, config))
 
     def trigger(self, alert: Alert) -> Outcome:
         """Open (or refresh) the incident of `alert`, unless a silence covers it."""
-        event = trigger_event(alert, self.runbook_base_url, self.environment)
+        event = trigger_event(alert, self.runbook_base_url, self.environment, self.dashboard_base_url)
         with self.store.locked():
             silence = self.silences.matching(alert)
             if silence:
                 detail = f"silence {silence.id}"
                 self.store.log("silenced", event, detail)
                 return Outcome("silenced", alert.dedup_key, detail)
+            opens = alert.dedup_key not in self.store.open_alerts()
             self.store.mark_open(alert.dedup_key, alert.severity)
-            return self._deliver(event)
+            outcome = self._deliver(event)
+        if opens and self.markers is not None:
+            try:
+                self.markers("page", f"{alert.name}: {alert.describe()}"[:200])
+            except Exception as exc:  # noqa: BLE001 — the page went out; the board is a nicety
+                log.warning("page marker not recorded: %s", exc)
+        return outcome
 
     def resolve(self, key: str) -> Outcome:
         """Resolve the incident of `key` if we opened one (OK states repeat; resolve once)."""

@@ -42,6 +42,19 @@ def runbook_name(plugin: str, field: str) -> str:
     return plugin
 
 
+# Alerts without a Munin graph of their own link to the wallboard (live requests and 5xx).
+WALLBOARD_ALERTS = ("health", "pingdom")
+
+
+def graph_url(dashboard_base_url: str, stack: str, host: str, plugin: str) -> str:
+    """Link to the graph of an alert's plugin: Munin's page of `plugin` on `host` (its group is
+    the stack, as munin.conf names hosts), or the wallboard for alerts Munin does not graph."""
+    base = dashboard_base_url.rstrip("/")
+    if plugin in WALLBOARD_ALERTS:
+        return f"{base}/wallboard/"
+    return f"{base}/munin/{stack}/{host}/{plugin}.html"
+
+
 def runbook_url(base_url: str, plugin: str, field: str) -> str:
     """Link to the runbook of `plugin.field` under `base_url` (alerting.runbookBaseUrl)."""
     return f"{base_url.rstrip('/')}/{runbook_name(plugin, field)}.md"
@@ -92,9 +105,16 @@ def dedup_key(stack: str, host: str, plugin: str, field: str) -> str:
     return f"{stack}/{host}/{plugin}/{field}"
 
 
-def trigger_event(alert: Alert, runbook_base_url: str, environment: str) -> dict[str, Any]:
-    """The Events v2 body (without routing_key) that opens or updates the alert's incident."""
+def trigger_event(alert: Alert, runbook_base_url: str, environment: str,
+                  dashboard_base_url: str = "") -> dict[str, Any]:
+    """The Events v2 body (without routing_key) that opens or updates the alert's incident; with
+    `dashboard_base_url`, it links the graph of what fired too."""
     link = runbook_url(runbook_base_url, alert.plugin, alert.field)
+    links = [{"href": link, "text": f"Runbook: {alert.name}"}]
+    graph = {}
+    if dashboard_base_url:
+        graph = {"graph": graph_url(dashboard_base_url, alert.stack, alert.host, alert.plugin)}
+        links.append({"href": graph["graph"], "text": f"Graph: {alert.host} {alert.plugin}"})
     return {
         "event_action": "trigger",
         "dedup_key": alert.dedup_key,
@@ -112,9 +132,10 @@ def trigger_event(alert: Alert, runbook_base_url: str, environment: str) -> dict
                 "environment": environment,
                 "alert": alert.name,
                 "runbook": link,
+                **graph,
             },
         },
-        "links": [{"href": link, "text": f"Runbook: {alert.name}"}],
+        "links": links,
     }
 
 

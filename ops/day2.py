@@ -118,9 +118,11 @@ def status(ctx: typer.Context, stack: StackName = None, json_: JsonOption = Fals
     Read-only: it starts nothing (a stopped one-box shows its hosts unreachable); exit 1 when unhealthy."""
     from dataclasses import asdict
 
-    from ops import overview
+    from ops import overview, report
 
-    view = overview.overview(_stack(ctx, stack, start=False))
+    loaded = _stack(ctx, stack, start=False)
+    view = overview.overview(loaded)
+    dashboards = report.dashboard_urls(loaded.config)
     if json_:
         import json
 
@@ -131,6 +133,7 @@ def status(ctx: typer.Context, stack: StackName = None, json_: JsonOption = Fals
             "readings": [{**asdict(r), "state": r.state} for r in view.readings],
             "health": [dict(zip(("node", "answer"), row)) for row in view.health],
             "deployLock": view.lock or None, "openAlerts": view.open_alerts,
+            "dashboards": dict(dashboards),
         }, indent=2))
         if not view.healthy:
             raise typer.Exit(FAILED)
@@ -156,6 +159,8 @@ def status(ctx: typer.Context, stack: StackName = None, json_: JsonOption = Fals
         console.print(f"health {node}: {answer}", highlight=False)
     console.print(f"deploy lock: {view.lock or 'free'}", highlight=False)
     console.print(f"open alerts: {', '.join(view.open_alerts) or 'none'}", highlight=False)
+    for what, url in dashboards:
+        console.print(f"{what}: {url}", highlight=False)
     if not view.healthy:
         raise typer.Exit(FAILED)
 

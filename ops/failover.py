@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from infra.inventory import Host, select
 from infra.shardstore import primaries_store
+from ops import markers
 from ops.remote import StepFailed, check_converged, run_step
 from ops.stack import Stack
 from roles.postgres import commands
@@ -96,6 +97,8 @@ def failover(stack: Stack, shard: int, progress: Callable[[str], None] = lambda 
     log.timed("repoint pgbouncer", lambda: repoint_pgbouncer(stack), progress)
     log.timed(f"warm {new.cluster.name}'s cache", lambda: run_step(new.host, stack.ssh, "vmtouch",
                                                                    commands.warm_cache(new.cluster)), progress)
+    if warning := markers.mark(stack, "failover", f"shard {shard}: {new.cluster.name} promoted, {old.cluster.name} fenced"):
+        log.warnings.append(warning)
     return log
 
 

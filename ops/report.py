@@ -66,9 +66,19 @@ def diffs(console: Console, results: list[HostResult]) -> None:
                 console.print(Syntax(change.diff, "diff", theme="ansi_dark", background_color="default"))
 
 
+def dashboard_urls(config) -> list[tuple[str, str]]:
+    """(what, URL) of the dashboards: on the one-box straight from nginx; on AWS through the load
+    balancer, which asks for the operator login (OIDC) first."""
+    from monitoring.alert_pipeline import dashboard_base_url  # pages link the same place
+
+    base = dashboard_base_url(config)
+    return [("dashboard", f"{base}/munin/"), ("wallboard", f"{base}/wallboard/")]
+
+
 def urls(console: Console, stack) -> None:
     """Where to look once the one-box is up."""
     box = stack.config.onebox
     console.print(f"photostack is up: http://{box.address}:{box.http_port}/")
     console.print(f"  health:    http://{box.address}:{box.http_port}/health")
-    console.print(f"  dashboard: http://{box.address}:{box.http_port}/munin/")
+    for what, url in dashboard_urls(stack.config):
+        console.print(f"  {what + ':':<10} {url}", highlight=False)

@@ -32,7 +32,7 @@ from infra.config import REPO_ROOT
 from infra.inventory import Host
 from infra.records import record
 from infra.topology import Node
-from ops import lock
+from ops import lock, markers
 from ops.maintenance import Placed, node_services, restart_script
 from ops.remote import StepFailed, check_converged, run_step
 from ops.stack import Stack
@@ -276,6 +276,8 @@ def deploy(stack: Stack, version: str | None = None, progress: Progress = lambda
             warning = finish(stack, release.version, before or _stored_previous(stack), pinned=version is not None)
         if warning:
             log.warnings.append(warning)
+        if warning := markers.mark(stack, "deploy", f"{release.version} (was {before or 'nothing'})"):
+            log.warnings.append(warning)
     return log
 
 
@@ -296,6 +298,8 @@ def rollback(stack: Stack, progress: Progress = lambda _: None, balancer: Balanc
         with log.step("record, mark in Sentry", progress):
             warning = finish(stack, target, stored.get("version", ""), pinned=True)
         if warning:
+            log.warnings.append(warning)
+        if warning := markers.mark(stack, "rollback", f"{target} (was {stored.get('version') or 'nothing'})"):
             log.warnings.append(warning)
     return log
 

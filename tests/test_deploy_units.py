@@ -207,8 +207,11 @@ def test_on_aws_a_deploy_drains_app_nodes_in_nginx_where_the_load_balancer_sends
     plan = planned_staging
     stack = Stack.load("staging")
     nginx_nodes = sorted(n.name for n in nodes(stack.config) if n.role == "nginx")
-    # The planned ALB target group holds the nginx hosts, and only them: app servers sit behind nginx.
-    attached = {dependency(plan, a, "targetId").inputs["tags"][TAG_NODE] for a in plan.of_type(ATTACHMENT)}
+    # The planned ALB target group of the site (health-checked on /health) holds the nginx hosts,
+    # and only them: app servers sit behind nginx. (The dashboards' group holds the munin master.)
+    site_attachments = [a for a in plan.of_type(ATTACHMENT)
+                        if dependency(plan, a, "targetGroupArn").inputs["healthCheck"]["path"] == "/health"]
+    attached = {dependency(plan, a, "targetId").inputs["tags"][TAG_NODE] for a in site_attachments}
     assert sorted(attached) == nginx_nodes
     balancer = rollout.balancer_for(stack)
     assert type(balancer) is rollout.NginxBalancer and sorted(h.name for h in balancer.hosts) == nginx_nodes

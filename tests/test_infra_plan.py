@@ -48,7 +48,7 @@ def test_ops_plan_prints_the_plan_and_the_policy_verdict():
     result = CliRunner().invoke(_app(), ["plan", "--stack", "staging"])
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("photostack staging: offline plan")
-    assert "Policies: 9 checked, no violations." in result.stdout
+    assert "Policies: 10 checked, no violations." in result.stdout
 
 
 def test_ops_plan_of_onebox_says_there_is_nothing_to_plan():

@@ -11,6 +11,7 @@ from infra.plan import PlannedResource
 from infra.policy.evaluate import _options, evaluate
 from infra.policy.policies import (
     POLICIES,
+    dashboards_behind_login,
     data_tier_only_from_clients,
     imdsv2_required,
     lb_listener_tls,
@@ -117,6 +118,32 @@ def test_lb_listener_tls():
     assert violations(lb_listener_tls, listener, forward) == ["HTTP listener on port 80 must only redirect to HTTPS"]
 
 
+def test_dashboards_behind_login():
+    listener = resource("aws:lb/listener:Listener", "https", {"protocol": "HTTPS", "defaultActions": [{"type": "forward"}]})
+
+    def rule(name, paths, actions):
+        return resource("aws:lb/listenerRule:ListenerRule", name,
+                        {"conditions": [{"pathPattern": {"values": paths}}], "actions": actions}, {"listenerArn": [listener]})
+
+    login = {"type": "authenticate-oidc", "order": 1, "authenticateOidc": {"issuer": "https://idp"}}
+    forward = {"type": "forward", "order": 2, "targetGroupArn": "arn:tg"}
+    refuse = {"type": "fixed-response", "fixedResponse": {"statusCode": "403"}}
+    good = [listener, rule("munin", ["/munin/*"], [login, forward]), rule("board", ["/wallboard", "/wallboard/*"], [refuse])]
+    assert stack_violations(dashboards_behind_login, good) == []
+    # Forwarding first, or a login ordered after the forward, is an open dashboard.
+    open_board = [listener, good[1], rule("board", ["/wallboard/*"], [forward])]
+    assert stack_violations(dashboards_behind_login, open_board) == [
+        "listener rule board serves /wallboard without the operator login first (authenticate-oidc or authenticate-cognito)",
+        "listener https forwards /wallboard to the site with no rule asking for the operator login",
+    ]
+    late_login = [listener, good[1], rule("board", ["/wallboard*"], [forward, {**login, "order": 3}])]
+    assert len(stack_violations(dashboards_behind_login, late_login)) == 2
+    # No rule at all: the default action would serve the dashboards to anyone.
+    assert stack_violations(dashboards_behind_login, [listener]) == [
+        "listener https forwards /munin, /wallboard to the site with no rule asking for the operator login"
+    ]
+
+
 def test_s3_not_public():
     bucket_type = "aws:s3/bucket:Bucket"
     assert violations(s3_acl_not_public, bucket_type, {}) == []
@@ -201,6 +228,7 @@ def test_the_pack_has_the_policies_the_issue_asks_for():
         "imdsv2-required",
         "volumes-encrypted",
         "lb-listener-tls",
+        "dashboards-behind-login",
         "s3-acl-not-public",
         "s3-public-access-blocked",
         "sns-topics-encrypted",

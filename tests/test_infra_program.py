@@ -14,7 +14,7 @@ from infra.bootstrap import render_user_data
 from infra.config import ConfigError, load_stack_config
 from infra.fleet import CANONICAL_OWNER_ID, UBUNTU_2404_NAME
 from infra.inventory import TAG_NODE, TAG_ROLE, TAG_STACK, Host
-from infra.plan import is_secret, reveal, run_plan
+from infra.plan import is_secret, placeholder_secret, reveal, run_plan
 from infra.secrets_store import ssm_secret_reader
 from infra.sharding import ShardMap
 from infra.topology import nodes
@@ -81,6 +81,7 @@ def test_security_group_ingress_is_exactly_least_privilege():
         ("lb", 443, "0.0.0.0/0"),
         ("lb", 80, "0.0.0.0/0"),
         ("nginx", 80, "lb"),
+        ("munin_master", 80, "lb"),  # the Munin pages, behind the operator login
         ("app", 8001, "nginx"),
         ("nginx", 80, "munin_master"), ("app", 8001, "munin_master"),  # the health watcher's probes
         ("postgres", 5432, "app"), ("postgres", 5432, "worker"), ("postgres", 5432, "postgres"),
@@ -97,7 +98,7 @@ def test_security_group_ingress_is_exactly_least_privilege():
 
 def test_load_balancer_health_check_and_listeners():
     plan = plan_of("prod")
-    (group,) = plan.of_type("aws:lb/targetGroup:TargetGroup")
+    group = by_name(plan)["lb-nginx"]
     check = group.inputs["healthCheck"]
     assert (check["path"], check["matcher"], check["healthyThreshold"], check["unhealthyThreshold"]) == ("/health", "200", 2, 2)
     assert (check["interval"], check["timeout"]) == (10, 5)
@@ -106,10 +107,39 @@ def test_load_balancer_health_check_and_listeners():
     assert listeners[80]["defaultActions"] == [
         {"type": "redirect", "redirect": {"protocol": "HTTPS", "port": "443", "statusCode": "HTTP_301"}}
     ]
-    targets = {dependency(plan, a, "targetId").inputs["tags"][TAG_ROLE] for a in plan.of_type("aws:lb/targetGroupAttachment:TargetGroupAttachment")}
-    assert targets == {"nginx"} and len(plan.of_type("aws:lb/targetGroupAttachment:TargetGroupAttachment")) == 3
+    attachments = plan.of_type("aws:lb/targetGroupAttachment:TargetGroupAttachment")
+    targets = sorted((dependency(plan, a, "targetGroupArn").name, dependency(plan, a, "targetId").inputs["tags"][TAG_ROLE])
+                     for a in attachments)
+    assert targets == [("lb-munin", "munin_master")] + [("lb-nginx", "nginx")] * 3
     (alias,) = [r for r in plan.of_type("aws:route53/record:Record") if r.inputs["type"] == "A"]
     assert alias.inputs["name"] == "photostack.example.com" and alias.inputs["aliases"][0]["name"].endswith(".elb.amazonaws.com")
+
+
+def test_the_dashboards_forward_only_after_the_operator_login():
+    plan = plan_of("prod")
+    resources = by_name(plan)
+    rules = {r.name: r for r in plan.of_type("aws:lb/listenerRule:ListenerRule")}
+    assert sorted(rules) == ["lb-munin-rule", "lb-wallboard-rule"]
+    for name, group, paths in (("lb-munin-rule", "lb-munin", ["/munin", "/munin/*"]),
+                               ("lb-wallboard-rule", "lb-nginx", ["/wallboard", "/wallboard/*"])):
+        rule = rules[name]
+        assert dependency(plan, rule, "listenerArn").inputs["port"] == 443
+        assert rule.inputs["conditions"] == [{"pathPattern": {"values": paths}}]
+        assert is_secret(rule.inputs["actions"])  # it holds the OIDC client secret
+        login, forward = reveal(rule.inputs["actions"])
+        assert login["type"] == "authenticate-oidc" and login["order"] < forward["order"]
+        assert login["authenticateOidc"]["issuer"] == "https://accounts.google.com"
+        assert login["authenticateOidc"]["onUnauthenticatedRequest"] == "authenticate"
+        assert login["authenticateOidc"]["clientSecret"] == placeholder_secret("dashboardOidcClientSecret")
+        assert forward == {"type": "forward", "order": 2, "targetGroupArn": resources[group].outputs["arn"]}
+    assert resources["lb-munin"].inputs["healthCheck"]["path"] == "/munin/"
+
+
+def test_without_a_login_the_dashboards_answer_403_at_the_load_balancer():
+    plan = plan_of("staging")
+    for rule in plan.of_type("aws:lb/listenerRule:ListenerRule"):
+        (action,) = rule.inputs["actions"]
+        assert action["type"] == "fixed-response" and action["fixedResponse"]["statusCode"] == "403", rule.name
 
 
 def test_ubuntu_2404_image_is_looked_up_from_canonical():

@@ -174,7 +174,19 @@ def test_for_stack_reads_config_secret_and_endpoint_env(state_root, pagerduty_se
     assert outcome.status == "sent"
     assert pagerduty_server.events[0]["routing_key"] == KEY
     assert pagerduty_server.events[0]["payload"]["summary"].startswith("[onebox] redis-1 redis.used_memory")
+    # The page links the graph of what fired: Munin's page of the plugin on that host, served by the stack.
+    graph = "http://127.0.0.1:8080/munin/onebox/redis-1/redis.html"
+    assert pagerduty_server.events[0]["payload"]["custom_details"]["graph"] == graph
+    assert pagerduty_server.events[0]["links"][1] == {"href": graph, "text": "Graph: redis-1 redis"}
     assert AlertStore(state_dir("onebox")).history()[-1]["status"] == "sent"
+
+
+def test_graph_links_point_at_munin_or_for_health_at_the_wallboard():
+    from monitoring.alerts import graph_url
+
+    base = "https://photostack.example.com"
+    assert graph_url(base, "prod", "redis-primary", "redis_primary") == f"{base}/munin/prod/redis-primary/redis_primary.html"
+    assert graph_url(base + "/", "prod", "nginx-0", "health") == f"{base}/wallboard/"
 
 
 @pytest.mark.parametrize("plugin,field,runbook", [

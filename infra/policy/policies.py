@@ -37,6 +37,10 @@ LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
 INSTANCE = "aws:ec2/instance:Instance"
 VOLUME = "aws:ebs/volume:Volume"
 LISTENERS = ("aws:lb/listener:Listener", "aws:alb/listener:Listener")
+LISTENER_RULES = ("aws:lb/listenerRule:ListenerRule", "aws:alb/listenerRule:ListenerRule")
+# The dashboards: operators only (the load balancer's login action), never the open site.
+DASHBOARD_PATHS = ("/munin", "/wallboard")
+LOGIN_ACTIONS = ("authenticate-oidc", "authenticate-cognito")
 BUCKET = "aws:s3/bucket:Bucket"
 PUBLIC_ACCESS_BLOCK = "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"
 SNS_TOPIC = "aws:sns/topic:Topic"
@@ -168,6 +172,41 @@ def lb_listener_tls(args: ResourceValidationArgs, report_violation: ReportViolat
         report_violation(f"{protocol} listener on port {props.get('port')} must only redirect to HTTPS")
 
 
+def _dashboard_paths(rule: Mapping[str, Any]) -> set[str]:
+    """The dashboard paths a listener rule's path conditions match."""
+    patterns = [v for c in rule.get("conditions") or [] for v in ((c.get("pathPattern") or {}).get("values") or [])]
+    return {path for path in DASHBOARD_PATHS for pattern in patterns
+            if pattern == path or pattern.startswith((path + "/", path + "*"))}
+
+
+def _behind_login(actions: list[Mapping[str, Any]]) -> bool:
+    """Whether a rule's actions log the operator in before anything else, or only refuse."""
+    ordered = sorted(enumerate(actions), key=lambda pair: (pair[1].get("order") or 0, pair[0]))
+    steps = [action for _, action in ordered]
+    if len(steps) == 1 and steps[0].get("type") == "fixed-response":
+        return str((steps[0].get("fixedResponse") or {}).get("statusCode", "")).startswith("4")
+    return bool(steps) and steps[0].get("type") in LOGIN_ACTIONS
+
+
+def dashboards_behind_login(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+    guarded: dict[str, set[str]] = {}
+    for rule in args.resources:
+        if rule.resource_type not in LISTENER_RULES or not (paths := _dashboard_paths(rule.props)):
+            continue
+        if not _behind_login(rule.props.get("actions") or []):
+            report_violation(f"listener rule {rule.name} serves {', '.join(sorted(paths))} without the operator "
+                             f"login first ({' or '.join(LOGIN_ACTIONS)})", rule.urn)
+        elif (listener := _dependency(rule, "listenerArn")) is not None:
+            guarded.setdefault(listener.urn, set()).update(paths)
+    for listener in args.resources:
+        forwards = any(a.get("type") == "forward" for a in listener.props.get("defaultActions") or [])
+        if listener.resource_type in LISTENERS and forwards:
+            missing = set(DASHBOARD_PATHS) - guarded.get(listener.urn, set())
+            if missing:
+                report_violation(f"listener {listener.name} forwards {', '.join(sorted(missing))} to the site "
+                                 "with no rule asking for the operator login", listener.urn)
+
+
 def s3_acl_not_public(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
     if args.resource_type == BUCKET and args.props.get("acl") in PUBLIC_ACLS:
         report_violation(f"bucket ACL {args.props['acl']!r} makes it public")
@@ -229,6 +268,12 @@ POLICIES = [
     ResourceValidationPolicy("volumes-encrypted", "Every EBS volume is encrypted.", volumes_encrypted, MANDATORY),
     ResourceValidationPolicy(
         "lb-listener-tls", "Listeners serve TLS with a modern policy, or only redirect to HTTPS.", lb_listener_tls, MANDATORY
+    ),
+    StackValidationPolicy(
+        "dashboards-behind-login",
+        "The load balancer serves /munin and /wallboard only after its operator login (OIDC/Cognito), or refuses them.",
+        dashboards_behind_login,
+        MANDATORY,
     ),
     ResourceValidationPolicy("s3-acl-not-public", "No bucket has a public ACL.", s3_acl_not_public, MANDATORY),
     StackValidationPolicy(

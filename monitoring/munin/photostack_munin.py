@@ -1,16 +1,22 @@
-"""What every photostack Munin plugin shares: typed fields, limits from the environment, `U` when down.
+"""What every photostack Munin plugin shares: typed fields, graph settings, limits from the env, `U` when down.
 
-A plugin is a python-munin script (`category`, `vlabel`, `fields`, `values()`), ending with
-`photostack_munin.main()` instead of `munin.main()`:
-- `config` is python-munin's own output (graph title from the plugin's name, category, vlabel,
-  then each field's `config()`; our `Field` adds type/min/cdef and reads its limits).
-- a fetch prints the values ourselves, because python-munin formats every value as `%0.3f`:
-  DERIVE fields need integers (rrdtool refuses "12.000"), and a value we could not read must be
-  `U` (unknown), not a crash or a made-up zero.
+A plugin is a small script that defines, at module level:
+- `title` (what the graph shows, in words), `info` (a sentence for the graph page),
+  `category` (the Munin group; `photostack` is the business overview), `vlabel`;
+- optionally `period` ("second" or "minute": DERIVE fields are rates per that period, and
+  `${graph_period}` in `vlabel` reads as it) and `scale` (False: print 0.03, never "30.00m");
+- `fields` (a list of `Field`) and `values()` (name → number, or None when unknown);
+then calls `photostack_munin.main()`.
+
+Why not python-munin (the seeds' choice): it is unmaintained since 2017, pulls `six` and
+`inflection` in, titles a graph with its file name, cannot emit `graph_info`, `graph_period`,
+`graph_scale` or field info, and formats every value as `%0.3f` (DERIVE fields need integers,
+rrdtool refuses "12.000"; an unreadable value must be `U`). What we used of it was ~10 lines.
 
 Limits and connection settings arrive as environment variables that munin-node sets from
 /etc/munin/plugin-conf.d/photostack (written by the munin_node role from the stack config):
-`<field>_warning`, `<field>_critical`, and plugin-specific ones such as `port` or `password`.
+`<field>_warning`, `<field>_critical` (Munin draws them as lines on the graph), and
+plugin-specific ones such as `port` or `password`.
 """
 
 from __future__ import annotations
@@ -18,8 +24,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Mapping
-
-import munin
+from dataclasses import dataclass, field as dataclass_field
 
 # Every plugin answers in well under munin-node's timeout: a service that does not answer within
 # this many seconds counts as down (its values are U).
@@ -28,28 +33,58 @@ TIMEOUT_S = 0.15
 Value = int | float | None
 
 
-class Field(munin.Field):
-    """A graphed value: python-munin's Field plus type, min, cdef and info; limits come from the env."""
+@dataclass
+class Field:
+    """A graphed value; its warning/critical limits come from the env (`<name>_warning`)."""
 
-    def __init__(self, name: str, label: str | None = None, type: str = "GAUGE", min: str | None = None,
-                 cdef: str | None = None, info: str | None = None, draw: str | None = None):
-        super().__init__(name, warning=os.environ.get(f"{name}_warning") or None,
-                         critical=os.environ.get(f"{name}_critical") or None)
-        self.label = label or name.replace("_", " ")
-        self.type = type
-        self.min = "0" if min is None and type in ("DERIVE", "COUNTER") else min
-        self.cdef = cdef
-        self.info = info
-        self.draw = draw
+    name: str
+    label: str | None = None
+    type: str = "GAUGE"
+    min: str | None = None
+    cdef: str | None = None
+    info: str | None = None
+    draw: str | None = None
+    warning: str | None = dataclass_field(init=False)
+    critical: str | None = dataclass_field(init=False)
 
-    def config(self) -> None:
-        """Print this field's lines of the plugin's `config` answer."""
+    def __post_init__(self) -> None:
+        self.label = self.label or self.name.replace("_", " ")
+        if self.min is None and self.type in ("DERIVE", "COUNTER"):
+            self.min = "0"  # a counter reset (Redis wiped, service restarted) is not a negative rate
+        self.warning = os.environ.get(f"{self.name}_warning") or None
+        self.critical = os.environ.get(f"{self.name}_critical") or None
+
+    def config_lines(self) -> list[str]:
+        """This field's lines of the plugin's `config` answer."""
         lines = {"label": self.label, "type": None if self.type == "GAUGE" else self.type, "min": self.min,
                  "cdef": self.cdef, "info": self.info, "draw": self.draw,
                  "warning": self.warning, "critical": self.critical}
-        for key, value in lines.items():
-            if value is not None:
-                print(f"{self.name}.{key} {value}")
+        return [f"{self.name}.{key} {value}" for key, value in lines.items() if value is not None]
+
+
+def config_lines(plugin: object) -> list[str]:
+    """The whole `config` answer of a plugin module (see the module docstring for its attributes)."""
+    fields = plugin.fields() if callable(plugin.fields) else plugin.fields
+    # A plugin without a title still graphs (under its file name); tests insist on title and info.
+    title = getattr(plugin, "title", None) or os.path.basename(sys.argv[0]).replace("_", " ")
+    scale = getattr(plugin, "scale", True)
+    # Unscaled rates get two decimals on the axis (rrdtool's default one would label 0.01 … 0.04
+    # all "0.0").
+    args = "--base 1000 --lower-limit 0" + ("" if scale else " --left-axis-format %.2lf")
+    lines = [f"graph_title {title}", f"graph_category {plugin.category}", f"graph_vlabel {plugin.vlabel}",
+             f"graph_args {args}"]
+    if getattr(plugin, "info", None):
+        lines.insert(1, f"graph_info {plugin.info}")
+    period = getattr(plugin, "period", None)
+    if period:
+        lines.append(f"graph_period {period}")
+    if not scale:
+        # Rates well under 1 would otherwise read "32.74m" (milli-), taken for millions.
+        lines += ["graph_scale no", "graph_printf %7.2lf"]
+    lines.append("graph_order " + " ".join(f.name for f in fields))
+    for f in fields:
+        lines += f.config_lines()
+    return lines
 
 
 def env(name: str, default: str = "") -> str:
@@ -80,20 +115,19 @@ def format_value(value: Value) -> str:
 
 
 def fetch_lines(values: Mapping[str, Value]) -> list[str]:
-    """The `fetch` answer for `values`, sorted like python-munin sorts it."""
+    """The `fetch` answer for `values`, sorted by field name."""
     return sorted(f"{name}.value {format_value(value)}" for name, value in values.items())
 
 
 def main() -> None:
-    """Answer `config` through python-munin, or print the values of `__main__.values()`."""
+    """Answer `config` (graph and field settings) or a fetch (the values of `__main__.values()`)."""
+    plugin = sys.modules["__main__"]
     if sys.argv[1:] == ["config"]:
-        munin.main()
+        print("\n".join(config_lines(plugin)))
         return
     if sys.argv[1:]:
         raise SystemExit(f"{os.path.basename(sys.argv[0])}: unknown argument {sys.argv[1]!r} (use 'config' or none)")
-    plugin = sys.modules["__main__"]
     print("\n".join(fetch_lines(plugin.values())))
-
 
 
 class ServiceDown(Exception):

@@ -1,5 +1,5 @@
 """munin_master: the monitoring host. Install → munin.conf (nodes, limits, pages) → dashboard builder
-→ fast health watcher."""
+→ fast health watcher → (AWS) nginx serving the Munin pages to the load balancer."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from infra.topology import Node
 from monitoring.health_watcher import Target, WatcherConfig
 from monitoring.munin_alert import munin_conf_lines
 from roles.engine.context import RoleContext
-from roles.engine.resources import DesiredState, Directory, File, Handler, Packages, Service
+from roles.engine.resources import Absent, DesiredState, Directory, File, Handler, Packages, Service
 from roles.munin_node.plugins import host_plugins, limits
 
 RESTART_WATCHER = "restart health watcher"
 RESTART_CRON_LOOP = "restart munin-cron loop"
+RELOAD_DASHBOARD = "reload the dashboard's nginx"
 
 
 @dataclass(frozen=True)
@@ -113,8 +114,23 @@ def desired(ctx: RoleContext) -> DesiredState:
         ]
         handlers.append(Handler(RESTART_CRON_LOOP, _restart(loop)))
     else:
-        resources += [Packages(("cron",)), Service.init_script("cron")]
+        resources += [Packages(("cron",)), Service.init_script("cron"), *dashboard_site(ctx)]
+        handlers.append(Handler(RELOAD_DASHBOARD, "nginx -t -q && service nginx reload"))
     return DesiredState(resources=resources, handlers=handlers)
+
+
+def dashboard_site(ctx: RoleContext) -> list:
+    """AWS: nginx serving the Munin pages to the load balancer (the one-box's nginx role serves
+    them itself, from the same host)."""
+    d = ctx.defaults("munin_master")
+    site = ctx.template("munin_master", "dashboard-site.conf.j2", port=d["munin_master_dashboard_port"],
+                        htmldir=d["munin_master_htmldir"])
+    return [
+        Packages(("nginx",)),
+        Absent("/etc/nginx/sites-enabled/default", notify=(RELOAD_DASHBOARD,)),
+        File("/etc/nginx/conf.d/photostack-munin.conf", site, notify=(RELOAD_DASHBOARD,)),
+        Service.init_script("nginx"),
+    ]
 
 
 def _restart(service: Service) -> str:

@@ -17,6 +17,7 @@ from infra.topology import Node
 from roles.engine.context import RoleContext
 from roles.postgres.cluster import all_clusters
 from roles.postgres.auth import stats_password
+from roles.rabbitmq.role import MUNIN_USER as BROKER_MUNIN_USER, munin_password as broker_munin_password
 from roles.redis.acl import MUNIN_USER, munin_password
 
 PLUGIN_DIR = Path(__file__).resolve().parents[2] / "monitoring" / "munin" / "plugins"
@@ -99,8 +100,8 @@ def host_plugins(ctx: RoleContext) -> list[PluginInstance]:
                 found.append(_instance(ctx, plugin, plugin, key=key, **redis))
     for node in host.nodes_of("rabbitmq")[:1]:  # the management API shows the whole cluster
         broker = {"url": f"http://{ctx.address(node)}:{d['munin_node_rabbitmq_management_port']}",
-                  "vhost": ctx.config.rabbitmq.vhost, "login": d["munin_node_rabbitmq_user"],
-                  "password": ctx.secret("rabbitmqPassword")}
+                  "vhost": ctx.config.rabbitmq.vhost, "login": BROKER_MUNIN_USER,
+                  "password": broker_munin_password(ctx.secret("rabbitmqPassword"))}
         found.append(_instance(ctx, "rabbitmq", "rabbitmq", **broker))
         found.append(_instance(ctx, "celery", "celery", **broker))
     return found

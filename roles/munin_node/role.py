@@ -29,11 +29,15 @@ def venv(ctx: RoleContext) -> list:
     path = d["munin_node_venv"]
     wanted = f"{path}.requirements.txt"
     built = f"{path}/.photostack-requirements.txt"  # copied in only after a successful install
+    pins = requirements(d["munin_node_python_packages"])
+    digest = hashlib.sha256(pins.encode()).hexdigest()
     return [
         Packages(("python3-venv",)),
         Directory(path.rsplit("/", 1)[0]),
-        File(wanted, requirements(d["munin_node_python_packages"])),
-        Command(f"venv {path}", unless=f"cmp -s {wanted} {built}",
+        File(wanted, pins),
+        # Compared with the wanted pins themselves, not with the file above: every check runs
+        # before anything changes, so a file written in the same converge would be seen too late.
+        Command(f"venv {path}", unless=f'[ "$(sha256sum < {built} 2>/dev/null | cut -d" " -f1)" = {digest} ]',
                 # Debian's python3 by full path: a login PATH may find another (e.g. pyenv under /root,
                 # which the plugins' user cannot read).
                 run=f"rm -rf {path} && /usr/bin/python3 -m venv {path} && {path}/bin/pip install -q -r {wanted} "

@@ -4,6 +4,7 @@ vhost, app user, no guest (→ mirroring policy when clustered)."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import shlex
 
@@ -29,6 +30,11 @@ CTL = f"{READY} && rabbitmqctl -q"
 # Checks ask the management API (one curl, ~10 ms) instead of rabbitmqctl (an Erlang VM start,
 # ~0.6 s each): the app user's credentials sit in a root-only curl config, never on a command line.
 CURL_CONFIG = "/etc/rabbitmq/photostack-api.curl"
+# Munin's login: tag `monitoring` (reads the stats of every vhost through the management API's
+# listings) and no permission on any vhost, so it can neither publish nor consume. Its own curl
+# config proves its password in the converge check.
+MUNIN_USER = "munin"
+MUNIN_CURL_CONFIG = "/etc/rabbitmq/photostack-munin-api.curl"
 # epmd outlives the node; stopped with it, it comes back with the current env (addresses).
 KILL_EPMD = "epmd -kill >/dev/null 2>&1 || true"
 
@@ -43,6 +49,12 @@ def erlang_cookie(secret: str) -> str:
     hosts only: the cookie gives full control of every node, the app's broker login must not).
     Hex, so any secret makes a cookie Erlang accepts."""
     return hashlib.sha256(f"photostack-erlang-cookie:{secret}".encode()).hexdigest().upper()[:40]
+
+
+def munin_password(app_password: str) -> str:
+    """The monitoring login's password, derived from the app's broker password (HMAC): the
+    munin plugin config then holds a login that reads statistics only."""
+    return hmac.new(app_password.encode(), b"photostack-rabbitmq-munin", "sha256").hexdigest()
 
 
 COOKIE = "/var/lib/rabbitmq/.erlang.cookie"
@@ -128,6 +140,18 @@ def desired(ctx: RoleContext) -> DesiredState:
                 # Answering proves the password and the tag, both set by the same command as the
                 # permissions (reading permissions back takes an administrator).
                 unless=f"{api_get}/whoami | grep -qF '\"monitoring\"'",
+            ),
+            File(MUNIN_CURL_CONFIG, f"user = {double_quoted(f'{MUNIN_USER}:{munin_password(password)}')}\n",
+                 mode=0o600, sensitive=True),
+            Command(
+                f"user {MUNIN_USER}",
+                run=(
+                    f"pw={q(munin_password(password))}; "
+                    f"{{ printf %s \"$pw\" | rabbitmqctl add_user {MUNIN_USER} || printf %s \"$pw\" | rabbitmqctl change_password {MUNIN_USER}; }} "
+                    f"&& rabbitmqctl set_user_tags {MUNIN_USER} monitoring"
+                ),
+                sensitive=True,
+                unless=f"curl -sf -K {MUNIN_CURL_CONFIG} {api}/whoami | grep -qF '\"monitoring\"'",
             ),
             Command(
                 "no guest user",

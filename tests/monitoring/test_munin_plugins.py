@@ -58,12 +58,36 @@ def test_photos_per_second_counts_the_photos_posted_in_a_window(redis_port):
 
 def test_counter_fields_are_derive_with_limits_from_the_environment():
     config, _ = run_plugin("photos_per_second", "config", env={"photos_warning": "50", "photos_critical": "100"})
-    assert "graph_title Photos Per Second" in config
+    assert "graph_title Photos posted per second" in config
     assert "graph_category photostack" in config
     for line in ("photos.type DERIVE", "photos.min 0", "photos.warning 50", "photos.critical 100"):
         assert line in config.splitlines()
     signups, _ = run_plugin("signups_per_minute", "config")
-    assert "signups.cdef signups,60,*" in signups.splitlines()
+    assert {"graph_period minute", "graph_vlabel sign-ups / ${graph_period}"} <= set(signups.splitlines())
+
+
+@pytest.mark.parametrize("plugin", sorted(DOWN))
+def test_every_graph_says_what_it_shows_and_rates_read_as_plain_numbers(plugin, tmp_path):
+    link = {"redis_": "redis_primary", "gunicorn_": "gunicorn_app_0", "postgres_connections_": "postgres_connections_0_primary",
+            "postgres_replication_": "postgres_replication_0_replica1"}.get(plugin)
+    config, _ = run_plugin(plugin, "config", env=DOWN[plugin], link_as=link, tmp=tmp_path)
+    settings = dict(line.split(" ", 1) for line in config.splitlines())
+    assert len(settings["graph_title"]) > 10 and len(settings["graph_info"]) > 30, settings
+    if link:  # a wildcard plugin names its instance
+        assert link.removeprefix(plugin) in settings["graph_title"]
+    fields = settings["graph_order"].split()
+    assert all(settings.get(f"{f}.label") and settings.get(f"{f}.info") for f in fields), settings
+    rates = [settings.get(f"{f}.type") == "DERIVE" for f in fields]
+    if any(rates):  # a rate: per second or per minute, said in the label
+        assert settings["graph_period"] in ("second", "minute") and "${graph_period}" in settings["graph_vlabel"]
+    if all(rates):  # rates only: never "32.74m" for 0.03274
+        assert settings["graph_scale"] == "no"
+
+
+def test_the_business_overview_holds_the_business_graphs():
+    overview = {p.name for p in PLUGINS.iterdir()
+                if "graph_category photostack" in run_plugin(p.name, "config", env=DOWN[p.name])[0]}
+    assert overview == {"photos_per_second", "likes_per_second", "signups_per_minute", "nginx", "rabbitmq"}
 
 
 def test_redis_plugin_reads_a_live_instance(redis_port, tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from infra.config import load_stack_config
@@ -10,7 +12,7 @@ from infra.shardstore import Primaries, primaries_store
 from roles.engine.context import RoleContext
 from roles.engine.resources import Command, File, Service
 from roles.munin_master.role import desired as master_desired
-from roles.munin_master.role import munin_hosts, watcher_config
+from roles.munin_master.role import dashboard_site, munin_hosts, watcher_config
 from roles.munin_node.plugins import host_plugins
 from roles.munin_node.role import desired as node_desired
 from roles.munin_node.role import requirements
@@ -64,7 +66,7 @@ def test_munin_node_conf_binds_loopback_and_secrets_stay_root_only():
 
 
 def test_venv_pins_come_from_pyproject():
-    assert requirements(["python-munin", "pagerduty"]) == "python-munin==0.3.2\npagerduty==7.2.0\n"
+    assert requirements(["pyyaml", "pagerduty"]) == "pyyaml==6.0.3\npagerduty==7.2.0\n"
 
 
 def test_munin_conf_polls_every_host_with_limits_and_pages_through_the_pipeline():
@@ -106,3 +108,26 @@ def test_replication_lag_follows_a_failover():
     assert "postgres_replication_0_replica1" not in plugins
     assert plugins["postgres_replication_0_primary"].items() >= {"port": "5434", "replica": "shard0"}.items()
     assert plugins["postgres_replication_1_replica1"]["port"] == "5435"  # shard 1 untouched
+
+
+def test_on_aws_the_monitoring_host_serves_the_munin_pages_to_the_load_balancer():
+    ctx = onebox_context()
+    aws = replace(ctx, config=ctx.config.model_copy(update={"target": "aws"}))
+    files = {r.path: r.content for r in dashboard_site(aws) if isinstance(r, File)}  # what desired() adds on AWS
+    site = files["/etc/nginx/conf.d/photostack-munin.conf"]
+    assert "listen 80 default_server;" in site and "alias /var/cache/munin/www/;" in site
+    assert "return 404;" in site  # nothing but the Munin pages
+    # The one-box's own nginx role serves /munin/: no second nginx site there.
+    assert "/etc/nginx/conf.d/photostack-munin.conf" not in {r.path for r in master_desired(ctx).resources
+                                                            if isinstance(r, File)}
+
+
+def test_the_venv_is_rebuilt_when_the_pins_change_in_the_same_converge_that_writes_them():
+    import hashlib
+
+    state = node_desired(onebox_context())
+    wanted = next(r for r in state.resources if isinstance(r, File) and r.path == "/opt/photostack/venv.requirements.txt")
+    venv = next(r for r in state.resources if isinstance(r, Command) and r.name == "venv /opt/photostack/venv")
+    # The check reads the built venv's record only (facts are gathered before the pins file is written).
+    assert hashlib.sha256(wanted.content.encode()).hexdigest() in venv.unless
+    assert "venv.requirements.txt" not in venv.unless
