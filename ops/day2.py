@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ops import failover as fo
-from ops import maintenance, overview, rollout
+from ops import maintenance, overview, reshard, rollout, shard_cli
 from ops.lock import LockHeld
 from ops.remote import StepFailed
 from ops.stack import Stack
@@ -88,7 +88,8 @@ def _roll(run, verb: str) -> None:
 
 def status(ctx: typer.Context, stack: StackName = None) -> None:
     """Services, every paging alert's current value, shard roles, app health, lock, open alerts."""
-    view = overview.overview(_stack(ctx, stack))
+    loaded = _stack(ctx, stack)
+    view = overview.overview(loaded)
     services = Table("host", "role", "service", "state", title="services")
     for host, role, name, state in view.services:
         services.add_row(host, role, name, f"[green]{state}[/]" if state == "up" else f"[red]{state}[/]")
@@ -104,6 +105,7 @@ def status(ctx: typer.Context, stack: StackName = None) -> None:
         readings.add_row(r.host, f"{r.plugin}.{r.field}", r.value, r.warning, r.critical,
                          f"[{colours[r.state]}]{r.state}[/]", r.runbook)
     console.print(readings)
+    console.print(shard_cli.map_table(reshard.stored_map(loaded), reshard.pending(loaded)))
     for node, answer in view.health:
         console.print(f"health {node}: {answer}", highlight=False)
     console.print(f"deploy lock: {view.lock or 'free'}", highlight=False)
