@@ -11,6 +11,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,19 +79,34 @@ class PgPair:
                 raise TimeoutError(f"logical shard {logical}: initial copy not done")
             time.sleep(0.1)
 
-    def cut_over(self, logical: int, timeout_s: float = 30) -> int:
+    def cut_over(self, logical: int, timeout_s: float = 30, trace: bool = False) -> int:
         """Freeze → caught up (rows and checksums equal) → sequence advanced; the source's last id
         value. (ops/reshard.py `_cut_over` then flips and writes the map.)"""
+        marks = [time.monotonic()]
         self.psql(self.source, sql.freeze_sql(logical))
+        marks.append(time.monotonic())
         names = self.value(self.source, sql.tables(logical)).split(",")
-        want = self.value(self.source, sql.checksums(logical, names))
+        with ThreadPoolExecutor(max_workers=1) as pool:  # as ops/reshard.py `_caught_up`
+            source = pool.submit(self.value, self.source, sql.checksums(logical, names))
+            seen = self.value(self.target, sql.checksums(logical, names))
+            want = source.result()
+        marks.append(time.monotonic())
         deadline = time.monotonic() + timeout_s
-        while self.value(self.target, sql.checksums(logical, names)) != want:
+        polls = 1
+        while seen != want:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"logical shard {logical}: target differs from the frozen source")
+            polls += 1
             time.sleep(0.02)
+            seen = self.value(self.target, sql.checksums(logical, names))
+        marks.append(time.monotonic())
         last = int(self.value(self.source, sql.last_id_sql(logical)))
         self.psql(self.target, sql.advance_sequence_sql(logical, last))
+        marks.append(time.monotonic())
+        if trace:
+            steps = ("freeze", "checksums on both sides", f"more polls until equal ({polls})", "sequence")
+            print(f"  cut-over {logical}: " + ", ".join(f"{name} {b - a:.2f}s" for name, a, b in
+                                                         zip(steps, marks, marks[1:])))
         return last
 
     def clean(self, logical: int) -> None:
