@@ -32,7 +32,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from infra.records import record
 from infra.sharding import ShardMap, ranges, schema_name
@@ -121,8 +121,8 @@ def remove_shard(stack: Stack, progress: Progress = lambda _: None) -> ShardMap:
         _check_no_move(stack)
         last = current.physical_shards - 1
         # The clusters of the shard being removed exist only in a topology that still has it.
-        old = Stack(stack.name, replace(stack.config, postgres=replace(stack.config.postgres,
-                                                                       physical_shards=current.physical_shards)))
+        old = Stack(stack.name, stack.config.model_copy(update={"postgres": stack.config.postgres.model_copy(
+            update={"physical_shards": current.physical_shards})}))
         old.local = stack.local
         for member in reversed(members(old, last)):  # replicas first: the primary holds their slots
             progress(f"drop cluster {member.cluster.name}")
