@@ -82,10 +82,10 @@ class MoveResult:
 # --- physical shards ---------------------------------------------------------------------------
 
 def stored_map(stack: Stack) -> ShardMap:
-    """The stored map as it is (created from the config if none is stored yet)."""
-    store = shard_map_store(stack.config, stack.name)
-    found = store.load()
-    return found if found is not None else store.load_or_create(stack.config)
+    """The stored map as it is; the initial one from the config while none is stored (the first
+    converge stores it), so that reading it changes nothing."""
+    found = shard_map_store(stack.config, stack.name).load()
+    return found if found is not None else ShardMap.initial(stack.config)
 
 
 def add_shard(stack: Stack, progress: Progress = lambda _: None) -> ShardMap:

@@ -123,3 +123,17 @@ def test_a_write_refused_during_a_cut_over_is_a_503_to_retry():
 def test_shard_commands_refuse_bad_input_with_one_line(args, message):
     result = CliRunner().invoke(ops_app, args)
     assert result.exit_code == 2 and message in result.output
+
+
+def test_status_shows_logical_ranges_per_physical_shard_and_the_moves_in_progress():
+    from rich.console import Console
+
+    from ops.shard_cli import map_table
+
+    shard_map = ShardMap.initial(_config(2)).grown().moved(31, 2)
+    console = Console(width=120, record=True)
+    console.print(map_table(shard_map, {"moves": [[30, 0, 2], [29, 0, 2]], "step": "copy"}))
+    text = console.export_text()
+    assert "shard map v2" in text
+    assert "0-30" in text and "32-63" in text and "shard2" in text
+    assert "30: shard0 → shard2" in text and "waiting" in text
