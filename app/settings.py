@@ -27,6 +27,7 @@ MIDDLEWARE = [
     "app.security.middleware",  # same-origin and JSON-only writes, Secure cookies over TLS
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "app.shards.MovingShardMiddleware",  # 503 + Retry-After while a write's logical shard moves
 ]
 DATABASES: dict = {}  # shard data is raw SQL through app/shards.py
 

@@ -17,6 +17,10 @@ looking a username up is one indexed query on one shard — no separate index sh
 two-phase write at sign-up. The price: usernames cannot be renamed in place (a rename would be
 a move to another shard); photostack has no renames.
 
+The map is re-read when its file changes (checked with one stat per `router()` call, a few
+microseconds): a move's flip rewrites /etc/photostack/shardmap.json on every host, and every
+process routes by the new map from its next request on, without a restart. Pools stay open.
+
 Connections: one psycopg_pool per physical shard database (pgbouncer `shard{n}`), autocommit,
 `prepare_threshold=None` (pgbouncer transaction pooling: no server-side prepared statements, no
 session state; every table name is schema-qualified).
@@ -26,9 +30,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -53,13 +59,33 @@ def username_shard(username: str, logical_shards: int) -> int:
 class ShardRouter:
     """Maps ids and usernames to schemas and pooled connections of their physical shard."""
 
-    def __init__(self, shard_map: ShardMap, dsn_for_db: Callable[[str], str], epoch_ms: int, pool_max: int = 8) -> None:
+    def __init__(self, shard_map: ShardMap, dsn_for_db: Callable[[str], str], epoch_ms: int, pool_max: int = 8,
+                 source: Path | None = None) -> None:
         self.shard_map = shard_map
+        self.source = source  # the map's file, re-read when it changes (None: a fixed map)
+        self._seen: tuple[int, int, int] | None = None  # so the first refresh reads the file once more
         self.epoch_ms = epoch_ms
         self._dsn_for_db = dsn_for_db
         self._pool_max = pool_max
         self._pools: dict[int, ConnectionPool] = {}
         self._lock = threading.Lock()
+
+    def refresh(self) -> None:
+        """Route by the map file's new contents if it changed since it was read (a move's flip).
+        A file that cannot be read or parsed keeps the map in use: it is replaced atomically, so
+        that only happens while an operator breaks it by hand."""
+        if self.source is None:
+            return
+        stamp = _file_stamp(self.source)
+        if stamp == self._seen:
+            return
+        try:
+            shard_map = ShardMap.from_json(self.source.read_text())
+        except (OSError, ValueError, KeyError):
+            return
+        with self._lock:
+            self.shard_map = shard_map
+            self._seen = stamp
 
     def logical_of(self, object_id: int) -> int:
         """The logical shard encoded in an id; NotFound if no shard could hold it (a made-up id)."""
@@ -136,6 +162,15 @@ class ShardRouter:
             self._pools.clear()
 
 
+def _file_stamp(path: Path) -> tuple[int, int, int] | None:
+    """What changes when the file is replaced or rewritten."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
 def load_shard_map(config: AppConfig) -> ShardMap:
     """The stored shard map named by PHOTOSTACK_SHARDMAP."""
     return ShardMap.from_json(config.shardmap_path.read_text())
@@ -144,9 +179,16 @@ def load_shard_map(config: AppConfig) -> ShardMap:
 _router_lock = threading.Lock()
 
 
-@functools.cache
 def router() -> ShardRouter:
-    """This process's shard router (pools open lazily, so it is safe to create before a fork)."""
+    """This process's shard router (pools open lazily, so it is safe to create before a fork),
+    routing by the newest shard map on disk."""
+    shard_router = _router()
+    shard_router.refresh()
+    return shard_router
+
+
+@functools.cache
+def _router() -> ShardRouter:
     with _router_lock:  # functools.cache alone may build two routers in racing threads
         return _build_router()
 
@@ -154,4 +196,35 @@ def router() -> ShardRouter:
 @functools.lru_cache(maxsize=1)
 def _build_router() -> ShardRouter:
     config = app_config()
-    return ShardRouter(load_shard_map(config), config.physical_dsn, config.id_epoch_ms, config.db_pool_max)
+    return ShardRouter(load_shard_map(config), config.physical_dsn, config.id_epoch_ms, config.db_pool_max,
+                       source=config.shardmap_path)
+
+
+# How long a client should wait before retrying a write to a moving logical shard: the cut-over
+# (runbooks/reshard.md) pauses its writes for about a second.
+MOVING_RETRY_AFTER_S = 1
+
+
+class MovingShardMiddleware:
+    """Answers 503 + Retry-After to a write refused because its logical shard is being moved.
+
+    A move's cut-over revokes the app's INSERT/UPDATE/DELETE on the moving schema (ops/reshard.py):
+    that stops every write to that one logical shard, from every app host and every stale
+    router, at the database, while reads and every other logical shard carry on. The app holds
+    these privileges at all other times, so "permission denied" means a cut-over in progress.
+    """
+
+    def __init__(self, get_response: Callable) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception: Exception):
+        if not isinstance(exception, psycopg.errors.InsufficientPrivilege):
+            return None
+        from django.http import JsonResponse  # the router itself is used outside Django too
+
+        response = JsonResponse({"error": "this account's data is being moved; retry in a moment"}, status=503)
+        response["Retry-After"] = str(MOVING_RETRY_AFTER_S)
+        return response

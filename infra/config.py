@@ -231,10 +231,11 @@ class Postgres(Model):
 
     @model_validator(mode="after")
     def _shards_divide(self) -> Postgres:
-        if self.logical_shards % self.physical_shards:
+        # Not a multiple: physical shards grow one at a time (`ops shard add`), 64 over 3 is fine.
+        if self.logical_shards < self.physical_shards:
             raise ValueError(
-                f"logicalShards ({self.logical_shards}) must be a multiple of "
-                f"physicalShards ({self.physical_shards})"
+                f"logicalShards ({self.logical_shards}) must be at least "
+                f"physicalShards ({self.physical_shards}): every physical shard holds a logical one"
             )
         return self
 
@@ -501,10 +502,6 @@ class StackConfig(Model):
         if problem := admin_cidrs_problem(value):
             raise ValueError(problem)
         return value
-
-    @property
-    def logical_shards_per_physical(self) -> int:
-        return self.postgres.logical_shards // self.postgres.physical_shards
 
 
 def _location(loc: tuple[Any, ...]) -> str:

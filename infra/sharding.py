@@ -40,13 +40,17 @@ class ShardMap:
 
     placement: tuple[int, ...]  # index = logical shard, value = physical shard
     physical_shards: int
+    # Raised by every change (a move's flip, an added or removed physical shard): hosts and
+    # `ops status` tell which map they hold, and a stale copy is visible.
+    version: int = 0
 
     @classmethod
     def initial(cls, config: StackConfig) -> ShardMap:
-        """Contiguous ranges of logical shards per physical shard (only used when no map is stored)."""
-        per = config.logical_shards_per_physical
+        """Contiguous ranges of logical shards per physical shard, as even as the counts allow
+        (only used when no map is stored)."""
         pg = config.postgres
-        return cls(tuple(i // per for i in range(pg.logical_shards)), pg.physical_shards)
+        return cls(tuple(i * pg.physical_shards // pg.logical_shards for i in range(pg.logical_shards)),
+                   pg.physical_shards)
 
     @property
     def logical_shards(self) -> int:
@@ -64,7 +68,38 @@ class ShardMap:
             raise ValueError(f"physical shard {physical} does not exist (0..{self.physical_shards - 1})")
         placement = list(self.placement)
         placement[logical] = physical
-        return ShardMap(tuple(placement), self.physical_shards)
+        return ShardMap(tuple(placement), self.physical_shards, self.version + 1)
+
+    def grown(self) -> ShardMap:
+        """The map with one more physical shard, which holds no logical shard yet."""
+        return ShardMap(self.placement, self.physical_shards + 1, self.version + 1)
+
+    def shrunk(self) -> ShardMap:
+        """The map without its last physical shard, which must hold no logical shard any more."""
+        last = self.physical_shards - 1
+        if held := self.logical_on(last):
+            raise ValueError(f"physical shard {last} still holds {len(held)} logical shards "
+                             f"({ranges(held)}); move them off first")
+        if last == 0:
+            raise ValueError("physical shard 0 is the last one; a stack keeps at least one")
+        return ShardMap(self.placement, last, self.version + 1)
+
+    def rebalanced(self) -> list[tuple[int, int]]:
+        """(logical, target physical) moves that leave every physical shard within one logical
+        shard of the others, moving the fewest: from the fullest shard its highest-numbered
+        logical shards go to the emptiest shard, one at a time."""
+        counts = {p: len(self.logical_on(p)) for p in range(self.physical_shards)}
+        held = {p: self.logical_on(p) for p in range(self.physical_shards)}
+        moves = []
+        while True:
+            fullest = max(counts, key=lambda p: (counts[p], -p))
+            emptiest = min(counts, key=lambda p: (counts[p], p))
+            if counts[fullest] - counts[emptiest] <= 1:
+                return moves
+            logical = held[fullest].pop()
+            moves.append((logical, emptiest))
+            counts[fullest] -= 1
+            counts[emptiest] += 1
 
     def disagreements(self, config: StackConfig, where: str) -> list[str]:
         """One line per count the stack config states differently from this stored map (`where`
@@ -78,13 +113,17 @@ class ShardMap:
         if self.physical_shards != config.postgres.physical_shards:
             problems.append(f"photostack:postgres.physicalShards: the stored shard map ({where}) has "
                             f"{self.physical_shards} physical shards but the config says "
-                            f"{config.postgres.physical_shards}; put the stored count back in the config "
-                            "(physical shards change only by moving logical shards onto new ones)")
+                            f"{config.postgres.physical_shards}; "
+                            + ("run `ops shard add` to add it" if config.postgres.physical_shards == self.physical_shards + 1
+                               else "run `ops shard remove` to remove the last one (once it is empty)"
+                               if config.postgres.physical_shards == self.physical_shards - 1
+                               else "physical shards are added or removed one at a time (`ops shard add`/`remove`)"))
         return problems
 
     def to_json(self) -> str:
         return json.dumps(
-            {"logical_shards": self.logical_shards, "physical_shards": self.physical_shards, "placement": list(self.placement)}
+            {"logical_shards": self.logical_shards, "physical_shards": self.physical_shards, "version": self.version,
+             "placement": list(self.placement)}
         )
 
     @classmethod
@@ -93,7 +132,10 @@ class ShardMap:
         placement = tuple(int(p) for p in data["placement"])
         if len(placement) != data["logical_shards"]:
             raise ValueError("shard map is corrupt: placement length differs from logical_shards")
-        return cls(placement, int(data["physical_shards"]))
+        physical = int(data["physical_shards"])
+        if any(not 0 <= p < physical for p in placement):
+            raise ValueError(f"shard map is corrupt: a logical shard is placed outside 0..{physical - 1}")
+        return cls(placement, physical, int(data.get("version", 0)))  # maps stored before versions: 0
 
     @classmethod
     def load_or_create(cls, path: Path, config: StackConfig) -> ShardMap:
@@ -108,6 +150,17 @@ class ShardMap:
         tmp.write_text(shard_map.to_json())
         os.replace(tmp, path)
         return shard_map
+
+
+def ranges(logical: list[int]) -> str:
+    """Logical shard numbers as compact ranges: [0, 1, 2, 5] → "0-2, 5"."""
+    parts: list[tuple[int, int]] = []
+    for n in sorted(logical):
+        if parts and parts[-1][1] == n - 1:
+            parts[-1] = (parts[-1][0], n)
+        else:
+            parts.append((n, n))
+    return ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in parts)
 
 
 def next_id_sql(schema: str, logical: int, epoch_ms: int) -> str:

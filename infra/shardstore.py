@@ -37,6 +37,10 @@ class ShardMapStore(Protocol):
         """The stored map; the initial one from `config` is stored first if none exists."""
         ...
 
+    def load(self) -> ShardMap | None:
+        """The stored map as it is (None when none is stored), whatever the config says."""
+        ...
+
     def save(self, shard_map: ShardMap) -> None:
         """Store a changed map (after a move)."""
         ...
@@ -54,6 +58,9 @@ class FileShardMapStore:
 
     def load_or_create(self, config: StackConfig) -> ShardMap:
         return ShardMap.load_or_create(self.path, config)
+
+    def load(self) -> ShardMap | None:
+        return ShardMap.from_json(self.path.read_text()) if self.path.exists() else None
 
     def check(self, config: StackConfig) -> None:
         """Raise one line per count the config states differently from the stored map (if any)."""
@@ -77,7 +84,7 @@ class SsmShardMapStore:
         self.ssm = client or boto3.client("ssm", region_name=region)
 
     def load_or_create(self, config: StackConfig) -> ShardMap:
-        stored = self._load()
+        stored = self.load()
         if stored is None:
             shard_map = ShardMap.initial(config)
             self.ssm.put_parameter(Name=self.name, Value=pack_shard_map(shard_map), Type="String", Overwrite=False)
@@ -88,11 +95,11 @@ class SsmShardMapStore:
 
     def check(self, config: StackConfig) -> None:
         """Raise one line per count the config states differently from the stored map (if any)."""
-        stored = self._load()
+        stored = self.load()
         if stored is not None and (problems := stored.disagreements(config, f"SSM {self.name}")):
             raise ConfigError(problems)
 
-    def _load(self) -> ShardMap | None:
+    def load(self) -> ShardMap | None:
         try:
             value = self.ssm.get_parameter(Name=self.name)["Parameter"]["Value"]
         except self.ssm.exceptions.ParameterNotFound:

@@ -155,6 +155,9 @@ def status(ctx: typer.Context, stack: StackName = None, json_: JsonOption = Fals
         readings.add_row(r.host, f"{r.plugin}.{r.field}", r.value, r.warning, r.critical,
                          f"[{colours[r.state]}]{r.state}[/]", r.runbook)
     console.print(readings)
+    from ops import reshard, shard_cli
+
+    console.print(shard_cli.map_table(reshard.stored_map(loaded), reshard.pending(loaded)))
     for node, answer in view.health:
         console.print(f"health {node}: {answer}", highlight=False)
     console.print(f"deploy lock: {view.lock or 'free'}", highlight=False)

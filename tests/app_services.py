@@ -294,10 +294,10 @@ def running_stack(with_worker: bool = True) -> Iterator[AppStack]:
             stack.procs["worker"] = start_worker(stack)
         yield stack
     finally:
-        from app.shards import router
+        from app.shards import _router
 
-        if router.cache_info().currsize:
-            router().close()
+        if _router.cache_info().currsize:  # a router was built: close its pools
+            _router().close()
         for proc in reversed(stack.procs.values()):  # reverse start order: clients before servers
             _kill_group(proc)
         _stop_postgres(stack)

@@ -77,7 +77,7 @@ BAD_CONFIGS = [
     ("unknown_target", _set(ONEBOX, "photostack:target", "gcp"), "photostack:target", "'aws' or 'onebox'"),
     ("missing_target", _drop(ONEBOX, "photostack:target"), "photostack:target", "missing"),
     ("missing_postgres", _drop(ONEBOX, "photostack:postgres"), "photostack:postgres", "missing"),
-    ("shards_do_not_divide", _set(ONEBOX, "photostack:postgres.physicalShards", 3), "photostack:postgres", "multiple"),
+    ("more_physical_than_logical_shards", _set(ONEBOX, "photostack:postgres.physicalShards", 65), "photostack:postgres", "at least"),
     ("shards_overflow_13_bits", _set(_set(ONEBOX, "photostack:postgres.logicalShards", 16384), "photostack:postgres.physicalShards", 2),
      "photostack:postgres.logicalShards", "13-bit"),
     ("zero_physical_shards", _set(ONEBOX, "photostack:postgres.physicalShards", 0), "photostack:postgres.physicalShards", "greater than or equal"),

@@ -350,3 +350,21 @@ def test_components_use_photostack_type_tokens_and_parent_their_children():
     component_urns = {r.urn for r in components}
     orphans = [r.name for r in plan.resources if r.custom and r.parent not in component_urns]
     assert orphans == []
+
+
+def test_a_physical_shard_added_in_the_config_adds_its_instances_and_keeps_the_others():
+    """`ops shard add` on AWS starts from `pulumi up` with one more physical shard: the program
+    adds that shard's primary and replica (with their data volumes), and every existing node
+    keeps its name, so no existing instance is replaced."""
+    config = load_stack_config("staging")
+    grown = config.model_copy(update={"postgres": config.postgres.model_copy(
+        update={"physical_shards": config.postgres.physical_shards + 1})})
+    before, after = plan_of("staging"), run_plan(grown, "staging")
+    names = lambda plan: {r.inputs["tags"][TAG_NODE] for r in plan.of_type(INSTANCE)  # noqa: E731
+                          if r.inputs["tags"][TAG_ROLE] != "bastion"}
+    added = names(after) - names(before)
+    assert names(before) <= names(after)
+    assert added == {n.name for n in nodes(grown) if n.role == "postgres" and n.attrs["shard"] == 2}
+    assert len(added) == grown.postgres.replicas_per_shard + 1
+    volumes = [r for r in after.resources if r.type == "aws:ebs/volume:Volume"]
+    assert len(volumes) == len([n for n in nodes(grown) if n.role == "postgres"])

@@ -27,6 +27,8 @@ def migrated(ctx: RoleContext) -> str:
     shard_map = stored_shard_map(ctx.config, ctx.stack)
     checks = []
     for physical in range(shard_map.physical_shards):
+        if not shard_map.logical_on(physical):
+            continue  # a physical shard just added holds nothing to migrate yet
         counts = " UNION ALL ".join(f"SELECT count(*) c FROM {schema_name(n)}.schema_migrations"
                                     for n in shard_map.logical_on(physical))
         checks.append(f'[ "$({app_psql(ctx)} -d {physical_db(physical)} -c "SELECT min(c) FROM ({counts}) t")" = {count} ]')
