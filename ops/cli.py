@@ -11,7 +11,7 @@ from rich.console import Console
 from infra.config import ConfigError
 from infra.inventory import select
 from infra.secrets import SecretStore
-from ops import alerting, day2, plan, report
+from ops import alerting, day2, plan, recovery, report
 from ops.stack import Stack
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -105,7 +105,7 @@ def secret_set(ctx: typer.Context, name: str) -> None:
 
 
 # Commands of each area live in their own module and register themselves here.
-for area in (alerting, day2, plan):
+for area in (alerting, day2, plan, recovery):
     area.register(app)
 
 

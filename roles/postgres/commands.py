@@ -130,9 +130,13 @@ def fence(cluster: Cluster) -> str:
 
 def promote(cluster: Cluster, timeout_s: int = 30) -> str:
     """Promote a streaming replica to primary and wait until it accepts writes."""
+    return f"{ctl(cluster, 'promote')} && {wait_writable(cluster, timeout_s)}"
+
+
+def wait_writable(cluster: Cluster, timeout_s: int) -> str:
+    """Wait until the cluster is out of recovery (promoted) and accepts writes."""
     writable = psql_is_true(cluster, "SELECT NOT pg_is_in_recovery()")
     return (
-        f"{ctl(cluster, 'promote')} && "
         f"for i in $(seq {timeout_s * 10}); do {writable} && exit 0; sleep 0.1; done; "
         f"echo '{cluster.name} still in recovery after {timeout_s}s' >&2; exit 1"
     )
