@@ -169,23 +169,27 @@ def archived_until(stack: Stack, member: fo.Member) -> datetime:
     return before
 
 
-def check_target(stack: Stack, member: fo.Member, target: Target, backups: ShardBackups) -> None:
-    """Refuse a time the archive cannot reach (pgBackRest would silently restore to its end) or
-    that precedes every backup."""
+def check_target(stack: Stack, member: fo.Member, target: Target, backups: ShardBackups, log: fo.StepLog) -> None:
+    """Archive the primary's current WAL first (any target: a restore point or the latest commit
+    may still sit in an unfinished segment), then refuse a time the archive cannot reach
+    (pgBackRest would silently restore to its end) or one before every backup."""
     if not backups.backups:
         raise RestoreRefused(f"shard {backups.shard}: no backup in the repository (run `ops backup --shard {backups.shard}`)")
-    if target.kind != "time":
-        return
-    when = datetime.strptime(target.value, "%Y-%m-%d %H:%M:%S.%f+00").replace(tzinfo=UTC)
-    if when < backups.backups[0].stopped:
-        raise RestoreRefused(f"--to {when:%Y-%m-%d %H:%M:%S}Z is before the oldest backup "
-                             f"({backups.backups[0].stopped:%Y-%m-%d %H:%M:%S}Z)")
+    when = None
+    if target.kind == "time":
+        when = datetime.strptime(target.value, "%Y-%m-%d %H:%M:%S.%f+00").replace(tzinfo=UTC)
+        if when < backups.backups[0].stopped:
+            raise RestoreRefused(f"--to {when:%Y-%m-%d %H:%M:%S}Z is before the oldest backup "
+                                 f"({backups.backups[0].stopped:%Y-%m-%d %H:%M:%S}Z)")
     try:
         until = archived_until(stack, member)
     except StepFailed as exc:
-        raise RestoreRefused(f"cannot confirm the archive reaches --to (primary did not archive: {exc}); "
-                             "use --latest") from exc
-    if when > until:
+        if when is not None:
+            raise RestoreRefused(f"cannot confirm the archive reaches --to (the primary did not archive: {exc}); "
+                                 "use --latest") from exc
+        log.warnings.append(f"the primary did not archive its current WAL ({exc}); restoring what the archive holds")
+        return
+    if when is not None and when > until:
         raise RestoreRefused(f"--to {when:%Y-%m-%d %H:%M:%S}Z is after the last archived WAL "
                              f"(archived up to {until:%Y-%m-%d %H:%M:%S}Z)")
 
@@ -206,9 +210,12 @@ def side_cluster_script(version: int, name: str, restore: str) -> str:
         f"if [ -e /etc/postgresql/{version}/{name} ] || [ -e {data} ]; then echo 'cluster {name} exists already' >&2; exit 2; fi",
         f"used=$(pg_lsclusters -h | awk '{{print $3}}')",
         f"port={SIDE_BASE_PORT}; while echo \"$used\" | grep -qx $port || pg_isready -q -h /var/run/postgresql -p $port; do port=$((port + 1)); done",
-        f"pg_createcluster {version} {name} --port $port --locale C.UTF-8 -- --auth-local=peer >/dev/null",
+        f"pg_createcluster {version} {name} --port $port --locale C.UTF-8 -- --auth-local=peer --auth-host=scram-sha-256 "
+        "> /dev/null 2>&1 || { echo 'pg_createcluster failed' >&2; exit 1; }",
+        # Nothing half-done: a failed restore drops the cluster it created.
+        f"trap 'pg_dropcluster --stop {version} {name} >/dev/null 2>&1' EXIT",
         # The side cluster never archives into the shard's stanza, and listens on the socket only.
-        f"printf \"archive_mode = off\\nlisten_addresses = ''\\n\" >> /etc/postgresql/{version}/{name}/conf.d/restore.conf",
+        f"printf \"archive_mode = off\\nlisten_addresses = ''\\n\" >> /etc/postgresql/{version}/{name}/postgresql.conf",
         f"find {data} -mindepth 1 -delete",
         restore.replace("PGDATA", data),
         f"pg_ctlcluster {version} {name} start",
@@ -216,6 +223,7 @@ def side_cluster_script(version: int, name: str, restore: str) -> str:
         f"kill -0 \"$(head -n 1 {data}/postmaster.pid 2>/dev/null)\" 2>/dev/null || "
         f"{{ tail -n 5 /var/log/postgresql/postgresql-{version}-{name}.log >&2; exit 1; }}; sleep 0.2; done",
         f"[ \"$(cd / && runuser -u postgres -- {ready})\" = t ] || {{ echo 'still recovering after 120 s' >&2; exit 1; }}",
+        "trap - EXIT",
         "echo port=$port",
     ])
 
@@ -240,7 +248,7 @@ def restore(stack: Stack, shard: int, target: Target, into: str | None, yes: boo
     backups = shard_status(stack, shard)
     if into is not None:
         check_side_name(into)
-        log.timed(f"check the archive reaches {target.describe()}", lambda: check_target(stack, member, target, backups), progress)
+        log.timed(f"check the archive reaches {target.describe()}", lambda: check_target(stack, member, target, backups, log), progress)
         cmd = pgbackrest.restore(member.cluster, "PGDATA", target.value, target.kind, delta=False)
         out: list[str] = []
         log.timed(f"restore {pgbackrest.stanza(member.cluster)} into {into}",
@@ -252,7 +260,7 @@ def restore(stack: Stack, shard: int, target: Target, into: str | None, yes: boo
     found = fo.members(stack, shard)
     confirmed(f"replace shard {shard}'s data with its backup at {target.describe()} "
               f"(writes after it are lost; replicas rebuilt)", yes, ask)
-    log.timed(f"check the archive reaches {target.describe()}", lambda: check_target(stack, member, target, backups), progress)
+    log.timed(f"check the archive reaches {target.describe()}", lambda: check_target(stack, member, target, backups, log), progress)
     store = primaries_store(stack.config, stack.name)
 
     def replicas_out() -> None:
