@@ -205,3 +205,19 @@ def test_components_use_photostack_type_tokens_and_parent_their_children():
     component_urns = {r.urn for r in components}
     orphans = [r.name for r in plan.resources if r.custom and r.parent not in component_urns]
     assert orphans == []
+
+
+def test_only_the_database_roles_reach_the_backup_bucket():
+    plan = plan_of("prod")
+    (bucket,) = [b for b in plan.of_type("aws:s3/bucket:Bucket") if b.name == "backups-bucket"]
+    arn = bucket.outputs["arn"]
+    postgres = _statements(plan, "postgres")
+    assert postgres["BackupObjects"]["Resource"] == [f"{arn}/*"]
+    assert postgres["BackupList"]["Resource"] == [arn]
+    for role in ("app", "worker", "nginx", "redis"):
+        assert arn not in json.dumps(_statements(plan, role))
+    (bucket_policy,) = plan.of_type("aws:s3/bucketPolicy:BucketPolicy")
+    deny = {s["Sid"]: s for s in json.loads(bucket_policy.inputs["policy"])["Statement"]}
+    (postgres_role,) = [r for r in plan.of_type("aws:iam/role:Role") if r.name == "fleet-postgres-role"]
+    assert deny["OnlyDatabaseRoles"]["Condition"]["ArnNotEquals"]["aws:PrincipalArn"] == [postgres_role.outputs["arn"]]
+    assert deny["TlsOnly"]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
