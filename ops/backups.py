@@ -215,13 +215,15 @@ def side_cluster_script(version: int, name: str, restore: str) -> str:
         # Nothing half-done: a failed restore drops the cluster it created.
         f"trap 'pg_dropcluster --stop {version} {name} >/dev/null 2>&1' EXIT",
         # The side cluster never archives into the shard's stanza, and listens on the socket only.
-        f"printf \"archive_mode = off\\nlisten_addresses = ''\\n\" >> /etc/postgresql/{version}/{name}/postgresql.conf",
+        # No hot standby: it opens once recovery reached its target, and its default settings
+        # (max_connections …) need not match the shard's, which a hot standby would require.
+        f"printf \"archive_mode = off\\nlisten_addresses = ''\\nhot_standby = off\\n\" >> /etc/postgresql/{version}/{name}/postgresql.conf",
         f"find {data} -mindepth 1 -delete",
         restore.replace("PGDATA", data),
-        f"pg_ctlcluster {version} {name} start",
+        f"pg_ctlcluster {version} {name} start >/dev/null 2>&1 || true",
         f"for i in $(seq 600); do [ \"$(cd / && runuser -u postgres -- {ready} 2>/dev/null)\" = t ] && break; "
         f"kill -0 \"$(head -n 1 {data}/postmaster.pid 2>/dev/null)\" 2>/dev/null || "
-        f"{{ tail -n 5 /var/log/postgresql/postgresql-{version}-{name}.log >&2; exit 1; }}; sleep 0.2; done",
+        f"{{ grep -E 'FATAL|PANIC' /var/log/postgresql/postgresql-{version}-{name}.log | tail -n 3 >&2; exit 1; }}; sleep 0.2; done",
         f"[ \"$(cd / && runuser -u postgres -- {ready})\" = t ] || {{ echo 'still recovering after 120 s' >&2; exit 1; }}",
         "trap - EXIT",
         "echo port=$port",

@@ -62,8 +62,11 @@ def _wall(moment: float) -> datetime:
 
 @pytest.fixture
 def archiving(converged):
-    """The one-box with this branch's postgres role converged (archiving on, stanzas, a backup)."""
+    """The one-box with this branch's postgres role converged (archiving on, stanzas) and a fresh
+    backup of the shard: the shared box may have run without archiving before (a converge of
+    an older checkout), and WAL from such a time is not in the archive."""
     check_converged(converged.converge(converged.hosts, {"postgres"}), "postgres with pgBackRest")
+    bk.backup(converged, SHARD, "diff")
     return converged
 
 
