@@ -163,8 +163,13 @@ def parse_target(to: str | None, latest: bool) -> Target:
 
 def archived_until(stack: Stack, member: fo.Member) -> datetime:
     """A time up to which the archive surely holds every commit: `pgbackrest check` on the primary
-    switches WAL and waits until that segment is archived, so the time before it starts is safe."""
+    switches WAL and waits until that segment is archived, so the time before it starts is safe.
+
+    First one commit of its own: recovery to a time stops at the first commit after it, and
+    Postgres refuses to open (recovery ended before the target) when the WAL ends before any
+    such commit — on a shard that took no writes since the target."""
     before = datetime.now(UTC)
+    run_step(member.host, stack.ssh, "a commit after the target", commands.psql(member.cluster, "SELECT txid_current();"))
     run_step(member.host, stack.ssh, "pgbackrest check (switch and archive WAL)", pgbackrest.check(member.cluster))
     return before
 
