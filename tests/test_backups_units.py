@@ -74,7 +74,8 @@ def test_restore_command_per_target():
 
 def test_finished_wal_push_skips_other_timelines_and_unfinished_segments(tmp_path):
     """The push loop, run for real by sh over a fake pg_wal: a stand-in pgbackrest records what
-    it was asked to push; one segment already in the archive with another checksum is fine."""
+    it was asked to push (the newest `at_most` finished segments of the receiving timeline); one
+    segment already in the archive with another checksum is fine."""
     replica = Cluster(15, 1, 1, "127.0.0.1", 5436)
     data = tmp_path / "data"
     (data / "pg_wal").mkdir(parents=True)
@@ -90,11 +91,11 @@ def test_finished_wal_push_skips_other_timelines_and_unfinished_segments(tmp_pat
         'case "$last" in *0C) echo "ERROR: [045]: WAL file already exists in the repo1 archive with a different checksum"; exit 45;; esac\n')
     for f in bin_dir.iterdir():
         f.chmod(0o755)
-    script = pgbackrest.push_finished_wal(replica, "echo 00000002000000000000000D").replace(
+    script = pgbackrest.push_finished_wal(replica, "echo 00000002000000000000000E", at_most=2).replace(
         replica.data_dir, str(data))
     done = subprocess.run(["sh", "-c", script], env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert pushed.read_text().split() == ["00000002000000000000000B", "00000002000000000000000C"]
+    assert pushed.read_text().split() == ["00000002000000000000000C", "00000002000000000000000D"]
 
 
 INFO = [{

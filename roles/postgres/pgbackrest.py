@@ -105,8 +105,14 @@ WITH s AS (SELECT setting::bigint AS size FROM pg_settings WHERE name = 'wal_seg
 SELECT upper(tli || lpad(to_hex(segno / per_id), 8, '0') || lpad(to_hex(segno % per_id), 8, '0')) FROM p"""
 
 
-def push_finished_wal(replica: Cluster, receiving_query: str) -> str:
-    """Before a replica is promoted: push every finished segment of its timeline it holds in pg_wal.
+# How many finished segments a failover pushes at most (newest first): the old primary's archive
+# lag is watched (postgres_archive.ready_segments warns at 8), and each push costs write outage.
+PUSH_AT_MOST = 8
+
+
+def push_finished_wal(replica: Cluster, receiving_query: str, at_most: int = PUSH_AT_MOST) -> str:
+    """Before a replica is promoted: push the newest finished segments of its timeline it holds
+    in pg_wal (at most `at_most`).
 
     A primary that fails may not have archived its last finished segments; the replica received
     them (synchronously), so pushing them closes that gap. pgBackRest accepts a segment already in
@@ -120,10 +126,11 @@ def push_finished_wal(replica: Cluster, receiving_query: str) -> str:
     return (
         "cd /\n"
         f"current=$( {receiving_query} ) && [ -n \"$current\" ] || {{ echo 'cannot read the receive position' >&2; exit 1; }}\n"
-        f"for f in $(ls {wal} | grep -E '^[0-9A-F]{{24}}$' | sort); do\n"
+        f"for f in $(ls {wal} | grep -E '^[0-9A-F]{{24}}$' | LC_ALL=C sort); do\n"
         # Same timeline (first 8 hex digits), and before the segment being received.
         "    [ \"${f%????????????????}\" = \"${current%????????????????}\" ] || continue\n"
-        "    [ \"$f\" != \"$current\" ] && [ \"$(printf '%s\\n%s\\n' \"$f\" \"$current\" | LC_ALL=C sort | head -n 1)\" = \"$f\" ] || continue\n"
+        "    [ \"$f\" != \"$current\" ] && [ \"$(printf '%s\\n%s\\n' \"$f\" \"$current\" | LC_ALL=C sort | head -n 1)\" = \"$f\" ] && echo \"$f\"\n"
+        f"done | tail -n {at_most} | while read -r f; do\n"
         f"    out=$({push} {wal}/$f 2>&1) || echo \"$out\" | grep -q 'already exists' || {{ echo \"$out\" >&2; exit 1; }}\n"
         "done"
     )
