@@ -65,9 +65,17 @@ def archiving(converged):
     """The one-box with this branch's postgres role converged (archiving on, stanzas) and a fresh
     backup of the shard: the shared box may have run without archiving before (a converge of
     an older checkout), and WAL from such a time is not in the archive."""
+    _rebuild_waiting(converged)
     check_converged(converged.converge(converged.hosts, {"postgres"}), "postgres with pgBackRest")
     bk.backup(converged, SHARD, "diff")
-    return converged
+    yield converged
+    _rebuild_waiting(converged)  # a drill stopped between its failover and its rebuild
+
+
+def _rebuild_waiting(stack) -> None:
+    """Put a member that waits for its rebuild (an earlier failover) back in service."""
+    if any(not m.cluster.in_service for m in fo.members(stack, SHARD)):
+        fo.rebuild_replica(stack, SHARD)
 
 
 def test_restore_to_a_restore_point_then_across_a_failover_then_in_place(archiving):
