@@ -288,6 +288,12 @@ def restore(stack: Stack, shard: int, target: Target, into: str | None, yes: boo
         member.host, stack.ssh, f"restore {c.name}", pgbackrest.restore(c, c.data_dir, target.value, target.kind, delta=True)), progress)
     log.timed(f"start {c.name} and wait for its promotion", lambda: run_step(
         member.host, stack.ssh, f"start {c.name}", f"{commands.ctl(c, 'start')} && {commands.wait_writable(c, 600)}"), progress)
+    # pgBackRest wrote the recovery target and its restore_command into postgresql.auto.conf; a
+    # replica's base backup would copy them and stop replaying at the target — promoting itself.
+    # The roles keep every setting in postgresql.conf, so the file is emptied.
+    log.timed(f"clear {c.name}'s recovery settings", lambda: run_step(
+        member.host, stack.ssh, "ALTER SYSTEM RESET ALL",
+        f"{commands.psql(c, 'ALTER SYSTEM RESET ALL;')} && {commands.ctl(c, 'reload')}"), progress)
     fo.after_promotion(stack, shard, log, progress)
     rebuilt = fo.rebuild_replica(stack, shard, None, progress)
     log.steps += rebuilt.steps
