@@ -171,3 +171,13 @@ def test_onebox_postgres_role_archives_and_configures_pgbackrest(state_root):
     assert "archive_mode = on" in pg and "archive_timeout = 60" in pg
     assert "--pg1-path=/var/lib/postgresql/15/shard1r1 archive-push %p" in pg
     assert pgbackrest.CRON_FILE not in files  # the one-box runs no cron daemon
+
+
+def test_a_rebuilt_replica_does_not_inherit_a_restores_recovery_target():
+    """pg_basebackup copies the primary's postgresql.auto.conf; after an in-place restore it held
+    pgBackRest's recovery target, and the replica stopped there and promoted itself."""
+    from roles.postgres import commands
+
+    script = commands.build_replica(REPLICA, Cluster(15, 1, 0, "127.0.0.1", 5435))
+    partial = f"{REPLICA.data_dir}.partial"
+    assert script.index(f"rm -f {partial}/postgresql.auto.conf") < script.index(f"mv {partial} {REPLICA.data_dir}")
