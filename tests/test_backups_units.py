@@ -180,4 +180,4 @@ def test_a_rebuilt_replica_does_not_inherit_a_restores_recovery_target():
 
     script = commands.build_replica(REPLICA, Cluster(15, 1, 0, "127.0.0.1", 5435))
     partial = f"{REPLICA.data_dir}.partial"
-    assert script.index(f"rm -f {partial}/postgresql.auto.conf") < script.index(f"mv {partial} {REPLICA.data_dir}")
+    assert script.index(f"truncate -s 0 {partial}/postgresql.auto.conf") < script.index(f"mv {partial} {REPLICA.data_dir}")

@@ -100,7 +100,7 @@ def build_replica(replica: Cluster, primary: Cluster) -> str:
             f"{as_postgres} pg_basebackup {conn} -D {partial} -X stream -C -S {replica.slot} --checkpoint=fast",
             # Settings live in the managed postgresql.conf; a primary's postgresql.auto.conf may
             # hold a restore's recovery target, which would make this standby stop and promote.
-            f"rm -f {partial}/postgresql.auto.conf",
+            f"runuser -u postgres -- truncate -s 0 {partial}/postgresql.auto.conf",
             f"runuser -u postgres -- touch {partial}/standby.signal",
             f"mv {partial} {replica.data_dir}",
         ]
