@@ -54,14 +54,13 @@ def primary(ctx: RoleContext, cluster: Cluster) -> DesiredState:
     )
     state.extend(configured(ctx, cluster))
     state.resources += [
-        # The stanza once the primary archives; then a first backup, so a restore is possible
-        # from the start (and `backup_age` does not page on a fresh stack).
-        Command(f"pgbackrest stanza {pgbackrest.stanza(cluster)}", pgbackrest.stanza_create(cluster),
-                unless=pgbackrest.stanza_exists(cluster)),
-        # Config changes apply in handlers at the end of the run; a backup needs archiving on now.
-        Command(f"first backup of {pgbackrest.stanza(cluster)}",
-                f"{commands.reload_cluster(cluster)} && {pgbackrest.backup(cluster, 'full')}",
-                unless=pgbackrest.has_backup(cluster)),
+        # The stanza and a first backup, so that a restore is possible from the start (and
+        # the backup-age alert does not page on a fresh stack). Config changes apply in handlers at the
+        # end of the run; the backup needs archiving on now, hence the reload first.
+        Command(f"pgbackrest stanza and first backup of {pgbackrest.stanza(cluster)}",
+                f"{pgbackrest.stanza_create(cluster)} && {commands.reload_cluster(cluster)} && "
+                f"{pgbackrest.backup(cluster, 'full')}",
+                unless=pgbackrest.has_backup(cluster, pgbackrest.REPO_PATH if ctx.onebox else None)),
         Command(
             f"logins on {cluster.name}",
             commands.psql(cluster, commands.roles_sql(verifiers)),
