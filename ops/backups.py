@@ -199,6 +199,17 @@ def check_target(stack: Stack, member: fo.Member, target: Target, backups: Shard
                              f"(archived up to {until:%Y-%m-%d %H:%M:%S}Z)")
 
 
+TIMELINE_SQL = "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"
+
+
+def current_timeline(stack: Stack, member: fo.Member) -> int | None:
+    """The acting primary's timeline (None when it does not answer)."""
+    try:
+        return int(run_step(member.host, stack.ssh, "timeline", commands.psql_value(member.cluster, TIMELINE_SQL)).strip())
+    except (StepFailed, ValueError):
+        return None
+
+
 def check_side_name(name: str) -> None:
     """A side cluster's name must be new and not look like a shard member's."""
     if not SIDE_NAME.fullmatch(name) or SHARD_NAME.fullmatch(name):
@@ -256,7 +267,8 @@ def restore(stack: Stack, shard: int, target: Target, into: str | None, yes: boo
     if into is not None:
         check_side_name(into)
         log.timed(f"check the archive reaches {target.describe()}", lambda: check_target(stack, member, target, backups, log), progress)
-        cmd = pgbackrest.restore(member.cluster, "PGDATA", target.value, target.kind, delta=False)
+        cmd = pgbackrest.restore(member.cluster, "PGDATA", target.value, target.kind, delta=False,
+                                 timeline=current_timeline(stack, member))
         out: list[str] = []
         log.timed(f"restore {pgbackrest.stanza(member.cluster)} into {into}",
                   lambda: out.append(run_step(member.host, stack.ssh, f"restore into {into}",
@@ -282,10 +294,11 @@ def restore(stack: Stack, shard: int, target: Target, into: str | None, yes: boo
             run_step(m.host, stack.ssh, f"fence {m.cluster.name}", commands.fence(m.cluster))
 
     c = member.cluster
+    timeline = current_timeline(stack, member)
     log.timed("replicas out of service", replicas_out, progress)
     log.timed(f"stop {c.name}", lambda: run_step(member.host, stack.ssh, f"stop {c.name}", commands.ctl(c, "stop -m fast")), progress)
     log.timed(f"restore {c.name} (delta)", lambda: run_step(
-        member.host, stack.ssh, f"restore {c.name}", pgbackrest.restore(c, c.data_dir, target.value, target.kind, delta=True)), progress)
+        member.host, stack.ssh, f"restore {c.name}", pgbackrest.restore(c, c.data_dir, target.value, target.kind, delta=True, timeline=timeline)), progress)
     log.timed(f"start {c.name} and wait for its promotion", lambda: run_step(
         member.host, stack.ssh, f"start {c.name}", f"{commands.ctl(c, 'start')} && {commands.wait_writable(c, 600)}"), progress)
     # pgBackRest wrote the recovery target and its restore_command into postgresql.auto.conf; a

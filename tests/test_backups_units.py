@@ -65,11 +65,12 @@ def test_archive_command_pushes_from_the_members_own_data_dir():
 
 
 def test_restore_command_per_target():
-    to_time = pgbackrest.restore(REPLICA, "/d", "2026-11-30 14:01:30.000000+00", "time", delta=True)
+    to_time = pgbackrest.restore(REPLICA, "/d", "2026-11-30 14:01:30.000000+00", "time", delta=True, timeline=4)
     assert "--type=time '--target=2026-11-30 14:01:30.000000+00' --target-action=promote" in to_time
-    assert "--pg1-path=/d" in to_time and "--delta restore" in to_time and "--target-timeline=latest" in to_time
+    assert "--pg1-path=/d" in to_time and "--delta restore" in to_time and "--target-timeline=4" in to_time
     latest = pgbackrest.restore(REPLICA, "/d", None, "latest", delta=False)
     assert "--type" not in latest and "--delta" not in latest and latest.endswith("restore)")
+    assert "--target-timeline=latest" in latest  # no primary to ask
 
 
 def test_finished_wal_push_skips_other_timelines_and_unfinished_segments(tmp_path):

@@ -78,14 +78,17 @@ def info_json(stanza_name: str) -> str:
     return pgbackrest(f"--stanza={stanza_name}", "--output=json", "info")
 
 
-def restore(cluster: Cluster, data_dir: str, target: str | None, target_kind: str, delta: bool) -> str:
+def restore(cluster: Cluster, data_dir: str, target: str | None, target_kind: str, delta: bool,
+            timeline: int | None = None) -> str:
     """Restore the shard's latest suitable backup into `data_dir`, replaying archived WAL up to
     `target` (a time or a restore point name; None = the end of the archive), then promote.
 
-    `--target-timeline=latest`: a target after a failover lies on the promoted replica's
-    timeline, whose history file the archive holds.
+    `timeline`: the primary's current one, whose history (in the archive) leads through every
+    failover and earlier restore to it — a target before a switch is reached on the older
+    timeline on the way. Not `latest`: a cluster that ever promoted by mistake archived a higher
+    timeline that is no part of the shard's history. None (no primary to ask): `latest`.
     """
-    args = [f"--stanza={stanza(cluster)}", f"--pg1-path={data_dir}", "--target-timeline=latest"]
+    args = [f"--stanza={stanza(cluster)}", f"--pg1-path={data_dir}", f"--target-timeline={timeline or 'latest'}"]
     if target is not None:
         args += [f"--type={target_kind}", f"--target={target}", "--target-action=promote"]
     if delta:
