@@ -370,6 +370,30 @@ class Alerting(Model):
         return value
 
 
+class Backups(Model):
+    """pgBackRest backups of every physical shard, and EBS snapshots of the data volumes (AWS)."""
+
+    full_schedule: str = Field("30 3 * * 0", description="Cron schedule of full backups (UTC).")
+    diff_schedule: str = Field("30 3 * * 1-6", description="Cron schedule of differential backups (UTC).")
+    retention_full: PositiveInt = Field(2, description="Full backups kept (older ones and their WAL expire).")
+    retention_diff: PositiveInt = Field(6, description="Differential backups kept.")
+    archive_timeout_s: int = Field(
+        60, ge=1, le=60, description="Switch WAL at least this often, so at most this many seconds of writes are unarchived (RPO)."
+    )
+    stale_after_h: PositiveInt = Field(26, description="Page when the last good backup of a shard is older (hours).")
+    bucket_noncurrent_days: PositiveInt = Field(
+        14, description="S3: days an overwritten or deleted backup object version is kept (AWS only)."
+    )
+    snapshot_retain: PositiveInt = Field(7, description="EBS snapshots of each data volume kept, one a day (AWS only).")
+
+    @field_validator("full_schedule", "diff_schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if len(value.split()) != 5 or not re.fullmatch(r"[0-9*,/\- ]+", value):
+            raise ValueError(f"{value!r} is not a 5-field cron schedule")
+        return value
+
+
 class OneBox(Model):
     """Where the one-box puts each service on this machine (loopback only); ranges must not overlap."""
 
@@ -447,6 +471,7 @@ class StackConfig(Model):
     monitoring: Monitoring = Monitoring()
     alerting: Alerting = Alerting()
     onebox: OneBox = OneBox()
+    backups: Backups = Backups()
     secrets: dict[str, Secret] = Field(
         default_factory=dict, description="Pulumi secrets (AWS), keyed by their camelCase name."
     )

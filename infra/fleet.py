@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
+from infra.backups import SNAPSHOT_TAG, role_statements
 from infra.bootstrap import render_user_data
 from infra.tagging import tags
 from infra.topology import Node
@@ -82,6 +83,8 @@ class FleetArgs:
     """Media bucket the role reads and writes (app and worker only)."""
     data_volume_gb: int | None = None
     """Size of a separate encrypted data volume per instance (Postgres), or none."""
+    backup_bucket_arn: pulumi.Input[str] | None = None
+    """Backup bucket the role's pgBackRest reads and writes (postgres only)."""
     key_name: pulumi.Input[str] | None = None
     """EC2 key pair for SSH, if any."""
     extra_tags: dict[str, str] = field(default_factory=dict)
@@ -89,11 +92,12 @@ class FleetArgs:
 
 
 def profile_policy(args: FleetArgs) -> pulumi.Output[str]:
-    """The role's IAM policy: its bundle, its secrets and records, the inventory read and (app/worker) the media bucket."""
+    """The role's IAM policy: its bundle, its secrets and records, the inventory read, (app/worker)
+    the media bucket and (postgres) the backup bucket."""
     secret_count = len(args.secret_arns)
 
     def document(values: list) -> str:
-        release_arn, media_arn, *parameter_arns = values
+        release_arn, media_arn, backup_arn, *parameter_arns = values
         secret_arns, record_arns = parameter_arns[:secret_count], parameter_arns[secret_count:]
         statements = [
             {"Sid": "ReleaseBundle", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": [f"{release_arn}/{args.bundle_key}"]},
@@ -113,10 +117,12 @@ def profile_policy(args: FleetArgs) -> pulumi.Output[str]:
                 {"Sid": "MediaObjects", "Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], "Resource": [f"{media_arn}/*"]},
                 {"Sid": "MediaList", "Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [media_arn]},
             ]
+        if backup_arn:
+            statements += role_statements(backup_arn)
         return json.dumps({"Version": "2012-10-17", "Statement": statements}, sort_keys=True)
 
     return pulumi.Output.all(
-        args.release_bucket_arn, args.media_bucket_arn, *args.secret_arns, *args.record_arns
+        args.release_bucket_arn, args.media_bucket_arn, args.backup_bucket_arn, *args.secret_arns, *args.record_arns
     ).apply(document)
 
 
@@ -133,12 +139,14 @@ class Fleet(pulumi.ComponentResource):
 
     private_ips: dict[str, pulumi.Output[str]]
     instance_ids: dict[str, pulumi.Output[str]]
+    role_arn: pulumi.Output[str]
 
     def __init__(self, name: str, args: FleetArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("photostack:fleet:Fleet", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         role_tags = tags(args.stack, args.role, args.role)
         iam_role = aws.iam.Role(f"{name}-role", assume_role_policy=ASSUME_EC2, tags=role_tags, opts=child)
+        self.role_arn = iam_role.arn
         aws.iam.RolePolicy(f"{name}-policy", role=iam_role.id, policy=profile_policy(args), opts=child)
         profile = aws.iam.InstanceProfile(f"{name}-profile", role=iam_role.name, tags=role_tags, opts=child)
         template = aws.ec2.LaunchTemplate(
@@ -195,7 +203,8 @@ class Fleet(pulumi.ComponentResource):
             size=args.data_volume_gb,
             type="gp3",
             encrypted=True,
-            tags=tags(args.stack, args.role, f"{node.name}-data", node=node.name),
+            # The snapshot policy (infra/backups.py) finds data volumes by this tag.
+            tags={**tags(args.stack, args.role, f"{node.name}-data", node=node.name), SNAPSHOT_TAG[0]: SNAPSHOT_TAG[1]},
             opts=pulumi.ResourceOptions(parent=self, protect=True),
         )
         aws.ec2.VolumeAttachment(

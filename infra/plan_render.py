@@ -34,6 +34,13 @@ KEY_INPUTS: dict[str, tuple[str, ...]] = {
     "aws:route53/record:Record": ("name", "type"),
     "aws:acm/certificate:Certificate": ("domainName", "validationMethod"),
     "aws:s3/bucketObjectv2:BucketObjectv2": ("key",),
+    "aws:s3/bucket:Bucket": ("bucket",),
+    "aws:s3/bucketVersioning:BucketVersioning": ("versioningConfiguration.status",),
+    "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": (
+        "rules.0.applyServerSideEncryptionByDefault.sseAlgorithm",),
+    "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration": ("rules.0.noncurrentVersionExpiration.noncurrentDays",),
+    "aws:dlm/lifecyclePolicy:LifecyclePolicy": ("state", "policyDetails.targetTags.photostack:snapshots",
+                                                 "policyDetails.schedules.0.retainRule.count"),
     "aws:cloudwatch/metricAlarm:MetricAlarm": ("metricName",),
     "aws:kms/key:Key": ("enableKeyRotation",),
     "aws:sns/topic:Topic": ("kmsMasterKeyId",),
@@ -50,6 +57,9 @@ def _lookup(inputs: dict[str, Any], path: str) -> Any:
     for part in path.split("."):
         if is_secret(value):
             return value
+        if isinstance(value, list) and part.isdigit():  # e.g. rules.0.…
+            value = value[int(part)] if int(part) < len(value) else None
+            continue
         if not isinstance(value, dict) or part not in value:
             return None
         value = value[part]

@@ -12,6 +12,8 @@ from typing import Any
 import pulumi
 
 from infra.alerting import Alerting, AlertingArgs
+from infra.backup_naming import backup_bucket_name
+from infra.backups import Backups, BackupsArgs
 from infra.config import GENERATED_SECRETS, NAMESPACE, ConfigError, StackConfig
 from infra.dns import Certificate, CertificateArgs, SiteAlias, SiteAliasArgs, zone_id, zone_name
 from infra.fleet import Bastion, BastionArgs, Fleet, FleetArgs, ubuntu_ami
@@ -58,6 +60,8 @@ def build(config: StackConfig, stack: str) -> dict[str, Any]:
         "security", SecurityGroupsArgs(stack, network.vpc_id, config.vpc_cidr, config.admin_cidrs)
     )
     storage = Storage("storage", StorageArgs(stack))
+    backups = Backups("backups", BackupsArgs(stack, backup_bucket_name(config, stack), config.backups.bucket_noncurrent_days,
+                                             config.backups.snapshot_retain))
     alerting = Alerting(
         "alerting",
         AlertingArgs(
@@ -106,11 +110,13 @@ def build(config: StackConfig, stack: str) -> dict[str, Any]:
                 record_arns=[records.arns[r] for r in ROLE_RECORDS[role]],
                 media_bucket_arn=storage.media_bucket_arn if role in ("app", "worker") else None,
                 data_volume_gb=config.postgres.volume_gb if role == "postgres" else None,
+                backup_bucket_arn=backups.bucket_arn if role == "postgres" else None,
                 key_name=bastion.key_name,
             ),
         )
         for role, role_nodes in nodes_by_role(config).items()
     }
+    backups.grant([fleets["postgres"].role_arn])
 
     zone = zone_id(zone_name(config))
     certificate = Certificate("certificate", CertificateArgs(stack, config.domain, zone))
@@ -142,4 +148,5 @@ def build(config: StackConfig, stack: str) -> dict[str, Any]:
         "url": f"https://{config.domain}/",
         "dashboards": {"munin": f"https://{config.domain}/munin/", "wallboard": f"https://{config.domain}/wallboard/"},
         "mediaBucket": storage.media_bucket,
+        "backupBucket": backups.bucket,
     }

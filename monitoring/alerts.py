@@ -21,6 +21,8 @@ RUNBOOKS: dict[str, str] = {
     "nginx": "5xx_rate_high",
     "postgres_primary": "shard_primary_down",
     "postgres_replication": "replication_lag_high",
+    "postgres_archive": "wal_archive_failing",
+    "pgbackrest_backup": "backup_stale",
     "pgbouncer": "pgbouncer_clients_waiting",
     "redis": "redis_memory_high",
     "rabbitmq": "queue_backlog",

@@ -1,7 +1,8 @@
 """Shard failover and replica rebuild: the runbook shard_primary_down as code.
 
-    failover:        fence the old primary → promote a replica → store the new primary →
-                     repoint pgbouncer everywhere → warm the new primary's page cache
+    failover:        fence the old primary → archive the WAL the replica holds → promote it →
+                     store the new primary → repoint pgbouncer everywhere → warm the new
+                     primary's page cache → archive the new timeline, fresh backup
     rebuild_replica: rebuild the fenced member as a replica of the new primary → wait until it
                      streams → put it back in service (synchronous standby, read pool)
 
@@ -20,7 +21,7 @@ from infra.shardstore import primaries_store
 from ops import markers
 from ops.remote import StepFailed, check_converged, run_step
 from ops.stack import Stack
-from roles.postgres import commands
+from roles.postgres import commands, pgbackrest
 from roles.postgres.cluster import Cluster, cluster_of, shard_clusters
 
 
@@ -91,6 +92,10 @@ def failover(stack: Stack, shard: int, progress: Callable[[str], None] = lambda 
     log.timed(f"fence {old.cluster.name} on {old.host.name}", fence, progress)
     # Chosen after the fence, when no more WAL can arrive.
     new = most_advanced(stack, candidates, log)
+    log.timed(f"archive the WAL {new.cluster.name} holds", lambda: _best_effort(
+        log, "the archive may miss the old primary's last segments", lambda: run_step(
+            new.host, stack.ssh, "push finished WAL", pgbackrest.push_finished_wal(
+                new.cluster, commands.psql_value(new.cluster, pgbackrest.RECEIVING_SEGMENT)))), progress)
     log.timed(f"promote {new.cluster.name}", lambda: run_step(new.host, stack.ssh, f"promote {new.cluster.name}",
                                                               commands.promote(new.cluster)), progress)
     log.timed("store the new primary", lambda: store.save(store.load().failed_over(shard, new.cluster.replica)), progress)
@@ -99,7 +104,28 @@ def failover(stack: Stack, shard: int, progress: Callable[[str], None] = lambda 
                                                                    commands.warm_cache(new.cluster)), progress)
     if warning := markers.mark(stack, "failover", f"shard {shard}: {new.cluster.name} promoted, {old.cluster.name} fenced"):
         log.warnings.append(warning)
+    _best_effort(log, f"run `ops backup --shard {shard}`", lambda: after_promotion(stack, shard, log, progress))
     return log
+
+
+def after_promotion(stack: Stack, shard: int, log: StepLog, progress: Callable[[str], None]) -> None:
+    """A new timeline began (failover or in-place restore): archive its history and switch WAL
+    (`pgbackrest check` waits until archived), then take a fresh backup, so that restores after
+    this point need not replay across the switch."""
+    primary = members(stack, shard)[0]
+    log.timed(f"archive {primary.cluster.name}'s new timeline", lambda: run_step(
+        primary.host, stack.ssh, "pgbackrest check", pgbackrest.check(primary.cluster)), progress)
+    log.timed(f"fresh backup of shard {shard}", lambda: run_step(
+        primary.host, stack.ssh, "pgbackrest backup", pgbackrest.backup(primary.cluster, "diff")), progress)
+
+
+def _best_effort(log: StepLog, then: str, action: Callable[[], object]) -> None:
+    """Backup steps of a failover: a failure is a warning (the shard takes writes again), not a
+    failed failover."""
+    try:
+        action()
+    except StepFailed as exc:
+        log.warnings.append(f"{exc}; {then}")
 
 
 def most_advanced(stack: Stack, candidates: list[Member], log: StepLog) -> Member:

@@ -46,7 +46,7 @@ def test_prod_alarm_pages_while_a_target_is_unhealthy_and_resolves_when_none_is(
 def test_alarm_watches_the_nginx_target_group_of_the_alb():
     plan = plan_of("prod")
     (alarm,) = _unhealthy_alarms(plan)
-    (group,) = plan.of_type("aws:lb/targetGroup:TargetGroup")
+    (group,) = [g for g in plan.of_type("aws:lb/targetGroup:TargetGroup") if g.inputs["healthCheck"]["path"] == "/health"]
     (alb,) = plan.of_type("aws:lb/loadBalancer:LoadBalancer")
     assert alarm.inputs["dimensions"] == {"TargetGroup": group.outputs["arnSuffix"], "LoadBalancer": alb.outputs["arnSuffix"]}
     assert set(alarm.property_dependencies["dimensions"]) == {group.urn, alb.urn}

@@ -48,7 +48,7 @@ def test_ops_plan_prints_the_plan_and_the_policy_verdict():
     result = CliRunner().invoke(_app(), ["plan", "--stack", "staging"])
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("photostack staging: offline plan")
-    assert "Policies: 10 checked, no violations." in result.stdout
+    assert "Policies: 12 checked, no violations." in result.stdout
 
 
 def test_ops_plan_of_onebox_says_there_is_nothing_to_plan():
@@ -62,3 +62,11 @@ def test_ops_plan_of_a_bad_stack_fails_with_one_line():
     assert result.exit_code == 2
     assert result.stdout == ""
     assert result.stderr.splitlines() == [f"Pulumi.nope.yaml: stack 'nope' has no config file at {REPO_ROOT / 'Pulumi.nope.yaml'}"]
+
+
+def test_prod_plan_has_the_backup_bucket_and_the_snapshot_policy():
+    rendered = render_plan(plan_of("prod"))
+    assert "aws:s3/bucket:Bucket backups-bucket bucket=photostack-example-com-prod-pg-backups" in rendered
+    assert "aws:s3/bucketVersioning:BucketVersioning backups-bucket versioningConfiguration.status=Enabled" in rendered
+    assert "sseAlgorithm=aws:kms" in rendered
+    assert "aws:dlm/lifecyclePolicy:LifecyclePolicy backups-snapshots state=ENABLED" in rendered

@@ -232,5 +232,44 @@ def test_the_pack_has_the_policies_the_issue_asks_for():
         "s3-acl-not-public",
         "s3-public-access-blocked",
         "sns-topics-encrypted",
+        "data-volumes-snapshotted",
+        "backup-buckets-encrypted-and-versioned",
         "tagged-with-stack-and-role",
+    ]
+
+
+def test_the_pack_refuses_a_data_volume_without_a_snapshot_policy():
+    def unsnapshot_a_volume(plan):
+        volume = next(v for v in plan.of_type("aws:ebs/volume:Volume") if v.name.endswith("postgres-0-primary-data"))
+        for state in (volume.inputs, volume.outputs):
+            state["tags"].pop("photostack:snapshots", None)
+
+    assert _broken_prod(unsnapshot_a_volume) == [
+        "data-volumes-snapshotted: data volume fleet-postgres-postgres-0-primary-data is in no enabled snapshot (DLM) policy"
+    ]
+
+    def disable_the_policy(plan):
+        (policy,) = plan.of_type("aws:dlm/lifecyclePolicy:LifecyclePolicy")
+        for state in (policy.inputs, policy.outputs):
+            state["state"] = "DISABLED"
+
+    assert len(_broken_prod(disable_the_policy)) == len(plan_of("prod").of_type("aws:ebs/volume:Volume"))
+
+
+def test_the_pack_refuses_a_backup_bucket_without_encryption_and_versioning():
+    def drop(plan, type_):
+        plan.resources[:] = [r for r in plan.resources if not (r.type == type_ and r.name == "backups-bucket")]
+
+    assert _broken_prod(lambda plan: drop(plan, "aws:s3/bucketVersioning:BucketVersioning")) == [
+        "backup-buckets-encrypted-and-versioned: backup bucket backups-bucket has no versioning"
+    ]
+
+    def suspend_versioning_and_drop_encryption(plan):
+        drop(plan, "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")
+        versioning = next(r for r in plan.of_type("aws:s3/bucketVersioning:BucketVersioning") if r.name == "backups-bucket")
+        for state in (versioning.inputs, versioning.outputs):
+            state["versioningConfiguration"]["status"] = "Suspended"
+
+    assert _broken_prod(suspend_versioning_and_drop_encryption) == [
+        "backup-buckets-encrypted-and-versioned: backup bucket backups-bucket has no encryption and no versioning"
     ]

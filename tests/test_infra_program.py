@@ -157,6 +157,8 @@ CANNOT_BE_TAGGED = {
     "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", "aws:s3/bucketOwnershipControls:BucketOwnershipControls",
     "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
     "aws:s3/bucketVersioning:BucketVersioning", "aws:sns/topicSubscription:TopicSubscription",
+    "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", "aws:s3/bucketPolicy:BucketPolicy",
+    "aws:iam/rolePolicyAttachment:RolePolicyAttachment",
 }
 
 
@@ -368,3 +370,19 @@ def test_a_physical_shard_added_in_the_config_adds_its_instances_and_keeps_the_o
     assert len(added) == grown.postgres.replicas_per_shard + 1
     volumes = [r for r in after.resources if r.type == "aws:ebs/volume:Volume"]
     assert len(volumes) == len([n for n in nodes(grown) if n.role == "postgres"])
+
+
+def test_only_the_database_roles_reach_the_backup_bucket():
+    plan = plan_of("prod")
+    (bucket,) = [b for b in plan.of_type("aws:s3/bucket:Bucket") if b.name == "backups-bucket"]
+    arn = bucket.outputs["arn"]
+    postgres = _statements(plan, "postgres")
+    assert postgres["BackupObjects"]["Resource"] == [f"{arn}/*"]
+    assert postgres["BackupList"]["Resource"] == [arn]
+    for role in ("app", "worker", "nginx", "redis"):
+        assert arn not in json.dumps(_statements(plan, role))
+    (bucket_policy,) = plan.of_type("aws:s3/bucketPolicy:BucketPolicy")
+    deny = {s["Sid"]: s for s in json.loads(bucket_policy.inputs["policy"])["Statement"]}
+    (postgres_role,) = [r for r in plan.of_type("aws:iam/role:Role") if r.name == "fleet-postgres-role"]
+    assert deny["OnlyDatabaseRoles"]["Condition"]["ArnNotEquals"]["aws:PrincipalArn"] == [postgres_role.outputs["arn"]]
+    assert deny["TlsOnly"]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}

@@ -44,6 +44,12 @@ LOGIN_ACTIONS = ("authenticate-oidc", "authenticate-cognito")
 BUCKET = "aws:s3/bucket:Bucket"
 PUBLIC_ACCESS_BLOCK = "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"
 SNS_TOPIC = "aws:sns/topic:Topic"
+DLM_POLICY = "aws:dlm/lifecyclePolicy:LifecyclePolicy"
+BUCKET_ENCRYPTION = ("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+                     "aws:s3/bucketServerSideEncryptionConfigurationV2:BucketServerSideEncryptionConfigurationV2")
+BUCKET_VERSIONING = ("aws:s3/bucketVersioning:BucketVersioning", "aws:s3/bucketVersioningV2:BucketVersioningV2")
+# Buckets holding backups (infra/backups.py tags them with this role).
+BACKUP_ROLE = "backups"
 # Its policy cannot be changed and does not let AWS services (CloudWatch alarms among them) use
 # it: they cannot publish to a topic encrypted with it, and nothing says so but the alarm history.
 AWS_MANAGED_SNS_KEY = "alias/aws/sns"
@@ -63,6 +69,9 @@ UNTAGGABLE = frozenset(
         "aws:s3/bucketOwnershipControls:BucketOwnershipControls",
         "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
         "aws:s3/bucketVersioning:BucketVersioning",
+        "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration",
+        "aws:s3/bucketPolicy:BucketPolicy",
+        "aws:iam/rolePolicyAttachment:RolePolicyAttachment",
         "aws:sns/topicSubscription:TopicSubscription",
     }
 )
@@ -249,6 +258,44 @@ def tagged_with_stack_and_role(args: ResourceValidationArgs, report_violation: R
         report_violation(f"missing tags: {', '.join(missing)}")
 
 
+def data_volumes_snapshotted(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+    """Every EBS volume of a data role is the target of an enabled DLM snapshot policy (its tags
+    include all the policy's target tags)."""
+    targets = []
+    for policy in args.resources:
+        if policy.resource_type != DLM_POLICY or (policy.props.get("state") or "ENABLED") != "ENABLED":
+            continue
+        details = policy.props.get("policyDetails") or {}
+        if "VOLUME" in (details.get("resourceTypes") or []) and details.get("targetTags"):
+            targets.append(details["targetTags"])
+    for volume in args.resources:
+        if volume.resource_type != VOLUME or _role_of(volume) not in DATA_GROUPS:
+            continue
+        found = (volume.props or {}).get("tags") or {}
+        if not any(all(found.get(k) == v for k, v in wanted.items()) for wanted in targets):
+            report_violation(f"data volume {volume.name} is in no enabled snapshot (DLM) policy", volume.urn)
+
+
+def backup_buckets_encrypted_and_versioned(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+    """Every backup bucket has default encryption and versioning enabled (an overwritten or
+    deleted backup stays recoverable)."""
+    encrypted, versioned = set(), set()
+    for r in args.resources:
+        bucket = _dependency(r, "bucket")
+        if bucket is None:
+            continue
+        if r.resource_type in BUCKET_ENCRYPTION and (r.props.get("rules") or []):
+            encrypted.add(bucket.urn)
+        if r.resource_type in BUCKET_VERSIONING and (r.props.get("versioningConfiguration") or {}).get("status") == "Enabled":
+            versioned.add(bucket.urn)
+    for bucket in args.resources:
+        if bucket.resource_type != BUCKET or _role_of(bucket) != BACKUP_ROLE:
+            continue
+        missing = [what for what, ok in (("encryption", bucket.urn in encrypted), ("versioning", bucket.urn in versioned)) if not ok]
+        if missing:
+            report_violation(f"backup bucket {bucket.name} has no {' and no '.join(missing)}", bucket.urn)
+
+
 MANDATORY = EnforcementLevel.MANDATORY
 
 POLICIES = [
@@ -283,6 +330,18 @@ POLICIES = [
         "sns-topics-encrypted",
         "Every SNS topic is encrypted with a customer-managed KMS key (AWS services cannot publish through alias/aws/sns).",
         sns_topics_encrypted,
+        MANDATORY,
+    ),
+    StackValidationPolicy(
+        "data-volumes-snapshotted",
+        "Every data volume of Postgres, Redis, Memcached or RabbitMQ is in an enabled EBS snapshot (DLM) policy.",
+        data_volumes_snapshotted,
+        MANDATORY,
+    ),
+    StackValidationPolicy(
+        "backup-buckets-encrypted-and-versioned",
+        "Every backup bucket has default encryption and versioning enabled.",
+        backup_buckets_encrypted_and_versioned,
         MANDATORY,
     ),
     ResourceValidationPolicy(

@@ -58,6 +58,7 @@ def _instance(ctx: RoleContext, name: str, source: str, user: str | None = None,
     # `user` and `group` are munin-node directives (the Unix account), not plugin settings.
     env = [(key, str(value)) for key, value in settings.items()]
     env += [(f"{field}_{level}", value) for field, level, value in limits(ctx.config, kind)]
+    env += list(_default_limits(ctx.config, kind).items())
     return PluginInstance(name, source, tuple(env), user, group)
 
 
@@ -85,6 +86,11 @@ def host_plugins(ctx: RoleContext) -> list[PluginInstance]:
                 continue
             found.append(_instance(ctx, f"postgres_connections_{_suffix(node)}", "postgres_connections_",
                                    user="postgres", host="/var/run/postgresql", port=cluster.port))
+            found.append(_instance(ctx, f"postgres_archive_{_suffix(node)}", "postgres_archive_",
+                                   user="postgres", host="/var/run/postgresql", port=cluster.port))
+            if cluster.replica == 0:  # one reader per shard of the shared repository: member 0's host
+                found.append(_instance(ctx, f"pgbackrest_backup_{cluster.database}", "pgbackrest_backup_",
+                                       user="postgres", stanza=cluster.database))
             if cluster.is_primary:  # lag is measured on the primary now (stored state), once per other member
                 for other, member in members:
                     if member.shard == cluster.shard and not member.is_primary:
@@ -105,6 +111,17 @@ def host_plugins(ctx: RoleContext) -> list[PluginInstance]:
         found.append(_instance(ctx, "rabbitmq", "rabbitmq", **broker))
         found.append(_instance(ctx, "celery", "celery", **broker))
     return found
+
+
+def _default_limits(config: StackConfig, kind: str) -> dict[str, str]:
+    """Limits the backup plugins page on unless monitoring.limits sets that field's own: a
+    backup older than backups.staleAfterH, a failing archiver, segments piling up unarchived."""
+    defaults = {
+        "pgbackrest_backup": {"age_hours": {"critical": str(config.backups.stale_after_h)}},
+        "postgres_archive": {"failing": {"critical": "0.5"}, "ready_segments": {"warning": "8", "critical": "64"}},
+    }.get(kind, {})
+    return {f"{field}_{level}": value for field, levels in defaults.items()
+            if f"{kind}.{field}" not in config.monitoring.limits for level, value in levels.items()}
 
 
 def _suffix(node: Node) -> str:

@@ -98,6 +98,9 @@ def build_replica(replica: Cluster, primary: Cluster) -> str:
             f"{{ {as_postgres} pg_receivewal --drop-slot -S {replica.slot} {conn} >/dev/null 2>&1 || true; }}",
             f"rm -rf {partial}",
             f"{as_postgres} pg_basebackup {conn} -D {partial} -X stream -C -S {replica.slot} --checkpoint=fast",
+            # Settings live in the managed postgresql.conf; a primary's postgresql.auto.conf may
+            # hold a restore's recovery target, which would make this standby stop and promote.
+            f"runuser -u postgres -- truncate -s 0 {partial}/postgresql.auto.conf",
             f"runuser -u postgres -- touch {partial}/standby.signal",
             f"mv {partial} {replica.data_dir}",
         ]
@@ -130,9 +133,13 @@ def fence(cluster: Cluster) -> str:
 
 def promote(cluster: Cluster, timeout_s: int = 30) -> str:
     """Promote a streaming replica to primary and wait until it accepts writes."""
+    return f"{ctl(cluster, 'promote')} && {wait_writable(cluster, timeout_s)}"
+
+
+def wait_writable(cluster: Cluster, timeout_s: int) -> str:
+    """Wait until the cluster is out of recovery (promoted) and accepts writes."""
     writable = psql_is_true(cluster, "SELECT NOT pg_is_in_recovery()")
     return (
-        f"{ctl(cluster, 'promote')} && "
         f"for i in $(seq {timeout_s * 10}); do {writable} && exit 0; sleep 0.1; done; "
         f"echo '{cluster.name} still in recovery after {timeout_s}s' >&2; exit 1"
     )

@@ -3,12 +3,13 @@ logical shards on primaries → replicas streaming from them."""
 
 from __future__ import annotations
 
+from infra.backup_naming import backup_bucket_name
 from infra.shardstore import stored_shard_map
 from roles.engine.context import RoleContext
 from roles.engine.resources import Command, DesiredState, Directory, File, Handler, Packages, Service
-from roles.postgres import commands
+from roles.postgres import commands, pgbackrest
 from roles.postgres.auth import REPLICATION_USER, USER_SECRETS, scram_verifier
-from roles.postgres.cluster import PASSFILE, Cluster, cluster_of, primary_of, replicas_of, shard_map_file
+from roles.postgres.cluster import PASSFILE, SOCKET_DIR, Cluster, cluster_of, primary_of, replicas_of, shard_map_file
 from roles.postgres.tuning import host_memory_mb, memory_settings
 
 
@@ -31,6 +32,7 @@ def desired(ctx: RoleContext) -> DesiredState:
             shard_map_file(ctx),
         ]
     )
+    state.extend(backups(ctx, clusters))
     # Primaries first: a replica's base backup needs its primary running.
     for cluster in sorted(clusters, key=lambda c: not c.is_primary):
         state.extend(primary(ctx, cluster) if cluster.is_primary else replica(ctx, cluster))
@@ -52,6 +54,13 @@ def primary(ctx: RoleContext, cluster: Cluster) -> DesiredState:
     )
     state.extend(configured(ctx, cluster))
     state.resources += [
+        # The stanza and a first backup, so that a restore is possible from the start (and
+        # the backup-age alert does not page on a fresh stack). Config changes apply in handlers at the
+        # end of the run; the backup needs archiving on now, hence the reload first.
+        Command(f"pgbackrest stanza and first backup of {pgbackrest.stanza(cluster)}",
+                f"{pgbackrest.stanza_create(cluster)} && {commands.reload_cluster(cluster)} && "
+                f"{pgbackrest.backup(cluster, 'full')}",
+                unless=pgbackrest.has_backup(cluster, pgbackrest.REPO_PATH if ctx.onebox else None)),
         Command(
             f"logins on {cluster.name}",
             commands.psql(cluster, commands.roles_sql(verifiers)),
@@ -113,6 +122,8 @@ def configured(ctx: RoleContext, cluster: Cluster) -> DesiredState:
         synchronous_standby_names=f"ANY 1 ({', '.join(r.name for r in standbys)})" if sync else "",
         replication_user=REPLICATION_USER,
         passfile=PASSFILE,
+        archive_command=pgbackrest.archive_command(cluster),
+        archive_timeout_s=ctx.config.backups.archive_timeout_s,
     )
     hba = ctx.template("postgres", "pg_hba.conf.j2", networks=_networks(ctx), replication_user=REPLICATION_USER)
     pg = {"owner": "postgres", "group": "postgres"}
@@ -129,6 +140,41 @@ def configured(ctx: RoleContext, cluster: Cluster) -> DesiredState:
         ],
         handlers=[Handler(reload, commands.reload_cluster(cluster))],
     )
+
+
+def backups(ctx: RoleContext, clusters: list[Cluster]) -> DesiredState:
+    """pgBackRest: its config (a stanza per shard with a member here), log dir and, on the
+    one-box, the local repository; on AWS the repository is the backup bucket and cron runs the
+    scheduled backups (the one-box runs no cron daemon: `ops backup` and failovers back it up)."""
+    d = ctx.defaults("postgres")
+    stanzas: dict[str, list[Cluster]] = {}
+    for cluster in sorted(clusters, key=lambda c: (c.shard, c.replica)):
+        stanzas.setdefault(pgbackrest.stanza(cluster), []).append(cluster)
+    s3 = None if ctx.onebox else {"bucket": backup_bucket_name(ctx.config, ctx.stack), "region": ctx.config.region}
+    conf = ctx.template("postgres", "pgbackrest.conf.j2", s3=s3, repo_path=pgbackrest.REPO_PATH,
+                        log_path=pgbackrest.LOG_PATH, backups=ctx.config.backups, stanzas=list(stanzas.items()),
+                        socket_dir=SOCKET_DIR, process_max=d["postgres_backup_process_max"])
+    pg = {"owner": "postgres", "group": "postgres"}
+    resources = [
+        Directory(pgbackrest.CONFIG.rsplit("/", 1)[0]),
+        File(pgbackrest.CONFIG, conf, owner="root", group="postgres", mode=0o640),
+        Directory(pgbackrest.LOG_PATH, **pg, mode=0o750),
+    ]
+    if ctx.onebox:
+        # pgBackRest wants its repository owned by postgres; /var/lib above it stays root's.
+        resources.append(Directory(pgbackrest.REPO_PATH, **pg, mode=0o750))
+    else:
+        script = ctx.template("postgres", "photostack-backup.j2", clusters=clusters, socket_dir=SOCKET_DIR,
+                              psql=commands.psql_path(ctx.config.postgres.version))
+        cron = ctx.template("postgres", "backups.cron.j2", backups=ctx.config.backups,
+                            stanzas=list(stanzas), script=pgbackrest.BACKUP_SCRIPT)
+        resources += [
+            File(pgbackrest.BACKUP_SCRIPT, script, mode=0o755),
+            Packages(("cron",)),
+            File(pgbackrest.CRON_FILE, cron, mode=0o644),
+            Service.init_script("cron"),
+        ]
+    return DesiredState(resources=resources)
 
 
 def _networks(ctx: RoleContext) -> list[str]:

@@ -27,6 +27,7 @@ class WriteLoad:
     max_writes: int = 200_000
     max_seconds: float = 90.0
     acked: list[tuple[int, float]] = field(default_factory=list)
+    sent: dict[int, float] = field(default_factory=dict)  # number → monotonic time its INSERT was sent
     errors: int = 0
     first_error_at: float | None = None  # monotonic time of the first failed write
 
@@ -55,6 +56,7 @@ class WriteLoad:
             try:
                 if conn is None:
                     conn = self.connect()
+                self.sent[n] = time.monotonic()
                 conn.execute(f"INSERT INTO {TABLE} VALUES (%s, %s)", (self.run, n))
                 self.acked.append((n, time.monotonic()))
                 n += 1

@@ -33,8 +33,10 @@ def test_onebox_host_gets_a_plugin_per_service_instance():
     names = [p.name for p in host_plugins(onebox_context())]
     assert names == [
         "nginx", "gunicorn_app_0", "gunicorn_app_1", "pgbouncer",
-        "postgres_connections_0_primary", "postgres_replication_0_replica1", "postgres_connections_0_replica1",
-        "postgres_connections_1_primary", "postgres_replication_1_replica1", "postgres_connections_1_replica1",
+        "postgres_connections_0_primary", "postgres_archive_0_primary", "pgbackrest_backup_shard0",
+        "postgres_replication_0_replica1", "postgres_connections_0_replica1", "postgres_archive_0_replica1",
+        "postgres_connections_1_primary", "postgres_archive_1_primary", "pgbackrest_backup_shard1",
+        "postgres_replication_1_replica1", "postgres_connections_1_replica1", "postgres_archive_1_replica1",
         "redis_primary", "photos_per_second", "likes_per_second", "signups_per_minute", "redis_replica1",
         "rabbitmq", "celery",
     ]
@@ -131,3 +133,12 @@ def test_the_venv_is_rebuilt_when_the_pins_change_in_the_same_converge_that_writ
     # The check reads the built venv's record only (facts are gathered before the pins file is written).
     assert hashlib.sha256(wanted.content.encode()).hexdigest() in venv.unless
     assert "venv.requirements.txt" not in venv.unless
+
+
+def test_backup_plugins_page_on_stale_backups_and_failing_archives_by_default():
+    plugins = {p.name: dict(p.env) for p in host_plugins(onebox_context())}
+    config = load_stack_config("onebox")
+    assert plugins["pgbackrest_backup_shard0"]["age_hours_critical"] == str(config.backups.stale_after_h)
+    assert plugins["pgbackrest_backup_shard0"]["stanza"] == "shard0"
+    assert plugins["postgres_archive_1_primary"]["failing_critical"] == "0.5"
+    assert plugins["postgres_archive_1_primary"]["ready_segments_warning"] == "8"
