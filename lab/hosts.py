@@ -279,8 +279,9 @@ def _remove_cgroup_tree(path: Path) -> None:
 
 
 def lab_mounts() -> list[str]:
-    """Mount points under the lab's hosts dir, deepest first."""
-    base = str(hosts_dir())
+    """Mount points under the lab's cache dir (host roots; /proc of an interrupted image build),
+    deepest first."""
+    base = str(cache_dir())
     points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
     return sorted((p for p in points if p == base or p.startswith(base + "/")), key=len, reverse=True)
 
@@ -346,6 +347,8 @@ def down() -> None:
     if lab_mounts():
         raise LabError(f"lab mounts remain ({', '.join(lab_mounts())}): host trees kept")
     shutil.rmtree(hosts_dir(), ignore_errors=True)
+    for partial in cache_dir().glob("*.partial"):  # an interrupted image build
+        shutil.rmtree(partial, ignore_errors=True)
     remaining = leftovers()
     if remaining:
         raise LabError("lab leftovers after down: " + "; ".join(remaining))

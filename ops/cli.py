@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
+from types import ModuleType
 
 import sentry_sdk
 import typer
@@ -37,10 +39,24 @@ def _exit_for(results: list) -> None:
         raise typer.Exit(1)
 
 
+def _provisioner(stack: Stack) -> ModuleType | None:
+    """The module that creates an AWS stack's hosts when the stack names one (`photostack:provisioner`)."""
+    return importlib.import_module(stack.config.provisioner) if stack.config.provisioner else None
+
+
 @app.command()
 def up(ctx: typer.Context) -> None:
-    """Bring the one-box up: its own sshd on loopback, then converge every role on it over SSH."""
+    """Bring the one-box up (its own sshd on loopback, then converge every role on it over SSH), or
+    create an AWS stack's hosts through its provisioner (they converge themselves at boot)."""
     stack = load(ctx)
+    provisioner = _provisioner(stack)
+    if provisioner is not None:
+        with console.status(f"creating the hosts of stack {stack.name}…"):
+            result = provisioner.up(stack.config, stack.name)
+        report.provisioned(console, result)
+        if result.failed:
+            raise typer.Exit(1)
+        return
     with console.status("starting the one-box sshd on loopback…"):
         stack.prepare_onebox()
     with console.status(f"converging {len(stack.hosts)} host(s)…"):
@@ -52,8 +68,15 @@ def up(ctx: typer.Context) -> None:
 
 @app.command()
 def down(ctx: typer.Context) -> None:
-    """Stop the one-box services (data is kept); `ops up` starts them again."""
+    """Stop the one-box services (data is kept; `ops up` starts them again), or delete an AWS
+    stack's hosts through its provisioner."""
     stack = load(ctx)
+    provisioner = _provisioner(stack)
+    if provisioner is not None:
+        with console.status(f"deleting the hosts of stack {stack.name}…"):
+            provisioner.down()
+        console.print(f"stack {stack.name}: hosts deleted")
+        return
     stack.prepare_onebox()
     with console.status("stopping services…"):
         results = stack.stop_services(stack.hosts)
