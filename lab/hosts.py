@@ -115,7 +115,7 @@ def bridge_up(network: ipaddress.IPv4Network, extra_routes: tuple[str, ...] = ()
     for address in extra_routes:
         run("ip", "route", "replace", f"{address}/32", "dev", BRIDGE)
     _iptables_up(network)
-    for address in (gateway, *extra_routes):
+    for address in (str(network.broadcast_address - 1), *extra_routes):
         if not routes_to_bridge(address):
             raise LabError(f"{address} does not route to {BRIDGE}: refusing to send lab traffic elsewhere")
     return gateway
@@ -190,18 +190,30 @@ def _cgroups(name: str) -> list[Path]:
     return paths
 
 
+def _install_environment(root: Path, environment: dict[str, str]) -> None:
+    """Settings every process of the host sees: login sessions (pam_env) and systemd services."""
+    lines = "".join(f"{key}={value}\n" for key, value in sorted(environment.items()))
+    (root / "etc/environment").write_text(lines)
+    conf = root / "etc/systemd/system.conf.d"
+    conf.mkdir(parents=True, exist_ok=True)
+    values = " ".join(f'"{key}={value}"' for key, value in sorted(environment.items()))
+    (conf / "photostack-lab.conf").write_text(f"[Manager]\nDefaultEnvironment={values}\n")
+
+
 def start(spec: HostSpec, image: Path, gateway: str, prefixlen: int, metadata_address: str,
-          volumes: dict[str, Path] | None = None) -> int:
+          environment: dict[str, str] | None = None, volumes: dict[str, Path] | None = None) -> int:
     """Boot `spec` (its overlay, network and cgroup first); returns the nspawn process id.
-    `volumes` maps a device name inside the host (e.g. /dev/nvme1n1) to a block device here."""
+    `environment` is set for every process of the host (the lab's AWS endpoint); `volumes` maps
+    a device name inside the host (e.g. /dev/nvme1n1) to a block device here."""
     root = _mount_root(spec, image)
     _install_first_boot(root, spec)
+    _install_environment(root, environment or {})
     _network(spec, gateway, prefixlen, metadata_address)
     procs = " ".join(f"echo $$ > {p}/cgroup.procs;" for p in _cgroups(spec.name))
     binds = [f"--bind={device}:{inside}" for inside, device in (volumes or {}).items()]
     argv = ["sh", "-c", f'{procs} exec "$@"', "sh", "systemd-nspawn", "-q", "--register=no", "--keep-unit",
             "-b", "-D", str(root), f"--network-namespace-path=/run/netns/{spec.netns}",
-            "--capability=CAP_NET_ADMIN", f"--machine={spec.name}", "--console=read-only", *binds]
+            "--capability=CAP_NET_ADMIN", f"--machine={spec.name.replace('_', '-')}", "--console=read-only", *binds]
     console = (host_dir(spec.name) / "console.log").open("ab")
     env = {**os.environ, "SYSTEMD_NSPAWN_API_VFS_WRITABLE": "network"}
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,

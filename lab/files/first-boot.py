@@ -3,13 +3,15 @@
 
 `keys`: make this host's SSH host keys (the image has none) and print their public halves to the
 console between cloud-init's markers, where EC2's GetConsoleOutput shows them.
-`user-data`: fetch this instance's user_data from the instance metadata service (IMDSv2) and run
+`user-data`: make the image's default user (`ubuntu`, sudo without password, the key pair's public
+key from the metadata service, as cloud-init does on Ubuntu images), then fetch this instance's user_data from the instance metadata service (IMDSv2) and run
 it once, logging its exit status to the console as cloud-init does.
 """
 
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -40,6 +42,12 @@ def metadata(path: str) -> bytes:
             request = urllib.request.Request(f"{IMDS}/latest/{path}",
                                              headers={"X-aws-ec2-metadata-token": token})
             return urllib.request.urlopen(request, timeout=5).read()
+        except urllib.error.HTTPError as error:
+            if error.code == 404:  # e.g. an instance launched without user_data
+                return b""
+            if attempt == TRIES - 1:
+                raise SystemExit(f"instance metadata {path}: {error}")
+            time.sleep(1)
         except OSError as error:
             if attempt == TRIES - 1:
                 raise SystemExit(f"instance metadata {path}: {error}")
@@ -47,13 +55,31 @@ def metadata(path: str) -> bytes:
     raise AssertionError("unreachable")
 
 
+DEFAULT_USER = "ubuntu"
+
+
+def default_user() -> None:
+    home = Path("/home") / DEFAULT_USER
+    if not home.exists():
+        subprocess.run(["useradd", "-m", "-s", "/bin/bash", DEFAULT_USER], check=True)
+        Path("/etc/sudoers.d/90-cloud-init-users").write_text(f"{DEFAULT_USER} ALL=(ALL) NOPASSWD:ALL\n")
+    ssh = home / ".ssh"
+    ssh.mkdir(mode=0o700, exist_ok=True)
+    (ssh / "authorized_keys").write_bytes(metadata("meta-data/public-keys/0/openssh-key") + b"\n")
+    subprocess.run(["chown", "-R", f"{DEFAULT_USER}:{DEFAULT_USER}", str(ssh)], check=True)
+
+
 def user_data() -> None:
     done = STATE / "boot-finished"
     if done.exists():
         return
+    default_user()
     STATE.mkdir(parents=True, exist_ok=True, mode=0o700)
     script = STATE / "user-data.txt"
     script.write_bytes(metadata("user-data"))
+    if not script.read_bytes():
+        done.write_text("0 0.0\n")
+        return
     script.chmod(0o700)
     started = time.monotonic()
     status = subprocess.run([str(script)]).returncode
