@@ -305,8 +305,7 @@ class Metadata(BaseHTTPRequestHandler):
         if path in meta:
             return (meta[path], "text/plain") if meta[path] else None
         if path == "/latest/user-data":
-            data = instance.user_data[0] if instance.user_data else ""
-            return (base64.b64decode(data).decode() if data else None), "text/plain"
+            return (instance.user_data.decode(), "text/plain") if instance.user_data else None
         if path == "/latest/dynamic/instance-identity/document":
             return json.dumps({"instanceId": instance.id, "region": self.region, "accountId": ACCOUNT,
                                "availabilityZone": instance.placement, "privateIp": instance.private_ip}), "application/json"

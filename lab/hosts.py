@@ -141,8 +141,10 @@ def add_iptables_rule(table: str, rule: list[str]) -> None:
 def _mount_root(spec: HostSpec, image: Path) -> Path:
     base = host_dir(spec.name)
     upper, work, root = base / "upper", base / "work", base / "root"
+    base.mkdir(parents=True, exist_ok=True, mode=0o700)  # only root on this machine looks in
     for path in (upper, work, root):
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.mkdir(exist_ok=True)
+    upper.chmod(0o755)  # the host's own `/`: its services' users must traverse it
     if not os.path.ismount(root):
         run("mount", "-t", "overlay", "overlay", "-o",
             f"lowerdir={image},upperdir={upper},workdir={work}", str(root))
@@ -245,10 +247,14 @@ def wait_port(address: str, port: int, timeout_s: float) -> bool:
 
 def cgroup_pids(hierarchy: str, *parts: str) -> list[int]:
     """Every process in a lab cgroup and its descendants."""
-    base = cgroup(hierarchy, *parts)
-    if not base.is_dir():
-        return []
-    return [int(pid) for procs in base.rglob("cgroup.procs") for pid in procs.read_text().split()]
+    pids = []
+    for directory, _, files in os.walk(cgroup(hierarchy, *parts)):  # cgroups come and go meanwhile
+        if "cgroup.procs" in files:
+            try:
+                pids += [int(pid) for pid in Path(directory, "cgroup.procs").read_text().split()]
+            except FileNotFoundError:
+                pass
+    return pids
 
 
 def stop(name: str, timeout_s: float = STOP_TIMEOUT_S) -> None:
@@ -280,11 +286,8 @@ def kill(*parts: str) -> None:
 
 
 def _remove_cgroup_tree(path: Path) -> None:
-    if not path.is_dir():
-        return
-    for child in sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-        child.rmdir()
-    path.rmdir()
+    for directory, _, _ in os.walk(path, topdown=False):  # children first; cgroup files go with their dir
+        Path(directory).rmdir()
 
 
 # --- the whole lab ----------------------------------------------------------------------------
