@@ -72,6 +72,12 @@ def instance_by_id(region: str, instance_id: str) -> Any | None:
     return None
 
 
+def node_of(instance: Any) -> str:
+    """The topology node an instance runs (its `photostack:node` tag), else its id."""
+    tags = {tag["key"]: tag["value"] for tag in instance.get_tags()}
+    return tags.get("photostack:node", instance.id)
+
+
 def role_of(instance: Any) -> Any | None:
     """The IAM role of an instance's instance profile, or None."""
     profile = instance.iam_instance_profile  # as RunInstances got it: {"Name": ...} or {"Arn": ...}
@@ -217,7 +223,7 @@ class LabAws:
             return None
         action, resource = found
         role = role_of(caller)
-        node = caller.tags.get("photostack:node", caller.id) if hasattr(caller, "tags") else caller.id
+        node = node_of(caller)
         decision = evaluate(self._policies(role), action, resource) if role else None
         allowed = bool(decision and decision.allowed)
         self.calls.record(host=node, instance=caller.id, action=action, resource=resource, allowed=allowed,
@@ -234,9 +240,8 @@ class LabAws:
         instance = instance_by_id(self.region, instance_id)
         text = ""
         if instance is not None:
-            node = instance.tags.get("photostack:node") if hasattr(instance, "tags") else None
-            path = self.consoles / (node or "") / "console.log"
-            text = path.read_text(errors="replace") if node and path.is_file() else ""
+            path = self.consoles / node_of(instance) / "console.log"
+            text = path.read_text(errors="replace") if path.is_file() else ""
         output = base64.b64encode(text.encode()).decode()
         now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
         return (f'<?xml version="1.0" encoding="UTF-8"?>\n<GetConsoleOutputResponse xmlns="http://ec2.amazonaws.com/'
