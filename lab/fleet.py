@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import select
+import socket
 import subprocess
 import sys
 import time
@@ -27,6 +28,13 @@ METADATA_PORT = 8169
 AWS_SERVICE = "_aws"  # the lab's AWS process: its cgroup and files (no host has a leading underscore)
 AWS_START_TIMEOUT_S = 120.0
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The package registries the roles and user_data install from (Debian's archive, PyPI). Hosts have
+# no route off the lab bridge: they reach the registries this machine uses through relays on the
+# gateway (the machine's own egress), by name, with this machine's CA bundle.
+REGISTRIES = ("deb.debian.org", "pypi.org", "files.pythonhosted.org")
+REGISTRY_PORTS = (80, 443)
+RELAY_SERVICE = "_relay"
+MACHINE_CA_DIR = Path("/usr/local/share/ca-certificates")
 WAVE = 4  # hosts booted at once; systemd's boot is CPU-bound on 2 cores
 SSH_TIMEOUT_S = 120.0
 
@@ -76,7 +84,28 @@ def _firewall(gateway: str) -> None:
     hosts.add_iptables_rule("filter", ["INPUT", "-i", hosts.BRIDGE, "-m", "conntrack", "--ctstate",
                                        "ESTABLISHED,RELATED", "-j", "ACCEPT", *comment])
     hosts.add_iptables_rule("filter", ["INPUT", "-i", hosts.BRIDGE, "-d", gateway, "-p", "tcp", "-m", "multiport",
-                                       "--dports", f"{API_PORT},{METADATA_PORT}", "-j", "ACCEPT", *comment])
+                                       "--dports", ",".join(map(str, (API_PORT, METADATA_PORT, *REGISTRY_PORTS))), "-j", "ACCEPT", *comment])
+
+
+def _in_cgroup(service: str, argv: list[str], **popen: object) -> subprocess.Popen[bytes]:
+    """Start a lab service process inside the lab's cgroup `service` (so `down` ends it)."""
+    procs = " ".join(f"echo $$ > {p}/cgroup.procs;" for p in hosts._cgroups(service))
+    return subprocess.Popen(["sh", "-c", f'{procs} exec "$@"', "sh", *argv], start_new_session=True, **popen)
+
+
+def start_relays(gateway: str) -> dict[str, str]:
+    """Relay the registries' ports from the gateway to the address this machine resolves them to;
+    returns the host-side name → address entries."""
+    upstreams = {socket.gethostbyname(name) for name in REGISTRIES}
+    if len(upstreams) != 1:
+        raise hosts.LabError(f"registries {', '.join(REGISTRIES)} resolve to {len(upstreams)} addresses here; "
+                             "the lab relays one (set them to one proxy, or extend lab/fleet.py)")
+    upstream = upstreams.pop()
+    for port in REGISTRY_PORTS:
+        _in_cgroup(RELAY_SERVICE, ["socat", f"TCP-LISTEN:{port},bind={gateway},fork,reuseaddr",
+                                   f"TCP:{upstream}:{port}"], stdin=subprocess.DEVNULL,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return {name: gateway for name in REGISTRIES}
 
 
 def start_aws(plan: LabPlan, config: StackConfig, gateway: str, public_key: str) -> dict[str, str]:
@@ -84,15 +113,14 @@ def start_aws(plan: LabPlan, config: StackConfig, gateway: str, public_key: str)
     node → instance id. The seed (with the generated passwords) goes over a pipe, never to disk."""
     workdir = hosts.host_dir(AWS_SERVICE)
     workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    procs = " ".join(f"echo $$ > {p}/cgroup.procs;" for p in hosts._cgroups(AWS_SERVICE))
     log = (workdir / "aws.log").open("ab")
-    process = subprocess.Popen(["sh", "-c", f'{procs} exec "$@"', "sh", sys.executable, "-m", "lab.aws"],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, cwd=REPO_ROOT,
-                               env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, start_new_session=True)
+    process = _in_cgroup(AWS_SERVICE, [sys.executable, "-m", "lab.aws"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=log, cwd=REPO_ROOT,
+                         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     log.close()
     message = {"region": config.region, "address": gateway, "api_port": API_PORT, "metadata_port": METADATA_PORT,
                "secret_seed": secrets.token_hex(16), "ssh_public_key": public_key,
-               "consoles": str(hosts.hosts_dir()), "calls": str(workdir / "calls.jsonl"), "seed": seed.from_plan(plan)}
+               "consoles": str(hosts.hosts_dir()), "calls": str(workdir / "calls.jsonl"), "seed": seed.from_plan(plan, workdir)}
     assert process.stdin is not None and process.stdout is not None
     process.stdin.write(json.dumps(message).encode())
     process.stdin.close()
@@ -118,6 +146,8 @@ def up(config: StackConfig, stack: str) -> UpReport:
     public_key = config.ssh_public_key or operator_key().with_suffix(".pub").read_text().strip()
     report.instance_ids = start_aws(plan, config, gateway, public_key)
     report.endpoint = aws_environment(gateway, config.region)["AWS_ENDPOINT_URL"]
+    names = start_relays(gateway)
+    certificates = sorted(MACHINE_CA_DIR.glob("*.crt"))
     all_specs = specs(plan)
     for wave_start in range(0, len(all_specs), WAVE):
         wave = all_specs[wave_start:wave_start + WAVE]
@@ -125,7 +155,8 @@ def up(config: StackConfig, stack: str) -> UpReport:
         for spec in wave:
             boot_started[spec.name] = time.monotonic()
             hosts.start(spec, tree, gateway, plan.network.prefixlen, METADATA_ADDRESS,
-                        environment=aws_environment(gateway, config.region))
+                        environment=aws_environment(gateway, config.region), names=names,
+                        certificates=certificates)
         for spec in wave:
             if hosts.wait_port(spec.address, 22, SSH_TIMEOUT_S):
                 report.boot_s[spec.name] = time.monotonic() - boot_started[spec.name]

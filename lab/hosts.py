@@ -202,14 +202,37 @@ def _install_environment(root: Path, environment: dict[str, str]) -> None:
     (conf / "photostack-lab.conf").write_text(f"[Manager]\nDefaultEnvironment={values}\n")
 
 
+def _install_registry_access(root: Path, names: dict[str, str], certificates: list[Path]) -> None:
+    """Names the host resolves to the lab's relays, and the CA certificates their TLS needs
+    (added to the system bundle, and kept where update-ca-certificates finds them again)."""
+    hosts_file = root / "etc/hosts"
+    lines = [line for line in hosts_file.read_text().splitlines() if "# photostack-lab" not in line]
+    lines += [f"{address} {name}  # photostack-lab relay" for name, address in sorted(names.items())]
+    hosts_file.write_text("\n".join(lines) + "\n")
+    local = root / "usr/local/share/ca-certificates"
+    local.mkdir(parents=True, exist_ok=True)
+    bundle = root / "etc/ssl/certs/ca-certificates.crt"
+    text = bundle.read_text()
+    for certificate in certificates:
+        shutil.copyfile(certificate, local / certificate.name)
+        pem = certificate.read_text()
+        if pem not in text:
+            text += pem if pem.endswith("\n") else pem + "\n"
+    bundle.write_text(text)
+    (root / "etc/pip.conf").write_text("[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n")
+
+
 def start(spec: HostSpec, image: Path, gateway: str, prefixlen: int, metadata_address: str,
-          environment: dict[str, str] | None = None, volumes: dict[str, Path] | None = None) -> int:
+          environment: dict[str, str] | None = None, names: dict[str, str] | None = None,
+          certificates: list[Path] | None = None, volumes: dict[str, Path] | None = None) -> int:
     """Boot `spec` (its overlay, network and cgroup first); returns the nspawn process id.
-    `environment` is set for every process of the host (the lab's AWS endpoint); `volumes` maps
-    a device name inside the host (e.g. /dev/nvme1n1) to a block device here."""
+    `environment` is set for every process of the host (the lab's AWS endpoint); `names` and
+    `certificates` give it the registries through the lab's relays; `volumes` maps a device name
+    inside the host (e.g. /dev/nvme1n1) to a block device here."""
     root = _mount_root(spec, image)
     _install_first_boot(root, spec)
     _install_environment(root, environment or {})
+    _install_registry_access(root, names or {}, certificates or [])
     _network(spec, gateway, prefixlen, metadata_address)
     procs = " ".join(f"echo $$ > {p}/cgroup.procs;" for p in _cgroups(spec.name))
     binds = [f"--bind={device}:{inside}" for inside, device in (volumes or {}).items()]

@@ -10,11 +10,17 @@ the service passwords (random, never written to disk or printed) in their place.
 
 from __future__ import annotations
 
+import os
 import secrets
+import zipfile
+from pathlib import Path
 from typing import Any
+
+import pulumi
 
 from infra.config import GENERATED_SECRETS
 from infra.plan import Plan, reveal
+from infra.storage import bundle_archive
 from lab.plan import LabPlan
 
 MOCK_ARN_PREFIX = "arn:aws:mock:"
@@ -33,10 +39,34 @@ def _arn_translation(plan: Plan) -> dict[str, str]:
     return dict(sorted(found.items(), key=lambda item: -len(item[0])))
 
 
-def from_plan(lab: LabPlan) -> dict[str, Any]:
-    """Everything `apply` creates, read from the plan."""
+def zip_archive(archive: pulumi.AssetArchive, out: Path) -> None:
+    """Write a Pulumi asset archive as the zip the engine uploads (bytecode caches left out)."""
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as bundle:
+        for name, asset in sorted(archive.assets.items()):
+            if isinstance(asset, pulumi.FileAsset):
+                bundle.write(asset.path, name)
+                continue
+            for directory, subdirs, files in os.walk(asset.path):
+                subdirs[:] = sorted(d for d in subdirs if d != "__pycache__")
+                for file in sorted(files):
+                    path = Path(directory, file)
+                    bundle.write(path, f"{name}/{path.relative_to(asset.path).as_posix()}")
+
+
+def _objects(plan: Plan, workdir: Path) -> list[dict[str, str]]:
+    """The bucket objects the program uploads (the release bundle), written out as the engine would."""
+    buckets = {f"{r.name}-id": r.outputs["bucket"] for r in plan.of_type("aws:s3/bucket:Bucket")}
+    found = []
+    for resource in plan.of_type("aws:s3/bucketObjectv2:BucketObjectv2"):
+        path = workdir / f"{resource.name}.zip"
+        zip_archive(bundle_archive(plan.stack), path)
+        found.append({"bucket": buckets[resource.inputs["bucket"]], "key": resource.inputs["key"], "path": str(path)})
+    return found
+
+
+def from_plan(lab: LabPlan, workdir: Path) -> dict[str, Any]:
+    """Everything `apply` creates, read from the plan (files it uploads are written to `workdir`)."""
     plan = lab.plan
-    outputs = {r.name: reveal(r.outputs) for r in plan.resources}
     generated = {name: secrets.token_urlsafe(24) for name in GENERATED_SECRETS}
     parameters = []
     for resource in plan.of_type("aws:ssm/parameter:Parameter"):
@@ -66,7 +96,8 @@ def from_plan(lab: LabPlan) -> dict[str, Any]:
                           for r in plan.of_type("aws:iam/rolePolicy:RolePolicy")],
         "profiles": [{"name": r.name, "role": reveal(r.inputs)["role"]} for r in plan.of_type("aws:iam/instanceProfile:InstanceProfile")],
         "parameters": parameters,
-        "buckets": [outputs[r.name]["bucket"] for r in plan.of_type("aws:s3/bucket:Bucket")],
+        "buckets": [r.outputs["bucket"] for r in plan.of_type("aws:s3/bucket:Bucket")],
+        "objects": _objects(plan, workdir),
         "instances": instances,
         "translate": _arn_translation(plan),
     }
@@ -90,6 +121,8 @@ def apply(seed: dict[str, Any], clients: Any, region: str) -> dict[str, str]:
         ssm.put_parameter(**parameter)
     for bucket in seed["buckets"]:
         s3.create_bucket(Bucket=bucket)
+    for item in seed["objects"]:
+        s3.upload_file(item["path"], item["bucket"], item["key"])
     ids = {}
     for instance in seed["instances"]:
         extra = {"IamInstanceProfile": {"Name": instance["profile"]}} if instance["profile"] else {}
