@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 import urllib.parse
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -332,30 +333,50 @@ def _clients(endpoint: str, region: str) -> Callable[[str], Any]:
     return lambda service: session.client(service, endpoint_url=endpoint)
 
 
-def serve(config: dict[str, Any]) -> None:
-    """Run the lab's AWS until killed (`lab.fleet` starts it in the lab's cgroup, the seed on stdin):
-    seed moto from the plan, then print the instance ids as one JSON line (the lab waits for it)."""
+@dataclass
+class Running:
+    """The lab's AWS, started: its ports, the instance ids of the seeded nodes, and how to stop it."""
+
+    api_port: int
+    metadata_port: int
+    ids: dict[str, str]
+    servers: list[Any]
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.shutdown()
+
+
+def start(config: dict[str, Any]) -> Running:
+    """Start the API front (over moto) and the metadata service on `config["address"]` (port 0:
+    any free port), then seed moto from `config["seed"]`."""
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
     from werkzeug.serving import make_server
 
     from lab.seed import apply
 
     region = config["region"]
-    Metadata.region = region
-    Metadata.secret_seed = config["secret_seed"]
-    Metadata.ssh_public_key = config["ssh_public_key"]
-    metadata = ThreadingHTTPServer((config["address"], config["metadata_port"]), Metadata)
-    threading.Thread(target=metadata.serve_forever, daemon=True).start()
+    handler = type("LabMetadata", (Metadata,), {"region": region, "secret_seed": config["secret_seed"],
+                                                 "ssh_public_key": config["ssh_public_key"], "tokens": {}})
+    metadata = ThreadingHTTPServer((config["address"], config["metadata_port"]), handler)
     app = LabAws(DomainDispatcherApplication(create_backend_app), region, config["secret_seed"],
                  Path(config["consoles"]), Calls(Path(config["calls"])), config["seed"]["translate"])
-    server = make_server(config["address"], config["api_port"], app, threaded=True, request_handler=MotoRequestHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    ids = apply(config["seed"], _clients(f"http://{config['address']}:{config['api_port']}", region), region)
+    api = make_server(config["address"], config["api_port"], app, threaded=True, request_handler=MotoRequestHandler)
+    for server in (metadata, api):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    ids = apply(config["seed"], _clients(f"http://{config['address']}:{api.server_port}", region), region)
     # moto picks random public addresses; the lab routes the planned ones (documentation range) to its bridge.
     for planned in config["seed"]["instances"]:
         if planned["public_ip"]:
             instance_by_id(region, ids[planned["node"]]).nics[0].public_ip = planned["public_ip"]
-    print(json.dumps(ids), flush=True)
+    return Running(api.server_port, metadata.server_address[1], ids, [metadata, api])
+
+
+def serve(config: dict[str, Any]) -> None:
+    """Run the lab's AWS until killed (`lab.fleet` starts it in the lab's cgroup, the config on
+    stdin), printing the instance ids as one JSON line once seeded (the lab waits for it)."""
+    running = start(config)
+    print(json.dumps(running.ids), flush=True)
     threading.Event().wait()
 
 
