@@ -36,6 +36,7 @@ FILES = Path(__file__).resolve().parent / "files"
 FIRST_BOOT_SCRIPT = "usr/local/sbin/photostack-first-boot"
 FIRST_BOOT_UNITS = ("photostack-first-boot.service", "photostack-user-data.service")
 STOP_TIMEOUT_S = 15.0
+NICE = 10
 POLL_S = 0.2
 
 
@@ -236,7 +237,8 @@ def start(spec: HostSpec, image: Path, gateway: str, prefixlen: int, metadata_ad
     _network(spec, gateway, prefixlen, metadata_address)
     procs = " ".join(f"echo $$ > {p}/cgroup.procs;" for p in _cgroups(spec.name))
     binds = [f"--bind={device}:{inside}" for inside, device in (volumes or {}).items()]
-    argv = ["sh", "-c", f'{procs} exec "$@"', "sh", "systemd-nspawn", "-q", "--register=no", "--keep-unit",
+    # Niced: the lab shares this machine's cores with other work, which keeps its priority.
+    argv = ["sh", "-c", f'{procs} exec "$@"', "sh", "nice", "-n", str(NICE), "systemd-nspawn", "-q", "--register=no", "--keep-unit",
             "-b", "-D", str(root), f"--network-namespace-path=/run/netns/{spec.netns}",
             "--capability=CAP_NET_ADMIN", f"--machine={spec.name.replace('_', '-')}", "--console=read-only", *binds]
     console = (host_dir(spec.name) / "console.log").open("ab")
