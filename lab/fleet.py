@@ -8,6 +8,7 @@ the limit on this machine) and waits until each host's sshd answers. `down` remo
 from __future__ import annotations
 
 import json
+import re
 import os
 import secrets
 import select
@@ -164,6 +165,23 @@ def up(config: StackConfig, stack: str) -> UpReport:
                 report.failed.append(f"{spec.name}: sshd on {spec.address}:22 not up after {SSH_TIMEOUT_S:.0f} s")
     report.total_s = time.monotonic() - started
     return report
+
+
+FINISHED = re.compile(r"Cloud-init v\. lab finished: user_data exit status (\d+) after ([\d.]+) seconds")
+
+
+def first_boot(name: str) -> tuple[int, float] | None:
+    """(exit status, seconds) of a host's user_data as its console reports it, or None while it runs."""
+    found = FINISHED.findall(hosts.console_text(name))
+    return (int(found[-1][0]), float(found[-1][1])) if found else None
+
+
+def wait_first_boots(names: list[str], timeout_s: float) -> dict[str, tuple[int, float] | None]:
+    """Each host's user_data result, waiting up to `timeout_s` for all of them to finish."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(first_boot(n) is None for n in names):
+        time.sleep(1)
+    return {name: first_boot(name) for name in names}
 
 
 def down() -> None:

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
 from infra.bootstrap import render_user_data
-from infra.config import ConfigError, load_stack_config
+from infra.config import REPO_ROOT, ConfigError, load_stack_config
 from infra.fleet import CANONICAL_OWNER_ID, UBUNTU_2404_NAME
 from infra.inventory import TAG_NODE, TAG_ROLE, TAG_STACK
 from infra.plan import is_secret, placeholder_secret, reveal, run_plan
 from infra.policy.policies import UNTAGGABLE
+from infra.storage import bundle_archive
 from infra.topology import nodes
 from tests._infra_plans import by_name, dependency, plan_of, role_tag
 
@@ -123,10 +130,32 @@ def test_user_data_installs_the_bundle_and_converges_the_node_roles():
     script = resources["fleet-postgres-postgres-3-replica1"].inputs["userData"]
     assert script.startswith("#!/bin/bash\n")
     assert "roles: base, postgres, munin_node." in script
-    assert "ops converge --stack prod --host postgres-3-replica1 --local" in script
+    assert "ops --stack prod converge --host postgres-3-replica1 --local" in script
     assert "release/photostack.zip" in script and "storage-release-mock" in script
     app = resources["fleet-app-app-7"].inputs["userData"]
     assert "roles: base, pgbouncer, app, munin_node." in app
+
+
+def test_user_data_converge_command_parses_and_finds_the_bundles_stack_config(tmp_path, moto_account):
+    """The converge line of user_data, run as a host runs it: from the unpacked bundle (no checkout),
+    with the script's own environment and an (empty) EC2. It gets as far as the stack's inventory,
+    so `ops` parsed its options and found `Pulumi.<stack>.yaml` outside site-packages."""
+    node = [n for n in nodes(load_stack_config("staging")) if n.name == "app-0"][0]
+    script = render_user_data("staging", node, "us-east-1", "bucket-x", "release/photostack.zip")
+    exports = dict(pair.split("=", 1) for line in script.splitlines() if line.startswith("export ")
+                   for pair in line.split()[1:])
+    bundle = Path(exports["PHOTOSTACK_STACKS_DIR"])
+    line = next(line for line in script.splitlines() if line.startswith("/opt/photostack/venv/bin/ops "))
+    argv = shlex.split(line.replace("--host app-0", "--host no-such-node"))[1:]
+    unpacked = tmp_path / bundle.name  # the bundle holds Pulumi.<stack>.yaml at its root
+    unpacked.mkdir()
+    shutil.copy(REPO_ROOT / "Pulumi.staging.yaml", unpacked)
+    env = {**os.environ, "PHOTOSTACK_STACKS_DIR": str(unpacked), "PHOTOSTACK_STATE_DIR": str(tmp_path / "state"),
+           "PYTHONPATH": str(REPO_ROOT), "AWS_ENDPOINT_URL": moto_account, "AWS_ACCESS_KEY_ID": "test",
+           "AWS_SECRET_ACCESS_KEY": "test"}
+    result = subprocess.run([sys.executable, "-m", "ops", *argv], cwd=unpacked, env=env, capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.startswith("stack 'staging': no running bastion"), result.stderr
+    assert "Pulumi.staging.yaml" in bundle_archive("staging").assets
 
 
 def test_no_secret_value_appears_outside_a_secret():
