@@ -69,7 +69,7 @@ def test_up_boots_every_planned_instance(lab_up):
     planned = [i.node for i in lab_plan(load_stack_config(STACK), STACK).instances]
     for node in planned:
         assert f"{node} " in lab_up.stdout and "up in" in lab_up.stdout
-        assert hosts.cgroup_pids("unified", node), f"{node} has no running processes"
+        assert hosts.cgroup_pids("unified", node), f"{node} has no running processes: {hosts.console_text(node)[-2000:]}"
     assert f"{len(planned)} host(s) up, 0 failed" in lab_up.stdout
 
 
