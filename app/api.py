@@ -2,6 +2,7 @@
 
 Ids are 64-bit and travel as decimal strings (JavaScript numbers lose precision above 2^53).
 Authentication is the session cookie (SameSite=Lax, so cross-site form posts do not carry it).
+Writes carry JSON (the photo upload: multipart) and a same-origin `Origin` if any (app/security.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from app import feed, photos, posting, social, users
-from app.auth import current_user, log_in, log_out
+from app.auth import current_user, log_in, log_out, login_wait, signup_wait
 from app.config import app_config
 from app.errors import BadUpload, InvalidInput, NotFound
 from app.storage import storage
@@ -62,16 +63,19 @@ def login_required(view):
 
 
 def json_body(request: HttpRequest) -> dict:
-    """The request's JSON object (form-encoded bodies work too, for curl users)."""
-    if request.content_type == "application/json":
-        try:
-            body = json.loads(request.body or b"{}")
-        except (ValueError, UnicodeDecodeError):
-            raise InvalidInput("the body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise InvalidInput("the body must be a JSON object")
-        return body
-    return request.POST.dict()
+    """The request's JSON object (app/security.py lets no other body through; none is `{}`)."""
+    try:
+        body = json.loads(request.body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput("the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("the body must be a JSON object")
+    return body
+
+
+def too_many(wait_s: int) -> JsonResponse:
+    """429 for a throttled log-in or sign-up."""
+    return error(429, f"too many attempts; try again in {wait_s} s", retry_after_s=wait_s)
 
 
 def page(request: HttpRequest, default: int = 30) -> tuple[int, int]:
@@ -119,6 +123,9 @@ def openapi(request: HttpRequest) -> HttpResponse:
 @api_view
 def signup(request: HttpRequest) -> HttpResponse:
     body = json_body(request)
+    wait = signup_wait(request)
+    if wait is not None:
+        return too_many(wait)
     try:
         user = users.create_user(str(body.get("username", "")), str(body.get("password", "")))
     except users.UsernameTaken:
@@ -131,6 +138,9 @@ def signup(request: HttpRequest) -> HttpResponse:
 @api_view
 def login(request: HttpRequest) -> HttpResponse:
     body = json_body(request)
+    wait = login_wait(request, str(body.get("username", "")))
+    if wait is not None:
+        return too_many(wait)
     user = users.authenticate(str(body.get("username", "")), str(body.get("password", "")))
     if user is None:
         return error(401, "wrong username or password")

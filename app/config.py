@@ -26,11 +26,17 @@ runner all read the same object, so the web process and the worker cannot disagr
 | PHOTOSTACK_SENTRY_DSN         | Sentry DSN; unset or empty disables Sentry                 | unset                 |
 | PHOTOSTACK_ALLOWED_HOSTS      | comma list for Django's ALLOWED_HOSTS                      | `*`                   |
 | PHOTOSTACK_MAX_UPLOAD_BYTES   | largest accepted photo upload                              | `10485760`            |
+| PHOTOSTACK_LOGIN_RATE_IP      | log-in attempts per client address, LIMIT/SECONDS          | `20/60`               |
+| PHOTOSTACK_LOGIN_RATE_USER    | log-in attempts per username, LIMIT/SECONDS                | `10/300`              |
+| PHOTOSTACK_SIGNUP_RATE_IP     | sign-ups per client address, LIMIT/SECONDS                 | `10/600`              |
+| PHOTOSTACK_TRUSTED_PROXIES    | comma list of networks whose X-Real-IP header is the       | loopback and private  |
+|                               | client's address (nginx)                                   | ranges                |
 """
 
 from __future__ import annotations
 
 import functools
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,6 +47,19 @@ from infra.config import INSTAGRAM_EPOCH_MS
 
 class AppConfigError(ValueError):
     """A missing or malformed environment variable (the message names it)."""
+
+
+# The app port is reachable only by nginx (loopback on one-box, the nginx security group on AWS,
+# which lives in the VPC's private range), so these are where a believable X-Real-IP comes from.
+DEFAULT_TRUSTED_PROXIES = "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
+
+
+@dataclass(frozen=True)
+class Rate:
+    """At most `limit` events per `window_s` seconds (app/ratelimit.py)."""
+
+    limit: int
+    window_s: int
 
 
 @dataclass(frozen=True)
@@ -69,6 +88,10 @@ class AppConfig:
     sentry_dsn: str | None
     allowed_hosts: tuple[str, ...]
     max_upload_bytes: int
+    login_rate_ip: Rate
+    login_rate_user: Rate
+    signup_rate_ip: Rate
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
 
     def physical_dsn(self, dbname: str) -> str:
         """libpq conninfo of one pgbouncer database (e.g. `shard3`)."""
@@ -86,6 +109,22 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise AppConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _rate(env: Mapping[str, str], name: str, default: str) -> Rate:
+    raw = env.get(name) or default
+    limit, sep, window = raw.partition("/")
+    if not (sep and limit.isdigit() and window.isdigit() and int(limit) >= 1 and int(window) >= 1):
+        raise AppConfigError(f"{name} must be LIMIT/SECONDS (e.g. {default}), got {raw!r}")
+    return Rate(int(limit), int(window))
+
+
+def _networks(env: Mapping[str, str], name: str, default: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    raw = env.get(name) or default
+    try:
+        return tuple(ipaddress.ip_network(item.strip(), strict=False) for item in raw.split(",") if item.strip())
+    except ValueError as exc:
+        raise AppConfigError(f"{name}: {exc}") from None
 
 
 def _memcached(raw: str) -> tuple[tuple[str, int], ...]:
@@ -146,6 +185,10 @@ def load_app_config(env: Mapping[str, str]) -> AppConfig:
         sentry_dsn=env.get("PHOTOSTACK_SENTRY_DSN") or None,
         allowed_hosts=tuple(h.strip() for h in env.get("PHOTOSTACK_ALLOWED_HOSTS", "*").split(",") if h.strip()),
         max_upload_bytes=_int(env, "PHOTOSTACK_MAX_UPLOAD_BYTES", 10 * 1024 * 1024),
+        login_rate_ip=_rate(env, "PHOTOSTACK_LOGIN_RATE_IP", "20/60"),
+        login_rate_user=_rate(env, "PHOTOSTACK_LOGIN_RATE_USER", "10/300"),
+        signup_rate_ip=_rate(env, "PHOTOSTACK_SIGNUP_RATE_IP", "10/600"),
+        trusted_proxies=_networks(env, "PHOTOSTACK_TRUSTED_PROXIES", DEFAULT_TRUSTED_PROXIES),
     )
 
 

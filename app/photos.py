@@ -14,8 +14,9 @@ from __future__ import annotations
 import io
 import json
 import secrets
+from dataclasses import dataclass
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 
 from app import counters
 from app.clients import memcache_client
@@ -26,7 +27,9 @@ from infra.sharding import schema_name
 
 # Pillow format → (file extension, content type). Everything else is refused.
 FORMATS = {"JPEG": ("jpg", "image/jpeg"), "PNG": ("png", "image/png"), "GIF": ("gif", "image/gif"), "WEBP": ("webp", "image/webp")}
-MAX_PIXELS = 40_000_000
+MAX_PIXELS = 40_000_000  # of all frames together
+# Re-encoding: keep a JPEG's own quantization (no visible generation loss); WebP as good.
+_SAVE_OPTIONS: dict[str, dict] = {"JPEG": {"quality": "keep", "subsampling": "keep"}, "WEBP": {"quality": 90}}
 CACHE_TTL_S = 300
 PENDING_TTL_S = 2
 MAX_CAPTION = 2200
@@ -37,27 +40,53 @@ _COLUMNS = (
 )
 
 
-def inspect_image(data: bytes, max_bytes: int) -> tuple[str, str, int, int]:
-    """(extension, content type, width, height) of an acceptable image, else BadUpload.
+@dataclass(frozen=True)
+class CleanImage:
+    """An accepted upload as it is stored: upright, re-encoded, no metadata."""
 
-    Reads only the header and Pillow's cheap structural check: full decoding is the thumbnail
-    worker's job, off the request path."""
+    data: bytes
+    ext: str
+    content_type: str
+    width: int
+    height: int
+
+
+def clean_image(data: bytes, max_bytes: int) -> CleanImage:
+    """The image to store for an upload, else BadUpload.
+
+    Every frame is decoded in full, so a truncated or corrupt file is refused here rather than
+    stored without a thumbnail. The EXIF orientation is applied to the pixels, then the image is
+    re-encoded with no EXIF (GPS, camera), XMP or comment: originals are public by URL. Only the
+    colour profile is kept."""
     if not data:
         raise BadUpload("the uploaded file is empty")
     if len(data) > max_bytes:
         raise BadUpload(f"the uploaded file is larger than {max_bytes} bytes", status=413)
     try:
         with Image.open(io.BytesIO(data)) as image:
-            fmt, (width, height) = image.format, image.size
-            image.verify()
+            fmt, (width, height), frames = image.format, image.size, getattr(image, "n_frames", 1)
+            if fmt not in FORMATS:
+                raise BadUpload(f"image format {fmt} is not accepted (JPEG, PNG, GIF, WEBP)")
+            # Checked before decoding anything: the header alone says how much decoding costs.
+            if width * height * frames > MAX_PIXELS or width < 1 or height < 1:
+                raise BadUpload(f"image size {width}x{height} ({frames} frames) is out of range")
+            for _ in ImageSequence.Iterator(image):
+                image.load()
+            image.seek(0)
+            if frames == 1:
+                # In place keeps the JPEG's quantization tables for quality="keep".
+                ImageOps.exif_transpose(image, in_place=True)
+            out = io.BytesIO()
+            options = _SAVE_OPTIONS.get(fmt, {})
+            image.save(out, fmt, save_all=frames > 1, exif=b"", comment=b"", xmp=b"",
+                       icc_profile=image.info.get("icc_profile"), **options)
+            width, height = image.size
+    except BadUpload:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         raise BadUpload("the uploaded file is not a readable image") from None
-    if fmt not in FORMATS:
-        raise BadUpload(f"image format {fmt} is not accepted (JPEG, PNG, GIF, WEBP)")
-    if width * height > MAX_PIXELS or width < 1 or height < 1:
-        raise BadUpload(f"image size {width}x{height} is out of range")
     ext, content_type = FORMATS[fmt]
-    return ext, content_type, width, height
+    return CleanImage(out.getvalue(), ext, content_type, width, height)
 
 
 def _cache_key(photo_id: int) -> str:
@@ -76,21 +105,21 @@ def create_photo(user_id: int, data: bytes, caption: str, max_bytes: int) -> dic
     """Store an image and its row on the owner's shard; on any failure nothing is left behind.
     (Posting also queues its task: app.posting.)"""
     caption = (caption or "").strip()[:MAX_CAPTION]
-    ext, content_type, width, height = inspect_image(data, max_bytes)
+    image = clean_image(data, max_bytes)
     r = router()
     logical = r.logical_of(user_id)
     schema = schema_name(logical)
     # A random key: URLs are unguessable, and the key is known before the row exists.
-    key = f"p/{logical:04d}/{secrets.token_hex(16)}.{ext}"
+    key = f"p/{logical:04d}/{secrets.token_hex(16)}.{image.ext}"
     store = storage()
-    store.save(key, data, content_type)
+    store.save(key, image.data, image.content_type)
     try:
         with r.connection(r.shard_map.physical_of(logical)) as conn:
             row = conn.execute(
                 f"WITH p AS (INSERT INTO {schema}.photos (user_id, image_key, caption, width, height) "
                 "VALUES (%s, %s, %s, %s, %s) RETURNING *) "
                 f"SELECT {_COLUMNS} FROM p JOIN {schema}.users u ON u.id = p.user_id",
-                (user_id, key, caption, width, height),
+                (user_id, key, caption, image.width, image.height),
             ).fetchone()
         if row is None:
             raise LookupError(f"user {user_id} does not exist on {schema}")

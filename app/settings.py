@@ -1,6 +1,6 @@
 """Django settings: everything from the environment (app/config.py); no ORM database, no
-django.contrib.auth tables. Middleware is only the session middleware (sessions in Redis via
-Django's RedisCache): the request path stays lean."""
+django.contrib.auth tables. Middleware: security headers, same-origin writes (app/security.py),
+sessions (signed JSON in Redis, app/sessions.py); the request path stays lean."""
 
 from pathlib import Path
 
@@ -19,25 +19,29 @@ ALLOWED_HOSTS = list(_config.allowed_hosts)
 ROOT_URLCONF = "app.urls"
 WSGI_APPLICATION = "app.wsgi.application"
 INSTALLED_APPS: list[str] = []
-MIDDLEWARE = ["django.contrib.sessions.middleware.SessionMiddleware"]
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",  # nosniff, Referrer-Policy, HSTS over TLS
+    "app.security.middleware",  # same-origin and JSON-only writes, Secure cookies over TLS
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
 DATABASES: dict = {}  # shard data is raw SQL through app/shards.py
 
-CACHES = {
-    "default": {
-        "BACKEND": "app.cache.SharedClientRedisCache",
-        "LOCATION": _config.redis_url,
-        "KEY_PREFIX": "photostack",
-        "OPTIONS": {"socket_timeout": 2.0, "socket_connect_timeout": 1.0},
-    }
-}
-SESSION_ENGINE = "django.contrib.sessions.backends.cache"
+SESSION_ENGINE = "app.sessions"  # signed JSON in Redis, never pickle
+SESSION_SERIALIZER = "django.contrib.sessions.serializers.JSONSerializer"
 SESSION_COOKIE_NAME = "photostack_session"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_AGE = 14 * 24 * 3600
 CSRF_COOKIE_SAMESITE = "Lax"
-# nginx terminates TLS on AWS and says so in X-Forwarded-Proto.
+# Cookies get Secure per request (app/security.py): the one-box is plain HTTP.
+# nginx forwards the load balancer's X-Forwarded-Proto (and `http` when there is none); only
+# nginx can reach the app port.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_HSTS_SECONDS = 365 * 24 * 3600  # sent on HTTPS responses only
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
 
 # Uploads stay in memory up to the accepted size (no temp files to leave behind).
 FILE_UPLOAD_MAX_MEMORY_SIZE = _config.max_upload_bytes

@@ -1,7 +1,7 @@
 """The small server-rendered UI: feed with thumbnails and upload form, user pages, log-in.
 
-Form posts are CSRF-protected per view (there is no global CSRF middleware: the JSON API
-relies on SameSite=Lax session cookies instead)."""
+Form posts are CSRF-protected per view (Django's token); every unsafe request must also be
+same-origin (app/security.py). Log-ins and sign-ups are throttled like the API's (app/auth.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from app import feed, photos, posting, social, users
 from app.api import photo_json, too_large
-from app.auth import current_user, log_in, log_out
+from app.auth import current_user, log_in, log_out, login_wait, signup_wait
 from app.config import app_config
 from app.errors import BadUpload, InvalidInput, NotFound
 
@@ -33,6 +33,9 @@ def home(request: HttpRequest) -> HttpResponse:
 def login(request: HttpRequest) -> HttpResponse:
     error = ""
     if request.method == "POST":
+        wait = login_wait(request, request.POST.get("username", ""))
+        if wait is not None:
+            return too_many(request, "login", wait)
         user = users.authenticate(request.POST.get("username", ""), request.POST.get("password", ""))
         if user is not None:
             log_in(request, user)
@@ -41,11 +44,22 @@ def login(request: HttpRequest) -> HttpResponse:
     return render(request, "login.html", {"error": error, "mode": "login"}, status=401 if error else 200)
 
 
+def too_many(request: HttpRequest, mode: str, wait_s: int) -> HttpResponse:
+    """The log-in or sign-up page again, 429 with Retry-After."""
+    response = render(request, "login.html", {"error": f"Too many attempts. Try again in {wait_s} seconds.",
+                                              "mode": mode}, status=429)
+    response["Retry-After"] = str(wait_s)
+    return response
+
+
 @csrf_protect
 @require_http_methods(["GET", "POST"])
 def signup(request: HttpRequest) -> HttpResponse:
     error = ""
     if request.method == "POST":
+        wait = signup_wait(request)
+        if wait is not None:
+            return too_many(request, "signup", wait)
         try:
             user = users.create_user(request.POST.get("username", ""), request.POST.get("password", ""))
         except InvalidInput as exc:

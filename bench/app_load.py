@@ -6,6 +6,8 @@
     python bench/app_load.py --url ... --profile              # + where the app's CPU goes (py-spy)
 
 Before the measured window (not timed): sign up users, make follows, post photos to like.
+Each user signs up from its own loopback address (the app limits sign-ups per address), so the
+URL must be on this machine.
 Then for `--seconds` (default 60) one load-generator *process per kind* (post, like, feed;
 asyncio + aiohttp, separate from the app's processes) runs at the same time:
 - `paced` (default): each kind offered at its target rate as an open loop: request i is due at
@@ -90,6 +92,11 @@ def photo_form(image: bytes) -> aiohttp.FormData:
     return form
 
 
+# aiohttp labels a bodyless POST application/octet-stream, which the API refuses (415): it takes
+# JSON writes only (app/security.py).
+JSON = {"Content-Type": "application/json"}
+
+
 class PrepareError(RuntimeError):
     """The set-up before the window failed (the stack is not answering as it should)."""
 
@@ -111,17 +118,21 @@ async def prepare(base: str, users: int, follows: int, photos_per_user: int) -> 
     connector = aiohttp.TCPConnector(limit=32)
     async with aiohttp.ClientSession(base, connector=connector, cookie_jar=aiohttp.DummyCookieJar()) as http:
 
-        async def signup(name: str) -> str:
-            async with limit, http.post("/api/signup", json={"username": name, "password": "bench password"}) as resp:
-                if resp.status != 201:
-                    raise PrepareError(f"sign-up failed: {resp.status} {(await resp.text())[:200]!r}")
-                return f"{COOKIE}={resp.cookies[COOKIE].value}"
+        async def signup(index: int, name: str) -> str:
+            # Each user signs up from a loopback address of its own (all of 127/8 is this machine):
+            # the app limits sign-ups per client address, as it should for real users.
+            own = aiohttp.TCPConnector(local_addr=(f"127.{1 + index // 62500 % 250}.{index // 250 % 250}.{1 + index % 250}", 0))
+            async with limit, aiohttp.ClientSession(base, connector=own, cookie_jar=aiohttp.DummyCookieJar()) as alone:
+                async with alone.post("/api/signup", json={"username": name, "password": "bench password"}) as resp:
+                    if resp.status != 201:
+                        raise PrepareError(f"sign-up failed: {resp.status} {(await resp.text())[:200]!r}")
+                    return f"{COOKIE}={resp.cookies[COOKIE].value}"
 
-        cookies = await asyncio.gather(*(signup(n) for n in names))
+        cookies = await asyncio.gather(*(signup(i, n) for i, n in enumerate(names)))
         rng = random.Random(1)
 
         async def follow(cookie: str, other: str) -> None:
-            async with limit, http.post(f"/api/users/{other}/follow", headers={"Cookie": cookie}) as resp:
+            async with limit, http.post(f"/api/users/{other}/follow", headers={"Cookie": cookie, **JSON}) as resp:
                 await resp.read()
 
         await asyncio.gather(*(
@@ -163,8 +174,9 @@ async def generate(kind: str, base: str, fixture: Fixture, start_at: float, seco
 
         async def one(due: float) -> None:
             method, path, cookie, body, expect = request_for(kind, fixture, image, rng)
+            headers = {"Cookie": cookie, **(JSON if method == "POST" and body is None else {})}
             try:
-                async with http.request(method, path, data=body, headers={"Cookie": cookie}) as resp:
+                async with http.request(method, path, data=body, headers=headers) as resp:
                     await resp.read()
                     status = resp.status
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:

@@ -35,7 +35,9 @@ GENERATED_SECRETS = (
     "replicationPassword",
     "pgbouncerAdminPassword",
     "redisPassword",
+    "redisAdminPassword",
     "rabbitmqPassword",
+    "erlangCookie",
     "djangoSecretKey",
 )
 # Every secret: the service passwords plus the integrations' keys.
@@ -139,7 +141,7 @@ class Memcached(Model):
 class RabbitMQ(Model):
     """RabbitMQ: the Celery broker."""
 
-    nodes: PositiveInt = Field(1, description="Nodes; more than one are clustered with quorum queues.")
+    nodes: PositiveInt = Field(1, description="Nodes; more than one are clustered, queues mirrored on every node (classic mirroring).")
     vhost: str = Field("photostack", description="Virtual host for the app.")
     instance_type: str = Field("t3.medium", description="EC2 instance type (AWS only).")
 

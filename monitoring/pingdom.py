@@ -4,7 +4,8 @@ Bearer-token JSON over HTTPS: `GET/POST /checks`, `GET/PUT/DELETE /checks/{id}`.
 matched by name, so `sync_check` is idempotent: create if missing, update only what differs,
 otherwise leave it alone. Errors raise `PingdomError` with the status and Pingdom's own message;
 on 429 the client waits and retries a bounded number of times, then raises with the
-`Req-Limit-Short` / `Req-Limit-Long` headers in the message.
+`Req-Limit-Short` / `Req-Limit-Long` headers in the message. The base URL must be https, and
+the token never follows a redirect to another origin (`monitoring/https.py`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
+
+from monitoring.https import https_problem, opener
 
 DEFAULT_BASE_URL = "https://api.pingdom.com/api/3.1"
 RATE_LIMIT_HEADERS = ("Req-Limit-Short", "Req-Limit-Long")
@@ -41,16 +44,19 @@ class SyncResult:
 
 
 class PingdomClient:
-    """Checks of one Pingdom account. `ca_bundle` trusts a private CA (tests, proxies)."""
+    """Checks of one Pingdom account. `ca_bundle` trusts a private CA (tests, proxies).
+    A base URL that is not https:// is a PingdomError before anything is sent."""
 
     def __init__(self, token: str, base_url: str = DEFAULT_BASE_URL, timeout_s: float = 10.0,
                  rate_limit_retries: int = 2, rate_limit_wait_s: float = 2.0, ca_bundle: str | None = None):
+        if problem := https_problem(base_url):
+            raise PingdomError(0, problem)
         self.base_url = base_url.rstrip("/")
         self._token = token
         self.timeout_s = timeout_s
         self.rate_limit_retries = rate_limit_retries
         self.rate_limit_wait_s = rate_limit_wait_s
-        self._context = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else None
+        self._opener = opener(ssl.create_default_context(cafile=ca_bundle) if ca_bundle else None)
 
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         data = json.dumps(body).encode() if body is not None else None
@@ -60,7 +66,7 @@ class PingdomClient:
         for attempt in range(self.rate_limit_retries + 1):
             request = urllib.request.Request(self.base_url + path, data=data, headers=headers, method=method)
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s, context=self._context) as response:
+                with self._opener.open(request, timeout=self.timeout_s) as response:
                     raw = response.read()
                     return json.loads(raw) if raw else {}
             except urllib.error.HTTPError as exc:

@@ -4,6 +4,11 @@
 the stack's `environment` and the deployed `release`; `component` (app, worker, ops) is a tag.
 Setting `release` at init is what makes Sentry attribute errors to a release.
 
+No secrets leave the process: stack frames carry no local variables (a frame of a log-in or a
+converge holds passwords), and `scrub` replaces the value under any key that looks like a
+secret (password, secret, token, authorization, cookie, …), at any depth of the event:
+request headers, cookies and body, extra data, contexts, breadcrumbs.
+
 Deploys (`mark_deploy_for_stack`, called by `ops deploy` and `ops rollback`): with the optional
 secret `sentryAuthToken` (an organization auth token) and `alerting.sentry` on, a real Sentry
 release of the project `photostack-<environment>` and a deploy of it to the environment, through
@@ -38,6 +43,26 @@ CA_ENV = "PHOTOSTACK_SENTRY_CA"
 
 SecretLookup = Callable[[str], str | None]
 
+# A key containing any of these (in any case) holds a secret; `scrub` replaces its value.
+SECRET_KEY_PARTS = ("password", "passwd", "secret", "token", "authorization", "cookie", "session", "csrf",
+                    "api_key", "apikey", "credential", "private_key", "dsn")
+FILTERED = "[Filtered]"
+
+
+def scrub(value: Any) -> Any:
+    """`value` with every value under a secret-looking key replaced by FILTERED, at any depth of
+    dicts and lists (a copy; the SDK's `before_send` hook takes the returned event)."""
+    if isinstance(value, dict):
+        return {key: FILTERED if isinstance(key, str) and any(p in key.lower() for p in SECRET_KEY_PARTS)
+                else scrub(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scrub(item) for item in value]
+    return value
+
+
+def _before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
+    return scrub(event)
+
 
 def init_sentry(dsn: str | None, environment: str, release: str | None, integrations: Sequence[Any] = (),
                 component: str | None = None, **options: Any) -> bool:
@@ -45,7 +70,7 @@ def init_sentry(dsn: str | None, environment: str, release: str | None, integrat
     if not dsn:
         return False
     sentry_sdk.init(dsn=dsn, environment=environment, release=release, integrations=list(integrations),
-                    **options)
+                    include_local_variables=False, before_send=_before_send, **options)
     if component:
         sentry_sdk.set_tag("component", component)
     return True

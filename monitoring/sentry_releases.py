@@ -7,7 +7,8 @@ then `POST /api/0/organizations/{org}/releases/{version}/deploys/` with `{"envir
 201. Bearer token, JSON over HTTPS with the stdlib (like `monitoring/pingdom.py`). One retry on 429
 and 5xx after the answer's Retry-After (else `retry_wait_s`), unless it asks for more than
 `max_wait_s`. Failures raise `SentryApiError`: one line naming Sentry, the request and the status
-with Sentry's own `detail` — never the token.
+with Sentry's own `detail` — never the token. The base URL must be https, and the token never
+follows a redirect to another origin (`monitoring/https.py`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Any
+
+from monitoring.https import https_problem, opener
 
 # sentry.io DSNs point at ingest hosts (o<N>.ingest[.<region>].sentry.io); its Web API is [<region>.]sentry.io.
 _SAAS_INGEST = re.compile(r"o\d+\.ingest\.((?:[a-z]{2}\.)?sentry\.io)")
@@ -57,17 +60,20 @@ class SentryApiError(Exception):
 
 
 class SentryReleases:
-    """Releases and deploys of one organization. `ca_bundle` trusts a private CA (self-hosted, tests)."""
+    """Releases and deploys of one organization. `ca_bundle` trusts a private CA (self-hosted, tests).
+    A base URL that is not https:// is a SentryApiError before anything is sent."""
 
     def __init__(self, base_url: str, token: str, organization: str, timeout_s: float = 10.0,
                  retry_wait_s: float = 1.0, max_wait_s: float = 10.0, ca_bundle: str | None = None):
+        if problem := https_problem(base_url):
+            raise SentryApiError(f"Sentry: {problem}", 0)
         self.base_url = base_url.rstrip("/")
         self._token = token
         self.organization = organization
         self.timeout_s = timeout_s
         self.retry_wait_s = retry_wait_s
         self.max_wait_s = max_wait_s
-        self._context = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else None
+        self._opener = opener(ssl.create_default_context(cafile=ca_bundle) if ca_bundle else None)
 
     def create_release(self, version: str, projects: list[str]) -> bool:
         """Create release `version` of `projects`; True if Sentry created it (201), False if it existed (208)."""
@@ -87,7 +93,7 @@ class SentryReleases:
         for attempt in (1, 2):
             request = urllib.request.Request(url, data=data, headers=headers, method="POST")
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s, context=self._context) as response:
+                with self._opener.open(request, timeout=self.timeout_s) as response:
                     return response.status
             except urllib.error.HTTPError as exc:
                 error = SentryApiError(f"Sentry POST {url}: {exc.code} {_detail(exc)}", exc.code)

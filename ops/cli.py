@@ -99,11 +99,11 @@ def converge(
     stack.local = local
     if local and not host:
         raise ConfigError(["--local needs --host NAME: the inventory name of this machine"])
+    hosts = select(stack.hosts, name=host)
+    if not hosts:  # before anything starts: bad input changes nothing
+        raise ConfigError([f"--host {host}: no such host in stack {stack.name}"])
     if stack.config.target == "onebox" and not local:
         stack.prepare_onebox()
-    hosts = select(stack.hosts, name=host)
-    if not hosts:
-        raise ConfigError([f"--host {host}: no such host in stack {stack.name}"])
     with console.status(f"{'checking' if check else 'converging'} {len(hosts)} host(s)…"):
         results = stack.converge(hosts, set(role) if role else None, check=check)
     if diff:

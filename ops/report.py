@@ -6,7 +6,6 @@ from typing import Any
 
 from rich.console import Console
 from rich.syntax import Syntax
-from rich.table import Table
 
 from roles.engine.executor import HostResult
 
@@ -38,14 +37,6 @@ def diffs(console: Console, results: list[HostResult]) -> None:
             if change.diff:
                 console.print(f"[bold]{result.host.name}[/]: {change.resource}")
                 console.print(Syntax(change.diff, "diff", theme="ansi_dark", background_color="default"))
-
-
-def status(console: Console, rows: list[tuple[str, str, str, str]]) -> None:
-    """A table of host, role, service, state."""
-    table = Table("host", "role", "service", "state")
-    for host, role, service, state in rows:
-        table.add_row(host, role, service, f"[green]{state}[/]" if state == "up" else f"[red]{state}[/]")
-    console.print(table)
 
 
 def urls(console: Console, stack) -> None:

@@ -16,6 +16,7 @@ from infra import onebox
 from infra.config import ConfigError, StackConfig, load_stack_config
 from infra.inventory import Host, stack_hosts
 from infra.secrets import SecretStore
+from infra.shardstore import shard_map_store
 from infra.state import state_dir
 from roles.engine.context import RoleContext
 from roles.engine.converge import host_state
@@ -110,10 +111,15 @@ class Stack:
     def desired(self, host: Host, roles: set[str] | None = None) -> DesiredState:
         return host_state(self.context(host), roles)
 
+    def check_shard_map(self) -> None:
+        """Stop (exit 2) on a config stating other shard counts than the stored map, which owns them."""
+        shard_map_store(self.config, self.name).check(self.config)
+
     def prepare_onebox(self) -> None:
         """Bring up the one-box's own sshd (only for the one-box target)."""
         if self.config.target != "onebox":
             raise ConfigError([f"photostack:target: stack '{self.name}' is {self.config.target}, not onebox"])
+        self.check_shard_map()  # before anything starts
         onebox.prepare(self.config, self.state)
         self.adopt_primaries()
 
@@ -152,6 +158,7 @@ class Stack:
     ) -> list[HostResult]:
         """Converge (or check) hosts in parallel."""
         self.secrets  # noqa: B018 — fail on a missing secret before touching any host
+        self.check_shard_map()
         return converge_hosts(hosts, lambda h: self.desired(h, roles), self.ssh, check=check)
 
     def services(self, host: Host, roles: set[str] | None = None) -> DesiredState:

@@ -9,6 +9,7 @@ import time
 from PIL import Image
 
 _names = itertools.count()
+_addresses = itertools.count(1)
 
 
 def jpeg(width: int = 64, height: int = 48, color: str = "red") -> bytes:
@@ -23,11 +24,19 @@ def unique_name(prefix: str) -> str:
     return f"{prefix}_{time.monotonic_ns() % 10**9}_{next(_names)}"
 
 
+def client_address() -> str:
+    """A client address no other test client uses (198.18.0.0/15, the benchmarking range): each
+    simulated user comes from its own address, as real ones do, so the per-address sign-up and
+    log-in limits (app/auth.py) see one user each."""
+    n = next(_addresses)
+    return f"198.{18 + n // 65536 % 2}.{n // 256 % 256}.{n % 256}"
+
+
 def signed_up(prefix: str):
-    """(Django test Client logged in as a new user, the JSON of that user)."""
+    """(Django test Client logged in as a new user from its own address, the JSON of that user)."""
     from django.test import Client
 
-    client = Client()
+    client = Client(REMOTE_ADDR=client_address())
     response = client.post("/api/signup", {"username": unique_name(prefix), "password": "correct horse"},
                            content_type="application/json")
     assert response.status_code == 201, response.content

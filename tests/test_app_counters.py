@@ -19,10 +19,10 @@ def test_events_increment_their_counters(app_stack):
     before = totals(app_stack)
     poster, poster_user = signed_up("counted")
     fan, _ = signed_up("counter_fan")
-    fan.post(f"/api/users/{poster_user['username']}/follow")
+    fan.post(f"/api/users/{poster_user['username']}/follow", content_type="application/json")
     photo = post_photo(poster).json()
-    fan.post(f"/api/photos/{photo['id']}/like")
-    fan.post(f"/api/photos/{photo['id']}/like")  # a repeat is not a new like
+    fan.post(f"/api/photos/{photo['id']}/like", content_type="application/json")
+    fan.post(f"/api/photos/{photo['id']}/like", content_type="application/json")  # a repeat is not a new like
     fan.post(f"/api/photos/{photo['id']}/comments", {"body": "wow"}, content_type="application/json")
     wait_for(lambda: totals(app_stack)["thumbnails"] > before["thumbnails"]
              and totals(app_stack)["feed_fanout_writes"] > before["feed_fanout_writes"])

@@ -19,7 +19,7 @@ def test_lost_feed_is_rebuilt_from_followees_and_own_photos(app_stack):
     reader, me = signed_up("rebuild_reader")
     followed, other = signed_up("rebuild_followed")
     stranger, _ = signed_up("rebuild_stranger")
-    assert reader.post(f"/api/users/{other['username']}/follow").status_code == 200
+    assert reader.post(f"/api/users/{other['username']}/follow", content_type="application/json").status_code == 200
     posted = [post_photo(followed, caption=f"f{i}").json()["id"] for i in range(3)]
     posted.append(post_photo(reader, caption="mine").json()["id"])
     post_photo(stranger, caption="not followed")
@@ -39,7 +39,7 @@ def test_racing_rebuilds_write_once_and_fan_out_does_not_repeat(app_stack):
 
     reader, me = signed_up("race_reader")
     followed, other = signed_up("race_followed")
-    reader.post(f"/api/users/{other['username']}/follow")
+    reader.post(f"/api/users/{other['username']}/follow", content_type="application/json")
     first = int(post_photo(followed).json()["id"])
     key = f"feed:{me['id']}"
     client = redis.Redis(port=app_stack.redis_port)
@@ -57,7 +57,7 @@ def test_fan_out_skips_missing_feeds_until_read(app_stack):
 
     reader, me = signed_up("missing_reader")
     followed, other = signed_up("missing_followed")
-    reader.post(f"/api/users/{other['username']}/follow")
+    reader.post(f"/api/users/{other['username']}/follow", content_type="application/json")
     photo = int(post_photo(followed).json()["id"])
     wait_for(lambda: followed.get(f"/api/photos/{photo}").json()["thumbnail_url"])
     feed.push_to_feeds(photo, [int(me["id"])])

@@ -22,8 +22,8 @@ def test_fifty_concurrent_likers_give_an_exact_count(app_stack):
 
     def like_twice(client):
         # Each liker likes twice: the repeat must not count.
-        first = client.post(f"/api/photos/{photo['id']}/like")
-        second = client.post(f"/api/photos/{photo['id']}/like")
+        first = client.post(f"/api/photos/{photo['id']}/like", content_type="application/json")
+        second = client.post(f"/api/photos/{photo['id']}/like", content_type="application/json")
         return first.status_code, second.status_code
 
     with ThreadPoolExecutor(THREADS) as pool:
@@ -50,12 +50,12 @@ def test_fifty_concurrent_likers_give_an_exact_count(app_stack):
 def test_liking_a_missing_photo_is_404(app_stack):
     client, user = signed_up("nolike")
     # A well-formed id on a real shard that names no photo, and one whose shard cannot exist.
-    assert client.post(f"/api/photos/{int(user['id']) + 1}/like").status_code == 404
-    assert client.post(f"/api/photos/{(1 << 62) | (8191 << 10)}/like").status_code == 404
-    assert client.post("/api/photos/1/like").status_code == 404
+    assert client.post(f"/api/photos/{int(user['id']) + 1}/like", content_type="application/json").status_code == 404
+    assert client.post(f"/api/photos/{(1 << 62) | (8191 << 10)}/like", content_type="application/json").status_code == 404
+    assert client.post("/api/photos/1/like", content_type="application/json").status_code == 404
 
 
 def test_like_needs_login(app_stack):
     from django.test import Client
 
-    assert Client().post("/api/photos/123/like").status_code == 401
+    assert Client().post("/api/photos/123/like", content_type="application/json").status_code == 401

@@ -101,13 +101,14 @@ class ServiceDown(Exception):
 
 
 def redis_command(*args: str) -> bytes | int | None:
-    """One Redis command over RESP on a plain socket, with env `host`, `port`, `password`.
+    """One Redis command over RESP on a plain socket, with env `host`, `port`, `login`, `password`.
 
     Not redis-py: importing it takes ~0.3 s (asyncio and friends), more than a plugin's whole budget.
     """
     import socket
 
-    commands = ([("AUTH", env("password"))] if env("password") else []) + [args]
+    login = tuple(v for v in (env("login"), env("password")) if v)
+    commands = ([("AUTH", *login)] if env("password") else []) + [args]
     payload = b"".join(_resp_array(c) for c in commands)
     try:
         with socket.create_connection((env("host", "127.0.0.1"), int(env("port", "6379"))), timeout=TIMEOUT_S) as sock:

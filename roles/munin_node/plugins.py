@@ -16,6 +16,8 @@ from infra.config import StackConfig
 from infra.topology import Node
 from roles.engine.context import RoleContext
 from roles.postgres.cluster import all_clusters
+from roles.postgres.auth import stats_password
+from roles.redis.acl import MUNIN_USER, munin_password
 
 PLUGIN_DIR = Path(__file__).resolve().parents[2] / "monitoring" / "munin" / "plugins"
 HELPER = PLUGIN_DIR.parent / "photostack_munin.py"
@@ -72,7 +74,7 @@ def host_plugins(ctx: RoleContext) -> list[PluginInstance]:
     if "pgbouncer" in host.roles:
         found.append(_instance(ctx, "pgbouncer", "pgbouncer", host=ctx.bind_address,
                                port=ctx.port(PGBOUNCER), login=d["munin_node_pgbouncer_user"],
-                               password=ctx.secret("pgbouncerAdminPassword")))
+                               password=stats_password(ctx.secret("pgbouncerAdminPassword"))))
     if host.nodes_of("postgres"):
         # Every postgres node with its cluster's current role, read once (the stored primaries
         # live in SSM on AWS: one read per node, not one per pair of nodes).
@@ -89,7 +91,8 @@ def host_plugins(ctx: RoleContext) -> list[PluginInstance]:
                             ctx, f"postgres_replication_{_suffix(other)}", "postgres_replication_",
                             user="postgres", host="/var/run/postgresql", port=cluster.port, replica=member.slot))
     for node in host.nodes_of("redis"):
-        redis = {"host": ctx.address(node), "port": ctx.port(node), "password": ctx.secret("redisPassword")}
+        redis = {"host": ctx.address(node), "port": ctx.port(node), "login": MUNIN_USER,
+                 "password": munin_password(ctx.secret("redisPassword"))}
         found.append(_instance(ctx, f"redis_{node.name.removeprefix('redis-')}", "redis_", **redis))
         if node.attrs["replica"] == 0:  # the app's counters live on the primary
             for plugin, key in d["munin_node_counters"].items():

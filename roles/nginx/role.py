@@ -27,6 +27,12 @@ def app_servers(ctx: RoleContext) -> list[tuple[str, bool]]:
     ]
 
 
+def load_balancer_cidrs(ctx: RoleContext) -> list[str]:
+    """Where the load balancer's requests come from, whose X-Forwarded-For/-Proto nginx believes:
+    the VPC on AWS (its security group lets only the ALB reach nginx); none on one-box."""
+    return [] if ctx.onebox else [ctx.config.vpc_cidr]
+
+
 def desired(ctx: RoleContext) -> DesiredState:
     d = ctx.defaults("nginx")
     # One nginx per host: on one-box the first nginx node stands for the tier.
@@ -38,6 +44,7 @@ def desired(ctx: RoleContext) -> DesiredState:
         listen=listen,
         app_servers=app_servers(ctx),
         media_root="/srv/photostack/media",
+        load_balancer_cidrs=load_balancer_cidrs(ctx),
         munin_htmldir=ctx.defaults("munin_master").get("munin_master_htmldir", ""),
     )
     return DesiredState(

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from infra.sharding import physical_db
 from roles.engine.context import STANDARD_PORTS, RoleContext
 from roles.engine.resources import DesiredState, File, Handler, Packages, Service, package_daemon_held
-from roles.postgres.auth import ADMIN_USER, APP_USER, USER_SECRETS, scram_verifier
+from roles.postgres.auth import ADMIN_USER, APP_USER, STATS_USER, USER_SECRETS, scram_verifier, stats_password
 from roles.postgres.cluster import Cluster, all_clusters, shard_map_file
 
 RELOAD = "reload pgbouncer"
@@ -59,9 +59,11 @@ def desired(ctx: RoleContext) -> DesiredState:
         listen=listen,
         port=port,
         admin_user=ADMIN_USER,
+        stats_user=STATS_USER,
         pool_size=pool_size(ctx),
     )
     users = {u: scram_verifier(u, ctx.secret(USER_SECRETS[u])) for u in (APP_USER, ADMIN_USER)}
+    users[STATS_USER] = scram_verifier(STATS_USER, stats_password(ctx.secret(USER_SECRETS[ADMIN_USER])))
     userlist = ctx.template("pgbouncer", "userlist.txt.j2", users=users)
     pg = {"owner": "postgres", "group": "postgres", "mode": 0o640}
     return DesiredState(

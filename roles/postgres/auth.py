@@ -15,7 +15,8 @@ import hmac
 
 APP_USER = "photostack"  # the app and workers (dbPassword)
 REPLICATION_USER = "replicator"  # streaming replicas (replicationPassword)
-ADMIN_USER = "pgbouncer_admin"  # pgbouncer admin console and monitoring (pgbouncerAdminPassword)
+ADMIN_USER = "pgbouncer_admin"  # pgbouncer admin console: PAUSE, RELOAD … (pgbouncerAdminPassword)
+STATS_USER = "pgbouncer_stats"  # pgbouncer's SHOW commands only, for monitoring (see stats_password)
 
 # user -> the secret holding its password
 USER_SECRETS = {
@@ -23,6 +24,12 @@ USER_SECRETS = {
     REPLICATION_USER: "replicationPassword",
     ADMIN_USER: "pgbouncerAdminPassword",
 }
+
+def stats_password(admin_password: str) -> str:
+    """The monitoring login's password, derived from the admin's (HMAC): it lives on the same
+    pgbouncer hosts, and the munin plugin config then holds a login that can only read stats."""
+    return hmac.new(admin_password.encode(), b"photostack-pgbouncer-stats", "sha256").hexdigest()
+
 
 SCRAM_ITERATIONS = 4096  # Postgres' default scram_iterations
 

@@ -8,7 +8,16 @@ import json
 import shlex
 
 from roles.engine.context import RoleContext, double_quoted
-from roles.engine.resources import Command, DesiredState, File, Handler, Packages, Service, package_daemon_held
+from roles.engine.resources import (
+    Command,
+    DesiredState,
+    File,
+    Handler,
+    Packages,
+    Service,
+    package_daemon_held,
+    safe_paths_command,
+)
 
 RESTART = "restart rabbitmq"
 ENV_FILE = "/etc/rabbitmq/rabbitmq-env.conf"
@@ -29,27 +38,31 @@ def nodename(ctx: RoleContext, address: str) -> str:
     return "rabbit@localhost" if ctx.onebox else f"rabbit@{address}"
 
 
-def erlang_cookie(password: str) -> str:
-    """The cluster's shared Erlang cookie, derived from the broker secret (same on every node)."""
-    return hashlib.sha256(f"photostack-erlang-cookie:{password}".encode()).hexdigest().upper()[:40]
+def erlang_cookie(secret: str) -> str:
+    """The cluster's shared Erlang cookie from its own secret (erlangCookie, held by the broker
+    hosts only: the cookie gives full control of every node, the app's broker login must not).
+    Hex, so any secret makes a cookie Erlang accepts."""
+    return hashlib.sha256(f"photostack-erlang-cookie:{secret}".encode()).hexdigest().upper()[:40]
 
 
 COOKIE = "/var/lib/rabbitmq/.erlang.cookie"
 
 
-def cookie(password: str, clustered: bool) -> File | Command:
-    """The Erlang cookie: shared (derived from the broker secret) when clustered; else any one.
+def cookie(secret: str, clustered: bool) -> File | Command:
+    """The Erlang cookie: shared (from the erlangCookie secret) when clustered; else any one.
 
     A single node's cookie only has to match its own CLI, so it is made once and kept: a new
     secret (a fresh one-box state dir) must not swap the cookie under a running node, whose
     CLI could then no longer stop it.
     """
     if clustered:
-        return File(COOKIE, erlang_cookie(password), owner="rabbitmq", group="rabbitmq", mode=0o400,
+        return File(COOKIE, erlang_cookie(secret), owner="rabbitmq", group="rabbitmq", mode=0o400,
                     sensitive=True, notify=(RESTART,))
+    # /var/lib/rabbitmq belongs to rabbitmq: written without following a link planted there.
+    write = safe_paths_command("write", COOKIE, "rabbitmq", "rabbitmq", 0o400)
     return Command(
         "erlang cookie",
-        run=f"umask 077 && head -c 30 /dev/urandom | base64 | tr -dc A-Z0-9 > {COOKIE} && chown rabbitmq:rabbitmq {COOKIE} && chmod 400 {COOKIE}",
+        run=f"head -c 30 /dev/urandom | base64 | tr -dc A-Z0-9 | {write}",
         unless=f"test -s {COOKIE}",
     )
 
@@ -86,7 +99,7 @@ def desired(ctx: RoleContext) -> DesiredState:
             package_daemon_held("rabbitmq-server", ENV_FILE, then=KILL_EPMD),
             File(ENV_FILE, env, notify=(RESTART,)),
             File("/etc/rabbitmq/rabbitmq.conf", conf, notify=(RESTART,)),
-            cookie(password, clustered=len(peers) > 1),
+            cookie(ctx.secret("erlangCookie"), clustered=len(peers) > 1),
             File("/etc/rabbitmq/enabled_plugins", "[rabbitmq_management].\n", notify=(RESTART,)),
             File(CURL_CONFIG, f"user = {double_quoted(f'{user}:{password}')}\n", mode=0o600, sensitive=True),
             Service(

@@ -13,9 +13,11 @@ from roles.engine.resources import (
     Service,
     package_daemon_held,
 )
+from roles.redis.acl import ADMIN_USER, acl_rules
 
 
 def desired(ctx: RoleContext) -> DesiredState:
+    d = ctx.defaults("redis")
     nodes = ctx.host.nodes_of("redis")
     primary = next(n for h in ctx.hosts for n in h.nodes_of("redis") if n.attrs["replica"] == 0)
     state = DesiredState(
@@ -39,7 +41,9 @@ def desired(ctx: RoleContext) -> DesiredState:
             port=port,
             pidfile=pidfile,
             data_dir=data_dir,
-            password=double_quoted(ctx.secret("redisPassword")),
+            acl=acl_rules(ctx.secret("redisPassword"), ctx.secret("redisAdminPassword"), d["redis_munin_keys"]),
+            admin_user=ADMIN_USER,
+            admin_password=double_quoted(ctx.secret("redisAdminPassword")),
             primary=None if node == primary else f"{ctx.address(primary)} {ctx.port(primary)}",
         )
         service = Service.daemon(

@@ -11,7 +11,7 @@ from http.cookiejar import CookieJar
 
 from PIL import Image
 
-from tests.e2e.conftest import multipart
+from tests.e2e.conftest import FromOwnAddress, multipart
 
 
 def jpeg(color: str = "blue") -> bytes:
@@ -25,7 +25,7 @@ class ApiClient:
 
     def __init__(self, port: int):
         self.base = f"http://127.0.0.1:{port}"
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
+        self.opener = urllib.request.build_opener(FromOwnAddress(), urllib.request.HTTPCookieProcessor(CookieJar()))
         self.username = ""
         self.password = "drill-password-1"
         self.user_id = 0

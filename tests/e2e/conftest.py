@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import http.client
 import io
+import itertools
 import json
 import time
 import urllib.error
@@ -16,13 +19,30 @@ import pytest
 OUTPUT = Path(__file__).resolve().parents[2] / "test-output"
 
 
+_sources = itertools.count()
+
+
+class FromOwnAddress(urllib.request.HTTPHandler):
+    """HTTP from a loopback address of its own (127.1.0.1, 127.1.0.2, …; all of 127/8 is this
+    machine): each simulated user is its own client address to nginx, as real users are, so the
+    app's per-address sign-up and log-in limits see one user each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        n = next(_sources)
+        self.source = (f"127.{1 + n // 62500 % 250}.{n // 250 % 250}.{1 + n % 250}", 0)
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(functools.partial(http.client.HTTPConnection, source_address=self.source), req)
+
+
 class Client:
-    """A user agent with its own cookie jar (one logged-in session)."""
+    """A user agent with its own cookie jar (one logged-in session) and its own address."""
 
     def __init__(self, base: str) -> None:
         self.base = base
         self.cookies = CookieJar()
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies))
+        self.opener = urllib.request.build_opener(FromOwnAddress(), urllib.request.HTTPCookieProcessor(self.cookies))
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 content_type: str | None = None) -> tuple[int, bytes]:

@@ -55,7 +55,8 @@ def test_munin_node_conf_binds_loopback_and_secrets_stay_root_only():
     assert "host 127.0.0.1\nport 4949\n" in conf and "host_name onebox" in conf
     plugin_conf = files["/etc/munin/plugin-conf.d/photostack"]
     assert plugin_conf.sensitive and plugin_conf.mode == 0o600
-    assert "env.password secret-redisPassword" in plugin_conf.content
+    # Redis plugins log in as the read-only munin user, never with the app's password.
+    assert "env.login munin\n" in plugin_conf.content and "secret-redisPassword" not in plugin_conf.content
     script = files["/usr/local/lib/photostack/munin/plugins/redis_"].content
     assert script.startswith("#!/opt/photostack/venv/bin/python\n")
     prune = next(r for r in state.resources if isinstance(r, Command) and r.name == "prune unmanaged plugins")

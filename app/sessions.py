@@ -1,0 +1,65 @@
+"""Django sessions in Redis as signed JSON: `SESSION_ENGINE = "app.sessions"`.
+
+Django's cache session backend stores the session dict through the cache, and its Redis cache
+pickles every value: whoever can write to Redis could make the app unpickle (run) their data.
+Here a session is `SessionBase.encode()`'s string (SESSION_SERIALIZER, JSON, signed with the
+SECRET_KEY) under `photostack:session:<key>`, so a value written by someone else is at worst an
+invalid session. Same semantics as the cache backend otherwise: a session Redis cannot return
+is an empty one (logged out), expiry is the Redis key's TTL.
+"""
+
+from __future__ import annotations
+
+import redis
+from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
+
+from app.clients import redis_client
+
+PREFIX = "photostack:session:"
+
+
+class SessionStore(SessionBase):
+    """One Redis string per session; SET NX creates, SET XX updates (one round trip each)."""
+
+    def load(self) -> dict:
+        try:
+            data = redis_client().get(PREFIX + self._get_or_create_session_key())
+        except redis.RedisError:
+            data = None
+        if data is None:
+            self._session_key = None
+            return {}
+        return self.decode(data.decode())
+
+    def exists(self, session_key: str | None) -> bool:
+        return bool(session_key) and bool(redis_client().exists(PREFIX + session_key))
+
+    def create(self) -> None:
+        for _ in range(100):  # a collision of 32 random characters: practically never
+            self._session_key = self._get_new_session_key()
+            try:
+                self.save(must_create=True)
+            except CreateError:
+                continue
+            self.modified = True
+            return
+        raise RuntimeError("unable to create a new session key")
+
+    def save(self, must_create: bool = False) -> None:
+        if self.session_key is None:
+            return self.create()
+        data = self.encode(self._get_session(no_load=must_create))
+        stored = redis_client().set(PREFIX + self.session_key, data, ex=self.get_expiry_age(),
+                                    nx=must_create, xx=not must_create)
+        if not stored:
+            # Created meanwhile (must_create) or deleted meanwhile, e.g. a log-out in another tab.
+            raise CreateError if must_create else UpdateError
+
+    def delete(self, session_key: str | None = None) -> None:
+        session_key = session_key or self.session_key
+        if session_key:
+            redis_client().delete(PREFIX + session_key)
+
+    @classmethod
+    def clear_expired(cls) -> None:
+        """Nothing to do: Redis expires the keys."""
