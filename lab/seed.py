@@ -72,7 +72,9 @@ def from_plan(lab: LabPlan, workdir: Path) -> dict[str, Any]:
     for resource in plan.of_type("aws:ssm/parameter:Parameter"):
         inputs = reveal(resource.inputs)
         secret_name = inputs["name"].rsplit("/", 1)[-1]
-        value = generated.get(secret_name, inputs["value"]) if inputs["type"] == "SecureString" else inputs["value"]
+        value = inputs["value"] if "value" in inputs else inputs["insecureValue"]  # records are not secret
+        if inputs["type"] == "SecureString":
+            value = generated.get(secret_name, value)
         parameters.append({"Name": inputs["name"], "Value": value, "Type": inputs["type"]})
     templates = {r.name: reveal(r.inputs) for r in plan.of_type("aws:ec2/launchTemplate:LaunchTemplate")}
     instances = []
