@@ -220,7 +220,7 @@ def converge_hosts(
             return HostResult(host, failed=[("roles", f"{type(exc).__name__}: {exc}")])
         return converge_host(host, state, ssh, check)[0]
 
-    if len(hosts) == 1:
-        return [one(hosts[0])]
+    if len(hosts) <= 1:  # nothing to run in parallel (and a pool of 0 workers is an error)
+        return [one(host) for host in hosts]
     with ThreadPoolExecutor(max_workers=min(parallel, len(hosts))) as pool:
         return list(pool.map(one, hosts))
