@@ -16,7 +16,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from infra.bootstrap import render_user_data
+from infra.bootstrap import CONVERGE_ATTEMPTS, render_user_data
 from infra.config import REPO_ROOT, ConfigError, load_stack_config
 from infra.fleet import CANONICAL_OWNER_ID, UBUNTU_2404_NAME
 from infra.inventory import TAG_NODE, TAG_ROLE, TAG_STACK, Host
@@ -165,8 +165,9 @@ def test_user_data_converge_command_parses_and_finds_the_bundles_stack_config(tm
     exports = dict(pair.split("=", 1) for line in script.splitlines() if line.startswith("export ")
                    for pair in line.split()[1:])
     bundle = Path(exports["PHOTOSTACK_STACKS_DIR"])
-    line = next(line for line in script.splitlines() if line.startswith("/opt/photostack/venv/bin/ops "))
-    argv = shlex.split(line.replace("--host app-0", "--host no-such-node"))[1:]
+    line = next(line for line in script.splitlines() if "/opt/photostack/venv/bin/ops " in line)
+    command = line.split("/opt/photostack/venv/bin/ops ", 1)[1].removesuffix("; then")
+    argv = shlex.split(command.replace("--host app-0", "--host no-such-node"))
     unpacked = tmp_path / bundle.name  # the bundle holds Pulumi.<stack>.yaml at its root
     unpacked.mkdir()
     shutil.copy(REPO_ROOT / "Pulumi.staging.yaml", unpacked)
@@ -176,6 +177,26 @@ def test_user_data_converge_command_parses_and_finds_the_bundles_stack_config(tm
     result = subprocess.run([sys.executable, "-m", "ops", *argv], cwd=unpacked, env=env, capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.startswith("stack 'staging': no running bastion"), result.stderr
     assert "Pulumi.staging.yaml" in bundle_archive("staging").assets
+
+
+def _converge_block(script: str, ops: Path) -> str:
+    """The converge part of a user_data script (from its `cd`), with `ops` standing in for the venv's."""
+    block = script[script.index("cd /opt/photostack/release"):].replace("cd /opt/photostack/release\n", "")
+    return block.replace("/opt/photostack/venv/bin/ops", str(ops)).replace("sleep ", "true ")
+
+
+@pytest.mark.parametrize(("failures", "status"), [(2, 0), (CONVERGE_ATTEMPTS, 1)])
+def test_boot_converge_is_retried_a_bounded_number_of_times(tmp_path, failures, status):
+    """A replica booting before its primary fails its first converges: user_data tries again, up to
+    CONVERGE_ATTEMPTS times, then gives up with a non-zero exit (cloud-init reports the failure)."""
+    node = [n for n in nodes(load_stack_config("staging")) if n.name == "postgres-0-replica1"][0]
+    script = render_user_data("staging", node, "us-east-1", "bucket-x", "release/photostack.zip")
+    ops = tmp_path / "ops"
+    ops.write_text(f"#!/bin/sh\necho run >> {tmp_path}/runs\n[ $(wc -l < {tmp_path}/runs) -gt {failures} ]\n")
+    ops.chmod(0o755)
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", _converge_block(script, ops)], capture_output=True, text=True)
+    assert result.returncode == status, result.stdout + result.stderr
+    assert len((tmp_path / "runs").read_text().splitlines()) == min(failures + 1, CONVERGE_ATTEMPTS)
 
 
 # Every secret the prod plan holds: the config's Pulumi secrets and the integration keys the
