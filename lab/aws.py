@@ -135,7 +135,9 @@ def request_action(environ: dict[str, Any], body: bytes, region: str) -> tuple[s
         bucket, _, key = path.partition("/")
         method = environ["REQUEST_METHOD"]
         if not key:
-            return ("s3:ListBucket" if method in ("GET", "HEAD") else f"s3:{method.title()}Bucket"), f"arn:aws:s3:::{bucket}"
+            action = {"GET": "s3:ListBucket", "HEAD": "s3:ListBucket", "PUT": "s3:CreateBucket",
+                      "DELETE": "s3:DeleteBucket"}.get(method, f"s3:{method.title()}Bucket")
+            return action, f"arn:aws:s3:::{bucket}"
         verb = {"GET": "GetObject", "HEAD": "GetObject", "PUT": "PutObject", "POST": "PutObject",
                 "DELETE": "DeleteObject"}[method]
         return f"s3:{verb}", f"arn:aws:s3:::{bucket}/{key}"
@@ -232,9 +234,11 @@ class LabAws:
         if allowed:
             return None
         role_name = role.name if role else "no-role"
-        why = decision.reason if decision else "no instance role"
-        message = (f"User: arn:aws:sts::{ACCOUNT}:assumed-role/{role_name}/{caller.id} is not authorized to perform: "
-                   f"{action} on resource: {resource} because {why.replace('no identity-based policy allows', f'no identity-based policy allows the {action} action')}")
+        why = {"explicit deny": "with an explicit deny in an identity-based policy",
+               "no identity-based policy allows": f"because no identity-based policy allows the {action} action"}
+        reason = why[decision.reason] if decision else "because the instance has no role"
+        message = (f"User: arn:aws:sts::{ACCOUNT}:assumed-role/{role_name}/{caller.id} is not authorized to "
+                   f"perform: {action} on resource: {resource} {reason}")
         return access_denied(_service(environ), message)
 
     def _console_output(self, instance_id: str) -> bytes:

@@ -90,7 +90,7 @@ def _firewall(gateway: str) -> None:
 
 def _in_cgroup(service: str, argv: list[str], **popen: object) -> subprocess.Popen[bytes]:
     """Start a lab service process inside the lab's cgroup `service` (so `down` ends it)."""
-    procs = " ".join(f"echo $$ > {p}/cgroup.procs;" for p in hosts._cgroups(service))
+    procs = " ".join(f"echo $$ > {p}/cgroup.procs;" for p in hosts.make_cgroups(service))
     return subprocess.Popen(["sh", "-c", f'{procs} exec "$@"', "sh", *argv], start_new_session=True, **popen)
 
 

@@ -186,7 +186,8 @@ def _network(spec: HostSpec, gateway: str, prefixlen: int, metadata_address: str
         raise LabError(f"host {spec.name}: {spec.address} does not route to {BRIDGE}")
 
 
-def _cgroups(name: str) -> list[Path]:
+def make_cgroups(name: str) -> list[Path]:
+    """The lab cgroups of `name` in both hierarchies, created if missing (a process joins them first)."""
     paths = [cgroup(h, name) for h in CGROUP_HIERARCHIES]
     for path in paths:
         path.mkdir(parents=True, exist_ok=True)
@@ -235,7 +236,7 @@ def start(spec: HostSpec, image: Path, gateway: str, prefixlen: int, metadata_ad
     _install_environment(root, environment or {})
     _install_registry_access(root, names or {}, certificates or [])
     _network(spec, gateway, prefixlen, metadata_address)
-    procs = " ".join(f"echo $$ > {p}/cgroup.procs;" for p in _cgroups(spec.name))
+    procs = " ".join(f"echo $$ > {p}/cgroup.procs;" for p in make_cgroups(spec.name))
     binds = [f"--bind={device}:{inside}" for inside, device in (volumes or {}).items()]
     # Niced: the lab shares this machine's cores with other work, which keeps its priority.
     argv = ["sh", "-c", f'{procs} exec "$@"', "sh", "nice", "-n", str(NICE), "systemd-nspawn", "-q", "--register=no", "--keep-unit",
