@@ -10,6 +10,8 @@ OS_PACKAGES := openssh-server openssh-client python3-venv iproute2 curl
 # the servers of which the app tests start throwaway copies (the one-box roles install the
 # same packages for themselves).
 TEST_OS_PACKAGES := chromium munin postgresql pgbouncer redis-server memcached rabbitmq-server
+# The lab (tests marked `lab`): the base image, the hosts, their network and the relays.
+TEST_OS_PACKAGES += debootstrap systemd-container iptables socat haproxy
 
 .PHONY: up test down status bench setup os-packages test-os-packages
 

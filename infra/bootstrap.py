@@ -18,6 +18,9 @@ from infra.topology import Node
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 USER_DATA = "user_data.sh.j2"
+# A boot converge that fails (a peer not up yet) is retried: 10 tries 30 s apart, ~5 minutes.
+CONVERGE_ATTEMPTS = 10
+CONVERGE_RETRY_S = 30
 
 
 @cache
@@ -45,4 +48,6 @@ def render_user_data(stack: str, node: Node, region: str, bucket: str, key: str)
         key=key,
         parameter_path=parameter_name(stack, ""),
         boto3_version=version("boto3"),
+        converge_attempts=CONVERGE_ATTEMPTS,
+        converge_retry_s=CONVERGE_RETRY_S,
     )

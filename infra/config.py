@@ -478,6 +478,10 @@ class StackConfig(Model):
     ssh_public_key: str | None = Field(
         None, description="OpenSSH public key installed for the admin user on every host and the bastion (AWS only)."
     )
+    provisioner: str | None = Field(
+        None, description="AWS only: a Python module with `up(config, stack)` and `down()` that `ops up`/`ops down` "
+        "call to create and delete the stack's hosts instead of `pulumi up`/`destroy` (the lab: `lab.fleet`).",
+    )
     hosted_zone: str | None = Field(
         None, description="Route53 public hosted zone of the domain (AWS only); default: the domain's parent."
     )

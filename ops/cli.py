@@ -6,8 +6,10 @@ Exit codes (every command): 0 ok · 1 failed · 2 bad input, config or lock · 3
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Annotated
+from types import ModuleType
 
 import typer
 from typer.core import TyperGroup
@@ -96,6 +98,11 @@ def _exit_for(results: list) -> None:
         raise typer.Exit(FAILED)
 
 
+def _provisioner(stack: Stack) -> ModuleType | None:
+    """The module that creates an AWS stack's hosts when the stack names one (`photostack:provisioner`)."""
+    return importlib.import_module(stack.config.provisioner) if stack.config.provisioner else None
+
+
 @app.command()
 def check(ctx: typer.Context, stack: StackOption = None, json_: JsonOption = False) -> None:
     """Validate the stack config offline and say what it describes; touches nothing."""
@@ -119,11 +126,20 @@ def check(ctx: typer.Context, stack: StackOption = None, json_: JsonOption = Fal
 
 @app.command()
 def up(ctx: typer.Context, stack: StackOption = None) -> None:
-    """Bring the one-box up: its own sshd on loopback, then converge every role on it over SSH."""
+    """Bring the one-box up (its own sshd on loopback, then converge every role on it over SSH), or
+    create an AWS stack's hosts through its provisioner (they converge themselves at boot)."""
     from ops import report
 
     loaded = load(ctx, stack)
     console = report.console()
+    provisioner = _provisioner(loaded)
+    if provisioner is not None:  # an AWS stack whose hosts a provisioner creates (they converge at boot)
+        with console.status(f"creating the hosts of stack {loaded.name}…"):
+            result = provisioner.up(loaded.config, loaded.name)
+        report.provisioned(console, result)
+        if result.failed:
+            raise typer.Exit(FAILED)
+        return
     with console.status("starting the one-box sshd on loopback…"):
         loaded.prepare_onebox()
     with console.status(f"converging {len(loaded.hosts)} host(s)…"):
@@ -135,13 +151,20 @@ def up(ctx: typer.Context, stack: StackOption = None) -> None:
 
 @app.command()
 def down(ctx: typer.Context, stack: StackOption = None, yes: YesOption = False) -> None:
-    """Stop the one-box services (data is kept); `ops up` starts them again."""
+    """Stop the one-box services (data is kept; `ops up` starts them again), or delete an AWS
+    stack's hosts through its provisioner."""
     from ops import report
 
     loaded = load(ctx, stack)
+    console = report.console()
+    provisioner = _provisioner(loaded)
+    if provisioner is not None:
+        with console.status(f"deleting the hosts of stack {loaded.name}…"):
+            provisioner.down()
+        console.print(f"stack {loaded.name}: hosts deleted")
+        return
     confirm(f"stop every service of stack {loaded.name}", yes)
     loaded.prepare_onebox()
-    console = report.console()
     with console.status("stopping services…"):
         results = loaded.stop_services(loaded.hosts)
     loaded.stop_onebox()

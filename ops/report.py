@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Console
 from rich.syntax import Syntax
 
@@ -82,3 +84,14 @@ def urls(console: Console, stack) -> None:
     console.print(f"  health:    http://{box.address}:{box.http_port}/health")
     for what, url in dashboard_urls(stack.config):
         console.print(f"  {what + ':':<10} {url}", highlight=False)
+
+
+def provisioned(console: Console, result: Any) -> None:
+    """What a provisioner's `up` reports: `boot_s` (host → seconds until it answered SSH),
+    `failed` (one line per host that did not), `total_s`."""
+    for name, seconds in result.boot_s.items():
+        console.print(f"[green]{name:<20}[/] up in {seconds:.1f}s", highlight=False)
+    for line in result.failed:
+        console.print(f"[red]failed[/] {line}", highlight=False)
+    console.print(f"{len(result.boot_s)} host(s) up, {len(result.failed)} failed, in {result.total_s:.1f}s",
+                  highlight=False)

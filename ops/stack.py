@@ -162,7 +162,11 @@ class Stack:
     ) -> list[HostResult]:
         """Converge (or check) hosts in parallel; `progress` hears of each host as it finishes."""
         self.secrets  # noqa: B018 — fail on a missing secret before touching any host
-        self.check_shard_map()
+        if not self.local:
+            # The operator's edited config must agree with the stored map before any host is
+            # touched. A host converging itself at boot runs the planned config, and may read the
+            # map only if its roles render from it (its instance profile grants exactly that).
+            self.check_shard_map()
         return converge_hosts(hosts, lambda h: self.desired(h, roles), self.ssh, check=check, progress=progress)
 
     def services(self, host: Host, roles: set[str] | None = None) -> DesiredState:

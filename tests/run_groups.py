@@ -37,9 +37,10 @@ class Group:
 
 # Every test is in exactly one group: the expressions partition the markers.
 GROUPS = (
-    Group("unit", "not onebox", 3 * 60),  # pure units, protocol fakes, throwaway servers
+    Group("unit", "not onebox and not lab", 3 * 60),  # pure units, protocol fakes, throwaway servers
     Group("one-box", "onebox and not drill", 8 * 60),  # the real one-box, converged by `ops up`
     Group("app drills", "drill", 5 * 60),  # faults under load on the one-box
+    Group("lab", "lab", 15 * 60),  # the plan booted as systemd-nspawn hosts (lab/)
 )
 
 

@@ -5,18 +5,25 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 
 import boto3
 import pytest
 
-from infra.bootstrap import render_user_data
-from infra.config import ConfigError, load_stack_config
+from infra.bootstrap import CONVERGE_ATTEMPTS, render_user_data
+from infra.config import REPO_ROOT, ConfigError, load_stack_config
 from infra.fleet import CANONICAL_OWNER_ID, UBUNTU_2404_NAME
 from infra.inventory import TAG_NODE, TAG_ROLE, TAG_STACK, Host
 from infra.plan import is_secret, placeholder_secret, reveal, run_plan
 from infra.secrets_store import ssm_secret_reader
 from infra.sharding import ShardMap
+from infra.storage import bundle_archive
 from infra.topology import nodes
 from roles.engine.context import RoleContext
 from roles.engine.converge import host_state
@@ -175,10 +182,53 @@ def test_user_data_installs_the_bundle_and_converges_the_node_roles():
     script = resources["fleet-postgres-postgres-3-replica1"].inputs["userData"]
     assert script.startswith("#!/bin/bash\n")
     assert "roles: base, postgres, munin_node." in script
-    assert "ops converge --stack prod --host postgres-3-replica1 --local" in script
+    assert "ops --stack prod converge --host postgres-3-replica1 --local" in script
     assert "release/photostack.zip" in script and "storage-release-mock" in script
     app = resources["fleet-app-app-7"].inputs["userData"]
     assert "roles: base, pgbouncer, app, munin_node." in app
+
+
+def test_user_data_converge_command_parses_and_finds_the_bundles_stack_config(tmp_path, moto_account):
+    """The converge line of user_data, run as a host runs it: from the unpacked bundle (no checkout),
+    with the script's own environment and an (empty) EC2. It gets as far as the stack's inventory,
+    so `ops` parsed its options and found `Pulumi.<stack>.yaml` outside site-packages."""
+    node = [n for n in nodes(load_stack_config("staging")) if n.name == "app-0"][0]
+    script = render_user_data("staging", node, "us-east-1", "bucket-x", "release/photostack.zip")
+    exports = dict(pair.split("=", 1) for line in script.splitlines() if line.startswith("export ")
+                   for pair in line.split()[1:])
+    bundle = Path(exports["PHOTOSTACK_STACKS_DIR"])
+    line = next(line for line in script.splitlines() if "/opt/photostack/venv/bin/ops " in line)
+    command = line.split("/opt/photostack/venv/bin/ops ", 1)[1].removesuffix("; then")
+    argv = shlex.split(command.replace("--host app-0", "--host no-such-node"))
+    unpacked = tmp_path / bundle.name  # the bundle holds Pulumi.<stack>.yaml at its root
+    unpacked.mkdir()
+    shutil.copy(REPO_ROOT / "Pulumi.staging.yaml", unpacked)
+    env = {**os.environ, "PHOTOSTACK_STACKS_DIR": str(unpacked), "PHOTOSTACK_STATE_DIR": str(tmp_path / "state"),
+           "PYTHONPATH": str(REPO_ROOT), "AWS_ENDPOINT_URL": moto_account, "AWS_ACCESS_KEY_ID": "test",
+           "AWS_SECRET_ACCESS_KEY": "test"}
+    result = subprocess.run([sys.executable, "-m", "ops", *argv], cwd=unpacked, env=env, capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.startswith("stack 'staging': no running bastion"), result.stderr
+    assert "Pulumi.staging.yaml" in bundle_archive("staging").assets
+
+
+def _converge_block(script: str, ops: Path) -> str:
+    """The converge part of a user_data script (from its `cd`), with `ops` standing in for the venv's."""
+    block = script[script.index("cd /opt/photostack/release"):].replace("cd /opt/photostack/release\n", "")
+    return block.replace("/opt/photostack/venv/bin/ops", str(ops)).replace("sleep ", "true ")
+
+
+@pytest.mark.parametrize(("failures", "status"), [(2, 0), (CONVERGE_ATTEMPTS, 1)])
+def test_boot_converge_is_retried_a_bounded_number_of_times(tmp_path, failures, status):
+    """A replica booting before its primary fails its first converges: user_data tries again, up to
+    CONVERGE_ATTEMPTS times, then gives up with a non-zero exit (cloud-init reports the failure)."""
+    node = [n for n in nodes(load_stack_config("staging")) if n.name == "postgres-0-replica1"][0]
+    script = render_user_data("staging", node, "us-east-1", "bucket-x", "release/photostack.zip")
+    ops = tmp_path / "ops"
+    ops.write_text(f"#!/bin/sh\necho run >> {tmp_path}/runs\n[ $(wc -l < {tmp_path}/runs) -gt {failures} ]\n")
+    ops.chmod(0o755)
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", _converge_block(script, ops)], capture_output=True, text=True)
+    assert result.returncode == status, result.stdout + result.stderr
+    assert len((tmp_path / "runs").read_text().splitlines()) == min(failures + 1, CONVERGE_ATTEMPTS)
 
 
 # Every secret the prod plan holds: the config's Pulumi secrets and the integration keys the

@@ -226,7 +226,7 @@ def converge_hosts(
             progress(result)
         return result
 
-    if len(hosts) == 1:
-        return [one(hosts[0])]
+    if len(hosts) <= 1:  # nothing to run in parallel (and a pool of 0 workers is an error)
+        return [one(host) for host in hosts]
     with ThreadPoolExecutor(max_workers=min(parallel, len(hosts))) as pool:
         return list(pool.map(one, hosts))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
+from importlib import metadata
+from pathlib import Path
 
 from infra.config import REPO_ROOT
 from roles.engine.context import RoleContext
@@ -16,9 +18,18 @@ RESTART = "restart munin-node"
 PLUGINS_LINK_DIR = "/etc/munin/plugins"
 
 
-def requirements(names: list[str]) -> str:
-    """Pinned requirement lines for `names`, with the versions pinned in pyproject.toml."""
-    pins = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+def project_pins(root: Path = REPO_ROOT) -> list[str]:
+    """The project's pinned runtime dependencies: pyproject.toml's in a checkout; else (a host that
+    installed the release bundle, no pyproject.toml beside the packages) the installed metadata's."""
+    pyproject = root / "pyproject.toml"
+    if pyproject.is_file():
+        return tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    return [pin for pin in metadata.requires("photostack") or [] if ";" not in pin]  # no extras' pins
+
+
+def requirements(names: list[str], root: Path = REPO_ROOT) -> str:
+    """Pinned requirement lines for `names`, with the versions the project pins."""
+    pins = project_pins(root)
     by_name = {re.split(r"[\[=<>]", pin, maxsplit=1)[0].lower(): pin for pin in pins}
     return "".join(f"{by_name[name.lower()]}\n" for name in names)
 

@@ -71,6 +71,12 @@ def test_venv_pins_come_from_pyproject():
     assert requirements(["pyyaml", "pagerduty"]) == "pyyaml==6.0.3\npagerduty==7.2.0\n"
 
 
+def test_requirements_without_a_checkout_come_from_the_installed_project(tmp_path):
+    """A host installs the release non-editable: no pyproject.toml beside the packages (tmp_path
+    stands for site-packages); the pins are the installed project's, the same as the checkout's."""
+    assert requirements(["python-munin", "pagerduty"], root=tmp_path) == requirements(["python-munin", "pagerduty"])
+
+
 def test_munin_conf_polls_every_host_with_limits_and_pages_through_the_pipeline():
     ctx = onebox_context()
     [host] = munin_hosts(ctx)

@@ -1,0 +1,189 @@
+"""`up` and `down` of a lab stack: its offline plan realised as booted hosts on the lab bridge.
+
+`up` builds (or reuses) the image, puts the plan's whole VPC range on the lab bridge (the VPC
+router's address, the range's first, is the bridge's), then boots every instance in waves (CPU is
+the limit on this machine) and waits until each host's sshd answers. `down` removes everything.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import os
+import secrets
+import select
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from infra.config import StackConfig
+from lab import hosts, image, seed
+from lab.plan import LabPlan, lab_plan
+
+METADATA_ADDRESS = "169.254.169.254"
+API_PORT = 4566  # on the lab gateway address only: never a one-box port (those are on loopback)
+METADATA_PORT = 8169
+AWS_SERVICE = "_aws"  # the lab's AWS process: its cgroup and files (no host has a leading underscore)
+AWS_START_TIMEOUT_S = 120.0
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# The package registries the roles and user_data install from (Debian's archive, PyPI). Hosts have
+# no route off the lab bridge: they reach the registries this machine uses through relays on the
+# gateway (the machine's own egress), by name, with this machine's CA bundle.
+REGISTRIES = ("deb.debian.org", "pypi.org", "files.pythonhosted.org")
+REGISTRY_PORTS = (80, 443)
+RELAY_SERVICE = "_relay"
+MACHINE_CA_DIR = Path("/usr/local/share/ca-certificates")
+WAVE = 4  # hosts booted at once; systemd's boot is CPU-bound on 2 cores
+SSH_TIMEOUT_S = 120.0
+
+
+@dataclass
+class UpReport:
+    """What `up` did and how long each part took (seconds)."""
+
+    image_s: float = 0.0
+    endpoint: str = ""
+    instance_ids: dict[str, str] = field(default_factory=dict)
+    boot_s: dict[str, float] = field(default_factory=dict)
+    total_s: float = 0.0
+    failed: list[str] = field(default_factory=list)
+
+
+def specs(plan: LabPlan) -> list[hosts.HostSpec]:
+    """One host per planned instance, its planned addresses, its place on the bridge."""
+    return [hosts.HostSpec(i.node, i.private_ip, index, (i.public_ip,) if i.public_ip else ())
+            for index, i in enumerate(plan.instances)]
+
+
+def operator_key() -> Path:
+    """The lab operator's SSH key (made once, kept with the image): installed for the default user
+    of every host through the metadata service, as an EC2 key pair is. `PHOTOSTACK_SSH_KEY` names it."""
+    key = image.cache_dir() / "operator" / "id_ed25519"
+    if not key.exists():
+        key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        hosts.run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "photostack-lab-operator", "-f", str(key))
+    return key
+
+
+def aws_environment(gateway: str, region: str) -> dict[str, str]:
+    """The standard AWS settings that point boto3 (ops, hosts) at the lab's AWS."""
+    return {"AWS_ENDPOINT_URL": f"http://{gateway}:{API_PORT}", "AWS_DEFAULT_REGION": region}
+
+
+def _firewall(gateway: str) -> None:
+    """Hosts reach the lab's own services on the gateway and nothing else of this machine; the
+    metadata address is the lab's metadata service."""
+    comment = ["-m", "comment", "--comment", hosts.IPTABLES_COMMENT]
+    hosts.add_iptables_rule("nat", ["PREROUTING", "-i", hosts.BRIDGE, "-d", METADATA_ADDRESS, "-p", "tcp",
+                                    "--dport", "80", "-j", "DNAT", "--to-destination", f"{gateway}:{METADATA_PORT}",
+                                    *comment])
+    # Inserted in reverse: each goes to the top of INPUT.
+    hosts.add_iptables_rule("filter", ["INPUT", "-i", hosts.BRIDGE, "-j", "DROP", *comment])
+    hosts.add_iptables_rule("filter", ["INPUT", "-i", hosts.BRIDGE, "-m", "conntrack", "--ctstate",
+                                       "ESTABLISHED,RELATED", "-j", "ACCEPT", *comment])
+    hosts.add_iptables_rule("filter", ["INPUT", "-i", hosts.BRIDGE, "-d", gateway, "-p", "tcp", "-m", "multiport",
+                                       "--dports", ",".join(map(str, (API_PORT, METADATA_PORT, *REGISTRY_PORTS))), "-j", "ACCEPT", *comment])
+
+
+def _in_cgroup(service: str, argv: list[str], **popen: object) -> subprocess.Popen[bytes]:
+    """Start a lab service process inside the lab's cgroup `service` (so `down` ends it)."""
+    procs = " ".join(f"echo $$ > {p}/cgroup.procs;" for p in hosts.make_cgroups(service))
+    return subprocess.Popen(["sh", "-c", f'{procs} exec "$@"', "sh", *argv], start_new_session=True, **popen)
+
+
+def start_relays(gateway: str) -> dict[str, str]:
+    """Relay the registries' ports from the gateway to the address this machine resolves them to;
+    returns the host-side name → address entries."""
+    upstreams = {socket.gethostbyname(name) for name in REGISTRIES}
+    if len(upstreams) != 1:
+        raise hosts.LabError(f"registries {', '.join(REGISTRIES)} resolve to {len(upstreams)} addresses here; "
+                             "the lab relays one (set them to one proxy, or extend lab/fleet.py)")
+    upstream = upstreams.pop()
+    for port in REGISTRY_PORTS:
+        _in_cgroup(RELAY_SERVICE, ["socat", f"TCP-LISTEN:{port},bind={gateway},fork,reuseaddr",
+                                   f"TCP:{upstream}:{port}"], stdin=subprocess.DEVNULL,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return {name: gateway for name in REGISTRIES}
+
+
+def start_aws(plan: LabPlan, config: StackConfig, gateway: str, public_key: str) -> dict[str, str]:
+    """Start the lab's AWS (moto + metadata) in the lab's cgroup, seeded from the plan; returns
+    node → instance id. The seed (with the generated passwords) goes over a pipe, never to disk."""
+    workdir = hosts.host_dir(AWS_SERVICE)
+    workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    log = (workdir / "aws.log").open("ab")
+    process = _in_cgroup(AWS_SERVICE, [sys.executable, "-m", "lab.aws"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=log, cwd=REPO_ROOT,
+                         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    log.close()
+    message = {"region": config.region, "address": gateway, "api_port": API_PORT, "metadata_port": METADATA_PORT,
+               "secret_seed": secrets.token_hex(16), "ssh_public_key": public_key,
+               "consoles": str(hosts.hosts_dir()), "calls": str(workdir / "calls.jsonl"), "seed": seed.from_plan(plan, workdir)}
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write(json.dumps(message).encode())
+    process.stdin.close()
+    ready, _, _ = select.select([process.stdout], [], [], AWS_START_TIMEOUT_S)
+    line = process.stdout.readline() if ready else b""
+    process.stdout.close()
+    if not line:
+        raise hosts.LabError(f"the lab's AWS did not start within {AWS_START_TIMEOUT_S:.0f} s; see {workdir / 'aws.log'}")
+    return json.loads(line)
+
+
+def up(config: StackConfig, stack: str) -> UpReport:
+    """Realise the plan of `stack`: every instance booted and answering SSH, or a LabError."""
+    started = time.monotonic()
+    report = UpReport()
+    plan = lab_plan(config, stack)
+    image_started = time.monotonic()
+    tree = image.build()
+    report.image_s = time.monotonic() - image_started
+    public = tuple(i.public_ip for i in plan.instances if i.public_ip)
+    gateway = hosts.bridge_up(plan.network, public)
+    _firewall(gateway)
+    public_key = config.ssh_public_key or operator_key().with_suffix(".pub").read_text().strip()
+    report.instance_ids = start_aws(plan, config, gateway, public_key)
+    report.endpoint = aws_environment(gateway, config.region)["AWS_ENDPOINT_URL"]
+    names = start_relays(gateway)
+    certificates = sorted(MACHINE_CA_DIR.glob("*.crt"))
+    all_specs = specs(plan)
+    for wave_start in range(0, len(all_specs), WAVE):
+        wave = all_specs[wave_start:wave_start + WAVE]
+        boot_started = {}
+        for spec in wave:
+            boot_started[spec.name] = time.monotonic()
+            hosts.start(spec, tree, gateway, plan.network.prefixlen, METADATA_ADDRESS,
+                        environment=aws_environment(gateway, config.region), names=names,
+                        certificates=certificates)
+        for spec in wave:
+            if hosts.wait_port(spec.address, 22, SSH_TIMEOUT_S):
+                report.boot_s[spec.name] = time.monotonic() - boot_started[spec.name]
+            else:
+                report.failed.append(f"{spec.name}: sshd on {spec.address}:22 not up after {SSH_TIMEOUT_S:.0f} s")
+    report.total_s = time.monotonic() - started
+    return report
+
+
+FINISHED = re.compile(r"Cloud-init v\. lab finished: user_data exit status (\d+) after ([\d.]+) seconds")
+
+
+def first_boot(name: str) -> tuple[int, float] | None:
+    """(exit status, seconds) of a host's user_data as its console reports it, or None while it runs."""
+    found = FINISHED.findall(hosts.console_text(name))
+    return (int(found[-1][0]), float(found[-1][1])) if found else None
+
+
+def wait_first_boots(names: list[str], timeout_s: float) -> dict[str, tuple[int, float] | None]:
+    """Each host's user_data result, waiting up to `timeout_s` for all of them to finish."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(first_boot(n) is None for n in names):
+        time.sleep(1)
+    return {name: first_boot(name) for name in names}
+
+
+def down() -> None:
+    """Remove the lab (every host, the bridge and the lab's rules); the cached image stays."""
+    hosts.down()

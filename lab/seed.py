@@ -1,0 +1,141 @@
+"""The lab's AWS state, taken from the plan: what `pulumi up` would have created, created in moto.
+
+`from_plan` (run by `lab.fleet`, where the plan is) turns the plan into a JSON-able seed;
+`apply` (run inside the lab's AWS process, against its own moto) creates it through the AWS APIs:
+the VPC and subnets, IAM roles with their policy documents and instance profiles, SSM parameters,
+S3 buckets, and the instances with their tags, planned addresses and rendered user_data.
+The Pulumi engine would decrypt the stack's secrets; the lab has none to decrypt, so it generates
+the service passwords (random, never written to disk or printed) in their place.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pulumi
+
+from infra.config import GENERATED_SECRETS
+from infra.plan import Plan, reveal
+from infra.storage import bundle_archive
+from lab.plan import LabPlan
+
+MOCK_ARN_PREFIX = "arn:aws:mock:"
+
+
+def _resource_id(value: str) -> str:
+    """The plan's mock ids are `<resource name>-id`."""
+    return value.removesuffix("-id")
+
+
+def _arn_translation(plan: Plan) -> dict[str, str]:
+    """The mocks' invented ARNs → the ARNs the seeded resources have (longest first)."""
+    found = {}
+    for resource in plan.of_type("aws:s3/bucket:Bucket"):
+        found[resource.outputs["arn"]] = f"arn:aws:s3:::{resource.outputs['bucket']}"
+    return dict(sorted(found.items(), key=lambda item: -len(item[0])))
+
+
+def zip_archive(archive: pulumi.AssetArchive, out: Path) -> None:
+    """Write a Pulumi asset archive as the zip the engine uploads (bytecode caches left out)."""
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as bundle:
+        for name, asset in sorted(archive.assets.items()):
+            if isinstance(asset, pulumi.FileAsset):
+                bundle.write(asset.path, name)
+                continue
+            for directory, subdirs, files in os.walk(asset.path):
+                subdirs[:] = sorted(d for d in subdirs if d != "__pycache__")
+                for file in sorted(files):
+                    path = Path(directory, file)
+                    bundle.write(path, f"{name}/{path.relative_to(asset.path).as_posix()}")
+
+
+def _objects(plan: Plan, workdir: Path) -> list[dict[str, str]]:
+    """The bucket objects the program uploads (the release bundle), written out as the engine would."""
+    buckets = {f"{r.name}-id": r.outputs["bucket"] for r in plan.of_type("aws:s3/bucket:Bucket")}
+    found = []
+    for resource in plan.of_type("aws:s3/bucketObjectv2:BucketObjectv2"):
+        path = workdir / f"{resource.name}.zip"
+        zip_archive(bundle_archive(plan.stack), path)
+        found.append({"bucket": buckets[resource.inputs["bucket"]], "key": resource.inputs["key"], "path": str(path)})
+    return found
+
+
+def from_plan(lab: LabPlan, workdir: Path) -> dict[str, Any]:
+    """Everything `apply` creates, read from the plan (files it uploads are written to `workdir`)."""
+    plan = lab.plan
+    generated = {name: secrets.token_urlsafe(32) for name in GENERATED_SECRETS}  # as the one-box generates them
+    parameters = []
+    for resource in plan.of_type("aws:ssm/parameter:Parameter"):
+        inputs = reveal(resource.inputs)
+        secret_name = inputs["name"].rsplit("/", 1)[-1]
+        value = inputs["value"] if "value" in inputs else inputs["insecureValue"]  # records are not secret
+        if inputs["type"] == "SecureString":
+            value = generated.get(secret_name, value)
+        parameters.append({"Name": inputs["name"], "Value": value, "Type": inputs["type"]})
+    templates = {r.name: reveal(r.inputs) for r in plan.of_type("aws:ec2/launchTemplate:LaunchTemplate")}
+    instances = []
+    resources = {r.name: r for r in plan.of_type("aws:ec2/instance:Instance")}
+    for instance in lab.instances:
+        inputs = reveal(resources[instance.resource].inputs)
+        template = templates[_resource_id(inputs["launchTemplate"]["id"])]
+        profile = (template.get("iamInstanceProfile") or {}).get("arn", "")
+        instances.append({
+            "node": instance.node, "subnet": _resource_id(inputs["subnetId"]), "private_ip": instance.private_ip,
+            "public_ip": instance.public_ip, "user_data": instance.user_data, "tags": instance.tags,
+            "image_id": template["imageId"], "instance_type": template["instanceType"],
+            "profile": profile.rsplit("/", 1)[-1] if profile else None,
+        })
+    return {
+        "vpc_cidr": str(lab.network),
+        "subnets": [{"name": r.name, "cidr": r.inputs["cidrBlock"], "az": r.inputs["availabilityZone"]}
+                    for r in plan.of_type("aws:ec2/subnet:Subnet")],
+        "roles": [{"name": r.name, "assume": reveal(r.inputs)["assumeRolePolicy"]} for r in plan.of_type("aws:iam/role:Role")],
+        "role_policies": [{"role": _resource_id(reveal(r.inputs)["role"]), "name": r.name, "policy": reveal(r.inputs)["policy"]}
+                          for r in plan.of_type("aws:iam/rolePolicy:RolePolicy")],
+        "profiles": [{"name": r.name, "role": reveal(r.inputs)["role"]} for r in plan.of_type("aws:iam/instanceProfile:InstanceProfile")],
+        "parameters": parameters,
+        "buckets": [r.outputs["bucket"] for r in plan.of_type("aws:s3/bucket:Bucket")],
+        "objects": _objects(plan, workdir),
+        "instances": instances,
+        "translate": _arn_translation(plan),
+    }
+
+
+def apply(seed: dict[str, Any], clients: Any, region: str) -> dict[str, str]:
+    """Create the seed in the lab's AWS; returns node → instance id. `clients(service)` gives a
+    boto3 client of the lab's AWS as the operator."""
+    ec2, iam, ssm, s3 = (clients(s) for s in ("ec2", "iam", "ssm", "s3"))
+    vpc = ec2.create_vpc(CidrBlock=seed["vpc_cidr"])["Vpc"]["VpcId"]
+    subnets = {s["name"]: ec2.create_subnet(VpcId=vpc, CidrBlock=s["cidr"], AvailabilityZone=s["az"])["Subnet"]["SubnetId"]
+               for s in seed["subnets"]}
+    for role in seed["roles"]:
+        iam.create_role(RoleName=role["name"], AssumeRolePolicyDocument=role["assume"])
+    for policy in seed["role_policies"]:
+        iam.put_role_policy(RoleName=policy["role"], PolicyName=policy["name"], PolicyDocument=policy["policy"])
+    for profile in seed["profiles"]:
+        iam.create_instance_profile(InstanceProfileName=profile["name"])
+        iam.add_role_to_instance_profile(InstanceProfileName=profile["name"], RoleName=profile["role"])
+    for parameter in seed["parameters"]:
+        ssm.put_parameter(**parameter)
+    for bucket in seed["buckets"]:
+        s3.create_bucket(Bucket=bucket)
+    for item in seed["objects"]:
+        s3.upload_file(item["path"], item["bucket"], item["key"])
+    ids = {}
+    for instance in seed["instances"]:
+        extra = {"IamInstanceProfile": {"Name": instance["profile"]}} if instance["profile"] else {}
+        if instance["user_data"]:
+            extra["UserData"] = instance["user_data"]
+        launched = ec2.run_instances(
+            ImageId=instance["image_id"], InstanceType=instance["instance_type"], MinCount=1, MaxCount=1,
+            SubnetId=subnets[instance["subnet"]], PrivateIpAddress=instance["private_ip"],
+            MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled"},
+            TagSpecifications=[{"ResourceType": "instance",
+                                "Tags": [{"Key": k, "Value": v} for k, v in instance["tags"].items()]}],
+            **extra)
+        ids[instance["node"]] = launched["Instances"][0]["InstanceId"]
+    return ids

@@ -1,0 +1,118 @@
+"""The lab's AWS stand-in, in process on loopback: IMDSv2 answered per caller address with the
+instance role's credentials, each call checked against that role's policy (Resource honoured,
+AccessDenied as AWS answers it), and GetConsoleOutput carrying the host's real console."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from infra.host_keys import console_host_keys
+from lab.aws import Running, start
+
+REGION = "us-east-1"
+PARAMETER = "/photostack/lab/dbPassword"
+OTHER = "/photostack/lab/redisPassword"
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyOfTheLabHostForTheTest"
+POLICY = {"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Action": ["ssm:GetParameter"],
+     "Resource": [f"arn:aws:ssm:{REGION}:123456789012:parameter{PARAMETER}"]},
+    {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": ["arn:aws:mock:bucket/release/*"]},
+]}
+
+
+def _seed() -> dict:
+    return {
+        "vpc_cidr": "127.0.0.0/16",
+        "subnets": [{"name": "net", "cidr": "127.0.0.0/24", "az": "us-east-1a"}],
+        "roles": [{"name": "app-role", "assume": json.dumps({"Version": "2012-10-17", "Statement": []})}],
+        "role_policies": [{"role": "app-role", "name": "app-policy", "policy": json.dumps(POLICY)}],
+        "profiles": [{"name": "app-profile", "role": "app-role"}],
+        "parameters": [{"Name": PARAMETER, "Value": "s3cret", "Type": "SecureString"},
+                       {"Name": OTHER, "Value": "other", "Type": "SecureString"}],
+        "buckets": ["release-bucket"],
+        "objects": [],
+        "instances": [{"node": "app-0", "subnet": "net", "private_ip": "127.0.0.1", "public_ip": None,
+                       "user_data": "#!/bin/sh\necho hello\n", "tags": {"photostack:node": "app-0"},
+                       "image_id": "ami-12345678", "instance_type": "t3.small", "profile": "app-profile"}],
+        "translate": {"arn:aws:mock:bucket": "arn:aws:s3:::release-bucket"},
+    }
+
+
+@pytest.fixture(scope="module")
+def stand_in(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Running, Path]]:
+    consoles = tmp_path_factory.mktemp("consoles")
+    (consoles / "app-0").mkdir()
+    (consoles / "app-0" / "console.log").write_text(
+        f"boot…\n-----BEGIN SSH HOST KEY KEYS-----\n{HOST_KEY} root@app-0\n-----END SSH HOST KEY KEYS-----\n")
+    config = {"region": REGION, "address": "127.0.0.1", "api_port": 0, "metadata_port": 0,
+              "secret_seed": "test-seed", "ssh_public_key": "ssh-ed25519 AAAAoperator",
+              "consoles": str(consoles), "calls": str(consoles / "calls.jsonl"), "seed": _seed()}
+    running = start(config)
+    yield running, consoles / "calls.jsonl"
+    running.stop()
+
+
+def _metadata(running: Running, path: str, token: str | None) -> urllib.request.Request:
+    headers = {"X-aws-ec2-metadata-token": token} if token else {}
+    return urllib.request.Request(f"http://127.0.0.1:{running.metadata_port}/latest/{path}", headers=headers)
+
+
+def _token(running: Running) -> str:
+    request = urllib.request.Request(f"http://127.0.0.1:{running.metadata_port}/latest/api/token", method="PUT",
+                                     headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"})
+    return urllib.request.urlopen(request).read().decode()
+
+
+def _instance_session(running: Running) -> boto3.session.Session:
+    token = _token(running)
+    role = urllib.request.urlopen(_metadata(running, "meta-data/iam/security-credentials/", token)).read().decode()
+    creds = json.loads(urllib.request.urlopen(_metadata(running, f"meta-data/iam/security-credentials/{role}", token)).read())
+    return boto3.session.Session(aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
+                                 aws_session_token=creds["Token"], region_name=REGION)
+
+
+def test_metadata_is_imdsv2_and_answers_for_the_caller(stand_in):
+    running, _ = stand_in
+    with pytest.raises(urllib.error.HTTPError) as unauthorised:
+        urllib.request.urlopen(_metadata(running, "meta-data/instance-id", None))
+    assert unauthorised.value.code == 401
+    token = _token(running)
+    assert urllib.request.urlopen(_metadata(running, "meta-data/instance-id", token)).read().decode() == running.ids["app-0"]
+    assert urllib.request.urlopen(_metadata(running, "user-data", token)).read() == b"#!/bin/sh\necho hello\n"
+    assert urllib.request.urlopen(_metadata(running, "meta-data/iam/security-credentials/", token)).read() == b"app-role"
+
+
+def test_instance_calls_are_checked_against_their_role_resource_by_resource(stand_in):
+    running, calls = stand_in
+    ssm = _instance_session(running).client("ssm", endpoint_url=f"http://127.0.0.1:{running.api_port}")
+    assert ssm.get_parameter(Name=PARAMETER, WithDecryption=True)["Parameter"]["Value"] == "s3cret"
+    with pytest.raises(ClientError) as denied:
+        ssm.get_parameter(Name=OTHER, WithDecryption=True)
+    error = denied.value.response["Error"]
+    assert error["Code"] == "AccessDeniedException"
+    assert f"ssm:GetParameter on resource: arn:aws:ssm:{REGION}:123456789012:parameter{OTHER}" in error["Message"]
+    s3 = _instance_session(running).client("s3", endpoint_url=f"http://127.0.0.1:{running.api_port}")
+    with pytest.raises(ClientError) as denied_s3:
+        s3.get_object(Bucket="release-bucket", Key="other/key")
+    assert denied_s3.value.response["Error"]["Code"] == "AccessDenied"
+    recorded = [json.loads(line) for line in calls.read_text().splitlines()]
+    assert {(c["host"], c["action"], c["resource"].rsplit(":", 1)[-1], c["allowed"]) for c in recorded} >= {
+        ("app-0", "ssm:GetParameter", f"parameter{PARAMETER}", True),
+        ("app-0", "ssm:GetParameter", f"parameter{OTHER}", False),
+    }
+
+
+def test_console_output_is_the_hosts_own_console(stand_in):
+    running, _ = stand_in
+    ec2 = boto3.client("ec2", endpoint_url=f"http://127.0.0.1:{running.api_port}", region_name=REGION,
+                       aws_access_key_id="operator", aws_secret_access_key="operator")
+    output = ec2.get_console_output(InstanceId=running.ids["app-0"])["Output"]
+    assert console_host_keys(output) == [HOST_KEY]
