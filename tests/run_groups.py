@@ -8,7 +8,8 @@ and by pytest, so a failing order can be replayed:
 
 A new seed is drawn on every run unless `--seed` (or PHOTOSTACK_TEST_SEED) gives one. At the end a
 table shows each group's result and duration against its budget; the run fails when a group fails
-or goes over its budget, naming which.
+(naming which), or when all groups together go over the run's budget; a group over its own budget
+is flagged (and warned about) without failing the run.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ GROUPS = (
     Group("app drills", "drill", 5 * 60),  # faults under load on the one-box
     Group("lab", "lab", 15 * 60),  # the plan booted as systemd-nspawn hosts (lab/)
 )
+
+
+# The whole run: set-up (packages, venv, image) comes on top, and CI wants all of it under 45 min.
+TOTAL_BUDGET_S = 38 * 60
 
 
 @dataclass(frozen=True)
@@ -82,9 +87,14 @@ def report(outcomes: list[Outcome], seed: int) -> list[str]:
         print(f"{o.group.name:<12} {result:<10} {_minutes(o.seconds):>6} {_minutes(o.group.budget_s):>7}{flag}")
         if not o.passed:
             problems.append(f"group {o.group.name} failed (pytest exit {o.exit_code})")
-        if o.over_budget:
-            problems.append(f"group {o.group.name} took {_minutes(o.seconds)}, over its budget of "
-                            f"{_minutes(o.group.budget_s)}: speed it up or move tests out (see tests/run_groups.py)")
+        if o.over_budget:  # a warning: one slow group on a busy machine must not fail CI alone
+            print(f"warning: group {o.group.name} took {_minutes(o.seconds)}, over its budget of "
+                  f"{_minutes(o.group.budget_s)}: speed it up or move tests out", file=sys.stderr)
+    total = sum(o.seconds for o in outcomes)
+    print(f"{'total':<12} {'':<10} {_minutes(total):>6} {_minutes(TOTAL_BUDGET_S):>7}")
+    if total > TOTAL_BUDGET_S:
+        problems.append(f"the groups took {_minutes(total)}, over the run's budget of {_minutes(TOTAL_BUDGET_S)} "
+                        "(CI stops a run at 90 minutes and wants it under 45)")
     print(f"seed {seed}: replay with `.venv/bin/python -m tests.run_groups --seed {seed}`")
     return problems
 
