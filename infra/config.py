@@ -59,6 +59,7 @@ GENERATED_SECRETS = (
     "redisAdminPassword",
     "rabbitmqPassword",
     "erlangCookie",
+    "scramSaltKey",
     "djangoSecretKey",
 )
 # Every secret: the service passwords plus the integrations' keys.

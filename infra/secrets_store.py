@@ -23,6 +23,7 @@ ROLE = "secrets"
 APP_SECRETS = (
     "dbPassword",
     "pgbouncerAdminPassword",
+    "scramSaltKey",
     "redisPassword",
     "rabbitmqPassword",
     "djangoSecretKey",
@@ -30,7 +31,7 @@ APP_SECRETS = (
 )
 ROLE_SECRETS: dict[str, tuple[str, ...]] = {
     # Postgres stores a SCRAM verifier for every login, pgbouncer's admin included (roles/postgres/auth.py).
-    "postgres": ("dbPassword", "replicationPassword", "pgbouncerAdminPassword"),
+    "postgres": ("dbPassword", "replicationPassword", "pgbouncerAdminPassword", "scramSaltKey"),
     "app": APP_SECRETS,
     "worker": APP_SECRETS,
     # The admin login (replication) and the Erlang cookie stay on their own hosts: the app's

@@ -233,7 +233,7 @@ def test_boot_converge_is_retried_a_bounded_number_of_times(tmp_path, failures, 
 
 # Every secret the prod plan holds: the config's Pulumi secrets and the integration keys the
 # program creates (the PagerDuty Events v2 and CloudWatch integrations, the Sentry DSN).
-PROD_SECRETS = ("dbPassword", "replicationPassword", "pgbouncerAdminPassword", "redisPassword", "redisAdminPassword", "rabbitmqPassword", "erlangCookie",
+PROD_SECRETS = ("dbPassword", "replicationPassword", "pgbouncerAdminPassword", "redisPassword", "redisAdminPassword", "rabbitmqPassword", "erlangCookie", "scramSaltKey",
                 "djangoSecretKey", "pingdomToken", "pagerdutyRoutingKey", "pagerdutyCloudwatchKey", "sentryDsn")
 
 
@@ -303,11 +303,11 @@ def _readable_parameters(plan, role):
 
 
 PARAMETER = "arn:aws:ssm:us-east-1:123456789012:parameter/photostack/prod/"
-APP_READS = ("dbPassword", "pgbouncerAdminPassword", "redisPassword", "rabbitmqPassword", "djangoSecretKey",
+APP_READS = ("dbPassword", "pgbouncerAdminPassword", "scramSaltKey", "redisPassword", "rabbitmqPassword", "djangoSecretKey",
              "sentryDsn", "shardmap", "primaries", "release")
 # What each role's hosts read from SSM when they converge (secrets, then records), nothing more.
 PROFILE_READS = {
-    "postgres": ("dbPassword", "replicationPassword", "pgbouncerAdminPassword", "shardmap", "primaries"),
+    "postgres": ("dbPassword", "replicationPassword", "pgbouncerAdminPassword", "scramSaltKey", "shardmap", "primaries"),
     "app": APP_READS,
     "worker": APP_READS,
     "redis": ("redisPassword", "redisAdminPassword"),

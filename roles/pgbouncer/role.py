@@ -62,8 +62,9 @@ def desired(ctx: RoleContext) -> DesiredState:
         stats_user=STATS_USER,
         pool_size=pool_size(ctx),
     )
-    users = {u: scram_verifier(u, ctx.secret(USER_SECRETS[u])) for u in (APP_USER, ADMIN_USER)}
-    users[STATS_USER] = scram_verifier(STATS_USER, stats_password(ctx.secret(USER_SECRETS[ADMIN_USER])))
+    salt_key = ctx.secret("scramSaltKey")
+    users = {u: scram_verifier(u, ctx.secret(USER_SECRETS[u]), salt_key) for u in (APP_USER, ADMIN_USER)}
+    users[STATS_USER] = scram_verifier(STATS_USER, stats_password(ctx.secret(USER_SECRETS[ADMIN_USER])), salt_key)
     userlist = ctx.template("pgbouncer", "userlist.txt.j2", users=users)
     pg = {"owner": "postgres", "group": "postgres", "mode": 0o640}
     return DesiredState(

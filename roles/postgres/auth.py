@@ -3,8 +3,9 @@
 The same verifier goes into Postgres (`ALTER ROLE … PASSWORD 'SCRAM-SHA-256$…'`) and into
 pgbouncer's userlist, so no plain password is stored on any host, and pgbouncer can log in to
 Postgres with the client's SCRAM keys (that needs identical verifiers on both sides). The salt is
-derived from the user and password, so the verifier is stable: a converge finds nothing to do
-until the password changes.
+an HMAC of the user under the stack's own random `scramSaltKey` secret: unique per stack and user
+(no table computed for one deployment's "photostack" login fits another's), yet stable, so both
+roles render the same verifier and a converge finds nothing to do until the password changes.
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ def stats_password(admin_password: str) -> str:
 SCRAM_ITERATIONS = 4096  # Postgres' default scram_iterations
 
 
-def scram_verifier(user: str, password: str, iterations: int = SCRAM_ITERATIONS) -> str:
-    """The SCRAM-SHA-256 verifier Postgres stores for `password` (RFC 5802/7677 format)."""
-    salt = hashlib.sha256(f"photostack-scram-salt:{user}:{password}".encode()).digest()[:16]
+def scram_verifier(user: str, password: str, salt_key: str, iterations: int = SCRAM_ITERATIONS) -> str:
+    """The SCRAM-SHA-256 verifier Postgres stores for `password` (RFC 5802/7677 format), salted
+    per stack (`salt_key`: the scramSaltKey secret)."""
+    salt = hmac.new(salt_key.encode(), f"photostack-scram-salt:{user}".encode(), "sha256").digest()[:16]
     salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
     client_key = hmac.new(salted, b"Client Key", "sha256").digest()
     stored_key = hashlib.sha256(client_key).digest()

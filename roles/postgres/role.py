@@ -41,7 +41,8 @@ def desired(ctx: RoleContext) -> DesiredState:
 
 def primary(ctx: RoleContext, cluster: Cluster) -> DesiredState:
     """A shard's primary: cluster, config, service, then logins, its database and logical shards."""
-    verifiers = {user: scram_verifier(user, ctx.secret(secret)) for user, secret in USER_SECRETS.items()}
+    salt_key = ctx.secret("scramSaltKey")
+    verifiers = {user: scram_verifier(user, ctx.secret(secret), salt_key) for user, secret in USER_SECRETS.items()}
     logical = stored_shard_map(ctx.config, ctx.stack).logical_on(cluster.shard)
     state = DesiredState(
         resources=[

@@ -21,12 +21,46 @@ from roles.postgres.tuning import memory_settings
 VERIFIER = re.compile(r"^SCRAM-SHA-256\$4096:[A-Za-z0-9+/=]{24}\$[A-Za-z0-9+/=]{44}:[A-Za-z0-9+/=]{44}$")
 
 
-def test_scram_verifier_is_stable_per_password_and_unique_per_user():
-    a = scram_verifier("photostack", "secret")
+def test_scram_verifier_is_stable_per_password_and_unique_per_user_and_stack():
+    a = scram_verifier("photostack", "secret", "stack-a-salt-key")
     assert VERIFIER.match(a)
-    assert a == scram_verifier("photostack", "secret")  # converge sees no change
-    assert a != scram_verifier("photostack", "other")  # a new password is a change
-    assert a.split("$")[1] != scram_verifier("replicator", "secret").split("$")[1]  # own salt
+    assert a == scram_verifier("photostack", "secret", "stack-a-salt-key")  # converge sees no change
+    assert a != scram_verifier("photostack", "other", "stack-a-salt-key")  # a new password is a change
+    salt = a.split("$")[1]
+    assert salt != scram_verifier("replicator", "secret", "stack-a-salt-key").split("$")[1]  # own salt per user
+    # Another stack with the same login and password: another salt, so another verifier (no table
+    # computed for one deployment's well-known login name fits the next).
+    assert salt != scram_verifier("photostack", "secret", "stack-b-salt-key").split("$")[1]
+
+
+def test_scram_verifier_is_what_postgres_itself_accepts_for_the_password():
+    """Checked against the real server: a login with the password works with our verifier."""
+    import shutil
+    import subprocess
+
+    import psycopg
+
+    if not shutil.which("pg_ctlcluster"):
+        pytest.skip("postgresql not installed")
+    from tests.app_services import free_ports  # a throwaway cluster, as the app tests use
+
+    port = free_ports(1)[0]
+    name = f"scramtest{port}"
+    subprocess.run(["pg_createcluster", "15", name, "--port", str(port), "--", "--auth-host=scram-sha-256"],
+                   check=True, capture_output=True)
+    try:
+        subprocess.run(["pg_ctlcluster", "15", name, "start"], check=True, capture_output=True)
+        verifier = scram_verifier("scramtest", "correct horse", "some-stack-key")
+        sql = f"CREATE ROLE scramtest LOGIN PASSWORD '{verifier}'"
+        subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-p", str(port), "-c", sql], check=True,
+                       capture_output=True, cwd="/")
+        with psycopg.connect(host="127.0.0.1", port=port, dbname="postgres", user="scramtest",
+                             password="correct horse") as conn:
+            assert conn.execute("SELECT current_user").fetchone() == ("scramtest",)
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(host="127.0.0.1", port=port, dbname="postgres", user="scramtest", password="wrong")
+    finally:
+        subprocess.run(["pg_dropcluster", "15", name, "--stop"], capture_output=True)
 
 
 def test_memory_settings_split_the_share_among_clusters():

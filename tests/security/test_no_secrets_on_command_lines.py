@@ -16,7 +16,7 @@ def test_postgres_and_pgbouncer_commands_hold_no_password_or_verifier(state_root
     hosts = tuple(onebox_hosts(config))
     secret = lambda name: f"sentinel-{name}-value"  # noqa: E731
     ctx = RoleContext(config, "onebox", hosts[0], hosts, secret)
-    verifiers = [scram_verifier(user, secret(name)) for user, name in USER_SECRETS.items()]
+    verifiers = [scram_verifier(user, secret(name), secret("scramSaltKey")) for user, name in USER_SECRETS.items()]
     forbidden = [secret(name) for name in USER_SECRETS.values()] + [v.split("$", 1)[1] for v in verifiers]
 
     commands = [text for r in host_state(ctx, {"postgres", "pgbouncer"}).resources if isinstance(r, Command)
