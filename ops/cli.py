@@ -35,6 +35,7 @@ class _OpsGroup(TyperGroup):
         except Exception as exc:
             if type(exc).__module__.split(".")[0] not in ("botocore", "boto3"):
                 raise
+            _report_to_sentry(exc)
             print(_aws_error(ctx, exc), file=sys.stderr)
             raise typer.Exit(FAILED) from None
 
@@ -260,6 +261,15 @@ def _log_traceback() -> str:
     return path
 
 
+def _report_to_sentry(exc: Exception) -> None:
+    """Send an unexpected failure to Sentry: a no-op unless the stack configured it (then
+    Stack.for_command has initialised the SDK)."""
+    import sentry_sdk
+
+    sentry_sdk.capture_exception(exc)
+    sentry_sdk.flush(timeout=5)
+
+
 def main() -> None:
     """Entry point: one line per problem on stderr and the exit-code table, never a bare traceback."""
     try:
@@ -270,10 +280,7 @@ def main() -> None:
     except Exception as exc:  # noqa: BLE001 — one line for the operator, the traceback to a log and Sentry
         if _debug:
             raise
-        import sentry_sdk
-
-        sentry_sdk.capture_exception(exc)  # a no-op unless the stack configured Sentry
-        sentry_sdk.flush(timeout=5)
+        _report_to_sentry(exc)
         print(f"error: {type(exc).__name__}: {exc} (traceback in {_log_traceback()}; --debug shows it)",
               file=sys.stderr)
         sys.exit(FAILED)
