@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 
 from infra.records import record
 from infra.sharding import ShardMap, ranges, schema_name
-from infra.shardstore import shard_map_store
+from infra.inventory import Host
+from infra.shardstore import HOST_SHARDMAP_PATH, shard_map_store
 from ops import lock
 from ops import reshard_sql as sql
 from ops.failover import Member, members
@@ -89,9 +90,12 @@ def stored_map(stack: Stack) -> ShardMap:
 
 
 def add_shard(stack: Stack, progress: Progress = lambda _: None) -> ShardMap:
-    """Make the physical shard the config adds real: the stored map grows first (the new shard
-    holds no logical shard, so no request goes there yet), then its clusters, pgbouncer
-    databases and monitoring converge. Interrupted, `ops shard add` again finishes it."""
+    """Make the physical shard the config adds real: the stored map grows (the new shard holds
+    no logical shard), then its clusters and pgbouncer databases converge while the hosts keep
+    the old map file (an app process asking for the shard before pgbouncer knew it would get
+    "no such database", and its pool would back off for seconds), then the map file and
+    monitoring. Interrupted, `ops shard add` again finishes it. On the one-box the clusters'
+    memory settings are shared out again, which restarts every cluster once."""
     store = shard_map_store(stack.config, stack.name)
     current = stored_map(stack)
     wanted = stack.config.postgres.physical_shards
@@ -101,15 +105,25 @@ def add_shard(stack: Stack, progress: Progress = lambda _: None) -> ShardMap:
     elif wanted != current.physical_shards:
         raise ReshardError(f"photostack:postgres.physicalShards: the config says {wanted}, the stored map has "
                            f"{current.physical_shards}; add physical shards one at a time")
-    progress(f"converge physical shard {wanted - 1}: clusters, pgbouncer, monitoring")
+    progress(f"converge physical shard {wanted - 1}'s clusters and pgbouncer databases")
+
+    def without_map_file(host: Host) -> DesiredState:
+        state = stack.desired(host, {"postgres", "pgbouncer"})
+        return DesiredState([r for r in state.resources if getattr(r, "path", None) != HOST_SHARDMAP_PATH],
+                            state.handlers)
+
+    check_converged(converge_hosts(stack.hosts, without_map_file, stack.ssh), f"adding physical shard {wanted - 1}")
+    progress(f"converge the map and monitoring of physical shard {wanted - 1}")
     check_converged(stack.converge(stack.hosts, SHARD_ROLES), f"adding physical shard {wanted - 1}")
     return store.load()
 
 
 def remove_shard(stack: Stack, progress: Progress = lambda _: None) -> ShardMap:
     """Remove the last physical shard once no logical shard is left on it (the config states one
-    fewer): its clusters stop and are dropped, then the map shrinks and pgbouncer and monitoring
-    forget it."""
+    fewer): the map shrinks and reaches every host first (no app process asks for the shard any
+    more), then its clusters stop and are dropped, then pgbouncer and monitoring forget it.
+    Interrupted after the map shrank, the clusters left are dropped by hand (`pg_dropcluster
+    --stop`) before `ops shard remove` converges the rest."""
     store = shard_map_store(stack.config, stack.name)
     current = stored_map(stack)
     wanted = stack.config.postgres.physical_shards
@@ -124,13 +138,15 @@ def remove_shard(stack: Stack, progress: Progress = lambda _: None) -> ShardMap:
         old = Stack(stack.name, stack.config.model_copy(update={"postgres": stack.config.postgres.model_copy(
             update={"physical_shards": current.physical_shards})}))
         old.local = stack.local
-        for member in reversed(members(old, last)):  # replicas first: the primary holds their slots
+        doomed = list(reversed(members(old, last)))  # replicas first: the primary holds their slots
+        progress(f"store the map without physical shard {last} and write it to every host")
+        store.save(smaller)
+        publish_map(stack)
+        for member in doomed:
             progress(f"drop cluster {member.cluster.name}")
             run_step(member.host, stack.ssh, f"drop {member.cluster.name}",
                      f"pg_dropcluster --stop {member.cluster.version} {member.cluster.name} || "
                      f"[ ! -d {member.cluster.config_dir} ]")
-        progress(f"store the map without physical shard {last}")
-        store.save(smaller)
     elif wanted != current.physical_shards:
         raise ReshardError(f"photostack:postgres.physicalShards: the config says {wanted}, the stored map has "
                            f"{current.physical_shards}; remove physical shards one at a time")
