@@ -113,8 +113,11 @@ def after_promotion(stack: Stack, shard: int, log: StepLog, progress: Callable[[
     (`pgbackrest check` waits until archived), then take a fresh backup, so that restores after
     this point need not replay across the switch."""
     primary = members(stack, shard)[0]
+    # A checkpoint first: until one, pg_control still names the old timeline and pgBackRest
+    # refuses to back up ("WAL timeline does not match pg_control timeline").
     log.timed(f"archive {primary.cluster.name}'s new timeline", lambda: run_step(
-        primary.host, stack.ssh, "pgbackrest check", pgbackrest.check(primary.cluster)), progress)
+        primary.host, stack.ssh, "pgbackrest check",
+        f"{commands.psql(primary.cluster, 'CHECKPOINT;')} && {pgbackrest.check(primary.cluster)}"), progress)
     log.timed(f"fresh backup of shard {shard}", lambda: run_step(
         primary.host, stack.ssh, "pgbackrest backup", pgbackrest.backup(primary.cluster, "diff")), progress)
 

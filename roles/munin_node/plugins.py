@@ -89,8 +89,10 @@ def host_plugins(ctx: RoleContext) -> list[PluginInstance]:
             found.append(_instance(ctx, f"postgres_archive_{_suffix(node)}", "postgres_archive_",
                                    user="postgres", host="/var/run/postgresql", port=cluster.port))
             if cluster.replica == 0:  # one reader per shard of the shared repository: member 0's host
+                # group too: pgbackrest.conf is root:postgres 0640, and munin-node would run the
+                # plugin with its own group otherwise.
                 found.append(_instance(ctx, f"pgbackrest_backup_{cluster.database}", "pgbackrest_backup_",
-                                       user="postgres", stanza=cluster.database))
+                                       user="postgres", group="postgres", stanza=cluster.database))
             if cluster.is_primary:  # lag is measured on the primary now (stored state), once per other member
                 for other, member in members:
                     if member.shard == cluster.shard and not member.is_primary:

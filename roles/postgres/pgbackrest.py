@@ -40,6 +40,11 @@ def archive_command(cluster: Cluster) -> str:
     return f"pgbackrest --stanza={stanza(cluster)} --pg1-path={cluster.data_dir} archive-push %p"
 
 
+def restore_command(cluster: Cluster) -> str:
+    """postgresql.conf restore_command: fetch a segment or history file from the archive."""
+    return f'pgbackrest --stanza={stanza(cluster)} --pg1-path={cluster.data_dir} archive-get %f "%p"'
+
+
 def status_code(cluster: Cluster) -> str:
     """Print the stanza's `info` status code (1 when the stanza is missing)."""
     info = pgbackrest(f"--stanza={stanza(cluster)}", "--output=json", "info")

@@ -124,6 +124,7 @@ def configured(ctx: RoleContext, cluster: Cluster) -> DesiredState:
         replication_user=REPLICATION_USER,
         passfile=PASSFILE,
         archive_command=pgbackrest.archive_command(cluster),
+        restore_command=pgbackrest.restore_command(cluster),
         archive_timeout_s=ctx.config.backups.archive_timeout_s,
     )
     hba = ctx.template("postgres", "pg_hba.conf.j2", networks=_networks(ctx), replication_user=REPLICATION_USER)

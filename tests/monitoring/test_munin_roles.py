@@ -146,5 +146,7 @@ def test_backup_plugins_page_on_stale_backups_and_failing_archives_by_default():
     config = load_stack_config("onebox")
     assert plugins["pgbackrest_backup_shard0"]["age_hours_critical"] == str(config.backups.stale_after_h)
     assert plugins["pgbackrest_backup_shard0"]["stanza"] == "shard0"
+    (backup,) = [p for p in host_plugins(onebox_context()) if p.name == "pgbackrest_backup_shard1"]
+    assert (backup.user, backup.group) == ("postgres", "postgres")  # reads root:postgres 0640 pgbackrest.conf
     assert plugins["postgres_archive_1_primary"]["failing_critical"] == "0.5"
     assert plugins["postgres_archive_1_primary"]["ready_segments_warning"] == "8"
