@@ -8,7 +8,7 @@ import re
 import subprocess
 import sys
 
-from tests.app_helpers import jpeg, unique_name, wait_for
+from tests.app_helpers import client_address, jpeg, unique_name, wait_for
 from tests.app_services import REPO, free_ports
 
 
@@ -20,7 +20,8 @@ def test_html_signup_upload_follow_and_feed(app_stack):
     from django.core.files.uploadedfile import SimpleUploadedFile
     from django.test import Client
 
-    poster, fan = Client(enforce_csrf_checks=True), Client(enforce_csrf_checks=True)
+    # Each user from an address of its own, as real users (sign-ups are limited per address).
+    poster, fan = (Client(enforce_csrf_checks=True, REMOTE_ADDR=client_address()) for _ in range(2))
     poster_name, fan_name = unique_name("hposter"), unique_name("hfan")
     for client, name in ((poster, poster_name), (fan, fan_name)):
         form = client.get("/signup/")

@@ -104,11 +104,9 @@ def test_the_router_follows_the_map_file_when_it_is_replaced(tmp_path):
     assert router.shard_map.physical_of(24) == 2
 
 
-def test_a_write_refused_during_a_cut_over_is_a_503_to_retry():
-    from django.conf import settings
-
-    if not settings.configured:
-        settings.configure()  # only JsonResponse is needed here, not the app's settings
+def test_a_write_refused_during_a_cut_over_is_a_503_to_retry(app_stack):
+    # app_stack sets Django up with the app's settings (configuring bare settings here would leave
+    # every later app test in this process with the wrong ones).
     middleware = MovingShardMiddleware(lambda request: None)
     response = middleware.process_exception(None, psycopg.errors.InsufficientPrivilege("permission denied"))
     assert response.status_code == 503 and response["Retry-After"] == "1"
