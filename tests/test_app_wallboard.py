@@ -151,8 +151,9 @@ def test_the_wallboard_counts_every_photo_marks_deploys_and_reads_across_a_room(
             browser.send("Emulation.setDeviceMetricsOverride",
                          {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False})
             browser.send("Page.navigate", {"url": served_app + "/wallboard/"})
+            # The first poll comes once Chromium has loaded the page: slow on a loaded machine.
             assert browser.wait_for("window.wallboardData && document.getElementById('total-photos_posted')"
-                                    ".textContent !== '–'"), "the page never showed data"
+                                    ".textContent !== '–'", timeout=60), "the page never showed data"
             before = shown_total(browser)
             started = int(time.time())
             poster, _ = signed_up("tv")
