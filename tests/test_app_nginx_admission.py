@@ -49,10 +49,13 @@ def web_tier(app_stack, state_root, tmp_path):
     nginx_port, *app_ports = free_ports(3)
     site, limit = site_config(nginx_port, app_ports)
     (tmp_path / "site.conf").write_text(site)
+    # Its own temp dirs: nginx takes over the compiled-in /var/lib/nginx/* for its worker user at
+    # start, which would lock the one-box's nginx (www-data) out of buffering request bodies.
+    temp = " ".join(f"{kind}_temp_path {tmp_path}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     (tmp_path / "nginx.conf").write_text(
         f"user root;\nworker_processes 2;\ndaemon off;\npid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log warn;\n"
         "events { worker_connections 1024; }\n"
-        f"http {{ include /etc/nginx/mime.types; access_log off; include {tmp_path}/site.conf; }}\n")
+        f"http {{ include /etc/nginx/mime.types; access_log off; {temp}\n include {tmp_path}/site.conf; }}\n")
     d = role_defaults("app")
     apps = []
     for port in app_ports:
