@@ -7,7 +7,6 @@ one-box, no lock. What the one-box adds (SSH, the map written to every host) the
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -18,17 +17,12 @@ from pathlib import Path
 from app.migrate import load_migrations
 from ops import reshard_sql as sql
 from roles.postgres.cluster import PASSFILE, SOCKET_DIR, Cluster
+from tests.app_services import free_ports
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 EPOCH_MS = 1314220021721
 APP_PASSWORD = "app-pw-throwaway"
 REPLICATION_PASSWORD = "repl-pw-throwaway"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -139,7 +133,8 @@ def start_pair(settings: dict[str, str] | None = None) -> PgPair:
     root.chmod(0o755)
     (root / "sock").mkdir()
     shutil.chown(root / "sock", "postgres")
-    pair = PgPair(root, Cluster(15, 0, 0, "127.0.0.1", _free_port()), Cluster(15, 2, 0, "127.0.0.1", _free_port()))
+    source_port, target_port = free_ports(2)  # two distinct ports
+    pair = PgPair(root, Cluster(15, 0, 0, "127.0.0.1", source_port), Cluster(15, 2, 0, "127.0.0.1", target_port))
     (root / "pgpass").write_text(f"*:*:*:replicator:{REPLICATION_PASSWORD}\n")
     shutil.chown(root / "pgpass", "postgres")
     (root / "pgpass").chmod(0o600)

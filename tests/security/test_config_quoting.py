@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import http.server
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -16,19 +15,14 @@ import pytest
 import redis
 
 from roles.engine.context import double_quoted
+from tests.app_services import free_ports
 
 NASTY = 'p"w \\d #x\'$(id)'
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.mark.skipif(not shutil.which("redis-server"), reason="redis-server not installed")
 def test_redis_reads_the_quoted_password_back_exactly(tmp_path: Path) -> None:
-    port = free_port()
+    port = free_ports(1)[0]
     conf = tmp_path / "redis.conf"
     conf.write_text(f"bind 127.0.0.1\nport {port}\ndir {tmp_path}\nsave \"\"\nrequirepass {double_quoted(NASTY)}\n")
     server = subprocess.Popen(["redis-server", str(conf)], stdout=subprocess.DEVNULL)

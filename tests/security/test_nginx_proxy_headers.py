@@ -24,6 +24,7 @@ from roles.engine.context import RoleContext, desired_state
 from roles.engine.resources import File
 from roles.nginx.role import load_balancer_cidrs
 from tests.fakes.base import JsonHandler, LocalServer
+from tests.app_services import free_ports
 
 LB = "127.0.0.1"  # stands in for the load balancer; a client from 127.0.0.2 is anyone else
 SITE = "/etc/nginx/conf.d/photostack.conf"
@@ -48,12 +49,6 @@ def _context(target: str = "onebox") -> RoleContext:
     return RoleContext(config, "onebox", hosts[0], hosts, lambda name: f"secret-{name}")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
 class Nginx:
     port: int
@@ -64,7 +59,7 @@ class Nginx:
 def nginx(tmp_path, state_root) -> Iterator[Nginx]:
     """A real nginx with the shipped site template, the load balancer at 127.0.0.1/32."""
     with Echo() as echo:
-        port, media = _free_port(), tmp_path / "media"
+        port, media = free_ports(1)[0], tmp_path / "media"
         media.mkdir()
         site = _context().template("nginx", "site.conf.j2", listen=f"127.0.0.1:{port}",
                                    app_servers=[(f"127.0.0.1:{echo.port}", False)], media_root=str(media),
