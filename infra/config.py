@@ -266,6 +266,15 @@ class StackConfig(Model):
     hosted_zone: str | None = Field(
         None, description="Route53 public hosted zone of the domain (AWS only); default: the domain's parent."
     )
+    ami: str | None = Field(
+        None,
+        pattern=r"^ami-[0-9a-f]{8,17}$",
+        description=(
+            "Image of every host's launch template (AWS only; required there). Pinned so a new upstream "
+            "image replaces nothing: changing it changes the templates only, and each node moves when it "
+            "is relaunched (`ops replace-node`, docs/aws.md)."
+        ),
+    )
 
     @field_validator("admin_cidrs")
     @classmethod
@@ -282,6 +291,8 @@ class StackConfig(Model):
                 raise ValueError("availabilityZones needs at least 2 distinct zones on AWS")
             if self.fleets.nginx.count < 1 or self.fleets.app.count < 1:
                 raise ValueError("fleets.nginx.count and fleets.app.count must be at least 1 on AWS")
+            if self.ami is None:
+                raise ValueError("ami: required on AWS (an Ubuntu 24.04 image id; see docs/aws.md \"The image\")")
         if self.postgres.replicas_per_shard > len(set(self.availability_zones)) - 1 and self.target == "aws":
             raise ValueError(
                 "postgres.replicasPerShard needs one more availability zone than replicas "

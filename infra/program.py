@@ -78,7 +78,7 @@ def build(config: StackConfig, stack: str) -> dict[str, Any]:
         values["sentryAuthToken"] = auth_token
     parameters = SecretParameters("secrets", SecretParametersArgs(stack, values))
 
-    ami = ubuntu_ami()
+    ami = ubuntu_ami(config.ami)
     bastion = Bastion(
         "bastion",
         BastionArgs(stack, ami, network.public_subnet_ids[zones[0]], groups.ids["bastion"], config.ssh_public_key),
@@ -102,6 +102,8 @@ def build(config: StackConfig, stack: str) -> dict[str, Any]:
                 media_bucket_arn=storage.media_bucket_arn if role in ("app", "worker") else None,
                 data_volume_gb=config.postgres.volume_gb if role == "postgres" else None,
                 key_name=bastion.key_name,
+                # First boot goes out through the NAT routes, fetches the bundle, reads SSM.
+                boot_dependencies=[network, storage, parameters],
             ),
         )
         for role, role_nodes in nodes_by_role(config).items()
