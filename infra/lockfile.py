@@ -69,24 +69,29 @@ def parse(text: str) -> list[Locked]:
     return entries
 
 
-@cache
 def entries(path: Path | None = None) -> tuple[Locked, ...]:
-    """The entries of the project's lock file (or of `path`)."""
-    return tuple(parse((path or LOCK_FILE).read_text()))
+    """The entries of the project's lock file (or of `path`), as the file reads now."""
+    return _parsed((path or LOCK_FILE).read_text())
 
 
-def locked_version(name: str) -> str:
+@cache
+def _parsed(text: str) -> tuple[Locked, ...]:
+    # A plan renders the bootstrap once per host: parse each distinct text once.
+    return tuple(parse(text))
+
+
+def locked_version(name: str, path: Path | None = None) -> str:
     """The version `name` is locked at (the first entry when markers split it)."""
-    for entry in entries(LOCK_FILE):
+    for entry in entries(path or LOCK_FILE):
         if entry.name == normalize(name):
             return entry.version
     raise KeyError(f"{name} is not in {LOCK_FILE.name}; run `make lock`")
 
 
-def closure(names: tuple[str, ...] | list[str]) -> str:
+def closure(names: tuple[str, ...] | list[str], path: Path | None = None) -> str:
     """Requirement text with hashes for `names` and everything they need, in lock-file order:
     what `pip install --require-hashes -r` takes to install just that subset."""
-    locked = entries(LOCK_FILE)
+    locked = entries(path or LOCK_FILE)
     wanted = {normalize(n) for n in names}
     missing = wanted - {e.name for e in locked}
     if missing:

@@ -50,7 +50,7 @@ def validate_event(event: Any) -> list[str]:
             if "custom_details" in payload and not isinstance(payload["custom_details"], dict | list | str):
                 errors.append("'payload.custom_details' is invalid")
     links = event.get("links", [])
-    if not isinstance(links, list) or not all(isinstance(l, dict) and l.get("href") for l in links):
+    if not isinstance(links, list) or not all(isinstance(link, dict) and link.get("href") for link in links):
         errors.append("'links' must be a list of objects with 'href'")
     return errors
 
