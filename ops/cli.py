@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 
 import sentry_sdk
 import typer
@@ -12,6 +13,7 @@ from infra.config import ConfigError
 from infra.inventory import select
 from infra.secrets import SecretStore
 from ops import alerting, day2, plan, report
+from ops.lock import LockHeld
 from ops.stack import Stack
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -70,6 +72,7 @@ def converge(
     role: list[str] = typer.Option(None, "--role", "-r", help="Only these roles (repeatable)."),
     host: str = typer.Option(None, "--host", "-H", help="Only this host."),
     local: bool = typer.Option(False, "--local", help="Converge this machine as --host, without SSH (EC2 boot)."),
+    force: bool = typer.Option(False, "--force", help="Take the stack's lock even if someone holds it (says what that breaks)."),
 ) -> None:
     """Converge hosts to their roles' desired state (idempotent; `--check --diff` to preview)."""
     stack = load(ctx)
@@ -81,8 +84,15 @@ def converge(
     hosts = select(stack.hosts, name=host)
     if not hosts:
         raise ConfigError([f"--host {host}: no such host in stack {stack.name}"])
-    with console.status(f"{'checking' if check else 'converging'} {len(hosts)} host(s)…"):
-        results = stack.converge(hosts, set(role) if role else None, check=check)
+    # A host converging itself at boot (--local) and a --check change nothing others must wait for.
+    changing = nullcontext([]) if check or local else day2._changing(
+        stack, "converge" + (f" --host {host}" if host else "") + "".join(f" --role {r}" for r in role or ()), force)
+    try:
+        with changing, console.status(f"{'checking' if check else 'converging'} {len(hosts)} host(s)…"):
+            results = stack.converge(hosts, set(role) if role else None, check=check)
+    except LockHeld as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
     if diff:
         report.diffs(console, results)
     report.recap(console, results, check=check)

@@ -7,14 +7,16 @@ prints one line naming the host and the step, and exits 1; bad input exits 2.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from ops import audit, lock, maintenance, overview, rollout
 from ops import failover as fo
-from ops import maintenance, overview, rollout
 from ops.lock import LockHeld
 from ops.remote import StepFailed
 from ops.stack import Stack
@@ -22,6 +24,7 @@ from ops.stack import Stack
 console = Console()
 StackName = Annotated[str, typer.Option("--stack", help="Stack name (Pulumi.<stack>.yaml).")]
 Shard = Annotated[int, typer.Option("--shard", help="Physical shard number.")]
+Force = Annotated[bool, typer.Option("--force", help="Take the stack's lock even if someone holds it (says what that breaks).")]
 
 
 def _stack(ctx: typer.Context, stack: str | None) -> Stack:
@@ -36,6 +39,23 @@ def _stack(ctx: typer.Context, stack: str | None) -> Stack:
 def _fail(message: str, code: int = 1) -> NoReturn:
     console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+@contextmanager
+def _changing(loaded: Stack, command: str, force: bool | None = None) -> Iterator[list[str]]:
+    """A command that changes the stack: recorded in the audit trail with its outcome and, unless
+    `force` is None (no lock), run under the stack's one lock. Yields notes to print."""
+    notes: list[str] = []
+    try:
+        with audit.recorded(loaded, command, notes):
+            if force is None:
+                yield notes
+            else:
+                with lock.held(lock.stack_lock(loaded), command, notes, force):
+                    yield notes
+    finally:
+        for note in notes:
+            console.print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
 
 
 def _progress(step: str) -> None:
@@ -64,21 +84,27 @@ def _deployed(log: rollout.DeployLog, what: str) -> None:
 def deploy(
     ctx: typer.Context, stack: StackName = None,
     version: Annotated[str | None, typer.Option("--version", help="Git revision to deploy (default: the working tree); pinned until the next plain deploy.")] = None,
+    force: Force = False,
 ) -> None:
     """Rolling, zero-downtime deploy of the app and workers: one node at a time out of the load
     balancer, switched, restarted, healthy, back in; a failing node rolls the deploy back."""
-    _roll(lambda progress: rollout.deploy(_stack(ctx, stack), version, progress), "deployed")
+    loaded = _stack(ctx, stack)
+    _roll(loaded, f"deploy {version or 'working tree'}",
+          lambda progress: rollout.deploy(loaded, version, progress, force=force), "deployed")
 
 
-def rollback(ctx: typer.Context, stack: StackName = None) -> None:
+def rollback(ctx: typer.Context, stack: StackName = None, force: Force = False) -> None:
     """Roll the app and workers back to the release before the deployed one (same rolling steps)."""
-    _roll(lambda progress: rollout.rollback(_stack(ctx, stack), progress), "rolled back to")
+    loaded = _stack(ctx, stack)
+    _roll(loaded, "rollback", lambda progress: rollout.rollback(loaded, progress, force=force), "rolled back to")
 
 
-def _roll(run, verb: str) -> None:
-    """Run a deploy or rollback; a held lock exits 2, a failed step 1, each with one line."""
+def _roll(loaded: Stack, command: str, run, verb: str) -> None:
+    """Run a deploy or rollback (it takes the lock itself); a held lock exits 2, a failed step 1,
+    each with one line."""
     try:
-        log = run(_progress)
+        with _changing(loaded, command):
+            log = run(_progress)
     except LockHeld as exc:
         _fail(str(exc), 2)
     except (rollout.DeployFailed, StepFailed) as exc:
@@ -112,12 +138,13 @@ def status(ctx: typer.Context, stack: StackName = None) -> None:
         raise typer.Exit(1)
 
 
-def failover(ctx: typer.Context, shard: Shard, stack: StackName = None) -> None:
+def failover(ctx: typer.Context, shard: Shard, stack: StackName = None, force: Force = False) -> None:
     """Fence shard N's primary, promote its replica, repoint pgbouncer, warm the cache."""
     loaded = _stack(ctx, stack)
     try:
-        log = fo.failover(loaded, shard, _progress)
-    except fo.FailoverError as exc:
+        with _changing(loaded, f"failover --shard {shard}", force):
+            log = fo.failover(loaded, shard, _progress)
+    except (fo.FailoverError, LockHeld) as exc:
         _fail(str(exc), 2)
     except StepFailed as exc:
         _fail(f"failover of shard {shard} stopped: {exc}")
@@ -128,12 +155,14 @@ def failover(ctx: typer.Context, shard: Shard, stack: StackName = None) -> None:
 def rebuild_replica(
     ctx: typer.Context, shard: Shard, stack: StackName = None,
     member: Annotated[str | None, typer.Option("--member", help="Rebuild this replica (e.g. shard0r1) even if in service.")] = None,
+    force: Force = False,
 ) -> None:
     """Rebuild shard N's fenced (or named) member as a streaming replica and put it back in service."""
     loaded = _stack(ctx, stack)
     try:
-        log = fo.rebuild_replica(loaded, shard, member, _progress)
-    except (fo.FailoverError, ValueError) as exc:
+        with _changing(loaded, f"rebuild-replica --shard {shard}" + (f" --member {member}" if member else ""), force):
+            log = fo.rebuild_replica(loaded, shard, member, _progress)
+    except (fo.FailoverError, ValueError, LockHeld) as exc:
         _fail(str(exc), 2)
     except StepFailed as exc:
         _fail(f"rebuild of shard {shard} stopped: {exc}")
@@ -141,12 +170,14 @@ def rebuild_replica(
 
 
 def replace_node(ctx: typer.Context, node: Annotated[str, typer.Argument(help="Node name, e.g. app-0.")],
-                 stack: StackName = None) -> None:
-    """One-box: restart the node's services. AWS: terminate its instance for the fleet to replace."""
+                 stack: StackName = None, force: Force = False) -> None:
+    """One-box: restart the node's services. AWS: relaunch its instance from its launch template."""
     loaded = _stack(ctx, stack)
     try:
-        console.print(maintenance.replace_node(loaded, node), highlight=False)
-    except ValueError as exc:
+        with _changing(loaded, f"replace-node {node}", force):
+            done = maintenance.replace_node(loaded, node)
+        console.print(done, highlight=False)
+    except (ValueError, LockHeld) as exc:
         _fail(str(exc), 2)
     except StepFailed as exc:
         _fail(str(exc))
@@ -161,8 +192,10 @@ Limit = Annotated[int, typer.Option("--limit", help="Move at most this many mess
 @queue_app.command("drain")
 def queue_drain(ctx: typer.Context, queue: QueueName = "feed", limit: Limit = 1_000_000, stack: StackName = None) -> None:
     """Move the queue's waiting messages to `<queue>.parked` (durable; nothing is lost)."""
+    loaded = _stack(ctx, stack)
     try:
-        moved = maintenance.move_queue(_stack(ctx, stack), queue, maintenance.parked(queue), limit)
+        with _changing(loaded, f"queue drain --queue {queue}"):
+            moved = maintenance.move_queue(loaded, queue, maintenance.parked(queue), limit)
     except (ValueError, StepFailed) as exc:
         _fail(str(exc))
     console.print(f"moved {moved} message(s) from {queue} to {maintenance.parked(queue)}")
@@ -171,8 +204,10 @@ def queue_drain(ctx: typer.Context, queue: QueueName = "feed", limit: Limit = 1_
 @queue_app.command("requeue")
 def queue_requeue(ctx: typer.Context, queue: QueueName = "feed", limit: Limit = 1_000_000, stack: StackName = None) -> None:
     """Move the parked messages back to the queue, in order."""
+    loaded = _stack(ctx, stack)
     try:
-        moved = maintenance.move_queue(_stack(ctx, stack), maintenance.parked(queue), queue, limit)
+        with _changing(loaded, f"queue requeue --queue {queue}"):
+            moved = maintenance.move_queue(loaded, maintenance.parked(queue), queue, limit)
     except (ValueError, StepFailed) as exc:
         _fail(str(exc))
     console.print(f"moved {moved} message(s) from {maintenance.parked(queue)} back to {queue}")
@@ -184,15 +219,27 @@ cache_app = typer.Typer(help="The photo cache (Memcached).", no_args_is_help=Tru
 @cache_app.command("flush")
 def cache_flush(ctx: typer.Context, stack: StackName = None) -> None:
     """Flush every Memcached node."""
+    loaded = _stack(ctx, stack)
     try:
-        done = maintenance.flush_cache(_stack(ctx, stack))
+        with _changing(loaded, "cache flush"):
+            done = maintenance.flush_cache(loaded)
     except StepFailed as exc:
         _fail(str(exc))
     console.print(f"flushed {', '.join(done)}", highlight=False)
 
 
+def audit_trail(ctx: typer.Context, stack: StackName = None,
+                limit: Annotated[int, typer.Option("--limit", min=1, help="Show the last N commands.")] = 50) -> None:
+    """The stack's audit trail: every changing `ops` command, who ran it, when, and how it ended."""
+    # Read-only: the one-box's sshd need not run.
+    loaded = Stack.for_command(stack or (ctx.obj or {}).get("stack", "onebox"))
+    for entry in audit.trail(loaded).read(limit):
+        console.print(entry.line(), highlight=False, soft_wrap=True)
+
+
 def register(app: typer.Typer) -> None:
     """Add the day-2 commands to the `ops` app."""
+    app.command("audit")(audit_trail)
     app.command("deploy")(deploy)
     app.command("rollback")(rollback)
     app.command("status")(status)

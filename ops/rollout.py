@@ -291,11 +291,11 @@ def mark_in_sentry(stack: Stack, version: str) -> str | None:
 # --- the commands -----------------------------------------------------------------------------
 
 def deploy(stack: Stack, version: str | None = None, progress: Progress = lambda _: None,
-           balancer: Balancer | None = None) -> DeployLog:
+           balancer: Balancer | None = None, force: bool = False) -> DeployLog:
     """Build, ship and roll out a release (the working tree, or git ref `version`, pinned)."""
     log = DeployLog()
     balancer = balancer or balancer_for(stack)
-    with lock.held(stack.state / LOCK_FILE, f"deploy {version or 'working tree'}", log.notes):
+    with lock.held(lock.stack_lock(stack, LOCK_FILE), f"deploy {version or 'working tree'}", log.notes, force):
         with log.step("build release", progress):
             release = build(version)
         log.version = release.version
@@ -312,7 +312,8 @@ def deploy(stack: Stack, version: str | None = None, progress: Progress = lambda
     return log
 
 
-def rollback(stack: Stack, progress: Progress = lambda _: None, balancer: Balancer | None = None) -> DeployLog:
+def rollback(stack: Stack, progress: Progress = lambda _: None, balancer: Balancer | None = None,
+             force: bool = False) -> DeployLog:
     """Roll out the release before the deployed one (pinned: converge keeps it until the next deploy)."""
     stored = record(stack.config, stack.name, runtime.RELEASE_RECORD).load() or {}
     target = stored.get("previous")
@@ -320,7 +321,7 @@ def rollback(stack: Stack, progress: Progress = lambda _: None, balancer: Balanc
         raise DeployFailed("no previous release recorded: `ops rollback` needs an earlier `ops deploy`")
     log = DeployLog(version=target)
     balancer = balancer or balancer_for(stack)
-    with lock.held(stack.state / LOCK_FILE, f"rollback to {target}", log.notes):
+    with lock.held(lock.stack_lock(stack, LOCK_FILE), f"rollback to {target}", log.notes, force):
         hosts = fleet_hosts(stack)
         log.previous = current_versions(stack, hosts)
         for host in hosts:

@@ -5,9 +5,11 @@ with boto3 pointed at the server by `AWS_ENDPOINT_URL`."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import boto3
@@ -271,3 +273,31 @@ def test_cli_unknown_missing_or_data_node_is_one_line_exit_2_and_terminates_noth
         "error: postgres-0-primary: use `ops failover --shard N` / `ops rebuild-replica --shard N` (shard_primary_down.md)"
     ]
     assert {s for i, s in _states(aws).items() if i != ids["worker-0"]} == {"running"}
+
+
+def _audit(aws) -> list[dict]:
+    logs = boto3.client("logs", region_name="us-east-1", endpoint_url=aws["endpoint"])
+    events = logs.filter_log_events(logGroupName="/photostack/staging/ops-audit")["events"]
+    return [json.loads(e["message"]) for e in sorted(events, key=lambda e: e["timestamp"])]
+
+
+def test_cli_replace_node_waits_for_nobody_else_holding_the_shared_lock(aws, staging):
+    """The lock lives in SSM, not on this laptop: another operator's failover stops the replace."""
+    ids, _, env = staging
+    ssm = boto3.client("ssm", region_name="us-east-1", endpoint_url=aws["endpoint"])
+    theirs = {"owner": "bob", "host": "bobs-laptop", "pid": 4242, "since": time.time() - 300, "purpose": "failover --shard 0"}
+    ssm.put_parameter(Name="/photostack/staging/ops/lock", Value=json.dumps(theirs), Type="String")
+    refused = _ops(env, "replace-node", "app-0")
+    assert refused.returncode == 2
+    said = " ".join((refused.stdout + refused.stderr).split())  # one line, however rich wraps it
+    assert said.startswith("error: deploy lock held: failover --shard 0 by bob@bobs-laptop (pid 4242)")
+    assert _states(aws)[ids["app-0"]] == "running" and len(_node_instances(aws, "app-0")) == 1
+
+    ssm.delete_parameter(Name="/photostack/staging/ops/lock")
+    done = _ops(env, "replace-node", "app-0")
+    assert done.returncode == 0, done.stdout + done.stderr
+    with pytest.raises(ssm.exceptions.ParameterNotFound):  # released
+        ssm.get_parameter(Name="/photostack/staging/ops/lock")
+    trail = _audit(aws)
+    assert [(e["command"], e["outcome"].split(":")[0]) for e in trail] == [("replace-node app-0", "refused"),
+                                                                           ("replace-node app-0", "ok")]
