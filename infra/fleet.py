@@ -92,6 +92,8 @@ class FleetArgs:
     """Size of a separate encrypted data volume per instance (Postgres), or none."""
     key_name: pulumi.Input[str] | None = None
     """EC2 key pair for SSH, if any."""
+    silences_arn: pulumi.Input[str] | None = None
+    """SSM path of the stack's silences, which the role's alert pipeline reads (munin master only)."""
     boot_dependencies: list[pulumi.Resource] = field(default_factory=list)
     """What an instance's first boot reads or goes through (NAT routes, the release object, SSM
     parameters): each instance is created after them."""
@@ -123,6 +125,12 @@ def profile_policy(args: FleetArgs) -> pulumi.Output[str]:
     return pulumi.Output.all(args.release_bucket_arn, args.media_bucket_arn, *args.secret_arns).apply(document)
 
 
+def silences_policy(path_arn: str) -> str:
+    """Read the silences every operator sets (`ops silence --host/--alert`, monitoring/silences.py)."""
+    statement = {"Sid": "Silences", "Effect": "Allow", "Action": ["ssm:GetParametersByPath"], "Resource": [path_arn]}
+    return json.dumps({"Version": "2012-10-17", "Statement": [statement]}, sort_keys=True)
+
+
 ASSUME_EC2 = json.dumps(
     {
         "Version": "2012-10-17",
@@ -143,6 +151,11 @@ class Fleet(pulumi.ComponentResource):
         role_tags = tags(args.stack, args.role, args.role)
         iam_role = aws.iam.Role(f"{name}-role", assume_role_policy=ASSUME_EC2, tags=role_tags, opts=child)
         policy = aws.iam.RolePolicy(f"{name}-policy", role=iam_role.id, policy=profile_policy(args), opts=child)
+        policies = [policy]
+        if args.silences_arn is not None:
+            policies.append(aws.iam.RolePolicy(
+                f"{name}-silences", role=iam_role.id, policy=pulumi.Output.from_input(args.silences_arn).apply(silences_policy),
+                opts=child))
         profile = aws.iam.InstanceProfile(f"{name}-profile", role=iam_role.name, tags=role_tags, opts=child)
         template = aws.ec2.LaunchTemplate(
             f"{name}-template",
@@ -172,7 +185,7 @@ class Fleet(pulumi.ComponentResource):
                 # without them fails to fetch the bundle.
                 opts=pulumi.ResourceOptions(
                     parent=self,
-                    depends_on=[policy, profile, *args.boot_dependencies],
+                    depends_on=[*policies, profile, *args.boot_dependencies],
                     ignore_changes=INSTANCE_IGNORE_CHANGES,
                 ),
             )

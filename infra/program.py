@@ -10,6 +10,7 @@ from collections import defaultdict
 from typing import Any
 
 import pulumi
+import pulumi_aws as aws
 
 from infra.alerting import Alerting, AlertingArgs
 from infra.config import GENERATED_SECRETS, NAMESPACE, ConfigError, StackConfig
@@ -22,6 +23,7 @@ from infra.secrets_store import ROLE_SECRETS, SecretParameters, SecretParameters
 from infra.security import SecurityGroups, SecurityGroupsArgs
 from infra.storage import Storage, StorageArgs
 from infra.topology import Node, nodes
+from monitoring.silences import silences_path
 
 MUNIN_MASTER_INSTANCE_TYPE = "t3.small"
 
@@ -41,6 +43,12 @@ def nodes_by_role(config: StackConfig) -> dict[str, list[Node]]:
     for node in nodes(config):
         groups[node.role].append(node)
     return dict(groups)
+
+
+def silences_arn(stack: str, region: str) -> pulumi.Output[str]:
+    """ARN of the SSM path holding the stack's silences (what GetParametersByPath is checked against)."""
+    account = aws.get_caller_identity_output().account_id
+    return pulumi.Output.concat(f"arn:aws:ssm:{region}:", account, f":parameter{silences_path(stack).rstrip('/')}")
 
 
 def build(config: StackConfig, stack: str) -> dict[str, Any]:
@@ -102,6 +110,7 @@ def build(config: StackConfig, stack: str) -> dict[str, Any]:
                 media_bucket_arn=storage.media_bucket_arn if role in ("app", "worker") else None,
                 data_volume_gb=config.postgres.volume_gb if role == "postgres" else None,
                 key_name=bastion.key_name,
+                silences_arn=silences_arn(stack, config.region) if role == "munin_master" else None,
                 # First boot goes out through the NAT routes, fetches the bundle, reads SSM.
                 boot_dependencies=[network, storage, parameters],
             ),

@@ -25,7 +25,7 @@ from infra.state import state_dir
 from monitoring.alert_store import AlertStore
 from monitoring.alerts import Alert, dedup_key, resolve_event, trigger_event
 from monitoring.pagerduty_events import DeliveryError, PagerDutySender, RetryPolicy
-from monitoring.silences import SilenceStore
+from monitoring.silences import SilenceStore, SsmSilenceStore, silence_store
 
 ROUTING_KEY = "pagerdutyRoutingKey"
 # `<state dir>/pagerduty-override.json` {"url", "ca", "routing_key"}: pages of the stack go to that
@@ -62,7 +62,7 @@ class FlushResult:
 class AlertPipeline:
     """Alerts of one stack, from decision to delivery."""
 
-    def __init__(self, store: AlertStore, silences: SilenceStore, sender: PagerDutySender | None,
+    def __init__(self, store: AlertStore, silences: SilenceStore | SsmSilenceStore, sender: PagerDutySender | None,
                  runbook_base_url: str, environment: str, note: str = ""):
         self.store = store
         self.silences = silences
@@ -90,8 +90,9 @@ class AlertPipeline:
         elif not config.alerting.pagerduty:
             note = "alerting.pagerduty is off"
         sender = PagerDutySender.from_env(key, retry=retry) if key else None
-        return cls(AlertStore(directory), SilenceStore(directory), sender,
-                   config.alerting.runbook_base_url, config.environment, note)
+        # On AWS (the munin master) the silences every operator set, in SSM.
+        silences = silence_store(stack, config.target, config.region, directory)
+        return cls(AlertStore(directory), silences, sender, config.alerting.runbook_base_url, config.environment, note)
 
     def trigger(self, alert: Alert) -> Outcome:
         """Open (or refresh) the incident of `alert`, unless a silence covers it."""
