@@ -24,6 +24,7 @@ from ops.stack import Stack
 console = Console()
 StackName = Annotated[str, typer.Option("--stack", help="Stack name (Pulumi.<stack>.yaml).")]
 Shard = Annotated[int, typer.Option("--shard", help="Physical shard number.")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the steps; change nothing.")]
 Force = Annotated[bool, typer.Option("--force", help="Take the stack's lock even if someone holds it (says what that breaks).")]
 
 
@@ -56,6 +57,17 @@ def _changing(loaded: Stack, command: str, force: bool | None = None) -> Iterato
     finally:
         for note in notes:
             console.print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
+
+
+def _dry_stack(ctx: typer.Context, stack: str | None) -> Stack:
+    """The stack for a --dry-run: loaded, nothing started (the one-box's sshd stays as it is)."""
+    return Stack.for_command(stack or (ctx.obj or {}).get("stack", "onebox"))
+
+
+def _would(steps: list[str]) -> None:
+    console.print("would:", highlight=False)
+    for number, step in enumerate(steps, 1):
+        console.print(f"  {number}. {step}", highlight=False, soft_wrap=True)
 
 
 def _progress(step: str) -> None:
@@ -170,13 +182,17 @@ def rebuild_replica(
 
 
 def replace_node(ctx: typer.Context, node: Annotated[str, typer.Argument(help="Node name, e.g. app-0.")],
-                 stack: StackName = None, force: Force = False) -> None:
+                 stack: StackName = None, force: Force = False,
+                 dry_run: DryRun = False) -> None:
     """One-box: restart the node's services. AWS: relaunch its instance from its launch template."""
     loaded = _stack(ctx, stack)
     try:
-        with _changing(loaded, f"replace-node {node}", force):
-            done = maintenance.replace_node(loaded, node)
-        console.print(done, highlight=False)
+        if dry_run:  # reads only: no lock, nothing to audit
+            done = maintenance.replace_node(loaded, node, dry_run=True)
+        else:
+            with _changing(loaded, f"replace-node {node}", force):
+                done = maintenance.replace_node(loaded, node)
+        console.print(done, highlight=False, soft_wrap=True)
     except (ValueError, LockHeld) as exc:
         _fail(str(exc), 2)
     except StepFailed as exc:
@@ -190,8 +206,12 @@ Limit = Annotated[int, typer.Option("--limit", help="Move at most this many mess
 
 
 @queue_app.command("drain")
-def queue_drain(ctx: typer.Context, queue: QueueName = "feed", limit: Limit = 1_000_000, stack: StackName = None) -> None:
+def queue_drain(ctx: typer.Context, queue: QueueName = "feed", limit: Limit = 1_000_000, stack: StackName = None,
+                dry_run: DryRun = False) -> None:
     """Move the queue's waiting messages to `<queue>.parked` (durable; nothing is lost)."""
+    if dry_run:
+        _would(maintenance.move_queue_steps(_dry_stack(ctx, stack), queue, maintenance.parked(queue), limit))
+        return
     loaded = _stack(ctx, stack)
     try:
         with _changing(loaded, f"queue drain --queue {queue}"):
@@ -202,8 +222,12 @@ def queue_drain(ctx: typer.Context, queue: QueueName = "feed", limit: Limit = 1_
 
 
 @queue_app.command("requeue")
-def queue_requeue(ctx: typer.Context, queue: QueueName = "feed", limit: Limit = 1_000_000, stack: StackName = None) -> None:
+def queue_requeue(ctx: typer.Context, queue: QueueName = "feed", limit: Limit = 1_000_000, stack: StackName = None,
+                  dry_run: DryRun = False) -> None:
     """Move the parked messages back to the queue, in order."""
+    if dry_run:
+        _would(maintenance.move_queue_steps(_dry_stack(ctx, stack), maintenance.parked(queue), queue, limit))
+        return
     loaded = _stack(ctx, stack)
     try:
         with _changing(loaded, f"queue requeue --queue {queue}"):
@@ -217,8 +241,11 @@ cache_app = typer.Typer(help="The photo cache (Memcached).", no_args_is_help=Tru
 
 
 @cache_app.command("flush")
-def cache_flush(ctx: typer.Context, stack: StackName = None) -> None:
+def cache_flush(ctx: typer.Context, stack: StackName = None, dry_run: DryRun = False) -> None:
     """Flush every Memcached node."""
+    if dry_run:
+        _would([f"flush {node}" for node in maintenance.flush_cache(_dry_stack(ctx, stack), dry_run=True)])
+        return
     loaded = _stack(ctx, stack)
     try:
         with _changing(loaded, "cache flush"):

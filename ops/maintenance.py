@@ -73,9 +73,10 @@ def topology_node(stack: Stack, name: str) -> Node:
     raise ValueError(f"no node named {name!r} in stack {stack.name} (nodes: {', '.join(n.name for n in known)})")
 
 
-def replace_node(stack: Stack, name: str) -> str:
+def replace_node(stack: Stack, name: str, dry_run: bool = False) -> str:
     """One-box: restart the node's services. AWS: relaunch its instance from its launch template
-    (relaunch_node), no `pulumi up` needed. Returns what was done."""
+    (relaunch_node), no `pulumi up` needed. Returns what was done (`dry_run`: the steps it would
+    take, with nothing changed)."""
     # The node comes from the topology, not `stack.hosts`: on AWS those are only the running
     # instances (behind a running bastion), and a stopped instance is exactly one to replace.
     node = topology_node(stack, name)
@@ -86,6 +87,8 @@ def replace_node(stack: Stack, name: str) -> str:
         services = node_services(stack, placed)
         if not services:
             raise ValueError(f"{name}: its role {node.role} runs no service on {placed.host.name}")
+        if dry_run:
+            return f"would restart {', '.join(s.name for s in services)} on {placed.host.name}"
         run_step(placed.host, stack.ssh, f"restart {name}", restart_script(services))
         return f"restarted {', '.join(s.name for s in services)} on {placed.host.name}"
     import boto3  # AWS only
@@ -93,6 +96,9 @@ def replace_node(stack: Stack, name: str) -> str:
     region = stack.config.region
     ec2, elbv2 = boto3.client("ec2", region_name=region), boto3.client("elbv2", region_name=region)
     s3 = boto3.client("s3", region_name=region)
+    if dry_run:
+        steps = plan_relaunch(stack.name, node, region, ec2, elbv2, s3).steps()
+        return "would:\n" + "\n".join(f"  {number}. {step}" for number, step in enumerate(steps, 1))
     replacement = relaunch_node(stack.name, node, region, ec2, elbv2, s3)
     return (f"replaced {replacement.old} with {replacement.new} ({name}) from {replacement.template} "
             f"($Latest) in {node.az}; it converges itself at first boot. Pulumi's state still names "
@@ -151,12 +157,32 @@ def release_bucket(s3: Any, stack: str) -> str:
     return _one(found, f"release bucket of stack {stack}", "Name")
 
 
-def relaunch_node(stack: str, node: Node, region: str, ec2: Any, elbv2: Any, s3: Any) -> Relaunch:
-    """Replace the node's instance without `pulumi up`: terminate it (drained, terminate_instance),
-    launch a new one from its role's launch template at $Latest (so with the template's image) in
-    the node's AZ and private subnet, with the node's tags and a freshly rendered user_data, and
-    put it in the target groups the old one was in. Everything is looked up before anything
-    changes: a missing template or subnet is an error with the old instance untouched."""
+@dataclass(frozen=True)
+class RelaunchPlan:
+    """Everything a relaunch needs, looked up before anything changes."""
+
+    node: Node
+    old: str
+    template: str
+    subnet: str
+    user_data: str
+    targets: list[tuple[str, dict]]
+
+    def steps(self) -> list[str]:
+        """What `relaunch_node` does, in order (what `--dry-run` prints)."""
+        groups = [f"{arn.rsplit('/', 2)[-2]}:{target.get('Port')}" for arn, target in self.targets]
+        held = ", ".join(groups) or "no target group"
+        return [
+            f"deregister {self.old} from {held} and wait out the draining",
+            f"terminate {self.old}",
+            f"launch from launch template {self.template} ($Latest) in subnet {self.subnet} ({self.node.az}) "
+            f"with the tags and user_data of {self.node.name}",
+            f"register the new instance in {held}",
+        ]
+
+
+def plan_relaunch(stack: str, node: Node, region: str, ec2: Any, elbv2: Any, s3: Any) -> RelaunchPlan:
+    """Look up what relaunching the node takes; ValueError naming what is missing."""
     from infra.bootstrap import render_user_data
     from infra.storage import BUNDLE_KEY
 
@@ -164,7 +190,17 @@ def relaunch_node(stack: str, node: Node, region: str, ec2: Any, elbv2: Any, s3:
     template = launch_template_id(ec2, stack, node.role)
     subnet = private_subnet_id(ec2, stack, node.az)
     user_data = render_user_data(stack, node, region, release_bucket(s3, stack), BUNDLE_KEY)
-    targets = instance_targets(elbv2, old)
+    return RelaunchPlan(node, old, template, subnet, user_data, instance_targets(elbv2, old))
+
+
+def relaunch_node(stack: str, node: Node, region: str, ec2: Any, elbv2: Any, s3: Any) -> Relaunch:
+    """Replace the node's instance without `pulumi up`: terminate it (drained, terminate_instance),
+    launch a new one from its role's launch template at $Latest (so with the template's image) in
+    the node's AZ and private subnet, with the node's tags and a freshly rendered user_data, and
+    put it in the target groups the old one was in. Everything is looked up before anything
+    changes: a missing template or subnet is an error with the old instance untouched."""
+    plan = plan_relaunch(stack, node, region, ec2, elbv2, s3)
+    old, template, subnet, user_data, targets = plan.old, plan.template, plan.subnet, plan.user_data, plan.targets
     deregister_targets(elbv2, targets)
     ec2.terminate_instances(InstanceIds=[old])
     instance_tags = [{"Key": k, "Value": v} for k, v in tags(stack, node.role, node.name, node=node.name).items()]
@@ -281,11 +317,23 @@ def queue_move_script(source: str, target: str, limit: int) -> str:
     return f"set -a; . {APP_ENV}; set +a; {RELEASE_PYTHON} -c {shlex.quote(program)}"
 
 
-def move_queue(stack: Stack, source: str, target: str, limit: int) -> int:
-    """Move messages on the first worker host (it has the broker URL and the AMQP client)."""
+def queue_host(stack: Stack) -> Host:
+    """The host that moves messages: the first worker (it has the broker URL and the AMQP client)."""
     hosts = [h for h in stack.hosts if "worker" in h.roles]
     if not hosts:
         raise ValueError(f"stack {stack.name} has no worker host to reach the broker from")
+    return hosts[0]
+
+
+def move_queue_steps(stack: Stack, source: str, target: str, limit: int) -> list[str]:
+    """What `move_queue` does (what `--dry-run` prints)."""
+    return [f"on {queue_host(stack).name}: move up to {limit} ready message(s) from {source} to {target}, "
+            "each confirmed by the broker before it is acked at the source"]
+
+
+def move_queue(stack: Stack, source: str, target: str, limit: int) -> int:
+    """Move messages on the first worker host (it has the broker URL and the AMQP client)."""
+    hosts = [queue_host(stack)]
     output = run_step(hosts[0], stack.ssh, f"move {source} → {target}", queue_move_script(source, target, limit))
     words = output.split()
     if "moved" not in words:
@@ -303,14 +351,16 @@ def memcached_flush_script(address: str, port: int) -> str:
     )
 
 
-def flush_cache(stack: Stack) -> list[str]:
-    """Flush every Memcached node (photo records are read again from the shards)."""
+def flush_cache(stack: Stack, dry_run: bool = False) -> list[str]:
+    """Flush every Memcached node (photo records are read again from the shards); `dry_run`:
+    name them, flush nothing."""
     done = []
     for host in stack.hosts:
         ctx = stack.context(host)
         for node in host.nodes_of("memcached"):
             address, port = ctx.bind_address, ctx.port(node)
-            run_step(host, stack.ssh, f"flush {node.name}", memcached_flush_script(address, port))
+            if not dry_run:
+                run_step(host, stack.ssh, f"flush {node.name}", memcached_flush_script(address, port))
             done.append(f"{node.name} ({address}:{port})")
     return done
 

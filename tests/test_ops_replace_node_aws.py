@@ -301,3 +301,22 @@ def test_cli_replace_node_waits_for_nobody_else_holding_the_shared_lock(aws, sta
     trail = _audit(aws)
     assert [(e["command"], e["outcome"].split(":")[0]) for e in trail] == [("replace-node app-0", "refused"),
                                                                            ("replace-node app-0", "ok")]
+
+
+def test_cli_replace_node_dry_run_prints_the_steps_and_changes_nothing(aws, staging):
+    ids, group, env = staging
+    config = load_stack_config("staging")
+    (node,) = [n for n in nodes(config) if n.name == "nginx-0"]
+    done = _ops(env, "replace-node", "nginx-0", "--dry-run")
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = [" ".join(line.split()) for line in done.stdout.splitlines()]
+    assert lines == [
+        "would:",
+        f"1. deregister {ids['nginx-0']} from staging-nginx:80 and wait out the draining",
+        f"2. terminate {ids['nginx-0']}",
+        f"3. launch from launch template {aws['made']['template-nginx']} ($Latest) in subnet "
+        f"{aws['made'][f'private-{node.az}']} ({node.az}) with the tags and user_data of nginx-0",
+        "4. register the new instance in staging-nginx:80",
+    ]
+    assert set(_states(aws).values()) == {"running"} and len(_node_instances(aws, "nginx-0")) == 1
+    assert _registered(aws, group) == {ids["nginx-0"]}

@@ -1,0 +1,43 @@
+"""`--dry-run` of the day-2 commands on the one-box: the steps, from the stack's own topology,
+and nothing run (no SSH: the one-box's sshd is not even started)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from infra.config import load_stack_config
+from infra.topology import nodes
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _ops(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOSTACK_")}
+    env.update(PHOTOSTACK_STATE_DIR=str(tmp_path / "state"), PYTHONPATH=str(REPO), COLUMNS="300")
+    return subprocess.run([sys.executable, "-m", "ops", *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_cache_flush_dry_run_names_every_memcached_node_and_flushes_none(tmp_path):
+    config = load_stack_config("onebox")
+    expected = [n.name for n in nodes(config) if n.role == "memcached"]
+    done = _ops(tmp_path, "cache", "flush", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "would:" and [line.split()[2] for line in lines[1:]] == expected
+    # Nothing ran: no audit record, no lock, no sshd state for the one-box.
+    assert not (tmp_path / "state" / "onebox" / "audit.log").exists()
+
+
+def test_queue_drain_and_requeue_dry_run_say_where_and_how_many(tmp_path):
+    drain = _ops(tmp_path, "queue", "drain", "--queue", "thumbnails", "--limit", "50", "--dry-run")
+    requeue = _ops(tmp_path, "queue", "requeue", "--queue", "thumbnails", "--dry-run")
+    assert drain.returncode == requeue.returncode == 0, drain.stderr + requeue.stderr
+    assert drain.stdout.splitlines()[1].strip() == (
+        "1. on onebox: move up to 50 ready message(s) from thumbnails to thumbnails.parked, "
+        "each confirmed by the broker before it is acked at the source")
+    assert "from thumbnails.parked to thumbnails," in requeue.stdout
+    assert not (tmp_path / "state" / "onebox" / "audit.log").exists()
