@@ -59,15 +59,28 @@ class FlushResult:
     error: str = ""
 
 
+# On AWS the dashboard is private: docs/aws.md "Reaching the hosts and the dashboard" tunnels it
+# to this address on the operator's machine.
+AWS_DASHBOARD_URL = "http://localhost:8080/"
+
+
+def dashboard_url(config: StackConfig) -> str:
+    """Where an on-call opens the Munin dashboard of the stack."""
+    if config.target == "onebox":
+        return f"http://{config.onebox.address}:{config.onebox.http_port}/munin/"
+    return AWS_DASHBOARD_URL
+
+
 class AlertPipeline:
     """Alerts of one stack, from decision to delivery."""
 
     def __init__(self, store: AlertStore, silences: SilenceStore | SsmSilenceStore, sender: PagerDutySender | None,
-                 runbook_base_url: str, environment: str, note: str = ""):
+                 runbook_base_url: str, environment: str, note: str = "", dashboard_url: str | None = None):
         self.store = store
         self.silences = silences
         self.sender = sender
         self.runbook_base_url = runbook_base_url
+        self.dashboard_url = dashboard_url
         self.environment = environment
         # Why events stay local (e.g. PagerDuty enabled but the routing key is missing).
         self.note = note
@@ -82,7 +95,8 @@ class AlertPipeline:
         if override:
             sender = PagerDutySender(override["routing_key"], override["url"], override.get("ca"), retry=retry)
             return cls(AlertStore(directory), SilenceStore(directory), sender, config.alerting.runbook_base_url,
-                       config.environment, f"PagerDuty endpoint overridden by {directory / OVERRIDE_FILE}")
+                       config.environment, f"PagerDuty endpoint overridden by {directory / OVERRIDE_FILE}",
+                       dashboard_url(config))
         key = SecretStore.for_stack(stack).get(ROUTING_KEY) if config.alerting.pagerduty else None
         note = ""
         if config.alerting.pagerduty and not key:
@@ -92,11 +106,12 @@ class AlertPipeline:
         sender = PagerDutySender.from_env(key, retry=retry) if key else None
         # On AWS (the munin master) the silences every operator set, in SSM.
         silences = silence_store(stack, config.target, config.region, directory)
-        return cls(AlertStore(directory), silences, sender, config.alerting.runbook_base_url, config.environment, note)
+        return cls(AlertStore(directory), silences, sender, config.alerting.runbook_base_url, config.environment, note,
+                   dashboard_url(config))
 
     def trigger(self, alert: Alert) -> Outcome:
         """Open (or refresh) the incident of `alert`, unless a silence covers it."""
-        event = trigger_event(alert, self.runbook_base_url, self.environment)
+        event = trigger_event(alert, self.runbook_base_url, self.environment, self.dashboard_url)
         with self.store.locked():
             silence = self.silences.matching(alert)
             if silence:

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 Severity = Literal["critical", "error", "warning", "info"]
+# The health watcher's plugin name (monitoring/health_watcher.py): probes, not a Munin graph.
+HEALTH_PLUGIN = "health"
 SEVERITIES: tuple[str, ...] = ("critical", "error", "warning", "info")
 
 # Which runbook answers which alert: "plugin.field" first, then "plugin". Runbooks live in
@@ -92,9 +94,21 @@ def dedup_key(stack: str, host: str, plugin: str, field: str) -> str:
     return f"{stack}/{host}/{plugin}/{field}"
 
 
-def trigger_event(alert: Alert, runbook_base_url: str, environment: str) -> dict[str, Any]:
-    """The Events v2 body (without routing_key) that opens or updates the alert's incident."""
+def graph_url(dashboard_url: str, alert: Alert) -> str:
+    """The Munin page graphing the alert's plugin on its host: `<group>/<host>/<plugin>.html` under
+    the dashboard, the group being the stack (roles/munin_master/templates/munin.conf.j2)."""
+    return f"{dashboard_url.rstrip('/')}/{alert.stack}/{alert.host}/{alert.plugin}.html"
+
+
+def trigger_event(alert: Alert, runbook_base_url: str, environment: str,
+                  dashboard_url: str | None = None) -> dict[str, Any]:
+    """The Events v2 body (without routing_key) that opens or updates the alert's incident; with
+    `dashboard_url` (Munin's), a link to the alert's graph too (not for the health watcher's
+    probes, which Munin does not graph)."""
     link = runbook_url(runbook_base_url, alert.plugin, alert.field)
+    links = [{"href": link, "text": f"Runbook: {alert.name}"}]
+    if dashboard_url and alert.plugin != HEALTH_PLUGIN:
+        links.append({"href": graph_url(dashboard_url, alert), "text": f"Graph: {alert.plugin} on {alert.host}"})
     return {
         "event_action": "trigger",
         "dedup_key": alert.dedup_key,
@@ -114,7 +128,7 @@ def trigger_event(alert: Alert, runbook_base_url: str, environment: str) -> dict
                 "runbook": link,
             },
         },
-        "links": [{"href": link, "text": f"Runbook: {alert.name}"}],
+        "links": links,
     }
 
 

@@ -30,9 +30,9 @@ from pathlib import Path
 
 from infra.config import ConfigError
 from monitoring.alert_pipeline import AlertPipeline, Outcome
-from monitoring.alerts import Alert, dedup_key
+from monitoring.alerts import HEALTH_PLUGIN, Alert, dedup_key
 
-PLUGIN = "health"  # alerts are stack/host/health/<node>; runbooks/web_node_down.md answers them
+PLUGIN = HEALTH_PLUGIN  # alerts are stack/host/health/<node>; runbooks/web_node_down.md answers them
 log = logging.getLogger("health_watcher")
 
 
