@@ -100,6 +100,23 @@ def graph_url(dashboard_url: str, alert: Alert) -> str:
     return f"{dashboard_url.rstrip('/')}/{alert.stack}/{alert.host}/{alert.plugin}.html"
 
 
+# The web tier behind the load balancer: on AWS its CloudWatch alarm (UnHealthyHostCount of the
+# nginx target group, infra/load_balancer.py) and the health watcher's probes of the same nodes
+# page one incident under one dedup key (a PagerDuty event orchestration rule gives the alarm's
+# events this key, infra/cloudwatch_paging.py).
+WEB_TIER = "nginx"
+
+
+def web_tier_key(stack: str) -> str:
+    """The dedup key of "a web node behind the load balancer is down" on AWS."""
+    return dedup_key(stack, "lb", HEALTH_PLUGIN, WEB_TIER)
+
+
+def web_tier_alarm_name(stack: str) -> str:
+    """The CloudWatch alarm of the web tier (infra/load_balancer.py names it so)."""
+    return f"photostack-{stack}-{runbook_name(HEALTH_PLUGIN, WEB_TIER)}-{WEB_TIER}"
+
+
 def trigger_event(alert: Alert, runbook_base_url: str, environment: str,
                   dashboard_url: str | None = None) -> dict[str, Any]:
     """The Events v2 body (without routing_key) that opens or updates the alert's incident; with
