@@ -100,6 +100,8 @@ class UptimeArgs:
     """Public DNS name of the site."""
     pingdom_token: pulumi.Input[str]
     """Pingdom API token (a Pulumi secret)."""
+    dns_record: pulumi.Resource | None = None
+    """The site's DNS record: the check is created after it (before it, the first probes fail and page)."""
 
 
 class Uptime(pulumi.ComponentResource):
@@ -107,7 +109,9 @@ class Uptime(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: UptimeArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("photostack:monitoring:Uptime", name, None, opts)
+        after = [args.dns_record] if args.dns_record is not None else []
         PingdomCheck(
-            f"{name}-pingdom", PingdomCheckArgs(args.domain, args.pingdom_token), pulumi.ResourceOptions(parent=self)
+            f"{name}-pingdom", PingdomCheckArgs(args.domain, args.pingdom_token),
+            pulumi.ResourceOptions(parent=self, depends_on=after),
         )
         self.register_outputs({})

@@ -133,9 +133,9 @@ def build(config: StackConfig, stack: str) -> dict[str, Any]:
             alerting.alarm_topic_arn,
         ),
     )
-    SiteAlias("site", SiteAliasArgs(config.domain, zone, lb.dns_name, lb.zone_id))
+    site = SiteAlias("site", SiteAliasArgs(config.domain, zone, lb.dns_name, lb.zone_id))
     if config.monitoring.pingdom:
-        Uptime("uptime", UptimeArgs(config.domain, secrets.require_secret("pingdomToken")))
+        Uptime("uptime", UptimeArgs(config.domain, secrets.require_secret("pingdomToken"), site))
 
     return {
         "hosts": {role: fleet.private_ips for role, fleet in fleets.items()},

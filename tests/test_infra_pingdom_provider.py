@@ -50,3 +50,18 @@ def test_read_of_a_check_deleted_by_hand_says_it_is_gone(pingdom_server, test_ce
     check_id = provider.create(props).id
     pingdom_server.checks.clear()
     assert provider.read(check_id, props).id is None
+
+
+def test_the_check_is_created_after_the_sites_dns_record():
+    from tests._infra_plans import plan_of
+
+    plan = plan_of("prod")
+    (check,) = plan.of_type("pulumi-python:dynamic:Resource")
+    (alias,) = [r for r in plan.of_type("aws:route53/record:Record") if r.inputs["type"] == "A"]
+    # depends_on a component is depends_on each of its children
+    waits, todo = set(), list(check.dependencies)
+    while todo:
+        urn = todo.pop()
+        waits.add(urn)
+        todo += [r.urn for r in plan.resources if r.parent == urn and r.urn not in waits]
+    assert alias.urn in waits
