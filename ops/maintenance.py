@@ -200,19 +200,18 @@ def relaunch_node(stack: str, node: Node, region: str, ec2: Any, elbv2: Any, s3:
     put it in the target groups the old one was in. Everything is looked up before anything
     changes: a missing template or subnet is an error with the old instance untouched."""
     plan = plan_relaunch(stack, node, region, ec2, elbv2, s3)
-    old, template, subnet, user_data, targets = plan.old, plan.template, plan.subnet, plan.user_data, plan.targets
-    deregister_targets(elbv2, targets)
-    ec2.terminate_instances(InstanceIds=[old])
+    deregister_targets(elbv2, plan.targets)
+    ec2.terminate_instances(InstanceIds=[plan.old])
     instance_tags = [{"Key": k, "Value": v} for k, v in tags(stack, node.role, node.name, node=node.name).items()]
     launched = ec2.run_instances(
-        MinCount=1, MaxCount=1, SubnetId=subnet, UserData=user_data,
-        LaunchTemplate={"LaunchTemplateId": template, "Version": "$Latest"},
+        MinCount=1, MaxCount=1, SubnetId=plan.subnet, UserData=plan.user_data,
+        LaunchTemplate={"LaunchTemplateId": plan.template, "Version": "$Latest"},
         TagSpecifications=[{"ResourceType": "instance", "Tags": instance_tags}],
     )["Instances"][0]["InstanceId"]
     ec2.get_waiter("instance_running").wait(InstanceIds=[launched])
-    for arn, target in targets:
+    for arn, target in plan.targets:
         elbv2.register_targets(TargetGroupArn=arn, Targets=[{**target, "Id": launched}])
-    return Relaunch(old, launched, template)
+    return Relaunch(plan.old, launched, plan.template)
 
 
 def adopt_commands(stack: str, node: Node, instance: str) -> str:
