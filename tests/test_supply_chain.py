@@ -111,6 +111,10 @@ def test_each_run_step_works_here():
             done = subprocess.run([str(BIN / "pytest"), *argv[1:], "--collect-only", "-q", "-p", "no:randomly"],
                                   cwd=REPO, capture_output=True, text=True, timeout=300)
             assert done.returncode == 0, (line, done.stdout[-2000:], done.stderr[-2000:])
+        elif argv[:2] == ["sudo", "make"]:
+            # Installs OS packages as root: here only that the target exists and what it would run.
+            done = subprocess.run(["make", "-n", *argv[2:]], cwd=REPO, capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0 and "apt-get install" in done.stdout, (line, done.stderr)
         elif argv[:2] == ["python", "-m"]:
             assert argv[2:] == ["venv", ".venv"], line
         elif argv[0] == ".venv/bin/pip":
