@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import re
-import tomllib
-
-from infra.config import REPO_ROOT
+from infra.lockfile import closure
 from roles.engine.context import RoleContext
 from roles.engine.resources import Command, DesiredState, Directory, File, Handler, Packages, Service
 from roles.munin_node.plugins import HELPER, PLUGIN_DIR, host_plugins
@@ -16,10 +13,8 @@ PLUGINS_LINK_DIR = "/etc/munin/plugins"
 
 
 def requirements(names: list[str]) -> str:
-    """Pinned requirement lines for `names`, with the versions pinned in pyproject.toml."""
-    pins = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    by_name = {re.split(r"[\[=<>]", pin, maxsplit=1)[0].lower(): pin for pin in pins}
-    return "".join(f"{by_name[name.lower()]}\n" for name in names)
+    """Requirements with hashes for `names` and everything they need, from the one lock file."""
+    return closure(names)
 
 
 def venv(ctx: RoleContext) -> list:
@@ -35,7 +30,7 @@ def venv(ctx: RoleContext) -> list:
         Command(f"venv {path}", unless=f"cmp -s {wanted} {built}",
                 # Debian's python3 by full path: a login PATH may find another (e.g. pyenv under /root,
                 # which the plugins' user cannot read).
-                run=f"rm -rf {path} && /usr/bin/python3 -m venv {path} && {path}/bin/pip install -q -r {wanted} "
+                run=f"rm -rf {path} && /usr/bin/python3 -m venv {path} && {path}/bin/pip install -q --require-hashes -r {wanted} "
                     f"&& cp {wanted} {built}",
                 notify=(RESTART,)),
     ]

@@ -63,8 +63,17 @@ def test_munin_node_conf_binds_loopback_and_secrets_stay_root_only():
     assert "celery cpu df df_inode gunicorn_app_0" in prune.unless
 
 
-def test_venv_pins_come_from_pyproject():
-    assert requirements(["python-munin", "pagerduty"]) == "python-munin==0.3.2\npagerduty==7.2.0\n"
+def test_venv_installs_the_locked_pins_with_hashes():
+    from infra.lockfile import locked_version, parse
+
+    text = requirements(["python-munin", "pagerduty"])
+    pinned = {e.name: e.version for e in parse(text)}
+    # The packages at their locked versions, and what they need (pagerduty's HTTP client), hashed.
+    assert pinned["python-munin"] == locked_version("python-munin") and pinned["pagerduty"] == locked_version("pagerduty")
+    assert "httpx2" in pinned and all("--hash=sha256:" in e.text for e in parse(text))
+    state = node_desired(onebox_context())
+    build = next(r for r in state.resources if isinstance(r, Command) and r.name.startswith("venv "))
+    assert "--require-hashes" in build.run
 
 
 def test_munin_conf_polls_every_host_with_limits_and_pages_through_the_pipeline():
