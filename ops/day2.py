@@ -150,8 +150,15 @@ def status(ctx: typer.Context, stack: StackName = None) -> None:
         raise typer.Exit(1)
 
 
-def failover(ctx: typer.Context, shard: Shard, stack: StackName = None, force: Force = False) -> None:
+def failover(ctx: typer.Context, shard: Shard, stack: StackName = None, force: Force = False,
+             dry_run: DryRun = False) -> None:
     """Fence shard N's primary, promote its replica, repoint pgbouncer, warm the cache."""
+    if dry_run:
+        try:
+            _would(fo.failover_steps(_dry_stack(ctx, stack), shard))
+        except fo.FailoverError as exc:
+            _fail(str(exc), 2)
+        return
     loaded = _stack(ctx, stack)
     try:
         with _changing(loaded, f"failover --shard {shard}", force):

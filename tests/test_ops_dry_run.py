@@ -41,3 +41,15 @@ def test_queue_drain_and_requeue_dry_run_say_where_and_how_many(tmp_path):
         "each confirmed by the broker before it is acked at the source")
     assert "from thumbnails.parked to thumbnails," in requeue.stdout
     assert not (tmp_path / "state" / "onebox" / "audit.log").exists()
+
+
+def test_failover_dry_run_names_the_primary_to_fence_and_the_replica_to_promote(tmp_path):
+    done = _ops(tmp_path, "failover", "--shard", "1", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert [line.strip() for line in done.stdout.splitlines()] == [
+        "would:", "1. fence shard1 on onebox", "2. promote shard1r1", "3. store the new primary of shard 1",
+        "4. repoint pgbouncer on onebox", "5. warm the new primary's page cache",
+    ]
+    assert not (tmp_path / "state" / "onebox" / "audit.log").exists()
+    bad = _ops(tmp_path, "failover", "--shard", "9", "--dry-run")
+    assert bad.returncode == 2 and "--shard 9: no such physical shard" in bad.stdout + bad.stderr
