@@ -70,6 +70,14 @@ def _would(steps: list[str]) -> None:
         console.print(f"  {number}. {step}", highlight=False, soft_wrap=True)
 
 
+def _dry(steps) -> None:
+    """Print the steps a deploy or rollback would take; a refusal is one line, exit 2."""
+    try:
+        _would(steps())
+    except rollout.DeployFailed as exc:
+        _fail(str(exc), 2)
+
+
 def _progress(step: str) -> None:
     console.print(f"[cyan]→[/cyan] {step}", highlight=False)
 
@@ -96,17 +104,23 @@ def _deployed(log: rollout.DeployLog, what: str) -> None:
 def deploy(
     ctx: typer.Context, stack: StackName = None,
     version: Annotated[str | None, typer.Option("--version", help="Git revision to deploy (default: the working tree); pinned until the next plain deploy.")] = None,
-    force: Force = False,
+    force: Force = False, dry_run: DryRun = False,
 ) -> None:
     """Rolling, zero-downtime deploy of the app and workers: one node at a time out of the load
     balancer, switched, restarted, healthy, back in; a failing node rolls the deploy back."""
+    if dry_run:
+        _dry(lambda: rollout.deploy_steps(_dry_stack(ctx, stack), version))
+        return
     loaded = _stack(ctx, stack)
     _roll(loaded, f"deploy {version or 'working tree'}",
           lambda progress: rollout.deploy(loaded, version, progress, force=force), "deployed")
 
 
-def rollback(ctx: typer.Context, stack: StackName = None, force: Force = False) -> None:
+def rollback(ctx: typer.Context, stack: StackName = None, force: Force = False, dry_run: DryRun = False) -> None:
     """Roll the app and workers back to the release before the deployed one (same rolling steps)."""
+    if dry_run:
+        _dry(lambda: rollout.rollback_steps(_dry_stack(ctx, stack)))
+        return
     loaded = _stack(ctx, stack)
     _roll(loaded, "rollback", lambda progress: rollout.rollback(loaded, progress, force=force), "rolled back to")
 

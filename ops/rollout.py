@@ -337,3 +337,33 @@ def rollback(stack: Stack, progress: Progress = lambda _: None, balancer: Balanc
 def _stored_previous(stack: Stack) -> str:
     stored = record(stack.config, stack.name, runtime.RELEASE_RECORD).load() or {}
     return stored.get("previous", "")
+
+
+# --- what a deploy would do (`--dry-run`) ------------------------------------------------------
+
+def roll_steps(stack: Stack, version: str) -> list[str]:
+    """The rolling part of a deploy or rollback to `version`, node by node."""
+    found = []
+    for batch in batches(stack):
+        healthy = " and answers /health" if batch.health else ""
+        step = f"{batch.name} on {batch.host.name}: switch to {version}, restart, wait until it runs it{healthy}"
+        found.append(f"{batch.name}: out of rotation; {step}; back in rotation" if batch.health else step)
+    return found
+
+
+def deploy_steps(stack: Stack, version: str | None = None) -> list[str]:
+    """What `deploy` would do: the release it builds, the hosts it ships to, each node's roll."""
+    release = build(version)
+    hosts = ", ".join(h.name for h in fleet_hosts(stack))
+    return [f"build release {release.version} from {version or 'the working tree'}",
+            f"ship {release.version} to {hosts} (hosts that have it are untouched)",
+            *roll_steps(stack, release.version), "record it, prune old releases, mark the deploy in Sentry"]
+
+
+def rollback_steps(stack: Stack) -> list[str]:
+    """What `rollback` would do: the recorded previous release, each node's roll."""
+    target = _stored_previous(stack)
+    if not target:
+        raise DeployFailed("no previous release recorded: `ops rollback` needs an earlier `ops deploy`")
+    return [f"check {target} is on every app and worker host", *roll_steps(stack, target),
+            "record it (pinned), mark the deploy in Sentry"]

@@ -53,3 +53,27 @@ def test_failover_dry_run_names_the_primary_to_fence_and_the_replica_to_promote(
     assert not (tmp_path / "state" / "onebox" / "audit.log").exists()
     bad = _ops(tmp_path, "failover", "--shard", "9", "--dry-run")
     assert bad.returncode == 2 and "--shard 9: no such physical shard" in bad.stdout + bad.stderr
+
+
+def test_deploy_dry_run_names_the_release_the_hosts_and_each_nodes_roll(tmp_path):
+    from roles.app.release import build_release
+
+    version = build_release().version
+    config = load_stack_config("onebox")
+    apps = [n.name for n in nodes(config) if n.role == "app"]
+    workers = [n.name for n in nodes(config) if n.role == "worker"]
+    done = _ops(tmp_path, "deploy", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    lines = [line.strip() for line in done.stdout.splitlines()]
+    assert lines[:3] == ["would:", f"1. build release {version} from the working tree",
+                         f"2. ship {version} to onebox (hosts that have it are untouched)"]
+    rolled = [line.split(". ", 1)[1].split(":")[0].split(" on ")[0] for line in lines[3:-1]]
+    assert rolled == apps + workers  # app nodes one at a time, then the workers
+    assert all("out of rotation" in line for line in lines[3:3 + len(apps)])
+    assert not (tmp_path / "state" / "onebox" / "audit.log").exists()
+
+
+def test_rollback_dry_run_without_a_previous_release_says_so(tmp_path):
+    done = _ops(tmp_path, "rollback", "--dry-run")
+    assert done.returncode == 2
+    assert "no previous release recorded" in done.stdout + done.stderr
