@@ -188,9 +188,15 @@ def failover(ctx: typer.Context, shard: Shard, stack: StackName = None, force: F
 def rebuild_replica(
     ctx: typer.Context, shard: Shard, stack: StackName = None,
     member: Annotated[str | None, typer.Option("--member", help="Rebuild this replica (e.g. shard0r1) even if in service.")] = None,
-    force: Force = False,
+    force: Force = False, dry_run: DryRun = False,
 ) -> None:
     """Rebuild shard N's fenced (or named) member as a streaming replica and put it back in service."""
+    if dry_run:
+        try:
+            _would(fo.rebuild_steps(_dry_stack(ctx, stack), shard, member))
+        except fo.FailoverError as exc:
+            _fail(str(exc), 2)
+        return
     loaded = _stack(ctx, stack)
     try:
         with _changing(loaded, f"rebuild-replica --shard {shard}" + (f" --member {member}" if member else ""), force):

@@ -191,3 +191,21 @@ def _unique(hosts: list[Host]) -> list[Host]:
         if host not in seen:
             seen.append(host)
     return seen
+
+
+def rebuild_steps(stack: Stack, shard: int, member: str | None = None) -> list[str]:
+    """What `rebuild_replica` would do, read from the stack and its stored primaries (`--dry-run`)."""
+    found = members(stack, shard)
+    primary, replicas = found[0], found[1:]
+    steps = []
+    if member is not None:
+        if member not in {m.cluster.name for m in replicas}:
+            names = ", ".join(m.cluster.name for m in replicas)
+            raise FailoverError(f"--member {member}: not a replica of shard {shard} (replicas: {names})")
+        steps.append(f"take {member} out of service (synchronous standby off, pgbouncer repointed, fenced)")
+    waiting = [m.cluster.name for m in replicas if not m.cluster.in_service or m.cluster.name == member]
+    if not waiting:
+        raise FailoverError(f"shard {shard}: no member waits for a rebuild (primary is {primary.cluster.name})")
+    return [*steps, f"base backup {', '.join(waiting)} from {primary.cluster.name}",
+            *(f"wait until {name} streams" for name in waiting), "back in service", "synchronous standby on",
+            "repoint pgbouncer"]

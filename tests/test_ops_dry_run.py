@@ -77,3 +77,13 @@ def test_rollback_dry_run_without_a_previous_release_says_so(tmp_path):
     done = _ops(tmp_path, "rollback", "--dry-run")
     assert done.returncode == 2
     assert "no previous release recorded" in done.stdout + done.stderr
+
+
+def test_rebuild_replica_dry_run_follows_the_stored_primaries(tmp_path):
+    healthy = _ops(tmp_path, "rebuild-replica", "--shard", "0", "--dry-run")
+    assert healthy.returncode == 2 and "shard 0: no member waits for a rebuild (primary is shard0)" in healthy.stderr + healthy.stdout
+    named = _ops(tmp_path, "rebuild-replica", "--shard", "0", "--member", "shard0r1", "--dry-run")
+    assert named.returncode == 0, named.stderr
+    assert [line.strip() for line in named.stdout.splitlines()][1:4] == [
+        "1. take shard0r1 out of service (synchronous standby off, pgbouncer repointed, fenced)",
+        "2. base backup shard0r1 from shard0", "3. wait until shard0r1 streams"]
