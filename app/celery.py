@@ -44,6 +44,11 @@ celery_app.conf.update(
     accept_content=["json"],
     task_ignore_result=True,
     broker_connection_retry_on_startup=True,
+    # A post waits for its publish (app/posting.py): bound what an unreachable or hung broker
+    # costs it. Connecting (TCP and the AMQP handshake) 1 s, one retry on a new connection;
+    # the confirm wait is bounded per publish (PUBLISH_CONFIRM_TIMEOUT_S, app/tasks.py).
+    broker_connection_timeout=1.0,
+    task_publish_retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.1, "interval_max": 0.1},
     worker_hijack_root_logger=False,
 )
 

@@ -31,6 +31,8 @@ runner all read the same object, so the web process and the worker cannot disagr
 | PHOTOSTACK_SIGNUP_RATE_IP     | sign-ups per client address, LIMIT/SECONDS                 | `10/600`              |
 | PHOTOSTACK_TRUSTED_PROXIES    | comma list of networks whose X-Real-IP header is the       | loopback and private  |
 |                               | client's address (nginx)                                   | ranges                |
+| PHOTOSTACK_QUEUE_BUDGET_MS    | longest wait since nginx passed a request on before it is  | `1500`                |
+|                               | refused (503): app/admission.py                            |                       |
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ class AppConfig:
     login_rate_user: Rate
     signup_rate_ip: Rate
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    queue_budget_ms: int
 
     def physical_dsn(self, dbname: str) -> str:
         """libpq conninfo of one pgbouncer database (e.g. `shard3`)."""
@@ -189,6 +192,7 @@ def load_app_config(env: Mapping[str, str]) -> AppConfig:
         login_rate_user=_rate(env, "PHOTOSTACK_LOGIN_RATE_USER", "10/300"),
         signup_rate_ip=_rate(env, "PHOTOSTACK_SIGNUP_RATE_IP", "10/600"),
         trusted_proxies=_networks(env, "PHOTOSTACK_TRUSTED_PROXIES", DEFAULT_TRUSTED_PROXIES),
+        queue_budget_ms=_int(env, "PHOTOSTACK_QUEUE_BUDGET_MS", 1500),
     )
 
 

@@ -5,8 +5,12 @@ under `photo:<id>` for CACHE_TTL_S and deleted whenever the row changes (like, u
 comment, thumbnail), so a stale count lives at most until the next change or the TTL.
 
 A reader's refill can race a writer's delete (read the row before the update, set the cache
-after the delete). For a like count the next change or the TTL corrects that; a photo still
-waiting for its thumbnail may never change again, so its record is cached for PENDING_TTL_S only.
+after the delete). Writers therefore delete twice, the second time REDELETE_AFTER_S later, and
+a reader writes its refill only if it comes within REFILL_WITHIN_S of starting its read, so
+the second delete always follows a racing refill: a stale count lives about a second, not the
+TTL. A photo still waiting for its thumbnail is cached for PENDING_TTL_S only. A like or unlike
+that changed nothing invalidates too: it may be the retry of one that was stored by a process
+that died before its delete (a restart, or nginx retrying it on another server).
 """
 
 from __future__ import annotations
@@ -14,12 +18,13 @@ from __future__ import annotations
 import io
 import json
 import secrets
+import time
 from dataclasses import dataclass
 
 from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 
 from app import counters
-from app.clients import memcache_client
+from app.clients import REFILL_WITHIN_S, memcache_client
 from app.errors import BadUpload
 from app.shards import router
 from app.storage import storage
@@ -153,11 +158,13 @@ def photo_records(photo_ids: list[int]) -> dict[int, dict]:
             found[pid] = json.loads(value)
     misses = [pid for pid in photo_ids if pid not in found]
     if misses:
+        read_at = time.monotonic()
         fresh = _load_from_shards(misses)
-        for ttl, records in ((CACHE_TTL_S, {p: r for p, r in fresh.items() if r["thumb_key"]}),
-                             (PENDING_TTL_S, {p: r for p, r in fresh.items() if not r["thumb_key"]})):
-            if records:
-                cache.set_many({_cache_key(pid): json.dumps(rec) for pid, rec in records.items()}, expire=ttl, noreply=True)
+        if time.monotonic() - read_at < REFILL_WITHIN_S:  # else a writer's second delete may have passed
+            for ttl, records in ((CACHE_TTL_S, {p: r for p, r in fresh.items() if r["thumb_key"]}),
+                                 (PENDING_TTL_S, {p: r for p, r in fresh.items() if not r["thumb_key"]})):
+                if records:
+                    cache.set_many({_cache_key(pid): json.dumps(rec) for pid, rec in records.items()}, expire=ttl)
         found.update(fresh)
     return found
 
@@ -188,8 +195,8 @@ def photo_record(photo_id: int) -> dict | None:
 
 
 def invalidate(photo_id: int) -> None:
-    """Drop a photo's cached record after its row changed."""
-    memcache_client().delete(_cache_key(photo_id), noreply=True)
+    """Drop a photo's cached record after its row changed (now, and again a moment later)."""
+    memcache_client().delete_twice(_cache_key(photo_id))
 
 
 def user_photos(user_id: int, limit: int = 30) -> list[dict]:
@@ -218,8 +225,8 @@ def like(photo_id: int, user_id: int) -> int | None:
         ).fetchone()
     if row is None:
         return None
+    invalidate(photo_id)
     if row[1]:
-        invalidate(photo_id)
         counters.incr(counters.LIKES)
     return row[0]
 
@@ -235,8 +242,7 @@ def unlike(photo_id: int, user_id: int) -> int | None:
         ).fetchone()
     if row is None:
         return None
-    if row[1]:
-        invalidate(photo_id)
+    invalidate(photo_id)
     return row[0]
 
 

@@ -4,13 +4,12 @@ Django's cache session backend stores the session dict through the cache, and it
 pickles every value: whoever can write to Redis could make the app unpickle (run) their data.
 Here a session is `SessionBase.encode()`'s string (SESSION_SERIALIZER, JSON, signed with the
 SECRET_KEY) under `photostack:session:<key>`, so a value written by someone else is at worst an
-invalid session. Same semantics as the cache backend otherwise: a session Redis cannot return
-is an empty one (logged out), expiry is the Redis key's TTL.
+invalid session. A Redis that cannot answer raises (a 503, app/admission.py), never logs the
+user out; expiry is the Redis key's TTL.
 """
 
 from __future__ import annotations
 
-import redis
 from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
 
 from app.clients import redis_client
@@ -22,10 +21,10 @@ class SessionStore(SessionBase):
     """One Redis string per session; SET NX creates, SET XX updates (one round trip each)."""
 
     def load(self) -> dict:
-        try:
-            data = redis_client().get(PREFIX + self._get_or_create_session_key())
-        except redis.RedisError:
-            data = None
+        # A Redis that cannot answer is an error, not "no session": with Redis down every logged-in
+        # request would otherwise be answered 401 and clients would drop sessions that still
+        # exist. Raised, it becomes a 503 with Retry-After (app/admission.py).
+        data = redis_client().get(PREFIX + self._get_or_create_session_key())
         if data is None:
             self._session_key = None
             return {}

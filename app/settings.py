@@ -1,6 +1,7 @@
 """Django settings: everything from the environment (app/config.py); no ORM database, no
-django.contrib.auth tables. Middleware: security headers, same-origin writes (app/security.py),
-sessions (signed JSON in Redis, app/sessions.py); the request path stays lean."""
+django.contrib.auth tables. Middleware: admission control first (app/admission.py: a refused
+request costs nothing more), security headers, same-origin writes (app/security.py), sessions
+(signed JSON in Redis, app/sessions.py); the request path stays lean."""
 
 from pathlib import Path
 
@@ -20,6 +21,7 @@ ROOT_URLCONF = "app.urls"
 WSGI_APPLICATION = "app.wsgi.application"
 INSTALLED_APPS: list[str] = []
 MIDDLEWARE = [
+    "app.admission.AdmissionMiddleware",  # queue deadline, failing dependencies → 503 first
     "django.middleware.security.SecurityMiddleware",  # nosniff, Referrer-Policy, HSTS over TLS
     "app.security.middleware",  # same-origin and JSON-only writes, Secure cookies over TLS
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -64,6 +66,8 @@ DEFAULT_CHARSET = "utf-8"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"not_refused": {"()": "app.admission.NotRefused"}},
     "handlers": {"stderr": {"class": "logging.StreamHandler"}},
+    "loggers": {"django.request": {"filters": ["not_refused"]}},
     "root": {"handlers": ["stderr"], "level": "WARNING"},
 }

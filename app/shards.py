@@ -38,6 +38,12 @@ from app.errors import NotFound
 from infra.sharding import ShardMap, decode_id, physical_db, schema_name
 
 
+# Longest a request waits for a pooled connection (all lent out, or pgbouncer unreachable and
+# the pool reconnecting): then psycopg_pool.PoolTimeout, a 503 (app/admission.py). A healthy
+# pool lends at once (each process has as many connections per shard as threads).
+POOL_WAIT_S = 0.5
+
+
 def username_shard(username: str, logical_shards: int) -> int:
     """The logical shard of a username (and of its user): stable across processes and releases."""
     digest = hashlib.blake2b(username.lower().encode(), digest_size=8).digest()
@@ -85,7 +91,7 @@ class ShardRouter:
                         max_size=self._pool_max,
                         kwargs={"autocommit": True, "prepare_threshold": None},
                         name=f"shard{physical}",
-                        timeout=5.0,
+                        timeout=POOL_WAIT_S,
                         open=False,
                     )
                     pool.open(wait=False)
@@ -94,9 +100,19 @@ class ShardRouter:
 
     @contextmanager
     def connection(self, physical: int) -> Iterator[psycopg.Connection]:
-        """A pooled autocommit connection to a physical shard (use `conn.transaction()` for more)."""
-        with self.pool(physical).connection() as conn:
-            yield conn
+        """A pooled autocommit connection to a physical shard (use `conn.transaction()` for more).
+
+        A connection found dead (pgbouncer or the shard restarted) has dead siblings idle in the
+        pool: they are checked at once, so the restart fails one request per pool, not one per
+        pooled connection."""
+        pool = self.pool(physical)
+        with pool.connection() as conn:
+            try:
+                yield conn
+            except psycopg.OperationalError:
+                if conn.broken:
+                    pool.check()
+                raise
 
     @contextmanager
     def for_object(self, object_id: int) -> Iterator[tuple[psycopg.Connection, str]]:

@@ -17,6 +17,7 @@ from app.thumbnails import thumbnail_bytes, thumbnail_key
 log = logging.getLogger(__name__)
 # Transient failures (storage, shard, Redis unreachable) retry with backoff; bad data does not.
 TRANSIENT = (OSError, psycopg.OperationalError, redis.ConnectionError, redis.TimeoutError)
+PUBLISH_CONFIRM_TIMEOUT_S = 1.0
 
 
 @celery_app.task(name="photostack.make_thumbnail", autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5)
@@ -73,5 +74,9 @@ def after_photo_posted(photo_id: int) -> None:
     """Enqueue the work a new photo needs: one publish (the thumbnail task then fans out).
 
     `argsrepr` given up front: Celery otherwise builds it with saferepr (a visible share of a
-    post's CPU in the profile) only to show it in logs and monitoring events."""
-    make_thumbnail.apply_async((photo_id,), argsrepr=f"({photo_id},)", kwargsrepr="{}")
+    post's CPU in the profile) only to show it in logs and monitoring events. The broker's
+    confirm is awaited at most PUBLISH_CONFIRM_TIMEOUT_S (without a bound, a hung broker holds
+    the post forever); a publish that timed out may still have been taken, which the idempotent
+    task tolerates."""
+    make_thumbnail.apply_async((photo_id,), argsrepr=f"({photo_id},)", kwargsrepr="{}",
+                               confirm_timeout=PUBLISH_CONFIRM_TIMEOUT_S)

@@ -15,6 +15,10 @@ asyncio + aiohttp, separate from the app's processes) runs at the same time:
   (no coordinated omission). In-flight requests per kind are capped (--inflight); a request
   that cannot start within its kind's p99 budget still starts, and its wait is counted.
 - `flood`: --clients connections per kind, each as fast as it can: the box's capacity.
+- `overload`: the goal mix (250 : 900 : 300) offered paced at 1x, 2x and 3x the capacity
+  (--capacity req/s, or measured first by a flood of the same length), in one run. Per step:
+  goodput, p50/p99 of the answered requests, refusals (503/429 with Retry-After) and how fast
+  they came, errors by kind, and the CPU the load generator itself used (it shares the box).
 
 Goals (issue 4, 2-core one-box): ≥ 250 posts/s and ≥ 900 likes/s together with p99 < 100 ms
 and 0 errors; feed read p99 < 20 ms. The generator shares the 2 cores with the whole stack, so
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import json
 import multiprocessing
 import os
 import random
@@ -47,7 +52,10 @@ from bench.lib import pyspy  # noqa: E402
 KINDS = ("post", "like", "feed")
 # kind → (goal rate/s or None, goal p99 ms)
 GOALS = {"post": (250, 100), "like": (900, 100), "feed": (None, 20)}
+# The goal mix of issue 4 (250 posts : 900 likes : 300 feed reads), as shares of all requests.
+GOAL_MIX = {"post": 250 / 1450, "like": 900 / 1450, "feed": 300 / 1450}
 COOKIE = "photostack_session"
+PREPARE_TRIES = 20  # attempts per set-up request the stack refuses with Retry-After
 
 
 @dataclass
@@ -58,6 +66,8 @@ class Result:
     seconds: float
     latencies: list[float] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
+    refusals: list[float] = field(default_factory=list)  # latencies of 503/429 with Retry-After
+    cpu_s: float = 0.0  # the generator process's own CPU time in the window
 
     def line(self) -> str:
         ok = len(self.latencies)
@@ -118,22 +128,37 @@ async def prepare(base: str, users: int, follows: int, photos_per_user: int) -> 
     connector = aiohttp.TCPConnector(limit=32)
     async with aiohttp.ClientSession(base, connector=connector, cookie_jar=aiohttp.DummyCookieJar()) as http:
 
+        async def politely(method: str, path: str, session=None, **kwargs) -> tuple[int, str, aiohttp.ClientResponse]:
+            """(status, body, response) of a request, retried as long as the stack refuses it
+            with Retry-After (a refused request was not done; sign-ups' password hashing
+            queues past the app's budget when 16 come at once)."""
+            form = kwargs.pop("form", None)
+            for _ in range(PREPARE_TRIES):
+                body = form() if form else None
+                async with limit, (session or http).request(method, path, data=body, **kwargs) as resp:
+                    text = await resp.text()
+                    retry_after = resp.headers.get("Retry-After")
+                if resp.status not in (429, 503) or not retry_after:
+                    return resp.status, text, resp
+                await asyncio.sleep(float(retry_after))
+            return resp.status, text, resp
+
         async def signup(index: int, name: str) -> str:
             # Each user signs up from a loopback address of its own (all of 127/8 is this machine):
             # the app limits sign-ups per client address, as it should for real users.
             own = aiohttp.TCPConnector(local_addr=(f"127.{1 + index // 62500 % 250}.{index // 250 % 250}.{1 + index % 250}", 0))
-            async with limit, aiohttp.ClientSession(base, connector=own, cookie_jar=aiohttp.DummyCookieJar()) as alone:
-                async with alone.post("/api/signup", json={"username": name, "password": "bench password"}) as resp:
-                    if resp.status != 201:
-                        raise PrepareError(f"sign-up failed: {resp.status} {(await resp.text())[:200]!r}")
-                    return f"{COOKIE}={resp.cookies[COOKIE].value}"
+            async with aiohttp.ClientSession(base, connector=own, cookie_jar=aiohttp.DummyCookieJar()) as alone:
+                status, text, resp = await politely("POST", "/api/signup", session=alone,
+                                                    json={"username": name, "password": "bench password"})
+            if status != 201:
+                raise PrepareError(f"sign-up failed: {status} {text[:200]!r}")
+            return f"{COOKIE}={resp.cookies[COOKIE].value}"
 
         cookies = await asyncio.gather(*(signup(i, n) for i, n in enumerate(names)))
         rng = random.Random(1)
 
         async def follow(cookie: str, other: str) -> None:
-            async with limit, http.post(f"/api/users/{other}/follow", headers={"Cookie": cookie, **JSON}) as resp:
-                await resp.read()
+            await politely("POST", f"/api/users/{other}/follow", headers={"Cookie": cookie, **JSON})
 
         await asyncio.gather(*(
             follow(cookie, other)
@@ -142,10 +167,10 @@ async def prepare(base: str, users: int, follows: int, photos_per_user: int) -> 
         ))
 
         async def post(cookie: str) -> str:
-            async with limit, http.post("/api/photos", data=photo_form(image), headers={"Cookie": cookie}) as resp:
-                if resp.status != 201:
-                    raise PrepareError(f"photo post failed: {resp.status} {(await resp.text())[:200]!r}")
-                return (await resp.json())["id"]
+            status, text, _ = await politely("POST", "/api/photos", form=lambda: photo_form(image), headers={"Cookie": cookie})
+            if status != 201:
+                raise PrepareError(f"photo post failed: {status} {text[:200]!r}")
+            return json.loads(text)["id"]
 
         photo_ids = await asyncio.gather(*(post(c) for c in cookies for _ in range(photos_per_user)))
     return Fixture(list(cookies), list(photo_ids))
@@ -178,7 +203,7 @@ async def generate(kind: str, base: str, fixture: Fixture, start_at: float, seco
             try:
                 async with http.request(method, path, data=body, headers=headers) as resp:
                     await resp.read()
-                    status = resp.status
+                    status, retry_after = resp.status, resp.headers.get("Retry-After")
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
                 result.errors[type(exc).__name__] = result.errors.get(type(exc).__name__, 0) + 1
                 return
@@ -186,12 +211,15 @@ async def generate(kind: str, base: str, fixture: Fixture, start_at: float, seco
                 nonlocal last_done
                 last_done = time.perf_counter()
                 result.latencies.append(last_done - due)
+            elif status in (429, 503) and retry_after:
+                result.refusals.append(time.perf_counter() - due)
             else:
                 result.errors[str(status)] = result.errors.get(str(status), 0) + 1
 
         # Warm the connections up (outside the window): the window measures requests, not handshakes.
         await asyncio.gather(*(http.get("/health") for _ in range(min(inflight, 32))), return_exceptions=True)
         await asyncio.sleep(max(0.0, start_at - time.time()))
+        cpu_begin = time.process_time()
         begin = last_done = time.perf_counter()
         deadline = begin + seconds
         if rate:
@@ -220,6 +248,7 @@ async def generate(kind: str, base: str, fixture: Fixture, start_at: float, seco
 
             await asyncio.gather(*(loop() for _ in range(clients)))
             result.seconds = time.perf_counter() - begin
+    result.cpu_s = time.process_time() - cpu_begin
     return result
 
 
@@ -229,7 +258,7 @@ def run_kind(args: tuple) -> Result:
 
 
 def mixed(base: str, fixture: Fixture, seconds: float, rates: dict[str, float | None], clients: int,
-          inflight: int, profile_pids: list[int] = ()) -> list[Result]:
+          inflight: int, profile_pids: list[int] = (), quiet: bool = False) -> list[Result]:
     """Every kind at once, each in its own process, all starting at the same wall-clock moment;
     with profile_pids, py-spy records those processes (and their children) inside the window
     and the summary is printed after the results."""
@@ -249,12 +278,50 @@ def mixed(base: str, fixture: Fixture, seconds: float, rates: dict[str, float | 
         if not out.is_file():
             raise SystemExit(f"app_load: py-spy failed: {err.decode(errors='replace').strip()[-300:]}")
         stacks += pyspy.parse(out)
-    for result in results:
+    for result in results if not quiet else ():
         print("  " + result.line())
     if stacks:
         print("profile (py-spy --gil, gunicorn workers, middle of the window):")
         print(pyspy.summarize(stacks, 15))
     return results
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-quantile (0..1) of values, in ms (0 when there are none)."""
+    ordered = sorted(values) or [0.0]
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1000
+
+
+def overload_step(label: str, results: list[Result], seconds: float, base_goodput: float | None) -> float:
+    """Print one step of the overload run; its goodput (answered requests per second)."""
+    answered = [lat for r in results for lat in r.latencies]
+    refused = [lat for r in results for lat in r.refusals]
+    goodput = len(answered) / seconds
+    share = f" ({goodput / base_goodput * 100:.0f}% of 1x)" if base_goodput else ""
+    errors = {f"{r.kind}:{k}": v for r in results for k, v in sorted(r.errors.items())}
+    cpu = sum(r.cpu_s for r in results) / seconds
+    print(f"  {label}: goodput {goodput:7.1f}/s{share}  answered p50 {percentile(answered, 0.5):6.1f} ms "
+          f"p99 {percentile(answered, 0.99):6.1f} ms | refused {len(refused)} (p99 {percentile(refused, 0.99):.1f} ms, "
+          f"max {max(refused, default=0) * 1000:.1f} ms) | errors {sum(errors.values())} {errors or ''} | "
+          f"generator CPU {cpu:.2f} cores")
+    for result in results:
+        print(f"      {result.kind:5s} {len(result.latencies) / seconds:7.1f}/s answered, "
+              f"{len(result.refusals) / seconds:7.1f}/s refused, p99 {percentile(result.latencies, 0.99):6.1f} ms")
+    return goodput
+
+
+def overload(base: str, fixture: Fixture, seconds: float, capacity: float | None, clients: int, inflight: int) -> None:
+    """The goal mix at 1x, 2x and 3x the capacity (measured by a flood first unless given)."""
+    if not capacity:
+        flood = mixed(base, fixture, seconds, {}, clients, inflight, quiet=True)
+        capacity = sum(len(r.latencies) for r in flood) / seconds
+        print(f"  capacity (flood, {clients} connections per kind): {capacity:.0f} req/s")
+    base_goodput = None
+    for multiple in (1, 2, 3):
+        rates = {kind: capacity * multiple * share for kind, share in GOAL_MIX.items()}
+        results = mixed(base, fixture, seconds, rates, clients, inflight, quiet=True)
+        goodput = overload_step(f"{multiple}x = {capacity * multiple:.0f} req/s offered", results, seconds, base_goodput)
+        base_goodput = base_goodput or goodput
 
 
 def app_pids(local_pid: int | None) -> list[int]:
@@ -289,7 +356,8 @@ def local_stack_and_gunicorn(workers: int, threads: int):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="base URL of a running stack (default: throwaway services + gunicorn here)")
-    parser.add_argument("--mode", choices=("paced", "flood", "both"), default="paced")
+    parser.add_argument("--mode", choices=("paced", "flood", "both", "overload"), default="paced")
+    parser.add_argument("--capacity", type=float, help="overload: the 1x rate in req/s (default: measure by a flood)")
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the measured window")
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--follows", type=int, default=20, help="follows per user (feed fan-out width)")
@@ -314,7 +382,10 @@ def main() -> int:
         print(f"app_load: {base} users={len(fixture.cookies)} photos={len(fixture.photo_ids)} "
               f"window={args.seconds:.0f}s (prepared in {time.monotonic() - started:.1f}s)")
         paced = {"post": args.post_rate, "like": args.like_rate, "feed": args.feed_rate}
-        for mode in {"both": ("paced", "flood"), "paced": ("paced",), "flood": ("flood",)}[args.mode]:
+        if args.mode == "overload":
+            print(f"overload (the goal mix 250:900:300 at 1x, 2x, 3x capacity, {args.seconds:.0f}s each):")
+            overload(base, fixture, args.seconds, args.capacity, args.clients, args.inflight)
+        for mode in {"both": ("paced", "flood"), "paced": ("paced",), "flood": ("flood",), "overload": ()}[args.mode]:
             if mode == "paced":
                 print(f"paced (posts {args.post_rate:.0f}/s + likes {args.like_rate:.0f}/s + "
                       f"feed reads {args.feed_rate:.0f}/s offered together):")

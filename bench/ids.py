@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 import psycopg  # noqa: E402
 
+from bench.lib.primaries import primary_port  # noqa: E402
 from infra.shardstore import stored_shard_map  # noqa: E402
 from infra.sharding import physical_db, schema_name  # noqa: E402
 from ops.stack import Stack  # noqa: E402
@@ -58,7 +59,7 @@ def main() -> None:
     print(f"next_id() speed, {SECONDS:.0f} s per run, {shard_map.logical_shards} logical shards on "
           f"{shard_map.physical_shards} physical shards")
     for physical in range(shard_map.physical_shards):
-        port = box.postgres_base_port + physical * (stack.config.postgres.replicas_per_shard + 1)
+        port = primary_port(stack, physical)
         logical = shard_map.logical_on(physical)[:4]
 
         def batch(i: int, deadline: float, out: list[int]) -> None:

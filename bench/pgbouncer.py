@@ -20,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.lib.primaries import primary_port  # noqa: E402
 from ops.stack import Stack  # noqa: E402
 
 SECONDS = 10
@@ -45,7 +46,7 @@ def tps(output: str) -> float:
 def main() -> None:
     stack = Stack.load("onebox")
     box = stack.config.onebox
-    direct = box.postgres_base_port  # shard0's primary
+    direct = primary_port(stack, 0)
     pgbench(stack, direct, ["-i", "-q", "-s", str(SCALE)])
     try:
         print(f"pgbench on shard0, {CLIENTS} clients, {SECONDS} s per run, scale {SCALE}")

@@ -2,11 +2,11 @@
 
 The launch template pins what every host of the role shares: the stack's pinned Ubuntu 24.04 LTS image,
 IMDSv2 only, an encrypted gp3 root volume and an instance profile allowed exactly what the role's
-bootstrap reads (its release bundle, its own SSM secrets, the EC2 tags that make the inventory).
-Each instance sits in its node's AZ; Postgres data lives on its own encrypted, protected volume so
-replacing an instance (new image) keeps the data; every instance auto-recovers from a failed host.
-A running instance ignores later template versions and user_data: nodes move to a new image one at
-a time, when relaunched (`ops replace-node`, see INSTANCE_IGNORE_CHANGES).
+bootstrap reads (its release bundle, its own SSM secrets and records, the EC2 tags that make the
+inventory). Each instance sits in its node's AZ; Postgres data lives on its own encrypted, protected
+volume so replacing an instance (new image) keeps the data; every instance auto-recovers from a
+failed host. A running instance ignores later template versions and user_data: nodes move to a new
+image one at a time, when relaunched (`ops replace-node`, see INSTANCE_IGNORE_CHANGES).
 """
 
 from __future__ import annotations
@@ -86,6 +86,8 @@ class FleetArgs:
     """Key of the release bundle in that bucket."""
     secret_arns: list[pulumi.Input[str]]
     """SSM parameters the role may read (only its own secrets)."""
+    record_arns: list[pulumi.Input[str]] = field(default_factory=list)
+    """SSM records the role renders from (infra/record_parameters.py `ROLE_RECORDS`)."""
     media_bucket_arn: pulumi.Input[str] | None = None
     """Media bucket the role reads and writes (app and worker only)."""
     data_volume_gb: int | None = None
@@ -102,10 +104,12 @@ class FleetArgs:
 
 
 def profile_policy(args: FleetArgs) -> pulumi.Output[str]:
-    """The role's IAM policy: its bundle, its secrets, the inventory read and (app/worker) the media bucket."""
+    """The role's IAM policy: its bundle, its secrets and records, the inventory read and (app/worker) the media bucket."""
+    secret_count = len(args.secret_arns)
 
     def document(values: list) -> str:
-        release_arn, media_arn, *secret_arns = values
+        release_arn, media_arn, *parameter_arns = values
+        secret_arns, record_arns = parameter_arns[:secret_count], parameter_arns[secret_count:]
         statements = [
             {"Sid": "ReleaseBundle", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": [f"{release_arn}/{args.bundle_key}"]},
             # The host finds its peers from EC2 tags (infra/aws_inventory.py); Describe* cannot be scoped.
@@ -115,6 +119,10 @@ def profile_policy(args: FleetArgs) -> pulumi.Output[str]:
             statements.append(
                 {"Sid": "Secrets", "Effect": "Allow", "Action": ["ssm:GetParameter"], "Resource": sorted(secret_arns)}
             )
+        if record_arns:
+            statements.append(
+                {"Sid": "Records", "Effect": "Allow", "Action": ["ssm:GetParameter"], "Resource": sorted(record_arns)}
+            )
         if media_arn:
             statements += [
                 {"Sid": "MediaObjects", "Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], "Resource": [f"{media_arn}/*"]},
@@ -122,7 +130,9 @@ def profile_policy(args: FleetArgs) -> pulumi.Output[str]:
             ]
         return json.dumps({"Version": "2012-10-17", "Statement": statements}, sort_keys=True)
 
-    return pulumi.Output.all(args.release_bucket_arn, args.media_bucket_arn, *args.secret_arns).apply(document)
+    return pulumi.Output.all(
+        args.release_bucket_arn, args.media_bucket_arn, *args.secret_arns, *args.record_arns
+    ).apply(document)
 
 
 def silences_policy(path_arn: str) -> str:

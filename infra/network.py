@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from infra.config_checks import subnet_prefix
 from infra.tagging import tags
 
 ROLE = "network"
@@ -32,11 +33,9 @@ class NetworkArgs:
 
 def subnet_cidrs(cidr: str, zones: int) -> tuple[list[str], list[str]]:
     """Public and private subnet ranges: equal slices of `cidr`, public ones first."""
+    # Config validation (infra/config_checks.py) has checked that these slices fit and are large enough.
     network = ipaddress.ip_network(cidr)
-    # Split into the fewest equal slices that give every zone a public and a private subnet.
-    new_prefix = network.prefixlen + max(1, (2 * zones - 1).bit_length())
-    if new_prefix > 28:
-        raise ValueError(f"{cidr} is too small for {zones} public and {zones} private subnets")
+    new_prefix = subnet_prefix(cidr, zones)
     slices = [str(s) for s in network.subnets(new_prefix=new_prefix)]
     return slices[:zones], slices[zones : 2 * zones]
 

@@ -61,7 +61,18 @@ def _format(value: Any) -> str:
         return SECRET
     if isinstance(value, str):
         return value
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return json.dumps(_integral(value), sort_keys=True, separators=(",", ":"))
+
+
+def _integral(value: Any) -> Any:
+    """Pulumi passes every number as a float: show 80, not 80.0 (ports, sizes, counts)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _integral(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_integral(item) for item in value]
+    return value
 
 
 def _natural(text: str) -> list[object]:

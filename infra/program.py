@@ -19,8 +19,11 @@ from infra.fleet import Bastion, BastionArgs, Fleet, FleetArgs, ubuntu_ami
 from infra.load_balancer import LoadBalancer, LoadBalancerArgs
 from infra.monitoring import Uptime, UptimeArgs
 from infra.network import Network, NetworkArgs
+from infra.record_parameters import ROLE_RECORDS, RecordParameters, RecordParametersArgs
 from infra.secrets_store import ROLE_SECRETS, SecretParameters, SecretParametersArgs
 from infra.security import SecurityGroups, SecurityGroupsArgs
+from infra.sharding import ShardMap
+from infra.shardstore import pack_shard_map
 from infra.storage import Storage, StorageArgs
 from infra.topology import Node, nodes
 from monitoring.silences import silences_path
@@ -85,6 +88,7 @@ def build(config: StackConfig, stack: str) -> dict[str, Any]:
     if auth_token is not None:
         values["sentryAuthToken"] = auth_token
     parameters = SecretParameters("secrets", SecretParametersArgs(stack, values))
+    records = RecordParameters("records", RecordParametersArgs(stack, pack_shard_map(ShardMap.initial(config))))
 
     ami = ubuntu_ami(config.ami)
     bastion = Bastion(
@@ -107,6 +111,7 @@ def build(config: StackConfig, stack: str) -> dict[str, Any]:
                 release_bucket_arn=storage.release_bucket_arn,
                 bundle_key=storage.bundle_key,
                 secret_arns=[parameters.arns[s] for s in ROLE_SECRETS[role] if s in parameters.arns],
+                record_arns=[records.arns[r] for r in ROLE_RECORDS[role]],
                 media_bucket_arn=storage.media_bucket_arn if role in ("app", "worker") else None,
                 data_volume_gb=config.postgres.volume_gb if role == "postgres" else None,
                 key_name=bastion.key_name,

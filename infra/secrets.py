@@ -38,9 +38,14 @@ class SecretStore:
             raise ConfigError([f"photostack:{name}: missing secret; set it with `ops secret set {name}`"])
         return value
 
-    def set(self, name: str, value: str) -> None:
+    @staticmethod
+    def check_name(name: str) -> None:
+        """One line naming the key when `name` is no secret photostack knows."""
         if name not in SECRET_KEYS:
             raise ConfigError([f"photostack:{name}: unknown secret (known: {', '.join(SECRET_KEYS)})"])
+
+    def set(self, name: str, value: str) -> None:
+        self.check_name(name)
         self._values[name] = value
         self._save()
 

@@ -29,7 +29,8 @@ APP_SECRETS = (
     "sentryDsn",
 )
 ROLE_SECRETS: dict[str, tuple[str, ...]] = {
-    "postgres": ("dbPassword", "replicationPassword"),
+    # Postgres stores a SCRAM verifier for every login, pgbouncer's admin included (roles/postgres/auth.py).
+    "postgres": ("dbPassword", "replicationPassword", "pgbouncerAdminPassword"),
     "app": APP_SECRETS,
     "worker": APP_SECRETS,
     # The admin login (replication) and the Erlang cookie stay on their own hosts: the app's

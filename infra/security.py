@@ -55,6 +55,9 @@ def ingress_rules(admin_cidrs: list[str]) -> list[Rule]:
         Rule("lb", PORTS["http"], cidr=WORLD, description="HTTP from the internet (redirected to HTTPS)"),
         Rule("nginx", PORTS["http"], peer_group="lb", description="the load balancer to nginx"),
         Rule("app", PORTS["app"], peer_group="nginx", description="nginx to gunicorn"),
+        # The munin master's health watcher probes every nginx and app server's /health.
+        Rule("nginx", PORTS["http"], peer_group="munin_master", description="health watcher to nginx"),
+        Rule("app", PORTS["app"], peer_group="munin_master", description="health watcher to gunicorn"),
         Rule("postgres", PORTS["postgres"], peer_group="postgres", description="streaming replication"),
         Rule("redis", PORTS["redis"], peer_group="redis", description="replica to primary"),
         Rule("rabbitmq", PORTS["epmd"], peer_group="rabbitmq", description="cluster peer discovery"),

@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from infra.config import SHARD_ID_BITS, StackConfig
+from infra.config import SHARD_ID_BITS, ConfigError, StackConfig
 
 SEQUENCE_BITS = 10
-TIME_BITS = 64 - 1 - SHARD_ID_BITS - SEQUENCE_BITS  # 41 bits; the sign bit stays 0 for bigint
 SHARDMAP_FILE = "shardmap.json"
 
 
@@ -67,6 +66,22 @@ class ShardMap:
         placement[logical] = physical
         return ShardMap(tuple(placement), self.physical_shards)
 
+    def disagreements(self, config: StackConfig, where: str) -> list[str]:
+        """One line per count the stack config states differently from this stored map (`where`
+        names the store). The stored map owns both counts: logical shards never change, and
+        physical shards change only by moving logical shards, never by editing the config."""
+        problems = []
+        if self.logical_shards != config.postgres.logical_shards:
+            problems.append(f"photostack:postgres.logicalShards: the stored shard map ({where}) has "
+                            f"{self.logical_shards} logical shards but the config says "
+                            f"{config.postgres.logical_shards}; the logical shard count can never change")
+        if self.physical_shards != config.postgres.physical_shards:
+            problems.append(f"photostack:postgres.physicalShards: the stored shard map ({where}) has "
+                            f"{self.physical_shards} physical shards but the config says "
+                            f"{config.postgres.physical_shards}; put the stored count back in the config "
+                            "(physical shards change only by moving logical shards onto new ones)")
+        return problems
+
     def to_json(self) -> str:
         return json.dumps(
             {"logical_shards": self.logical_shards, "physical_shards": self.physical_shards, "placement": list(self.placement)}
@@ -85,11 +100,8 @@ class ShardMap:
         """The stored map at `path`; the initial one is stored there first if none exists."""
         if path.exists():
             stored = cls.from_json(path.read_text())
-            if stored.logical_shards != config.postgres.logical_shards:
-                raise ValueError(
-                    f"{path}: stored map has {stored.logical_shards} logical shards but the config says "
-                    f"{config.postgres.logical_shards}; the logical shard count can never change"
-                )
+            if problems := stored.disagreements(config, str(path)):
+                raise ConfigError(problems)
             return stored
         shard_map = cls.initial(config)
         tmp = path.with_suffix(".tmp")

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from infra.config import StackConfig
+from infra.config import ConfigError, StackConfig
 from infra.records import Record, record
 from infra.sharding import SHARDMAP_FILE, ShardMap
 from infra.state import state_dir
@@ -41,6 +41,10 @@ class ShardMapStore(Protocol):
         """Store a changed map (after a move)."""
         ...
 
+    def check(self, config: StackConfig) -> None:
+        """Stop on a config that disagrees with the stored map; read-only (no map: nothing to check)."""
+        ...
+
 
 class FileShardMapStore:
     """The one-box store: a JSON file in the state dir."""
@@ -50,6 +54,12 @@ class FileShardMapStore:
 
     def load_or_create(self, config: StackConfig) -> ShardMap:
         return ShardMap.load_or_create(self.path, config)
+
+    def check(self, config: StackConfig) -> None:
+        """Raise one line per count the config states differently from the stored map (if any)."""
+        if self.path.exists() and (problems := ShardMap.from_json(self.path.read_text()).disagreements(
+                config, str(self.path))):
+            raise ConfigError(problems)
 
     def save(self, shard_map: ShardMap) -> None:
         tmp = self.path.with_suffix(".tmp")
@@ -67,25 +77,34 @@ class SsmShardMapStore:
         self.ssm = client or boto3.client("ssm", region_name=region)
 
     def load_or_create(self, config: StackConfig) -> ShardMap:
+        stored = self._load()
+        if stored is None:
+            shard_map = ShardMap.initial(config)
+            self.ssm.put_parameter(Name=self.name, Value=pack_shard_map(shard_map), Type="String", Overwrite=False)
+            return shard_map
+        if problems := stored.disagreements(config, f"SSM {self.name}"):
+            raise ConfigError(problems)
+        return stored
+
+    def check(self, config: StackConfig) -> None:
+        """Raise one line per count the config states differently from the stored map (if any)."""
+        stored = self._load()
+        if stored is not None and (problems := stored.disagreements(config, f"SSM {self.name}")):
+            raise ConfigError(problems)
+
+    def _load(self) -> ShardMap | None:
         try:
             value = self.ssm.get_parameter(Name=self.name)["Parameter"]["Value"]
         except self.ssm.exceptions.ParameterNotFound:
-            shard_map = ShardMap.initial(config)
-            self.ssm.put_parameter(Name=self.name, Value=_pack(shard_map), Type="String", Overwrite=False)
-            return shard_map
-        stored = ShardMap.from_json(gzip.decompress(base64.b64decode(value)).decode())
-        if stored.logical_shards != config.postgres.logical_shards:
-            raise ValueError(
-                f"{self.name}: stored map has {stored.logical_shards} logical shards but the config "
-                f"says {config.postgres.logical_shards}; the logical shard count can never change"
-            )
-        return stored
+            return None
+        return ShardMap.from_json(gzip.decompress(base64.b64decode(value)).decode())
 
     def save(self, shard_map: ShardMap) -> None:
-        self.ssm.put_parameter(Name=self.name, Value=_pack(shard_map), Type="String", Overwrite=True)
+        self.ssm.put_parameter(Name=self.name, Value=pack_shard_map(shard_map), Type="String", Overwrite=True)
 
 
-def _pack(shard_map: ShardMap) -> str:
+def pack_shard_map(shard_map: ShardMap) -> str:
+    """The shard map as its SSM parameter value (gzip+base64 of its JSON)."""
     return base64.b64encode(gzip.compress(shard_map.to_json().encode(), mtime=0)).decode()
 
 

@@ -89,8 +89,3 @@ def nodes(config: StackConfig) -> list[Node]:
     result += [Node("rabbitmq", i, _az(config, i)) for i in range(config.rabbitmq.nodes)]
     result.append(Node("munin_master", 0, _az(config, 0)))
     return result
-
-
-def nodes_of(config: StackConfig, role: Role) -> list[Node]:
-    """The instances of one role."""
-    return [n for n in nodes(config) if n.role == role]

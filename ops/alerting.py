@@ -1,6 +1,7 @@
 """`ops` commands for alerting: alerts, silence, alert-flush and pingdom sync.
 
-Thin: parse, call monitoring/*, print. Bad input prints one line and exits 2.
+Thin: parse, call monitoring/*, print. Bad input prints one line per problem on stderr and exits 2.
+Every command honours the global `--stack` (`ops -s prod silence …`) or its own.
 Pingdom endpoint overrides for drills and tests: PHOTOSTACK_PINGDOM_URL, PHOTOSTACK_PINGDOM_CA.
 """
 
@@ -8,48 +9,67 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from infra.config import ConfigError, StackConfig, load_stack_config
-from infra.secrets import SecretStore
-from infra.state import state_dir
-from monitoring.alert_pipeline import AlertPipeline
-from monitoring.alert_store import AlertStore
-from monitoring.pingdom import DEFAULT_BASE_URL, PingdomClient, PingdomError
-from monitoring import maintenance_windows as mw
-from monitoring.silences import parse_duration, silence_store
+from ops.exit_codes import BAD_INPUT
+from ops.options import JsonOption, StackOption, refuse, stack_name
+
+if TYPE_CHECKING:
+    from infra.config import StackConfig
 
 PINGDOM_URL_ENV = "PHOTOSTACK_PINGDOM_URL"
 PINGDOM_CA_ENV = "PHOTOSTACK_PINGDOM_CA"
-console = Console()
-Stack = Annotated[str, typer.Option("--stack", help="Stack name (Pulumi.<stack>.yaml).")]
 
 
-def _fail(message: str) -> NoReturn:
-    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+def _console():
+    from rich.console import Console
+
+    return Console()
 
 
-def _config(stack: str) -> StackConfig:
+def _fail(message: str, code: int = BAD_INPUT) -> NoReturn:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _config(ctx: typer.Context, stack: str | None) -> tuple[str, StackConfig]:
+    """The stack's name and validated config; a bad one: every problem on stderr, exit 2."""
+    from infra.config import ConfigError, load_stack_config
+
     try:
-        return load_stack_config(stack)
+        name = stack_name(ctx, stack)
+        return name, load_stack_config(name)
     except ConfigError as exc:
-        _fail(exc.problems[0])
+        refuse(exc)
 
 
 def _when(timestamp: float) -> str:
     return dt.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def alerts(stack: Stack = "onebox",
-           limit: Annotated[int, typer.Option(help="How many recent log lines to show.")] = 20) -> None:
+def alerts(ctx: typer.Context, stack: StackOption = None,
+           limit: Annotated[int, typer.Option(metavar="N", min=0, help="How many recent log lines to show.")] = 20,
+           json_: JsonOption = False) -> None:
     """List open alerts, events waiting in the spool and the recent alert log."""
-    _config(stack)
+    from infra.state import state_dir
+    from monitoring.alert_store import AlertStore
+
+    stack, _ = _config(ctx, stack)
     store = AlertStore(state_dir(stack))
+    if json_:
+        import json
+
+        print(json.dumps({"stack": stack, "open": sorted(store.open_alerts()),
+                          "queued": [{"queuedAt": i.queued_at, "event": i.event} for i in store.spooled()],
+                          "history": list(store.history(limit))}, indent=2, default=str))
+        return
+    from rich.table import Table
+
+    console = _console()
     table = Table("when", "status", "action", "severity", "dedup key", "summary / detail", title=f"alerts of {stack}")
     for item in store.spooled():
         payload = item.event.get("payload", {})
@@ -63,10 +83,10 @@ def alerts(stack: Stack = "onebox",
     console.print(f"{len(opened)} open: " + (", ".join(sorted(opened)) or "none"), highlight=False)
 
 
-def silence(stack: Stack = "onebox",
-            duration: Annotated[str | None, typer.Option("--for", help="How long, e.g. 30m, 2h, 1h30m.")] = None,
-            host: Annotated[str | None, typer.Option(help="Only this host.")] = None,
-            alert: Annotated[str | None, typer.Option(help="Only this alert (runbook name, plugin or plugin.field).")] = None,
+def silence(ctx: typer.Context, stack: StackOption = None,
+            duration: Annotated[str | None, typer.Option("--for", metavar="DURATION", help="How long, e.g. 30m, 2h, 1h30m.")] = None,
+            host: Annotated[str | None, typer.Option(metavar="HOST", help="Only this host.")] = None,
+            alert: Annotated[str | None, typer.Option(metavar="ALERT", help="Only this alert (runbook name, plugin or plugin.field).")] = None,
             list_: Annotated[bool, typer.Option("--list", help="Show active silences.")] = False,
             clear: Annotated[bool, typer.Option("--clear", help="Remove every silence.")] = False) -> None:
     """Suppress pages during maintenance (`--for 30m [--host H] [--alert A]`), or `--list` / `--clear`.
@@ -77,7 +97,12 @@ def silence(stack: Stack = "onebox",
         _fail("give exactly one of --for DURATION, --list or --clear")
     if (host or alert) and duration is None:
         _fail("--host and --alert go with --for")
-    config = _config(stack)
+    from infra.state import state_dir
+    from monitoring import maintenance_windows as mw
+    from monitoring.silences import parse_duration, silence_store
+
+    stack, config = _config(ctx, stack)
+    console = _console()
     store = silence_store(stack, config.target, config.region, state_dir(stack))
     # On AWS with PagerDuty, "everything" is the service's maintenance window.
     windows = config.target == "aws" and config.alerting.pagerduty
@@ -113,20 +138,26 @@ def silence(stack: Stack = "onebox",
                   highlight=False)
 
 
-def alert_flush(stack: Stack = "onebox") -> None:
+def alert_flush(ctx: typer.Context, stack: StackOption = None) -> None:
     """Send the events waiting in the spool to PagerDuty, oldest first."""
-    result = AlertPipeline.for_stack(stack, _config(stack)).flush_spool()
-    console.print(f"sent {len(result.sent)}, rejected {len(result.rejected)}, still queued {result.remaining}")
+    from monitoring.alert_pipeline import AlertPipeline
+
+    stack, config = _config(ctx, stack)
+    result = AlertPipeline.for_stack(stack, config).flush_spool()
+    print(f"sent {len(result.sent)}, rejected {len(result.rejected)}, still queued {result.remaining}")
     if result.remaining:
-        _fail(result.error or "events remain queued")
+        _fail(result.error or "events remain queued", code=1)
 
 
-def pingdom_sync(stack: Stack = "onebox",
+def pingdom_sync(ctx: typer.Context, stack: StackOption = None,
                  integration_id: Annotated[list[int] | None, typer.Option(
-                     "--integration-id", help="Pingdom integration id of PagerDuty (repeatable).")] = None,
-                 shouldcontain: Annotated[str, typer.Option(help="Text /health must contain.")] = "ok") -> None:
+                     "--integration-id", metavar="ID", help="Pingdom integration id of PagerDuty (repeatable).")] = None,
+                 shouldcontain: Annotated[str, typer.Option(metavar="WORDS", help="Text /health must contain.")] = "ok") -> None:
     """Create or update the HTTPS check of the stack's public /health (1-minute resolution)."""
-    config = _config(stack)
+    from infra.secrets import SecretStore
+    from monitoring.pingdom import DEFAULT_BASE_URL, PingdomClient, PingdomError
+
+    stack, config = _config(ctx, stack)
     if not config.monitoring.pingdom:
         _fail(f"photostack:monitoring.pingdom is off for stack '{stack}'")
     token = SecretStore.for_stack(stack).get("pingdomToken")
@@ -138,8 +169,8 @@ def pingdom_sync(stack: Stack = "onebox",
         result = client.sync_check(f"photostack-{stack} /health", config.domain, "/health", shouldcontain,
                                    resolution=1, integration_ids=tuple(integration_id or ()))
     except PingdomError as exc:
-        _fail(str(exc))
-    console.print(f"pingdom check {result.check_id}: {result.action}")
+        _fail(str(exc), code=1)
+    print(f"pingdom check {result.check_id}: {result.action}")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,65 +1,151 @@
-"""ops: stand up and run the photostack photo-sharing stack (one-box or AWS)."""
+"""ops: stand up and run the photostack photo-sharing stack (one-box or AWS).
+
+Exit codes (every command): 0 ok · 1 failed · 2 bad input, config or lock · 3 changes pending
+(`converge --check --detailed-exitcode`). Errors go to stderr, one line each.
+"""
 
 from __future__ import annotations
 
 import sys
 from contextlib import nullcontext
+from typing import Annotated
 
-import sentry_sdk
 import typer
-from rich.console import Console
+from typer.core import TyperGroup
 
-from infra.config import ConfigError
-from infra.inventory import select
-from infra.secrets import SecretStore
-from ops import alerting, day2, plan, report
+from infra.config_errors import ConfigError
+from ops import alerting, day2, plan
+from ops.exit_codes import BAD_INPUT, CHANGES_PENDING, FAILED
 from ops.lock import LockHeld
-from ops.stack import Stack
-
-app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-console = Console()
+from ops.options import JsonOption, StackOption, YesOption, confirm, refuse, stack_name
 
 
-def load(ctx: typer.Context) -> Stack:
-    """The stack named by the global --stack option, validated (exit 2 on bad config)."""
-    return Stack.for_command(ctx.obj["stack"])
+class _OpsGroup(TyperGroup):
+    """Bad input or a held lock in any command: each problem one line on stderr, exit 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            refuse(exc)
+        except LockHeld as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise typer.Exit(BAD_INPUT) from None
+        except Exception as exc:
+            if type(exc).__module__.split(".")[0] not in ("botocore", "boto3"):
+                raise
+            print(_aws_error(ctx, exc), file=sys.stderr)
+            raise typer.Exit(FAILED) from None
+
+
+def _aws_error(ctx: typer.Context, error: Exception) -> str:
+    """One line for a failed AWS call: the stack, its region, the command and AWS's own message."""
+    stack = (ctx.obj or {}).get("resolved") or (ctx.obj or {}).get("stack", "?")
+    try:
+        from infra.config import load_stack_config
+
+        region = load_stack_config(stack).region
+    except Exception:  # noqa: BLE001 — the line is still useful without the region
+        region = "?"
+    return (f"error: AWS call failed (stack {stack}, region {region}, step `ops {ctx.invoked_subcommand}`): "
+            f"{type(error).__name__}: {error}")
+
+
+# Imports here stay light (no pydantic, rich, Fabric, Sentry, Pulumi): `ops --help` pays only for
+# typer; each command imports what it uses.
+app = typer.Typer(cls=_OpsGroup, help=__doc__, no_args_is_help=True, add_completion=True,
+                  pretty_exceptions_enable=False, rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"]})
+_debug = False
+
+
+def load(ctx: typer.Context, stack: str | None = None):
+    """The stack named by --stack, validated (exit 2 on bad config), with errors going to Sentry."""
+    from ops.stack import Stack
+
+    return Stack.for_command(stack_name(ctx, stack))
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"ops (photostack) {version('photostack')}")
+        except PackageNotFoundError:
+            print("ops (photostack) unknown version (not installed)")
+        raise typer.Exit()
 
 
 @app.callback()
 def main_options(
     ctx: typer.Context,
-    stack: str = typer.Option("onebox", "--stack", "-s", help="Stack name: reads Pulumi.<stack>.yaml."),
+    stack: Annotated[str, typer.Option("--stack", "-s", metavar="NAME",
+                                       help="Stack name: reads Pulumi.<NAME>.yaml (every command).")] = "onebox",
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an unexpected error.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
 ) -> None:
     """Stand up and run the photostack photo-sharing stack."""
+    global _debug
+    _debug = debug
     ctx.obj = {"stack": stack}
 
 
 def _exit_for(results: list) -> None:
     if any(r.failed for r in results):
-        raise typer.Exit(1)
+        raise typer.Exit(FAILED)
 
 
 @app.command()
-def up(ctx: typer.Context) -> None:
+def check(ctx: typer.Context, stack: StackOption = None, json_: JsonOption = False) -> None:
+    """Validate the stack config offline and say what it describes; touches nothing."""
+    from infra.config import load_stack_config, placeholder_secrets
+    from infra.topology import nodes
+
+    name = stack_name(ctx, stack)
+    config = load_stack_config(name)
+    summary = {"stack": name, "target": config.target, "nodes": len(nodes(config)),
+               "placeholderSecrets": placeholder_secrets(config)}
+    if json_:
+        import json
+
+        print(json.dumps(summary))
+        return
+    print(f"stack '{name}': valid {config.target} config, {summary['nodes']} service nodes")
+    for secret in summary["placeholderSecrets"]:
+        print(f"warning: photostack:{secret} still holds the shipped placeholder; "
+              f"set it with `pulumi config set --secret {secret}`", file=sys.stderr)
+
+
+@app.command()
+def up(ctx: typer.Context, stack: StackOption = None) -> None:
     """Bring the one-box up: its own sshd on loopback, then converge every role on it over SSH."""
-    stack = load(ctx)
+    from ops import report
+
+    loaded = load(ctx, stack)
+    console = report.console()
     with console.status("starting the one-box sshd on loopback…"):
-        stack.prepare_onebox()
-    with console.status(f"converging {len(stack.hosts)} host(s)…"):
-        results = stack.converge(stack.hosts)
+        loaded.prepare_onebox()
+    with console.status(f"converging {len(loaded.hosts)} host(s)…"):
+        results = loaded.converge(loaded.hosts, progress=report.progress(console))
     report.recap(console, results)
     _exit_for(results)
-    report.urls(console, stack)
+    report.urls(console, loaded)
 
 
 @app.command()
-def down(ctx: typer.Context) -> None:
+def down(ctx: typer.Context, stack: StackOption = None, yes: YesOption = False) -> None:
     """Stop the one-box services (data is kept); `ops up` starts them again."""
-    stack = load(ctx)
-    stack.prepare_onebox()
+    from ops import report
+
+    loaded = load(ctx, stack)
+    confirm(f"stop every service of stack {loaded.name}", yes)
+    loaded.prepare_onebox()
+    console = report.console()
     with console.status("stopping services…"):
-        results = stack.stop_services(stack.hosts)
-    stack.stop_onebox()
+        results = loaded.stop_services(loaded.hosts)
+    loaded.stop_onebox()
     report.recap(console, results)
     _exit_for(results)
 
@@ -67,51 +153,78 @@ def down(ctx: typer.Context) -> None:
 @app.command()
 def converge(
     ctx: typer.Context,
-    check: bool = typer.Option(False, "--check", help="Change nothing; report what would change."),
-    diff: bool = typer.Option(False, "--diff", help="Show unified diffs of files that change."),
-    role: list[str] = typer.Option(None, "--role", "-r", help="Only these roles (repeatable)."),
-    host: str = typer.Option(None, "--host", "-H", help="Only this host."),
-    local: bool = typer.Option(False, "--local", help="Converge this machine as --host, without SSH (EC2 boot)."),
-    force: bool = typer.Option(False, "--force", help="Take the stack's lock even if someone holds it (says what that breaks)."),
+    check: Annotated[bool, typer.Option("--check", help="Change nothing; report what would change.")] = False,
+    diff: Annotated[bool, typer.Option("--diff", help="Show unified diffs of files that change.")] = False,
+    role: Annotated[list[str] | None, typer.Option("--role", "-r", metavar="ROLE", help="Only these roles (repeatable).")] = None,
+    host: Annotated[str | None, typer.Option("--host", "-H", metavar="HOST", help="Only this host.")] = None,
+    local: Annotated[bool, typer.Option("--local", help="Converge this machine as --host, without SSH (EC2 boot).")] = False,
+    detailed_exitcode: Annotated[bool, typer.Option(
+        "--detailed-exitcode", help="With --check: exit 3 when changes are pending (0: none, 1: failed).")] = False,
+    json_: JsonOption = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Take the stack's lock even if someone holds it (says what that breaks).")] = False,
+    stack: StackOption = None,
 ) -> None:
     """Converge hosts to their roles' desired state (idempotent; `--check --diff` to preview)."""
-    stack = load(ctx)
-    stack.local = local
+    from infra.inventory import select
+    from ops import report
+
+    if (detailed_exitcode or json_) and not check:
+        raise ConfigError([f"{'--detailed-exitcode' if detailed_exitcode else '--json'}: goes with --check"])
+    loaded = load(ctx, stack)
+    loaded.local = local
     if local and not host:
         raise ConfigError(["--local needs --host NAME: the inventory name of this machine"])
-    if stack.config.target == "onebox" and not local:
-        stack.prepare_onebox()
-    hosts = select(stack.hosts, name=host)
+    if role:
+        from typing import get_args
+
+        from infra.topology import Role
+
+        known = get_args(Role)
+        unknown = sorted(set(role) - set(known))
+        if unknown:
+            raise ConfigError([f"--role {r}: no such role ({', '.join(known)})" for r in unknown])
+    hosts = select(loaded.hosts, name=host)
     if not hosts:
-        raise ConfigError([f"--host {host}: no such host in stack {stack.name}"])
+        raise ConfigError([f"--host {host}: no such host in stack {loaded.name}"])
+    if loaded.config.target == "onebox" and not local:
+        loaded.prepare_onebox()
+    console = report.console(stderr=json_)
     # A host converging itself at boot (--local) and a --check change nothing others must wait for.
     changing = nullcontext([]) if check or local else day2._changing(
-        stack, "converge" + (f" --host {host}" if host else "") + "".join(f" --role {r}" for r in role or ()), force)
-    try:
-        with changing, console.status(f"{'checking' if check else 'converging'} {len(hosts)} host(s)…"):
-            results = stack.converge(hosts, set(role) if role else None, check=check)
-    except LockHeld as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(2) from None
-    if diff:
-        report.diffs(console, results)
-    report.recap(console, results, check=check)
+        loaded, "converge" + (f" --host {host}" if host else "") + "".join(f" --role {r}" for r in role or ()), force)
+    with changing, console.status(f"{'checking' if check else 'converging'} {len(hosts)} host(s)…"):
+        results = loaded.converge(hosts, set(role) if role else None, check=check,
+                                  progress=report.progress(console, check))
+    if json_:
+        report.json_results(results)
+    else:
+        if diff:
+            report.diffs(console, results)
+        report.recap(console, results, check=check)
     _exit_for(results)
+    if detailed_exitcode and any(r.changed for r in results):
+        raise typer.Exit(CHANGES_PENDING)
 
 
-secret_app = typer.Typer(help="One-box secrets in the state dir (AWS uses Pulumi secrets).")
+secret_app = typer.Typer(help="One-box secrets in the state dir (AWS uses Pulumi secrets).", no_args_is_help=True)
 app.add_typer(secret_app, name="secret")
 
 
 @secret_app.command("set")
-def secret_set(ctx: typer.Context, name: str) -> None:
+def secret_set(ctx: typer.Context, name: Annotated[str, typer.Argument(metavar="NAME", help="Secret key, e.g. pagerdutyRoutingKey.")],
+               stack: StackOption = None) -> None:
     """Store a secret for the one-box (value read from stdin, never from the command line)."""
-    stack = load(ctx)
+    from infra.secrets import SecretStore
+
+    loaded = load(ctx, stack)
+    store = SecretStore.for_stack(loaded.name)
+    store.check_name(name)  # before reading a value for a name that could never be stored
     value = sys.stdin.readline().strip() if not sys.stdin.isatty() else typer.prompt(name, hide_input=True)
     if not value:
         raise ConfigError([f"photostack:{name}: empty value"])
-    SecretStore.for_stack(stack.name).set(name, value)
-    console.print(f"stored {name} for stack {stack.name}")
+    store.set(name, value)
+    print(f"stored {name} for stack {loaded.name}")
 
 
 # Commands of each area live in their own module and register themselves here.
@@ -119,16 +232,31 @@ for area in (alerting, day2, plan):
     area.register(app)
 
 
+def _log_traceback() -> str:
+    """Write the current exception's traceback to a new log file; its path."""
+    import tempfile
+    import traceback
+
+    fd, path = tempfile.mkstemp(prefix="photostack-ops-error-", suffix=".log")  # owner-only (0600)
+    with open(fd, "w") as handle:
+        handle.write(" ".join(sys.argv) + "\n" + traceback.format_exc())
+    return path
+
+
 def main() -> None:
-    """Entry point: one clear line per problem and exit 2 for bad config, never a traceback."""
+    """Entry point: one line per problem on stderr and the exit-code table, never a bare traceback."""
     try:
         app()
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        sys.exit(2)
-    except Exception as exc:  # noqa: BLE001 — one line for the operator, the traceback to Sentry
-        sentry_sdk.capture_exception(exc)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 — one line for the operator, the traceback to a log and Sentry
+        if _debug:
+            raise
+        import sentry_sdk
+
+        sentry_sdk.capture_exception(exc)  # a no-op unless the stack configured Sentry
         sentry_sdk.flush(timeout=5)
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        sys.exit(1)
+        print(f"error: {type(exc).__name__}: {exc} (traceback in {_log_traceback()}; --debug shows it)",
+              file=sys.stderr)
+        sys.exit(FAILED)

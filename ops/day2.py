@@ -1,44 +1,64 @@
 """`ops` commands of day-2 operations: deploy, rollback, status, failover, rebuild-replica,
-replace-node, queue, cache.
+replace-node, queue, cache, audit.
 
 Thin: parse, call ops/rollout.py, ops/failover.py, ops/maintenance.py, ops/overview.py, print. A failed step
-prints one line naming the host and the step, and exits 1; bad input exits 2.
+prints one line naming the host and the step on stderr, and exits 1; bad input or a held lock exits 2.
+Every command that changes the stack takes its one lock (`--force` takes it anyway), goes to the audit
+trail with its outcome, and with `--dry-run` prints its steps and changes nothing. Each command
+imports its work when it runs, so `ops --help` does not load Fabric and the roles.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from ops import audit, lock, maintenance, overview, rollout
-from ops import failover as fo
-from ops.lock import LockHeld
-from ops.remote import StepFailed
-from ops.stack import Stack
+from ops.exit_codes import BAD_INPUT, FAILED
+from ops.options import JsonOption, StackOption, YesOption, confirm, stack_name
 
-console = Console()
-StackName = Annotated[str, typer.Option("--stack", help="Stack name (Pulumi.<stack>.yaml).")]
-Shard = Annotated[int, typer.Option("--shard", help="Physical shard number.")]
+if TYPE_CHECKING:
+    from ops import failover as fo
+    from ops import rollout
+    from ops.stack import Stack
+
+StackName = StackOption
+Shard = Annotated[int, typer.Option("--shard", metavar="N", min=0, help="Physical shard number.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the steps; change nothing.")]
 Force = Annotated[bool, typer.Option("--force", help="Take the stack's lock even if someone holds it (says what that breaks).")]
 
 
-def _stack(ctx: typer.Context, stack: str | None) -> Stack:
-    name = stack or (ctx.obj or {}).get("stack", "onebox")
+class _LazyConsole:
+    """rich's Console, created on first use (rich costs ~0.1 s to import)."""
+
+    def __getattr__(self, name: str):
+        from rich.console import Console
+
+        real = Console()
+        globals()["console"] = real
+        return getattr(real, name)
+
+
+console = _LazyConsole()
+
+
+def _stack(ctx: typer.Context, stack: str | None, start: bool = True) -> Stack:
+    """The loaded stack; `start`: bring the one-box's sshd up (commands that change things)."""
+    from ops.stack import Stack
+
     # A ConfigError propagates to ops.cli.main: one line per problem on stderr, exit 2.
-    loaded = Stack.for_command(name)
-    if loaded.config.target == "onebox":
+    loaded = Stack.for_command(stack_name(ctx, stack))
+    if start and loaded.config.target == "onebox":
         loaded.prepare_onebox()
     return loaded
 
 
-def _fail(message: str, code: int = 1) -> NoReturn:
-    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+def _fail(message: str, code: int = FAILED) -> NoReturn:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -46,6 +66,8 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 def _changing(loaded: Stack, command: str, force: bool | None = None) -> Iterator[list[str]]:
     """A command that changes the stack: recorded in the audit trail with its outcome and, unless
     `force` is None (no lock), run under the stack's one lock. Yields notes to print."""
+    from ops import audit, lock
+
     notes: list[str] = []
     try:
         with audit.recorded(loaded, command, notes):
@@ -59,11 +81,6 @@ def _changing(loaded: Stack, command: str, force: bool | None = None) -> Iterato
             console.print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
 
 
-def _dry_stack(ctx: typer.Context, stack: str | None) -> Stack:
-    """The stack for a --dry-run: loaded, nothing started (the one-box's sshd stays as it is)."""
-    return Stack.for_command(stack or (ctx.obj or {}).get("stack", "onebox"))
-
-
 def _would(steps: list[str]) -> None:
     console.print("would:", highlight=False)
     for number, step in enumerate(steps, 1):
@@ -72,10 +89,12 @@ def _would(steps: list[str]) -> None:
 
 def _dry(steps) -> None:
     """Print the steps a deploy or rollback would take; a refusal is one line, exit 2."""
+    from ops import rollout
+
     try:
         _would(steps())
     except rollout.DeployFailed as exc:
-        _fail(str(exc), 2)
+        _fail(str(exc), BAD_INPUT)
 
 
 def _progress(step: str) -> None:
@@ -103,13 +122,15 @@ def _deployed(log: rollout.DeployLog, what: str) -> None:
 
 def deploy(
     ctx: typer.Context, stack: StackName = None,
-    version: Annotated[str | None, typer.Option("--version", help="Git revision to deploy (default: the working tree); pinned until the next plain deploy.")] = None,
+    version: Annotated[str | None, typer.Option("--version", metavar="REV", help="Git revision to deploy (default: the working tree); pinned until the next plain deploy.")] = None,
     force: Force = False, dry_run: DryRun = False,
 ) -> None:
     """Rolling, zero-downtime deploy of the app and workers: one node at a time out of the load
     balancer, switched, restarted, healthy, back in; a failing node rolls the deploy back."""
+    from ops import rollout
+
     if dry_run:
-        _dry(lambda: rollout.deploy_steps(_dry_stack(ctx, stack), version))
+        _dry(lambda: rollout.deploy_steps(_stack(ctx, stack, start=False), version))
         return
     loaded = _stack(ctx, stack)
     _roll(loaded, f"deploy {version or 'working tree'}",
@@ -118,8 +139,10 @@ def deploy(
 
 def rollback(ctx: typer.Context, stack: StackName = None, force: Force = False, dry_run: DryRun = False) -> None:
     """Roll the app and workers back to the release before the deployed one (same rolling steps)."""
+    from ops import rollout
+
     if dry_run:
-        _dry(lambda: rollout.rollback_steps(_dry_stack(ctx, stack)))
+        _dry(lambda: rollout.rollback_steps(_stack(ctx, stack, start=False)))
         return
     loaded = _stack(ctx, stack)
     _roll(loaded, "rollback", lambda progress: rollout.rollback(loaded, progress, force=force), "rolled back to")
@@ -128,19 +151,45 @@ def rollback(ctx: typer.Context, stack: StackName = None, force: Force = False, 
 def _roll(loaded: Stack, command: str, run, verb: str) -> None:
     """Run a deploy or rollback (it takes the lock itself); a held lock exits 2, a failed step 1,
     each with one line."""
+    from ops import rollout
+    from ops.lock import LockHeld
+    from ops.remote import StepFailed
+
     try:
         with _changing(loaded, command):
             log = run(_progress)
     except LockHeld as exc:
-        _fail(str(exc), 2)
+        _fail(str(exc), BAD_INPUT)
     except (rollout.DeployFailed, StepFailed) as exc:
         _fail(str(exc))
     _deployed(log, verb)
 
 
-def status(ctx: typer.Context, stack: StackName = None) -> None:
-    """Services, every paging alert's current value, shard roles, app health, lock, open alerts."""
-    view = overview.overview(_stack(ctx, stack))
+def status(ctx: typer.Context, stack: StackName = None, json_: JsonOption = False) -> None:
+    """Services, every paging alert's current value, shard roles, app health, lock, open alerts.
+
+    Read-only: it starts nothing (a stopped one-box shows its hosts unreachable); exit 1 when unhealthy."""
+    from dataclasses import asdict
+
+    from ops import overview
+
+    view = overview.overview(_stack(ctx, stack, start=False))
+    if json_:
+        import json
+
+        print(json.dumps({
+            "healthy": view.healthy,
+            "services": [dict(zip(("host", "role", "service", "state"), row)) for row in view.services],
+            "shards": [dict(zip(("shard", "cluster", "storedRole", "answersAs"), row)) for row in view.shards],
+            "readings": [{**asdict(r), "state": r.state} for r in view.readings],
+            "health": [dict(zip(("node", "answer"), row)) for row in view.health],
+            "deployLock": view.lock or None, "openAlerts": view.open_alerts,
+        }, indent=2))
+        if not view.healthy:
+            raise typer.Exit(FAILED)
+        return
+    from rich.table import Table
+
     services = Table("host", "role", "service", "state", title="services")
     for host, role, name, state in view.services:
         services.add_row(host, role, name, f"[green]{state}[/]" if state == "up" else f"[red]{state}[/]")
@@ -161,24 +210,28 @@ def status(ctx: typer.Context, stack: StackName = None) -> None:
     console.print(f"deploy lock: {view.lock or 'free'}", highlight=False)
     console.print(f"open alerts: {', '.join(view.open_alerts) or 'none'}", highlight=False)
     if not view.healthy:
-        raise typer.Exit(1)
+        raise typer.Exit(FAILED)
 
 
-def failover(ctx: typer.Context, shard: Shard, stack: StackName = None, force: Force = False,
-             dry_run: DryRun = False) -> None:
+def failover(ctx: typer.Context, shard: Shard, stack: StackName = None, yes: YesOption = False,
+             force: Force = False, dry_run: DryRun = False) -> None:
     """Fence shard N's primary, promote its replica, repoint pgbouncer, warm the cache."""
+    from ops import failover as fo
+    from ops.remote import StepFailed
+
     if dry_run:
         try:
-            _would(fo.failover_steps(_dry_stack(ctx, stack), shard))
+            _would(fo.failover_steps(_stack(ctx, stack, start=False), shard))
         except fo.FailoverError as exc:
-            _fail(str(exc), 2)
+            _fail(str(exc), BAD_INPUT)
         return
+    confirm(f"fence shard {shard}'s primary and promote its replica in stack {stack_name(ctx, stack)}", yes)
     loaded = _stack(ctx, stack)
     try:
         with _changing(loaded, f"failover --shard {shard}", force):
             log = fo.failover(loaded, shard, _progress)
-    except (fo.FailoverError, LockHeld) as exc:
-        _fail(str(exc), 2)
+    except fo.FailoverError as exc:
+        _fail(str(exc), BAD_INPUT)
     except StepFailed as exc:
         _fail(f"failover of shard {shard} stopped: {exc}")
     _steps(log)
@@ -187,31 +240,39 @@ def failover(ctx: typer.Context, shard: Shard, stack: StackName = None, force: F
 
 def rebuild_replica(
     ctx: typer.Context, shard: Shard, stack: StackName = None,
-    member: Annotated[str | None, typer.Option("--member", help="Rebuild this replica (e.g. shard0r1) even if in service.")] = None,
+    member: Annotated[str | None, typer.Option("--member", metavar="MEMBER", help="Rebuild this replica (e.g. shard0r1) even if in service.")] = None,
     force: Force = False, dry_run: DryRun = False,
 ) -> None:
     """Rebuild shard N's fenced (or named) member as a streaming replica and put it back in service."""
+    from ops import failover as fo
+    from ops.remote import StepFailed
+
     if dry_run:
         try:
-            _would(fo.rebuild_steps(_dry_stack(ctx, stack), shard, member))
+            _would(fo.rebuild_steps(_stack(ctx, stack, start=False), shard, member))
         except fo.FailoverError as exc:
-            _fail(str(exc), 2)
+            _fail(str(exc), BAD_INPUT)
         return
     loaded = _stack(ctx, stack)
     try:
         with _changing(loaded, f"rebuild-replica --shard {shard}" + (f" --member {member}" if member else ""), force):
             log = fo.rebuild_replica(loaded, shard, member, _progress)
-    except (fo.FailoverError, ValueError, LockHeld) as exc:
-        _fail(str(exc), 2)
+    except (fo.FailoverError, ValueError) as exc:
+        _fail(str(exc), BAD_INPUT)
     except StepFailed as exc:
         _fail(f"rebuild of shard {shard} stopped: {exc}")
     _steps(log)
 
 
-def replace_node(ctx: typer.Context, node: Annotated[str, typer.Argument(help="Node name, e.g. app-0.")],
-                 stack: StackName = None, force: Force = False,
+def replace_node(ctx: typer.Context, node: Annotated[str, typer.Argument(metavar="NODE", help="Node name, e.g. app-0.")],
+                 stack: StackName = None, yes: YesOption = False, force: Force = False,
                  dry_run: DryRun = False) -> None:
     """One-box: restart the node's services. AWS: relaunch its instance from its launch template."""
+    from ops import maintenance
+    from ops.remote import StepFailed
+
+    if not dry_run:
+        confirm(f"replace {node} in stack {stack_name(ctx, stack)}", yes)
     loaded = _stack(ctx, stack)
     try:
         if dry_run:  # reads only: no lock, nothing to audit
@@ -220,25 +281,30 @@ def replace_node(ctx: typer.Context, node: Annotated[str, typer.Argument(help="N
             with _changing(loaded, f"replace-node {node}", force):
                 done = maintenance.replace_node(loaded, node)
         console.print(done, highlight=False, soft_wrap=True)
-    except (ValueError, LockHeld) as exc:
-        _fail(str(exc), 2)
+    except ValueError as exc:
+        _fail(str(exc), BAD_INPUT)
     except StepFailed as exc:
         _fail(str(exc))
 
 
 queue_app = typer.Typer(help="Move waiting tasks off a backlogged queue and back (runbooks/queue_backlog.md).",
                         no_args_is_help=True)
-QueueName = Annotated[str, typer.Option("--queue", help="Queue name (thumbnails, feed).")]
-Limit = Annotated[int, typer.Option("--limit", help="Move at most this many messages.")]
+QueueName = Annotated[str, typer.Option("--queue", metavar="QUEUE", help="Queue name (thumbnails, feed).")]
+Limit = Annotated[int, typer.Option("--limit", metavar="N", min=1, help="Move at most this many messages.")]
 
 
 @queue_app.command("drain")
 def queue_drain(ctx: typer.Context, queue: QueueName = "feed", limit: Limit = 1_000_000, stack: StackName = None,
-                dry_run: DryRun = False) -> None:
+                yes: YesOption = False, dry_run: DryRun = False) -> None:
     """Move the queue's waiting messages to `<queue>.parked` (durable; nothing is lost)."""
+    from ops import maintenance
+    from ops.remote import StepFailed
+
     if dry_run:
-        _would(maintenance.move_queue_steps(_dry_stack(ctx, stack), queue, maintenance.parked(queue), limit))
+        _would(maintenance.move_queue_steps(_stack(ctx, stack, start=False), queue, maintenance.parked(queue), limit))
         return
+    confirm(f"move up to {limit} waiting message(s) of {queue} to {maintenance.parked(queue)} "
+            f"in stack {stack_name(ctx, stack)}", yes)
     loaded = _stack(ctx, stack)
     try:
         with _changing(loaded, f"queue drain --queue {queue}"):
@@ -252,8 +318,11 @@ def queue_drain(ctx: typer.Context, queue: QueueName = "feed", limit: Limit = 1_
 def queue_requeue(ctx: typer.Context, queue: QueueName = "feed", limit: Limit = 1_000_000, stack: StackName = None,
                   dry_run: DryRun = False) -> None:
     """Move the parked messages back to the queue, in order."""
+    from ops import maintenance
+    from ops.remote import StepFailed
+
     if dry_run:
-        _would(maintenance.move_queue_steps(_dry_stack(ctx, stack), maintenance.parked(queue), queue, limit))
+        _would(maintenance.move_queue_steps(_stack(ctx, stack, start=False), maintenance.parked(queue), queue, limit))
         return
     loaded = _stack(ctx, stack)
     try:
@@ -268,11 +337,15 @@ cache_app = typer.Typer(help="The photo cache (Memcached).", no_args_is_help=Tru
 
 
 @cache_app.command("flush")
-def cache_flush(ctx: typer.Context, stack: StackName = None, dry_run: DryRun = False) -> None:
+def cache_flush(ctx: typer.Context, stack: StackName = None, yes: YesOption = False, dry_run: DryRun = False) -> None:
     """Flush every Memcached node."""
+    from ops import maintenance
+    from ops.remote import StepFailed
+
     if dry_run:
-        _would([f"flush {node}" for node in maintenance.flush_cache(_dry_stack(ctx, stack), dry_run=True)])
+        _would([f"flush {node}" for node in maintenance.flush_cache(_stack(ctx, stack, start=False), dry_run=True)])
         return
+    confirm("flush every Memcached node", yes)
     loaded = _stack(ctx, stack)
     try:
         with _changing(loaded, "cache flush"):
@@ -283,11 +356,12 @@ def cache_flush(ctx: typer.Context, stack: StackName = None, dry_run: DryRun = F
 
 
 def audit_trail(ctx: typer.Context, stack: StackName = None,
-                limit: Annotated[int, typer.Option("--limit", min=1, help="Show the last N commands.")] = 50) -> None:
+                limit: Annotated[int, typer.Option("--limit", metavar="N", min=1, help="Show the last N commands.")] = 50) -> None:
     """The stack's audit trail: every changing `ops` command, who ran it, when, and how it ended."""
+    from ops import audit
+
     # Read-only: the one-box's sshd need not run.
-    loaded = Stack.for_command(stack or (ctx.obj or {}).get("stack", "onebox"))
-    for entry in audit.trail(loaded).read(limit):
+    for entry in audit.trail(_stack(ctx, stack, start=False)).read(limit):
         console.print(entry.line(), highlight=False, soft_wrap=True)
 
 

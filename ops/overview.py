@@ -8,6 +8,7 @@ member of each shard is primary, the deploy lock, the open alerts.
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from infra.inventory import Host
@@ -145,11 +146,21 @@ def _readings(host: str, plugin: str, lines: list[str]) -> list[Reading]:
 def overview(stack: Stack) -> Overview:
     """Read everything `ops status` shows."""
     result = Overview()
-    for host in stack.hosts:
+
+    def read(host: Host) -> str | StepFailed:
         try:
-            parse_host(host.name, run_step(host, stack.ssh, "status", host_script(stack, host)), result)
+            return run_step(host, stack.ssh, "status", host_script(stack, host))
         except StepFailed as exc:
-            result.services.append((host.name, "-", "ssh", f"down: {exc}"))
+            return exc
+
+    # Every host at once (one round trip each), folded in inventory order.
+    with ThreadPoolExecutor(max_workers=min(32, len(stack.hosts) or 1)) as pool:
+        outputs = list(pool.map(read, stack.hosts))
+    for host, output in zip(stack.hosts, outputs):
+        if isinstance(output, StepFailed):
+            result.services.append((host.name, "-", "ssh", f"down: {output}"))
+        else:
+            parse_host(host.name, output, result)
     primaries = stored_primaries(stack.config, stack.name)
     result.shards.sort()
     result.shards = [(s, n, stored + (" (rebuilding)" if _rebuilding(primaries, s, n) else ""), live)

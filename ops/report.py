@@ -4,9 +4,37 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.syntax import Syntax
-from rich.table import Table
 
 from roles.engine.executor import HostResult
+
+
+def console(stderr: bool = False) -> Console:
+    """The console commands print through (stderr when stdout carries JSON)."""
+    return Console(stderr=stderr)
+
+
+def progress(console: Console, check: bool = False):
+    """A callback printing one line per host as it finishes (long converges show where they are)."""
+    verb = "checked" if check else "converged"
+
+    def report(result: HostResult) -> None:
+        colour = "red" if result.failed else "yellow" if result.changed else "green"
+        console.print(f"[{colour}]{verb}[/] {result.host.name}: changed={len(result.changed)} "
+                      f"failed={len(result.failed)} ({result.seconds:.2f}s)", highlight=False)
+
+    return report
+
+
+def json_results(results: list[HostResult]) -> None:
+    """Per-host converge results as one JSON document on stdout (`converge --check --json`)."""
+    import json
+
+    print(json.dumps([
+        {"host": r.host.name, "ok": r.ok, "failed": [{"what": w, "why": y} for w, y in r.failed],
+         "changed": [{"resource": str(c.resource), "summary": c.summary} for c in r.changed],
+         "handlers": r.handlers_run, "seconds": round(r.seconds, 3)}
+        for r in results
+    ], indent=2))
 
 
 def recap(console: Console, results: list[HostResult], check: bool = False) -> None:
@@ -36,14 +64,6 @@ def diffs(console: Console, results: list[HostResult]) -> None:
             if change.diff:
                 console.print(f"[bold]{result.host.name}[/]: {change.resource}")
                 console.print(Syntax(change.diff, "diff", theme="ansi_dark", background_color="default"))
-
-
-def status(console: Console, rows: list[tuple[str, str, str, str]]) -> None:
-    """A table of host, role, service, state."""
-    table = Table("host", "role", "service", "state")
-    for host, role, service, state in rows:
-        table.add_row(host, role, service, f"[green]{state}[/]" if state == "up" else f"[red]{state}[/]")
-    console.print(table)
 
 
 def urls(console: Console, stack) -> None:

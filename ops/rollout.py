@@ -10,9 +10,9 @@ The story, under the deploy lock:
     they ran, then re-raise as DeployFailed naming the batch and why
     record the release (converge keeps a pinned one), prune old releases, mark it in Sentry
 
-Load balancers: nginx on one-box (the `drained` record marks the node `down`, a converge of the
-nginx role reloads it gracefully); ALB target groups on AWS (deregistration waits out the
-connection draining delay). Workers stop with Celery's warm shutdown (SIGTERM: running tasks
+Out of rotation: app servers are reached only through nginx (on AWS the ALB's target group holds
+the nginx hosts), so the `drained` record marks the node `down` in every nginx upstream and a
+converge of the nginx role reloads nginx gracefully (in-flight requests finish). Workers stop with Celery's warm shutdown (SIGTERM: running tasks
 finish; acks_late tasks not yet acknowledged go back to the queue).
 """
 
@@ -26,14 +26,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from infra.config import REPO_ROOT
-from infra.inventory import TAG_NODE, TAG_STACK, Host
+from infra.inventory import Host
 from infra.records import record
 from infra.topology import Node
 from ops import lock
-from ops.maintenance import Placed, deregister_targets, instance_targets, node_services, restart_script
+from ops.maintenance import Placed, node_services, restart_script
 from ops.remote import StepFailed, check_converged, run_step
 from ops.stack import Stack
 from roles.app import deploy as steps
@@ -98,7 +98,7 @@ class Balancer(Protocol):
 
 
 class NginxBalancer:
-    """One-box (and any nginx tier): the `drained` record lists nodes nginx marks `down`; a
+    """Every target (the app servers sit behind nginx, on one-box and on AWS): the `drained` record lists nodes nginx marks `down`; a
     converge of the nginx role re-renders the upstream and reloads gracefully (in-flight
     requests finish on the old workers)."""
 
@@ -110,7 +110,11 @@ class NginxBalancer:
     def _set(self, node: str, drained: bool) -> None:
         current = set(self.record.load() or [])
         self.record.save(sorted(current | {node} if drained else current - {node}))
-        check_converged(self.stack.converge(self.hosts, {"nginx"}), f"reload nginx ({'drain' if drained else 'restore'} {node})")
+        self.reload(f"reload nginx ({'drain' if drained else 'restore'} {node})")
+
+    def reload(self, step: str) -> None:
+        """Converge the nginx role of every nginx host: it renders the upstream from the record."""
+        check_converged(self.stack.converge(self.hosts, {"nginx"}), step)
 
     def drain(self, batch: Batch) -> None:
         self._set(batch.name, True)
@@ -119,47 +123,10 @@ class NginxBalancer:
         self._set(batch.name, False)
 
 
-class TargetGroupBalancer:
-    """AWS: deregister the node's instance from every target group holding it (the ALB stops
-    sending new requests and waits out the deregistration delay for in-flight ones), register
-    it again afterwards and wait until it is in service."""
-
-    def __init__(self, stack_name: str, ec2: Any, elbv2: Any):
-        self.stack_name, self.ec2, self.elbv2 = stack_name, ec2, elbv2
-        self.drained: dict[str, list[tuple[str, dict]]] = {}  # node → (target group ARN, target)
-
-    def instance(self, node: str) -> str:
-        """The running instance of `node` (by the stack's EC2 tags)."""
-        found = self.ec2.describe_instances(Filters=[
-            {"Name": f"tag:{TAG_STACK}", "Values": [self.stack_name]}, {"Name": f"tag:{TAG_NODE}", "Values": [node]},
-            {"Name": "instance-state-name", "Values": ["running"]},
-        ])
-        ids = [i["InstanceId"] for r in found["Reservations"] for i in r["Instances"]]
-        if len(ids) != 1:
-            raise StepFailed(f"{node}: expected one running instance tagged {TAG_NODE}={node}, found {len(ids)}")
-        return ids[0]
-
-    def drain(self, batch: Batch) -> None:
-        targets = instance_targets(self.elbv2, self.instance(batch.name))
-        deregister_targets(self.elbv2, targets)
-        self.drained.setdefault(batch.name, targets)
-
-    def restore(self, batch: Batch) -> None:
-        targets = self.drained.pop(batch.name, [])
-        for arn, target in targets:
-            self.elbv2.register_targets(TargetGroupArn=arn, Targets=[target])
-        for arn, target in targets:
-            self.elbv2.get_waiter("target_in_service").wait(TargetGroupArn=arn, Targets=[target])
-
-
 def balancer_for(stack: Stack) -> Balancer:
-    """nginx on one-box; the ALB's target groups on AWS."""
-    if stack.config.target == "onebox":
-        return NginxBalancer(stack)
-    import boto3  # AWS only
-
-    region = stack.config.region
-    return TargetGroupBalancer(stack.name, boto3.client("ec2", region_name=region), boto3.client("elbv2", region_name=region))
+    """nginx, on every target: the load balancer's target group holds the nginx hosts, never an
+    app server (infra/load_balancer.py), so an app node leaves rotation in nginx's upstream."""
+    return NginxBalancer(stack)
 
 
 # --- what to roll ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from infra import onebox
 from infra.config import ConfigError, StackConfig, load_stack_config
 from infra.inventory import Host, stack_hosts
 from infra.secrets import SecretStore
+from infra.shardstore import shard_map_store
 from infra.state import state_dir
 from roles.engine.context import RoleContext
 from roles.engine.converge import host_state
@@ -37,10 +38,13 @@ class Stack:
     @classmethod
     def for_command(cls, name: str) -> Stack:
         """The stack an `ops` command works on: loaded, with the CLI's own errors going to Sentry."""
-        from monitoring.sentry import init_for_stack
-
         stack = cls.load(name)
-        init_for_stack(stack.name, stack.config, "ops")  # no-op without a DSN
+        # sentry_sdk costs ~0.05 s to import: only when the stack can have a DSN (same rule as
+        # monitoring.sentry.dsn_for_stack: $PHOTOSTACK_SENTRY_DSN, or alerting.sentry on).
+        if os.environ.get("PHOTOSTACK_SENTRY_DSN") or stack.config.alerting.sentry:
+            from monitoring.sentry import init_for_stack
+
+            init_for_stack(stack.name, stack.config, "ops")  # no-op without a DSN
         return stack
 
     @property
@@ -110,10 +114,15 @@ class Stack:
     def desired(self, host: Host, roles: set[str] | None = None) -> DesiredState:
         return host_state(self.context(host), roles)
 
+    def check_shard_map(self) -> None:
+        """Stop (exit 2) on a config stating other shard counts than the stored map, which owns them."""
+        shard_map_store(self.config, self.name).check(self.config)
+
     def prepare_onebox(self) -> None:
         """Bring up the one-box's own sshd (only for the one-box target)."""
         if self.config.target != "onebox":
             raise ConfigError([f"photostack:target: stack '{self.name}' is {self.config.target}, not onebox"])
+        self.check_shard_map()  # before anything starts
         onebox.prepare(self.config, self.state)
         self.adopt_primaries()
 
@@ -148,11 +157,13 @@ class Stack:
         store.save(Primaries(found))  # recorded once: later commands read it instead of asking
 
     def converge(
-        self, hosts: list[Host], roles: set[str] | None = None, check: bool = False
+        self, hosts: list[Host], roles: set[str] | None = None, check: bool = False,
+        progress: Callable[[HostResult], None] | None = None,
     ) -> list[HostResult]:
-        """Converge (or check) hosts in parallel."""
+        """Converge (or check) hosts in parallel; `progress` hears of each host as it finishes."""
         self.secrets  # noqa: B018 — fail on a missing secret before touching any host
-        return converge_hosts(hosts, lambda h: self.desired(h, roles), self.ssh, check=check)
+        self.check_shard_map()
+        return converge_hosts(hosts, lambda h: self.desired(h, roles), self.ssh, check=check, progress=progress)
 
     def services(self, host: Host, roles: set[str] | None = None) -> DesiredState:
         """Only the services of a host's roles (what `status` and `down` look at)."""

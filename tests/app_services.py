@@ -1,6 +1,6 @@
 """Throwaway real servers for the app tests: PostgreSQL 15 (two databases = two physical
 shards) behind pgbouncer in transaction pooling mode, Redis, Memcached, RabbitMQ, and a real
-Celery worker. All on free 557xx loopback ports in a temp dir, torn down at session end.
+Celery worker. All on loopback ports the kernel picks, in a temp dir, torn down at session end.
 
 `running_stack()` (also used by bench/app_load.py --local) sets the app's environment
 variables and migrates the shards through pgbouncer; `app_stack` (session fixture) adds Django.
@@ -29,22 +29,23 @@ LOGICAL_SHARDS = 8
 PHYSICAL_SHARDS = 2
 DB_USER = "photostack"
 DB_PASSWORD = "test-password"
-PORT_RANGE = range(55700, 55999)
 
 
 def free_ports(count: int) -> list[int]:
-    """`count` loopback ports from PORT_RANGE nobody listens on now."""
-    ports = []
-    for port in PORT_RANGE:
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        ports.append(port)
-        if len(ports) == count:
-            return ports
-    raise RuntimeError("no free ports in 55700-55999")
+    """`count` distinct loopback ports the kernel hands out for port 0 right now.
+
+    The servers started on them (postgres, rabbitmq ...) cannot bind port 0 and report it, so the
+    port is picked here and released for them: no fixed range that parallel runs collide in, and
+    the kernel's choice is random, so the window between release and the server's bind is all
+    that remains."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:  # all held open until the last is bound: never the same port twice
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def wait_port(port: int, proc: subprocess.Popen | None, timeout: float, what: str) -> None:
@@ -132,6 +133,13 @@ def _start_pgbouncer(stack: AppStack) -> None:
     shutil.chown(conf, "postgres")
     for item in conf.iterdir():
         shutil.chown(item, "postgres")
+    start_pgbouncer(stack)
+
+
+def start_pgbouncer(stack: AppStack) -> None:
+    """pgbouncer with the stack's config (again, after a test stopped it); waits until it listens."""
+    conf = stack.root / "pgbouncer"
+    (conf / "pgbouncer.pid").unlink(missing_ok=True)  # left behind by a killed one: it would refuse to start
     proc = subprocess.Popen(as_user("postgres", ["pgbouncer", str(conf / "pgbouncer.ini")]),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     stack.procs["pgbouncer"] = proc
@@ -139,11 +147,21 @@ def _start_pgbouncer(stack: AppStack) -> None:
 
 
 def _start_redis_memcached(stack: AppStack) -> None:
+    start_redis(stack)
+    start_memcached(stack)
+
+
+def start_redis(stack: AppStack) -> None:
+    """Redis on the stack's port, empty (again, after a test stopped it)."""
     stack.procs["redis"] = subprocess.Popen(
         ["redis-server", "--port", str(stack.redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--dir", str(stack.root)],
         stdout=subprocess.DEVNULL, start_new_session=True,
     )
+
+
+def start_memcached(stack: AppStack) -> None:
+    """Memcached on the stack's port (again, after a test stopped it)."""
     stack.procs["memcached"] = subprocess.Popen(
         ["memcached", "-l", "127.0.0.1", "-p", str(stack.memcached_port), "-U", "0", "-u", "memcache", "-m", "32"],
         start_new_session=True,

@@ -17,6 +17,15 @@ from tests.fakes.sentry_server import SentryServer
 from tests.fakes.tls import CertificateFiles, make_certificates
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that uses the one-box requests the `onebox` fixture (so `ops up` ran, whatever ran
+    before it) and carries the `onebox` marker (so `-m "not onebox"` never touches this machine)."""
+    wrong = [item.nodeid for item in items
+             if ("onebox" in item.fixturenames) != (item.get_closest_marker("onebox") is not None)]
+    if wrong:
+        raise pytest.UsageError("the onebox marker and the onebox fixture go together; not in:\n  " + "\n  ".join(wrong))
+
+
 @pytest.fixture(scope="session")
 def test_certificates(tmp_path_factory: pytest.TempPathFactory) -> CertificateFiles:
     """A CA bundle plus a 127.0.0.1 server certificate signed by it."""

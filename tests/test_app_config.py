@@ -1,11 +1,19 @@
-"""Config from the environment: defaults, and one clear error naming a bad variable."""
+"""Config from the environment: defaults, one clear error naming a bad variable, and the app's own
+Memcached client spreading keys over several real servers."""
 
 from __future__ import annotations
 
-import pytest
+import subprocess
+import sys
+from collections import Counter
 
-from app.config import AppConfigError, load_app_config
+import pytest
+from pymemcache.client.base import Client
+
+from app.clients import memcache_client
+from app.config import AppConfigError, app_config, load_app_config
 from infra.config import INSTAGRAM_EPOCH_MS
+from tests.app_services import REPO, free_ports, wait_port
 
 BASE = {"PHOTOSTACK_SHARDMAP": "/etc/photostack/shardmap.json"}
 
@@ -54,12 +62,47 @@ def test_bad_values_name_the_variable(env, message):
     assert str(caught.value) == message
 
 
-def test_several_memcached_servers_spread_keys():
-    """Keys spread over servers deterministically (rendezvous hashing with CRC32)."""
-    from app.clients import _crc32
-    from pymemcache.client.rendezvous import RendezvousHash
+@pytest.fixture
+def three_memcached(monkeypatch):
+    """Three real memcached servers, and the app's config pointing at them (PHOTOSTACK_MEMCACHED)."""
+    ports = free_ports(3)
+    procs = [subprocess.Popen(["memcached", "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-u", "memcache", "-m", "8"],
+                              start_new_session=True) for port in ports]
+    try:
+        for port, proc in zip(ports, procs):
+            wait_port(port, proc, 10, "memcached")
+        env = {**BASE, "PHOTOSTACK_MEMCACHED": ",".join(f"127.0.0.1:{port}" for port in ports)}
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        app_config.cache_clear(), memcache_client.cache_clear()
+        yield ports, procs
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        app_config.cache_clear(), memcache_client.cache_clear()
 
-    ring = RendezvousHash(nodes=["a:1", "b:1", "c:1"], hash_function=_crc32)
-    placed = [ring.get_node(f"photo:{i}") for i in range(300)]
-    assert set(placed) == {"a:1", "b:1", "c:1"}
-    assert placed == [RendezvousHash(nodes=["a:1", "b:1", "c:1"], hash_function=_crc32).get_node(f"photo:{i}") for i in range(300)]
+
+KEYS = [f"photo:{i}" for i in range(300)]
+
+
+def test_the_apps_memcached_client_spreads_keys_and_every_process_agrees(three_memcached):
+    ports, procs = three_memcached
+    client = memcache_client()
+    client.set_many({key: key for key in KEYS}, expire=300)
+    servers = {port: Client(("127.0.0.1", port)) for port in ports}
+    holders = {key: [port for port, server in servers.items() if server.get(key) == key.encode()] for key in KEYS}
+    assert all(len(found) == 1 for found in holders.values())  # each key on exactly one server
+    per_server = Counter(found[0] for found in holders.values())
+    assert set(per_server) == set(ports) and min(per_server.values()) >= 50  # spread over all three
+    # Another process (another gunicorn worker, a Celery worker) finds every key where this one put it.
+    script = "from app.clients import memcache_client as m; c = m(); got = c.get_many(%r); print(sum(v == k.encode() for k, v in got.items()))" % KEYS
+    other = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert other.stdout.strip() == "300", other.stderr
+    # A server dies: its keys miss (no error on the request path); no other key moves.
+    procs[0].kill()
+    procs[0].wait()
+    memcache_client.cache_clear()
+    client = memcache_client()
+    for key, (port,) in holders.items():
+        assert client.get_many([key]).get(key) == (None if port == ports[0] else key.encode()), key

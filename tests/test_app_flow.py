@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import redis
 
@@ -141,6 +140,25 @@ def test_photo_that_does_not_decode_still_reaches_feeds(app_stack):
     assert feed[0]["id"] == str(record["id"]) and feed[0]["thumbnail_url"] is None
 
 
+def _nothing_left_to_deliver(app_stack) -> bool:
+    """The worker answers and holds no task (running or prefetched), and both queues are empty."""
+    import amqp
+
+    from app.celery import celery_app
+
+    inspect = celery_app.control.inspect(timeout=1.0)
+    active, reserved = inspect.active(), inspect.reserved()
+    if active is None or reserved is None or any(active.values()) or any(reserved.values()):
+        return False
+    conn = amqp.Connection(f"127.0.0.1:{app_stack.amqp_port}", userid="guest", password="guest")
+    conn.connect()
+    try:
+        channel = conn.channel()
+        return all(channel.queue_declare(queue, passive=True).message_count == 0 for queue in ("thumbnails", "feed"))
+    finally:
+        conn.close()
+
+
 def test_each_task_runs_once(app_stack):
     """Every queue has its own binding: a thumbnail task is not also delivered to `feed`."""
     from app import counters
@@ -154,7 +172,7 @@ def test_each_task_runs_once(app_stack):
     photo = post_photo(poster).json()
     wait_for(lambda: poster.get(f"/api/photos/{photo['id']}").json()["thumbnail_url"])
     wait_for(lambda: poster.get("/api/feed").json()["photos"])
-    time.sleep(0.5)  # a duplicate delivery would have run by now
+    wait_for(lambda: _nothing_left_to_deliver(app_stack))  # so a duplicate delivery would have run
     # The raw list behind the feed: repeats are only hidden on read.
     raw = redis.Redis(port=app_stack.redis_port).lrange(f"feed:{photo['user_id']}", 0, -1)
     assert [v.decode() for v in raw].count(photo["id"]) == 1

@@ -4,26 +4,17 @@ from __future__ import annotations
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from app.storage import LocalStorage, S3Storage
-from tests.app_services import free_ports
 
 
-@pytest.fixture(scope="module")
-def s3_client():
-    port = free_ports(1)[0]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    try:
-        client = boto3.client(
-            "s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
-            aws_access_key_id="test", aws_secret_access_key="test",
-        )
-        client.create_bucket(Bucket="photos")
-        yield client
-    finally:
-        server.stop()
+@pytest.fixture
+def s3_client(moto_account):
+    """S3 on the module's moto server, emptied for this test, with the bucket `photos`."""
+    client = boto3.client("s3", endpoint_url=moto_account, region_name="us-east-1",
+                          aws_access_key_id="test", aws_secret_access_key="test")
+    client.create_bucket(Bucket="photos")
+    return client
 
 
 def exercise(store) -> None:

@@ -50,19 +50,24 @@ def test_html_forms_refuse_posts_without_csrf_token(app_stack):
     assert response.status_code == 403
 
 
-def run_health(env: dict[str, str]) -> dict:
-    script = "import json; from app.health import check; print(json.dumps(check()))"
+def run_health(env: dict[str, str]) -> tuple[int, dict]:
+    """GET /health through the app's URL routing and view, in a fresh process: (status, JSON body)."""
+    script = ("import json, django; django.setup(); from django.test import Client; "
+              "r = Client().get('/health'); print(json.dumps([r.status_code, r.json()]))")
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    status, body = json.loads(done.stdout)
+    return status, body
 
 
-def test_health_names_what_is_down(app_stack):
+def test_health_answers_503_naming_what_is_down(app_stack):
+    """The load balancer's contract: 200 when every dependency answers, 503 naming the one that does not."""
     dead = free_ports(1)[0]
     env = {**os.environ, **{k: v for k, v in app_stack.env.items() if not k.startswith("_")}}
-    assert run_health({**env, "PHOTOSTACK_REDIS_URL": f"redis://127.0.0.1:{dead}/0"}) == {
-        "shard0": "ok", "shard1": "ok", "redis": "ConnectionError",
-    }
-    assert run_health({**env, "PHOTOSTACK_DB_PORT": str(dead)}) == {
-        "shard0": "PoolTimeout", "shard1": "PoolTimeout", "redis": "ok",
-    }
+    assert run_health(env) == (200, {"status": "ok", "checks": {"shard0": "ok", "shard1": "ok", "redis": "ok"}})
+    assert run_health({**env, "PHOTOSTACK_REDIS_URL": f"redis://127.0.0.1:{dead}/0"}) == (503, {
+        "status": "fail", "checks": {"shard0": "ok", "shard1": "ok", "redis": "ConnectionError"},
+    })
+    assert run_health({**env, "PHOTOSTACK_DB_PORT": str(dead)}) == (503, {
+        "status": "fail", "checks": {"shard0": "PoolTimeout", "shard1": "PoolTimeout", "redis": "ok"},
+    })

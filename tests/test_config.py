@@ -131,7 +131,7 @@ def test_malformed_yaml_is_one_line(tmp_path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_stack_config("broken", path=path)
     (line,) = caught.value.problems
-    assert line.startswith("Pulumi.broken.yaml: line") and "not valid YAML" in line
+    assert line.startswith("Pulumi.broken.yaml:3: not valid YAML"), line
 
 
 def test_missing_stack_file_through_the_real_command(tmp_path) -> None:

@@ -13,13 +13,13 @@ from infra.topology import nodes
 
 
 @pytest.fixture
-def aws(moto_endpoint, monkeypatch):
+def aws(moto_account, monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     requests = []
     session = boto3.session.Session(region_name="us-east-1")
-    clients = {name: session.client(name, endpoint_url=moto_endpoint) for name in ("ec2", "ssm")}
+    clients = {name: session.client(name, endpoint_url=moto_account) for name in ("ec2", "ssm")}
     clients["ec2"].meta.events.register("before-send", lambda request, **_: requests.append(request.url))
     clients["requests"] = requests
     return clients

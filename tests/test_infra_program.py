@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 from collections import Counter
 
+import boto3
 import pytest
 
 from infra.bootstrap import render_user_data
 from infra.config import ConfigError, load_stack_config
 from infra.fleet import CANONICAL_OWNER_ID, UBUNTU_2404_NAME
-from infra.inventory import TAG_NODE, TAG_ROLE, TAG_STACK
-from infra.plan import is_secret, placeholder_secret, reveal, run_plan
-from infra.policy.policies import UNTAGGABLE
+from infra.inventory import TAG_NODE, TAG_ROLE, TAG_STACK, Host
+from infra.plan import is_secret, reveal, run_plan
+from infra.secrets_store import ssm_secret_reader
+from infra.sharding import ShardMap
 from infra.topology import nodes
+from roles.engine.context import RoleContext
+from roles.engine.converge import host_state
+from tests.fakes.ssm_server import SsmServer
 from tests._infra_plans import by_name, dependency, plan_of, role_tag
 
 INSTANCE = "aws:ec2/instance:Instance"
@@ -75,6 +82,7 @@ def test_security_group_ingress_is_exactly_least_privilege():
         ("lb", 80, "0.0.0.0/0"),
         ("nginx", 80, "lb"),
         ("app", 8001, "nginx"),
+        ("nginx", 80, "munin_master"), ("app", 8001, "munin_master"),  # the health watcher's probes
         ("postgres", 5432, "app"), ("postgres", 5432, "worker"), ("postgres", 5432, "postgres"),
         ("redis", 6379, "app"), ("redis", 6379, "worker"), ("redis", 6379, "redis"),
         ("memcached", 11211, "app"), ("memcached", 11211, "worker"),
@@ -113,9 +121,21 @@ def test_the_pinned_image_is_checked_to_be_canonicals_ubuntu_2404():
     assert not args.get("mostRecent")
 
 
+# AWS resource types with no tags argument (written out here, not taken from the policy pack,
+# which the plan test must be able to contradict).
+CANNOT_BE_TAGGED = {
+    "aws:ec2/route:Route", "aws:ec2/routeTableAssociation:RouteTableAssociation",
+    "aws:ec2/volumeAttachment:VolumeAttachment", "aws:iam/rolePolicy:RolePolicy", "aws:route53/record:Record",
+    "aws:acm/certificateValidation:CertificateValidation", "aws:lb/targetGroupAttachment:TargetGroupAttachment",
+    "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", "aws:s3/bucketOwnershipControls:BucketOwnershipControls",
+    "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+    "aws:s3/bucketVersioning:BucketVersioning", "aws:sns/topicSubscription:TopicSubscription",
+}
+
+
 def test_every_taggable_resource_carries_stack_and_role():
     for resource in plan_of("prod").resources:
-        if resource.type.startswith("aws:") and resource.type not in UNTAGGABLE:
+        if resource.type.startswith("aws:") and resource.type not in CANNOT_BE_TAGGED:
             tags = resource.inputs.get("tags") or {}
             assert tags.get(TAG_STACK) == "prod" and tags.get(TAG_ROLE), resource.name
 
@@ -132,30 +152,53 @@ def test_user_data_installs_the_bundle_and_converges_the_node_roles():
     assert "roles: base, pgbouncer, app, munin_node." in app
 
 
+# Every secret the prod plan holds: the config's Pulumi secrets and the integration keys the
+# program creates (the PagerDuty Events v2 and CloudWatch integrations, the Sentry DSN).
+PROD_SECRETS = ("dbPassword", "replicationPassword", "pgbouncerAdminPassword", "redisPassword", "redisAdminPassword", "rabbitmqPassword", "erlangCookie",
+                "djangoSecretKey", "pingdomToken", "pagerdutyRoutingKey", "pagerdutyCloudwatchKey", "sentryDsn")
+
+
+def _plain_strings(value):
+    if is_secret(value):
+        return
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _plain_strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _plain_strings(item)
+    elif isinstance(value, str):
+        yield value
+
+
+def _secret_strings(value):
+    if is_secret(value):
+        yield json.dumps(reveal(value))
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _secret_strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _secret_strings(item)
+
+
 def test_no_secret_value_appears_outside_a_secret():
     plan = plan_of("prod")
-    secrets = [placeholder_secret(name) for name in ("dbPassword", "djangoSecretKey", "pagerdutyRoutingKey", "pagerdutyCloudwatchKey", "sentryDsn", "pingdomToken")]
-
-    def plain_strings(value):
-        if is_secret(value):
-            return
-        if isinstance(value, dict):
-            for item in value.values():
-                yield from plain_strings(item)
-        elif isinstance(value, list):
-            for item in value:
-                yield from plain_strings(item)
-        elif isinstance(value, str):
-            yield value
-
+    secrets = [f"PLAN-SECRET-{name}-do-not-leak" for name in PROD_SECRETS]
+    inside = " ".join(text for r in plan.resources for text in _secret_strings(r.inputs))
+    assert [s for s in secrets if s not in inside] == []  # each one really is in the plan, as a secret
     for resource in plan.resources:
-        for text in plain_strings(resource.inputs):
-            assert not any(s in text for s in secrets), resource.name
+        for text in _plain_strings(resource.inputs):
+            assert "PLAN-SECRET-" not in text, resource.name  # no placeholder at all, known or not
     parameters = {r.inputs["name"]: r.inputs for r in plan.of_type("aws:ssm/parameter:Parameter")}
-    assert all(p["type"] == "SecureString" and is_secret(p["value"]) for p in parameters.values())
-    assert reveal(parameters["/photostack/prod/dbPassword"]["value"]) == placeholder_secret("dbPassword")
+    secret_parameters = {name: p for name, p in parameters.items() if name.rsplit("/", 1)[1] in PROD_SECRETS}
+    # All but the CloudWatch key and the Pingdom token: no host reads them (PagerDuty, the Pingdom provider do).
+    assert sorted(n.rsplit("/", 1)[1] for n in secret_parameters) == sorted(set(PROD_SECRETS) - {"pagerdutyCloudwatchKey", "pingdomToken"})
+    assert all(p["type"] == "SecureString" and is_secret(p["value"]) for p in secret_parameters.values())
+    assert all(p["type"] == "String" and "value" not in p for n, p in parameters.items() if n not in secret_parameters)
+    assert reveal(parameters["/photostack/prod/dbPassword"]["value"]) == "PLAN-SECRET-dbPassword-do-not-leak"
     # The routing key and DSN come from the integrations the program creates.
-    assert reveal(parameters["/photostack/prod/sentryDsn"]["value"]) == placeholder_secret("sentryDsn")
+    assert reveal(parameters["/photostack/prod/sentryDsn"]["value"]) == "PLAN-SECRET-sentryDsn-do-not-leak"
 
 
 def test_user_data_renders_without_any_secret_even_when_values_are_known():
@@ -170,20 +213,92 @@ def _statements(plan, role):
     return {s["Sid"]: s for s in json.loads(policy)["Statement"]}
 
 
-def test_instance_profiles_grant_only_what_the_role_needs():
+def _readable_parameters(plan, role):
+    """The SSM parameter ARNs a role's instance profile may read (every ssm: statement)."""
+    return {
+        arn
+        for statement in _statements(plan, role).values()
+        if any(action.startswith("ssm:") for action in statement["Action"])
+        for arn in statement["Resource"]
+    }
+
+
+PARAMETER = "arn:aws:ssm:us-east-1:123456789012:parameter/photostack/prod/"
+APP_READS = ("dbPassword", "pgbouncerAdminPassword", "redisPassword", "rabbitmqPassword", "djangoSecretKey",
+             "sentryDsn", "shardmap", "primaries", "release")
+# What each role's hosts read from SSM when they converge (secrets, then records), nothing more.
+PROFILE_READS = {
+    "postgres": ("dbPassword", "replicationPassword", "pgbouncerAdminPassword", "shardmap", "primaries"),
+    "app": APP_READS,
+    "worker": APP_READS,
+    "redis": ("redisPassword", "redisAdminPassword"),
+    "rabbitmq": ("rabbitmqPassword", "erlangCookie"),
+    "memcached": (),
+    "nginx": ("drained",),
+    "munin_master": ("pagerdutyRoutingKey", "primaries"),
+}
+
+
+def test_instance_profiles_grant_exactly_the_parameters_each_role_reads():
     plan = plan_of("prod")
+    for role, names in PROFILE_READS.items():
+        assert _readable_parameters(plan, role) == {PARAMETER + name for name in names}, role
+        for statement in _statements(plan, role).values():
+            assert statement["Resource"] == ["*"] if statement["Sid"] == "Inventory" else "*" not in statement["Resource"]
+            assert not any(action.startswith("ssm:") and action != "ssm:GetParameter" for action in statement["Action"])
     postgres = _statements(plan, "postgres")
-    assert [a.split(":parameter", 1)[1] for a in postgres["Secrets"]["Resource"]] == [
-        "/photostack/prod/dbPassword",
-        "/photostack/prod/replicationPassword",
-    ]
     assert "MediaObjects" not in postgres
     nginx = _statements(plan, "nginx")
-    assert set(nginx) == {"ReleaseBundle", "Inventory"}
+    assert set(nginx) == {"ReleaseBundle", "Inventory", "Records"}
     app = _statements(plan, "app")
     (media,) = [b for b in plan.of_type("aws:s3/bucket:Bucket") if b.name == "storage-media"]
     assert app["MediaObjects"]["Resource"] == [f"{media.outputs['arn']}/*"]
-    assert "replicationPassword" not in json.dumps(app)
+
+
+def test_records_exist_before_any_host_boots_and_start_empty():
+    parameters = {r.inputs["name"]: r.inputs for r in plan_of("prod").of_type("aws:ssm/parameter:Parameter")}
+    for name in ("primaries", "release", "drained"):
+        parameter = parameters[f"/photostack/prod/{name}"]
+        assert (parameter["type"], parameter["insecureValue"]) == ("String", "null") and "value" not in parameter
+    shard_map = parameters["/photostack/prod/shardmap"]
+    assert shard_map["type"] == "String"
+    stored = json.loads(gzip.decompress(base64.b64decode(shard_map["insecureValue"])))
+    assert stored == json.loads(ShardMap.initial(load_stack_config("prod")).to_json())
+
+
+@pytest.fixture(scope="module")
+def prod_ssm():
+    """A local SSM holding every parameter of the prod plan, with its planned value."""
+    plan = plan_of("prod")
+    parameters = {
+        r.inputs["name"]: (r.inputs["type"], reveal(r.inputs["value"]) if "value" in r.inputs else r.inputs["insecureValue"])
+        for r in plan.of_type("aws:ssm/parameter:Parameter")
+    }
+    with SsmServer("us-east-1", parameters) as server:
+        yield plan, server
+
+
+@pytest.mark.parametrize("role", sorted(PROFILE_READS))
+def test_each_host_renders_its_roles_with_only_its_instance_profile(role, prod_ssm, monkeypatch):
+    """A host of each role renders everything it converges at boot while the SSM server enforces
+    the role's planned profile: a read it lacks is AccessDenied, as on AWS."""
+    plan, ssm = prod_ssm
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", ssm.url)
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(key, "testing")
+    config = load_stack_config("prod")
+    hosts = tuple(
+        Host(node.name, f"10.0.{i // 250}.{i % 250 + 4}", 22, "ubuntu", (node,), "ubuntu@198.51.100.1:22")
+        for i, node in enumerate(nodes(config))
+    )
+    host = next(h for h in hosts if h.nodes[0].role == role)
+    ssm.allowed, ssm.reads = _readable_parameters(plan, role), []
+    secret = ssm_secret_reader("prod", boto3.client("ssm", region_name="us-east-1"))
+    state = host_state(RoleContext(config, "prod", host, hosts, secret))
+    assert state.resources
+    records = {PARAMETER + name for name in ("shardmap", "primaries", "release", "drained")}
+    # Every record granted is one the roles render from (secrets may be read later, at run time).
+    assert {ssm.arn(name) for name in ssm.reads} & records == _readable_parameters(plan, role) & records
 
 
 def test_postgres_data_lives_on_encrypted_protected_volumes_in_the_node_az():

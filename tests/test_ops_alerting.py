@@ -9,6 +9,7 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
+from infra.config import REPO_ROOT, stack_file
 from infra.secrets import SecretStore
 from infra.state import state_dir
 from monitoring.alert_pipeline import AlertPipeline
@@ -75,37 +76,37 @@ def test_alerts_lists_local_log_and_open_alerts(app, state_root):
     assert "1 open" in result.output
 
 
-def test_alert_flush_sends_the_spool(app, state_root, pagerduty_server, test_certificates, monkeypatch):
-    document = yaml.safe_load(Path("Pulumi.onebox.yaml").read_text())
-    document["config"]["photostack:alerting"] = {"pagerduty": True}
-    stack_file = Path("Pulumi.flushdrill.yaml")
-    stack_file.write_text(yaml.safe_dump(document))
-    try:
-        SecretStore.for_stack("flushdrill").set("pagerdutyRoutingKey", "k" * 32)
-        AlertStore(state_dir("flushdrill")).spool({"event_action": "resolve", "dedup_key": "flushdrill/h/p/f"})
-        monkeypatch.setenv("PHOTOSTACK_PAGERDUTY_URL", pagerduty_server.url)
-        monkeypatch.setenv("PHOTOSTACK_PAGERDUTY_CA", str(test_certificates.ca_bundle))
-        result = runner.invoke(app, ["alert-flush", "--stack", "flushdrill"])
-    finally:
-        stack_file.unlink()
+def scratch_stack(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change) -> None:
+    """`Pulumi.<name>.yaml`: the one-box config changed by `change(document)`, in a scratch stacks
+    dir (never the working directory)."""
+    document = yaml.safe_load(stack_file("onebox", REPO_ROOT).read_text())
+    change(document["config"])
+    stacks = tmp_path / "stacks"
+    stacks.mkdir()
+    (stacks / f"Pulumi.{name}.yaml").write_text(yaml.safe_dump(document))
+    monkeypatch.setenv("PHOTOSTACK_STACKS_DIR", str(stacks))
+
+
+def test_alert_flush_sends_the_spool(app, state_root, pagerduty_server, test_certificates, monkeypatch, tmp_path):
+    scratch_stack("flushdrill", tmp_path, monkeypatch, lambda c: c.update({"photostack:alerting": {"pagerduty": True}}))
+    SecretStore.for_stack("flushdrill").set("pagerdutyRoutingKey", "k" * 32)
+    AlertStore(state_dir("flushdrill")).spool({"event_action": "resolve", "dedup_key": "flushdrill/h/p/f"})
+    monkeypatch.setenv("PHOTOSTACK_PAGERDUTY_URL", pagerduty_server.url)
+    monkeypatch.setenv("PHOTOSTACK_PAGERDUTY_CA", str(test_certificates.ca_bundle))
+    result = runner.invoke(app, ["alert-flush", "--stack", "flushdrill"])
     assert result.exit_code == 0, result.output
     assert "sent 1" in result.output
     assert pagerduty_server.events[0]["dedup_key"] == "flushdrill/h/p/f"
 
 
-def test_pingdom_sync_creates_then_leaves_the_check_alone(app, state_root, pingdom_server, test_certificates, monkeypatch):
-    document = yaml.safe_load(Path("Pulumi.onebox.yaml").read_text())
-    document["config"]["photostack:monitoring"]["pingdom"] = True
-    stack_file = Path("Pulumi.pingdrill.yaml")
-    stack_file.write_text(yaml.safe_dump(document))
-    try:
-        SecretStore.for_stack("pingdrill").set("pingdomToken", PINGDOM_TOKEN)
-        monkeypatch.setenv(PINGDOM_URL_ENV, pingdom_server.api_url)
-        monkeypatch.setenv(PINGDOM_CA_ENV, str(test_certificates.ca_bundle))
-        first = runner.invoke(app, ["pingdom", "sync", "--stack", "pingdrill", "--integration-id", "99"])
-        second = runner.invoke(app, ["pingdom", "sync", "--stack", "pingdrill", "--integration-id", "99"])
-    finally:
-        stack_file.unlink()
+def test_pingdom_sync_creates_then_leaves_the_check_alone(app, state_root, pingdom_server, test_certificates,
+                                                          monkeypatch, tmp_path):
+    scratch_stack("pingdrill", tmp_path, monkeypatch, lambda c: c["photostack:monitoring"].update(pingdom=True))
+    SecretStore.for_stack("pingdrill").set("pingdomToken", PINGDOM_TOKEN)
+    monkeypatch.setenv(PINGDOM_URL_ENV, pingdom_server.api_url)
+    monkeypatch.setenv(PINGDOM_CA_ENV, str(test_certificates.ca_bundle))
+    first = runner.invoke(app, ["pingdom", "sync", "--stack", "pingdrill", "--integration-id", "99"])
+    second = runner.invoke(app, ["pingdom", "sync", "--stack", "pingdrill", "--integration-id", "99"])
     assert "created" in first.output and "unchanged" in second.output
     [check] = pingdom_server.checks.values()
     assert check["hostname"] == "photostack.localhost" and check["integrationids"] == [99]

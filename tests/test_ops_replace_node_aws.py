@@ -211,7 +211,7 @@ def test_cli_replace_node_relaunches_it_from_its_launch_template_without_pulumi(
     ids, group, env = staging
     config = load_stack_config("staging")
     (node,) = [n for n in nodes(config) if n.name == "nginx-0"]
-    done = _ops(env, "replace-node", "nginx-0")
+    done = _ops(env, "replace-node", "nginx-0", "--yes")
     assert done.returncode == 0, done.stdout + done.stderr
     (new,) = [i for i in _node_instances(aws, "nginx-0") if i["InstanceId"] != ids["nginx-0"]]
     text = " ".join(done.stdout.split())  # rich wraps the line at the terminal's width
@@ -236,7 +236,7 @@ def test_cli_replaces_a_stopped_node(aws, staging):
     """A stopped instance is exactly one to replace, though the SSH inventory (running hosts) omits it."""
     ids, _, env = staging
     aws["ec2"].stop_instances(InstanceIds=[ids["app-1"]])
-    done = _ops(env, "replace-node", "app-1")
+    done = _ops(env, "replace-node", "app-1", "--yes")
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.startswith(f"replaced {ids['app-1']} with i-")
     assert _states(aws)[ids["app-1"]] in ("shutting-down", "terminated")
@@ -246,7 +246,7 @@ def test_cli_replaces_a_stopped_node(aws, staging):
 def test_a_missing_launch_template_changes_nothing(aws, staging):
     ids, _, env = staging
     aws["ec2"].delete_launch_template(LaunchTemplateId=aws["made"]["template-worker"])
-    done = _ops(env, "replace-node", "worker-0")
+    done = _ops(env, "replace-node", "worker-0", "--yes")
     assert done.returncode == 2
     assert "launch template of role worker in stack staging: expected one, found 0" in done.stdout + done.stderr
     assert _states(aws)[ids["worker-0"]] == "running" and len(_node_instances(aws, "worker-0")) == 1
@@ -255,21 +255,21 @@ def test_a_missing_launch_template_changes_nothing(aws, staging):
 def test_cli_unknown_missing_or_data_node_is_one_line_exit_2_and_terminates_nothing(aws, staging):
     ids, _, env = staging
     known = ", ".join(n.name for n in nodes(load_stack_config("staging")))
-    unknown = _ops(env, "replace-node", "app-9")
+    unknown = _ops(env, "replace-node", "app-9", "--yes")
     assert unknown.returncode == 2
-    assert unknown.stdout.splitlines() == [f"error: no node named 'app-9' in stack staging (nodes: {known})"]
+    assert unknown.stderr.splitlines() == [f"error: no node named 'app-9' in stack staging (nodes: {known})"]
 
     aws["ec2"].terminate_instances(InstanceIds=[ids["worker-0"]])
-    missing = _ops(env, "replace-node", "worker-0")
+    missing = _ops(env, "replace-node", "worker-0", "--yes")
     assert missing.returncode == 2
-    assert missing.stdout.splitlines() == [
+    assert missing.stderr.splitlines() == [
         "error: worker-0: no live instance tagged photostack:stack=staging, photostack:node=worker-0"
     ]
-    assert missing.stderr == ""
+    assert missing.stdout == ""
 
-    data = _ops(env, "replace-node", "postgres-0-primary")
+    data = _ops(env, "replace-node", "postgres-0-primary", "--yes")
     assert data.returncode == 2
-    assert data.stdout.splitlines() == [
+    assert data.stderr.splitlines() == [
         "error: postgres-0-primary: use `ops failover --shard N` / `ops rebuild-replica --shard N` (shard_primary_down.md)"
     ]
     assert {s for i, s in _states(aws).items() if i != ids["worker-0"]} == {"running"}
@@ -287,14 +287,14 @@ def test_cli_replace_node_waits_for_nobody_else_holding_the_shared_lock(aws, sta
     ssm = boto3.client("ssm", region_name="us-east-1", endpoint_url=aws["endpoint"])
     theirs = {"owner": "bob", "host": "bobs-laptop", "pid": 4242, "since": time.time() - 300, "purpose": "failover --shard 0"}
     ssm.put_parameter(Name="/photostack/staging/ops/lock", Value=json.dumps(theirs), Type="String")
-    refused = _ops(env, "replace-node", "app-0")
+    refused = _ops(env, "replace-node", "app-0", "--yes")
     assert refused.returncode == 2
     said = " ".join((refused.stdout + refused.stderr).split())  # one line, however rich wraps it
     assert said.startswith("error: deploy lock held: failover --shard 0 by bob@bobs-laptop (pid 4242)")
     assert _states(aws)[ids["app-0"]] == "running" and len(_node_instances(aws, "app-0")) == 1
 
     ssm.delete_parameter(Name="/photostack/staging/ops/lock")
-    done = _ops(env, "replace-node", "app-0")
+    done = _ops(env, "replace-node", "app-0", "--yes")
     assert done.returncode == 0, done.stdout + done.stderr
     with pytest.raises(ssm.exceptions.ParameterNotFound):  # released
         ssm.get_parameter(Name="/photostack/staging/ops/lock")

@@ -70,7 +70,7 @@ def test_429_is_retried_a_bounded_number_of_times(client, pingdom_server):
     started = time.monotonic()
     assert client.checks() == []
     assert len(pingdom_server.requests) == 3
-    assert 0.03 <= time.monotonic() - started < 5
+    assert time.monotonic() - started >= 0.03  # it waited between attempts (0.01 s, then 0.02 s)
 
 
 def test_persistent_429_surfaces_the_rate_limit_headers(client, pingdom_server):

@@ -10,7 +10,7 @@ from monitoring.sentry import DSN_ENV, RELEASE_ENV, init_for_stack, init_sentry,
 
 def _close() -> None:
     sentry_sdk.get_client().close()
-    sentry_sdk.init()  # back to an inactive client for the next test
+    sentry_sdk.get_global_scope().set_client(None)  # inactive for the next test (init() with no DSN is still active)
 
 
 def test_no_dsn_is_a_no_op():

@@ -19,7 +19,7 @@ deploy over any connection):
     ship_script(release) / shipped(release)
     switch_script(version) / switched(version)
     prune_script(keep)
-The services restart through their own Service stop/start (roles/app/role.py `restart_script`).
+The services restart through their own Service stop/start (ops/maintenance.py `restart_script`).
 """
 
 from __future__ import annotations

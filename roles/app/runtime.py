@@ -62,6 +62,7 @@ def app_env(ctx: RoleContext) -> str:
         sentry_dsn=ctx.secret("sentryDsn") if ctx.config.alerting.sentry else "",
         allowed_hosts=",".join(hosts),
         max_upload_bytes=10 * 1024 * 1024,
+        queue_budget_ms=d["app_queue_budget_ms"],
     )
 
 
@@ -149,7 +150,7 @@ def app_processes(ctx: RoleContext) -> list[tuple[File, Service]]:
         unit, pidfile = app_unit(ctx, node)
         argv = ["gunicorn", "app.wsgi:application", "-k", "gthread",
                 "-w", str(ctx.config.fleets.app.processes), "--threads", str(d["app_threads"]),
-                "-b", f"{address}:{port}", "--timeout", str(d["app_timeout"]),
+                "-b", f"{address}:{port}", "--backlog", str(d["app_backlog"]), "--timeout", str(d["app_timeout"]),
                 "--graceful-timeout", str(d["app_graceful_timeout"]), "--keep-alive", str(d["app_keepalive"]),
                 "--error-logfile", f"{d['app_log_dir']}/app-{port}.log", "--capture-output",
                 # Two instances share a home: their default control sockets would clash (unused).

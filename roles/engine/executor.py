@@ -210,15 +210,21 @@ def converge_hosts(
     ssh: SshSettings,
     check: bool = False,
     parallel: int = 32,
+    progress: Callable[[HostResult], None] | None = None,
 ) -> list[HostResult]:
-    """Converge many hosts in parallel; results in inventory order."""
+    """Converge many hosts in parallel; results in inventory order. `progress` hears of each
+    host as it finishes (from the worker threads)."""
 
     def one(host: Host) -> HostResult:
         try:
             state = state_for(host)
         except Exception as exc:  # noqa: BLE001 — a role that cannot render fails its host only
-            return HostResult(host, failed=[("roles", f"{type(exc).__name__}: {exc}")])
-        return converge_host(host, state, ssh, check)[0]
+            result = HostResult(host, failed=[("roles", f"{type(exc).__name__}: {exc}")])
+        else:
+            result = converge_host(host, state, ssh, check)[0]
+        if progress is not None:
+            progress(result)
+        return result
 
     if len(hosts) == 1:
         return [one(hosts[0])]

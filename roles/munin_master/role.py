@@ -30,12 +30,19 @@ class MuninHost:
     limits: tuple[tuple[str, str, str, str], ...]  # (plugin, field, level, value)
 
 
+def _unread_secret(name: str) -> str:
+    """Stands in for a peer's secret in plugin settings munin.conf does not list."""
+    return ""
+
+
 def munin_hosts(ctx: RoleContext) -> list[MuninHost]:
     """Every host's munin-node, with the per-field limits of the plugins it runs."""
     node = Node("munin_node", 0, "")
     found = []
     for host in ctx.hosts:
-        plugins = host_plugins(replace(ctx, host=host))
+        # Only names and limits go into munin.conf: the master never reads another host's passwords
+        # (its instance profile on AWS grants none of them).
+        plugins = host_plugins(replace(ctx, host=host, secret=_unread_secret))
         rows = tuple((p.name, f, level, v) for p in plugins for f, level, v in limits(ctx.config, p.kind))
         address = ctx.bind_address if ctx.onebox else host.address
         found.append(MuninHost(host.name, address, ctx.port(node), rows))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from infra.records import record
 from roles.engine.context import RoleContext
 from roles.engine.resources import Absent, DesiredState, Directory, File, Handler, Packages, Service
@@ -33,16 +35,25 @@ def load_balancer_cidrs(ctx: RoleContext) -> list[str]:
     return [] if ctx.onebox else [ctx.config.vpc_cidr]
 
 
+def inflight_limit(ctx: RoleContext, app_server_count: int) -> int:
+    """Requests this nginx lets into the app tier at once: its share of the app tier's threads."""
+    threads = app_server_count * ctx.config.fleets.app.processes * ctx.defaults("app")["app_threads"]
+    factor = float(ctx.defaults("nginx")["nginx_inflight_per_app_thread"])
+    return max(1, math.ceil(threads * factor / ctx.config.fleets.nginx.count))
+
+
 def desired(ctx: RoleContext) -> DesiredState:
     d = ctx.defaults("nginx")
     # One nginx per host: on one-box the first nginx node stands for the tier.
     node = ctx.host.nodes_of("nginx")[0]
     listen = f"{ctx.bind_address}:{ctx.port(node)}"
+    servers = app_servers(ctx)
     site = ctx.template(
         "nginx",
         "site.conf.j2",
         listen=listen,
-        app_servers=app_servers(ctx),
+        app_servers=servers,
+        inflight_limit=inflight_limit(ctx, len(servers)),
         media_root="/srv/photostack/media",
         load_balancer_cidrs=load_balancer_cidrs(ctx),
         munin_htmldir=ctx.defaults("munin_master").get("munin_master_htmldir", ""),

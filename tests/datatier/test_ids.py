@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
@@ -57,10 +56,8 @@ def test_a_million_concurrent_ids_across_shards_have_no_duplicates(datatier):
         with datatier.connect(datatier.primary_port(shard_map.physical_of(n)), physical_db(shard_map.physical_of(n))) as conn:
             return [r[0] for r in conn.execute(f"SELECT {schema_name(n)}.next_id() FROM generate_series(1, {per_shard})")]
 
-    started = time.monotonic()
-    with ThreadPoolExecutor(len(logical)) as pool:
+    with ThreadPoolExecutor(len(logical)) as pool:  # the rate is bench/ids.py's figure
         batches = list(pool.map(generate, logical))
-    assert time.monotonic() - started < 30
     ids = [i for batch in batches for i in batch]
     assert len(ids) == per_shard * len(logical) >= 1_000_000
     assert len(set(ids)) == len(ids)

@@ -3,7 +3,6 @@ the deploy drill test and bench/deploy.py."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from ops import rollout
@@ -15,15 +14,20 @@ from tests.drills.httpload import HttpLoad, LoadResult
 class DeployRun:
     log: rollout.DeployLog
     load: LoadResult
+    during: int  # requests completed while the deploy ran
 
 
-def deploy_under_load(stack: Stack, clients: int = 4, warmup_s: float = 1.0) -> DeployRun:
-    """`ops deploy` (the working tree) while `clients` threads GET pages through nginx."""
+def deploy_under_load(stack: Stack, clients: int = 4, warmup_requests: int = 100) -> DeployRun:
+    """`ops deploy` (the working tree) while `clients` threads GET pages through nginx: the load
+    is flowing before the deploy starts and still flowing after it ends."""
     load = HttpLoad(stack.config.onebox.http_port, ["/health", "/api/users/alice", "/api/users/bob"],
                    clients=clients, max_seconds=120).start()
     try:
-        time.sleep(warmup_s)
+        load.wait_for_more(warmup_requests)
+        before = load.result.total
         log = rollout.deploy(stack)
+        during = load.result.total - before
+        load.wait_for_more(warmup_requests)
     finally:
         result = load.stop()
-    return DeployRun(log, result)
+    return DeployRun(log, result, during)

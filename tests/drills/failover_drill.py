@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from ops import failover as fo
 from ops.failover import members
 from ops.stack import Stack
+from tests.drills.faults import wait_for
 from tests.drills.writeload import WriteLoad
 
 
@@ -33,7 +34,7 @@ def kill_postmaster(data_dir: str) -> None:
     subprocess.run(["bash", "-c", f"kill -9 $(head -1 {data_dir}/postmaster.pid)"], check=True)
 
 
-def run_failover_drill(stack: Stack, shard: int = 0, warmup_s: float = 2.0) -> FailoverResult:
+def run_failover_drill(stack: Stack, shard: int = 0, warmup_writes: int = 200) -> FailoverResult:
     """Write load → kill the primary → `ops failover` → measure → `ops rebuild-replica`."""
     found = members(stack, shard)
     old = found[0].cluster
@@ -42,7 +43,7 @@ def run_failover_drill(stack: Stack, shard: int = 0, warmup_s: float = 2.0) -> F
     load = WriteLoad(stack, shard)
     load.prepare()
     load.start(uuid.uuid4().hex[:8])
-    time.sleep(warmup_s)
+    wait_for(lambda: len(load.acked) >= warmup_writes, 30)  # writes flowing before the kill
     killed_at = time.monotonic()
     kill_postmaster(old.data_dir)
     acked_before = sum(1 for _, t in load.acked if t <= killed_at)

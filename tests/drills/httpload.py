@@ -69,6 +69,21 @@ class HttpLoad:
         self.result.seconds = time.monotonic() - self._started
         return self.result
 
+    def wait_for_more(self, count: int, timeout: float = 60.0) -> None:
+        """Block until `count` more requests have completed (answered or failed): the load really
+        ran over what happens meanwhile. Bounded: fails after `timeout` seconds."""
+        with self._lock:
+            start = self.result.total
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                done = self.result.total - start
+            if done >= count:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"load completed {done} of {count} requests within {timeout:.0f}s")
+            time.sleep(0.02)
+
     def _count(self, target: str, ok: bool, error: str = "", reconnect: bool = False) -> None:
         with self._lock:
             if reconnect:

@@ -8,8 +8,6 @@ converge has restarted the instance.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from ops.remote import check_converged
@@ -17,7 +15,7 @@ from tests.drills.appclient import ApiClient
 from tests.drills.faults import kill_tree, nginx_port, wait_for, watcher_paging_to
 from tests.drills.httpload import HttpLoad
 
-pytestmark = pytest.mark.onebox
+pytestmark = [pytest.mark.onebox, pytest.mark.drill]
 DEDUP = "onebox/onebox/health/app-0"
 
 
@@ -31,16 +29,16 @@ def test_killed_app_instance_fails_few_requests_pages_and_resolves(converged, pa
         load = HttpLoad(nginx_port(stack), ["/health", "/api/users/alice", like, "/api/users/bob"], clients=4,
                         max_seconds=90, headers={"Cookie": liker.cookie_header()}).start()
         try:
-            time.sleep(2)
+            load.wait_for_more(200)  # flowing before the kill
             killed = kill_tree("/run/photostack/app-8001.pid")
             paged = wait_for(lambda: pagerduty_server.incidents.get(DEDUP) == "triggered", 30)
-            time.sleep(1)  # load keeps hitting nginx while app-0 is gone
+            load.wait_for_more(300)  # load keeps hitting nginx while app-0 is gone
         finally:
             result = load.stop()
         check_converged(stack.converge(stack.hosts, {"app"}), "restart app-0")  # converge brings it back
         wait_for(lambda: pagerduty_server.incidents.get(DEDUP) == "resolved", 40)
     print(f"\nkilled pids {killed}: {result.describe()}")
-    assert paged and result.total > 500  # the load really ran through the outage
+    assert paged  # and the load ran through the outage: 300 requests after the page
     assert result.failed_ratio < 0.001, result.describe()
     assert liker.call("GET", f"/api/photos/{photo['id']}")[1]["like_count"] == 1  # a like counts once
     trigger = next(e for e in pagerduty_server.events if e["event_action"] == "trigger" and e["dedup_key"] == DEDUP)

@@ -15,13 +15,14 @@ from roles.app import release as rel
 from roles.app import runtime
 from tests.drills.deploy_drill import deploy_under_load
 
-pytestmark = pytest.mark.onebox
+pytestmark = [pytest.mark.onebox, pytest.mark.drill]
 
 
 def test_rolling_deploy_under_load_fails_no_request(converged):
     run = deploy_under_load(converged)
     print(f"\ndeploy {run.log.version}: {run.log.seconds:.1f}s; {run.load.describe()}")
-    assert run.load.total > 500 and run.load.failed == 0, run.load.describe()
+    # Requests completed all through the deploy (each batch restarts a node while they run).
+    assert run.during >= 3 * 10 and run.load.failed == 0, run.load.describe()
     assert run.log.version == rel.build_release().version
     assert [name for name, _ in run.log.steps][2:5] == [f"{b} → {run.log.version}" for b in ("app-0", "app-1", "worker-0")]
     assert record(converged.config, converged.name, "drained").load() == []  # every node back in rotation

@@ -10,7 +10,7 @@ from roles.postgres import commands
 from tests.drills.failover_drill import run_failover_drill
 from tests.drills.faults import wait_for
 
-pytestmark = pytest.mark.onebox
+pytestmark = [pytest.mark.onebox, pytest.mark.drill]
 
 
 def test_kill_shard_primary_under_write_load_loses_no_acknowledged_write(converged):
@@ -18,11 +18,9 @@ def test_kill_shard_primary_under_write_load_loses_no_acknowledged_write(converg
     print(f"\nfailover {result.old} → {result.new}: outage {result.outage_s:.2f}s, "
           f"{result.acked} acked ({result.acked_before_kill} before the kill), lost {result.lost}, "
           f"failover {result.failover_s:.2f}s, rebuild {result.rebuild_s:.2f}s")
-    assert result.new != result.old
-    assert result.acked_before_kill > 100  # the load really ran
+    assert result.new != result.old  # writes were flowing before the kill (the drill waits for 200)
     assert result.acked_after_failover >= 100  # writes resumed on the new primary
-    assert result.lost == 0
-    assert result.outage_s < 15
+    assert result.lost == 0  # how long they stopped is bench/failover.py's figure, not a test's
 
 
 def _received(stack, member: Member) -> int:

@@ -12,7 +12,7 @@ import amqp
 import pytest
 from pymemcache.client.base import Client as Memcache
 
-pytestmark = pytest.mark.onebox
+pytestmark = [pytest.mark.onebox, pytest.mark.drill]
 
 
 def ops(*args: str) -> str:

@@ -8,6 +8,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
+import pytest
 
 from app.shards import username_shard
 from infra.config import INSTAGRAM_EPOCH_MS
@@ -15,6 +16,8 @@ from infra.sharding import decode_id, physical_db, schema_name
 from infra.shardstore import stored_shard_map
 from tests.chromium import Browser
 from tests.e2e.conftest import OUTPUT, jpeg, wait_until
+
+pytestmark = pytest.mark.onebox
 
 MEDIA_ROOT = "/srv/photostack/media"
 

@@ -30,4 +30,4 @@ def test_photos_per_second_agrees_with_the_photos_posted_in_a_window(new_user, o
         after = photos_total(node)
     finally:
         node.close()
-    assert abs((after - before) - PHOTOS) <= 1, (before, after)
+    assert after - before == PHOTOS, (before, after)

@@ -1,7 +1,7 @@
 """On the converged one-box: munin-node serves every plugin, munin-cron builds the dashboard, nginx serves it.
 
-Converges only the monitoring roles and nginx (`ops converge --role ...`), twice: the second run
-must change nothing. Run with PHOTOSTACK_STATE_DIR pointing at the shared one-box state.
+On the one-box `ops up` brought up (the `onebox` fixture), converges the monitoring roles and nginx
+again (`ops converge --role ...`), twice: the second run must change nothing.
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ def converge() -> str:
 
 
 @pytest.fixture(scope="module")
-def stack() -> Stack:
+def stack(onebox: Stack) -> Stack:
     converge()
     again = converge()
     assert re.search(r"changed=0 failed=0", again), f"second converge changed something:\n{again}"
-    return Stack.load("onebox")
+    return onebox
 
 
 def test_munin_node_answers_fetch_for_every_plugin(stack):

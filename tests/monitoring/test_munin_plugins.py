@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import statistics
 
 import pytest
 
@@ -68,20 +67,19 @@ def test_counter_fields_are_derive_with_limits_from_the_environment():
 
 
 def test_redis_plugin_reads_a_live_instance(redis_port, tmp_path):
+    with socket.create_connection(("127.0.0.1", redis_port)) as client:  # 3 commands, whatever ran before
+        client.sendall(b"PING\r\nPING\r\nPING\r\n")
+        received = b""
+        while received.count(b"+PONG") < 3:
+            received += client.recv(100)
     values = parse_values(run_plugin("redis_", env={"port": str(redis_port)}, link_as="redis_primary",
                                      tmp=tmp_path)[0])
     assert int(values["used_memory"]) > 100_000
     assert int(values["clients"]) >= 1
-    assert int(values["ops"]) >= 1
+    assert int(values["ops"]) >= 3
     # A wrong password is a service we cannot read, not a crash.
     denied = parse_values(run_plugin("redis_", env={"port": str(redis_port), "password": "wrong"})[0])
     assert set(denied.values()) == {"U"}
-
-
-def test_plugins_answer_within_200ms(redis_port):
-    times = [run_plugin("photos_per_second", env={"port": str(redis_port)})[1] for _ in range(5)]
-    # Interpreter start-up included; the median keeps one slow start on a busy box from failing it.
-    assert statistics.median(times) < 0.2, times
 
 
 def test_nginx_counts_5xx_answers_incrementally_and_survives_rotation(tmp_path):

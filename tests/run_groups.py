@@ -1,0 +1,109 @@
+"""`make test`: the suite in groups, one after another, each shuffled, each against a time budget.
+
+Groups never run at once (the one-box tests converge this machine, and the box has 2 cores); inside
+a group pytest-randomly shuffles modules and the tests in each module with one seed, printed here
+and by pytest, so a failing order can be replayed:
+
+    .venv/bin/python -m tests.run_groups --seed 1234 [--group unit] [-- extra pytest args]
+
+A new seed is drawn on every run unless `--seed` (or PHOTOSTACK_TEST_SEED) gives one. At the end a
+table shows each group's result and duration against its budget; the run fails when a group fails
+or goes over its budget, naming which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+NO_TESTS = 5  # pytest's exit code when the marker expression selects nothing
+
+
+@dataclass(frozen=True)
+class Group:
+    """Tests selected by a marker expression, and how long CI lets them take."""
+
+    name: str
+    markers: str
+    budget_s: int
+
+
+# Every test is in exactly one group: the expressions partition the markers.
+GROUPS = (
+    Group("unit", "not onebox", 3 * 60),  # pure units, protocol fakes, throwaway servers
+    Group("one-box", "onebox and not drill", 8 * 60),  # the real one-box, converged by `ops up`
+    Group("app drills", "drill", 5 * 60),  # faults under load on the one-box
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    group: Group
+    exit_code: int
+    seconds: float
+
+    @property
+    def passed(self) -> bool:
+        return self.exit_code in (0, NO_TESTS)
+
+    @property
+    def over_budget(self) -> bool:
+        return self.seconds > self.group.budget_s
+
+
+def run_group(group: Group, seed: int, extra: list[str]) -> Outcome:
+    """One pytest run of the group, shuffled with `seed`."""
+    print(f"\n=== {group.name}: -m '{group.markers}', seed {seed}, budget {_minutes(group.budget_s)} ===", flush=True)
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "pytest", "-m", group.markers, "-p", "randomly",
+                           f"--randomly-seed={seed}", *extra], cwd=REPO)
+    return Outcome(group, done.returncode, time.monotonic() - started)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
+
+
+def report(outcomes: list[Outcome], seed: int) -> list[str]:
+    """The summary table, and one line per problem (empty when the run passed)."""
+    print(f"\n{'group':<12} {'result':<10} {'took':>6} {'budget':>7}")
+    problems = []
+    for o in outcomes:
+        result = ("no tests" if o.exit_code == NO_TESTS else "passed") if o.passed else f"FAILED ({o.exit_code})"
+        flag = "  OVER BUDGET" if o.over_budget else ""
+        print(f"{o.group.name:<12} {result:<10} {_minutes(o.seconds):>6} {_minutes(o.group.budget_s):>7}{flag}")
+        if not o.passed:
+            problems.append(f"group {o.group.name} failed (pytest exit {o.exit_code})")
+        if o.over_budget:
+            problems.append(f"group {o.group.name} took {_minutes(o.seconds)}, over its budget of "
+                            f"{_minutes(o.group.budget_s)}: speed it up or move tests out (see tests/run_groups.py)")
+    print(f"seed {seed}: replay with `.venv/bin/python -m tests.run_groups --seed {seed}`")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=os.environ.get("PHOTOSTACK_TEST_SEED"),
+                        help="shuffle with this seed (default: a new one)")
+    parser.add_argument("--group", action="append", choices=[g.name for g in GROUPS],
+                        help="run only this group (repeatable)")
+    parser.add_argument("pytest_args", nargs="*", help="passed to every pytest run (after --)")
+    args = parser.parse_args(argv)
+    seed = int(args.seed) if args.seed is not None else random.randrange(2**32)
+    groups = [g for g in GROUPS if not args.group or g.name in args.group]
+    outcomes = [run_group(group, seed, args.pytest_args) for group in groups]
+    problems = report(outcomes, seed)
+    for problem in problems:
+        print(f"make test: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
