@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_runbook_commands import INLINE, _help, _words
+from tests.test_runbook_commands import INLINE, _resolve, _words
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "aws.md"
 TEXT = DOC.read_text()
@@ -43,8 +43,9 @@ def test_the_doc_names_ops_commands():
 @pytest.mark.parametrize("command", COMMANDS)
 def test_each_ops_command_in_the_doc_exists(command):
     # `ops --stack prod converge`: the global option before the command
-    path, options = _words(re.sub(r"^ops --stack \S+ ", "ops ", re.sub(r"\s+", " ", command)))
-    found, help_text = _help(path)
-    assert found, f"`{command}`: no such ops command"
+    words, options = _words(re.sub(r"^ops --stack \S+ ", "ops ", re.sub(r"\s+", " ", command)))
+    path, found, problem = _resolve(words)
+    assert not problem, f"`{command}`: {problem}"
+    known = {opt for param in found.params for opt in param.opts if opt.startswith("--")}
     for option in options:
-        assert option in help_text, f"`{command}`: `ops {' '.join(found)}` has no {option}"
+        assert option in known, f"`{command}`: `ops {' '.join(path)}` has no {option}"
