@@ -8,6 +8,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import pytest
 
 pytestmark = pytest.mark.onebox
 
