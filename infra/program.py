@@ -116,8 +116,9 @@ def build(config: StackConfig, stack: str) -> dict[str, Any]:
                 data_volume_gb=config.postgres.volume_gb if role == "postgres" else None,
                 key_name=bastion.key_name,
                 silences_arn=silences_arn(stack, config.region) if role == "munin_master" else None,
-                # First boot goes out through the NAT routes, fetches the bundle, reads SSM.
-                boot_dependencies=[network, storage, parameters],
+                # First boot goes out through the NAT routes, fetches the bundle, reads its secrets
+                # and the records its roles render from in SSM.
+                boot_dependencies=[network, storage, parameters, records],
             ),
         )
         for role, role_nodes in nodes_by_role(config).items()
