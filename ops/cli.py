@@ -34,6 +34,11 @@ class _OpsGroup(TyperGroup):
         except Exception as exc:
             if type(exc).__module__.split(".")[0] not in ("botocore", "boto3"):
                 raise
+            import sentry_sdk
+
+            # One line for the operator, and the event to Sentry like any other failure.
+            sentry_sdk.capture_exception(exc)  # a no-op unless the stack configured Sentry
+            sentry_sdk.flush(timeout=5)
             print(_aws_error(ctx, exc), file=sys.stderr)
             raise typer.Exit(FAILED) from None
 
