@@ -226,7 +226,7 @@ def test_cli_replace_node_relaunches_it_from_its_launch_template_without_pulumi(
     assert own_tags == tags("staging", "nginx", "nginx-0", node="nginx-0")
     user_data = aws["ec2"].describe_instance_attribute(InstanceId=new["InstanceId"], Attribute="userData")
     script = base64.b64decode(user_data["UserData"]["Value"]).decode()
-    assert "ops converge --stack staging --host nginx-0 --local" in script and "staging-release-bucket" in script
+    assert "ops --stack staging converge --host nginx-0 --local" in script and "staging-release-bucket" in script
     # In the old one's target group instead of it; every other node untouched.
     assert _registered(aws, group) == {new["InstanceId"]}
     assert {s for i, s in _states(aws).items() if i != ids["nginx-0"]} == {"running"}
