@@ -9,8 +9,8 @@ from __future__ import annotations
 import importlib
 import sys
 from contextlib import nullcontext
-from typing import Annotated
 from types import ModuleType
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from typer.core import TyperGroup
@@ -20,6 +20,9 @@ from ops import alerting, day2, plan, recovery, shard_cli
 from ops.exit_codes import BAD_INPUT, CHANGES_PENDING, FAILED
 from ops.lock import LockHeld
 from ops.options import JsonOption, StackOption, YesOption, confirm, refuse, stack_name
+
+if TYPE_CHECKING:
+    from ops.stack import Stack
 
 
 class _OpsGroup(TyperGroup):
