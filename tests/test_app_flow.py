@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import redis
 
-from tests.app_helpers import post_photo, signed_up, unique_name, wait_for
+from tests.app_helpers import client_address, post_photo, signed_up, unique_name, wait_for
 
 
 def test_signup_login_logout_and_me(app_stack):
@@ -30,13 +30,13 @@ def test_signup_rejects_taken_and_malformed_names(app_stack):
     from django.test import Client
 
     _, user = signed_up("bob")
-    again = Client().post("/api/signup", {"username": user["username"].upper(), "password": "another pass"},
+    again = Client(REMOTE_ADDR=client_address()).post("/api/signup", {"username": user["username"].upper(), "password": "another pass"},
                           content_type="application/json")
     assert again.status_code == 409
-    bad = Client().post("/api/signup", {"username": "no spaces allowed", "password": "long enough"},
+    bad = Client(REMOTE_ADDR=client_address()).post("/api/signup", {"username": "no spaces allowed", "password": "long enough"},
                         content_type="application/json")
     assert bad.status_code == 400 and "username" in bad.json()["error"]
-    short = Client().post("/api/signup", {"username": unique_name("c"), "password": "short"},
+    short = Client(REMOTE_ADDR=client_address()).post("/api/signup", {"username": unique_name("c"), "password": "short"},
                           content_type="application/json")
     assert short.status_code == 400 and "password" in short.json()["error"]
 

@@ -46,7 +46,7 @@ def test_html_signup_upload_follow_and_feed(app_stack):
 def test_html_forms_refuse_posts_without_csrf_token(app_stack):
     from django.test import Client
 
-    client = Client(enforce_csrf_checks=True)
+    client = Client(enforce_csrf_checks=True, REMOTE_ADDR=client_address())
     response = client.post("/signup/", {"username": unique_name("csrf"), "password": "long enough"})
     assert response.status_code == 403
 

@@ -122,7 +122,7 @@ def test_every_page_links_a_runbook_that_exists(stack, monkeypatch):
 def test_rebuild_replica_member_as_the_runbooks_write_it(onebox):
     # replication_lag_high.md: `ops rebuild-replica --shard N --member shard<n>r<k>`
     wrong = ops("rebuild-replica", "--shard", "1", "--member", "shard1r7")
-    assert wrong.returncode == 2 and "--member shard1r7: not a replica of shard 1 (replicas: shard1r1)" in wrong.stdout
+    assert wrong.returncode == 2 and "--member shard1r7: not a replica of shard 1 (replicas: shard1r1)" in wrong.stderr
     done = ops("rebuild-replica", "--shard", "1", "--member", "shard1r1")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "wait until shard1r1 streams" in done.stdout and "back in service" in done.stdout
@@ -146,7 +146,7 @@ def test_down_then_up_keeps_data_and_prints_urls_that_answer_with_the_demo_login
 
     urls = re.findall(r"http://\S+", up.stdout)
     assert urls == [f"http://{box.address}:{box.http_port}/", f"http://{box.address}:{box.http_port}/health",
-                    f"http://{box.address}:{box.http_port}/munin/"]
+                    f"http://{box.address}:{box.http_port}/munin/", f"http://{box.address}:{box.http_port}/wallboard/"]
     for url in urls:
         with urllib.request.urlopen(url, timeout=10) as answer:
             assert answer.status == 200, url

@@ -66,7 +66,10 @@ class PgPair:
 
     def dump(self, logical: int) -> str:
         script = sql.dump_schema(self.source, logical).replace(SOCKET_DIR, str(self.root / "sock"))
-        return subprocess.run(script, shell=True, capture_output=True, text=True, check=True).stdout
+        done = subprocess.run(script, shell=True, capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"pg_dump of logical shard {logical}: {done.stderr.strip()}")
+        return done.stdout
 
     def copy(self, logical: int, timeout_s: float = 3600) -> None:
         """Schema, publication, subscription, initial copy done (ops/reshard.py `_copy`)."""

@@ -18,8 +18,9 @@ from tests.datatier.pgpair import PgPair, start_pair
 LOGICAL = 5
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def pair():
+    """A fresh pair per test: the tests run in any order, and each starts from an empty source."""
     started = start_pair()
     yield started
     started.stop()
@@ -66,6 +67,7 @@ def test_a_rolled_back_copy_leaves_nothing_and_writes_go_on(pair):
 
 
 def test_a_move_under_writes_loses_nothing_and_ids_continue(pair):
+    pair.create_logical(LOGICAL)
     writer = Writer(pair.dsn(pair.source))
     writer.start()
     time.sleep(0.3)
