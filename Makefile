@@ -13,7 +13,7 @@ TEST_OS_PACKAGES := chromium munin postgresql pgbouncer redis-server memcached r
 # The lab (tests marked `lab`): the base image, the hosts, their network and the relays.
 TEST_OS_PACKAGES += debootstrap systemd-container iptables socat haproxy
 
-.PHONY: up test down status bench setup os-packages test-os-packages
+.PHONY: up test down status bench setup os-packages test-os-packages lock
 
 up: setup
 	$(BIN)/ops up
@@ -40,7 +40,19 @@ os-packages:
 test-os-packages:
 	@dpkg -s $(TEST_OS_PACKAGES) >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(TEST_OS_PACKAGES); }
 
-$(VENV)/.installed: pyproject.toml
+# Every dependency (hosts and dev) from the one lock file, each file checked against its hashes;
+# then the project itself, which brings nothing else.
+$(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --require-hashes -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e .
 	touch $@
+
+# After changing a pin in pyproject.toml: re-resolve and re-hash every dependency (uv, in a venv of
+# its own so it is not itself a dependency). --universal: one lock for every platform and Python.
+UV_VERSION := 0.9.30
+lock:
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install -q uv==$(UV_VERSION)
+	.venv-lock/bin/uv pip compile pyproject.toml --extra test --generate-hashes --universal \
+		--python-version 3.11 --custom-compile-command "make lock" -o requirements.lock

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from monitoring.alert_pipeline import AlertPipeline  # noqa: E402
 from monitoring.alert_store import AlertStore  # noqa: E402
-from monitoring.health_watcher import Target, Watcher, WatcherConfig, probe  # noqa: E402
+from monitoring.health_watcher import Target, Watcher, probe  # noqa: E402
 from monitoring.pagerduty_events import PagerDutySender, RetryPolicy  # noqa: E402
 from monitoring.silences import SilenceStore  # noqa: E402
 from ops.stack import Stack  # noqa: E402

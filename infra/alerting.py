@@ -58,6 +58,9 @@ class Alerting(pulumi.ComponentResource):
                 name=f"photostack {args.environment}",
                 description=f"Pages of the photostack {args.environment} stack (runbooks linked in each alert).",
                 escalation_policy=policy,
+                # Urgency from each event's severity: critical and error page now (high),
+                # warning and info wait for working hours (low).
+                incident_urgency_rule={"type": "constant", "urgency": "severity_based"},
                 opts=child,
             )
             integration = pagerduty.ServiceIntegration(

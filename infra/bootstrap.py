@@ -7,12 +7,12 @@ applies it once the bundle's bucket name is known.
 from __future__ import annotations
 
 from functools import cache
-from importlib.metadata import version
 from pathlib import Path
 
 import jinja2
 
 from infra.inventory import Host
+from infra.lockfile import closure
 from infra.secrets_store import parameter_name
 from infra.topology import Node
 
@@ -47,7 +47,8 @@ def render_user_data(stack: str, node: Node, region: str, bucket: str, key: str)
         bucket=bucket,
         key=key,
         parameter_path=parameter_name(stack, ""),
-        boto3_version=version("boto3"),
         converge_attempts=CONVERGE_ATTEMPTS,
         converge_retry_s=CONVERGE_RETRY_S,
+        # boto3 and its dependencies from the lock file, with hashes: what fetches the bundle.
+        bootstrap_requirements=closure(["boto3"]),
     )

@@ -16,6 +16,7 @@ import pulumi_aws as aws
 import pulumi_pagerduty as pagerduty
 
 from infra.tagging import tags
+from monitoring.alerts import web_tier_alarm_name, web_tier_key
 
 ROLE = "alerting"
 CLOUDWATCH_VENDOR = "Amazon CloudWatch"
@@ -96,6 +97,21 @@ class CloudWatchPaging(pulumi.ComponentResource):
             endpoint=endpoint,
             # PagerDuty confirms the subscription itself; without this Pulumi would wait for a human.
             endpoint_auto_confirms=True,
+            opts=child,
+        )
+        # The web tier's alarm and the health watcher's probes of the same nodes: one incident
+        # (monitoring/alerts.py web_tier_key). The rule gives the alarm's events (ALARM and OK)
+        # the watcher's dedup key; every other event keeps its own.
+        pagerduty.EventOrchestrationService(
+            f"{name}-orchestration",
+            service=args.service_id,
+            enable_event_orchestration_for_service=True,
+            sets=[{"id": "start", "rules": [{
+                "label": "web_node_down: the load balancer's alarm joins the health watcher's incident",
+                "conditions": [{"expression": f"event.summary matches part '{web_tier_alarm_name(args.stack)}'"}],
+                "actions": {"extractions": [{"target": "event.dedup_key", "template": web_tier_key(args.stack)}]},
+            }]}],
+            catch_all={"actions": {}},
             opts=child,
         )
         self.topic_arn = topic.arn

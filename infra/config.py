@@ -169,6 +169,8 @@ def _matching(pattern: str, what: str) -> AfterValidator:
 InstanceType = Annotated[str, _matching(r"[a-z][a-z0-9-]*\.[a-z0-9-]+", "an EC2 instance type name (e.g. c5.large)")]
 NonEmpty = Annotated[str, _matching(r"[^\s\x00-\x1f](?:[^\x00-\x1f]{0,253}[^\s\x00-\x1f])?",
                                     "a non-empty name (at most 255 characters, no blanks at either end)")]
+# Old AMI ids have 8 hex digits, current ones 17.
+Ami = Annotated[str, _matching(r"ami-(?:[0-9a-f]{8}|[0-9a-f]{17})", "an AMI id (ami- and 8 or 17 hex digits)")]
 # Sentry slugs: lowercase letters, digits, '-' and '_', at most 50.
 SentrySlug = Annotated[str, _matching(r"[a-z0-9][a-z0-9_-]{0,49}", "a Sentry slug (lowercase letters, digits, - and _)")]
 
@@ -485,6 +487,14 @@ class StackConfig(Model):
     )
     hosted_zone: str | None = Field(
         None, description="Route53 public hosted zone of the domain (AWS only); default: the domain's parent."
+    )
+    ami: Ami | None = Field(
+        None,
+        description=(
+            "Image of every host's launch template (AWS only; required there). Pinned so a new upstream "
+            "image replaces nothing: changing it changes the templates only, and each node moves when it "
+            "is relaunched (`ops replace-node`, docs/aws.md)."
+        ),
     )
 
     @field_validator("domain", "hosted_zone")

@@ -110,8 +110,10 @@ def zones(config: StackConfig, keys: dict[str, Any], providers: dict[str, Any]) 
 
 
 def aws_shape(config: StackConfig) -> Problems:
-    """What an AWS stack needs: two zones, a web tier, a zone per replica."""
+    """What an AWS stack needs: a pinned image, two zones, a web tier, a zone per replica."""
     problems: Problems = []
+    if config.ami is None:
+        problems.append(("ami", "required on AWS (an Ubuntu 24.04 image id; see docs/aws.md \"The image, pinned\")"))
     distinct = len(set(config.availability_zones))
     if distinct < 2:
         problems.append(("availabilityZones", "needs at least 2 distinct zones on AWS"))

@@ -1,11 +1,12 @@
 """Fleets: one EC2 instance per node of a role, all from one launch template, plus the bastion.
 
-The launch template pins what every host of the role shares: Canonical's Ubuntu 24.04 LTS image,
+The launch template pins what every host of the role shares: the stack's pinned Ubuntu 24.04 LTS image,
 IMDSv2 only, an encrypted gp3 root volume and an instance profile allowed exactly what the role's
 bootstrap reads (its release bundle, its own SSM secrets and records, the EC2 tags that make the
-inventory).
-Each instance sits in its node's AZ; Postgres data lives on its own encrypted volume so replacing
-an instance (new image) keeps the data; every instance auto-recovers from a failed host.
+inventory). Each instance sits in its node's AZ; Postgres data lives on its own encrypted, protected
+volume so replacing an instance (new image) keeps the data; every instance auto-recovers from a
+failed host. A running instance ignores later template versions and user_data: nodes move to a new
+image one at a time, when relaunched (`ops replace-node`, see INSTANCE_IGNORE_CHANGES).
 """
 
 from __future__ import annotations
@@ -27,16 +28,25 @@ ROOT_VOLUME_GB = 30
 DATA_DEVICE = "/dev/sdf"
 
 
-def ubuntu_ami() -> pulumi.Output[str]:
-    """The newest Ubuntu 24.04 LTS (amd64, gp3) image published by Canonical."""
+def ubuntu_ami(image_id: str) -> pulumi.Output[str]:
+    """The pinned image `image_id`, looked up among Canonical's Ubuntu 24.04 LTS (amd64, gp3) images:
+    a mistyped id or someone else's image fails the preview instead of booting hosts."""
     return aws.ec2.get_ami_output(
         owners=[CANONICAL_OWNER_ID],
-        most_recent=True,
         filters=[
+            {"name": "image-id", "values": [image_id]},
             {"name": "name", "values": [UBUNTU_2404_NAME]},
             {"name": "virtualization-type", "values": ["hvm"]},
         ],
     ).id
+
+
+# A launch (a new instance) reads these from the launch template's latest version and the
+# rendered user_data; afterwards they must not replace a running host: a new image or new
+# bootstrap pins reach a node when it is relaunched (`ops replace-node`), one node at a time.
+# `ami` is read back from AWS after a launch from a newer template version.
+INSTANCE_IGNORE_CHANGES = ["ami", "launchTemplate", "userData", "userDataBase64"]
+LATEST_VERSION = "$Latest"
 
 
 def _root_volume() -> dict[str, object]:
@@ -87,6 +97,11 @@ class FleetArgs:
     """Backup bucket the role's pgBackRest reads and writes (postgres only)."""
     key_name: pulumi.Input[str] | None = None
     """EC2 key pair for SSH, if any."""
+    silences_arn: pulumi.Input[str] | None = None
+    """SSM path of the stack's silences, which the role's alert pipeline reads (munin master only)."""
+    boot_dependencies: list[pulumi.Resource] = field(default_factory=list)
+    """What an instance's first boot reads or goes through (NAT routes, the release object, SSM
+    parameters): each instance is created after them."""
     extra_tags: dict[str, str] = field(default_factory=dict)
     """Tags added to every instance."""
 
@@ -126,6 +141,12 @@ def profile_policy(args: FleetArgs) -> pulumi.Output[str]:
     ).apply(document)
 
 
+def silences_policy(path_arn: str) -> str:
+    """Read the silences every operator sets (`ops silence --host/--alert`, monitoring/silences.py)."""
+    statement = {"Sid": "Silences", "Effect": "Allow", "Action": ["ssm:GetParametersByPath"], "Resource": [path_arn]}
+    return json.dumps({"Version": "2012-10-17", "Statement": [statement]}, sort_keys=True)
+
+
 ASSUME_EC2 = json.dumps(
     {
         "Version": "2012-10-17",
@@ -147,7 +168,12 @@ class Fleet(pulumi.ComponentResource):
         role_tags = tags(args.stack, args.role, args.role)
         iam_role = aws.iam.Role(f"{name}-role", assume_role_policy=ASSUME_EC2, tags=role_tags, opts=child)
         self.role_arn = iam_role.arn
-        aws.iam.RolePolicy(f"{name}-policy", role=iam_role.id, policy=profile_policy(args), opts=child)
+        policy = aws.iam.RolePolicy(f"{name}-policy", role=iam_role.id, policy=profile_policy(args), opts=child)
+        policies = [policy]
+        if args.silences_arn is not None:
+            policies.append(aws.iam.RolePolicy(
+                f"{name}-silences", role=iam_role.id, policy=pulumi.Output.from_input(args.silences_arn).apply(silences_policy),
+                opts=child))
         profile = aws.iam.InstanceProfile(f"{name}-profile", role=iam_role.name, tags=role_tags, opts=child)
         template = aws.ec2.LaunchTemplate(
             f"{name}-template",
@@ -166,14 +192,20 @@ class Fleet(pulumi.ComponentResource):
         for node in args.nodes:
             instance = aws.ec2.Instance(
                 f"{name}-{node.name}",
-                launch_template={"id": template.id, "version": template.latest_version.apply(str)},
+                launch_template={"id": template.id, "version": LATEST_VERSION},
                 subnet_id=args.subnet_ids[node.az],
                 metadata_options=IMDSV2_ONLY,
                 user_data=args.release_bucket.apply(
                     lambda bucket, node=node: render_user_data(args.stack, node, args.region, bucket, args.bundle_key)
                 ),
                 tags={**tags(args.stack, args.role, node.name, node=node.name), **args.extra_tags},
-                opts=child,
+                # The policy too: the profile exists before its permissions do, and a first boot
+                # without them fails to fetch the bundle.
+                opts=pulumi.ResourceOptions(
+                    parent=self,
+                    depends_on=[*policies, profile, *args.boot_dependencies],
+                    ignore_changes=INSTANCE_IGNORE_CHANGES,
+                ),
             )
             if args.data_volume_gb:
                 self._data_volume(name, args, node, instance)
@@ -205,14 +237,18 @@ class Fleet(pulumi.ComponentResource):
             encrypted=True,
             # The snapshot policy (infra/backups.py) finds data volumes by this tag.
             tags={**tags(args.stack, args.role, f"{node.name}-data", node=node.name), SNAPSHOT_TAG[0]: SNAPSHOT_TAG[1]},
-            opts=pulumi.ResourceOptions(parent=self, protect=True),
+            # protect: `pulumi destroy` or a removed node refuses to delete it; retain_on_delete:
+            # even an unprotected delete leaves the volume (and its data) in the account.
+            opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True),
         )
         aws.ec2.VolumeAttachment(
             f"{name}-{node.name}-data-attachment",
             device_name=DATA_DEVICE,
             volume_id=volume.id,
             instance_id=instance.id,
-            opts=pulumi.ResourceOptions(parent=self),
+            # A volume attaches to one instance at a time: replacing the attachment (its instance
+            # was replaced) must detach from the old one before attaching to the new one.
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
         )
 
 
@@ -263,12 +299,12 @@ class Bastion(pulumi.ComponentResource):
         )
         instance = aws.ec2.Instance(
             f"{name}-instance",
-            launch_template={"id": template.id, "version": template.latest_version.apply(str)},
+            launch_template={"id": template.id, "version": LATEST_VERSION},
             subnet_id=args.subnet_id,
             associate_public_ip_address=True,
             metadata_options=IMDSV2_ONLY,
             tags=tags(args.stack, "bastion", "bastion", node="bastion"),
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=INSTANCE_IGNORE_CHANGES),
         )
         self.public_ip = instance.public_ip
         self.private_ip = instance.private_ip

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
 PINGDOM_API = "https://api.pingdom.com/api/3.1"
 # Properties whose change is an in-place update of the check (the name identifies it).
@@ -38,6 +38,22 @@ class PingdomCheckProvider(ResourceProvider):
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         changed = [key for key in ("name", *UPDATABLE, "api_url", "token") if olds.get(key) != news.get(key)]
         return DiffResult(changes=bool(changed), replaces=["name"] if "name" in changed else [], delete_before_replace=True)
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        """The check as Pingdom has it now, so `pulumi refresh` sees a check edited or deleted by
+        hand (a deleted one reads as gone: the next `up` creates it again)."""
+        from monitoring.pingdom import PingdomError
+
+        try:
+            live = _client(props).check(int(id_))
+        except PingdomError as exc:
+            if exc.status == 404:
+                return ReadResult(id_=None, outs={})
+            raise
+        http = live.get("type", {}).get("http", {})
+        seen = {"name": live.get("name"), "host": live.get("hostname"), "path": http.get("url"),
+                "resolution": live.get("resolution")}
+        return ReadResult(id_=id_, outs={**props, **seen})
 
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         _client(news).sync_check(**_check(news))
@@ -84,6 +100,8 @@ class UptimeArgs:
     """Public DNS name of the site."""
     pingdom_token: pulumi.Input[str]
     """Pingdom API token (a Pulumi secret)."""
+    dns_record: pulumi.Resource | None = None
+    """The site's DNS record: the check is created after it (before it, the first probes fail and page)."""
 
 
 class Uptime(pulumi.ComponentResource):
@@ -91,7 +109,9 @@ class Uptime(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: UptimeArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("photostack:monitoring:Uptime", name, None, opts)
+        after = [args.dns_record] if args.dns_record is not None else []
         PingdomCheck(
-            f"{name}-pingdom", PingdomCheckArgs(args.domain, args.pingdom_token), pulumi.ResourceOptions(parent=self)
+            f"{name}-pingdom", PingdomCheckArgs(args.domain, args.pingdom_token),
+            pulumi.ResourceOptions(parent=self, depends_on=after),
         )
         self.register_outputs({})

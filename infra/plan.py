@@ -13,6 +13,7 @@ import contextvars
 import gc
 import hashlib
 import ipaddress
+import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -32,7 +33,6 @@ SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 SIG_KEY = "4dabf18193072939515e22adb298388d"
 # The canonical hosted zone id of ALBs in us-east-1 (AWS publishes one per region).
 ALB_ZONE_ID = "Z35SXDOTRQ7X7K"
-CANONICAL_UBUNTU_AMI = "ami-0ubuntu2404noble"
 MOCK_ACCOUNT = "123456789012"
 
 
@@ -54,6 +54,11 @@ class PlannedResource:
     outputs: dict[str, Any] = field(default_factory=dict)
     property_dependencies: dict[str, list[str]] = field(default_factory=dict)
     """Input name to the URNs of the resources its value came from."""
+    dependencies: list[str] = field(default_factory=list)
+    """URNs of every resource it waits for (inputs and `depends_on`)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Resource options that decide replacement and deletion: ignore_changes, protect,
+    retain_on_delete, delete_before_replace, replace_on_changes."""
 
 
 @dataclass
@@ -113,7 +118,9 @@ class PlanMocks(pulumi_mocks.Mocks):
     def call(self, args: pulumi_mocks.MockCallArgs) -> dict[str, Any]:
         self.lookups.append((args.token, dict(args.args)))
         if args.token == "aws:ec2/getAmi:getAmi":
-            return {"id": CANONICAL_UBUNTU_AMI, "imageId": CANONICAL_UBUNTU_AMI, "ownerId": args.args["owners"][0]}
+            # The pinned image, as AWS answers a lookup by image id among Canonical's images.
+            image = next(f["values"][0] for f in args.args["filters"] if f["name"] == "image-id")
+            return {"id": image, "imageId": image, "ownerId": args.args["owners"][0]}
         if args.token == "aws:route53/getZone:getZone":
             return {"id": f"Z-{args.args['name']}", "zoneId": f"Z-{args.args['name']}", "name": args.args["name"]}
         if args.token == "pagerduty:index/getEscalationPolicy:getEscalationPolicy":
@@ -138,6 +145,13 @@ class PlanMocks(pulumi_mocks.Mocks):
         return outputs
 
 
+def _template_version(inputs: dict[str, Any]) -> int:
+    """A launch template's latest version: AWS adds one whenever its inputs change, so a mocked
+    version derived from the inputs differs between two plans exactly when they do."""
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
+    return 1 + int(digest, 16) % 1000
+
+
 def _certificate(_m: PlanMocks, args: pulumi_mocks.MockResourceArgs, _id: str) -> dict[str, Any]:
     domain = args.inputs["domainName"]
     return {
@@ -156,7 +170,7 @@ _COMPUTED = {
     "aws:ec2/subnet:Subnet": PlanMocks.subnet,
     "aws:ssm/parameter:Parameter": lambda m, a, _i: {"arn": f"arn:aws:ssm:{m.region}:{MOCK_ACCOUNT}:parameter{a.inputs['name']}"},
     "aws:ec2/instance:Instance": PlanMocks.instance,
-    "aws:ec2/launchTemplate:LaunchTemplate": lambda _m, _a, _i: {"latestVersion": 1},
+    "aws:ec2/launchTemplate:LaunchTemplate": lambda _m, a, _i: {"latestVersion": _template_version(a.inputs)},
     "aws:acm/certificate:Certificate": _certificate,
     "aws:acm/certificateValidation:CertificateValidation": lambda _m, a, _i: {"certificateArn": a.inputs["certificateArn"]},
     "aws:route53/record:Record": lambda _m, a, _i: {"fqdn": a.inputs["name"]},
@@ -182,13 +196,21 @@ class PlanMonitor(pulumi_mocks.MockMonitor):
 
     def __init__(self, mocks: PlanMocks) -> None:
         super().__init__(mocks)
-        self.registrations: list[tuple[str, str, str, str, bool, dict[str, list[str]]]] = []
+        self.registrations: list[tuple[str, str, str, str, bool, dict[str, list[str]], list[str], dict[str, Any]]] = []
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
         response = super().RegisterResource(request)
         dependencies = {key: list(value.urns) for key, value in request.propertyDependencies.items()}
+        options = {
+            "ignore_changes": sorted(request.ignoreChanges),
+            "protect": request.protect,
+            "retain_on_delete": request.retainOnDelete,
+            "delete_before_replace": request.deleteBeforeReplace,
+            "replace_on_changes": sorted(request.replaceOnChanges),
+        }
         self.registrations.append(
-            (response.urn, request.parent, request.type, request.name, request.custom, dependencies)
+            (response.urn, request.parent, request.type, request.name, request.custom, dependencies,
+             list(request.dependencies), options)
         )
         return response
 
@@ -218,11 +240,11 @@ def _run(config: StackConfig, stack: str) -> Plan:
         asyncio.set_event_loop(None)
         loop.close()
     resources = []
-    for urn, parent, type_, name, custom, dependencies in monitor.registrations:
+    for urn, parent, type_, name, custom, dependencies, waits_for, options in monitor.registrations:
         if type_ == "pulumi:pulumi:Stack":
             continue
         inputs, state = mocks.inputs.get((type_, name), ({}, {}))
-        resources.append(PlannedResource(type_, name, urn, parent, custom, inputs, state, dependencies))
+        resources.append(PlannedResource(type_, name, urn, parent, custom, inputs, state, dependencies, waits_for, options))
     return Plan(stack, resources, outputs, mocks.lookups)
 
 

@@ -10,6 +10,7 @@ from collections import defaultdict
 from typing import Any
 
 import pulumi
+import pulumi_aws as aws
 
 from infra.alerting import Alerting, AlertingArgs
 from infra.backup_naming import backup_bucket_name
@@ -27,6 +28,7 @@ from infra.sharding import ShardMap
 from infra.shardstore import pack_shard_map
 from infra.storage import Storage, StorageArgs
 from infra.topology import Node, nodes
+from monitoring.silences import silences_path
 
 MUNIN_MASTER_INSTANCE_TYPE = "t3.small"
 
@@ -46,6 +48,12 @@ def nodes_by_role(config: StackConfig) -> dict[str, list[Node]]:
     for node in nodes(config):
         groups[node.role].append(node)
     return dict(groups)
+
+
+def silences_arn(stack: str, region: str) -> pulumi.Output[str]:
+    """ARN of the SSM path holding the stack's silences (what GetParametersByPath is checked against)."""
+    account = aws.get_caller_identity_output().account_id
+    return pulumi.Output.concat(f"arn:aws:ssm:{region}:", account, f":parameter{silences_path(stack).rstrip('/')}")
 
 
 def build(config: StackConfig, stack: str) -> dict[str, Any]:
@@ -86,7 +94,7 @@ def build(config: StackConfig, stack: str) -> dict[str, Any]:
     parameters = SecretParameters("secrets", SecretParametersArgs(stack, values))
     records = RecordParameters("records", RecordParametersArgs(stack, pack_shard_map(ShardMap.initial(config))))
 
-    ami = ubuntu_ami()
+    ami = ubuntu_ami(config.ami)
     bastion = Bastion(
         "bastion",
         BastionArgs(stack, ami, network.public_subnet_ids[zones[0]], groups.ids["bastion"], config.ssh_public_key),
@@ -112,6 +120,10 @@ def build(config: StackConfig, stack: str) -> dict[str, Any]:
                 data_volume_gb=config.postgres.volume_gb if role == "postgres" else None,
                 backup_bucket_arn=backups.bucket_arn if role == "postgres" else None,
                 key_name=bastion.key_name,
+                silences_arn=silences_arn(stack, config.region) if role == "munin_master" else None,
+                # First boot goes out through the NAT routes, fetches the bundle, reads its secrets
+                # and the records its roles render from in SSM.
+                boot_dependencies=[network, storage, parameters, records],
             ),
         )
         for role, role_nodes in nodes_by_role(config).items()
@@ -137,9 +149,9 @@ def build(config: StackConfig, stack: str) -> dict[str, Any]:
                                      if config.monitoring.dashboard_login is not None else None),
         ),
     )
-    SiteAlias("site", SiteAliasArgs(config.domain, zone, lb.dns_name, lb.zone_id))
+    site = SiteAlias("site", SiteAliasArgs(config.domain, zone, lb.dns_name, lb.zone_id))
     if config.monitoring.pingdom:
-        Uptime("uptime", UptimeArgs(config.domain, secrets.require_secret("pingdomToken")))
+        Uptime("uptime", UptimeArgs(config.domain, secrets.require_secret("pingdomToken"), site))
 
     return {
         "hosts": {role: fleet.private_ips for role, fleet in fleets.items()},

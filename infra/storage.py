@@ -17,12 +17,12 @@ from infra.tagging import tags
 
 # What a host needs to install and converge itself: the packages and the stack configs.
 BUNDLE_DIRS = ("infra", "roles", "app", "monitoring", "ops")
-BUNDLE_FILES = ("pyproject.toml", "Pulumi.yaml")
+BUNDLE_FILES = ("pyproject.toml", "requirements.lock", "Pulumi.yaml")
 BUNDLE_KEY = "release/photostack.zip"
 
 
 def bundle_archive(stack: str, root: Path = REPO_ROOT) -> pulumi.AssetArchive:
-    """The release bundle: the project's packages, pyproject.toml and this stack's config."""
+    """The release bundle: the project's packages, pyproject.toml, the lock file and this stack's config."""
     assets: dict[str, pulumi.Asset | pulumi.Archive] = {d: pulumi.FileArchive(str(root / d)) for d in BUNDLE_DIRS}
     for name in (*BUNDLE_FILES, f"Pulumi.{stack}.yaml"):
         assets[name] = pulumi.FileAsset(str(root / name))

@@ -26,7 +26,7 @@ from infra.state import state_dir
 from monitoring.alert_store import AlertStore
 from monitoring.alerts import Alert, dedup_key, resolve_event, trigger_event
 from monitoring.pagerduty_events import DeliveryError, PagerDutySender, RetryPolicy
-from monitoring.silences import SilenceStore
+from monitoring.silences import SilenceStore, SsmSilenceStore, silence_store
 from monitoring.wallboard_markers import MarkerWriter, redis_writer
 
 ROUTING_KEY = "pagerdutyRoutingKey"
@@ -84,7 +84,7 @@ def dashboard_base_url(config: StackConfig) -> str:
 class AlertPipeline:
     """Alerts of one stack, from decision to delivery."""
 
-    def __init__(self, store: AlertStore, silences: SilenceStore, sender: PagerDutySender | None,
+    def __init__(self, store: AlertStore, silences: SilenceStore | SsmSilenceStore, sender: PagerDutySender | None,
                  runbook_base_url: str, environment: str, note: str = "", dashboard_base_url: str = "",
                  markers: MarkerWriter | None = None):
         self.store = store
@@ -117,7 +117,9 @@ class AlertPipeline:
         elif not config.alerting.pagerduty:
             note = "alerting.pagerduty is off"
         sender = PagerDutySender.from_env(key, retry=retry) if key else None
-        return cls(AlertStore(directory), SilenceStore(directory), sender,
+        # On AWS (the munin master) the silences every operator set, in SSM.
+        silences = silence_store(stack, config.target, config.region, directory)
+        return cls(AlertStore(directory), silences, sender,
                    config.alerting.runbook_base_url, config.environment, note, dashboard_base_url(config),
                    _markers(stack, config))
 

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 Severity = Literal["critical", "error", "warning", "info"]
+# The health watcher's plugin name (monitoring/health_watcher.py): probes, not a Munin graph.
+HEALTH_PLUGIN = "health"
 SEVERITIES: tuple[str, ...] = ("critical", "error", "warning", "info")
 
 # Which runbook answers which alert: "plugin.field" first, then "plugin". Runbooks live in
@@ -105,6 +107,23 @@ class Alert:
 def dedup_key(stack: str, host: str, plugin: str, field: str) -> str:
     """PagerDuty dedup_key of an alert: `stack/host/plugin/field`."""
     return f"{stack}/{host}/{plugin}/{field}"
+
+
+# The web tier behind the load balancer: on AWS its CloudWatch alarm (UnHealthyHostCount of the
+# nginx target group, infra/load_balancer.py) and the health watcher's probes of the same nodes
+# page one incident under one dedup key (a PagerDuty event orchestration rule gives the alarm's
+# events this key, infra/cloudwatch_paging.py).
+WEB_TIER = "nginx"
+
+
+def web_tier_key(stack: str) -> str:
+    """The dedup key of "a web node behind the load balancer is down" on AWS."""
+    return dedup_key(stack, "lb", HEALTH_PLUGIN, WEB_TIER)
+
+
+def web_tier_alarm_name(stack: str) -> str:
+    """The CloudWatch alarm of the web tier (infra/load_balancer.py names it so)."""
+    return f"photostack-{stack}-{runbook_name(HEALTH_PLUGIN, WEB_TIER)}-{WEB_TIER}"
 
 
 def trigger_event(alert: Alert, runbook_base_url: str, environment: str,

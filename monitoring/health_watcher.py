@@ -7,9 +7,10 @@ After `failures_to_page` failed probes in a row it triggers `stack/host/health/<
 the alert pipeline (runbook web_node_down); after `successes_to_resolve` good probes it
 resolves. Worst case from failure to page: failures_to_page × interval + probe timeout + send.
 
-On AWS the same job is done by CloudWatch alarms on the target groups' UnHealthyHostCount
-routed to PagerDuty (see monitoring/README.md); this watcher covers the one-box and the
-per-process view the load balancer does not have.
+On AWS CloudWatch alarms on the target groups' UnHealthyHostCount page too (see
+monitoring/README.md); the watcher's probes of the nginx nodes behind the load balancer share the
+alarm's dedup key (`Target.shared_key`), so one outage is one incident, and its per-process view
+of the app nodes (which the load balancer does not have) pages on its own keys.
 
     python -m monitoring.health_watcher --config /etc/photostack/health_watcher.json
 """
@@ -30,9 +31,9 @@ from pathlib import Path
 
 from infra.config import ConfigError
 from monitoring.alert_pipeline import AlertPipeline, Outcome
-from monitoring.alerts import Alert, dedup_key
+from monitoring.alerts import HEALTH_PLUGIN, Alert, dedup_key
 
-PLUGIN = "health"  # alerts are stack/host/health/<node>; runbooks/web_node_down.md answers them
+PLUGIN = HEALTH_PLUGIN  # alerts are stack/host/health/<node>; runbooks/web_node_down.md answers them
 log = logging.getLogger("health_watcher")
 
 
@@ -43,6 +44,9 @@ class Target:
     node: str
     host: str
     url: str
+    shared_key: str | None = None
+    """A dedup key shared with other targets (AWS: the web tier's, `web_tier_key`): one incident
+    opens when the first of them fails and resolves when the last is back."""
 
 
 @dataclass(frozen=True)
@@ -126,21 +130,34 @@ class Watcher:
         for target, (ok, error) in zip(self.config.targets, results):
             state = self.states[target.node]
             action = decide(state, ok, error, self.config.failures_to_page, self.config.successes_to_resolve)
+            if action and target.shared_key:
+                action = self._shared(target, action)
             if action == "trigger":
                 outcomes.append(self.pipeline.trigger(self._alert(target, state)))
             elif action == "resolve":
-                outcomes.append(self.pipeline.resolve(dedup_key(self.config.stack, target.host, PLUGIN, target.node)))
+                key = target.shared_key or dedup_key(self.config.stack, target.host, PLUGIN, target.node)
+                outcomes.append(self.pipeline.resolve(key))
             if action:
                 log.info("%s %s: %s", action, target.node, outcomes[-1].status)
         if self.pipeline.store.spooled():
             self.pipeline.flush_spool()  # PagerDuty was unreachable earlier: retry now
         return outcomes
 
+    def _shared(self, target: Target, action: str) -> str | None:
+        """A shared key pages on its first failing target and resolves with its last healthy one."""
+        others = [self.states[t.node] for t in self.config.targets
+                  if t.shared_key == target.shared_key and t.node != target.node]
+        # Another target of the key is down: its incident is open already (trigger), or must stay (resolve).
+        return None if any(o.down for o in others) else action
+
     def _alert(self, target: Target, state: TargetState) -> Alert:
         summary = (f"{target.node} on {target.host} fails its health check {target.url} "
                    f"({state.failures} probes in a row: {state.last_error})")
-        return Alert(self.config.stack, target.host, PLUGIN, target.node, "critical", "down",
-                     {"critical": f"{self.config.failures_to_page} failed probes"}, summary)
+        limits = {"critical": f"{self.config.failures_to_page} failed probes"}
+        if target.shared_key:  # stack/lb/health/nginx: the same alert as the load balancer's alarm
+            stack, host, plugin, field = target.shared_key.split("/")
+            return Alert(stack, host, plugin, field, "critical", "down", limits, summary)
+        return Alert(self.config.stack, target.host, PLUGIN, target.node, "critical", "down", limits, summary)
 
     def run(self, rounds: int | None = None) -> None:
         """Probe every `interval_s` (forever, or `rounds` times), keeping the rhythm steady."""

@@ -4,6 +4,11 @@ Stored as JSON in the stack's state dir (`silences.json`), each with an expiry; 
 ignored on read and dropped on the next write. A silence matches by host, by alert, or both
 (neither = everything). `--alert` accepts the runbook name (`redis_memory_high`), the plugin
 (`redis`) or `plugin.field` (`redis.used_memory`).
+
+On AWS the operators' laptops and the munin master share them: each silence is an SSM parameter
+under `/photostack/<stack>/silences/` (`SsmSilenceStore`), which `ops silence` writes and the
+munin master's alert pipeline reads with its instance profile. Service-wide silences there are
+PagerDuty maintenance windows instead (monitoring/maintenance_windows.py).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from monitoring.alerts import Alert
 
@@ -93,3 +99,58 @@ class SilenceStore:
         count = len(self.active())
         self._write([])
         return count
+
+
+def silences_path(stack: str) -> str:
+    """The SSM path holding an AWS stack's host- and alert-scoped silences."""
+    return f"/photostack/{stack}/silences/"
+
+
+class SsmSilenceStore:
+    """An AWS stack's silences: one SSM parameter each, read by every operator and the munin master."""
+
+    def __init__(self, ssm: Any, stack: str):
+        self.ssm, self.path = ssm, silences_path(stack)
+
+    def _read(self) -> list[Silence]:
+        pages = self.ssm.get_paginator("get_parameters_by_path").paginate(Path=self.path)
+        return [Silence(**json.loads(p["Value"])) for page in pages for p in page["Parameters"]]
+
+    def active(self, now: float | None = None) -> list[Silence]:
+        """Silences that have not expired yet."""
+        now = time.time() if now is None else now
+        return [s for s in self._read() if s.until > now]
+
+    def matching(self, alert: Alert, now: float | None = None) -> Silence | None:
+        """The first active silence that covers `alert`, if any."""
+        now = time.time() if now is None else now
+        return next((s for s in self._read() if s.matches(alert, now)), None)
+
+    def add(self, seconds: int, host: str | None = None, alert: str | None = None,
+            now: float | None = None) -> Silence:
+        """Silence `host`/`alert` for `seconds`; deletes expired silences."""
+        now = time.time() if now is None else now
+        self._delete([s for s in self._read() if s.until <= now])
+        silence = Silence(id=uuid.uuid4().hex[:8], until=now + seconds, host=host, alert=alert, created=now)
+        self.ssm.put_parameter(Name=self.path + silence.id, Value=json.dumps(asdict(silence)), Type="String")
+        return silence
+
+    def clear(self) -> int:
+        """Remove every silence; returns how many were active."""
+        every = self._read()
+        self._delete(every)
+        return sum(1 for s in every if s.until > time.time())
+
+    def _delete(self, silences: list[Silence]) -> None:
+        names = [self.path + s.id for s in silences]
+        for start in range(0, len(names), 10):  # DeleteParameters takes at most 10 names
+            self.ssm.delete_parameters(Names=names[start:start + 10])
+
+
+def silence_store(stack: str, target: str, region: str, directory: Path) -> SilenceStore | SsmSilenceStore:
+    """Where a stack's silences live: the state dir on the one-box, SSM on AWS."""
+    if target == "onebox":
+        return SilenceStore(directory)
+    import boto3  # AWS only
+
+    return SsmSilenceStore(boto3.client("ssm", region_name=region), stack)

@@ -89,30 +89,49 @@ def silence(ctx: typer.Context, stack: StackOption = None,
             alert: Annotated[str | None, typer.Option(metavar="ALERT", help="Only this alert (runbook name, plugin or plugin.field).")] = None,
             list_: Annotated[bool, typer.Option("--list", help="Show active silences.")] = False,
             clear: Annotated[bool, typer.Option("--clear", help="Remove every silence.")] = False) -> None:
-    """Suppress pages during maintenance (`--for 30m [--host H] [--alert A]`), or `--list` / `--clear`."""
+    """Suppress pages during maintenance (`--for 30m [--host H] [--alert A]`), or `--list` / `--clear`.
+
+    One-box: files in the state dir. AWS: host/alert silences in SSM (the munin master reads them),
+    service-wide ones as PagerDuty maintenance windows; every operator sees the same."""
     if sum((duration is not None, list_, clear)) != 1:
         _fail("give exactly one of --for DURATION, --list or --clear")
     if (host or alert) and duration is None:
         _fail("--host and --alert go with --for")
     from infra.state import state_dir
-    from monitoring.silences import SilenceStore, parse_duration
+    from monitoring import maintenance_windows as mw
+    from monitoring.silences import parse_duration, silence_store
 
-    stack, _ = _config(ctx, stack)
+    stack, config = _config(ctx, stack)
     console = _console()
-    store = SilenceStore(state_dir(stack))
-    if clear:
-        console.print(f"cleared {store.clear()} silence(s)")
-        return
-    if list_:
-        active = store.active()
-        if not active:
-            console.print("no active silences")
-        for s in active:
-            console.print(f"{s.id}  until {_when(s.until)}  host={s.host or '*'}  alert={s.alert or '*'}", highlight=False)
-        return
+    store = silence_store(stack, config.target, config.region, state_dir(stack))
+    # On AWS with PagerDuty, "everything" is the service's maintenance window.
+    windows = config.target == "aws" and config.alerting.pagerduty
     try:
-        seconds = parse_duration(duration or "")
-    except ValueError as exc:
+        client = mw.client_from_env() if windows and (clear or list_ or not (host or alert)) else None
+        if clear:
+            ended = mw.end_all(client, config.environment) if client else 0
+            console.print(f"cleared {store.clear()} silence(s)" + (f", ended {ended} maintenance window(s)" if client else ""))
+            return
+        if list_:
+            active = store.active()
+            current = mw.ongoing(client, config.environment) if client else []
+            if not active and not current:
+                console.print("no active silences")
+            for s in active:
+                console.print(f"{s.id}  until {_when(s.until)}  host={s.host or '*'}  alert={s.alert or '*'}", highlight=False)
+            for w in current:
+                console.print(f"{w.id}  until {w.end}  PagerDuty maintenance window (every alert)", highlight=False)
+            return
+        try:
+            seconds = parse_duration(duration or "")
+        except ValueError as exc:
+            _fail(str(exc))
+        if client:
+            window = mw.open_window(client, config.environment, seconds, f"ops silence --for {duration}")
+            console.print(f"silenced every alert until {window.end}: PagerDuty maintenance window {window.id}",
+                          highlight=False)
+            return
+    except mw.WindowError as exc:
         _fail(str(exc))
     made = store.add(seconds, host=host, alert=alert)
     console.print(f"silenced host={host or '*'} alert={alert or '*'} until {_when(made.until)} (id {made.id})",

@@ -224,7 +224,7 @@ def side_cluster_script(version: int, name: str, restore: str) -> str:
     return "\n".join([
         "set -e",
         f"if [ -e /etc/postgresql/{version}/{name} ] || [ -e {data} ]; then echo 'cluster {name} exists already' >&2; exit 2; fi",
-        f"used=$(pg_lsclusters -h | awk '{{print $3}}')",
+        "used=$(pg_lsclusters -h | awk '{print $3}')",
         f"port={SIDE_BASE_PORT}; while echo \"$used\" | grep -qx $port || pg_isready -q -h /var/run/postgresql -p $port; do port=$((port + 1)); done",
         f"pg_createcluster {version} {name} --port $port --locale C.UTF-8 -- --auth-local=peer --auth-host=scram-sha-256 "
         "> /dev/null 2>&1 || { echo 'pg_createcluster failed' >&2; exit 1; }",

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Annotated
+from contextlib import nullcontext
 from types import ModuleType
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from typer.core import TyperGroup
@@ -19,6 +20,9 @@ from ops import alerting, day2, plan, recovery, shard_cli
 from ops.exit_codes import BAD_INPUT, CHANGES_PENDING, FAILED
 from ops.lock import LockHeld
 from ops.options import JsonOption, StackOption, YesOption, confirm, refuse, stack_name
+
+if TYPE_CHECKING:
+    from ops.stack import Stack
 
 
 class _OpsGroup(TyperGroup):
@@ -184,6 +188,8 @@ def converge(
     detailed_exitcode: Annotated[bool, typer.Option(
         "--detailed-exitcode", help="With --check: exit 3 when changes are pending (0: none, 1: failed).")] = False,
     json_: JsonOption = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Take the stack's lock even if someone holds it (says what that breaks).")] = False,
     stack: StackOption = None,
 ) -> None:
     """Converge hosts to their roles' desired state (idempotent; `--check --diff` to preview)."""
@@ -211,7 +217,10 @@ def converge(
     if loaded.config.target == "onebox" and not local:
         loaded.prepare_onebox()
     console = report.console(stderr=json_)
-    with console.status(f"{'checking' if check else 'converging'} {len(hosts)} host(s)…"):
+    # A host converging itself at boot (--local) and a --check change nothing others must wait for.
+    changing = nullcontext([]) if check or local else day2._changing(
+        loaded, "converge" + (f" --host {host}" if host else "") + "".join(f" --role {r}" for r in role or ()), force)
+    with changing, console.status(f"{'checking' if check else 'converging'} {len(hosts)} host(s)…"):
         results = loaded.converge(hosts, set(role) if role else None, check=check,
                                   progress=report.progress(console, check))
     if json_:

@@ -1,13 +1,17 @@
 """`ops` commands of day-2 operations: deploy, rollback, status, failover, rebuild-replica,
-replace-node, queue, cache.
+replace-node, queue, cache, audit.
 
 Thin: parse, call ops/rollout.py, ops/failover.py, ops/maintenance.py, ops/overview.py, print. A failed step
-prints one line naming the host and the step on stderr, and exits 1; bad input exits 2. Each command
+prints one line naming the host and the step on stderr, and exits 1; bad input or a held lock exits 2.
+Every command that changes the stack takes its one lock (`--force` takes it anyway), goes to the audit
+trail with its outcome, and with `--dry-run` prints its steps and changes nothing. Each command
 imports its work when it runs, so `ops --help` does not load Fabric and the roles.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
@@ -22,6 +26,8 @@ if TYPE_CHECKING:
 
 StackName = StackOption
 Shard = Annotated[int, typer.Option("--shard", metavar="N", min=0, help="Physical shard number.")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the steps; change nothing.")]
+Force = Annotated[bool, typer.Option("--force", help="Take the stack's lock even if someone holds it (says what that breaks).")]
 
 
 class _LazyConsole:
@@ -56,6 +62,41 @@ def _fail(message: str, code: int = FAILED) -> NoReturn:
     raise typer.Exit(code)
 
 
+@contextmanager
+def _changing(loaded: Stack, command: str, force: bool | None = None) -> Iterator[list[str]]:
+    """A command that changes the stack: recorded in the audit trail with its outcome and, unless
+    `force` is None (no lock), run under the stack's one lock. Yields notes to print."""
+    from ops import audit, lock
+
+    notes: list[str] = []
+    try:
+        with audit.recorded(loaded, command, notes):
+            if force is None:
+                yield notes
+            else:
+                with lock.held(lock.stack_lock(loaded), command, notes, force):
+                    yield notes
+    finally:
+        for note in notes:
+            console.print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
+
+
+def _would(steps: list[str]) -> None:
+    console.print("would:", highlight=False)
+    for number, step in enumerate(steps, 1):
+        console.print(f"  {number}. {step}", highlight=False, soft_wrap=True)
+
+
+def _dry(steps) -> None:
+    """Print the steps a deploy or rollback would take; a refusal is one line, exit 2."""
+    from ops import rollout
+
+    try:
+        _would(steps())
+    except rollout.DeployFailed as exc:
+        _fail(str(exc), BAD_INPUT)
+
+
 def _progress(step: str) -> None:
     console.print(f"[cyan]→[/cyan] {step}", highlight=False)
 
@@ -82,29 +123,41 @@ def _deployed(log: rollout.DeployLog, what: str) -> None:
 def deploy(
     ctx: typer.Context, stack: StackName = None,
     version: Annotated[str | None, typer.Option("--version", metavar="REV", help="Git revision to deploy (default: the working tree); pinned until the next plain deploy.")] = None,
+    force: Force = False, dry_run: DryRun = False,
 ) -> None:
     """Rolling, zero-downtime deploy of the app and workers: one node at a time out of the load
     balancer, switched, restarted, healthy, back in; a failing node rolls the deploy back."""
     from ops import rollout
 
-    _roll(lambda progress: rollout.deploy(_stack(ctx, stack), version, progress), "deployed")
+    if dry_run:
+        _dry(lambda: rollout.deploy_steps(_stack(ctx, stack, start=False), version))
+        return
+    loaded = _stack(ctx, stack)
+    _roll(loaded, f"deploy {version or 'working tree'}",
+          lambda progress: rollout.deploy(loaded, version, progress, force=force), "deployed")
 
 
-def rollback(ctx: typer.Context, stack: StackName = None) -> None:
+def rollback(ctx: typer.Context, stack: StackName = None, force: Force = False, dry_run: DryRun = False) -> None:
     """Roll the app and workers back to the release before the deployed one (same rolling steps)."""
     from ops import rollout
 
-    _roll(lambda progress: rollout.rollback(_stack(ctx, stack), progress), "rolled back to")
+    if dry_run:
+        _dry(lambda: rollout.rollback_steps(_stack(ctx, stack, start=False)))
+        return
+    loaded = _stack(ctx, stack)
+    _roll(loaded, "rollback", lambda progress: rollout.rollback(loaded, progress, force=force), "rolled back to")
 
 
-def _roll(run, verb: str) -> None:
-    """Run a deploy or rollback; a held lock exits 2, a failed step 1, each with one line."""
+def _roll(loaded: Stack, command: str, run, verb: str) -> None:
+    """Run a deploy or rollback (it takes the lock itself); a held lock exits 2, a failed step 1,
+    each with one line."""
     from ops import rollout
     from ops.lock import LockHeld
     from ops.remote import StepFailed
 
     try:
-        log = run(_progress)
+        with _changing(loaded, command):
+            log = run(_progress)
     except LockHeld as exc:
         _fail(str(exc), BAD_INPUT)
     except (rollout.DeployFailed, StepFailed) as exc:
@@ -168,15 +221,23 @@ def status(ctx: typer.Context, stack: StackName = None, json_: JsonOption = Fals
         raise typer.Exit(FAILED)
 
 
-def failover(ctx: typer.Context, shard: Shard, stack: StackName = None, yes: YesOption = False) -> None:
+def failover(ctx: typer.Context, shard: Shard, stack: StackName = None, yes: YesOption = False,
+             force: Force = False, dry_run: DryRun = False) -> None:
     """Fence shard N's primary, promote its replica, repoint pgbouncer, warm the cache."""
     from ops import failover as fo
     from ops.remote import StepFailed
 
+    if dry_run:
+        try:
+            _would(fo.failover_steps(_stack(ctx, stack, start=False), shard))
+        except fo.FailoverError as exc:
+            _fail(str(exc), BAD_INPUT)
+        return
     confirm(f"fence shard {shard}'s primary and promote its replica in stack {stack_name(ctx, stack)}", yes)
     loaded = _stack(ctx, stack)
     try:
-        log = fo.failover(loaded, shard, _progress)
+        with _changing(loaded, f"failover --shard {shard}", force):
+            log = fo.failover(loaded, shard, _progress)
     except fo.FailoverError as exc:
         _fail(str(exc), BAD_INPUT)
     except StepFailed as exc:
@@ -188,14 +249,22 @@ def failover(ctx: typer.Context, shard: Shard, stack: StackName = None, yes: Yes
 def rebuild_replica(
     ctx: typer.Context, shard: Shard, stack: StackName = None,
     member: Annotated[str | None, typer.Option("--member", metavar="MEMBER", help="Rebuild this replica (e.g. shard0r1) even if in service.")] = None,
+    force: Force = False, dry_run: DryRun = False,
 ) -> None:
     """Rebuild shard N's fenced (or named) member as a streaming replica and put it back in service."""
     from ops import failover as fo
     from ops.remote import StepFailed
 
+    if dry_run:
+        try:
+            _would(fo.rebuild_steps(_stack(ctx, stack, start=False), shard, member))
+        except fo.FailoverError as exc:
+            _fail(str(exc), BAD_INPUT)
+        return
     loaded = _stack(ctx, stack)
     try:
-        log = fo.rebuild_replica(loaded, shard, member, _progress)
+        with _changing(loaded, f"rebuild-replica --shard {shard}" + (f" --member {member}" if member else ""), force):
+            log = fo.rebuild_replica(loaded, shard, member, _progress)
     except (fo.FailoverError, ValueError) as exc:
         _fail(str(exc), BAD_INPUT)
     except StepFailed as exc:
@@ -204,15 +273,22 @@ def rebuild_replica(
 
 
 def replace_node(ctx: typer.Context, node: Annotated[str, typer.Argument(metavar="NODE", help="Node name, e.g. app-0.")],
-                 stack: StackName = None, yes: YesOption = False) -> None:
-    """One-box: restart the node's services. AWS: terminate its instance for the fleet to replace."""
+                 stack: StackName = None, yes: YesOption = False, force: Force = False,
+                 dry_run: DryRun = False) -> None:
+    """One-box: restart the node's services. AWS: relaunch its instance from its launch template."""
     from ops import maintenance
     from ops.remote import StepFailed
 
-    confirm(f"replace {node} in stack {stack_name(ctx, stack)}", yes)
+    if not dry_run:
+        confirm(f"replace {node} in stack {stack_name(ctx, stack)}", yes)
     loaded = _stack(ctx, stack)
     try:
-        console.print(maintenance.replace_node(loaded, node), highlight=False)
+        if dry_run:  # reads only: no lock, nothing to audit
+            done = maintenance.replace_node(loaded, node, dry_run=True)
+        else:
+            with _changing(loaded, f"replace-node {node}", force):
+                done = maintenance.replace_node(loaded, node)
+        console.print(done, highlight=False, soft_wrap=True)
     except ValueError as exc:
         _fail(str(exc), BAD_INPUT)
     except StepFailed as exc:
@@ -226,26 +302,40 @@ Limit = Annotated[int, typer.Option("--limit", metavar="N", min=1, help="Move at
 
 
 @queue_app.command("drain")
-def queue_drain(ctx: typer.Context, queue: QueueName = "feed", limit: Limit = 1_000_000, stack: StackName = None) -> None:
+def queue_drain(ctx: typer.Context, queue: QueueName = "feed", limit: Limit = 1_000_000, stack: StackName = None,
+                yes: YesOption = False, dry_run: DryRun = False) -> None:
     """Move the queue's waiting messages to `<queue>.parked` (durable; nothing is lost)."""
     from ops import maintenance
     from ops.remote import StepFailed
 
+    if dry_run:
+        _would(maintenance.move_queue_steps(_stack(ctx, stack, start=False), queue, maintenance.parked(queue), limit))
+        return
+    confirm(f"move up to {limit} waiting message(s) of {queue} to {maintenance.parked(queue)} "
+            f"in stack {stack_name(ctx, stack)}", yes)
+    loaded = _stack(ctx, stack)
     try:
-        moved = maintenance.move_queue(_stack(ctx, stack), queue, maintenance.parked(queue), limit)
+        with _changing(loaded, f"queue drain --queue {queue}"):
+            moved = maintenance.move_queue(loaded, queue, maintenance.parked(queue), limit)
     except (ValueError, StepFailed) as exc:
         _fail(str(exc))
     console.print(f"moved {moved} message(s) from {queue} to {maintenance.parked(queue)}")
 
 
 @queue_app.command("requeue")
-def queue_requeue(ctx: typer.Context, queue: QueueName = "feed", limit: Limit = 1_000_000, stack: StackName = None) -> None:
+def queue_requeue(ctx: typer.Context, queue: QueueName = "feed", limit: Limit = 1_000_000, stack: StackName = None,
+                  dry_run: DryRun = False) -> None:
     """Move the parked messages back to the queue, in order."""
     from ops import maintenance
     from ops.remote import StepFailed
 
+    if dry_run:
+        _would(maintenance.move_queue_steps(_stack(ctx, stack, start=False), maintenance.parked(queue), queue, limit))
+        return
+    loaded = _stack(ctx, stack)
     try:
-        moved = maintenance.move_queue(_stack(ctx, stack), maintenance.parked(queue), queue, limit)
+        with _changing(loaded, f"queue requeue --queue {queue}"):
+            moved = maintenance.move_queue(loaded, maintenance.parked(queue), queue, limit)
     except (ValueError, StepFailed) as exc:
         _fail(str(exc))
     console.print(f"moved {moved} message(s) from {maintenance.parked(queue)} back to {queue}")
@@ -255,21 +345,37 @@ cache_app = typer.Typer(help="The photo cache (Memcached).", no_args_is_help=Tru
 
 
 @cache_app.command("flush")
-def cache_flush(ctx: typer.Context, stack: StackName = None, yes: YesOption = False) -> None:
+def cache_flush(ctx: typer.Context, stack: StackName = None, yes: YesOption = False, dry_run: DryRun = False) -> None:
     """Flush every Memcached node."""
     from ops import maintenance
     from ops.remote import StepFailed
 
+    if dry_run:
+        _would([f"flush {node}" for node in maintenance.flush_cache(_stack(ctx, stack, start=False), dry_run=True)])
+        return
     confirm("flush every Memcached node", yes)
+    loaded = _stack(ctx, stack)
     try:
-        done = maintenance.flush_cache(_stack(ctx, stack))
+        with _changing(loaded, "cache flush"):
+            done = maintenance.flush_cache(loaded)
     except StepFailed as exc:
         _fail(str(exc))
     console.print(f"flushed {', '.join(done)}", highlight=False)
 
 
+def audit_trail(ctx: typer.Context, stack: StackName = None,
+                limit: Annotated[int, typer.Option("--limit", metavar="N", min=1, help="Show the last N commands.")] = 50) -> None:
+    """The stack's audit trail: every changing `ops` command, who ran it, when, and how it ended."""
+    from ops import audit
+
+    # Read-only: the one-box's sshd need not run.
+    for entry in audit.trail(_stack(ctx, stack, start=False)).read(limit):
+        console.print(entry.line(), highlight=False, soft_wrap=True)
+
+
 def register(app: typer.Typer) -> None:
     """Add the day-2 commands to the `ops` app."""
+    app.command("audit")(audit_trail)
     app.command("deploy")(deploy)
     app.command("rollback")(rollback)
     app.command("status")(status)

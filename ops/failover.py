@@ -69,13 +69,29 @@ def members(stack: Stack, shard: int) -> list[Member]:
     return sorted(result, key=lambda m: order.index(m.cluster.name))
 
 
-def failover(stack: Stack, shard: int, progress: Callable[[str], None] = lambda _: None) -> StepLog:
-    """Promote shard `shard`'s replica in place of its primary (which is fenced first)."""
+def _failover_members(stack: Stack, shard: int) -> tuple[Member, list[Member]]:
+    """The primary to fence and the replicas in service that may replace it."""
     found = members(stack, shard)
-    old = found[0]
     candidates = [m for m in found[1:] if m.cluster.in_service]
     if not candidates:
         raise FailoverError(f"shard {shard}: no replica in service to promote (run `ops rebuild-replica --shard {shard}`)")
+    return found[0], candidates
+
+
+def failover_steps(stack: Stack, shard: int) -> list[str]:
+    """What `failover` would do, read from the stack and its stored primaries (`--dry-run`)."""
+    old, candidates = _failover_members(stack, shard)
+    names = ", ".join(m.cluster.name for m in candidates)
+    chosen = names if len(candidates) == 1 else f"the replica with the most WAL of {names}"
+    pgbouncers = ", ".join(h.name for h in select(stack.hosts, role="pgbouncer"))
+    return [f"fence {old.cluster.name} on {old.host.name}", f"promote {chosen}",
+            f"store the new primary of shard {shard}", f"repoint pgbouncer on {pgbouncers}",
+            "warm the new primary's page cache"]
+
+
+def failover(stack: Stack, shard: int, progress: Callable[[str], None] = lambda _: None) -> StepLog:
+    """Promote shard `shard`'s replica in place of its primary (which is fenced first)."""
+    old, candidates = _failover_members(stack, shard)
     log = StepLog()
 
     def fence() -> None:
@@ -207,3 +223,21 @@ def _unique(hosts: list[Host]) -> list[Host]:
         if host not in seen:
             seen.append(host)
     return seen
+
+
+def rebuild_steps(stack: Stack, shard: int, member: str | None = None) -> list[str]:
+    """What `rebuild_replica` would do, read from the stack and its stored primaries (`--dry-run`)."""
+    found = members(stack, shard)
+    primary, replicas = found[0], found[1:]
+    steps = []
+    if member is not None:
+        if member not in {m.cluster.name for m in replicas}:
+            names = ", ".join(m.cluster.name for m in replicas)
+            raise FailoverError(f"--member {member}: not a replica of shard {shard} (replicas: {names})")
+        steps.append(f"take {member} out of service (synchronous standby off, pgbouncer repointed, fenced)")
+    waiting = [m.cluster.name for m in replicas if not m.cluster.in_service or m.cluster.name == member]
+    if not waiting:
+        raise FailoverError(f"shard {shard}: no member waits for a rebuild (primary is {primary.cluster.name})")
+    return [*steps, f"base backup {', '.join(waiting)} from {primary.cluster.name}",
+            *(f"wait until {name} streams" for name in waiting), "back in service", "synchronous standby on",
+            "repoint pgbouncer"]

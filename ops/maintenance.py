@@ -10,7 +10,8 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from infra.inventory import TAG_NODE, TAG_STACK, Host
+from infra.inventory import TAG_NODE, TAG_ROLE, TAG_STACK, Host
+from infra.tagging import tags
 from infra.topology import Node, nodes
 from ops.remote import StepFailed, run_step
 from ops.stack import Stack
@@ -72,9 +73,10 @@ def topology_node(stack: Stack, name: str) -> Node:
     raise ValueError(f"no node named {name!r} in stack {stack.name} (nodes: {', '.join(n.name for n in known)})")
 
 
-def replace_node(stack: Stack, name: str) -> str:
-    """One-box: restart the node's services. AWS: terminate its instance; `pulumi up --refresh`
-    (cloud-init converge) brings a new one. Returns what was done."""
+def replace_node(stack: Stack, name: str, dry_run: bool = False) -> str:
+    """One-box: restart the node's services. AWS: relaunch its instance from its launch template
+    (relaunch_node), no `pulumi up` needed. Returns what was done (`dry_run`: the steps it would
+    take, with nothing changed)."""
     # The node comes from the topology, not `stack.hosts`: on AWS those are only the running
     # instances (behind a running bastion), and a stopped instance is exactly one to replace.
     node = topology_node(stack, name)
@@ -85,15 +87,142 @@ def replace_node(stack: Stack, name: str) -> str:
         services = node_services(stack, placed)
         if not services:
             raise ValueError(f"{name}: its role {node.role} runs no service on {placed.host.name}")
+        if dry_run:
+            return f"would restart {', '.join(s.name for s in services)} on {placed.host.name}"
         run_step(placed.host, stack.ssh, f"restart {name}", restart_script(services))
         return f"restarted {', '.join(s.name for s in services)} on {placed.host.name}"
     import boto3  # AWS only
 
-    instance = terminate_instance(stack.name, name, boto3.client("ec2", region_name=stack.config.region),
-                                  boto3.client("elbv2", region_name=stack.config.region))
-    # Plain `pulumi up` would change nothing: its state still holds the terminated instance until
-    # a refresh reads it back as gone; then up creates the node's instance and its attachments.
-    return f"terminated {instance} ({name}); run `pulumi up --refresh -s {stack.name}` to bring its replacement"
+    region = stack.config.region
+    ec2, elbv2 = boto3.client("ec2", region_name=region), boto3.client("elbv2", region_name=region)
+    s3 = boto3.client("s3", region_name=region)
+    if dry_run:
+        steps = plan_relaunch(stack.name, node, region, ec2, elbv2, s3).steps()
+        return "would:\n" + "\n".join(f"  {number}. {step}" for number, step in enumerate(steps, 1))
+    replacement = relaunch_node(stack.name, node, region, ec2, elbv2, s3)
+    return (f"replaced {replacement.old} with {replacement.new} ({name}) from {replacement.template} "
+            f"($Latest) in {node.az}; it converges itself at first boot. Pulumi's state still names "
+            f"{replacement.old}: in working hours, {adopt_commands(stack.name, node, replacement.new)}")
+
+
+# --- relaunching a node on AWS ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Relaunch:
+    """What `relaunch_node` did."""
+
+    old: str
+    new: str
+    template: str
+
+
+def _one(items: list[dict], what: str, key: str) -> str:
+    if len(items) != 1:
+        raise ValueError(f"{what}: expected one, found {len(items)}; is the stack up (`pulumi up`)?")
+    return items[0][key]
+
+
+def launch_template_id(ec2: Any, stack: str, role: str) -> str:
+    """The role's launch template (infra/fleet.py tags it with the stack and the role)."""
+    found = ec2.describe_launch_templates(Filters=[
+        {"Name": f"tag:{TAG_STACK}", "Values": [stack]}, {"Name": f"tag:{TAG_ROLE}", "Values": [role]},
+    ])["LaunchTemplates"]
+    return _one(found, f"launch template of role {role} in stack {stack}", "LaunchTemplateId")
+
+
+def private_subnet_id(ec2: Any, stack: str, zone: str) -> str:
+    """The stack's private subnet in `zone` (infra/network.py's tags)."""
+    from infra.network import ROLE as NETWORK_ROLE  # loads Pulumi: only when relaunching
+
+    name = tags(stack, NETWORK_ROLE, f"private-{zone}")["Name"]
+    found = ec2.describe_subnets(Filters=[
+        {"Name": f"tag:{TAG_STACK}", "Values": [stack]}, {"Name": "tag:Name", "Values": [name]},
+        {"Name": "availability-zone", "Values": [zone]},
+    ])["Subnets"]
+    return _one(found, f"private subnet {name} in {zone}", "SubnetId")
+
+
+def release_bucket(s3: Any, stack: str) -> str:
+    """The stack's release bucket: the one tagged with the stack and the release role."""
+    wanted = {TAG_STACK: stack, TAG_ROLE: "release"}
+    found = []
+    for bucket in s3.list_buckets()["Buckets"]:
+        try:
+            tag_set = s3.get_bucket_tagging(Bucket=bucket["Name"])["TagSet"]
+        except s3.exceptions.ClientError:  # an untagged bucket answers NoSuchTagSet
+            continue
+        if wanted.items() <= {t["Key"]: t["Value"] for t in tag_set}.items():
+            found.append(bucket)
+    return _one(found, f"release bucket of stack {stack}", "Name")
+
+
+@dataclass(frozen=True)
+class RelaunchPlan:
+    """Everything a relaunch needs, looked up before anything changes."""
+
+    node: Node
+    old: str
+    template: str
+    subnet: str
+    user_data: str
+    targets: list[tuple[str, dict]]
+
+    def steps(self) -> list[str]:
+        """What `relaunch_node` does, in order (what `--dry-run` prints)."""
+        groups = [f"{arn.rsplit('/', 2)[-2]}:{target.get('Port')}" for arn, target in self.targets]
+        held = ", ".join(groups) or "no target group"
+        return [
+            f"deregister {self.old} from {held} and wait out the draining",
+            f"terminate {self.old}",
+            f"launch from launch template {self.template} ($Latest) in subnet {self.subnet} ({self.node.az}) "
+            f"with the tags and user_data of {self.node.name}",
+            f"register the new instance in {held}",
+        ]
+
+
+def plan_relaunch(stack: str, node: Node, region: str, ec2: Any, elbv2: Any, s3: Any) -> RelaunchPlan:
+    """Look up what relaunching the node takes; ValueError naming what is missing."""
+    from infra.bootstrap import render_user_data
+    from infra.storage import BUNDLE_KEY
+
+    old = live_instance(stack, node.name, ec2)
+    template = launch_template_id(ec2, stack, node.role)
+    subnet = private_subnet_id(ec2, stack, node.az)
+    user_data = render_user_data(stack, node, region, release_bucket(s3, stack), BUNDLE_KEY)
+    return RelaunchPlan(node, old, template, subnet, user_data, instance_targets(elbv2, old))
+
+
+def relaunch_node(stack: str, node: Node, region: str, ec2: Any, elbv2: Any, s3: Any) -> Relaunch:
+    """Replace the node's instance without `pulumi up`: terminate it (drained, terminate_instance),
+    launch a new one from its role's launch template at $Latest (so with the template's image) in
+    the node's AZ and private subnet, with the node's tags and a freshly rendered user_data, and
+    put it in the target groups the old one was in. Everything is looked up before anything
+    changes: a missing template or subnet is an error with the old instance untouched."""
+    plan = plan_relaunch(stack, node, region, ec2, elbv2, s3)
+    deregister_targets(elbv2, plan.targets)
+    ec2.terminate_instances(InstanceIds=[plan.old])
+    instance_tags = [{"Key": k, "Value": v} for k, v in tags(stack, node.role, node.name, node=node.name).items()]
+    launched = ec2.run_instances(
+        MinCount=1, MaxCount=1, SubnetId=plan.subnet, UserData=plan.user_data,
+        LaunchTemplate={"LaunchTemplateId": plan.template, "Version": "$Latest"},
+        TagSpecifications=[{"ResourceType": "instance", "Tags": instance_tags}],
+    )["Instances"][0]["InstanceId"]
+    ec2.get_waiter("instance_running").wait(InstanceIds=[launched])
+    for arn, target in plan.targets:
+        elbv2.register_targets(TargetGroupArn=arn, Targets=[{**target, "Id": launched}])
+    return Relaunch(plan.old, launched, plan.template)
+
+
+def adopt_commands(stack: str, node: Node, instance: str) -> str:
+    """The Pulumi commands that make the stack's state hold the relaunched instance instead of the
+    terminated one (otherwise a refresh drops it and the next `pulumi up` launches a second one)."""
+    fleet = f"fleet-{node.role}"
+    parent = f"urn:pulumi:{stack}::photostack::photostack:fleet:Fleet::{fleet}"
+    urn = f"urn:pulumi:{stack}::photostack::photostack:fleet:Fleet$aws:ec2/instance:Instance::{fleet}-{node.name}"
+    return (f"run `pulumi state delete --target-dependents -s {stack} '{urn}'` then "
+            f"`pulumi import -s {stack} --parent '{fleet}={parent}' aws:ec2/instance:Instance {fleet}-{node.name} {instance}` "
+            f"and `pulumi up -s {stack}` (recreates its alarm and target-group attachment).")
 
 
 # Every state in which an instance still holds the node: a stopped or stuck-stopping one is the
@@ -124,9 +253,8 @@ def deregister_targets(elbv2: Any, targets: list[tuple[str, dict]]) -> None:
         elbv2.get_waiter("target_deregistered").wait(TargetGroupArn=arn, Targets=[target])
 
 
-def terminate_instance(stack: str, node: str, ec2: Any, elbv2: Any) -> str:
-    """Take the node's one instance out of every target group holding it, wait out connection
-    draining, and terminate it. Returns its id; ValueError when there is not exactly one."""
+def live_instance(stack: str, node: str, ec2: Any) -> str:
+    """The node's one live instance; ValueError when there is not exactly one."""
     filters = [
         {"Name": f"tag:{TAG_STACK}", "Values": [stack]}, {"Name": f"tag:{TAG_NODE}", "Values": [node]},
         {"Name": "instance-state-name", "Values": list(REPLACEABLE_STATES)},
@@ -141,7 +269,13 @@ def terminate_instance(stack: str, node: str, ec2: Any, elbv2: Any) -> str:
         # creates the new instance before deleting the old one): which one goes is the operator's call.
         raise ValueError(f"{node}: {len(ids)} live instances tagged {tagged} ({', '.join(ids)}); "
                          "expected one: terminate the stray one yourself")
-    instance = ids[0]
+    return ids[0]
+
+
+def terminate_instance(stack: str, node: str, ec2: Any, elbv2: Any) -> str:
+    """Take the node's one instance out of every target group holding it, wait out connection
+    draining, and terminate it. Returns its id; ValueError when there is not exactly one."""
+    instance = live_instance(stack, node, ec2)
     deregister_targets(elbv2, instance_targets(elbv2, instance))
     ec2.terminate_instances(InstanceIds=[instance])
     return instance
@@ -182,11 +316,23 @@ def queue_move_script(source: str, target: str, limit: int) -> str:
     return f"set -a; . {APP_ENV}; set +a; {RELEASE_PYTHON} -c {shlex.quote(program)}"
 
 
-def move_queue(stack: Stack, source: str, target: str, limit: int) -> int:
-    """Move messages on the first worker host (it has the broker URL and the AMQP client)."""
+def queue_host(stack: Stack) -> Host:
+    """The host that moves messages: the first worker (it has the broker URL and the AMQP client)."""
     hosts = [h for h in stack.hosts if "worker" in h.roles]
     if not hosts:
         raise ValueError(f"stack {stack.name} has no worker host to reach the broker from")
+    return hosts[0]
+
+
+def move_queue_steps(stack: Stack, source: str, target: str, limit: int) -> list[str]:
+    """What `move_queue` does (what `--dry-run` prints)."""
+    return [f"on {queue_host(stack).name}: move up to {limit} ready message(s) from {source} to {target}, "
+            "each confirmed by the broker before it is acked at the source"]
+
+
+def move_queue(stack: Stack, source: str, target: str, limit: int) -> int:
+    """Move messages on the first worker host (it has the broker URL and the AMQP client)."""
+    hosts = [queue_host(stack)]
     output = run_step(hosts[0], stack.ssh, f"move {source} → {target}", queue_move_script(source, target, limit))
     words = output.split()
     if "moved" not in words:
@@ -204,14 +350,16 @@ def memcached_flush_script(address: str, port: int) -> str:
     )
 
 
-def flush_cache(stack: Stack) -> list[str]:
-    """Flush every Memcached node (photo records are read again from the shards)."""
+def flush_cache(stack: Stack, dry_run: bool = False) -> list[str]:
+    """Flush every Memcached node (photo records are read again from the shards); `dry_run`:
+    name them, flush nothing."""
     done = []
     for host in stack.hosts:
         ctx = stack.context(host)
         for node in host.nodes_of("memcached"):
             address, port = ctx.bind_address, ctx.port(node)
-            run_step(host, stack.ssh, f"flush {node.name}", memcached_flush_script(address, port))
+            if not dry_run:
+                run_step(host, stack.ssh, f"flush {node.name}", memcached_flush_script(address, port))
             done.append(f"{node.name} ({address}:{port})")
     return done
 

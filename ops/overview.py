@@ -15,7 +15,7 @@ from infra.inventory import Host
 from infra.shardstore import stored_primaries
 from monitoring.alert_store import AlertStore
 from monitoring.alerts import RUNBOOKS, runbook_name
-from ops.lock import read_lock
+from ops.lock import stack_lock
 from ops.remote import StepFailed, run_step
 from ops.stack import Stack
 from roles.engine.resources import Service
@@ -165,7 +165,7 @@ def overview(stack: Stack) -> Overview:
     result.shards.sort()
     result.shards = [(s, n, stored + (" (rebuilding)" if _rebuilding(primaries, s, n) else ""), live)
                      for s, n, stored, live in result.shards]
-    lock = read_lock(stack.state / DEPLOY_LOCK)
+    lock = stack_lock(stack, DEPLOY_LOCK).read()  # on AWS the shared one every operator sees
     result.lock = lock.describe() if lock else ""
     result.open_alerts = sorted(AlertStore(stack.state).open_alerts()) if stack.config.target == "onebox" else []
     return result

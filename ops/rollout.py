@@ -258,11 +258,11 @@ def mark_in_sentry(stack: Stack, version: str) -> str | None:
 # --- the commands -----------------------------------------------------------------------------
 
 def deploy(stack: Stack, version: str | None = None, progress: Progress = lambda _: None,
-           balancer: Balancer | None = None) -> DeployLog:
+           balancer: Balancer | None = None, force: bool = False) -> DeployLog:
     """Build, ship and roll out a release (the working tree, or git ref `version`, pinned)."""
     log = DeployLog()
     balancer = balancer or balancer_for(stack)
-    with lock.held(stack.state / LOCK_FILE, f"deploy {version or 'working tree'}", log.notes):
+    with lock.held(lock.stack_lock(stack, LOCK_FILE), f"deploy {version or 'working tree'}", log.notes, force):
         with log.step("build release", progress):
             release = build(version)
         log.version = release.version
@@ -281,7 +281,8 @@ def deploy(stack: Stack, version: str | None = None, progress: Progress = lambda
     return log
 
 
-def rollback(stack: Stack, progress: Progress = lambda _: None, balancer: Balancer | None = None) -> DeployLog:
+def rollback(stack: Stack, progress: Progress = lambda _: None, balancer: Balancer | None = None,
+             force: bool = False) -> DeployLog:
     """Roll out the release before the deployed one (pinned: converge keeps it until the next deploy)."""
     stored = record(stack.config, stack.name, runtime.RELEASE_RECORD).load() or {}
     target = stored.get("previous")
@@ -289,7 +290,7 @@ def rollback(stack: Stack, progress: Progress = lambda _: None, balancer: Balanc
         raise DeployFailed("no previous release recorded: `ops rollback` needs an earlier `ops deploy`")
     log = DeployLog(version=target)
     balancer = balancer or balancer_for(stack)
-    with lock.held(stack.state / LOCK_FILE, f"rollback to {target}", log.notes):
+    with lock.held(lock.stack_lock(stack, LOCK_FILE), f"rollback to {target}", log.notes, force):
         hosts = fleet_hosts(stack)
         log.previous = current_versions(stack, hosts)
         for host in hosts:
@@ -307,3 +308,33 @@ def rollback(stack: Stack, progress: Progress = lambda _: None, balancer: Balanc
 def _stored_previous(stack: Stack) -> str:
     stored = record(stack.config, stack.name, runtime.RELEASE_RECORD).load() or {}
     return stored.get("previous", "")
+
+
+# --- what a deploy would do (`--dry-run`) ------------------------------------------------------
+
+def roll_steps(stack: Stack, version: str) -> list[str]:
+    """The rolling part of a deploy or rollback to `version`, node by node."""
+    found = []
+    for batch in batches(stack):
+        healthy = " and answers /health" if batch.health else ""
+        step = f"{batch.name} on {batch.host.name}: switch to {version}, restart, wait until it runs it{healthy}"
+        found.append(f"{batch.name}: out of rotation; {step}; back in rotation" if batch.health else step)
+    return found
+
+
+def deploy_steps(stack: Stack, version: str | None = None) -> list[str]:
+    """What `deploy` would do: the release it builds, the hosts it ships to, each node's roll."""
+    release = build(version)
+    hosts = ", ".join(h.name for h in fleet_hosts(stack))
+    return [f"build release {release.version} from {version or 'the working tree'}",
+            f"ship {release.version} to {hosts} (hosts that have it are untouched)",
+            *roll_steps(stack, release.version), "record it, prune old releases, mark the deploy in Sentry"]
+
+
+def rollback_steps(stack: Stack) -> list[str]:
+    """What `rollback` would do: the recorded previous release, each node's roll."""
+    target = _stored_previous(stack)
+    if not target:
+        raise DeployFailed("no previous release recorded: `ops rollback` needs an earlier `ops deploy`")
+    return [f"check {target} is on every app and worker host", *roll_steps(stack, target),
+            "record it (pinned), mark the deploy in Sentry"]

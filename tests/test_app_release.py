@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from infra.lockfile import parse
 from roles.app import release as rel
 
 
@@ -28,6 +29,7 @@ def repo(tmp_path: Path) -> Path:
     (root / "roles" / "role.py").write_text("# not shipped\n")
     (root / ".gitignore").write_text("*.pyc\n")
     (root / "pyproject.toml").write_text((rel.REPO_ROOT / "pyproject.toml").read_text())
+    (root / "requirements.lock").write_text((rel.REPO_ROOT / "requirements.lock").read_text())
     git(root, "init", "-q")
     git(root, "add", "-A")
     git(root, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "one")
@@ -72,13 +74,24 @@ def test_dirty_tree_gets_a_content_version_and_ignored_files_stay_out(repo):
     assert rel.build_release.__wrapped__(repo).version != dirty.version
 
 
-def test_venv_is_keyed_by_the_pins(repo):
+def test_venv_is_keyed_by_the_locked_pins_and_installs_them_with_hashes(repo):
     names_ = ("django", "gunicorn")
     one = rel.Release("v", b"", rel.requirements(repo, names_))
-    assert [line.split("==")[0] for line in one.requirements.splitlines()] == ["django", "gunicorn"]
-    (repo / "pyproject.toml").write_text('[project]\ndependencies = ["django==9.9.9", "gunicorn==27.0.1"]\n')
+    pinned = [line.split("==")[0] for line in one.requirements.splitlines() if "==" in line]
+    # The packages and what they need (Django: asgiref, sqlparse), each with its hashes.
+    assert {"django", "gunicorn", "asgiref", "sqlparse"} <= set(pinned) and "pytest" not in pinned
+    assert all("--hash=sha256:" in entry.text for entry in parse(one.requirements))
+    assert "--require-hashes" in rel.venv_script(one)
+    before = rel.build_release.__wrapped__(repo).version
+    lock = repo / "requirements.lock"
+    version = next(line.split("==")[1].split()[0] for line in lock.read_text().splitlines() if line.startswith("django=="))
+    lock.write_text(lock.read_text().replace(f"django=={version}", "django==9.9.9"))
     two = rel.Release("v", b"", rel.requirements(repo, names_))
     assert one.venv != two.venv and one.venv.startswith(rel.VENVS + "/")
+    # A new pin is a new release, even with no code change.
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "bump django")
+    assert rel.build_release.__wrapped__(repo).version != before
 
 
 def test_ship_and_switch_scripts_work_on_a_scratch_root(repo, tmp_path, monkeypatch):

@@ -34,7 +34,7 @@ def test_prod_is_instagram_2011_scale() -> None:
     assert (config.fleets.nginx.count, config.fleets.app.count) == (3, 25)
     assert config.postgres.physical_shards == 12 and config.postgres.replicas_per_shard == 1
     assert config.postgres.logical_shards >= 2000
-    assert (config.memcached.count, config.redis.replicas, config.rabbitmq.nodes) == (6, 1, 2)
+    assert (config.memcached.count, config.redis.replicas, config.rabbitmq.nodes) == (6, 1, 3)
     assert set(required_secrets(config)) <= set(config.secrets)
 
 

@@ -32,7 +32,7 @@ def test_plan_shows_secrets_masked_and_counts_per_type():
     rendered = render_plan(plan_of("prod"))
     assert "name=/photostack/prod/dbPassword type=SecureString value=[secret]" in rendered
     assert "token=[secret]" in rendered and "PLAN-SECRET" not in rendered
-    assert "    68  aws:ec2/instance:Instance" in rendered
+    assert "    69  aws:ec2/instance:Instance" in rendered
     total = int(rendered.rstrip().splitlines()[-1].split()[0])
     assert total == len(plan_of("prod").resources) >= 300
 

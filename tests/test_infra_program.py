@@ -46,7 +46,7 @@ def test_one_instance_per_node_with_its_role_tags(stack):
 def test_prod_host_counts_follow_the_config():
     hosts = plan_of("prod").outputs["hosts"]
     assert (len(hosts["nginx"]), len(hosts["app"]), len(hosts["worker"])) == (3, 25, 4)
-    assert len(hosts["postgres"]) == 24 and len(hosts["memcached"]) == 6 and len(hosts["rabbitmq"]) == 2
+    assert len(hosts["postgres"]) == 24 and len(hosts["memcached"]) == 6 and len(hosts["rabbitmq"]) == 3
 
 
 def _instance_az(plan, instance):
@@ -149,10 +149,13 @@ def test_without_a_login_the_dashboards_answer_403_at_the_load_balancer():
         assert action["type"] == "fixed-response" and action["fixedResponse"]["statusCode"] == "403", rule.name
 
 
-def test_ubuntu_2404_image_is_looked_up_from_canonical():
+def test_the_pinned_image_is_checked_to_be_canonicals_ubuntu_2404():
     ((token, args),) = [call for call in plan_of("prod").lookups if call[0] == "aws:ec2/getAmi:getAmi"]
     assert args["owners"] == [CANONICAL_OWNER_ID] == ["099720109477"]
     assert {"name": "name", "values": [UBUNTU_2404_NAME]} in args["filters"] and "noble-24.04" in UBUNTU_2404_NAME
+    # The stack config's image, never "the newest": a new upstream image must replace nothing.
+    assert {"name": "image-id", "values": [load_stack_config("prod").ami]} in args["filters"]
+    assert not args.get("mostRecent")
 
 
 # AWS resource types with no tags argument (written out here, not taken from the policy pack,

@@ -140,13 +140,18 @@ def test_unexpected_error_is_one_line_naming_its_log(tmp_path) -> None:
     assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
 
 
-def test_disruptive_command_at_a_terminal_asks_and_a_no_does_nothing(stacks) -> None:
+@pytest.mark.parametrize(("command", "question"), [
+    (("cache", "flush"), b"flush every Memcached node? [y/N]"),
+    (("queue", "drain", "--queue", "thumbnails"),
+     b"move up to 1000000 waiting message(s) of thumbnails to thumbnails.parked in stack onebox? [y/N]"),
+])
+def test_disruptive_command_at_a_terminal_asks_and_a_no_does_nothing(stacks, command, question) -> None:
     import os
     import pty
 
     pid, fd = pty.fork()
-    if pid == 0:  # the child: `ops cache flush` with a terminal on stdin
-        os.execv(sys.executable, [sys.executable, "-m", "ops", "cache", "flush"])
+    if pid == 0:  # the child: the command with a terminal on stdin
+        os.execv(sys.executable, [sys.executable, "-m", "ops", *command])
     output = b""
     while b"[y/N]" not in output:
         output += os.read(fd, 1024)
@@ -161,7 +166,7 @@ def test_disruptive_command_at_a_terminal_asks_and_a_no_does_nothing(stacks) -> 
         output += chunk
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == BAD_INPUT
-    assert b"flush every Memcached node? [y/N]" in output and b"nothing done" in output
+    assert question in output.replace(b"\r\n", b"") and b"nothing done" in output
 
 
 def _command_paths(command, prefix=()):

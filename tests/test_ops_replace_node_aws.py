@@ -4,9 +4,12 @@ with boto3 pointed at the server by `AWS_ENDPOINT_URL`."""
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import boto3
@@ -149,11 +152,40 @@ def test_two_live_instances_of_one_node_are_refused_not_both_terminated(aws, web
 
 # --- through the CLI ------------------------------------------------------------------------
 
+def _stack_resources(aws, stack: str) -> dict[str, str]:
+    """What the program creates that a relaunch reads, named and tagged as infra/ does: a private
+    subnet per zone, a launch template per role (its image the stack's pinned one), the release
+    bucket. Returns the ids by name."""
+    config, ec2 = load_stack_config(stack), aws["ec2"]
+    made = {}
+    for index, zone in enumerate(config.availability_zones):
+        subnet = ec2.create_subnet(VpcId=aws["vpc"], CidrBlock=f"10.30.{64 + 16 * index}.0/20", AvailabilityZone=zone,
+                                   TagSpecifications=[{"ResourceType": "subnet", "Tags": _tag_list(
+                                       tags(stack, "network", f"private-{zone}"))}])
+        made[f"private-{zone}"] = subnet["Subnet"]["SubnetId"]
+    for role in {n.role for n in nodes(config)}:
+        template = ec2.create_launch_template(
+            LaunchTemplateName=f"{stack}-{role}", LaunchTemplateData={"ImageId": config.ami, "InstanceType": "t3.micro"},
+            TagSpecifications=[{"ResourceType": "launch-template", "Tags": _tag_list(tags(stack, role, role))}],
+        )
+        made[f"template-{role}"] = template["LaunchTemplate"]["LaunchTemplateId"]
+    s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=aws["endpoint"])
+    s3.create_bucket(Bucket=f"{stack}-release-bucket")
+    s3.put_bucket_tagging(Bucket=f"{stack}-release-bucket", Tagging={"TagSet": _tag_list(tags(stack, "release", "release"))})
+    s3.create_bucket(Bucket=f"{stack}-untagged")
+    return made
+
+
+def _tag_list(values: dict[str, str]) -> list[dict[str, str]]:
+    return [{"Key": k, "Value": v} for k, v in values.items()]
+
+
 @pytest.fixture
 def staging(aws, tmp_path):
     """The staging topology on EC2 (every node plus the bastion), nginx-0 behind the target group;
     the environment that points a subprocess's boto3 at the moto server."""
     config = load_stack_config("staging")
+    aws["made"] = _stack_resources(aws, "staging")
     ids = {node.name: _launch(aws, "staging", node.role, node.name) for node in nodes(config)}
     _launch(aws, "staging", "bastion", "bastion", public=True)
     group = _group(aws, "staging-nginx", 80, [ids["nginx-0"]])
@@ -169,16 +201,34 @@ def _ops(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60)
 
 
-def test_cli_replace_node_terminates_the_instance_and_says_how_to_replace_it(aws, staging):
+def _node_instances(aws, node: str) -> list[dict]:
+    found = aws["ec2"].describe_instances(Filters=[{"Name": "tag:photostack:node", "Values": [node]},
+                                                   {"Name": "tag:photostack:stack", "Values": ["staging"]}])
+    return [i for r in found["Reservations"] for i in r["Instances"]]
+
+
+def test_cli_replace_node_relaunches_it_from_its_launch_template_without_pulumi(aws, staging):
     ids, group, env = staging
-    done = _ops(env, "replace-node", "nginx-0")
+    config = load_stack_config("staging")
+    (node,) = [n for n in nodes(config) if n.name == "nginx-0"]
+    done = _ops(env, "replace-node", "nginx-0", "--yes")
     assert done.returncode == 0, done.stdout + done.stderr
-    # rich wraps the line at the terminal's width
-    assert " ".join(done.stdout.split()) == (
-        f"terminated {ids['nginx-0']} (nginx-0); run `pulumi up --refresh -s staging` to bring its replacement"
-    )
+    (new,) = [i for i in _node_instances(aws, "nginx-0") if i["InstanceId"] != ids["nginx-0"]]
+    text = " ".join(done.stdout.split())  # rich wraps the line at the terminal's width
+    assert text.startswith(f"replaced {ids['nginx-0']} with {new['InstanceId']} (nginx-0) "
+                           f"from {aws['made']['template-nginx']} ($Latest) in {node.az};")
+    assert f"aws:ec2/instance:Instance fleet-nginx-nginx-0 {new['InstanceId']}" in text
     assert _states(aws)[ids["nginx-0"]] in ("shutting-down", "terminated")
-    assert _registered(aws, group) == set()
+    # The replacement: the template's image, the node's subnet and AZ, tags and user_data.
+    assert new["State"]["Name"] == "running" and new["ImageId"] == config.ami
+    assert new["SubnetId"] == aws["made"][f"private-{node.az}"] and new["Placement"]["AvailabilityZone"] == node.az
+    own_tags = {t["Key"]: t["Value"] for t in new["Tags"] if not t["Key"].startswith("aws:")}  # AWS adds the template's
+    assert own_tags == tags("staging", "nginx", "nginx-0", node="nginx-0")
+    user_data = aws["ec2"].describe_instance_attribute(InstanceId=new["InstanceId"], Attribute="userData")
+    script = base64.b64decode(user_data["UserData"]["Value"]).decode()
+    assert "ops --stack staging converge --host nginx-0 --local" in script and "staging-release-bucket" in script
+    # In the old one's target group instead of it; every other node untouched.
+    assert _registered(aws, group) == {new["InstanceId"]}
     assert {s for i, s in _states(aws).items() if i != ids["nginx-0"]} == {"running"}
 
 
@@ -186,30 +236,87 @@ def test_cli_replaces_a_stopped_node(aws, staging):
     """A stopped instance is exactly one to replace, though the SSH inventory (running hosts) omits it."""
     ids, _, env = staging
     aws["ec2"].stop_instances(InstanceIds=[ids["app-1"]])
-    done = _ops(env, "replace-node", "app-1")
+    done = _ops(env, "replace-node", "app-1", "--yes")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.startswith(f"terminated {ids['app-1']} (app-1);")
+    assert done.stdout.startswith(f"replaced {ids['app-1']} with i-")
     assert _states(aws)[ids["app-1"]] in ("shutting-down", "terminated")
+    assert [i["State"]["Name"] for i in _node_instances(aws, "app-1") if i["InstanceId"] != ids["app-1"]] == ["running"]
+
+
+def test_a_missing_launch_template_changes_nothing(aws, staging):
+    ids, _, env = staging
+    aws["ec2"].delete_launch_template(LaunchTemplateId=aws["made"]["template-worker"])
+    done = _ops(env, "replace-node", "worker-0", "--yes")
+    assert done.returncode == 2
+    assert "launch template of role worker in stack staging: expected one, found 0" in done.stdout + done.stderr
+    assert _states(aws)[ids["worker-0"]] == "running" and len(_node_instances(aws, "worker-0")) == 1
 
 
 def test_cli_unknown_missing_or_data_node_is_one_line_exit_2_and_terminates_nothing(aws, staging):
     ids, _, env = staging
     known = ", ".join(n.name for n in nodes(load_stack_config("staging")))
-    unknown = _ops(env, "replace-node", "app-9")
+    unknown = _ops(env, "replace-node", "app-9", "--yes")
     assert unknown.returncode == 2
     assert unknown.stderr.splitlines() == [f"error: no node named 'app-9' in stack staging (nodes: {known})"]
 
     aws["ec2"].terminate_instances(InstanceIds=[ids["worker-0"]])
-    missing = _ops(env, "replace-node", "worker-0")
+    missing = _ops(env, "replace-node", "worker-0", "--yes")
     assert missing.returncode == 2
     assert missing.stderr.splitlines() == [
         "error: worker-0: no live instance tagged photostack:stack=staging, photostack:node=worker-0"
     ]
     assert missing.stdout == ""
 
-    data = _ops(env, "replace-node", "postgres-0-primary")
+    data = _ops(env, "replace-node", "postgres-0-primary", "--yes")
     assert data.returncode == 2
     assert data.stderr.splitlines() == [
         "error: postgres-0-primary: use `ops failover --shard N` / `ops rebuild-replica --shard N` (shard_primary_down.md)"
     ]
     assert {s for i, s in _states(aws).items() if i != ids["worker-0"]} == {"running"}
+
+
+def _audit(aws) -> list[dict]:
+    logs = boto3.client("logs", region_name="us-east-1", endpoint_url=aws["endpoint"])
+    events = logs.filter_log_events(logGroupName="/photostack/staging/ops-audit")["events"]
+    return [json.loads(e["message"]) for e in sorted(events, key=lambda e: e["timestamp"])]
+
+
+def test_cli_replace_node_waits_for_nobody_else_holding_the_shared_lock(aws, staging):
+    """The lock lives in SSM, not on this laptop: another operator's failover stops the replace."""
+    ids, _, env = staging
+    ssm = boto3.client("ssm", region_name="us-east-1", endpoint_url=aws["endpoint"])
+    theirs = {"owner": "bob", "host": "bobs-laptop", "pid": 4242, "since": time.time() - 300, "purpose": "failover --shard 0"}
+    ssm.put_parameter(Name="/photostack/staging/ops/lock", Value=json.dumps(theirs), Type="String")
+    refused = _ops(env, "replace-node", "app-0", "--yes")
+    assert refused.returncode == 2
+    said = " ".join((refused.stdout + refused.stderr).split())  # one line, however rich wraps it
+    assert said.startswith("error: deploy lock held: failover --shard 0 by bob@bobs-laptop (pid 4242)")
+    assert _states(aws)[ids["app-0"]] == "running" and len(_node_instances(aws, "app-0")) == 1
+
+    ssm.delete_parameter(Name="/photostack/staging/ops/lock")
+    done = _ops(env, "replace-node", "app-0", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    with pytest.raises(ssm.exceptions.ParameterNotFound):  # released
+        ssm.get_parameter(Name="/photostack/staging/ops/lock")
+    trail = _audit(aws)
+    assert [(e["command"], e["outcome"].split(":")[0]) for e in trail] == [("replace-node app-0", "refused"),
+                                                                           ("replace-node app-0", "ok")]
+
+
+def test_cli_replace_node_dry_run_prints_the_steps_and_changes_nothing(aws, staging):
+    ids, group, env = staging
+    config = load_stack_config("staging")
+    (node,) = [n for n in nodes(config) if n.name == "nginx-0"]
+    done = _ops(env, "replace-node", "nginx-0", "--dry-run")
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = [" ".join(line.split()) for line in done.stdout.splitlines()]
+    assert lines == [
+        "would:",
+        f"1. deregister {ids['nginx-0']} from staging-nginx:80 and wait out the draining",
+        f"2. terminate {ids['nginx-0']}",
+        f"3. launch from launch template {aws['made']['template-nginx']} ($Latest) in subnet "
+        f"{aws['made'][f'private-{node.az}']} ({node.az}) with the tags and user_data of nginx-0",
+        "4. register the new instance in staging-nginx:80",
+    ]
+    assert set(_states(aws).values()) == {"running"} and len(_node_instances(aws, "nginx-0")) == 1
+    assert _registered(aws, group) == {ids["nginx-0"]}

@@ -8,7 +8,7 @@ gives the same version and re-shipping it is a no-op.
 On a host (ROOT = /opt/photostack):
     releases/<version>/          the unpacked files + `venv` → ../../venvs/<requirements hash>
     releases/<version>/.release  written last: a release dir without it is incomplete
-    venvs/<hash>/                Debian's python3 + the pinned deps (pyproject.toml), shared by
+    venvs/<hash>/                Debian's python3 + the locked deps (requirements.lock), shared by
                                  releases with the same pins; `.complete` written last
     current → releases/<version> what the services run (switched atomically with rename)
 
@@ -29,23 +29,27 @@ import functools
 import gzip
 import hashlib
 import io
-import re
 import shlex
 import subprocess
 import tarfile
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from infra.config import REPO_ROOT
+from infra.lockfile import LOCK_FILE, closure
+
+LOCK_NAME = LOCK_FILE.name
 
 ROOT = "/opt/photostack"
 RELEASES = f"{ROOT}/releases"
 VENVS = f"{ROOT}/venvs"
 CURRENT = f"{ROOT}/current"
 # What the app and workers import: the Django app, the stack config/sharding it reads, and the
-# shared Sentry set-up; pyproject.toml carries the pins.
+# shared Sentry set-up; requirements.lock carries the pins.
 RELEASE_PATHS = ("app", "infra", "monitoring", "pyproject.toml")
+# What the version follows: the shipped files and the lock file, whose pins build the venv (the
+# requirements travel in the venv step, not the tarball): a new pin alone is a new release.
+VERSION_PATHS = (*RELEASE_PATHS, "requirements.lock")
 # The app's third-party imports (pins from pyproject.toml). hiredis: redis-py's C reply parser
 # (half the CPU of an LRANGE of a feed page), picked up by redis-py when installed.
 APP_PACKAGES = (
@@ -73,10 +77,9 @@ class Release:
 
 
 def requirements(repo: Path = REPO_ROOT, names: tuple[str, ...] = APP_PACKAGES) -> str:
-    """Pinned requirement lines for `names`, with the versions pinned in pyproject.toml."""
-    pins = tomllib.loads((repo / "pyproject.toml").read_text())["project"]["dependencies"]
-    by_name = {re.split(r"[\[=<>]", pin, maxsplit=1)[0].lower(): pin for pin in pins}
-    return "".join(by_name[n.split("[", 1)[0].lower()] + "\n" for n in names)
+    """Requirements with hashes for `names` and everything they need, from the repo's one lock
+    file (infra/lockfile.py): the hosts run the very files CI and `make setup` verified."""
+    return closure(names, repo / LOCK_NAME)
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -109,7 +112,7 @@ def last_shipped_commit(repo: Path = REPO_ROOT) -> str:
     """The last commit that changed what ships. A commit of docs, roles or tests alone keeps the
     release version, so the next converge leaves the app servers running instead of restarting
     them all."""
-    return _git(repo, "rev-list", "-1", "HEAD", "--", *RELEASE_PATHS).strip() or "HEAD"
+    return _git(repo, "rev-list", "-1", "HEAD", "--", *VERSION_PATHS).strip() or "HEAD"
 
 
 @functools.cache
@@ -118,7 +121,7 @@ def build_release(repo: Path = REPO_ROOT) -> Release:
     files = release_files(repo)
     tarball = pack(repo, files)
     commit = _git(repo, "describe", "--always", "--abbrev=12", last_shipped_commit(repo)).strip()
-    dirty = _git(repo, "status", "--porcelain", "--", *RELEASE_PATHS).strip()
+    dirty = _git(repo, "status", "--porcelain", "--", *VERSION_PATHS).strip()
     version = f"{commit}-dirty-{hashlib.sha256(tarball).hexdigest()[:10]}" if dirty else commit
     return Release(version, tarball, requirements(repo))
 
@@ -135,7 +138,7 @@ def venv_script(release: Release) -> str:
     reqs = base64.b64encode(release.requirements.encode()).decode()
     return (f"rm -rf {v} && mkdir -p {VENVS} && /usr/bin/python3 -m venv {v} "
             f"&& printf %s {reqs} | base64 -d > {v}/requirements.txt "
-            f"&& {v}/bin/pip install -q --disable-pip-version-check -r {v}/requirements.txt "
+            f"&& {v}/bin/pip install -q --disable-pip-version-check --require-hashes -r {v}/requirements.txt "
             f"&& touch {v}/.complete")
 
 

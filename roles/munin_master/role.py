@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 
 from infra.config import REPO_ROOT
 from infra.topology import Node
+from monitoring.alerts import WEB_TIER, web_tier_key
 from monitoring.health_watcher import Target, WatcherConfig
 from monitoring.munin_alert import munin_conf_lines
 from roles.engine.context import RoleContext
@@ -50,10 +51,13 @@ def munin_hosts(ctx: RoleContext) -> list[MuninHost]:
 
 
 def watcher_config(ctx: RoleContext) -> WatcherConfig:
-    """Every nginx and app process /health of the stack, for the fast health watcher."""
+    """Every nginx and app process /health of the stack, for the fast health watcher. On AWS the
+    nginx nodes share the load balancer alarm's dedup key: one outage, one incident."""
     d = ctx.defaults("munin_master")
+    shared = web_tier_key(ctx.stack) if ctx.config.target == "aws" else None
     targets = tuple(
-        Target(node.name, host.name, f"http://{ctx.address(node)}:{ctx.port(node)}/health")
+        Target(node.name, host.name, f"http://{ctx.address(node)}:{ctx.port(node)}/health",
+               shared if role == WEB_TIER else None)
         for host in ctx.hosts for role in ("nginx", "app") for node in host.nodes_of(role)
     )
     return WatcherConfig(ctx.stack, targets, float(ctx.config.monitoring.health_probe_interval_s),

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import re
-import tomllib
-from importlib import metadata
-from pathlib import Path
 
-from infra.config import REPO_ROOT
+from infra.lockfile import closure
 from roles.engine.context import RoleContext
 from roles.engine.resources import Command, DesiredState, Directory, File, Handler, Packages, Service
 from roles.munin_node.plugins import HELPER, PLUGIN_DIR, host_plugins
@@ -18,20 +14,9 @@ RESTART = "restart munin-node"
 PLUGINS_LINK_DIR = "/etc/munin/plugins"
 
 
-def project_pins(root: Path = REPO_ROOT) -> list[str]:
-    """The project's pinned runtime dependencies: pyproject.toml's in a checkout; else (a host that
-    installed the release bundle, no pyproject.toml beside the packages) the installed metadata's."""
-    pyproject = root / "pyproject.toml"
-    if pyproject.is_file():
-        return tomllib.loads(pyproject.read_text())["project"]["dependencies"]
-    return [pin for pin in metadata.requires("photostack") or [] if ";" not in pin]  # no extras' pins
-
-
-def requirements(names: list[str], root: Path = REPO_ROOT) -> str:
-    """Pinned requirement lines for `names`, with the versions the project pins."""
-    pins = project_pins(root)
-    by_name = {re.split(r"[\[=<>]", pin, maxsplit=1)[0].lower(): pin for pin in pins}
-    return "".join(f"{by_name[name.lower()]}\n" for name in names)
+def requirements(names: list[str]) -> str:
+    """Requirements with hashes for `names` and everything they need, from the one lock file."""
+    return closure(names)
 
 
 def venv(ctx: RoleContext) -> list:
@@ -51,7 +36,7 @@ def venv(ctx: RoleContext) -> list:
         Command(f"venv {path}", unless=f'[ "$(sha256sum < {built} 2>/dev/null | cut -d" " -f1)" = {digest} ]',
                 # Debian's python3 by full path: a login PATH may find another (e.g. pyenv under /root,
                 # which the plugins' user cannot read).
-                run=f"rm -rf {path} && /usr/bin/python3 -m venv {path} && {path}/bin/pip install -q -r {wanted} "
+                run=f"rm -rf {path} && /usr/bin/python3 -m venv {path} && {path}/bin/pip install -q --require-hashes -r {wanted} "
                     f"&& cp {wanted} {built}",
                 notify=(RESTART,)),
     ]

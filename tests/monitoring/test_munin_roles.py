@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 
 import pytest
@@ -67,15 +68,34 @@ def test_munin_node_conf_binds_loopback_and_secrets_stay_root_only():
     assert "celery cpu df df_inode gunicorn_app_0" in prune.unless
 
 
-def test_venv_pins_come_from_pyproject():
-    assert requirements(["pyyaml", "pagerduty"]) == "pyyaml==6.0.3\npagerduty==7.2.0\n"
+def test_venv_installs_the_locked_pins_with_hashes():
+    from infra.lockfile import locked_version, parse
+
+    text = requirements(["python-munin", "pagerduty"])
+    pinned = {e.name: e.version for e in parse(text)}
+    # The packages at their locked versions, and what they need (pagerduty's HTTP client), hashed.
+    assert pinned["python-munin"] == locked_version("python-munin") and pinned["pagerduty"] == locked_version("pagerduty")
+    assert "httpx2" in pinned and all("--hash=sha256:" in e.text for e in parse(text))
+    state = node_desired(onebox_context())
+    build = next(r for r in state.resources if isinstance(r, Command) and r.name.startswith("venv "))
+    assert "--require-hashes" in build.run
 
 
-def test_requirements_without_a_checkout_come_from_the_installed_project(tmp_path):
-    """A host installs the release non-editable: no pyproject.toml beside the packages (tmp_path
-    stands for site-packages); the pins are the installed project's, the same as the checkout's."""
-    assert requirements(["pagerduty", "redis"], root=tmp_path) == requirements(["pagerduty", "redis"])
 
+def test_requirements_without_a_checkout_come_from_the_bundles_lock_file(tmp_path, monkeypatch):
+    """A host installs the release non-editable: no requirements.lock beside the packages (the
+    missing path stands for site-packages'); the lock is the unpacked bundle's, where the stack
+    config is ($PHOTOSTACK_STACKS_DIR), and gives the same pins as the checkout's."""
+    from infra import lockfile
+
+    in_checkout = requirements(["pagerduty", "redis"])
+    bundle = tmp_path / "release"
+    bundle.mkdir()
+    shutil.copy(lockfile.LOCK_FILE, bundle / "requirements.lock")
+    monkeypatch.setattr(lockfile, "LOCK_FILE", tmp_path / "site-packages" / "requirements.lock")
+    monkeypatch.setenv("PHOTOSTACK_STACKS_DIR", str(bundle))
+    assert lockfile.lock_file() == bundle / "requirements.lock"
+    assert requirements(["pagerduty", "redis"]) == in_checkout
 
 def test_munin_conf_polls_every_host_with_limits_and_pages_through_the_pipeline():
     ctx = onebox_context()

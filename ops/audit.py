@@ -1,0 +1,122 @@
+"""The audit trail: every `ops` command that changes a stack, who ran it, when, and how it ended.
+
+One JSON record per command, where every operator reads the same trail (`ops audit`):
+- one-box: lines appended to `audit.log` in the stack's state dir;
+- AWS: events in the CloudWatch Logs group `/photostack/<stack>/ops-audit`, one stream per
+  operator and machine (created on first use), readable by anyone with the stack's read role.
+Recording never hides the command's own outcome: a trail that cannot be written is a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ops.stack import Stack
+
+AUDIT_FILE = "audit.log"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One changing command."""
+
+    at: float
+    who: str
+    host: str
+    command: str
+    outcome: str
+    """ok, failed: <one line>, refused: <one line>."""
+
+    def line(self) -> str:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.at))
+        return f"{when}  {self.who}@{self.host}  {self.command}  → {self.outcome}"
+
+
+def log_group(stack: str) -> str:
+    """The CloudWatch Logs group of an AWS stack's trail."""
+    return f"/photostack/{stack}/ops-audit"
+
+
+class FileTrail:
+    """The one-box's trail: JSON lines, appended (O_APPEND writes of one line do not interleave)."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.path = stack.state / AUDIT_FILE
+
+    def write(self, entry: Entry) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(asdict(entry)) + "\n")
+
+    def read(self, limit: int) -> list[Entry]:
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+        return [Entry(**json.loads(line)) for line in lines[-limit:]]
+
+
+class LogsTrail:
+    """An AWS stack's trail in CloudWatch Logs."""
+
+    def __init__(self, logs: Any, stack: str) -> None:
+        self.logs, self.group = logs, log_group(stack)
+
+    def _ensure(self, stream: str) -> None:
+        for create, kwargs in ((self.logs.create_log_group, {}), (self.logs.create_log_stream, {"logStreamName": stream})):
+            try:
+                create(logGroupName=self.group, **kwargs)
+            except self.logs.exceptions.ResourceAlreadyExistsException:
+                pass
+
+    def write(self, entry: Entry) -> None:
+        stream = f"{entry.who}@{entry.host}"
+        self._ensure(stream)
+        self.logs.put_log_events(logGroupName=self.group, logStreamName=stream,
+                                 logEvents=[{"timestamp": int(entry.at * 1000), "message": json.dumps(asdict(entry))}])
+
+    def read(self, limit: int) -> list[Entry]:
+        try:
+            pages = self.logs.get_paginator("filter_log_events").paginate(logGroupName=self.group)
+            events = [e for page in pages for e in page["events"]]
+        except self.logs.exceptions.ResourceNotFoundException:
+            return []
+        events.sort(key=lambda e: e["timestamp"])
+        return [Entry(**json.loads(e["message"])) for e in events[-limit:]]
+
+
+def trail(stack: Stack) -> FileTrail | LogsTrail:
+    """Where the stack's audit trail lives."""
+    if stack.config.target == "onebox":
+        return FileTrail(stack)
+    import boto3  # AWS only
+
+    return LogsTrail(boto3.client("logs", region_name=stack.config.region), stack.name)
+
+
+@contextmanager
+def recorded(stack: Stack, command: str, warnings: list[str] | None = None) -> Iterator[None]:
+    """Record `command` and its outcome when the block ends (ok, or the error's first line)."""
+    outcome = "ok"
+    try:
+        yield
+    except BaseException as exc:
+        kind = "refused" if type(exc).__name__ in ("LockHeld", "ConfirmationRefused") else "failed"
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        outcome = f"{kind}: {detail}"
+        raise
+    finally:
+        entry = Entry(time.time(), os.environ.get("USER", "unknown"), socket.gethostname(), command, outcome)
+        try:
+            trail(stack).write(entry)
+        except Exception as exc:  # noqa: BLE001 — the command's own outcome matters more
+            if warnings is not None:
+                warnings.append(f"audit trail not written ({type(exc).__name__}: {exc})")
