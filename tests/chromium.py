@@ -107,7 +107,14 @@ class Browser:
         deadline = time.monotonic() + timeout
         value = None
         while time.monotonic() < deadline:
-            value = self.evaluate(expression)
+            try:
+                value = self.evaluate(expression)
+            except RuntimeError as exc:
+                # The page is still navigating: its JavaScript context is not there yet or was
+                # just replaced. Anything else is a real error.
+                if "context" not in str(exc).lower():
+                    raise
+                value = None
             if value:
                 return value
             time.sleep(0.2)

@@ -60,6 +60,24 @@ class Client:
         status, data = self.request(method, path, body, "application/json" if body else None)
         return status, json.loads(data) if data.startswith((b"{", b"[")) else {"raw": data.decode(errors="replace")}
 
+    def json_honouring_retry_after(self, method: str, path: str, attempts: int = 5) -> tuple[int, dict]:
+        """`json`, retried as a well-behaved client retries: after a 503 that carries Retry-After
+        (the app's and nginx's overload refusal: the work was not done), wait that long and try
+        again, at most `attempts` times. Any other answer, or a 503 without Retry-After, is returned."""
+        for _ in range(attempts - 1):
+            req = urllib.request.Request(self.base + path, method=method)
+            try:
+                with self.opener.open(req, timeout=30) as response:
+                    data = response.read()
+                    return response.status, json.loads(data) if data.startswith(b"{") else {}
+            except urllib.error.HTTPError as exc:
+                data = exc.read()
+                retry_after = exc.headers.get("Retry-After")
+                if exc.code != 503 or retry_after is None:
+                    return exc.code, json.loads(data) if data.startswith(b"{") else {}
+                time.sleep(float(retry_after))
+        return self.json(method, path)
+
     def post_photo(self, image: bytes, caption: str = "", filename: str = "p.jpg") -> tuple[int, dict]:
         body, content_type = multipart({"caption": caption}, ("image", filename, image))
         status, data = self.request("POST", "/api/photos", body, content_type)
