@@ -23,7 +23,10 @@ def prod_document() -> dict:
     return yaml.safe_load((ROOT / "Pulumi.prod.yaml").read_text())
 
 
-@pytest.mark.parametrize("stack", ["onebox", "staging", "prod"])
+SHIPPED_STACKS = sorted(path.name.split(".")[1] for path in ROOT.glob("Pulumi.*.yaml"))
+
+
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
 def test_shipped_stacks_load(stack: str) -> None:
     config = load_stack_config(stack)
     assert config.postgres.logical_shards % config.postgres.physical_shards == 0
