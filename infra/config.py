@@ -488,6 +488,14 @@ class StackConfig(Model):
     hosted_zone: str | None = Field(
         None, description="Route53 public hosted zone of the domain (AWS only); default: the domain's parent."
     )
+    roles: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description=(
+            "Per-stack role settings: `roles.<role>.<key>` overrides a setting the role declares in "
+            "roles/<role>/defaults.yaml, with a value of the same kind (e.g. `roles: {redis: "
+            "{redis_timeout: 300}}`); a key the role does not declare is an error."
+        ),
+    )
     ami: Ami | None = Field(
         None,
         description=(

@@ -240,9 +240,27 @@ def onebox_size(config: StackConfig) -> Problems:
     return problems
 
 
+def role_overrides(config: StackConfig) -> Problems:
+    """`roles.<role>.<key>`: a role that exists, a setting it declares, a value of that setting's kind."""
+    from infra import role_settings
+
+    problems: Problems = []
+    for role, settings in config.roles.items():
+        declared = role_settings.declared(role)
+        if declared is None:
+            problems.append((f"roles.{role}", f"no such role (roles: {', '.join(role_settings.known_roles())})"))
+            continue
+        for key, value in settings.items():
+            if key not in declared:
+                problems.append((f"roles.{role}.{key}", f"not a setting of role {role} (see roles/{role}/defaults.yaml)"))
+            elif why := role_settings.kind_problem(value, declared[key]):
+                problems.append((f"roles.{role}.{key}", why))
+    return problems
+
+
 def cross_checks(config: StackConfig, keys: dict[str, Any], providers: dict[str, Any]) -> Problems:
     """Every cross-key rule that applies to the stack's target."""
-    problems = zones(config, keys, providers) + instance_types(config, keys)
+    problems = zones(config, keys, providers) + instance_types(config, keys) + role_overrides(config)
     if config.target == "aws":
         problems += aws_shape(config) + network(config) + hosted_zone(config)
     else:

@@ -43,7 +43,7 @@ def site_config(listen: int, app_ports: list[int]) -> tuple[str, int]:
 @pytest.fixture
 def web_tier(app_stack, state_root, tmp_path):
     """(nginx port, in-flight limit, the two gunicorn processes) over the app_stack services."""
-    from roles.engine.context import role_defaults
+    from infra.role_settings import declared
 
     nginx_port, *app_ports = free_ports(3)
     site, limit = site_config(nginx_port, app_ports)
@@ -55,7 +55,7 @@ def web_tier(app_stack, state_root, tmp_path):
         f"user root;\nworker_processes 2;\ndaemon off;\npid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log warn;\n"
         "events { worker_connections 1024; }\n"
         f"http {{ include /etc/nginx/mime.types; access_log off; {temp}\n include {tmp_path}/site.conf; }}\n")
-    d = role_defaults("app")
+    d = declared("app")
     apps = []
     for port in app_ports:
         log = open(tmp_path / f"app-{port}.log", "ab")

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import jinja2
-import yaml
 
+from infra import role_settings
 from infra.config import StackConfig
 from infra.inventory import Host
 from infra.topology import STANDARD_PORTS, Node
@@ -41,13 +41,6 @@ def _environment(role: str) -> jinja2.Environment:
     return env
 
 
-@cache
-def role_defaults(role: str) -> dict[str, Any]:
-    """A role's `defaults.yaml`: every setting a user may change, commented."""
-    path = ROLES_DIR / role / "defaults.yaml"
-    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
-
-
 @dataclass(frozen=True)
 class RoleContext:
     """A host, the stack around it, and helpers to render templates and find peers."""
@@ -73,11 +66,13 @@ class RoleContext:
             f"Managed by photostack (roles/{role}/templates/{name}); "
             "local changes are overwritten by the next converge."
         )
-        values = {**role_defaults(role), "ctx": self, "config": self.config, "managed_by": managed_by}
+        values = {**self.defaults(role), "ctx": self, "config": self.config, "managed_by": managed_by}
         return _environment(role).get_template(name).render(**values, **variables)
 
     def defaults(self, role: str) -> dict[str, Any]:
-        return role_defaults(role)
+        """A role's settings on this stack: its declared defaults with the stack's
+        `photostack:roles.<role>` overrides on top."""
+        return role_settings.effective(role, self.config.roles)
 
     def host_of(self, node: Node) -> Host:
         """The host that runs `node`."""
