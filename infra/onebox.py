@@ -56,9 +56,8 @@ class OneBoxSsh:
 
 
 def ssh_paths(state: Path) -> OneBoxSsh:
-    directory = state / "ssh"
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return OneBoxSsh(directory)
+    """Where the one-box's SSH keys and sshd files are (nothing is created: `ensure_keys` does)."""
+    return OneBoxSsh(state / "ssh")
 
 
 def _keygen(path: Path, comment: str) -> None:
@@ -71,6 +70,7 @@ def _keygen(path: Path, comment: str) -> None:
 
 def ensure_keys(paths: OneBoxSsh) -> None:
     """Generate the client and host keys once; authorize the client key for this sshd only."""
+    paths.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     _keygen(paths.client_key, "photostack-onebox-client")
     _keygen(paths.host_key, "photostack-onebox-host")
     paths.home.mkdir(exist_ok=True, mode=0o700)

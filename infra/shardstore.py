@@ -123,8 +123,12 @@ def shard_map_store(config: StackConfig, stack: str) -> ShardMapStore:
 
 
 def stored_shard_map(config: StackConfig, stack: str) -> ShardMap:
-    """The stack's stored shard map (created from the config on first use)."""
-    return shard_map_store(config, stack).load_or_create(config)
+    """The stack's stored shard map; before anything stored one (the one-box's first `ops up`,
+    `pulumi up` on AWS), the config's initial map. Reading never writes: `ops status` renders
+    roles through here too."""
+    store = shard_map_store(config, stack)
+    store.check(config)
+    return store.load() or ShardMap.initial(config)
 
 
 # --- Which cluster of each physical shard is its primary (changed only by failovers) ---------

@@ -122,7 +122,8 @@ class Stack:
         """Bring up the one-box's own sshd (only for the one-box target)."""
         if self.config.target != "onebox":
             raise ConfigError([f"photostack:target: stack '{self.name}' is {self.config.target}, not onebox"])
-        self.check_shard_map()  # before anything starts
+        # Before anything starts: the map must agree with the config, and from here on it is stored.
+        shard_map_store(self.config, self.name).load_or_create(self.config)
         onebox.prepare(self.config, self.state)
         self.adopt_primaries()
 
@@ -170,8 +171,11 @@ class Stack:
         return converge_hosts(hosts, lambda h: self.desired(h, roles), self.ssh, check=check, progress=progress)
 
     def services(self, host: Host, roles: set[str] | None = None) -> DesiredState:
-        """Only the services of a host's roles (what `status` and `down` look at)."""
-        state = self.desired(host, roles)
+        """Only the services of a host's roles (what `status` and `down` look at). A service's name
+        and status command never depend on a secret's value, so none is read (or generated, on
+        the one-box): `ops status` stays read-only and works without secrets."""
+        context = RoleContext(self.config, self.name, host, tuple(self.hosts), _unread_secret)
+        state = host_state(context, roles)
         return DesiredState(resources=[r for r in state.resources if isinstance(r, Service)])
 
     def stop_services(self, hosts: list[Host]) -> list[HostResult]:
@@ -186,3 +190,8 @@ class Stack:
     def stop_onebox(self) -> None:
         """Stop the one-box's own sshd."""
         onebox.stop_sshd(onebox.ssh_paths(self.state))
+
+
+def _unread_secret(name: str) -> str:
+    """Stands in for a secret where only the shape of the desired state is wanted."""
+    return f"(secret {name} not read)"
