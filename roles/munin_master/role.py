@@ -12,6 +12,7 @@ from infra.topology import Node
 from monitoring.alerts import WEB_TIER, web_tier_key
 from monitoring.health_watcher import Target, WatcherConfig
 from monitoring.munin_alert import munin_conf_lines
+from monitoring.wallboard_markers import PAGE_FILE, PAGE_URL
 from roles.engine.context import RoleContext
 from roles.engine.resources import Absent, DesiredState, Directory, File, Handler, Packages, Service, SystemUser
 from roles.munin_node.plugins import host_plugins, limits
@@ -103,6 +104,8 @@ def desired(ctx: RoleContext) -> DesiredState:
         File("/etc/sudoers.d/photostack-munin", sudoers, mode=0o440),
         Directory(d["munin_master_htmldir"], owner="munin", group="munin"),
         Directory(d["munin_master_dbdir"], owner="munin", group="munin"),
+        # the wallboard's page markers: root's alert hooks write them, nginx serves them
+        Directory(os.path.dirname(PAGE_FILE)),
         # the fast health watcher: its own account, which writes its home (the log) and nothing else;
         # it pages through its root-owned hook (a new hook restarts it: from an older, root watcher)
         SystemUser(watcher_user, d["munin_master_watcher_home"]),
@@ -137,7 +140,7 @@ def dashboard_site(ctx: RoleContext) -> list:
     them itself, from the same host)."""
     d = ctx.defaults("munin_master")
     site = ctx.template("munin_master", "dashboard-site.conf.j2", port=d["munin_master_dashboard_port"],
-                        htmldir=d["munin_master_htmldir"])
+                        htmldir=d["munin_master_htmldir"], page_markers=(PAGE_URL, PAGE_FILE))
     return [
         Packages(("nginx",)),
         Absent("/etc/nginx/sites-enabled/default", notify=(RELOAD_DASHBOARD,)),
