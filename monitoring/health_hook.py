@@ -107,9 +107,12 @@ class SudoPager:
             return self._keep(batch, verdicts, f"{type(exc).__name__}: {exc}")
         if done.returncode != 0:
             return self._keep(batch, verdicts, done.stderr.strip() or f"exit {done.returncode}")
-        answer = json.loads(done.stdout)
-        self.unsent, self.spooled = [], int(answer["spooled"])
-        outcomes = [Outcome(**o) for o in answer["outcomes"]]
+        try:
+            answer = json.loads(done.stdout)
+            spooled, outcomes = int(answer["spooled"]), [Outcome(**o) for o in answer["outcomes"]]
+        except (ValueError, TypeError, KeyError) as exc:
+            return self._keep(batch, verdicts, f"unreadable answer: {exc}")
+        self.unsent, self.spooled = [], spooled
         return outcomes[len(batch) - len(verdicts):]
 
     def _keep(self, batch: list[Verdict], verdicts: Sequence[Verdict], problem: str) -> list[Outcome]:

@@ -24,7 +24,7 @@ from infra.config import REPO_ROOT, load_stack_config
 from infra.inventory import onebox_hosts
 from monitoring.alert_store import AlertStore
 from monitoring.health_hook import SudoPager
-from monitoring.health_watcher import Watcher, WatcherConfig
+from monitoring.health_watcher import Verdict, Watcher, WatcherConfig
 from ops.maintenance import restart_script
 from ops.remote import run_step
 from roles.engine.context import RoleContext, role_defaults
@@ -129,6 +129,17 @@ def test_the_watchers_verdicts_reach_the_pipeline_through_the_hook(tmp_path: Pat
     actions = [(r["action"], r["dedup_key"]) for r in AlertStore(tmp_path / "state" / "onebox").history()]
     assert ("trigger", "onebox/onebox/health/app-0") in actions
     assert actions[-1] == ("resolve", "onebox/onebox/health/app-0")
+
+
+def test_verdicts_the_hook_did_not_take_are_handed_over_again_in_order(tmp_path: Path) -> None:
+    hook, _ = install_hook(tmp_path)
+    pager = SudoPager(str(tmp_path / "not-yet-installed"), sudo=())
+    assert [o.status for o in pager.send([Verdict("trigger", "app-0", 2, "refused")])] == ["queued"]
+    pager.command = [str(hook)]
+    assert [o.status for o in pager.send([Verdict("resolve", "app-0")])] == ["local"]  # the resolve's own
+    history = AlertStore(tmp_path / "state" / "onebox").history()
+    assert [(r["action"], r["dedup_key"]) for r in history] == [("trigger", "onebox/onebox/health/app-0"),
+                                                                ("resolve", "onebox/onebox/health/app-0")]
 
 
 def running_uids(pidfile: str) -> list[int]:
