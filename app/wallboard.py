@@ -5,8 +5,9 @@ Every app process writes, for the second it is in (`int(time.time())`):
   app/counters.py; requests and 5xx answers: `middleware` below), expiring after `KEEP_S`;
 - `photostack:latency:<second>`: a hash of request durations, field = bucket index
   (`bucket(ms)`, ~5 % wide), value = how many requests fell in it, for the p99.
-Markers (deploys, failovers, pages) live in the list monitoring/wallboard_markers.py describes;
-`ops` writes them with `python -m app.wallboard mark KIND TEXT` on an app host.
+Markers (deploys, failovers) live in the list monitoring/wallboard_markers.py describes; `ops`
+writes them with `python -m app.wallboard mark KIND TEXT` on an app host. Page markers come from
+the monitoring host's file beside the Munin pages, which the page fetches and merges itself.
 
 `GET /wallboard/` is the page (big numbers, one-second charts, for a TV); it polls
 `GET /wallboard/data.json` every second. Queue depth is read from the broker (passive queue
@@ -190,7 +191,7 @@ def data(request: HttpRequest) -> JsonResponse:
 @require_GET
 def page(request: HttpRequest) -> HttpResponse:
     """GET /wallboard/: the TV page (all drawing happens in the browser)."""
-    return render(request, "wallboard.html", {"window": WINDOW_S})
+    return render(request, "wallboard.html", {"window": WINDOW_S, "page_markers_url": markers.PAGE_URL})
 
 
 def main(argv: list[str] | None = None) -> int:

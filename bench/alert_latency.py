@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from monitoring.alert_pipeline import AlertPipeline  # noqa: E402
 from monitoring.alert_store import AlertStore  # noqa: E402
-from monitoring.health_watcher import Target, Watcher, probe  # noqa: E402
+from monitoring.health_watcher import PipelinePager, Target, Watcher, probe  # noqa: E402
 from monitoring.pagerduty_events import PagerDutySender, RetryPolicy  # noqa: E402
 from monitoring.silences import SilenceStore  # noqa: E402
 from ops.stack import Stack  # noqa: E402
@@ -121,7 +121,7 @@ def main() -> int:
         store.mkdir()
         pipeline = AlertPipeline(AlertStore(store), SilenceStore(store), sender,
                                  stack.config.alerting.runbook_base_url, stack.config.environment)
-        watcher = Watcher(config, pipeline)
+        watcher = Watcher(config, PipelinePager(config, pipeline))
         # The watcher keeps its own rhythm, as the installed service does; the kill lands anywhere in it.
         threading.Thread(target=watcher.run, daemon=True).start()
         time.sleep(config.interval_s * 2.5)

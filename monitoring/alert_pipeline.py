@@ -27,7 +27,7 @@ from monitoring.alert_store import AlertStore
 from monitoring.alerts import Alert, dedup_key, resolve_event, trigger_event
 from monitoring.pagerduty_events import DeliveryError, PagerDutySender, RetryPolicy
 from monitoring.silences import SilenceStore, SsmSilenceStore, silence_store
-from monitoring.wallboard_markers import MarkerWriter, redis_writer
+from monitoring.wallboard_markers import PAGE_FILE, MarkerWriter, file_writer
 
 ROUTING_KEY = "pagerdutyRoutingKey"
 # `<state dir>/pagerduty-override.json` {"url", "ca", "routing_key"}: pages of the stack go to that
@@ -64,13 +64,11 @@ class FlushResult:
 log = logging.getLogger(__name__)
 
 
-def _markers(stack: str, config: StackConfig) -> MarkerWriter | None:
-    """The one-box's page markers go straight to the app's Redis on loopback; on AWS the
-    monitoring host has no route to Redis (its security group admits the app and workers only)."""
-    if config.target != "onebox":
-        return None
-    password = SecretStore.for_stack(stack).get("redisPassword")
-    return redis_writer(config.onebox.address, config.onebox.redis_base_port, password) if password else None
+def _markers() -> MarkerWriter | None:
+    """Page markers for the wallboard, where their file's directory is: the monitoring host (the
+    munin_master role makes it), on every target; None elsewhere (an operator's `ops`)."""
+    path = Path(PAGE_FILE)
+    return file_writer(path) if path.parent.is_dir() else None
 
 
 def dashboard_base_url(config: StackConfig) -> str:
@@ -89,7 +87,7 @@ class AlertPipeline:
                  markers: MarkerWriter | None = None):
         self.store = store
         self.dashboard_base_url = dashboard_base_url
-        # Puts a "page" marker on the wallboard when an incident opens (None: no Redis reachable).
+        # Puts a "page" marker on the wallboard when an incident opens (None: not on the monitoring host).
         self.markers = markers
         self.silences = silences
         self.sender = sender
@@ -121,7 +119,7 @@ class AlertPipeline:
         silences = silence_store(stack, config.target, config.region, directory)
         return cls(AlertStore(directory), silences, sender,
                    config.alerting.runbook_base_url, config.environment, note, dashboard_base_url(config),
-                   _markers(stack, config))
+                   _markers())
 
     def trigger(self, alert: Alert) -> Outcome:
         """Open (or refresh) the incident of `alert`, unless a silence covers it."""

@@ -12,7 +12,12 @@ monitoring/README.md); the watcher's probes of the nginx nodes behind the load b
 alarm's dedup key (`Target.shared_key`), so one outage is one incident, and its per-process view
 of the app nodes (which the load balancer does not have) pages on its own keys.
 
-    python -m monitoring.health_watcher --config /etc/photostack/health_watcher.json
+The watcher runs as its own unprivileged account: it holds no secret and no alert state. Each
+verdict that changes goes, as one line of JSON, to a root-owned hook it may run through sudo with
+no arguments (monitoring/health_hook.py), which pages through the stack's alert pipeline.
+
+    python -m monitoring.health_watcher --config /etc/photostack/health_watcher.json \
+        --hook /usr/local/sbin/photostack-health-alert
 """
 
 from __future__ import annotations
@@ -24,16 +29,17 @@ import logging
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
-from infra.config import ConfigError
 from monitoring.alert_pipeline import AlertPipeline, Outcome
 from monitoring.alerts import HEALTH_PLUGIN, Alert, dedup_key
 
 PLUGIN = HEALTH_PLUGIN  # alerts are stack/host/health/<node>; runbooks/web_node_down.md answers them
+ERROR_CHARS = 200  # of a probe's error in a page's summary (the hook refuses longer ones)
 log = logging.getLogger("health_watcher")
 
 
@@ -112,35 +118,80 @@ def probe(url: str, timeout_s: float) -> tuple[bool, str]:
     return True, ""
 
 
-class Watcher:
-    """Probe every target each round; trigger and resolve through the pipeline."""
+@dataclass(frozen=True)
+class Verdict:
+    """A target whose verdict changed: what the watcher hands over to be paged or resolved."""
 
-    def __init__(self, config: WatcherConfig, pipeline: AlertPipeline,
-                 prober: Callable[[str, float], tuple[bool, str]] = probe):
+    action: str  # "trigger" or "resolve"
+    node: str
+    failures: int = 0
+    error: str = ""
+
+
+class Pager(Protocol):
+    """Where verdicts go: one call per round (with no verdicts too, so queued events are retried)."""
+
+    def send(self, verdicts: Sequence[Verdict]) -> list[Outcome]:
+        """Page or resolve each verdict, in order; one outcome per verdict."""
+
+
+def alert_for(config: WatcherConfig, target: Target, failures: int, error: str) -> Alert:
+    """The alert of a target failing its health check (its shared key's on AWS's web tier)."""
+    summary = (f"{target.node} on {target.host} fails its health check {target.url} "
+               f"({failures} probes in a row: {error})")
+    limits = {"critical": f"{config.failures_to_page} failed probes"}
+    if target.shared_key:  # stack/lb/health/nginx: the same alert as the load balancer's alarm
+        stack, host, plugin, field = target.shared_key.split("/")
+        return Alert(stack, host, plugin, field, "critical", "down", limits, summary)
+    return Alert(config.stack, target.host, PLUGIN, target.node, "critical", "down", limits, summary)
+
+
+class PipelinePager:
+    """Pages verdicts through an alert pipeline in this process: the root hook's side (and tests')."""
+
+    def __init__(self, config: WatcherConfig, pipeline: AlertPipeline):
         self.config = config
         self.pipeline = pipeline
+        self.targets = {t.node: t for t in config.targets}
+
+    def send(self, verdicts: Sequence[Verdict]) -> list[Outcome]:
+        outcomes = [self._one(v) for v in verdicts]
+        if self.pipeline.store.spooled():
+            self.pipeline.flush_spool()  # PagerDuty was unreachable earlier: retry now
+        return outcomes
+
+    def _one(self, verdict: Verdict) -> Outcome:
+        target = self.targets[verdict.node]
+        if verdict.action == "trigger":
+            return self.pipeline.trigger(alert_for(self.config, target, verdict.failures, verdict.error))
+        return self.pipeline.resolve(target.shared_key or dedup_key(self.config.stack, target.host, PLUGIN, target.node))
+
+
+class Watcher:
+    """Probe every target each round; hand the verdicts that changed to the pager."""
+
+    def __init__(self, config: WatcherConfig, pager: Pager,
+                 prober: Callable[[str, float], tuple[bool, str]] = probe):
+        self.config = config
+        self.pager = pager
         self.prober = prober
         self.states = {t.node: TargetState() for t in config.targets}
         self._pool = ThreadPoolExecutor(max_workers=max(1, min(16, len(config.targets))))
 
     def round(self) -> list[Outcome]:
-        """Probe all targets once (in parallel) and act on verdicts that changed."""
+        """Probe all targets once (in parallel) and hand over the verdicts that changed."""
         results = list(self._pool.map(lambda t: self.prober(t.url, self.config.timeout_s), self.config.targets))
-        outcomes = []
+        verdicts = []
         for target, (ok, error) in zip(self.config.targets, results):
             state = self.states[target.node]
             action = decide(state, ok, error, self.config.failures_to_page, self.config.successes_to_resolve)
             if action and target.shared_key:
                 action = self._shared(target, action)
-            if action == "trigger":
-                outcomes.append(self.pipeline.trigger(self._alert(target, state)))
-            elif action == "resolve":
-                key = target.shared_key or dedup_key(self.config.stack, target.host, PLUGIN, target.node)
-                outcomes.append(self.pipeline.resolve(key))
             if action:
-                log.info("%s %s: %s", action, target.node, outcomes[-1].status)
-        if self.pipeline.store.spooled():
-            self.pipeline.flush_spool()  # PagerDuty was unreachable earlier: retry now
+                verdicts.append(Verdict(action, target.node, state.failures, state.last_error[:ERROR_CHARS]))
+        outcomes = self.pager.send(verdicts)
+        for verdict, outcome in zip(verdicts, outcomes):
+            log.info("%s %s: %s %s", verdict.action, verdict.node, outcome.status, outcome.detail)
         return outcomes
 
     def _shared(self, target: Target, action: str) -> str | None:
@@ -149,15 +200,6 @@ class Watcher:
                   if t.shared_key == target.shared_key and t.node != target.node]
         # Another target of the key is down: its incident is open already (trigger), or must stay (resolve).
         return None if any(o.down for o in others) else action
-
-    def _alert(self, target: Target, state: TargetState) -> Alert:
-        summary = (f"{target.node} on {target.host} fails its health check {target.url} "
-                   f"({state.failures} probes in a row: {state.last_error})")
-        limits = {"critical": f"{self.config.failures_to_page} failed probes"}
-        if target.shared_key:  # stack/lb/health/nginx: the same alert as the load balancer's alarm
-            stack, host, plugin, field = target.shared_key.split("/")
-            return Alert(stack, host, plugin, field, "critical", "down", limits, summary)
-        return Alert(self.config.stack, target.host, PLUGIN, target.node, "critical", "down", limits, summary)
 
     def run(self, rounds: int | None = None) -> None:
         """Probe every `interval_s` (forever, or `rounds` times), keeping the rhythm steady."""
@@ -174,23 +216,22 @@ class Watcher:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the watcher from its JSON config until killed."""
+    """Run the watcher from its JSON config until killed, paging through the root-owned hook."""
+    from monitoring.health_hook import SudoPager
+
     parser = argparse.ArgumentParser(prog="python -m monitoring.health_watcher", description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, required=True, help="JSON written by the munin_master role")
+    parser.add_argument("--hook", required=True, help="the root-owned hook sudo lets this account run")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         config = WatcherConfig.from_json(args.config.read_text())
-        pipeline = AlertPipeline.for_stack(config.stack)
     except (OSError, ValueError, TypeError, KeyError) as exc:
         print(f"health_watcher: cannot read {args.config}: {exc}", file=sys.stderr)
         return 2
-    except ConfigError as exc:
-        print(f"health_watcher: {exc.problems[0]}", file=sys.stderr)
-        return 2
-    log.info("watching %d health endpoints every %ss (%s)", len(config.targets), config.interval_s,
-             pipeline.note or "paging through PagerDuty")
-    Watcher(config, pipeline).run()
+    log.info("watching %d health endpoints every %ss, paging through %s", len(config.targets), config.interval_s,
+             args.hook)
+    Watcher(config, SudoPager(args.hook)).run()
     return 0
 
 

@@ -1,31 +1,47 @@
 """Markers on the live wallboard (app/wallboard.py): deploys, rollbacks, failovers and pages.
 
-One shared place every writer reaches: the Redis list `photostack:markers` in the app's Redis,
-newest first, trimmed to the last `KEPT`. Each entry is JSON `{"at": unix time, "kind", "text"}`.
-`ops` adds deploy/rollback/failover markers through an app host (ops/markers.py); the alert
-pipeline adds a page marker when it opens an incident, where it can reach that Redis (the
-one-box; on AWS the monitoring host has no route to Redis, see monitoring/README.md).
+Deploy, rollback and failover markers: the Redis list `photostack:markers` in the app's Redis,
+newest first, trimmed to the last `KEPT`, each entry JSON `{"at": unix time, "kind", "text"}`;
+`ops` adds them through an app host (ops/markers.py), and /wallboard/data.json returns them.
+
+Page markers come from the alert pipeline, which runs on the monitoring host (Munin's and the
+health watcher's root-owned hooks): on AWS that host has no route to Redis, and the hooks need
+no Redis login. They go to `PAGE_FILE` instead, a JSON list of the same entries in a root-owned
+directory that the munin_master role makes; nginx serves it at `PAGE_URL`, beside the Munin pages
+(on AWS behind the same operator login as the wallboard, which is on the same origin), and the
+wallboard merges it into what it draws. The same on every target.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 KEY = "photostack:markers"
 KEPT = 200
 KINDS = ("deploy", "rollback", "failover", "page")
 
+PAGE_FILE = "/var/lib/photostack-wallboard/page-markers.json"
+PAGE_URL = "/munin/page-markers.json"
+
 MarkerWriter = Callable[[str, str], None]
+
+
+def new_marker(kind: str, text: str, at: float | None = None) -> dict[str, Any]:
+    """A marker entry; ValueError naming the kinds for an unknown `kind`."""
+    if kind not in KINDS:
+        raise ValueError(f"marker kind {kind!r}: must be one of {', '.join(KINDS)}")
+    return {"at": time.time() if at is None else at, "kind": kind, "text": text}
 
 
 def push(client: Any, kind: str, text: str, at: float | None = None) -> dict[str, Any]:
     """Add a marker through `client` (a redis-py client) in one transaction; returns it."""
-    if kind not in KINDS:
-        raise ValueError(f"marker kind {kind!r}: must be one of {', '.join(KINDS)}")
-    marker = {"at": time.time() if at is None else at, "kind": kind, "text": text}
+    marker = new_marker(kind, text, at)
     pipe = client.pipeline(transaction=True)
     pipe.lpush(KEY, json.dumps(marker))
     pipe.ltrim(KEY, 0, KEPT - 1)
@@ -33,16 +49,19 @@ def push(client: Any, kind: str, text: str, at: float | None = None) -> dict[str
     return marker
 
 
-def redis_writer(host: str, port: int, password: str | None) -> MarkerWriter:
-    """A writer that adds markers to the Redis at `host:port` (the app's login)."""
+def file_writer(path: Path) -> MarkerWriter:
+    """A writer that adds markers to the JSON list at `path` (newest first, the last `KEPT`),
+    replaced whole and readable by all (nginx serves it); one writer at a time (Munin's and the
+    watcher's hooks may page at once). Its directory must be root's own: root writes it."""
 
     def write(kind: str, text: str) -> None:
-        import redis  # only the alert path that writes markers needs it
-
-        client = redis.Redis(host=host, port=port, password=password, socket_timeout=1.0, socket_connect_timeout=1.0)
-        try:
-            push(client, kind, text)
-        finally:
-            client.close()
+        marker = new_marker(kind, text)
+        with open(path.parent / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            kept = json.loads(path.read_text()) if path.exists() else []
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps([marker, *kept][:KEPT]))
+            tmp.chmod(0o644)
+            os.replace(tmp, path)
 
     return write

@@ -9,13 +9,18 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
 
+from monitoring.alert_pipeline import AlertPipeline
+from monitoring.alert_store import AlertStore
+from monitoring.alerts import Alert
+from monitoring.silences import SilenceStore
+from monitoring.wallboard_markers import file_writer
 from tests.app_helpers import post_photo, signed_up, wait_for
 from tests.chromium import Browser
 
@@ -104,13 +109,36 @@ class QuietHandler(WSGIRequestHandler):
         pass
 
 
+def with_page_markers(app: Callable, path: Path) -> Callable:
+    """The WSGI app, and the page-marker file at PAGE_URL as nginx serves it beside the Munin pages
+    (404 until the first page)."""
+    from monitoring.wallboard_markers import PAGE_URL
+
+    def serve(environ: dict, start_response: Callable) -> list[bytes]:
+        if environ["PATH_INFO"] != PAGE_URL:
+            return app(environ, start_response)
+        if not path.exists():
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"not found\n"]
+        start_response("200 OK", [("Content-Type", "application/json"), ("Cache-Control", "no-store")])
+        return [path.read_bytes()]
+
+    return serve
+
+
 @pytest.fixture()
-def served_app(app_stack) -> Iterator[str]:
+def page_markers(tmp_path) -> Path:
+    """Where this test's alert pipeline writes page markers (the monitoring host's PAGE_FILE)."""
+    return tmp_path / "page-markers.json"
+
+
+@pytest.fixture()
+def served_app(app_stack, page_markers) -> Iterator[str]:
     """The app served over HTTP on a free port (Chromium needs a real server)."""
     from django.core.wsgi import get_wsgi_application
 
-    server = make_server("127.0.0.1", 0, get_wsgi_application(), server_class=ThreadingWSGIServer,
-                         handler_class=QuietHandler)
+    server = make_server("127.0.0.1", 0, with_page_markers(get_wsgi_application(), page_markers),
+                         server_class=ThreadingWSGIServer, handler_class=QuietHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"
@@ -141,7 +169,8 @@ def shown_total(browser: Browser) -> int:
     return int(browser.evaluate("document.getElementById('total-photos_posted').textContent").replace(",", ""))
 
 
-def test_the_wallboard_counts_every_photo_marks_deploys_and_reads_across_a_room(served_app, tmp_path):
+def test_the_wallboard_counts_every_photo_marks_deploys_and_pages_and_reads_across_a_room(served_app, page_markers,
+                                                                                           tmp_path):
     stop = threading.Event()
     traffic = threading.Thread(target=load, args=(served_app, stop), daemon=True)
     traffic.start()
@@ -179,6 +208,13 @@ def test_the_wallboard_counts_every_photo_marks_deploys_and_reads_across_a_room(
             assert done.returncode == 0, done.stderr
             assert browser.wait_for("document.querySelectorAll('svg line.marker.deploy').length === 6 && "
                                     "document.querySelector('#markers .deploy').textContent.includes('release 0123abc')")
+
+            # A page opens an incident through the alert pipeline on the monitoring host.
+            pipeline = AlertPipeline(AlertStore(tmp_path), SilenceStore(tmp_path), None, "https://runbooks.example",
+                                     "onebox", markers=file_writer(page_markers))
+            pipeline.trigger(Alert("onebox", "nginx-0", "nginx", "errors_5xx", "critical", "12.00", {"critical": ":5"}))
+            assert browser.wait_for("document.querySelectorAll('svg line.marker.page').length === 6 && "
+                                    "document.querySelector('#markers .page').textContent.includes('5xx_rate_high')")
 
             heights = browser.evaluate("[...document.querySelectorAll('.value')].map(e => e.getBoundingClientRect().height)")
             assert len(heights) == 6 and min(heights) >= 0.08 * HEIGHT, heights

@@ -8,7 +8,7 @@ from infra.config import load_stack_config
 from monitoring.alert_pipeline import AlertPipeline
 from monitoring.alert_store import AlertStore
 from monitoring.alerts import web_tier_alarm_name, web_tier_key
-from monitoring.health_watcher import Target, Watcher, WatcherConfig
+from monitoring.health_watcher import PipelinePager, Target, Watcher, WatcherConfig
 from monitoring.silences import SilenceStore
 from tests._infra_plans import plan_of
 
@@ -30,7 +30,8 @@ def test_the_nginx_nodes_page_one_incident_under_the_alarms_key(tmp_path):
     config = load_stack_config("onebox")
     pipeline = AlertPipeline(AlertStore(tmp_path), SilenceStore(tmp_path), None, config.alerting.runbook_base_url, "prod")
     probes = Probes()
-    watcher = Watcher(WatcherConfig("prod", targets, failures_to_page=1, successes_to_resolve=1), pipeline, probes)
+    watched = WatcherConfig("prod", targets, failures_to_page=1, successes_to_resolve=1)
+    watcher = Watcher(watched, PipelinePager(watched, pipeline), probes)
     watcher.round()  # the first verdicts (all healthy) resolve whatever was open before a restart
     actions = []
     for down in ({"http://n0/health"}, {"http://n0/health", "http://n1/health"}, {"http://n1/health"}, set(),

@@ -4,7 +4,8 @@ A plugin is a small script that defines, at module level:
 - `title` (what the graph shows, in words), `info` (a sentence for the graph page),
   `category` (the Munin group; `photostack` is the business overview), `vlabel`;
 - optionally `period` ("second" or "minute": DERIVE fields are rates per that period, and
-  `${graph_period}` in `vlabel` reads as it) and `scale` (False: print 0.03, never "30.00m");
+  `${graph_period}` in `vlabel` reads as it), `scale` (False: print 0.03, never "30.00m") and
+  `base` (1024 for bytes);
 - `fields` (a list of `Field`) and `values()` (name → number, or None when unknown);
 then calls `photostack_munin.main()`.
 
@@ -70,7 +71,8 @@ def config_lines(plugin: object) -> list[str]:
     scale = getattr(plugin, "scale", True)
     # Unscaled rates get two decimals on the axis (rrdtool's default one would label 0.01 … 0.04
     # all "0.0").
-    args = "--base 1000 --lower-limit 0" + ("" if scale else " --left-axis-format %.2lf")
+    base = getattr(plugin, "base", 1000)  # 1024 for sizes in bytes
+    args = f"--base {base} --lower-limit 0" + ("" if scale else " --left-axis-format %.2lf")
     lines = [f"graph_title {title}", f"graph_category {plugin.category}", f"graph_vlabel {plugin.vlabel}",
              f"graph_args {args}"]
     if getattr(plugin, "info", None):
@@ -220,6 +222,29 @@ def psql_rows(sql: str, database: str = "postgres") -> list[dict[str, str]]:
         return []
     header = lines[0].split("\t")
     return [dict(zip(header, line.split("\t"))) for line in lines[1:]]
+
+
+def per_logical_shard(sql: str) -> dict[str, int] | None:
+    """{schema: amount} of `sql`, which selects `schema` and `amount` for each logical shard's schema
+    (`shard_NNNN`) in env `database`; None when Postgres does not answer."""
+    try:
+        return {row["schema"]: int(row["amount"]) for row in psql_rows(sql, env("database", "postgres"))}
+    except ServiceDown:
+        return None
+
+
+def logical_shard_fields(amounts: Mapping[str, int] | None, unit: str) -> list[Field]:
+    """One stacked area per logical shard (field = its schema), then the physical shard's total."""
+    shards = [Field(schema, schema, draw="AREASTACK", info=f"{unit} of logical shard {int(schema[6:])}")
+              for schema in amounts or {}]
+    return [*shards, Field("total", "total", draw="LINE2", info=f"{unit} of every logical shard on this physical shard")]
+
+
+def logical_shard_values(amounts: Mapping[str, int] | None) -> dict[str, Value]:
+    """Each logical shard's amount and their total (only the total, unknown, when Postgres is down)."""
+    if amounts is None:
+        return {"total": None}
+    return {**amounts, "total": sum(amounts.values())}
 
 
 def http_get(url: str, user: str = "", password: str = "") -> bytes:

@@ -1,5 +1,5 @@
 """munin_master: the monitoring host. Install → munin.conf (nodes, limits, pages) → dashboard builder
-→ fast health watcher → (AWS) nginx serving the Munin pages to the load balancer."""
+→ fast health watcher (its own account) → (AWS) nginx serving the Munin pages to the load balancer."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from infra.topology import Node
 from monitoring.alerts import WEB_TIER, web_tier_key
 from monitoring.health_watcher import Target, WatcherConfig
 from monitoring.munin_alert import munin_conf_lines
+from monitoring.wallboard_markers import PAGE_FILE, PAGE_URL
 from roles.engine.context import RoleContext
-from roles.engine.resources import Absent, DesiredState, Directory, File, Handler, Packages, Service
+from roles.engine.resources import Absent, DesiredState, Directory, File, Handler, Packages, Service, SystemUser
 from roles.munin_node.plugins import host_plugins, limits
 
 RESTART_WATCHER = "restart health watcher"
@@ -87,8 +88,12 @@ def desired(ctx: RoleContext) -> DesiredState:
     hook_script = ctx.template("munin_master", "munin-alert-hook.j2", python=shlex.quote(python),
                                repo=shlex.quote(repo), state_root=shlex.quote(state_root),
                                stack=shlex.quote(ctx.stack))
-    sudoers = ctx.template("munin_master", "sudoers.j2", hook=hook)
-    watcher_env = {"PYTHONPATH": repo, "PHOTOSTACK_STATE_DIR": state_root}
+    watcher_user, watcher_hook = d["munin_master_watcher_user"], d["munin_master_watcher_hook"]
+    watcher_hook_script = ctx.template("munin_master", "health-alert-hook.j2", python=shlex.quote(python),
+                                       repo=shlex.quote(repo), state_root=shlex.quote(state_root),
+                                       watcher_config=shlex.quote(d["munin_master_watcher_config"]))
+    sudoers = ctx.template("munin_master", "sudoers.j2", hook=hook, watcher_user=watcher_user,
+                           watcher_hook=watcher_hook)
     interval = ctx.config.monitoring.munin_interval_s
     resources = [
         # install
@@ -99,11 +104,18 @@ def desired(ctx: RoleContext) -> DesiredState:
         File("/etc/sudoers.d/photostack-munin", sudoers, mode=0o440),
         Directory(d["munin_master_htmldir"], owner="munin", group="munin"),
         Directory(d["munin_master_dbdir"], owner="munin", group="munin"),
-        # the fast health watcher
+        # the wallboard's page markers: root's alert hooks write them, nginx serves them
+        Directory(os.path.dirname(PAGE_FILE)),
+        # the fast health watcher: its own account, which writes its home (the log) and nothing else;
+        # it pages through its root-owned hook (a new hook restarts it: from an older, root watcher)
+        SystemUser(watcher_user, d["munin_master_watcher_home"]),
+        Directory(d["munin_master_watcher_home"], owner=watcher_user, group=watcher_user, mode=0o700),
+        File(watcher_hook, watcher_hook_script, mode=0o755, notify=(RESTART_WATCHER,)),
         File(d["munin_master_watcher_config"], watcher_config(ctx).to_json(), notify=(RESTART_WATCHER,)),
         daemon("photostack-health-watcher", d["munin_master_watcher_pidfile"],
-               [python, "-m", "monitoring.health_watcher", "--config", d["munin_master_watcher_config"]],
-               log=d["munin_master_watcher_log"], env=watcher_env),
+               [python, "-m", "monitoring.health_watcher", "--config", d["munin_master_watcher_config"],
+                "--hook", watcher_hook],
+               user=watcher_user, log=d["munin_master_watcher_log"], env={"PYTHONPATH": repo}),
     ]
     handlers = [Handler(RESTART_WATCHER, _restart(resources[-1]))]
     # The dashboard: munin-cron every munin_interval_s (Debian's /etc/cron.d/munin where cron runs).
@@ -128,7 +140,7 @@ def dashboard_site(ctx: RoleContext) -> list:
     them itself, from the same host)."""
     d = ctx.defaults("munin_master")
     site = ctx.template("munin_master", "dashboard-site.conf.j2", port=d["munin_master_dashboard_port"],
-                        htmldir=d["munin_master_htmldir"])
+                        htmldir=d["munin_master_htmldir"], page_markers=(PAGE_URL, PAGE_FILE))
     return [
         Packages(("nginx",)),
         Absent("/etc/nginx/sites-enabled/default", notify=(RELOAD_DASHBOARD,)),

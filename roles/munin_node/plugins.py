@@ -94,6 +94,11 @@ def host_plugins(ctx: RoleContext) -> list[PluginInstance]:
                 found.append(_instance(ctx, f"pgbackrest_backup_{cluster.database}", "pgbackrest_backup_",
                                        user="postgres", group="postgres", stanza=cluster.database))
             if cluster.is_primary:  # lag is measured on the primary now (stored state), once per other member
+                # and the shard's rows and size per logical shard, where its data is written
+                for measure in ("rows", "size"):
+                    found.append(_instance(ctx, f"postgres_shard_{measure}_{cluster.shard}",
+                                           f"postgres_shard_{measure}_", user="postgres", host="/var/run/postgresql",
+                                           port=cluster.port, database=cluster.database))
                 for other, member in members:
                     if member.shard == cluster.shard and not member.is_primary:
                         found.append(_instance(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from infra.records import record
+from monitoring.wallboard_markers import PAGE_FILE, PAGE_URL
 from roles.engine.context import RoleContext
 from roles.engine.resources import Absent, DesiredState, Directory, File, Handler, Packages, Service
 
@@ -57,6 +58,7 @@ def desired(ctx: RoleContext) -> DesiredState:
         media_root="/srv/photostack/media",
         load_balancer_cidrs=load_balancer_cidrs(ctx),
         munin_htmldir=ctx.defaults("munin_master").get("munin_master_htmldir", ""),
+        page_markers=(PAGE_URL, PAGE_FILE),
     )
     return DesiredState(
         resources=[

@@ -10,7 +10,7 @@ import pytest
 from infra.config import load_stack_config
 from monitoring.alert_pipeline import AlertPipeline
 from monitoring.alert_store import AlertStore
-from monitoring.health_watcher import Target, TargetState, Watcher, WatcherConfig, decide
+from monitoring.health_watcher import PipelinePager, Target, TargetState, Watcher, WatcherConfig, decide
 from monitoring.pagerduty_events import PagerDutySender, RetryPolicy
 from monitoring.silences import SilenceStore
 from tests.fakes.base import LocalServer
@@ -60,7 +60,7 @@ def test_a_dead_health_endpoint_pages_within_the_bound_and_resolves(tmp_path, pa
     with AppStandIn() as app:
         watched = WatcherConfig("onebox", (Target("app-0", "onebox", f"{app.url}/health"),), interval_s=0.5,
                                 failures_to_page=2, successes_to_resolve=2, timeout_s=0.5)
-        watcher = Watcher(watched, pipeline)
+        watcher = Watcher(watched, PipelinePager(watched, pipeline))
         for _ in range(2):
             watcher.round()
         app.stop()  # the app process dies

@@ -20,6 +20,8 @@ DOWN = {
     "postgres_connections_": {"host": "127.0.0.1", "port": CLOSED},
     "postgres_replication_": {"host": "127.0.0.1", "port": CLOSED, "replica": "shard0r1"},
     "postgres_archive_": {"host": "127.0.0.1", "port": CLOSED},
+    "postgres_shard_rows_": {"host": "127.0.0.1", "port": CLOSED, "database": "shard0"},
+    "postgres_shard_size_": {"host": "127.0.0.1", "port": CLOSED, "database": "shard0"},
     "pgbackrest_backup_": {"stanza": "no_such_stanza"},
     "rabbitmq": {"url": f"http://127.0.0.1:{CLOSED}"},
     "celery": {"url": f"http://127.0.0.1:{CLOSED}"},
@@ -71,7 +73,8 @@ def test_counter_fields_are_derive_with_limits_from_the_environment():
 @pytest.mark.parametrize("plugin", sorted(DOWN))
 def test_every_graph_says_what_it_shows_and_rates_read_as_plain_numbers(plugin, tmp_path):
     link = {"redis_": "redis_primary", "gunicorn_": "gunicorn_app_0", "postgres_connections_": "postgres_connections_0_primary",
-            "postgres_replication_": "postgres_replication_0_replica1"}.get(plugin)
+            "postgres_replication_": "postgres_replication_0_replica1", "postgres_shard_rows_": "postgres_shard_rows_0",
+            "postgres_shard_size_": "postgres_shard_size_0"}.get(plugin)
     config, _ = run_plugin(plugin, "config", env=DOWN[plugin], link_as=link, tmp=tmp_path)
     settings = dict(line.split(" ", 1) for line in config.splitlines())
     assert len(settings["graph_title"]) > 10 and len(settings["graph_info"]) > 30, settings
