@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from infra.config import REPO_ROOT, load_stack_config
-from infra.shardstore import stored_shard_map
+from infra.shardstore import shard_map_store
 
 
 def test_a_physical_shard_count_that_disagrees_with_the_stored_map_exits_2(tmp_path: Path, state_root: Path,
@@ -20,7 +20,8 @@ def test_a_physical_shard_count_that_disagrees_with_the_stored_map_exits_2(tmp_p
     stacks.mkdir()
     shutil.copy(REPO_ROOT / "Pulumi.onebox.yaml", stacks / "Pulumi.onebox.yaml")
     monkeypatch.setenv("PHOTOSTACK_STACKS_DIR", str(stacks))
-    stored = stored_shard_map(load_stack_config("onebox"), "onebox")  # the map as first stored
+    config = load_stack_config("onebox")
+    stored = shard_map_store(config, "onebox").load_or_create(config)  # as the first `ops up` stores it
     doc = yaml.safe_load((stacks / "Pulumi.onebox.yaml").read_text())
     doc["config"]["photostack:postgres"]["physicalShards"] = stored.physical_shards * 2
     (stacks / "Pulumi.onebox.yaml").write_text(yaml.safe_dump(doc))

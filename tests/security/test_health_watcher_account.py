@@ -27,12 +27,13 @@ from monitoring.health_hook import SudoPager
 from monitoring.health_watcher import Verdict, Watcher, WatcherConfig
 from ops.maintenance import restart_script
 from ops.remote import run_step
-from roles.engine.context import RoleContext, role_defaults
+from infra.role_settings import declared
+from roles.engine.context import RoleContext
 from roles.engine.resources import Directory, File, Service
 from roles.munin_master.role import desired, watcher_config
 from tests.drills.faults import wait_for
 
-DEFAULTS = role_defaults("munin_master")
+DEFAULTS = declared("munin_master")
 USER, HOME = DEFAULTS["munin_master_watcher_user"], DEFAULTS["munin_master_watcher_home"]
 PLANTED = """import os
 open({marker!r}, "w").write(str(os.getuid()))
