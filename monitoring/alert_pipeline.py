@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.config import StackConfig, load_stack_config
+from infra.config_errors import ConfigError
 from infra.secrets import SecretStore
 from infra.state import state_dir
 from monitoring.alert_store import AlertStore
@@ -108,7 +109,7 @@ class AlertPipeline:
             return cls(AlertStore(directory), SilenceStore(directory), sender, config.alerting.runbook_base_url,
                        config.environment, f"PagerDuty endpoint overridden by {directory / OVERRIDE_FILE}",
                        dashboard_base_url(config))
-        key = SecretStore.for_stack(stack).get(ROUTING_KEY) if config.alerting.pagerduty else None
+        key = routing_key(stack, config) if config.alerting.pagerduty else None
         note = ""
         if config.alerting.pagerduty and not key:
             note = f"alerting.pagerduty is on but the {ROUTING_KEY} secret is missing"
@@ -205,3 +206,18 @@ def flush_alerts(stack: str) -> FlushResult:
     """Send the spooled events of `stack`."""
     return AlertPipeline.for_stack(stack).flush_spool()
 
+
+def routing_key(stack: str, config: StackConfig) -> str | None:
+    """The stack's PagerDuty routing key where its secrets are kept (None when it is not set): the
+    state dir on the one-box; on AWS the SSM parameter `pulumi up` writes from the PagerDuty
+    integration, which the monitoring host's instance profile may read (infra/secrets_store.py)."""
+    if config.target == "onebox":
+        return SecretStore.for_stack(stack).get(ROUTING_KEY)
+    import boto3
+
+    from infra.secrets_store import ssm_secret_reader
+
+    try:
+        return ssm_secret_reader(stack, boto3.client("ssm", region_name=config.region))(ROUTING_KEY)
+    except ConfigError:
+        return None
