@@ -20,6 +20,7 @@ reads as a drop that DERIVE/min 0 ignores). Keys are plain strings: `GET key` or
 from __future__ import annotations
 
 import logging
+import time
 
 import redis
 
@@ -36,6 +37,8 @@ FOLLOWS = "follows"
 THUMBNAILS = "thumbnails"
 FEED_FANOUT_WRITES = "feed_fanout_writes"
 ALL = (SIGNUPS, PHOTOS_POSTED, LIKES, COMMENTS, FOLLOWS, THUMBNAILS, FEED_FANOUT_WRITES)
+SECOND_PREFIX = "photostack:second:"
+KEEP_S = 900  # per-second keys outlive the longest window the wallboard asks for
 
 
 def key(name: str) -> str:
@@ -47,8 +50,6 @@ def incr(name: str, amount: int = 1) -> None:
     """Add to a counter and to its count of the current second (the wallboard's series,
     app/wallboard.py), in one round trip. Best effort: the event itself already happened, so a
     Redis error is logged, never turned into a failed request."""
-    from app.wallboard import record_second  # it imports this module for the names
-
     try:
         pipe = redis_client().pipeline(transaction=False)
         pipe.incrby(key(name), amount)
@@ -62,3 +63,15 @@ def read_all() -> dict[str, int]:
     """Every counter's current total (one MGET)."""
     values = redis_client().mget([key(name) for name in ALL])
     return {name: int(value or 0) for name, value in zip(ALL, values)}
+
+
+def second_key(series: str, second: int) -> str:
+    """The Redis key of one series' count for one second."""
+    return f"{SECOND_PREFIX}{series}:{second}"
+
+
+def record_second(pipe: redis.client.Pipeline, series: str, amount: int = 1, second: int | None = None) -> None:
+    """Queue on `pipe` the commands that add `amount` to `series` for the current second."""
+    key = second_key(series, int(time.time()) if second is None else second)
+    pipe.incrby(key, amount)
+    pipe.expire(key, KEEP_S)

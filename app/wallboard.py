@@ -30,25 +30,19 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from app import counters
+from app.counters import KEEP_S, record_second, second_key
 from app.clients import redis_client
 from monitoring import wallboard_markers as markers
 
 log = logging.getLogger(__name__)
 
-SECOND_PREFIX = "photostack:second:"
 LATENCY_PREFIX = "photostack:latency:"
-KEEP_S = 900  # per-second keys outlive the longest window the page asks for
 WINDOW_S = 300  # default and largest window of /wallboard/data.json
 REQUESTS, ERRORS, QUEUE_DEPTH = "requests", "errors_5xx", "queue_depth"
 EVENTS = (counters.PHOTOS_POSTED, counters.LIKES, counters.SIGNUPS)
 # Paths that are not users' requests: the load balancer's and watcher's probes, this board itself.
 UNMEASURED = ("/health", "/wallboard/")
 BUCKET_BASE = 1.05
-
-
-def second_key(series: str, second: int) -> str:
-    """The Redis key of one series' count for one second."""
-    return f"{SECOND_PREFIX}{series}:{second}"
 
 
 def bucket(ms: float) -> int:
@@ -73,13 +67,6 @@ def percentile(histogram: dict[int, int], share: float) -> float | None:
         if seen >= rank:
             return round(bucket_ms(index), 1)
     raise AssertionError("unreachable: the ranks add up to the total")
-
-
-def record_second(pipe: redis.client.Pipeline, series: str, amount: int = 1, second: int | None = None) -> None:
-    """Queue on `pipe` the commands that add `amount` to `series` for the current second."""
-    key = second_key(series, int(time.time()) if second is None else second)
-    pipe.incrby(key, amount)
-    pipe.expire(key, KEEP_S)
 
 
 def middleware(get_response: Callable[[HttpRequest], HttpResponse]) -> Callable[[HttpRequest], HttpResponse]:

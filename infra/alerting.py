@@ -14,7 +14,7 @@ import pulumi_pagerduty as pagerduty
 import pulumiverse_sentry as sentry
 
 from infra.cloudwatch_paging import CloudWatchPaging, CloudWatchPagingArgs
-from monitoring.sentry_releases import project_slug
+from infra.alerts import project_slug
 
 DEFAULT_ESCALATION_POLICY = "Default"
 

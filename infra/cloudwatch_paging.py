@@ -16,7 +16,7 @@ import pulumi_aws as aws
 import pulumi_pagerduty as pagerduty
 
 from infra.tagging import tags
-from monitoring.alerts import web_tier_alarm_name, web_tier_key
+from infra.alerts import web_tier_alarm_name, web_tier_key
 
 ROLE = "alerting"
 CLOUDWATCH_VENDOR = "Amazon CloudWatch"
@@ -100,7 +100,7 @@ class CloudWatchPaging(pulumi.ComponentResource):
             opts=child,
         )
         # The web tier's alarm and the health watcher's probes of the same nodes: one incident
-        # (monitoring/alerts.py web_tier_key). The rule gives the alarm's events (ALARM and OK)
+        # (infra/alerts.py web_tier_key). The rule gives the alarm's events (ALARM and OK)
         # the watcher's dedup key; every other event keeps its own.
         pagerduty.EventOrchestrationService(
             f"{name}-orchestration",

@@ -35,7 +35,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from infra.config_errors import ConfigError, check_stack_name
+from infra.config_errors import ConfigError, check_stack_name, show
 
 
 NAMESPACE = "photostack"
@@ -89,12 +89,6 @@ class Model(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, strict=True
     )
-
-
-def show(value: str, limit: int = 60) -> str:
-    """A user's value quoted for an error line, cut short so the line stays one readable line."""
-    text = value if len(value) <= limit else value[: limit - 1] + "…"
-    return repr(text)
 
 
 _LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$")
@@ -635,7 +629,7 @@ def _namespace_problems(raw: dict[Any, Any]) -> tuple[dict[str, Any], dict[str, 
             problems.append(f"{key}: unknown namespace '{namespace}' (this stack reads "
                             f"{', '.join(sorted(NAMESPACES))}); a typo of {NAMESPACE}?")
         else:
-            known = provider_keys(namespace)
+            known = provider_keys(PROVIDER_NAMESPACES.get(namespace))
             if known is not None and name.split(".")[0] not in known:
                 problems.append(f"{key}: unknown key of the {namespace} provider")
             elif str(key) in PROVIDER_SECRETS and not (isinstance(value, dict) and set(value) == {"secure"}):

@@ -14,9 +14,12 @@ import re
 from collections import Counter
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from infra.config import StackConfig, show
+from infra.config_errors import show
+
+if TYPE_CHECKING:
+    from infra.config import StackConfig
 
 Problems = list[tuple[str, str]]
 
@@ -66,11 +69,9 @@ def subnet_prefix(vpc_cidr: str, zones: int) -> int:
 
 
 @cache
-def provider_keys(namespace: str) -> frozenset[str] | None:
-    """Config keys a provider reads, from its SDK's `config/vars.py` (read as text: importing costs ~1 s)."""
-    from infra.config import PROVIDER_NAMESPACES
-
-    package = PROVIDER_NAMESPACES.get(namespace)
+def provider_keys(package: str | None) -> frozenset[str] | None:
+    """Config keys a provider reads, from its SDK package's `config/vars.py` (read as text:
+    importing costs ~1 s); None when the package is not installed."""
     spec = importlib.util.find_spec(package) if package else None
     if spec is None or not spec.submodule_search_locations:
         return None

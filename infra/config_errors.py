@@ -28,3 +28,9 @@ def check_stack_name(stack: str) -> str:
         raise ConfigError([f"--stack: {shown!r} is not a Pulumi stack name "
                            "(letters, digits, '-', '_' and '.', at most 100)"])
     return stack
+
+
+def show(value: str, limit: int = 60) -> str:
+    """A user's value quoted for an error line, cut short so the line stays one readable line."""
+    text = value if len(value) <= limit else value[: limit - 1] + "…"
+    return repr(text)

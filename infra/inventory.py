@@ -70,15 +70,3 @@ def select(hosts: list[Host], name: str | None = None, role: str | None = None) 
     return [
         h for h in hosts if (name is None or h.name == name) and (role is None or role in h.roles)
     ]
-
-
-def stack_hosts(config: StackConfig, stack: str) -> list[Host]:
-    """The hosts of any stack: the one-box model, or EC2 tags of an AWS stack (through the bastion)."""
-    if config.target == "onebox":
-        return onebox_hosts(config)
-    # boto3 is slow to import and only needed on AWS.
-    import boto3
-
-    from infra.aws_inventory import aws_hosts
-
-    return aws_hosts(config, stack, boto3.client("ec2", region_name=config.region))

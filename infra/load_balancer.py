@@ -18,7 +18,7 @@ import pulumi_aws as aws
 
 from infra.config import DashboardLogin
 from infra.tagging import tags
-from monitoring.alerts import runbook_url
+from infra.alerts import runbook_url
 
 ROLE = "lb"
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"

@@ -1,7 +1,7 @@
 """Monitoring as code: a Pingdom uptime check of the public /health, through a Pulumi dynamic provider.
 
 No maintained Pulumi provider for Pingdom exists, so `PingdomCheck` is a dynamic resource whose
-provider calls the thin Pingdom 3.1 client (`monitoring/pingdom.py`). The provider is serialized
+provider calls the thin Pingdom 3.1 client (`infra/pingdom.py`). The provider is serialized
 into the Pulumi state, so it imports the client inside its methods.
 """
 
@@ -19,7 +19,7 @@ UPDATABLE = ("host", "path", "resolution")
 
 
 def _client(props: dict[str, Any]) -> Any:
-    from monitoring.pingdom import PingdomClient
+    from infra.pingdom import PingdomClient
 
     return PingdomClient(props["token"], base_url=props["api_url"])
 
@@ -42,7 +42,7 @@ class PingdomCheckProvider(ResourceProvider):
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         """The check as Pingdom has it now, so `pulumi refresh` sees a check edited or deleted by
         hand (a deleted one reads as gone: the next `up` creates it again)."""
-        from monitoring.pingdom import PingdomError
+        from infra.pingdom import PingdomError
 
         try:
             live = _client(props).check(int(id_))

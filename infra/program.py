@@ -28,7 +28,7 @@ from infra.sharding import ShardMap
 from infra.shardstore import pack_shard_map
 from infra.storage import Storage, StorageArgs
 from infra.topology import Node, nodes
-from monitoring.silences import silences_path
+from infra.alerts import silences_path
 
 MUNIN_MASTER_INSTANCE_TYPE = "t3.small"
 

@@ -9,9 +9,10 @@ cannot disagree about the shape of the stack.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from infra.config import StackConfig
+if TYPE_CHECKING:
+    from infra.config import StackConfig
 
 Role = Literal[
     "base",

@@ -25,7 +25,7 @@ from infra.config_errors import ConfigError
 from infra.secrets import SecretStore
 from infra.state import state_dir
 from monitoring.alert_store import AlertStore
-from monitoring.alerts import Alert, dedup_key, resolve_event, trigger_event
+from infra.alerts import Alert, dedup_key, resolve_event, trigger_event
 from monitoring.pagerduty_events import DeliveryError, PagerDutySender, RetryPolicy
 from monitoring.silences import SilenceStore, SsmSilenceStore, silence_store
 from monitoring.wallboard_markers import PAGE_FILE, MarkerWriter, file_writer

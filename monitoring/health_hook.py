@@ -20,20 +20,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import subprocess
 import sys
-from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from infra.config import ConfigError
-from monitoring.alert_pipeline import AlertPipeline, Outcome
+from monitoring.alert_pipeline import AlertPipeline
 from monitoring.health_watcher import ERROR_CHARS, PipelinePager, Verdict, WatcherConfig
 
 ACTIONS = ("trigger", "resolve")
 MAX_INPUT = 64 * 1024  # far more than one verdict per target of any stack
-HOOK_TIMEOUT_S = 120.0  # PagerDuty retries included (monitoring/pagerduty_events.py)
 log = logging.getLogger("health_watcher")
 
 
@@ -86,41 +83,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-class SudoPager:
-    """The watcher's side: hands verdicts to the root-owned hook with `sudo -n HOOK` (no arguments:
-    sudoers allows nothing else). Verdicts the hook did not take are sent again next round."""
-
-    def __init__(self, hook: str, sudo: Sequence[str] = ("/usr/bin/sudo", "-n")):
-        self.command = [*sudo, hook]
-        self.unsent: list[Verdict] = []
-        self.spooled = 0
-
-    def send(self, verdicts: Sequence[Verdict]) -> list[Outcome]:
-        batch = [*self.unsent, *verdicts]
-        if not batch and not self.spooled:
-            return []
-        stdin = "".join(json.dumps(asdict(v)) + "\n" for v in batch)
-        try:
-            done = subprocess.run(self.command, input=stdin, capture_output=True, text=True,
-                                  timeout=HOOK_TIMEOUT_S, cwd="/")
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return self._keep(batch, verdicts, f"{type(exc).__name__}: {exc}")
-        if done.returncode != 0:
-            return self._keep(batch, verdicts, done.stderr.strip() or f"exit {done.returncode}")
-        try:
-            answer = json.loads(done.stdout)
-            spooled, outcomes = int(answer["spooled"]), [Outcome(**o) for o in answer["outcomes"]]
-        except (ValueError, TypeError, KeyError) as exc:
-            return self._keep(batch, verdicts, f"unreadable answer: {exc}")
-        self.unsent, self.spooled = [], spooled
-        return outcomes[len(batch) - len(verdicts):]
-
-    def _keep(self, batch: list[Verdict], verdicts: Sequence[Verdict], problem: str) -> list[Outcome]:
-        """The hook took nothing: keep the whole batch, in order, for the next round."""
-        log.error("alert hook %s failed, %d verdicts kept for the next round: %s",
-                  self.command[-1], len(batch), problem)
-        self.unsent = batch
-        return [Outcome("queued", v.node, problem) for v in verdicts]
 
 if __name__ == "__main__":
     sys.exit(main())

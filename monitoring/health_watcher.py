@@ -26,6 +26,7 @@ import argparse
 import http.client
 import json
 import logging
+import subprocess
 import sys
 import time
 import urllib.parse
@@ -36,11 +37,12 @@ from pathlib import Path
 from typing import Protocol
 
 from monitoring.alert_pipeline import AlertPipeline, Outcome
-from monitoring.alerts import HEALTH_PLUGIN, Alert, dedup_key
+from infra.alerts import HEALTH_PLUGIN, Alert, dedup_key
 
 PLUGIN = HEALTH_PLUGIN  # alerts are stack/host/health/<node>; runbooks/web_node_down.md answers them
 ERROR_CHARS = 200  # of a probe's error in a page's summary (the hook refuses longer ones)
 log = logging.getLogger("health_watcher")
+HOOK_TIMEOUT_S = 120.0  # PagerDuty retries included (monitoring/pagerduty_events.py)
 
 
 @dataclass(frozen=True)
@@ -215,10 +217,45 @@ class Watcher:
         self._pool.shutdown(wait=False)
 
 
+class SudoPager:
+    """The watcher's side: hands verdicts to the root-owned hook with `sudo -n HOOK` (no arguments:
+    sudoers allows nothing else). Verdicts the hook did not take are sent again next round."""
+
+    def __init__(self, hook: str, sudo: Sequence[str] = ("/usr/bin/sudo", "-n")):
+        self.command = [*sudo, hook]
+        self.unsent: list[Verdict] = []
+        self.spooled = 0
+
+    def send(self, verdicts: Sequence[Verdict]) -> list[Outcome]:
+        batch = [*self.unsent, *verdicts]
+        if not batch and not self.spooled:
+            return []
+        stdin = "".join(json.dumps(asdict(v)) + "\n" for v in batch)
+        try:
+            done = subprocess.run(self.command, input=stdin, capture_output=True, text=True,
+                                  timeout=HOOK_TIMEOUT_S, cwd="/")
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return self._keep(batch, verdicts, f"{type(exc).__name__}: {exc}")
+        if done.returncode != 0:
+            return self._keep(batch, verdicts, done.stderr.strip() or f"exit {done.returncode}")
+        try:
+            answer = json.loads(done.stdout)
+            spooled, outcomes = int(answer["spooled"]), [Outcome(**o) for o in answer["outcomes"]]
+        except (ValueError, TypeError, KeyError) as exc:
+            return self._keep(batch, verdicts, f"unreadable answer: {exc}")
+        self.unsent, self.spooled = [], spooled
+        return outcomes[len(batch) - len(verdicts):]
+
+    def _keep(self, batch: list[Verdict], verdicts: Sequence[Verdict], problem: str) -> list[Outcome]:
+        """The hook took nothing: keep the whole batch, in order, for the next round."""
+        log.error("alert hook %s failed, %d verdicts kept for the next round: %s",
+                  self.command[-1], len(batch), problem)
+        self.unsent = batch
+        return [Outcome("queued", v.node, problem) for v in verdicts]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the watcher from its JSON config until killed, paging through the root-owned hook."""
-    from monitoring.health_hook import SudoPager
-
     parser = argparse.ArgumentParser(prog="python -m monitoring.health_watcher", description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, required=True, help="JSON written by the munin_master role")
     parser.add_argument("--hook", required=True, help="the root-owned hook sudo lets this account run")

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from infra.config import ConfigError
 from monitoring.alert_pipeline import AlertPipeline, Outcome
-from monitoring.alerts import Alert, dedup_key
+from infra.alerts import Alert, dedup_key
 
 MARKER = "photostack-alert"
 CONTACT = "photostack"

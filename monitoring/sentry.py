@@ -32,7 +32,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from infra.config import StackConfig
 from infra.secrets import SecretStore
-from monitoring.sentry_releases import SentryApiError, SentryReleases, api_url_from_dsn, project_slug
+from infra.alerts import project_slug
+from monitoring.sentry_releases import SentryApiError, SentryReleases, api_url_from_dsn
 
 DSN_ENV = "PHOTOSTACK_SENTRY_DSN"
 RELEASE_ENV = "PHOTOSTACK_RELEASE"

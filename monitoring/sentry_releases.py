@@ -4,11 +4,11 @@
 `POST /api/0/organizations/{org}/releases/` with `{"version", "projects"}` answers 201 (created, or
 projects added) or 208 (it already existed with those projects: Sentry makes creation idempotent),
 then `POST /api/0/organizations/{org}/releases/{version}/deploys/` with `{"environment"}` answers
-201. Bearer token, JSON over HTTPS with the stdlib (like `monitoring/pingdom.py`). One retry on 429
+201. Bearer token, JSON over HTTPS with the stdlib (like `infra/pingdom.py`). One retry on 429
 and 5xx after the answer's Retry-After (else `retry_wait_s`), unless it asks for more than
 `max_wait_s`. Failures raise `SentryApiError`: one line naming Sentry, the request and the status
 with Sentry's own `detail` — never the token. The base URL must be https, and the token never
-follows a redirect to another origin (`monitoring/https.py`).
+follows a redirect to another origin (`infra/https.py`).
 """
 
 from __future__ import annotations
@@ -25,16 +25,11 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from monitoring.https import https_problem, opener
+from infra.https import https_problem, opener
 
 # sentry.io DSNs point at ingest hosts (o<N>.ingest[.<region>].sentry.io); its Web API is [<region>.]sentry.io.
 _SAAS_INGEST = re.compile(r"o\d+\.ingest\.((?:[a-z]{2}\.)?sentry\.io)")
 _DETAIL_CHARS = 200
-
-
-def project_slug(environment: str) -> str:
-    """The Sentry project of an environment: the AWS program creates it, `ops deploy` releases to it."""
-    return f"photostack-{environment}"
 
 
 def api_url_from_dsn(dsn: str) -> str:

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from monitoring.alerts import Alert
+from infra.alerts import Alert, silences_path
 
 FILE_NAME = "silences.json"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -99,11 +99,6 @@ class SilenceStore:
         count = len(self.active())
         self._write([])
         return count
-
-
-def silences_path(stack: str) -> str:
-    """The SSM path holding an AWS stack's host- and alert-scoped silences."""
-    return f"/photostack/{stack}/silences/"
 
 
 class SsmSilenceStore:

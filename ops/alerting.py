@@ -155,7 +155,7 @@ def pingdom_sync(ctx: typer.Context, stack: StackOption = None,
                  shouldcontain: Annotated[str, typer.Option(metavar="WORDS", help="Text /health must contain.")] = "ok") -> None:
     """Create or update the HTTPS check of the stack's public /health (1-minute resolution)."""
     from infra.secrets import SecretStore
-    from monitoring.pingdom import DEFAULT_BASE_URL, PingdomClient, PingdomError
+    from infra.pingdom import DEFAULT_BASE_URL, PingdomClient, PingdomError
 
     stack, config = _config(ctx, stack)
     if not config.monitoring.pingdom:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from infra.inventory import Host
 from infra.shardstore import stored_primaries
 from monitoring.alert_store import AlertStore
-from monitoring.alerts import RUNBOOKS, runbook_name
+from infra.alerts import RUNBOOKS, runbook_name
 from ops.lock import stack_lock
 from ops.remote import StepFailed, run_step
 from ops.stack import Stack

@@ -14,7 +14,7 @@ from typing import Callable
 
 from infra import onebox
 from infra.config import ConfigError, StackConfig, load_stack_config
-from infra.inventory import Host, stack_hosts
+from infra.inventory import Host, onebox_hosts
 from infra.secrets import SecretStore
 from infra.shardstore import shard_map_store
 from infra.state import state_dir
@@ -84,7 +84,14 @@ class Stack:
 
     @cached_property
     def hosts(self) -> list[Host]:
-        return stack_hosts(self.config, self.name)
+        """The stack's hosts: the one-box model, or the EC2 instances tagged with the stack."""
+        if self.config.target == "onebox":
+            return onebox_hosts(self.config)
+        import boto3  # slow to import and only needed on AWS
+
+        from infra.aws_inventory import aws_hosts
+
+        return aws_hosts(self.config, self.name, boto3.client("ec2", region_name=self.config.region))
 
     local: bool = False  # converge this machine without SSH (an EC2 host at boot)
 

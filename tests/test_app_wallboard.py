@@ -18,7 +18,7 @@ import pytest
 
 from monitoring.alert_pipeline import AlertPipeline
 from monitoring.alert_store import AlertStore
-from monitoring.alerts import Alert
+from infra.alerts import Alert
 from monitoring.silences import SilenceStore
 from monitoring.wallboard_markers import file_writer
 from tests.app_helpers import post_photo, signed_up, wait_for

@@ -14,7 +14,7 @@ from infra.secrets import SecretStore
 from infra.state import state_dir
 from monitoring.alert_pipeline import AlertPipeline
 from monitoring.alert_store import AlertStore
-from monitoring.alerts import Alert
+from infra.alerts import Alert
 from monitoring.silences import Silence, SilenceStore, parse_duration
 from ops.alerting import PINGDOM_CA_ENV, PINGDOM_URL_ENV, register
 from tests.conftest import PINGDOM_TOKEN

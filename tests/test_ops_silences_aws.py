@@ -15,8 +15,9 @@ from pathlib import Path
 import boto3
 import pytest
 
-from monitoring.alerts import Alert
-from monitoring.silences import silence_store, silences_path
+from infra.alerts import Alert
+from infra.alerts import silences_path
+from monitoring.silences import silence_store
 
 REPO = Path(__file__).resolve().parent.parent
 

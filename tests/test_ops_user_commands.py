@@ -20,7 +20,7 @@ import pytest
 from infra.config import load_stack_config
 from infra.inventory import Host
 from infra.topology import nodes
-from monitoring.alerts import Alert, trigger_event
+from infra.alerts import Alert, trigger_event
 from monitoring.health_watcher import PLUGIN as HEALTH_PLUGIN
 from roles.engine.context import RoleContext
 from roles.munin_node.plugins import host_plugins, limits

@@ -13,7 +13,7 @@ from infra.secrets import SecretStore
 from infra.state import state_dir
 from monitoring.alert_pipeline import AlertPipeline
 from monitoring.alert_store import AlertStore
-from monitoring.alerts import Alert, dedup_key
+from infra.alerts import Alert, dedup_key
 from monitoring.pagerduty_events import CA_ENV, URL_ENV, PagerDutySender, RetryPolicy
 from monitoring.silences import SilenceStore
 from tests.fakes.pagerduty_server import PagerDutyServer
@@ -182,7 +182,7 @@ def test_for_stack_reads_config_secret_and_endpoint_env(state_root, pagerduty_se
 
 
 def test_graph_links_point_at_munin_or_for_health_at_the_wallboard():
-    from monitoring.alerts import graph_url
+    from infra.alerts import graph_url
 
     base = "https://photostack.example.com"
     assert graph_url(base, "prod", "redis-primary", "redis_primary") == f"{base}/munin/prod/redis-primary/redis_primary.html"

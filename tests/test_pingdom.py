@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from monitoring.pingdom import PingdomClient, PingdomError
+from infra.pingdom import PingdomClient, PingdomError
 from tests.conftest import PINGDOM_TOKEN
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 
 from infra.config import REPO_ROOT
 from infra.topology import Node
-from monitoring.alerts import WEB_TIER, web_tier_key
+from infra.alerts import WEB_TIER, web_tier_key
 from monitoring.health_watcher import Target, WatcherConfig
 from monitoring.munin_alert import munin_conf_lines
 from monitoring.wallboard_markers import PAGE_FILE, PAGE_URL

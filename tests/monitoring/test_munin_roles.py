@@ -121,7 +121,7 @@ def test_watcher_probes_every_web_node_and_is_started_as_a_service():
 
 
 def test_wildcard_plugin_instances_page_with_their_kinds_runbook():
-    from monitoring.alerts import runbook_name
+    from infra.alerts import runbook_name
 
     assert runbook_name("redis_primary", "used_memory") == "redis_memory_high"
     assert runbook_name("postgres_replication_0_replica1", "lag_bytes") == "replication_lag_high"

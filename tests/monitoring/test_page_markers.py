@@ -11,7 +11,7 @@ from pathlib import Path
 
 from monitoring.alert_pipeline import AlertPipeline
 from monitoring.alert_store import AlertStore
-from monitoring.alerts import Alert
+from infra.alerts import Alert
 from monitoring.silences import SilenceStore
 from monitoring.wallboard_markers import KEPT, PAGE_FILE, PAGE_URL, file_writer
 from roles.munin_master.role import dashboard_site, desired

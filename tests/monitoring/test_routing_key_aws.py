@@ -8,7 +8,7 @@ import pytest
 
 from infra.secrets_store import parameter_name
 from monitoring.alert_pipeline import AlertPipeline
-from monitoring.alerts import Alert
+from infra.alerts import Alert
 
 KEY = "R" * 32
 

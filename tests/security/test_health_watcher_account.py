@@ -23,7 +23,7 @@ import pytest
 from infra.config import REPO_ROOT, load_stack_config
 from infra.inventory import onebox_hosts
 from monitoring.alert_store import AlertStore
-from monitoring.health_hook import SudoPager
+from monitoring.health_watcher import SudoPager
 from monitoring.health_watcher import Verdict, Watcher, WatcherConfig
 from ops.maintenance import restart_script
 from ops.remote import run_step

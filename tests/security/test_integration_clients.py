@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from monitoring.pingdom import PingdomClient, PingdomError
+from infra.pingdom import PingdomClient, PingdomError
 from monitoring.sentry_releases import SentryApiError, SentryReleases
 from tests.fakes.base import JsonHandler, LocalServer
 

@@ -5,7 +5,7 @@ matched by name, so `sync_check` is idempotent: create if missing, update only w
 otherwise leave it alone. Errors raise `PingdomError` with the status and Pingdom's own message;
 on 429 the client waits and retries a bounded number of times, then raises with the
 `Req-Limit-Short` / `Req-Limit-Long` headers in the message. The base URL must be https, and
-the token never follows a redirect to another origin (`monitoring/https.py`).
+the token never follows a redirect to another origin (`infra/https.py`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from monitoring.https import https_problem, opener
+from infra.https import https_problem, opener
 
 DEFAULT_BASE_URL = "https://api.pingdom.com/api/3.1"
 RATE_LIMIT_HEADERS = ("Req-Limit-Short", "Req-Limit-Long")

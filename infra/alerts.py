@@ -3,6 +3,10 @@
 Pure values and functions only; the pipeline (monitoring/alert_pipeline.py) spools and sends them.
 An alert is identified by `stack/host/plugin/field`, which is also its PagerDuty `dedup_key`, so
 repeated triggers fold into one incident and a resolve closes it.
+
+It is part of the model because the Pulumi program names the same things the host agents do (the
+web tier's CloudWatch alarm and dedup key, runbook links, the SSM silences path, the Sentry
+project): both read the names here, and the program depends on no agent code.
 """
 
 from __future__ import annotations
@@ -163,3 +167,13 @@ def trigger_event(alert: Alert, runbook_base_url: str, environment: str,
 def resolve_event(key: str) -> dict[str, Any]:
     """The Events v2 body (without routing_key) that resolves the incident of `key`."""
     return {"event_action": "resolve", "dedup_key": key}
+
+
+def silences_path(stack: str) -> str:
+    """The SSM path holding an AWS stack's host- and alert-scoped silences."""
+    return f"/photostack/{stack}/silences/"
+
+
+def project_slug(environment: str) -> str:
+    """The Sentry project of an environment: the AWS program creates it, `ops deploy` releases to it."""
+    return f"photostack-{environment}"
