@@ -60,7 +60,24 @@ class Silence:
         return self.alert is None or self.alert in names
 
 
-class SilenceStore:
+class _Silences:
+    """What every store of silences answers from its own `_read()`."""
+
+    def _read(self) -> list[Silence]:
+        raise NotImplementedError
+
+    def active(self, now: float | None = None) -> list[Silence]:
+        """Silences that have not expired yet."""
+        now = time.time() if now is None else now
+        return [s for s in self._read() if s.until > now]
+
+    def matching(self, alert: Alert, now: float | None = None) -> Silence | None:
+        """The first active silence that covers `alert`, if any."""
+        now = time.time() if now is None else now
+        return next((s for s in self._read() if s.matches(alert, now)), None)
+
+
+class SilenceStore(_Silences):
     """The silences of one stack, in `<state dir>/silences.json`."""
 
     def __init__(self, directory: Path):
@@ -75,16 +92,6 @@ class SilenceStore:
         tmp = self.path.with_name(f".{FILE_NAME}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps([asdict(s) for s in silences], indent=2))
         os.replace(tmp, self.path)
-
-    def active(self, now: float | None = None) -> list[Silence]:
-        """Silences that have not expired yet."""
-        now = time.time() if now is None else now
-        return [s for s in self._read() if s.until > now]
-
-    def matching(self, alert: Alert, now: float | None = None) -> Silence | None:
-        """The first active silence that covers `alert`, if any."""
-        now = time.time() if now is None else now
-        return next((s for s in self._read() if s.matches(alert, now)), None)
 
     def add(self, seconds: int, host: str | None = None, alert: str | None = None,
             now: float | None = None) -> Silence:
@@ -101,7 +108,7 @@ class SilenceStore:
         return count
 
 
-class SsmSilenceStore:
+class SsmSilenceStore(_Silences):
     """An AWS stack's silences: one SSM parameter each, read by every operator and the munin master."""
 
     def __init__(self, ssm: Any, stack: str):
@@ -110,16 +117,6 @@ class SsmSilenceStore:
     def _read(self) -> list[Silence]:
         pages = self.ssm.get_paginator("get_parameters_by_path").paginate(Path=self.path)
         return [Silence(**json.loads(p["Value"])) for page in pages for p in page["Parameters"]]
-
-    def active(self, now: float | None = None) -> list[Silence]:
-        """Silences that have not expired yet."""
-        now = time.time() if now is None else now
-        return [s for s in self._read() if s.until > now]
-
-    def matching(self, alert: Alert, now: float | None = None) -> Silence | None:
-        """The first active silence that covers `alert`, if any."""
-        now = time.time() if now is None else now
-        return next((s for s in self._read() if s.matches(alert, now)), None)
 
     def add(self, seconds: int, host: str | None = None, alert: str | None = None,
             now: float | None = None) -> Silence:
