@@ -47,6 +47,10 @@ MAX_LOGICAL_SHARDS = 1 << SHARD_ID_BITS
 TIMESTAMP_BITS = 41
 # Instagram's published epoch constant (2011-08-24T21:07:01.721Z), not 2011-01-01 as its prose says.
 INSTAGRAM_EPOCH_MS = 1314220021721
+# The PostgreSQL major each target's OS ships, used when postgres.version is not pinned: AWS hosts
+# boot Ubuntu 24.04 (the only image the program accepts; its archive has 16, not 15), the one-box
+# is Debian 12 (15).
+DISTRO_POSTGRES_MAJOR = {"aws": 16, "onebox": 15}
 
 # Secrets: never plain text in the YAML. On AWS they are Pulumi secrets (`secure:` values);
 # on one-box they live in the git-ignored state dir (see infra/secrets.py).
@@ -191,7 +195,14 @@ class Fleets(Model):
 class Postgres(Model):
     """Sharded PostgreSQL: logical shards (schemas) mapped onto physical shards (clusters)."""
 
-    version: Literal[15, 16, 17] = Field(15, description="PostgreSQL major version.")
+    version: Literal[15, 16, 17] = Field(
+        15,
+        description=(
+            "PostgreSQL major version; unpinned, the major the target's OS ships (AWS: Ubuntu 24.04's 16, "
+            "one-box: Debian 12's 15). A host never changes the major under an existing cluster: "
+            "a converge that would stops, naming the cluster."
+        ),
+    )
     logical_shards: PositiveInt = Field(description="Logical shards (schemas); at most 2^13.")
     physical_shards: PositiveInt = Field(le=MAX_PHYSICAL_SHARDS, description="Physical shards (primary clusters).")
     replicas_per_shard: Count = Field(1, le=MAX_REPLICAS, description="Streaming replicas per physical shard.")
@@ -498,6 +509,15 @@ class StackConfig(Model):
             "is relaunched (`ops replace-node`, docs/aws.md)."
         ),
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _postgres_major_of_the_distro(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("postgres"), dict) and "version" not in data["postgres"]:
+            major = DISTRO_POSTGRES_MAJOR.get(data.get("target"))  # type: ignore[arg-type]
+            if major is not None:
+                data = {**data, "postgres": {**data["postgres"], "version": major}}
+        return data
 
     @field_validator("domain", "hosted_zone")
     @classmethod

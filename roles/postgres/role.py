@@ -46,6 +46,7 @@ def primary(ctx: RoleContext, cluster: Cluster) -> DesiredState:
     logical = stored_shard_map(ctx.config, ctx.stack).logical_on(cluster.shard)
     state = DesiredState(
         resources=[
+            same_major(cluster),
             Command(
                 f"create cluster {cluster.name}",
                 commands.create_cluster(cluster),
@@ -87,6 +88,7 @@ def replica(ctx: RoleContext, cluster: Cluster) -> DesiredState:
     source = primary_of(ctx, cluster)
     state = DesiredState(
         resources=[
+            same_major(cluster),
             Command(
                 f"base backup {cluster.name} from {source.name}",
                 commands.build_replica(cluster, source),
@@ -187,3 +189,16 @@ def _networks(ctx: RoleContext) -> list[str]:
 def _pgpass(ctx: RoleContext) -> str:
     password = ctx.secret("replicationPassword").replace("\\", "\\\\").replace(":", "\\:")
     return ctx.template("postgres", "pgpass.j2", replication_user=REPLICATION_USER, replication_password=password)
+
+
+def same_major(cluster: Cluster) -> Command:
+    """Stop before creating `cluster` under a new major while its data lives under another (a new
+    image or an unpinned postgres.version would otherwise start an empty cluster beside it): the
+    major is the one the cluster was created with until an upgrade moves it on purpose."""
+    others = f"ls -d /etc/postgresql/*/{cluster.name} 2>/dev/null | grep -v '^/etc/postgresql/{cluster.version}/'"
+    return Command(
+        f"keep the PostgreSQL major of {cluster.name}",
+        run=(f"echo \"cluster {cluster.name} exists under another PostgreSQL major ($({others} | cut -d/ -f4)), "
+             f"not {cluster.version}: pin photostack:postgres.version to it\" >&2; exit 1"),
+        unless=f"! {others} | grep -q .",
+    )
