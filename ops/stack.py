@@ -171,10 +171,11 @@ class Stack:
         return converge_hosts(hosts, lambda h: self.desired(h, roles), self.ssh, check=check, progress=progress)
 
     def follow(self, *records: str, done: frozenset[str] = frozenset()) -> list[HostResult]:
-        """Converge, on every host, the roles that render from `records` (infra/records.py
+        """Converge, wherever they run, the roles that render from `records` (infra/records.py
         `RENDERED_BY`) after an operation changed them, but those in `done` (converged already, or
         left for a later step): so a converge afterwards finds nothing the operation left behind."""
-        return self.converge(self.hosts, readers(*records) - done)
+        roles = readers(*records) - done
+        return self.converge([h for h in self.hosts if roles & set(h.roles)], roles)
 
     def services(self, host: Host, roles: set[str] | None = None) -> DesiredState:
         """Only the services of a host's roles (what `status` and `down` look at)."""
