@@ -14,6 +14,23 @@ from typing import Any, Protocol
 from infra.config import StackConfig
 from infra.state import state_dir
 
+# The converge roles that render from each record (the shard map is one too: infra/shardstore.py).
+# An operation that changes a record converges these roles wherever they run, so that a converge
+# afterwards finds nothing left to change; tests/test_record_readers.py renders every role under
+# two values of each record and holds this table to what the roles really read.
+RENDERED_BY: dict[str, frozenset[str]] = {
+    "shardmap": frozenset({"postgres", "pgbouncer", "app"}),
+    # munin: each postgres node's plugins follow its current role (lag is read on the primary)
+    "primaries": frozenset({"postgres", "pgbouncer", "munin_node", "munin_master"}),
+    "release": frozenset({"app", "worker"}),
+    "drained": frozenset({"nginx"}),
+}
+
+
+def readers(*names: str) -> set[str]:
+    """The roles that render from any of the records `names` (RENDERED_BY)."""
+    return set().union(*(RENDERED_BY[name] for name in names))
+
 
 class Record(Protocol):
     """One named JSON record of a stack."""

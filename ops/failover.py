@@ -2,12 +2,15 @@
 
     failover:        fence the old primary → archive the WAL the replica holds → promote it →
                      store the new primary → repoint pgbouncer everywhere → warm the new
-                     primary's page cache → archive the new timeline, fresh backup
+                     primary's page cache → converge monitoring → archive the new timeline,
+                     fresh backup
     rebuild_replica: rebuild the fenced member as a replica of the new primary → wait until it
-                     streams → put it back in service (synchronous standby, read pool)
+                     streams → put it back in service (synchronous standby, read pool) →
+                     converge the rest (other members, monitoring)
 
-The stored primaries record (infra/shardstore.py) is the switch: the postgres and pgbouncer
-roles render from it, so any converge afterwards keeps the new topology.
+The stored primaries record (infra/shardstore.py) is the switch: the roles that render from it
+(infra/records.py `RENDERED_BY`) follow it, so any converge afterwards keeps the new topology,
+and after `rebuild-replica` a converge finds nothing to change.
 """
 
 from __future__ import annotations
@@ -86,7 +89,7 @@ def failover_steps(stack: Stack, shard: int) -> list[str]:
     pgbouncers = ", ".join(h.name for h in select(stack.hosts, role="pgbouncer"))
     return [f"fence {old.cluster.name} on {old.host.name}", f"promote {chosen}",
             f"store the new primary of shard {shard}", f"repoint pgbouncer on {pgbouncers}",
-            "warm the new primary's page cache"]
+            "warm the new primary's page cache", "converge monitoring"]
 
 
 def failover(stack: Stack, shard: int, progress: Callable[[str], None] = lambda _: None) -> StepLog:
@@ -118,6 +121,11 @@ def failover(stack: Stack, shard: int, progress: Callable[[str], None] = lambda 
     log.timed("repoint pgbouncer", lambda: repoint_pgbouncer(stack), progress)
     log.timed(f"warm {new.cluster.name}'s cache", lambda: run_step(new.host, stack.ssh, "vmtouch",
                                                                    commands.warm_cache(new.cluster)), progress)
+    # The other roles that render from the primaries (monitoring) follow; postgres does not: it
+    # would rebuild the fenced member now, which is `rebuild-replica`'s step (or the next converge's).
+    log.timed("converge monitoring", lambda: _best_effort(
+        log, "run `ops rebuild-replica` (it converges monitoring too)", lambda: check_converged(
+            stack.follow("primaries", done=frozenset({"pgbouncer", "postgres"})), "converging monitoring")), progress)
     if warning := markers.mark(stack, "failover", f"shard {shard}: {new.cluster.name} promoted, {old.cluster.name} fenced"):
         log.warnings.append(warning)
     _best_effort(log, f"run `ops backup --shard {shard}`", lambda: after_promotion(stack, shard, log, progress))
@@ -214,6 +222,10 @@ def rebuild_replica(stack: Stack, shard: int, member: str | None = None,
     log.timed("synchronous standby on", lambda: check_converged(stack.converge([primary.host], {"postgres"}),
                                                               "synchronous standby"), progress)
     log.timed("repoint pgbouncer", lambda: repoint_pgbouncer(stack), progress)
+    # Every role that renders from the primaries, on every host: monitoring, and the members this
+    # command did not touch (another replica of the shard streams from the new primary now).
+    log.timed("converge the rest", lambda: check_converged(
+        stack.follow("primaries", done=frozenset({"pgbouncer"})), "converging the rest"), progress)
     return log
 
 
@@ -240,4 +252,4 @@ def rebuild_steps(stack: Stack, shard: int, member: str | None = None) -> list[s
         raise FailoverError(f"shard {shard}: no member waits for a rebuild (primary is {primary.cluster.name})")
     return [*steps, f"base backup {', '.join(waiting)} from {primary.cluster.name}",
             *(f"wait until {name} streams" for name in waiting), "back in service", "synchronous standby on",
-            "repoint pgbouncer"]
+            "repoint pgbouncer", "converge the rest (other members, monitoring)"]

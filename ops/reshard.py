@@ -34,7 +34,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from infra.records import record
+from infra.records import readers, record
 from infra.sharding import ShardMap, ranges, schema_name
 from infra.inventory import Host
 from infra.shardstore import HOST_SHARDMAP_PATH, shard_map_store
@@ -50,8 +50,9 @@ from roles.postgres import commands
 from roles.postgres.cluster import shard_map_file
 
 MOVES = "moves"  # the record of the moves in progress (infra/records.py)
-# Roles whose state depends on which physical shards exist.
-SHARD_ROLES = {"postgres", "pgbouncer", "munin_node", "app"}
+# Roles whose state depends on which physical shards exist: those that render the shards' map or
+# their clusters' roles (munin_master too: munin.conf lists each cluster's plugins and limits).
+SHARD_ROLES = readers("shardmap", "primaries")
 # Roles whose hosts hold the shard map file (the app and workers read it through pgbouncer's copy).
 MAP_ROLES = {"postgres", "pgbouncer", "app", "worker"}
 COPY_TIMEOUT_S = 3600.0

@@ -15,6 +15,7 @@ from typing import Callable
 from infra import onebox
 from infra.config import ConfigError, StackConfig, load_stack_config
 from infra.inventory import Host, onebox_hosts
+from infra.records import readers
 from infra.secrets import SecretStore
 from infra.shardstore import shard_map_store
 from infra.state import state_dir
@@ -176,6 +177,13 @@ class Stack:
             # map only if its roles render from it (its instance profile grants exactly that).
             self.check_shard_map()
         return converge_hosts(hosts, lambda h: self.desired(h, roles), self.ssh, check=check, progress=progress)
+
+    def follow(self, *records: str, done: frozenset[str] = frozenset()) -> list[HostResult]:
+        """Converge, wherever they run, the roles that render from `records` (infra/records.py
+        `RENDERED_BY`) after an operation changed them, but those in `done` (converged already, or
+        left for a later step): so a converge afterwards finds nothing the operation left behind."""
+        roles = readers(*records) - done
+        return self.converge([h for h in self.hosts if roles & set(h.roles)], roles)
 
     def services(self, host: Host, roles: set[str] | None = None) -> DesiredState:
         """Only the services of a host's roles (what `status` and `down` look at). A service's name

@@ -1,4 +1,4 @@
-"""`make test`: the suite in groups, one after another, each against a time budget (unit shuffled).
+"""`make test`: the suite in groups, one after another, each against a time budget (all but the lab shuffled).
 
 Groups never run at once (the one-box tests converge this machine, and the box has 2 cores); inside
 a group pytest-randomly shuffles modules and the tests in each module with one seed, printed here
@@ -40,11 +40,10 @@ class Group:
 # Every test is in exactly one group: the expressions partition the markers.
 GROUPS = (
     Group("unit", "not onebox and not lab", 3 * 60),  # pure units, protocol fakes, throwaway servers
-    # Not shuffled yet: shuffling found order dependencies on the shared one-box that remain (a
-    # rebuild-replica leaves munin plugin changes that a later "second converge changes nothing"
-    # sees: issue 20's item 7), so these run in file order until they are fixed.
-    Group("one-box", "onebox and not drill", 8 * 60, shuffled=False),  # the real one-box, converged by `ops up`
-    Group("app drills", "drill", 5 * 60, shuffled=False),  # faults under load on the one-box
+    # Shuffled too: every test on the shared one-box leaves it in its desired state (the drills'
+    # `converged` fixture asserts a converge check finds nothing to change after each one).
+    Group("one-box", "onebox and not drill", 8 * 60),  # the real one-box, converged by `ops up`
+    Group("app drills", "drill", 5 * 60),  # faults under load on the one-box
     Group("lab", "lab", 15 * 60, shuffled=False),  # the plan booted as systemd-nspawn hosts (lab/)
 )
 

@@ -48,7 +48,7 @@ def test_failover_dry_run_names_the_primary_to_fence_and_the_replica_to_promote(
     assert done.returncode == 0, done.stderr
     assert [line.strip() for line in done.stdout.splitlines()] == [
         "would:", "1. fence shard1 on onebox", "2. promote shard1r1", "3. store the new primary of shard 1",
-        "4. repoint pgbouncer on onebox", "5. warm the new primary's page cache",
+        "4. repoint pgbouncer on onebox", "5. warm the new primary's page cache", "6. converge monitoring",
     ]
     assert not (tmp_path / "state" / "onebox" / "audit.log").exists()
     bad = _ops(tmp_path, "failover", "--shard", "9", "--dry-run")
@@ -84,6 +84,7 @@ def test_rebuild_replica_dry_run_follows_the_stored_primaries(tmp_path):
     assert healthy.returncode == 2 and "shard 0: no member waits for a rebuild (primary is shard0)" in healthy.stderr + healthy.stdout
     named = _ops(tmp_path, "rebuild-replica", "--shard", "0", "--member", "shard0r1", "--dry-run")
     assert named.returncode == 0, named.stderr
-    assert [line.strip() for line in named.stdout.splitlines()][1:4] == [
+    assert [line.strip() for line in named.stdout.splitlines()][1:] == [
         "1. take shard0r1 out of service (synchronous standby off, pgbouncer repointed, fenced)",
-        "2. base backup shard0r1 from shard0", "3. wait until shard0r1 streams"]
+        "2. base backup shard0r1 from shard0", "3. wait until shard0r1 streams", "4. back in service",
+        "5. synchronous standby on", "6. repoint pgbouncer", "7. converge the rest (other members, monitoring)"]

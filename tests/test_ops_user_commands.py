@@ -132,6 +132,8 @@ def test_rebuild_replica_member_as_the_runbooks_write_it(onebox):
     assert f"wait until {replica} streams" in done.stdout and "back in service" in done.stdout
     status = ops("status")
     assert re.search(rf"│ 1 +│ {replica} +│ replica +│ replica", status.stdout), status.stdout
+    check = ops("converge", "--check")  # the command left every role in its desired state
+    assert check.returncode == 0 and "changed=0 failed=0" in check.stdout, check.stdout + check.stderr
 
 
 @pytest.mark.onebox

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ops import failover as fo
@@ -34,8 +35,10 @@ def kill_postmaster(data_dir: str) -> None:
     subprocess.run(["bash", "-c", f"kill -9 $(head -1 {data_dir}/postmaster.pid)"], check=True)
 
 
-def run_failover_drill(stack: Stack, shard: int = 0, warmup_writes: int = 200) -> FailoverResult:
-    """Write load → kill the primary → `ops failover` → measure → `ops rebuild-replica`."""
+def run_failover_drill(stack: Stack, shard: int = 0, warmup_writes: int = 200,
+                       after_failover: Callable[[], None] = lambda: None) -> FailoverResult:
+    """Write load → kill the primary → `ops failover` → measure → `after_failover()` →
+    `ops rebuild-replica`."""
     found = members(stack, shard)
     old = found[0].cluster
     if not any(m.cluster.in_service for m in found[1:]):
@@ -58,6 +61,7 @@ def run_failover_drill(stack: Stack, shard: int = 0, warmup_writes: int = 200) -
     try:
         new = members(stack, shard)[0].cluster
         lost = load.lost()
+        after_failover()
     finally:
         rebuild = fo.rebuild_replica(stack, shard)  # leave the shard with a synchronous standby again
     return FailoverResult(old.name, new.name, len(load.acked), acked_before, len(lost),

@@ -26,6 +26,7 @@ from ops import failover as fo
 from ops.remote import check_converged, run_step
 from roles.postgres import commands
 from roles.postgres.cluster import Cluster
+from tests.drills.desired import assert_converged
 from tests.drills.faults import wait_for
 from tests.drills.writeload import TABLE, WriteLoad
 
@@ -97,6 +98,7 @@ def test_restore_to_a_restore_point_then_across_a_failover_then_in_place(archivi
             conn.execute(f"DELETE FROM {TABLE} WHERE run = %s", (run1,))  # the damage
         load.stop()
         bk.restore(stack, SHARD, bk.Target("name", point), side1)
+        assert_converged(stack, "`ops restore --into`")
         restored = _side_rows(stack, member, side1, run1)
         before = {n for n, t in load.acked if t < asked}
         after = {n for n, t in load.sent.items() if t > returned}
@@ -123,6 +125,7 @@ def test_restore_to_a_restore_point_then_across_a_failover_then_in_place(archivi
         missing = acked - _side_rows(stack, member, side2, run2)
         assert missing == set(), f"{len(missing)} acknowledged writes missing across the failover"
         fo.rebuild_replica(stack, SHARD)
+        assert_converged(stack, "`ops failover` then `ops rebuild-replica`")
 
         # 3. in place, to a time: the app comes back, the replica streams from the restored primary
         run3 = f"inplace-{tag}"
@@ -136,6 +139,7 @@ def test_restore_to_a_restore_point_then_across_a_failover_then_in_place(archivi
             conn.execute(f"DELETE FROM {TABLE} WHERE run = %s", (run3,))  # the damage
         when = f"{_wall(target):%Y-%m-%d %H:%M:%S.%f+00}"
         bk.restore(stack, SHARD, bk.Target("time", when), None, yes=True)
+        assert_converged(stack, "`ops restore --yes` (in place)")
         assert load.lost() == []  # every write acknowledged before the target is back
         load = _load(stack, f"after-{tag}")  # the shard takes writes again
         load.stop()

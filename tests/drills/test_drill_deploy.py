@@ -14,6 +14,7 @@ from ops import rollout
 from roles.app import release as rel
 from roles.app import runtime
 from tests.drills.deploy_drill import deploy_under_load
+from tests.drills.desired import assert_converged
 
 pytestmark = [pytest.mark.onebox, pytest.mark.drill]
 
@@ -61,6 +62,7 @@ def test_rollback_returns_to_the_previous_release_and_a_deploy_unpins(converged,
         assert back.version == releases[-1].name
         assert os.path.realpath(rel.CURRENT) == str(releases[-1])
         assert store.load() == {"version": releases[-1].name, "previous": current, "pinned": True}
+        assert_converged(stack, "`ops rollback`")  # a converge keeps the pinned release
     finally:
         again = rollout.deploy(stack)  # the working tree again, unpinned: converge follows the tree
     assert again.version == current and store.load()["pinned"] is False

@@ -8,13 +8,18 @@ from ops.failover import Member, StepLog, members, most_advanced
 from ops.remote import run_step
 from roles.postgres import commands
 from tests.drills.failover_drill import run_failover_drill
+from tests.drills.desired import assert_converged
 from tests.drills.faults import wait_for
 
 pytestmark = [pytest.mark.onebox, pytest.mark.drill]
 
 
 def test_kill_shard_primary_under_write_load_loses_no_acknowledged_write(converged):
-    result = run_failover_drill(converged, shard=0)
+    # After the failover only the fenced member's rebuild is left (`rebuild-replica`'s step, or
+    # the next converge's); after the rebuild nothing is.
+    result = run_failover_drill(converged, shard=0, after_failover=lambda: assert_converged(
+        converged, "`ops failover`", but=frozenset({"postgres"})))
+    assert_converged(converged, "`ops failover` then `ops rebuild-replica`")
     print(f"\nfailover {result.old} → {result.new}: outage {result.outage_s:.2f}s, "
           f"{result.acked} acked ({result.acked_before_kill} before the kill), lost {result.lost}, "
           f"failover {result.failover_s:.2f}s, rebuild {result.rebuild_s:.2f}s")

@@ -14,6 +14,7 @@ from ops import reshard
 from ops import reshard_sql as sql
 from ops.remote import check_converged
 from ops.stack import Stack
+from tests.drills.desired import assert_converged
 from tests.drills.reshard_drill import ReshardLoad, grown_config
 
 pytestmark = pytest.mark.onebox
@@ -48,6 +49,7 @@ def test_move_a_quarter_of_a_shard_onto_a_new_one_under_load(converged, tmp_path
     check_converged(two.converge(two.hosts, {"postgres", "app", "worker"}), "converging this tree")
     try:
         reshard.add_shard(three)
+        assert_converged(three, "`ops shard add`")
         start = reshard.stored_map(three)
         assert start.physical_shards == 3 and start.logical_on(2) == []
         on_zero = start.logical_on(0)
@@ -66,6 +68,7 @@ def test_move_a_quarter_of_a_shard_onto_a_new_one_under_load(converged, tmp_path
         assert moved.version == start.version + len(quarter)
         assert reshard.pending(three) is None
         assert not any(_schema_on(three, 0, n) for n in quarter)  # the old copies are gone
+        assert_converged(three, "`ops shard move`")
 
         failures = [f for w in load.writers for f in w.failures]
         assert failures == []  # reads never failed; writes only ever paused (503)
@@ -102,6 +105,7 @@ def test_move_a_quarter_of_a_shard_onto_a_new_one_under_load(converged, tmp_path
         assert status == 201, body
         (resumed,) = reshard.resume(three)
         assert reshard.stored_map(three).physical_of(first) == 2 and reshard.pending(three) is None
+        assert_converged(three, "`ops shard move --resume`")
         status, body = writer.client.call("GET", f"/api/photos/{body['id']}")
         assert status == 200, body  # the photo written during the interruption moved too
 
@@ -114,6 +118,7 @@ def test_move_a_quarter_of_a_shard_onto_a_new_one_under_load(converged, tmp_path
         reshard.rollback(three)
         assert reshard.stored_map(three).physical_of(second) == 0 and reshard.pending(three) is None
         assert not _schema_on(three, 2, second) and not _publication_on(three, 0, second)
+        assert_converged(three, "`ops shard move --rollback`")
         print(f"interrupted move resumed (pause {resumed.pause_s:.2f}s); another rolled back")
     finally:
         # Back as the config states it: everything on shard 2 returns to shard 0, shard 2 goes.
