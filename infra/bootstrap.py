@@ -14,6 +14,7 @@ import jinja2
 from infra.inventory import Host
 from infra.lockfile import closure
 from infra.secrets_store import parameter_name
+from infra.release_artifact import BUNDLE_ARTIFACT
 from infra.topology import Node
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -46,6 +47,7 @@ def render_user_data(stack: str, node: Node, region: str, bucket: str, key: str)
         region=region,
         bucket=bucket,
         key=key,
+        artifact=BUNDLE_ARTIFACT,
         parameter_path=parameter_name(stack, ""),
         converge_attempts=CONVERGE_ATTEMPTS,
         converge_retry_s=CONVERGE_RETRY_S,

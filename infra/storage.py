@@ -1,5 +1,9 @@
 """S3: the private media bucket the app stores photos in, and the release bundle hosts install from.
 
+The bundle carries the project (what a host installs to converge itself), the stack config, and
+the app release built once on this machine (infra/release_artifact.py): a host needs no checkout,
+no git. The engine uploads it with the program's other resources (the lab uploads the same bundle).
+
 Both buckets block every form of public access, enforce bucket-owner object ownership (no ACLs)
 and encrypt at rest. Photos reach users through the app's signed URLs, not a public bucket.
 """
@@ -12,6 +16,7 @@ from pathlib import Path
 import pulumi
 import pulumi_aws as aws
 
+from infra import release_artifact
 from infra.config import REPO_ROOT
 from infra.tagging import tags
 
@@ -22,8 +27,10 @@ BUNDLE_KEY = "release/photostack.zip"
 
 
 def bundle_archive(stack: str, root: Path = REPO_ROOT) -> pulumi.AssetArchive:
-    """The release bundle: the project's packages, pyproject.toml, the lock file and this stack's config."""
+    """The release bundle: the project's packages, pyproject.toml, the lock file, this stack's
+    config and the built app release of the checkout `root`."""
     assets: dict[str, pulumi.Asset | pulumi.Archive] = {d: pulumi.FileArchive(str(root / d)) for d in BUNDLE_DIRS}
+    assets[release_artifact.BUNDLE_ARTIFACT] = pulumi.FileArchive(str(release_artifact.built(root)))
     for name in (*BUNDLE_FILES, f"Pulumi.{stack}.yaml"):
         assets[name] = pulumi.FileAsset(str(root / name))
     return pulumi.AssetArchive(assets)

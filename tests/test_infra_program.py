@@ -23,6 +23,7 @@ from infra.inventory import TAG_NODE, TAG_ROLE, TAG_STACK, Host
 from infra.plan import is_secret, placeholder_secret, reveal, run_plan
 from infra.secrets_store import ssm_secret_reader
 from infra.sharding import ShardMap
+from infra import release_artifact
 from infra.storage import bundle_archive
 from infra.topology import nodes
 from roles.engine.context import RoleContext
@@ -214,6 +215,17 @@ def test_user_data_converge_command_parses_and_finds_the_bundles_stack_config(tm
     assert "Pulumi.staging.yaml" in bundle_archive("staging").assets
 
 
+def test_the_bundle_carries_the_built_release_the_user_data_names():
+    """Hosts converge the app to the release built with the bundle (no git on a host)."""
+    from roles.app.release import ARTIFACT_ENV, build_release
+
+    artifact = Path(bundle_archive("staging").assets[release_artifact.BUNDLE_ARTIFACT].path)
+    assert release_artifact.read(artifact).version == build_release().version
+    node = [n for n in nodes(load_stack_config("staging")) if n.name == "app-0"][0]
+    script = render_user_data("staging", node, "us-east-1", "bucket-x", "release/photostack.zip")
+    assert f"export {ARTIFACT_ENV}=/opt/photostack/release/{release_artifact.BUNDLE_ARTIFACT}\n" in script
+
+
 def _converge_block(script: str, ops: Path) -> str:
     """The converge part of a user_data script (from its `cd`), with `ops` standing in for the venv's."""
     block = script[script.index("cd /opt/photostack/release"):].replace("cd /opt/photostack/release\n", "")
@@ -307,7 +319,7 @@ def _readable_parameters(plan, role):
 
 PARAMETER = "arn:aws:ssm:us-east-1:123456789012:parameter/photostack/prod/"
 APP_READS = ("dbPassword", "pgbouncerAdminPassword", "scramSaltKey", "redisPassword", "rabbitmqPassword", "djangoSecretKey",
-             "sentryDsn", "shardmap", "primaries", "release")
+             "sentryDsn", "shardmap", "primaries", "release", "media")
 # What each role's hosts read from SSM when they converge (secrets, then records), nothing more.
 PROFILE_READS = {
     "postgres": ("dbPassword", "replicationPassword", "pgbouncerAdminPassword", "scramSaltKey", "shardmap", "primaries"),
@@ -348,6 +360,14 @@ def test_records_exist_before_any_host_boots_and_start_empty():
     assert stored == json.loads(ShardMap.initial(load_stack_config("prod")).to_json())
 
 
+def test_the_media_record_names_the_media_bucket_for_app_env():
+    plan = plan_of("prod")
+    parameters = {r.inputs["name"]: r.inputs for r in plan.of_type("aws:ssm/parameter:Parameter")}
+    (media,) = [b for b in plan.of_type("aws:s3/bucket:Bucket") if b.name == "storage-media"]
+    parameter = parameters["/photostack/prod/media"]
+    assert parameter["type"] == "String" and json.loads(parameter["insecureValue"]) == {"bucket": media.outputs["bucket"]}
+
+
 @pytest.fixture(scope="module")
 def prod_ssm():
     """A local SSM holding every parameter of the prod plan, with its planned value."""
@@ -378,7 +398,7 @@ def test_each_host_renders_its_roles_with_only_its_instance_profile(role, prod_s
     secret = ssm_secret_reader("prod", boto3.client("ssm", region_name="us-east-1"))
     state = host_state(RoleContext(config, "prod", host, hosts, secret))
     assert state.resources
-    records = {PARAMETER + name for name in ("shardmap", "primaries", "release", "drained")}
+    records = {PARAMETER + name for name in ("shardmap", "primaries", "release", "drained", "media")}
     # Every record granted is one the roles render from (secrets may be read later, at run time).
     assert {ssm.arn(name) for name in ssm.reads} & records == _readable_parameters(plan, role) & records
 

@@ -28,6 +28,8 @@ pytestmark = pytest.mark.lab
 STACK = "lab"
 LOCK = "/tmp/lab.lock"
 OPS_TIMEOUT_S = 600
+# Every host's user_data, converges retried while peers boot, on a loaded 2-core machine.
+FIRST_BOOT_TIMEOUT_S = 900
 
 
 def ops(*args: str, env: dict[str, str] | None = None, timeout: float = OPS_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
@@ -71,6 +73,31 @@ def test_up_boots_every_planned_instance(lab_up):
         assert f"{node} " in lab_up.stdout and "up in" in lab_up.stdout
         assert hosts.cgroup_pids("unified", node), f"{node} has no running processes: {hosts.console_text(node)[-2000:]}"
     assert f"{len(planned)} host(s) up, 0 failed" in lab_up.stdout
+
+
+def boot_log(node: str) -> str:
+    """The end of a host's user_data log (what its boot printed)."""
+    log = hosts.host_dir(node) / "upper/var/log/photostack-bootstrap.log"
+    return log.read_text(errors="replace")[-3000:] if log.exists() else "(no bootstrap log)"
+
+
+@pytest.fixture(scope="module")
+def lab_booted(lab_up: subprocess.CompletedProcess[str]) -> dict[str, tuple[int, float] | None]:
+    """Every host's first boot (user_data) finished: node → (exit status, seconds)."""
+    assert lab_up.returncode == 0, lab_up.stdout + lab_up.stderr
+    planned = [i.node for i in lab_plan(load_stack_config(STACK), STACK).instances]
+    return fleet.wait_first_boots(planned, FIRST_BOOT_TIMEOUT_S)
+
+
+def test_every_host_boots_green_from_its_user_data(lab_booted):
+    """Each host, the app and worker hosts included, runs its rendered user_data to exit 0:
+    bundle fetched, the release built with it installed (no git on a host), roles converged."""
+    planned = {i.node: i.role for i in lab_plan(load_stack_config(STACK), STACK).instances}
+    assert {"app", "worker", "nginx", "postgres"} <= set(planned.values())
+    assert set(lab_booted) == set(planned)
+    for node, result in lab_booted.items():
+        assert result is not None, f"{node}: user_data still running after {FIRST_BOOT_TIMEOUT_S} s\n{boot_log(node)}"
+        assert result[0] == 0, f"{node}: user_data exit {result[0]}\n{boot_log(node)}"
 
 
 def test_status_takes_the_aws_path_with_pinned_keys(lab_up, tmp_path):
