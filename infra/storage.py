@@ -18,18 +18,23 @@ import pulumi_aws as aws
 
 from infra import release_artifact
 from infra.config import REPO_ROOT
+from infra.lockfile import runtime_closure
 from infra.tagging import tags
 
 # What a host needs to install and converge itself: the packages and the stack configs.
 BUNDLE_DIRS = ("infra", "roles", "app", "monitoring", "ops")
 BUNDLE_FILES = ("pyproject.toml", "requirements.lock", "Pulumi.yaml")
 BUNDLE_KEY = "release/photostack.zip"
+# What the host's bootstrap venv installs: the project's run-time closure from the lock file (the
+# lock also pins the test tools, which a host never runs).
+HOST_REQUIREMENTS = "host-requirements.txt"
 
 
 def bundle_archive(stack: str, root: Path = REPO_ROOT) -> pulumi.AssetArchive:
-    """The release bundle: the project's packages, pyproject.toml, the lock file, this stack's
-    config and the built app release of the checkout `root`."""
+    """The release bundle: the project's packages, pyproject.toml, the lock file and the host's
+    share of it, this stack's config and the built app release of the checkout `root`."""
     assets: dict[str, pulumi.Asset | pulumi.Archive] = {d: pulumi.FileArchive(str(root / d)) for d in BUNDLE_DIRS}
+    assets[HOST_REQUIREMENTS] = pulumi.StringAsset(runtime_closure(root))
     assets[release_artifact.BUNDLE_ARTIFACT] = pulumi.FileArchive(str(release_artifact.built(root)))
     for name in (*BUNDLE_FILES, f"Pulumi.{stack}.yaml"):
         assets[name] = pulumi.FileAsset(str(root / name))

@@ -24,7 +24,8 @@ from infra.plan import is_secret, placeholder_secret, reveal, run_plan
 from infra.secrets_store import ssm_secret_reader
 from infra.sharding import ShardMap
 from infra import release_artifact
-from infra.storage import bundle_archive
+from infra.lockfile import parse
+from infra.storage import HOST_REQUIREMENTS, bundle_archive
 from infra.topology import nodes
 from roles.engine.context import RoleContext
 from roles.engine.converge import host_state
@@ -224,6 +225,18 @@ def test_the_bundle_carries_the_built_release_the_user_data_names():
     node = [n for n in nodes(load_stack_config("staging")) if n.name == "app-0"][0]
     script = render_user_data("staging", node, "us-east-1", "bucket-x", "release/photostack.zip")
     assert f"export {ARTIFACT_ENV}=/opt/photostack/release/{release_artifact.BUNDLE_ARTIFACT}\n" in script
+
+
+def test_hosts_install_the_projects_run_time_closure_not_the_test_tools():
+    """The lock pins the test tools too (moto and its tree, ansible, pytest): a host installs only
+    what the project needs at run time, with hashes."""
+    bundle = bundle_archive("staging").assets
+    pinned = {entry.name for entry in parse(bundle[HOST_REQUIREMENTS].text)}
+    assert {"django", "boto3", "typer", "fabric", "celery"} <= pinned
+    assert not pinned & {"moto", "pytest", "ansible-core", "ruff", "sympy"}
+    node = [n for n in nodes(load_stack_config("staging")) if n.name == "app-0"][0]
+    script = render_user_data("staging", node, "us-east-1", "bucket-x", "release/photostack.zip")
+    assert f"pip install -q --require-hashes -r /opt/photostack/release/{HOST_REQUIREMENTS}\n" in script
 
 
 def _converge_block(script: str, ops: Path) -> str:
