@@ -22,6 +22,9 @@ USER_DATA = "user_data.sh.j2"
 # A boot converge that fails (a peer not up yet) is retried: 10 tries 30 s apart, ~5 minutes.
 CONVERGE_ATTEMPTS = 10
 CONVERGE_RETRY_S = 30
+# The venv `ops` runs from on a host: its own, apart from every venv a role builds (munin_node's
+# monitoring venv, the app's release venvs), which a converge may rebuild under it.
+OPS_VENV = "/opt/photostack/ops-venv"
 
 
 @cache
@@ -48,6 +51,7 @@ def render_user_data(stack: str, node: Node, region: str, bucket: str, key: str)
         bucket=bucket,
         key=key,
         artifact=BUNDLE_ARTIFACT,
+        ops_venv=OPS_VENV,
         parameter_path=parameter_name(stack, ""),
         converge_attempts=CONVERGE_ATTEMPTS,
         converge_retry_s=CONVERGE_RETRY_S,

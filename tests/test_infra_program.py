@@ -16,7 +16,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from infra.bootstrap import CONVERGE_ATTEMPTS, render_user_data
+from infra.bootstrap import CONVERGE_ATTEMPTS, OPS_VENV, render_user_data
 from infra.config import REPO_ROOT, ConfigError, load_stack_config
 from infra.fleet import CANONICAL_OWNER_ID, UBUNTU_2404_NAME
 from infra.inventory import TAG_NODE, TAG_ROLE, TAG_STACK, Host
@@ -202,8 +202,8 @@ def test_user_data_converge_command_parses_and_finds_the_bundles_stack_config(tm
     exports = dict(pair.split("=", 1) for line in script.splitlines() if line.startswith("export ")
                    for pair in line.split()[1:])
     bundle = Path(exports["PHOTOSTACK_STACKS_DIR"])
-    line = next(line for line in script.splitlines() if "/opt/photostack/venv/bin/ops " in line)
-    command = line.split("/opt/photostack/venv/bin/ops ", 1)[1].removesuffix("; then")
+    line = next(line for line in script.splitlines() if "/opt/photostack/ops-venv/bin/ops " in line)
+    command = line.split("/opt/photostack/ops-venv/bin/ops ", 1)[1].removesuffix("; then")
     argv = shlex.split(command.replace("--host app-0", "--host no-such-node"))
     unpacked = tmp_path / bundle.name  # the bundle holds Pulumi.<stack>.yaml at its root
     unpacked.mkdir()
@@ -227,6 +227,19 @@ def test_the_bundle_carries_the_built_release_the_user_data_names():
     assert f"export {ARTIFACT_ENV}=/opt/photostack/release/{release_artifact.BUNDLE_ARTIFACT}\n" in script
 
 
+def test_ops_on_a_host_runs_from_a_venv_no_role_rebuilds():
+    """munin_node rebuilds its monitoring venv when its pins change, the app builds one per set of
+    pins: the boot's `ops` must survive both (a retried converge needs it again)."""
+    from roles.app.release import VENVS
+    from roles.engine.context import role_defaults
+
+    node = [n for n in nodes(load_stack_config("staging")) if n.name == "munin_master-0"][0]
+    script = render_user_data("staging", node, "us-east-1", "bucket-x", "release/photostack.zip")
+    assert f"{OPS_VENV}/bin/ops --stack staging converge" in script and "/opt/photostack/venv/" not in script
+    monitoring = role_defaults("munin_node")["munin_node_venv"]
+    assert not OPS_VENV.startswith((monitoring + "/", VENVS + "/")) and OPS_VENV != monitoring
+
+
 def test_hosts_install_the_projects_run_time_closure_not_the_test_tools():
     """The lock pins the test tools too (moto and its tree, ansible, pytest): a host installs only
     what the project needs at run time, with hashes."""
@@ -242,7 +255,7 @@ def test_hosts_install_the_projects_run_time_closure_not_the_test_tools():
 def _converge_block(script: str, ops: Path) -> str:
     """The converge part of a user_data script (from its `cd`), with `ops` standing in for the venv's."""
     block = script[script.index("cd /opt/photostack/release"):].replace("cd /opt/photostack/release\n", "")
-    return block.replace("/opt/photostack/venv/bin/ops", str(ops)).replace("sleep ", "true ")
+    return block.replace("/opt/photostack/ops-venv/bin/ops", str(ops)).replace("sleep ", "true ")
 
 
 @pytest.mark.parametrize(("failures", "status"), [(2, 0), (CONVERGE_ATTEMPTS, 1)])
