@@ -5,6 +5,10 @@ Lab tests run as root under `flock /tmp/lab.lock`. `lab` boots the plan of Pulum
 at the end of the session; a test that takes the lab down itself says so (`LabSession.down`), and
 the next test that needs it boots it again. `lab_booted` waits for every host's first boot;
 `lab_client` makes users' clients through the lab's load balancer (the ALB stand-in).
+
+With `PHOTOSTACK_LAB_KEEP=1` the tests use the lab that is up (booted with `ops --stack lab up`
+under the lab lock, which the caller holds throughout) and leave it up: for writing lab tests
+and drills without a boot per run.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ LOCK = "/tmp/lab.lock"
 OPS_TIMEOUT_S = 600
 # Every host's user_data, converges retried while peers boot, on a loaded 2-core machine.
 FIRST_BOOT_TIMEOUT_S = 900
+KEEP = os.environ.get("PHOTOSTACK_LAB_KEEP") == "1"
 
 
 def ops(*args: str, env: dict[str, str] | None = None, timeout: float = OPS_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
@@ -63,6 +68,9 @@ class LabSession:
         self.first_boots: dict[str, tuple[int, float] | None] | None = None
 
     def up(self) -> subprocess.CompletedProcess[str]:
+        if self.result is None and KEEP:
+            self.result = subprocess.CompletedProcess(["kept"], 0, "".join(
+                f"{i.node} up in (kept)\n" for i in self.plan.instances) + f"{len(self.plan.instances)} host(s) up, 0 failed\n", "")
         if self.result is None:
             assert ops("down").returncode == 0
             self.result = ops("up")
@@ -84,6 +92,9 @@ class LabSession:
 
 @pytest.fixture(scope="session")
 def lab_lock() -> Iterator[None]:
+    if KEEP:  # the caller holds the lock around the kept lab
+        yield
+        return
     with open(LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
@@ -97,8 +108,9 @@ def lab(lab_lock: None) -> Iterator[LabSession]:
     """The session's lab (not booted until a test asks); removed at the end, leaving nothing."""
     session = LabSession()
     yield session
-    session.down()
-    assert hosts.leftovers() == []
+    if not KEEP:
+        session.down()
+        assert hosts.leftovers() == []
 
 
 @pytest.fixture
