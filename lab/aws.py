@@ -129,7 +129,8 @@ def request_action(environ: dict[str, Any], body: bytes, region: str) -> tuple[s
     if service == "ssm":
         operation = environ.get("HTTP_X_AMZ_TARGET", "").rpartition(".")[2]
         payload = json.loads(body or b"{}")
-        name = payload.get("Name") or payload.get("Path") or (payload.get("Names") or [""])[0]
+        # GetParametersByPath is checked against the path's ARN without its trailing slash.
+        name = payload.get("Name") or (payload.get("Path") or "").rstrip("/") or (payload.get("Names") or [""])[0]
         return f"ssm:{operation}", f"arn:aws:ssm:{region}:{ACCOUNT}:parameter/{name.lstrip('/')}"
     if service == "s3":
         path = urllib.parse.unquote(environ.get("PATH_INFO", "/")).lstrip("/")

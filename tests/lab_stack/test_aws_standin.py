@@ -101,6 +101,10 @@ def test_virtual_hosted_s3_requests_take_the_bucket_from_the_host_name():
     listing = {**auth, "REQUEST_METHOD": "GET", "PATH_INFO": "/", "HTTP_HOST": f"backups.s3.{REGION}.amazonaws.com"}
     assert request_action(listing, b"", REGION) == ("s3:ListBucket", "arn:aws:s3:::backups")
     path_style = {**auth, "REQUEST_METHOD": "GET", "PATH_INFO": "/media/p/1.jpg", "HTTP_HOST": "10.213.0.1:4566"}
+    assert request_action({"HTTP_AUTHORIZATION": auth["HTTP_AUTHORIZATION"].replace("/s3/", "/ssm/"),
+                           "HTTP_X_AMZ_TARGET": "AmazonSSM.GetParametersByPath"},
+                          json.dumps({"Path": "/photostack/lab/silences/"}).encode(), REGION) == (
+        "ssm:GetParametersByPath", f"arn:aws:ssm:{REGION}:123456789012:parameter/photostack/lab/silences")
     assert request_action(path_style, b"", REGION) == ("s3:GetObject", "arn:aws:s3:::media/p/1.jpg")
 
 
