@@ -70,8 +70,9 @@ class HealthCheck:
 
 @dataclass(frozen=True)
 class TargetGroup:
+    """A target group: its ARN (its name here), health check and members."""
+
     name: str
-    port: int
     health: HealthCheck
     members: tuple[tuple[str, str, int], ...]  # (node, address, port)
 
@@ -132,7 +133,7 @@ def from_plan(plan: Plan, domain: str, address: str) -> Balancer:
         members = tuple(sorted(
             (nodes[a["targetId"]], addresses[a["targetId"]], _int(a.get("port", inputs["port"])))
             for a in (reveal(r.inputs) for r in plan.of_type(ATTACHMENT)) if a["targetGroupArn"] == arn))
-        groups.append(TargetGroup(arn, _int(inputs["port"]), HealthCheck(
+        groups.append(TargetGroup(arn, HealthCheck(
             check["path"], str(check.get("port", "traffic-port")), str(check.get("matcher", "200")),
             _int(check["interval"]), _int(check["timeout"]), _int(check["healthyThreshold"]),
             _int(check["unhealthyThreshold"])), members))
