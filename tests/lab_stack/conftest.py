@@ -90,9 +90,16 @@ class LabSession:
         assert down.returncode == 0, down.stderr
 
 
+def lock_inherited() -> bool:
+    """Whether this process runs under `flock /tmp/lab.lock …` (it inherited the locked file):
+    taking the lock again through a new open file would wait for ourselves for ever."""
+    fds = Path("/proc/self/fd")
+    return any(os.path.realpath(fd) == LOCK for fd in fds.iterdir() if fd.is_symlink())
+
+
 @pytest.fixture(scope="session")
 def lab_lock() -> Iterator[None]:
-    if KEEP:  # the caller holds the lock around the kept lab
+    if KEEP or lock_inherited():  # the caller holds the lock around us
         yield
         return
     with open(LOCK, "w") as lock:
