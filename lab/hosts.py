@@ -291,18 +291,21 @@ def cgroup_pids(hierarchy: str, *parts: str) -> list[int]:
     return pids
 
 
-def stop(name: str, timeout_s: float = STOP_TIMEOUT_S) -> None:
-    """Shut a host down cleanly (SIGTERM to nspawn: the container's systemd powers off), or kill it."""
-    pid_file = host_dir(name) / "nspawn.pid"
-    if pid_file.exists():
-        try:
-            os.kill(int(pid_file.read_text()), signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+def stop(*names: str, timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """Shut hosts down cleanly, all at once (SIGTERM to each nspawn: the container's systemd
+    powers off), and kill what is left of each after `timeout_s`."""
+    for name in names:
+        pid_file = host_dir(name) / "nspawn.pid"
+        if pid_file.exists():
+            try:
+                os.kill(int(pid_file.read_text()), signal.SIGTERM)
+            except ProcessLookupError:
+                pass
     deadline = time.monotonic() + timeout_s
-    while cgroup_pids("unified", name) and time.monotonic() < deadline:
+    while any(cgroup_pids("unified", name) for name in names) and time.monotonic() < deadline:
         time.sleep(POLL_S)
-    kill(name)
+    for name in names:
+        kill(name)
 
 
 def kill(*parts: str) -> None:
@@ -378,9 +381,9 @@ def down() -> None:
     """Remove every trace of the lab: processes, cgroups, mounts, loop devices, namespaces, links,
     iptables rules, host trees (the cached image stays). Safe at any time, and when nothing is up."""
     if hosts_dir().is_dir():
-        for name in sorted(p.name for p in hosts_dir().iterdir()):
-            if cgroup_pids("unified", name):
-                stop(name)
+        # Hosts power off cleanly; the lab's services (no nspawn) are killed with the rest below.
+        stop(*sorted(p.name for p in hosts_dir().iterdir()
+                     if (p / "nspawn.pid").exists() and cgroup_pids("unified", p.name)))
     kill()  # whatever is left: lab services and any host not stopped above
     for point in lab_mounts():
         if run("umount", point, check=False).returncode:
