@@ -1,5 +1,6 @@
 """The lab on this machine: image build (cold and cached), `ops --stack lab up`, each host's boot and
-first-boot user_data, and a no-op converge of every lab host through the AWS path.
+first-boot user_data (until every host is green), the load balancer stand-in taking the nginx hosts
+in, and a no-op converge of every lab host through the AWS path.
 
 Goals on 2 cores: lab up from a cached image <= 10 min (until every host has converged); no-op
 converge of the whole lab <= 3 s. Run as root under the lab lock: flock /tmp/lab.lock python bench/lab.py
@@ -19,10 +20,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from infra.config import load_stack_config  # noqa: E402
-from lab import fleet, hosts, image  # noqa: E402
+from lab import fleet, hosts, image, lb  # noqa: E402
+from lab.plan import lab_plan  # noqa: E402
 
 STACK = "lab"
 FIRST_BOOT_TIMEOUT_S = 1800
+LB_TIMEOUT_S = 120
 
 
 def timed_build(cache: Path | None) -> float:
@@ -48,10 +51,18 @@ def main() -> None:
         for name, seconds in report.boot_s.items():
             print(f"  boot {name:<22} {seconds:5.1f} s")
         results = fleet.wait_first_boots(list(report.boot_s), FIRST_BOOT_TIMEOUT_S)
-        print(f"lab up until every host ran its user_data: {time.perf_counter() - start:7.1f} s")
+        green = sum(1 for result in results.values() if result and result[0] == 0)
+        print(f"lab up until every host ran its user_data: {time.perf_counter() - start:7.1f} s "
+              f"({green} of {len(results)} exit 0)")
         for name, result in results.items():
             state = "still running" if result is None else f"exit {result[0]} after {result[1]:.1f} s"
             print(f"  user_data {name:<17} {state}")
+        nginx = [i.node for i in lab_plan(config, STACK).instances if i.role == "nginx"]
+        deadline = time.monotonic() + LB_TIMEOUT_S
+        while time.monotonic() < deadline and any(lb.server_states().get(n) != "UP" for n in nginx):
+            time.sleep(0.5)
+        print(f"lab up until the load balancer has every nginx host in: {time.perf_counter() - start:7.1f} s "
+              f"({lb.server_states()})")
         gateway = str(next(ipaddress.ip_network(config.vpc_cidr).hosts()))
         env = {**os.environ, **fleet.aws_environment(gateway, config.region), "AWS_ACCESS_KEY_ID": "lab-operator",
                "AWS_SECRET_ACCESS_KEY": "lab-operator", "PHOTOSTACK_SSH_KEY": str(fleet.operator_key()),

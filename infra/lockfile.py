@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -113,3 +114,11 @@ def closure(names: tuple[str, ...] | list[str], path: Path | None = None) -> str
                 wanted.add(entry.name)
                 changed = True
     return "".join(e.text for e in locked if e.name in wanted)
+
+
+def runtime_closure(root: Path = REPO_ROOT) -> str:
+    """Requirement text with hashes for what the installed project needs at run time: the
+    closure of pyproject.toml's `[project] dependencies` (no test or dev extras) in `root`'s lock."""
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    names = [re.split(r"[\s<>=!~;\[]", requirement, maxsplit=1)[0] for requirement in project["dependencies"]]
+    return closure(names, root / LOCK_FILE.name)

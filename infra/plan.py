@@ -180,7 +180,8 @@ _COMPUTED = {
         "arnSuffix": f"app/{a.name}/mock",
     },
     "aws:lb/targetGroup:TargetGroup": lambda _m, a, _i: {"arnSuffix": f"targetgroup/{a.name}/mock"},
-    "aws:s3/bucket:Bucket": lambda _m, a, _i: {"bucket": f"{a.name}-mock"},
+    # A bucket named in the program keeps its name (the backup bucket's); others get the engine's.
+    "aws:s3/bucket:Bucket": lambda _m, a, _i: {"bucket": a.inputs.get("bucket") or f"{a.name}-mock"},
     "aws:iam/role:Role": lambda _m, a, _i: {"name": a.name},
     "aws:ec2/keyPair:KeyPair": lambda _m, a, _i: {"keyName": a.name},
     # Each integration has its own key: the Events v2 one (the hosts' routing key) or a vendor's.

@@ -92,7 +92,7 @@ def build(config: StackConfig, stack: str) -> dict[str, Any]:
     if auth_token is not None:
         values["sentryAuthToken"] = auth_token
     parameters = SecretParameters("secrets", SecretParametersArgs(stack, values))
-    records = RecordParameters("records", RecordParametersArgs(stack, pack_shard_map(ShardMap.initial(config))))
+    records = RecordParameters("records", RecordParametersArgs(stack, pack_shard_map(ShardMap.initial(config)), storage.media_bucket))
 
     ami = ubuntu_ami(config.ami)
     bastion = Bastion(

@@ -5,11 +5,13 @@ The records (infra/records.py, and the shard map of infra/shardstore.py) live un
 (the shard map's initial layout; `null`, "nothing stored yet", for the others) and never writes it
 again (`ignore_changes`): failovers, deploys and moves own the value. So no host ever creates a
 record, and a host's instance profile needs `ssm:GetParameter` on exactly the records its roles
-render from, listed in `ROLE_RECORDS`.
+render from, listed in `ROLE_RECORDS`. One record is the program's own and follows it: `media`,
+the media bucket's name (chosen by the engine at `pulumi up`), which app.env needs.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import pulumi
@@ -25,10 +27,11 @@ ROLE = "records"
 #              munin master, whose munin.conf lists each postgres node's plugins by current role
 #   release    the pinned release (`ops deploy --version`, `ops rollback`); app and worker
 #   drained    app nodes a deploy took out of rotation; nginx
+#   media      {"bucket": the media bucket's name}; app and worker (app.env)
 ROLE_RECORDS: dict[str, tuple[str, ...]] = {
     "postgres": ("shardmap", "primaries"),
-    "app": ("shardmap", "primaries", "release"),
-    "worker": ("shardmap", "primaries", "release"),
+    "app": ("shardmap", "primaries", "release", "media"),
+    "worker": ("shardmap", "primaries", "release", "media"),
     "nginx": ("drained",),
     "munin_master": ("primaries",),
     "redis": (),
@@ -46,6 +49,8 @@ class RecordParametersArgs:
     """Stack name: the parameter path and tags."""
     shard_map: str
     """The initial shard map, packed as its store reads it (infra/shardstore.py)."""
+    media_bucket: pulumi.Input[str]
+    """The media bucket's name (the `media` record)."""
 
 
 class RecordParameters(pulumi.ComponentResource):
@@ -67,4 +72,13 @@ class RecordParameters(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self, ignore_changes=["insecureValue"]),
             )
             self.arns[record] = parameter.arn
+        media = aws.ssm.Parameter(
+            f"{name}-media",
+            name=f"/photostack/{args.stack}/media",
+            type="String",
+            insecure_value=pulumi.Output.from_input(args.media_bucket).apply(lambda bucket: json.dumps({"bucket": bucket})),
+            tags=tags(args.stack, ROLE, "media"),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.arns["media"] = media.arn
         self.register_outputs({"arns": self.arns})

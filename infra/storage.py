@@ -1,5 +1,9 @@
 """S3: the private media bucket the app stores photos in, and the release bundle hosts install from.
 
+The bundle carries the project (what a host installs to converge itself), the stack config, and
+the app release built once on this machine (infra/release_artifact.py): a host needs no checkout,
+no git. The engine uploads it with the program's other resources (the lab uploads the same bundle).
+
 Both buckets block every form of public access, enforce bucket-owner object ownership (no ACLs)
 and encrypt at rest. Photos reach users through the app's signed URLs, not a public bucket.
 """
@@ -12,18 +16,26 @@ from pathlib import Path
 import pulumi
 import pulumi_aws as aws
 
+from infra import release_artifact
 from infra.config import REPO_ROOT
+from infra.lockfile import runtime_closure
 from infra.tagging import tags
 
 # What a host needs to install and converge itself: the packages and the stack configs.
 BUNDLE_DIRS = ("infra", "roles", "app", "monitoring", "ops")
 BUNDLE_FILES = ("pyproject.toml", "requirements.lock", "Pulumi.yaml")
 BUNDLE_KEY = "release/photostack.zip"
+# What the host's bootstrap venv installs: the project's run-time closure from the lock file (the
+# lock also pins the test tools, which a host never runs).
+HOST_REQUIREMENTS = "host-requirements.txt"
 
 
 def bundle_archive(stack: str, root: Path = REPO_ROOT) -> pulumi.AssetArchive:
-    """The release bundle: the project's packages, pyproject.toml, the lock file and this stack's config."""
+    """The release bundle: the project's packages, pyproject.toml, the lock file and the host's
+    share of it, this stack's config and the built app release of the checkout `root`."""
     assets: dict[str, pulumi.Asset | pulumi.Archive] = {d: pulumi.FileArchive(str(root / d)) for d in BUNDLE_DIRS}
+    assets[HOST_REQUIREMENTS] = pulumi.StringAsset(runtime_closure(root))
+    assets[release_artifact.BUNDLE_ARTIFACT] = pulumi.FileArchive(str(release_artifact.built(root)))
     for name in (*BUNDLE_FILES, f"Pulumi.{stack}.yaml"):
         assets[name] = pulumi.FileAsset(str(root / name))
     return pulumi.AssetArchive(assets)

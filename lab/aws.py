@@ -37,6 +37,7 @@ ACCOUNT = "123456789012"  # moto's default account
 TOKEN_TTL_MAX_S = 21600
 CREDENTIALS_TTL_S = 6 * 3600
 ACCESS_KEY_PREFIX = "ASIALAB"
+VIRTUAL_HOSTED = re.compile(r"^(.+)\.s3[.-](?:[a-z0-9-]+\.)?amazonaws\.com(?::\d+)?$")
 
 StartResponse = Callable[..., Any]
 
@@ -128,11 +129,14 @@ def request_action(environ: dict[str, Any], body: bytes, region: str) -> tuple[s
     if service == "ssm":
         operation = environ.get("HTTP_X_AMZ_TARGET", "").rpartition(".")[2]
         payload = json.loads(body or b"{}")
-        name = payload.get("Name") or payload.get("Path") or (payload.get("Names") or [""])[0]
+        # GetParametersByPath is checked against the path's ARN without its trailing slash.
+        name = payload.get("Name") or (payload.get("Path") or "").rstrip("/") or (payload.get("Names") or [""])[0]
         return f"ssm:{operation}", f"arn:aws:ssm:{region}:{ACCOUNT}:parameter/{name.lstrip('/')}"
     if service == "s3":
         path = urllib.parse.unquote(environ.get("PATH_INFO", "/")).lstrip("/")
-        bucket, _, key = path.partition("/")
+        virtual = VIRTUAL_HOSTED.match(environ.get("HTTP_HOST", ""))
+        # Virtual-hosted style (the bucket in the host name, as pgBackRest asks) or path style (boto3).
+        bucket, key = (virtual.group(1), path) if virtual else (path.partition("/")[0], path.partition("/")[2])
         method = environ["REQUEST_METHOD"]
         if not key:
             action = {"GET": "s3:ListBucket", "HEAD": "s3:ListBucket", "PUT": "s3:CreateBucket",
@@ -310,8 +314,9 @@ class Metadata(BaseHTTPRequestHandler):
             "/latest/meta-data/placement/availability-zone": instance.placement,
             "/latest/meta-data/placement/region": self.region,
             "/latest/meta-data/public-keys/0/openssh-key": self.ssh_public_key,
-            "/latest/meta-data/iam/security-credentials/": role.name if role else None,
+            "/latest/meta-data/iam/security-credentials": role.name if role else None,
         }
+        path = path.rstrip("/")  # IMDS answers a listing with or without its trailing slash
         if path in meta:
             return (meta[path], "text/plain") if meta[path] else None
         if path == "/latest/user-data":

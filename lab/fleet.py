@@ -2,7 +2,8 @@
 
 `up` builds (or reuses) the image, puts the plan's whole VPC range on the lab bridge (the VPC
 router's address, the range's first, is the bridge's), then boots every instance in waves (CPU is
-the limit on this machine) and waits until each host's sshd answers. `down` removes everything.
+the limit on this machine), waits until each host's sshd answers, and starts the load balancer
+stand-in (lab/lb.py) in front of the plan's targets. `down` removes everything.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra.config import StackConfig
-from lab import hosts, image, seed
+from lab import hosts, image, lb, seed
 from lab.plan import LabPlan, lab_plan
 
 METADATA_ADDRESS = "169.254.169.254"
@@ -50,12 +51,32 @@ class UpReport:
     boot_s: dict[str, float] = field(default_factory=dict)
     total_s: float = 0.0
     failed: list[str] = field(default_factory=list)
+    urls: dict[str, str] = field(default_factory=dict)
 
 
 def specs(plan: LabPlan) -> list[hosts.HostSpec]:
     """One host per planned instance, its planned addresses, its place on the bridge."""
     return [hosts.HostSpec(i.node, i.private_ip, index, (i.public_ip,) if i.public_ip else ())
             for index, i in enumerate(plan.instances)]
+
+
+def _taken(plan: LabPlan) -> set[str]:
+    """Addresses of the lab network the plan gives out (the gateway's, the instances')."""
+    return {str(next(plan.network.hosts())), *(i.private_ip for i in plan.instances),
+            *(i.public_ip for i in plan.instances if i.public_ip)}
+
+
+def load_balancer(plan: LabPlan, config: StackConfig) -> lb.Balancer:
+    """The load balancer stand-in of the plan, at the highest free address of its first subnet
+    (the same every time)."""
+    address = lb.free_address(plan.plan, lb.subnets_of(plan.plan)[0], _taken(plan))
+    return lb.from_plan(plan.plan, config.domain, address)
+
+
+def aws_tls_address(plan: LabPlan, config: StackConfig) -> str:
+    """Where the lab AWS API's HTTPS endpoint listens (next below the load balancer)."""
+    taken = _taken(plan) | {load_balancer(plan, config).address}
+    return lb.free_address(plan.plan, lb.subnets_of(plan.plan)[0], taken)
 
 
 def operator_key() -> Path:
@@ -88,12 +109,6 @@ def _firewall(gateway: str) -> None:
                                        "--dports", ",".join(map(str, (API_PORT, METADATA_PORT, *REGISTRY_PORTS))), "-j", "ACCEPT", *comment])
 
 
-def _in_cgroup(service: str, argv: list[str], **popen: object) -> subprocess.Popen[bytes]:
-    """Start a lab service process inside the lab's cgroup `service` (so `down` ends it)."""
-    procs = " ".join(f"echo $$ > {p}/cgroup.procs;" for p in hosts.make_cgroups(service))
-    return subprocess.Popen(["sh", "-c", f'{procs} exec "$@"', "sh", *argv], start_new_session=True, **popen)
-
-
 def start_relays(gateway: str) -> dict[str, str]:
     """Relay the registries' ports from the gateway to the address this machine resolves them to;
     returns the host-side name → address entries."""
@@ -103,7 +118,7 @@ def start_relays(gateway: str) -> dict[str, str]:
                              "the lab relays one (set them to one proxy, or extend lab/fleet.py)")
     upstream = upstreams.pop()
     for port in REGISTRY_PORTS:
-        _in_cgroup(RELAY_SERVICE, ["socat", f"TCP-LISTEN:{port},bind={gateway},fork,reuseaddr",
+        hosts.spawn_in_cgroup(RELAY_SERVICE, ["socat", f"TCP-LISTEN:{port},bind={gateway},fork,reuseaddr",
                                    f"TCP:{upstream}:{port}"], stdin=subprocess.DEVNULL,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return {name: gateway for name in REGISTRIES}
@@ -115,7 +130,7 @@ def start_aws(plan: LabPlan, config: StackConfig, gateway: str, public_key: str)
     workdir = hosts.host_dir(AWS_SERVICE)
     workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     log = (workdir / "aws.log").open("ab")
-    process = _in_cgroup(AWS_SERVICE, [sys.executable, "-m", "lab.aws"], stdin=subprocess.PIPE,
+    process = hosts.spawn_in_cgroup(AWS_SERVICE, [sys.executable, "-m", "lab.aws"], stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, stderr=log, cwd=REPO_ROOT,
                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     log.close()
@@ -148,7 +163,12 @@ def up(config: StackConfig, stack: str) -> UpReport:
     report.instance_ids = start_aws(plan, config, gateway, public_key)
     report.endpoint = aws_environment(gateway, config.region)["AWS_ENDPOINT_URL"]
     names = start_relays(gateway)
-    certificates = sorted(MACHINE_CA_DIR.glob("*.crt"))
+    # pgBackRest reaches S3 over HTTPS by AWS's own names: the lab's AWS behind TLS, which hosts trust.
+    aws_tls = aws_tls_address(plan, config)
+    tls_names = lb.aws_tls_names(config.region, [r.outputs["bucket"] for r in plan.plan.of_type(seed.BUCKET)])
+    lb.start_aws_tls(aws_tls, tls_names, f"{gateway}:{API_PORT}", gateway, plan.network.prefixlen)
+    names.update({name: aws_tls for name in tls_names})
+    certificates = [*sorted(MACHINE_CA_DIR.glob("*.crt")), lb.ca_certificate()]
     all_specs = specs(plan)
     for wave_start in range(0, len(all_specs), WAVE):
         wave = all_specs[wave_start:wave_start + WAVE]
@@ -163,6 +183,9 @@ def up(config: StackConfig, stack: str) -> UpReport:
                 report.boot_s[spec.name] = time.monotonic() - boot_started[spec.name]
             else:
                 report.failed.append(f"{spec.name}: sshd on {spec.address}:22 not up after {SSH_TIMEOUT_S:.0f} s")
+    balancer = load_balancer(plan, config)
+    lb.start(balancer, gateway, plan.network.prefixlen)
+    report.urls["load balancer (lab CA: " + str(lb.ca_certificate()) + ")"] = balancer.url
     report.total_s = time.monotonic() - started
     return report
 

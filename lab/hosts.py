@@ -168,7 +168,9 @@ def _install_first_boot(root: Path, spec: HostSpec) -> None:
     (root / "etc/hostname").write_text("ip-" + spec.address.replace(".", "-") + "\n")
 
 
-def _network(spec: HostSpec, gateway: str, prefixlen: int, metadata_address: str) -> None:
+def connect_namespace(spec: HostSpec, gateway: str, prefixlen: int, metadata_address: str | None = None) -> None:
+    """`spec`'s network namespace with one veth into the bridge, its addresses, and (for a host)
+    the route to the instance metadata service."""
     if spec.netns not in run("ip", "netns", "list").stdout.split():
         run("ip", "netns", "add", spec.netns)
     if not Path(f"/sys/class/net/{spec.veth}").exists():
@@ -180,8 +182,8 @@ def _network(spec: HostSpec, gateway: str, prefixlen: int, metadata_address: str
         length = prefixlen if address == spec.address else 32
         run(*ns, "addr", "replace", f"{address}/{length}", "dev", "eth0")
     run(*ns, "link", "set", "eth0", "up")
-    # The instance metadata service's link-local address is reached through the lab gateway.
-    run(*ns, "route", "replace", f"{metadata_address}/32", "via", gateway, "dev", "eth0")
+    if metadata_address:  # the instance metadata service's link-local address, through the lab gateway
+        run(*ns, "route", "replace", f"{metadata_address}/32", "via", gateway, "dev", "eth0")
     if not routes_to_bridge(spec.address):
         raise LabError(f"host {spec.name}: {spec.address} does not route to {BRIDGE}")
 
@@ -192,6 +194,12 @@ def make_cgroups(name: str) -> list[Path]:
     for path in paths:
         path.mkdir(parents=True, exist_ok=True)
     return paths
+
+
+def spawn_in_cgroup(service: str, argv: list[str], **popen: object) -> subprocess.Popen[bytes]:
+    """Start a lab service process inside the lab's cgroup `service` (so `down` ends it)."""
+    procs = " ".join(f"echo $$ > {p}/cgroup.procs;" for p in make_cgroups(service))
+    return subprocess.Popen(["sh", "-c", f'{procs} exec "$@"', "sh", *argv], start_new_session=True, **popen)
 
 
 def _install_environment(root: Path, environment: dict[str, str]) -> None:
@@ -235,7 +243,7 @@ def start(spec: HostSpec, image: Path, gateway: str, prefixlen: int, metadata_ad
     _install_first_boot(root, spec)
     _install_environment(root, environment or {})
     _install_registry_access(root, names or {}, certificates or [])
-    _network(spec, gateway, prefixlen, metadata_address)
+    connect_namespace(spec, gateway, prefixlen, metadata_address)
     procs = " ".join(f"echo $$ > {p}/cgroup.procs;" for p in make_cgroups(spec.name))
     binds = [f"--bind={device}:{inside}" for inside, device in (volumes or {}).items()]
     # Niced: the lab shares this machine's cores with other work, which keeps its priority.
@@ -283,18 +291,21 @@ def cgroup_pids(hierarchy: str, *parts: str) -> list[int]:
     return pids
 
 
-def stop(name: str, timeout_s: float = STOP_TIMEOUT_S) -> None:
-    """Shut a host down cleanly (SIGTERM to nspawn: the container's systemd powers off), or kill it."""
-    pid_file = host_dir(name) / "nspawn.pid"
-    if pid_file.exists():
-        try:
-            os.kill(int(pid_file.read_text()), signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+def stop(*names: str, timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """Shut hosts down cleanly, all at once (SIGTERM to each nspawn: the container's systemd
+    powers off), and kill what is left of each after `timeout_s`."""
+    for name in names:
+        pid_file = host_dir(name) / "nspawn.pid"
+        if pid_file.exists():
+            try:
+                os.kill(int(pid_file.read_text()), signal.SIGTERM)
+            except ProcessLookupError:
+                pass
     deadline = time.monotonic() + timeout_s
-    while cgroup_pids("unified", name) and time.monotonic() < deadline:
+    while any(cgroup_pids("unified", name) for name in names) and time.monotonic() < deadline:
         time.sleep(POLL_S)
-    kill(name)
+    for name in names:
+        kill(name)
 
 
 def kill(*parts: str) -> None:
@@ -370,9 +381,9 @@ def down() -> None:
     """Remove every trace of the lab: processes, cgroups, mounts, loop devices, namespaces, links,
     iptables rules, host trees (the cached image stays). Safe at any time, and when nothing is up."""
     if hosts_dir().is_dir():
-        for name in sorted(p.name for p in hosts_dir().iterdir()):
-            if cgroup_pids("unified", name):
-                stop(name)
+        # Hosts power off cleanly; the lab's services (no nspawn) are killed with the rest below.
+        stop(*sorted(p.name for p in hosts_dir().iterdir()
+                     if (p / "nspawn.pid").exists() and cgroup_pids("unified", p.name)))
     kill()  # whatever is left: lab services and any host not stopped above
     for point in lab_mounts():
         if run("umount", point, check=False).returncode:

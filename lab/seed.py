@@ -24,6 +24,7 @@ from infra.storage import bundle_archive
 from lab.plan import LabPlan
 
 MOCK_ARN_PREFIX = "arn:aws:mock:"
+BUCKET = "aws:s3/bucket:Bucket"
 
 
 def _resource_id(value: str) -> str:
@@ -34,7 +35,7 @@ def _resource_id(value: str) -> str:
 def _arn_translation(plan: Plan) -> dict[str, str]:
     """The mocks' invented ARNs → the ARNs the seeded resources have (longest first)."""
     found = {}
-    for resource in plan.of_type("aws:s3/bucket:Bucket"):
+    for resource in plan.of_type(BUCKET):
         found[resource.outputs["arn"]] = f"arn:aws:s3:::{resource.outputs['bucket']}"
     return dict(sorted(found.items(), key=lambda item: -len(item[0])))
 
@@ -46,6 +47,9 @@ def zip_archive(archive: pulumi.AssetArchive, out: Path) -> None:
             if isinstance(asset, pulumi.FileAsset):
                 bundle.write(asset.path, name)
                 continue
+            if isinstance(asset, pulumi.StringAsset):
+                bundle.writestr(name, asset.text)
+                continue
             for directory, subdirs, files in os.walk(asset.path):
                 subdirs[:] = sorted(d for d in subdirs if d != "__pycache__")
                 for file in sorted(files):
@@ -55,7 +59,7 @@ def zip_archive(archive: pulumi.AssetArchive, out: Path) -> None:
 
 def _objects(plan: Plan, workdir: Path) -> list[dict[str, str]]:
     """The bucket objects the program uploads (the release bundle), written out as the engine would."""
-    buckets = {f"{r.name}-id": r.outputs["bucket"] for r in plan.of_type("aws:s3/bucket:Bucket")}
+    buckets = {f"{r.name}-id": r.outputs["bucket"] for r in plan.of_type(BUCKET)}
     found = []
     for resource in plan.of_type("aws:s3/bucketObjectv2:BucketObjectv2"):
         path = workdir / f"{resource.name}.zip"
@@ -98,7 +102,7 @@ def from_plan(lab: LabPlan, workdir: Path) -> dict[str, Any]:
                           for r in plan.of_type("aws:iam/rolePolicy:RolePolicy")],
         "profiles": [{"name": r.name, "role": reveal(r.inputs)["role"]} for r in plan.of_type("aws:iam/instanceProfile:InstanceProfile")],
         "parameters": parameters,
-        "buckets": [r.outputs["bucket"] for r in plan.of_type("aws:s3/bucket:Bucket")],
+        "buckets": [r.outputs["bucket"] for r in plan.of_type(BUCKET)],
         "objects": _objects(plan, workdir),
         "instances": instances,
         "translate": _arn_translation(plan),

@@ -88,10 +88,12 @@ def urls(console: Console, stack) -> None:
 
 def provisioned(console: Console, result: Any) -> None:
     """What a provisioner's `up` reports: `boot_s` (host → seconds until it answered SSH),
-    `failed` (one line per host that did not), `total_s`."""
+    `failed` (one line per host that did not), `total_s`, and optionally `urls` (what → URL)."""
     for name, seconds in result.boot_s.items():
         console.print(f"[green]{name:<20}[/] up in {seconds:.1f}s", highlight=False)
     for line in result.failed:
         console.print(f"[red]failed[/] {line}", highlight=False)
     console.print(f"{len(result.boot_s)} host(s) up, {len(result.failed)} failed, in {result.total_s:.1f}s",
                   highlight=False)
+    for what, url in getattr(result, "urls", {}).items():
+        console.print(f"{what}: {url}", highlight=False)

@@ -1,4 +1,5 @@
-"""Release builds (roles/app/release.py): deterministic tarballs, versions from git, what ships."""
+"""Release builds (infra/release_artifact.py, roles/app/release.py): deterministic tarballs, versions
+from git, what ships, and the built artifact a host reads instead of a checkout."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from infra import release_artifact
 from infra.lockfile import parse
 from roles.app import release as rel
 
@@ -76,7 +78,7 @@ def test_dirty_tree_gets_a_content_version_and_ignored_files_stay_out(repo):
 
 def test_venv_is_keyed_by_the_locked_pins_and_installs_them_with_hashes(repo):
     names_ = ("django", "gunicorn")
-    one = rel.Release("v", b"", rel.requirements(repo, names_))
+    one = rel.Release("v", b"", release_artifact.requirements(repo, names_))
     pinned = [line.split("==")[0] for line in one.requirements.splitlines() if "==" in line]
     # The packages and what they need (Django: asgiref, sqlparse), each with its hashes.
     assert {"django", "gunicorn", "asgiref", "sqlparse"} <= set(pinned) and "pytest" not in pinned
@@ -86,7 +88,7 @@ def test_venv_is_keyed_by_the_locked_pins_and_installs_them_with_hashes(repo):
     lock = repo / "requirements.lock"
     version = next(line.split("==")[1].split()[0] for line in lock.read_text().splitlines() if line.startswith("django=="))
     lock.write_text(lock.read_text().replace(f"django=={version}", "django==9.9.9"))
-    two = rel.Release("v", b"", rel.requirements(repo, names_))
+    two = rel.Release("v", b"", release_artifact.requirements(repo, names_))
     assert one.venv != two.venv and one.venv.startswith(rel.VENVS + "/")
     # A new pin is a new release, even with no code change.
     git(repo, "add", "-A")
@@ -115,3 +117,18 @@ def test_ship_and_switch_scripts_work_on_a_scratch_root(repo, tmp_path, monkeypa
         (root / "releases" / f"old{n}").mkdir()
     assert sh(rel.prune_script(2)) == 0 and sh(rel.pruned(2)) == 0
     assert (Path(release.path) / ".release").exists()
+
+
+def test_a_host_converges_to_the_built_artifact_without_git(repo, tmp_path, monkeypatch):
+    """A host has no checkout and no git: the release it converges to is the artifact built once
+    with the bundle, the same version and bytes as the operator's build, so neither re-ships."""
+    operator = rel.build_release.__wrapped__(repo)
+    directory = release_artifact.built(repo)
+    assert directory == repo / release_artifact.BUILD_DIR / operator.version
+    assert release_artifact.built(repo) == directory  # the same version is not written again
+    monkeypatch.setenv(rel.ARTIFACT_ENV, str(directory))
+    monkeypatch.setenv("PATH", str(tmp_path / "no-git-here"))
+    on_host = rel.current_release()
+    assert on_host == operator
+    with pytest.raises(FileNotFoundError):  # and building from a tree would have needed git
+        rel.build_release.__wrapped__(repo)

@@ -16,14 +16,16 @@ from pathlib import Path
 import boto3
 import pytest
 
-from infra.bootstrap import CONVERGE_ATTEMPTS, render_user_data
+from infra.bootstrap import CONVERGE_ATTEMPTS, OPS_VENV, render_user_data
 from infra.config import REPO_ROOT, ConfigError, load_stack_config
 from infra.fleet import CANONICAL_OWNER_ID, UBUNTU_2404_NAME
 from infra.inventory import TAG_NODE, TAG_ROLE, TAG_STACK, Host
 from infra.plan import is_secret, placeholder_secret, reveal, run_plan
 from infra.secrets_store import ssm_secret_reader
 from infra.sharding import ShardMap
-from infra.storage import bundle_archive
+from infra import release_artifact
+from infra.lockfile import parse
+from infra.storage import HOST_REQUIREMENTS, bundle_archive
 from infra.topology import nodes
 from roles.engine.context import RoleContext
 from roles.engine.converge import host_state
@@ -200,8 +202,8 @@ def test_user_data_converge_command_parses_and_finds_the_bundles_stack_config(tm
     exports = dict(pair.split("=", 1) for line in script.splitlines() if line.startswith("export ")
                    for pair in line.split()[1:])
     bundle = Path(exports["PHOTOSTACK_STACKS_DIR"])
-    line = next(line for line in script.splitlines() if "/opt/photostack/venv/bin/ops " in line)
-    command = line.split("/opt/photostack/venv/bin/ops ", 1)[1].removesuffix("; then")
+    line = next(line for line in script.splitlines() if "/opt/photostack/ops-venv/bin/ops " in line)
+    command = line.split("/opt/photostack/ops-venv/bin/ops ", 1)[1].removesuffix("; then")
     argv = shlex.split(command.replace("--host app-0", "--host no-such-node"))
     unpacked = tmp_path / bundle.name  # the bundle holds Pulumi.<stack>.yaml at its root
     unpacked.mkdir()
@@ -214,10 +216,46 @@ def test_user_data_converge_command_parses_and_finds_the_bundles_stack_config(tm
     assert "Pulumi.staging.yaml" in bundle_archive("staging").assets
 
 
+def test_the_bundle_carries_the_built_release_the_user_data_names():
+    """Hosts converge the app to the release built with the bundle (no git on a host)."""
+    from roles.app.release import ARTIFACT_ENV, build_release
+
+    artifact = Path(bundle_archive("staging").assets[release_artifact.BUNDLE_ARTIFACT].path)
+    assert release_artifact.read(artifact).version == build_release().version
+    node = [n for n in nodes(load_stack_config("staging")) if n.name == "app-0"][0]
+    script = render_user_data("staging", node, "us-east-1", "bucket-x", "release/photostack.zip")
+    assert f"export {ARTIFACT_ENV}=/opt/photostack/release/{release_artifact.BUNDLE_ARTIFACT}\n" in script
+
+
+def test_ops_on_a_host_runs_from_a_venv_no_role_rebuilds():
+    """munin_node rebuilds its monitoring venv when its pins change, the app builds one per set of
+    pins: the boot's `ops` must survive both (a retried converge needs it again)."""
+    from roles.app.release import VENVS
+    from roles.engine.context import role_defaults
+
+    node = [n for n in nodes(load_stack_config("staging")) if n.name == "munin_master-0"][0]
+    script = render_user_data("staging", node, "us-east-1", "bucket-x", "release/photostack.zip")
+    assert f"{OPS_VENV}/bin/ops --stack staging converge" in script and "/opt/photostack/venv/" not in script
+    monitoring = role_defaults("munin_node")["munin_node_venv"]
+    assert not OPS_VENV.startswith((monitoring + "/", VENVS + "/")) and OPS_VENV != monitoring
+
+
+def test_hosts_install_the_projects_run_time_closure_not_the_test_tools():
+    """The lock pins the test tools too (moto and its tree, ansible, pytest): a host installs only
+    what the project needs at run time, with hashes."""
+    bundle = bundle_archive("staging").assets
+    pinned = {entry.name for entry in parse(bundle[HOST_REQUIREMENTS].text)}
+    assert {"django", "boto3", "typer", "fabric", "celery"} <= pinned
+    assert not pinned & {"moto", "pytest", "ansible-core", "ruff", "sympy"}
+    node = [n for n in nodes(load_stack_config("staging")) if n.name == "app-0"][0]
+    script = render_user_data("staging", node, "us-east-1", "bucket-x", "release/photostack.zip")
+    assert f"pip install -q --require-hashes -r /opt/photostack/release/{HOST_REQUIREMENTS}\n" in script
+
+
 def _converge_block(script: str, ops: Path) -> str:
     """The converge part of a user_data script (from its `cd`), with `ops` standing in for the venv's."""
     block = script[script.index("cd /opt/photostack/release"):].replace("cd /opt/photostack/release\n", "")
-    return block.replace("/opt/photostack/venv/bin/ops", str(ops)).replace("sleep ", "true ")
+    return block.replace("/opt/photostack/ops-venv/bin/ops", str(ops)).replace("sleep ", "true ")
 
 
 @pytest.mark.parametrize(("failures", "status"), [(2, 0), (CONVERGE_ATTEMPTS, 1)])
@@ -307,7 +345,7 @@ def _readable_parameters(plan, role):
 
 PARAMETER = "arn:aws:ssm:us-east-1:123456789012:parameter/photostack/prod/"
 APP_READS = ("dbPassword", "pgbouncerAdminPassword", "scramSaltKey", "redisPassword", "rabbitmqPassword", "djangoSecretKey",
-             "sentryDsn", "shardmap", "primaries", "release")
+             "sentryDsn", "shardmap", "primaries", "release", "media")
 # What each role's hosts read from SSM when they converge (secrets, then records), nothing more.
 PROFILE_READS = {
     "postgres": ("dbPassword", "replicationPassword", "pgbouncerAdminPassword", "scramSaltKey", "shardmap", "primaries"),
@@ -348,6 +386,14 @@ def test_records_exist_before_any_host_boots_and_start_empty():
     assert stored == json.loads(ShardMap.initial(load_stack_config("prod")).to_json())
 
 
+def test_the_media_record_names_the_media_bucket_for_app_env():
+    plan = plan_of("prod")
+    parameters = {r.inputs["name"]: r.inputs for r in plan.of_type("aws:ssm/parameter:Parameter")}
+    (media,) = [b for b in plan.of_type("aws:s3/bucket:Bucket") if b.name == "storage-media"]
+    parameter = parameters["/photostack/prod/media"]
+    assert parameter["type"] == "String" and json.loads(parameter["insecureValue"]) == {"bucket": media.outputs["bucket"]}
+
+
 @pytest.fixture(scope="module")
 def prod_ssm():
     """A local SSM holding every parameter of the prod plan, with its planned value."""
@@ -378,7 +424,7 @@ def test_each_host_renders_its_roles_with_only_its_instance_profile(role, prod_s
     secret = ssm_secret_reader("prod", boto3.client("ssm", region_name="us-east-1"))
     state = host_state(RoleContext(config, "prod", host, hosts, secret))
     assert state.resources
-    records = {PARAMETER + name for name in ("shardmap", "primaries", "release", "drained")}
+    records = {PARAMETER + name for name in ("shardmap", "primaries", "release", "drained", "media")}
     # Every record granted is one the roles render from (secrets may be read later, at run time).
     assert {ssm.arn(name) for name in ssm.reads} & records == _readable_parameters(plan, role) & records
 

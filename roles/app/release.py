@@ -1,9 +1,7 @@
 """Releases of the app: build → ship → switch → restart, as small reusable steps.
 
-A release is the repo's tracked (and not ignored) files under RELEASE_PATHS, packed into a
-deterministic tar.gz. Its version is the last commit that changed those paths (`git describe
---always`) when they are clean, else `<commit>-dirty-<content hash>`, so the same tree always
-gives the same version and re-shipping it is a no-op.
+A release is built once per version from the git checkout, or read from the built artifact a
+host's release bundle carries (infra/release_artifact.py: what ships, its version, its pins).
 
 On a host (ROOT = /opt/photostack):
     releases/<version>/          the unpacked files + `venv` → ../../venvs/<requirements hash>
@@ -14,7 +12,7 @@ On a host (ROOT = /opt/photostack):
 
 Each step is a pure builder of shell text (run by the converge engine as a Command, or by a
 deploy over any connection):
-    build_release()                     → Release (version, tarball, requirements)
+    build_release() / current_release() → Release (version, tarball, requirements)
     venv_script(release) / venv_ready(release)
     ship_script(release) / shipped(release)
     switch_script(version) / switched(version)
@@ -25,37 +23,23 @@ The services restart through their own Service stop/start (ops/maintenance.py `r
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
-import gzip
 import hashlib
-import io
+import os
 import shlex
-import subprocess
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from infra import release_artifact
 from infra.config import REPO_ROOT
-from infra.lockfile import LOCK_FILE, closure
-
-LOCK_NAME = LOCK_FILE.name
 
 ROOT = "/opt/photostack"
 RELEASES = f"{ROOT}/releases"
 VENVS = f"{ROOT}/venvs"
 CURRENT = f"{ROOT}/current"
-# What the app and workers import: the Django app, the stack config/sharding it reads, and the
-# shared Sentry set-up; requirements.lock carries the pins.
-RELEASE_PATHS = ("app", "infra", "monitoring", "pyproject.toml")
-# What the version follows: the shipped files and the lock file, whose pins build the venv (the
-# requirements travel in the venv step, not the tarball): a new pin alone is a new release.
-VERSION_PATHS = (*RELEASE_PATHS, "requirements.lock")
-# The app's third-party imports (pins from pyproject.toml). hiredis: redis-py's C reply parser
-# (half the CPU of an LRANGE of a feed page), picked up by redis-py when installed.
-APP_PACKAGES = (
-    "django", "gunicorn", "celery", "psycopg[binary]", "psycopg-pool", "redis", "hiredis", "pymemcache",
-    "pillow", "sentry-sdk", "boto3", "pydantic", "pyyaml",
-)
+# A host installed from the release bundle (no checkout) names the bundle's built artifact here.
+ARTIFACT_ENV = "PHOTOSTACK_RELEASE_ARTIFACT"
 
 
 @dataclass(frozen=True)
@@ -76,54 +60,25 @@ class Release:
         return f"{VENVS}/{hashlib.sha256(self.requirements.encode()).hexdigest()[:12]}"
 
 
-def requirements(repo: Path = REPO_ROOT, names: tuple[str, ...] = APP_PACKAGES) -> str:
-    """Requirements with hashes for `names` and everything they need, from the repo's one lock
-    file (infra/lockfile.py): the hosts run the very files CI and `make setup` verified."""
-    return closure(names, repo / LOCK_NAME)
+@functools.cache
+def build_release(repo: Path = REPO_ROOT) -> Release:
+    """The release of the working tree of the checkout `repo` (cached per process: one converge
+    builds it once)."""
+    return Release(**dataclasses.asdict(release_artifact.build(repo)))
 
 
-def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout
-
-
-def release_files(repo: Path = REPO_ROOT) -> list[str]:
-    """Tracked and untracked-but-not-ignored files under RELEASE_PATHS, sorted."""
-    out = _git(repo, "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", *RELEASE_PATHS)
-    return sorted({name for name in out.split("\0") if name and (repo / name).is_file()})
-
-
-def pack(repo: Path, files: list[str]) -> bytes:
-    """A deterministic tar.gz of `files` (fixed owner, mtime and order)."""
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name in files:
-            data = (repo / name).read_bytes()
-            info = tarfile.TarInfo(name)
-            info.size, info.mtime, info.uname, info.gname = len(data), 0, "root", "root"
-            info.mode = 0o755 if (repo / name).stat().st_mode & 0o111 else 0o644
-            tar.addfile(info, io.BytesIO(data))
-    out = io.BytesIO()
-    with gzip.GzipFile(fileobj=out, mode="wb", mtime=0, compresslevel=6) as gz:
-        gz.write(raw.getvalue())
-    return out.getvalue()
-
-
-def last_shipped_commit(repo: Path = REPO_ROOT) -> str:
-    """The last commit that changed what ships. A commit of docs, roles or tests alone keeps the
-    release version, so the next converge leaves the app servers running instead of restarting
-    them all."""
-    return _git(repo, "rev-list", "-1", "HEAD", "--", *VERSION_PATHS).strip() or "HEAD"
+def current_release() -> Release:
+    """The release this machine converges to: the built artifact `$PHOTOSTACK_RELEASE_ARTIFACT`
+    names (a host has no checkout to build from), else the working tree's."""
+    artifact = os.environ.get(ARTIFACT_ENV)
+    if not artifact:
+        return build_release()
+    return _read_release(Path(artifact))
 
 
 @functools.cache
-def build_release(repo: Path = REPO_ROOT) -> Release:
-    """The release of the working tree (cached per process: one converge builds it once)."""
-    files = release_files(repo)
-    tarball = pack(repo, files)
-    commit = _git(repo, "describe", "--always", "--abbrev=12", last_shipped_commit(repo)).strip()
-    dirty = _git(repo, "status", "--porcelain", "--", *VERSION_PATHS).strip()
-    version = f"{commit}-dirty-{hashlib.sha256(tarball).hexdigest()[:10]}" if dirty else commit
-    return Release(version, tarball, requirements(repo))
+def _read_release(directory: Path) -> Release:
+    return Release(**dataclasses.asdict(release_artifact.read(directory)))
 
 
 def venv_ready(release: Release) -> str:

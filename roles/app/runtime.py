@@ -58,12 +58,23 @@ def app_env(ctx: RoleContext) -> str:
         broker_url=brokers,
         storage="local" if ctx.onebox else "s3",
         media_root=d["app_media_root"],
-        s3_bucket="" if ctx.onebox else d["app_s3_bucket"],
+        s3_bucket="" if ctx.onebox else media_bucket(ctx),
         sentry_dsn=ctx.secret("sentryDsn") if ctx.config.alerting.sentry else "",
         allowed_hosts=",".join(hosts),
         max_upload_bytes=10 * 1024 * 1024,
         queue_budget_ms=d["app_queue_budget_ms"],
     )
+
+
+MEDIA_RECORD = "media"  # infra/record_parameters.py: {"bucket": name}, the program's own
+
+
+def media_bucket(ctx: RoleContext) -> str:
+    """The media bucket of an AWS stack, as the program recorded it (its name is the engine's)."""
+    stored = record(ctx.config, ctx.stack, MEDIA_RECORD).load()
+    if not stored or not stored.get("bucket"):
+        raise ValueError(f"stack {ctx.stack}: the {MEDIA_RECORD} record names no media bucket (run `pulumi up`)")
+    return stored["bucket"]
 
 
 def run(ctx: RoleContext, argv: list[str]) -> str:
@@ -85,7 +96,7 @@ def release_resources(ctx: RoleContext) -> list:
     """Packages, accounts' directories, the release (venv → ship → switch → prune), env, launcher."""
     d = ctx.defaults("app")
     owner = user(ctx)
-    release = rel.build_release()
+    release = rel.current_release()
     wanted = running_version(ctx, release)
     keep = d["app_releases_keep"]
     return [

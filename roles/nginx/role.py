@@ -7,9 +7,10 @@ import math
 from infra.records import record
 from monitoring.wallboard_markers import PAGE_FILE, PAGE_URL
 from roles.engine.context import RoleContext
-from roles.engine.resources import Absent, DesiredState, Directory, File, Handler, Packages, Service
+from roles.engine.resources import Absent, DesiredState, Directory, File, Handler, Packages, Service, package_daemon_held
 
 RELOAD = "reload nginx"
+SITE = "/etc/nginx/conf.d/photostack.conf"
 
 
 DRAINED = "drained"  # the stored record of app nodes a deploy took out of rotation (infra/records.py)
@@ -63,9 +64,13 @@ def desired(ctx: RoleContext) -> DesiredState:
     return DesiredState(
         resources=[
             Packages(("nginx",)),
+            # Debian starts the package's nginx (its default site on *:80) at install where
+            # services may start (systemd hosts); a reload cannot move it to this host's own
+            # address (bind: address in use, while `service nginx reload` still exits 0).
+            package_daemon_held("nginx", SITE),
             Absent("/etc/nginx/sites-enabled/default", notify=(RELOAD,)),
             File("/etc/nginx/nginx.conf", ctx.template("nginx", "nginx.conf.j2"), notify=(RELOAD,)),
-            File("/etc/nginx/conf.d/photostack.conf", site, notify=(RELOAD,)),
+            File(SITE, site, notify=(RELOAD,)),
             Directory(d["nginx_web_root"]),
             File(f"{d['nginx_web_root']}/index.html", ctx.template("nginx", "index.html.j2")),
             Service.init_script("nginx"),

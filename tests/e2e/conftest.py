@@ -5,10 +5,13 @@ from __future__ import annotations
 import functools
 import http.client
 import io
+import ipaddress
 import itertools
 import json
+import ssl
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from http.cookiejar import CookieJar
@@ -37,16 +40,31 @@ class FromOwnAddress(urllib.request.HTTPHandler):
 
 
 class Client:
-    """A user agent with its own cookie jar (one logged-in session) and its own address."""
+    """A user agent with its own cookie jar (one logged-in session) and, on loopback (the
+    one-box), its own address. `host`: the Host header to send when the base names an address
+    (a load balancer serving the stack's domain, as in the lab); `context`: the TLS context of an
+    https base (e.g. one trusting the lab CA)."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, host: str | None = None, context: ssl.SSLContext | None = None) -> None:
         self.base = base
+        self.host = host
         self.cookies = CookieJar()
-        self.opener = urllib.request.build_opener(FromOwnAddress(), urllib.request.HTTPCookieProcessor(self.cookies))
+        handlers: list[urllib.request.BaseHandler] = [urllib.request.HTTPCookieProcessor(self.cookies)]
+        if ipaddress.ip_address(urllib.parse.urlsplit(base).hostname or "0.0.0.0").is_loopback:
+            handlers.append(FromOwnAddress())
+        if context is not None:
+            handlers.append(urllib.request.HTTPSHandler(context=context))
+        self.opener = urllib.request.build_opener(*handlers)
+
+    def _request(self, method: str, path: str, body: bytes | None = None) -> urllib.request.Request:
+        req = urllib.request.Request(self.base + path, data=body, method=method)
+        if self.host:
+            req.add_header("Host", self.host)
+        return req
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 content_type: str | None = None) -> tuple[int, bytes]:
-        req = urllib.request.Request(self.base + path, data=body, method=method)
+        req = self._request(method, path, body)
         if content_type:
             req.add_header("Content-Type", content_type)
         try:
@@ -65,7 +83,7 @@ class Client:
         (the app's and nginx's overload refusal: the work was not done), wait that long and try
         again, at most `attempts` times. Any other answer, or a 503 without Retry-After, is returned."""
         for _ in range(attempts - 1):
-            req = urllib.request.Request(self.base + path, method=method)
+            req = self._request(method, path)
             try:
                 with self.opener.open(req, timeout=30) as response:
                     data = response.read()
@@ -85,6 +103,20 @@ class Client:
 
     def session_cookie(self) -> str:
         return next(c.value for c in self.cookies if c.name == "photostack_session")
+
+    def sign_up(self, prefix: str, password: str = "e2e password") -> tuple[str, dict]:
+        """Sign up a fresh user `<prefix>_<random>` (this client's session is then theirs);
+        returns (username, the user as the API shows it)."""
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        status, body = self.json("POST", "/api/signup", {"username": name, "password": password})
+        assert status == 201, body
+        return name, body
+
+    def feed_photo(self, photo_id: str) -> dict | None:
+        """The photo `photo_id` as this user's home feed shows it, or None while it is not there."""
+        status, body = self.json("GET", "/api/feed")
+        assert status == 200, body
+        return next((p for p in body["photos"] if p["id"] == photo_id), None)
 
 
 def multipart(fields: dict[str, str], file: tuple[str, str, bytes]) -> tuple[bytes, str]:
@@ -130,9 +162,7 @@ def new_user(base_url):
 
     def make(prefix: str = "e2e") -> tuple[Client, str, dict]:
         client = Client(base_url)
-        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-        status, body = client.json("POST", "/api/signup", {"username": name, "password": "e2e password"})
-        assert status == 201, body
+        name, body = client.sign_up(prefix)
         return client, name, body
 
     return make

@@ -15,7 +15,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from infra.host_keys import console_host_keys
-from lab.aws import Running, start
+from lab.aws import Running, request_action, start
 
 REGION = "us-east-1"
 PARAMETER = "/photostack/lab/dbPassword"
@@ -88,6 +88,24 @@ def test_metadata_is_imdsv2_and_answers_for_the_caller(stand_in):
     assert urllib.request.urlopen(_metadata(running, "meta-data/instance-id", token)).read().decode() == running.ids["app-0"]
     assert urllib.request.urlopen(_metadata(running, "user-data", token)).read() == b"#!/bin/sh\necho hello\n"
     assert urllib.request.urlopen(_metadata(running, "meta-data/iam/security-credentials/", token)).read() == b"app-role"
+    # pgBackRest asks for the role without the trailing slash; IMDS answers both.
+    assert urllib.request.urlopen(_metadata(running, "meta-data/iam/security-credentials", token)).read() == b"app-role"
+
+
+def test_virtual_hosted_s3_requests_take_the_bucket_from_the_host_name():
+    """pgBackRest addresses S3 as `<bucket>.s3.<region>.amazonaws.com`; boto3 (path style) by path."""
+    auth = {"HTTP_AUTHORIZATION": f"AWS4-HMAC-SHA256 Credential=ASIALABX/20261130/{REGION}/s3/aws4_request"}
+    virtual = {**auth, "REQUEST_METHOD": "PUT", "PATH_INFO": "/pgbackrest/backup.info",
+               "HTTP_HOST": f"backups.s3.{REGION}.amazonaws.com"}
+    assert request_action(virtual, b"", REGION) == ("s3:PutObject", "arn:aws:s3:::backups/pgbackrest/backup.info")
+    listing = {**auth, "REQUEST_METHOD": "GET", "PATH_INFO": "/", "HTTP_HOST": f"backups.s3.{REGION}.amazonaws.com"}
+    assert request_action(listing, b"", REGION) == ("s3:ListBucket", "arn:aws:s3:::backups")
+    path_style = {**auth, "REQUEST_METHOD": "GET", "PATH_INFO": "/media/p/1.jpg", "HTTP_HOST": "10.213.0.1:4566"}
+    assert request_action({"HTTP_AUTHORIZATION": auth["HTTP_AUTHORIZATION"].replace("/s3/", "/ssm/"),
+                           "HTTP_X_AMZ_TARGET": "AmazonSSM.GetParametersByPath"},
+                          json.dumps({"Path": "/photostack/lab/silences/"}).encode(), REGION) == (
+        "ssm:GetParametersByPath", f"arn:aws:ssm:{REGION}:123456789012:parameter/photostack/lab/silences")
+    assert request_action(path_style, b"", REGION) == ("s3:GetObject", "arn:aws:s3:::media/p/1.jpg")
 
 
 def test_instance_calls_are_checked_against_their_role_resource_by_resource(stand_in):

@@ -8,60 +8,22 @@ nothing behind, also after an `up` killed half-way.
 
 from __future__ import annotations
 
-import fcntl
-import ipaddress
+import http.client
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from infra.config import load_stack_config
-from lab import fleet, hosts
+from lab import fleet, hosts, lb
 from lab.plan import lab_plan
+from tests.e2e.conftest import wait_until
+from tests.lab_stack.conftest import FIRST_BOOT_TIMEOUT_S, KEEP, STACK, boot_log, operator_environment, ops
 
 pytestmark = pytest.mark.lab
-STACK = "lab"
-LOCK = "/tmp/lab.lock"
-OPS_TIMEOUT_S = 600
-
-
-def ops(*args: str, env: dict[str, str] | None = None, timeout: float = OPS_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ops", "--stack", STACK, *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
-
-
-@pytest.fixture(scope="module")
-def lab_lock() -> Iterator[None]:
-    with open(LOCK, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-@pytest.fixture(scope="module")
-def lab_up(lab_lock: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[subprocess.CompletedProcess[str]]:
-    """The lab booted; removed afterwards (and checked to leave nothing)."""
-    assert ops("down").returncode == 0
-    result = ops("up")
-    yield result
-    down = ops("down")
-    assert down.returncode == 0, down.stderr
-    assert hosts.leftovers() == []
-
-
-def operator_environment(state: Path) -> dict[str, str]:
-    config = load_stack_config(STACK)
-    gateway = str(next(ipaddress.ip_network(config.vpc_cidr).hosts()))
-    return {**fleet.aws_environment(gateway, config.region), "AWS_ACCESS_KEY_ID": "lab-operator",
-            "AWS_SECRET_ACCESS_KEY": "lab-operator", "PHOTOSTACK_SSH_KEY": str(fleet.operator_key()),
-            "PHOTOSTACK_STATE_DIR": str(state)}
 
 
 def test_up_boots_every_planned_instance(lab_up):
@@ -71,6 +33,17 @@ def test_up_boots_every_planned_instance(lab_up):
         assert f"{node} " in lab_up.stdout and "up in" in lab_up.stdout
         assert hosts.cgroup_pids("unified", node), f"{node} has no running processes: {hosts.console_text(node)[-2000:]}"
     assert f"{len(planned)} host(s) up, 0 failed" in lab_up.stdout
+
+
+def test_every_host_boots_green_from_its_user_data(lab_booted):
+    """Each host, the app and worker hosts included, runs its rendered user_data to exit 0:
+    bundle fetched, the release built with it installed (no git on a host), roles converged."""
+    planned = {i.node: i.role for i in lab_plan(load_stack_config(STACK), STACK).instances}
+    assert {"app", "worker", "nginx", "postgres"} <= set(planned.values())
+    assert set(lab_booted) == set(planned)
+    for node, result in lab_booted.items():
+        assert result is not None, f"{node}: user_data still running after {FIRST_BOOT_TIMEOUT_S} s\n{boot_log(node)}"
+        assert result[0] == 0, f"{node}: user_data exit {result[0]}\n{boot_log(node)}"
 
 
 def test_status_takes_the_aws_path_with_pinned_keys(lab_up, tmp_path):
@@ -84,12 +57,45 @@ def test_status_takes_the_aws_path_with_pinned_keys(lab_up, tmp_path):
         assert f"{instance.private_ip} {' '.join(public)}" in known_hosts
 
 
-def test_down_after_an_interrupted_up_leaves_nothing(lab_lock):
-    assert ops("down").returncode == 0
+def test_the_load_balancer_takes_nginx_hosts_in_and_out_by_their_health_checks(lab_green, lab_client):
+    """The ALB stand-in, at a lab address this machine routes to the bridge, serves the app over
+    HTTPS once the plan's health check passes on the nginx hosts; an nginx host that stops
+    answering its checks is taken out (503: no healthy target), and back in when it answers again."""
+    balancer = fleet.load_balancer(lab_green.plan, lab_green.config)
+    domain = lab_green.config.domain
+    assert hosts.routes_to_bridge(balancer.address)
+    (target,) = [i for i in lab_green.plan.instances if i.role == "nginx"]
+    assert wait_until(lambda: lb.server_states().get(target.node) == "UP", timeout=60), lb.server_states()
+    client = lab_client()
+    assert client.request("GET", "/health")[0] == 200
+    assert client.json("GET", "/api/me")[0] == 401  # the app itself answered, through nginx
+    plain = http.client.HTTPConnection(balancer.address, 80, timeout=10)  # the plan's HTTP listener redirects
+    plain.request("GET", "/health", headers={"Host": domain})
+    redirect = plain.getresponse()
+    assert (redirect.status, redirect.getheader("Location")) == (301, f"https://{domain}/health")
+    plain.close()
+
+    netns = f"{hosts.PREFIX}-{target.node}"
+    refuse = ["INPUT", "-s", balancer.address, "-p", "tcp", "--dport", "80", "-j", "REJECT", "--reject-with", "tcp-reset"]
+    hosts.run("ip", "netns", "exec", netns, "iptables", "-w", "-I", *refuse)
+    try:
+        assert wait_until(lambda: lb.server_states()[target.node] == "DOWN", timeout=60), lb.server_states()
+        assert client.request("GET", "/health")[0] == 503
+    finally:
+        hosts.run("ip", "netns", "exec", netns, "iptables", "-w", "-D", *refuse)
+    assert wait_until(lambda: lb.server_states()[target.node] == "UP", timeout=60), lb.server_states()
+    assert client.request("GET", "/health")[0] == 200
+
+
+def test_down_after_an_interrupted_up_leaves_nothing(lab):
+    if KEEP:
+        pytest.skip("PHOTOSTACK_LAB_KEEP=1: the kept lab stays up")
+    lab.down()  # the session's lab, if up: a later test that needs it boots it again
     process = subprocess.Popen([sys.executable, "-m", "ops", "--stack", STACK, "up"], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
+    booting = {f"{hosts.PREFIX}-{i.node}" for i in lab.plan.instances if i.role != "bastion"}
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not any(n != f"{hosts.PREFIX}-bastion" for n in hosts.lab_namespaces()):
+    while time.monotonic() < deadline and not booting & set(hosts.lab_namespaces()):  # a host past the bastion
         time.sleep(0.2)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
