@@ -231,12 +231,12 @@ def test_ops_on_a_host_runs_from_a_venv_no_role_rebuilds():
     """munin_node rebuilds its monitoring venv when its pins change, the app builds one per set of
     pins: the boot's `ops` must survive both (a retried converge needs it again)."""
     from roles.app.release import VENVS
-    from roles.engine.context import role_defaults
+    from infra.role_settings import declared
 
     node = [n for n in nodes(load_stack_config("staging")) if n.name == "munin_master-0"][0]
     script = render_user_data("staging", node, "us-east-1", "bucket-x", "release/photostack.zip")
     assert f"{OPS_VENV}/bin/ops --stack staging converge" in script and "/opt/photostack/venv/" not in script
-    monitoring = role_defaults("munin_node")["munin_node_venv"]
+    monitoring = declared("munin_node")["munin_node_venv"]
     assert not OPS_VENV.startswith((monitoring + "/", VENVS + "/")) and OPS_VENV != monitoring
 
 
