@@ -98,8 +98,11 @@ class Drill:
         self.scratch = Path(settings.scratch) / stanza
 
     def psql(self, sql: str, database: str = "postgres", socket: str | None = None, port: int | None = None) -> str:
+        # The drill's own rows need no synchronous standby: with none connected, a commit
+        # would wait for one and the drill would hang instead of reporting.
+        env = {**os.environ, "PGOPTIONS": "-c synchronous_commit=local"}
         return run([f"{self.s.bindir}/psql", "-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1", "-h", socket or self.s.socket_dir,
-                    "-p", str(port or self.port), "-d", database, "-c", sql], timeout=120).strip()
+                    "-p", str(port or self.port), "-d", database, "-c", sql], timeout=120, env=env).strip()
 
     def pgbackrest(self, *args: str, timeout: float = 3600) -> str:
         return run(["pgbackrest", f"--config={self.s.pgbackrest_config}", f"--stanza={self.stanza}", *args],
