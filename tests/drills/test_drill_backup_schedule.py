@@ -1,7 +1,8 @@
 """Scheduled backups and restore drills on the real one-box (roles/postgres/scheduled.py).
 
 1. The schedule is in place: BusyBox crond runs on photostack's own crontab directory, with the
-   stack config's times, and the backup script and drill are installed.
+   stack config's times, and the backup script and drill are installed. The crontab's backup
+   line, run as crond runs it, backs up every shard (each one's primary is on this host).
 2. A drill whose throwaway restore has no room (its scratch directory on a 1 MiB tmpfs) fails
    for real, is recorded, and pages through the one-box's alert path (Munin → munin-limits →
    the alert hook → the alert store); `ops status` shows it critical.
@@ -13,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -59,6 +61,23 @@ def test_the_schedule_runs_on_its_own_crond_with_the_stack_configs_times(onebox)
              f"&& runuser -u postgres -- test -r {scheduled.DRILL_SETTINGS}")
 
 
+def test_the_crontabs_backup_line_backs_up_every_shard(onebox):
+    host = onebox.hosts[0]
+    crontab = run_step(host, onebox.ssh, "crontab", f"cat {scheduled.CRONTAB}")
+    (line,) = [line for line in crontab.splitlines() if " /usr/local/sbin/photostack-backup diff " in line]
+    command = line.split(None, 5)[5]  # after the five time fields: what crond hands to the shell
+    shards = range(onebox.config.postgres.physical_shards)
+    before = {n: bk.shard_status(onebox, n).newest.label for n in shards}
+    run_step(host, onebox.ssh, "the scheduled diff backup",
+             f"cd / && runuser -u postgres -- env -i TZ=UTC PATH=/usr/sbin:/usr/bin:/sbin:/bin sh -c {shlex.quote(command)}")
+    after = {n: bk.shard_status(onebox, n).newest for n in shards}
+    assert all(after[n].label != before[n] and after[n].kind == "diff" for n in shards), (before, after)
+    log = run_step(host, onebox.ssh, "schedule log", f"tail -n {2 * len(shards)} {scheduled.SCHEDULE_LOG}")
+    assert all(f"diff backup of shard{n}" in log for n in shards)
+    print(f"scheduled diff backup of {len(shards)} shards: "
+          + ", ".join(f"shard{n} {(after[n].stopped - after[n].started).total_seconds():.0f} s" for n in shards))
+
+
 def test_a_failed_drill_pages_and_a_good_one_resolves_it(onebox):
     host = onebox.hosts[0]
     store = AlertStore(onebox.state)
@@ -89,6 +108,7 @@ def test_a_failed_drill_pages_and_a_good_one_resolves_it(onebox):
     done = ops("restore-drill", "--shard", "0")
 
     assert done.returncode == 0, done.stdout + done.stderr
+    print(done.stdout)
     assert "shard0: ok: backup " in done.stdout and "marker " in done.stdout
     values = munin_values(onebox, PLUGIN)
     assert values["failed"] == "0" and float(values["age_hours"]) < 0.1 and float(values["restore_seconds"]) > 0
