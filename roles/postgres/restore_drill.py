@@ -77,16 +77,17 @@ class Settings:
         return cls(**{k: v for k, v in data.items() if k != "_comment"})
 
 
-def run(argv: list[str], timeout: float = 3600, **kwargs) -> str:
-    """`argv`'s stdout; DrillFailed naming the program and its last error line."""
+def run(argv: list[str], what: str, timeout: float = 3600, **kwargs) -> str:
+    """`argv`'s stdout; DrillFailed naming the step (`what`) and the program's last error line."""
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd="/", **kwargs)
     except subprocess.TimeoutExpired:
-        raise DrillFailed(f"{Path(argv[0]).name} took longer than {timeout:.0f} s") from None
+        raise DrillFailed(f"{what} took longer than {timeout:.0f} s") from None
     if done.returncode != 0:
-        lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
-        raise DrillFailed(f"{Path(argv[0]).name} {argv[-1] if len(argv) > 1 else ''} failed: "
-                          f"{lines[-1].strip() if lines else f'exit {done.returncode}'}")
+        lines = [line.strip() for line in (done.stderr or done.stdout).splitlines() if line.strip()]
+        # psql follows its ERROR line with the statement and a caret: the ERROR line says why.
+        errors = [line for line in lines if "ERROR" in line or "FATAL" in line] or lines
+        raise DrillFailed(f"{what} failed: {errors[-1] if errors else f'exit {done.returncode}'}")
     return done.stdout
 
 
@@ -101,12 +102,14 @@ class Drill:
         # The drill's own rows need no synchronous standby: with none connected, a commit
         # would wait for one and the drill would hang instead of reporting.
         env = {**os.environ, "PGOPTIONS": "-c synchronous_commit=local"}
+        where = "the restored copy" if socket else "the primary"
         return run([f"{self.s.bindir}/psql", "-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1", "-h", socket or self.s.socket_dir,
-                    "-p", str(port or self.port), "-d", database, "-c", sql], timeout=120, env=env).strip()
+                    "-p", str(port or self.port), "-d", database, "-c", sql], f"a query on {where}", timeout=120,
+                   env=env).strip()
 
     def pgbackrest(self, *args: str, timeout: float = 3600) -> str:
         return run(["pgbackrest", f"--config={self.s.pgbackrest_config}", f"--stanza={self.stanza}", *args],
-                   timeout=timeout)
+                   f"pgbackrest {args[-1]}", timeout=timeout)
 
     def mark(self) -> tuple[int, int]:
         """The marker row (its id) and the primary's count of logical-shard tables."""
@@ -143,7 +146,7 @@ class Drill:
         # pg_ctl -w returns once recovery starts (without hot standby that counts as started);
         # the copy answers only after replaying the archive to its end and promoting.
         run([f"{self.s.bindir}/pg_ctl", "-D", str(self.scratch), "-l", str(self.scratch / "drill.log"),
-             "-w", "-t", str(self.s.start_timeout_s), "start"], timeout=self.s.start_timeout_s + 30)
+             "-w", "-t", str(self.s.start_timeout_s), "start"], "pg_ctl start", timeout=self.s.start_timeout_s + 30)
         deadline = time.monotonic() + self.s.start_timeout_s
         while not self.promoted():
             if time.monotonic() > deadline:
@@ -165,12 +168,14 @@ class Drill:
 
     def check(self, marker: int, tables: int) -> str:
         state = [line.split(":", 1)[1].strip() for line in
-                 run([f"{self.s.bindir}/pg_controldata", str(self.scratch)], timeout=60).splitlines()
+                 run([f"{self.s.bindir}/pg_controldata", str(self.scratch)], "pg_controldata", timeout=60).splitlines()
                  if line.startswith("Database cluster state:")]
         if state != ["in production"]:
             raise DrillFailed(f"pg_controldata: cluster state {state[0] if state else 'missing'}, not in production")
         sock = {"socket": str(self.scratch), "port": DRILL_PORT}
-        found = self.psql(f"SELECT count(*) FROM {TABLE} WHERE id = {marker}", **sock)
+        # No table at all: the copy ends before the drill first created it, so no marker either.
+        found = (self.psql(f"SELECT count(*) FROM {TABLE} WHERE id = {marker}", **sock)
+                 if self.psql(f"SELECT to_regclass('{TABLE}') IS NOT NULL", **sock) == "t" else "0")
         if found != "1":
             raise DrillFailed(f"marker row {marker} is missing from the restored copy (WAL not replayed to the end)")
         restored = int(self.psql(TABLES_SQL, self.stanza, **sock))
@@ -213,7 +218,10 @@ class Drill:
             ok, detail = False, str(exc)
         finally:
             self.clean()
-        self.record(marker, ok, label, restore_s, detail)
+        try:
+            self.record(marker, ok, label, restore_s, detail)
+        except DrillFailed as exc:  # the primary went away meanwhile: monitoring will not see this one
+            ok, detail = False, f"{detail}; result not recorded: {exc}"
         took = f" restored in {restore_s:.1f} s" if restore_s is not None else ""
         return ok, f"{self.stanza}: {'ok' if ok else 'FAILED'}: backup {label or '-'}{took}; {detail}"
 
@@ -223,7 +231,7 @@ def primary_port(settings: Settings, stanza: str) -> int | None:
     for port in settings.stanzas[stanza]:
         try:
             answer = run([f"{settings.bindir}/psql", "-X", "-tA", "-h", settings.socket_dir, "-p", str(port),
-                          "-d", "postgres", "-c", "SELECT NOT pg_is_in_recovery()"], timeout=30).strip()
+                          "-d", "postgres", "-c", "SELECT NOT pg_is_in_recovery()"], "psql", timeout=30).strip()
         except DrillFailed:
             continue
         if answer == "t":
@@ -236,7 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="/etc/photostack/restore-drill.json", help="settings file (JSON)")
     parser.add_argument("--stanza", help="only this shard (default: every shard whose primary is here)")
     args = parser.parse_args(argv)
-    settings = Settings.load(args.config)
+    try:
+        settings = Settings.load(args.config)
+    except (OSError, ValueError, TypeError) as exc:
+        print(f"photostack-restore-drill: {args.config}: {exc}", file=sys.stderr)
+        return 2
     if args.stanza and args.stanza not in settings.stanzas:
         print(f"photostack-restore-drill: no member of {args.stanza} on this host", file=sys.stderr)
         return 2
