@@ -59,6 +59,9 @@ def test_the_schedule_runs_on_its_own_crond_with_the_stack_configs_times(onebox)
     # The jobs it runs exist and run as postgres.
     run_step(host, onebox.ssh, "installed", f"test -x {scheduled.DRILL_SCRIPT} && test -x /usr/local/sbin/photostack-backup "
              f"&& runuser -u postgres -- test -r {scheduled.DRILL_SETTINGS}")
+    # Idempotent: converging the role again changes nothing (crontab, crond, units of work).
+    (result,) = onebox.converge(onebox.hosts, {"postgres"}, check=True)
+    assert not result.failed and not result.changed, [(c.resource, c.summary) for c in result.changed]
 
 
 def test_the_crontabs_backup_line_backs_up_every_shard(onebox):
