@@ -55,6 +55,7 @@ VERSION_PATHS = (*RELEASE_PATHS, "requirements.lock")
 APP_PACKAGES = (
     "django", "gunicorn", "celery", "psycopg[binary]", "psycopg-pool", "redis", "hiredis", "pymemcache",
     "pillow", "sentry-sdk", "boto3", "pydantic", "pyyaml",
+    "croniter",  # infra/config.py validates the stack config's schedules with it
 )
 
 
