@@ -125,7 +125,26 @@ def _leftovers(shard: Shard) -> list[str]:
     return sorted(p.name for p in scratch.iterdir()) if scratch.exists() else []
 
 
-def test_drill_restores_the_latest_backup_replays_the_archive_and_finds_its_marker(shard):
+def test_drill_fails_without_a_backup_then_restores_the_latest_and_finds_its_marker(shard):
+    """Both outcomes recorded on the primary, and read by the Munin plugin as munin-node runs it.
+    (One cluster for both: each set-up costs a backup and a drill.)"""
+    settings = [f"host={shard.sock}", f"port={shard.port}", f"stanza={STANZA}", f"PYTHONPATH={PLUGIN.parent.parent}"]
+
+    def munin() -> dict[str, str]:
+        out = as_postgres("/usr/bin/env", *settings, "/usr/bin/python3", str(PLUGIN),
+                          env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}).stdout
+        return dict(line.split(".value ") for line in out.splitlines())
+
+    shard.psql(restore_drill.TABLE_SQL)
+    assert munin() == {"failed": "U", "age_hours": "U", "restore_seconds": "U"}  # no drill yet
+
+    failed = shard.drill()  # no backup yet
+
+    assert failed.returncode == 1 and f"no backup of {STANZA}" in failed.stdout
+    assert [row[:2] for row in shard.results()] == [("f", "f")]
+    first = munin()
+    assert first["failed"] == "1" and first["restore_seconds"] == "U" and 0 <= float(first["age_hours"]) < 0.1
+
     shard.pgbackrest("--type=full", "backup")
     shard.psql("INSERT INTO shard_0000.photos SELECT generate_series(5001, 6000)", STANZA)  # after the backup
     archived_before = sorted(p.name for p in (shard.repo / "archive" / STANZA).rglob("*"))
@@ -134,13 +153,15 @@ def test_drill_restores_the_latest_backup_replays_the_archive_and_finds_its_mark
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.startswith(f"{STANZA}: ok: backup ") and "marker " in done.stdout and "2 tables" in done.stdout
-    (row,) = shard.results()
+    row = shard.results()[-1]
     assert row == ("t", "t", "t", row[3]) and row[3].startswith("marker ")
     assert _leftovers(shard) == [f"{STANZA}.lock"]  # the copy's directory is gone
     # The promoted copy archived nothing into the shard's repository (no new timeline's history).
     archived_after = sorted(p.name for p in (shard.repo / "archive" / STANZA).rglob("*"))
     assert not [name for name in archived_after if name.endswith(".history")]
     assert set(archived_before) <= set(archived_after)
+    second = munin()
+    assert second["failed"] == "0" and float(second["restore_seconds"]) > 0 and float(second["age_hours"]) < 0.1
 
 
 def test_drill_fails_and_says_so_when_the_archive_lost_its_newest_wal(shard):
@@ -172,28 +193,3 @@ def test_drill_fails_and_says_so_when_the_archive_lost_its_newest_wal(shard):
     (row,) = shard.results()
     assert row[:2] == ("f", "t") and "is missing from the restored copy" in row[3]
     assert _leftovers(shard) == [f"{STANZA}.lock"]
-
-
-def test_drill_without_any_backup_fails_and_is_recorded(shard):
-    done = shard.drill()
-    assert done.returncode == 1 and f"no backup of {STANZA}" in done.stdout
-    assert [row[:2] for row in shard.results()] == [("f", "f")]
-
-
-def test_munin_plugin_reads_the_last_drill(shard):
-    settings = [f"host={shard.sock}", f"port={shard.port}", f"stanza={STANZA}", f"PYTHONPATH={PLUGIN.parent.parent}"]
-
-    def fetch() -> dict[str, str]:
-        out = as_postgres("/usr/bin/env", *settings, "/usr/bin/python3", str(PLUGIN),
-                          env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}).stdout
-        return dict(line.split(".value ") for line in out.splitlines())
-
-    shard.psql(restore_drill.TABLE_SQL)
-    assert fetch() == {"failed": "U", "age_hours": "U", "restore_seconds": "U"}  # no drill yet
-    shard.drill()  # no backup yet: fails
-    first = fetch()
-    assert first["failed"] == "1" and first["restore_seconds"] == "U" and 0 <= float(first["age_hours"]) < 0.1
-    shard.pgbackrest("--type=full", "backup")
-    assert shard.drill().returncode == 0
-    second = fetch()
-    assert second["failed"] == "0" and float(second["restore_seconds"]) > 0 and float(second["age_hours"]) < 0.1
