@@ -1,10 +1,11 @@
-"""Backups on the one-box: full backup throughput, restore time of a ≥ 1 GB shard, RPO seen.
+"""Backups on the one-box: full backup throughput, restore time of a ≥ 1 GB shard, its restore drill, RPO seen.
 
     python bench/backup.py [--shard 1] [--gb 1.0] [--rpo-seconds 150]
 
 Grows the shard to at least `--gb` GB (a filler table, dropped at the end), takes a full backup
 (`ops backup --type full`: MB/s of database size), restores it into a side cluster (`ops
-restore --latest --into …`: seconds, dropped afterwards), then writes through pgbouncer for
+restore --latest --into …`: seconds, dropped afterwards), runs its restore drill (`ops
+restore-drill`: the latest backup and archive into a throwaway cluster, checked), then writes through pgbouncer for
 `--rpo-seconds` while sampling how old the oldest write not yet in the archive is (now − the
 primary's last_archived_time while WAL waits): the RPO. Goals: RPO ≤ 60 s (archive_timeout),
 restore of 1 GB ≤ 2 min on 2 cores. Run it alone (under /tmp/onebox.lock): it loads the box.
@@ -84,6 +85,9 @@ def main() -> None:
         started = time.monotonic()
         bk.restore(stack, args.shard, bk.Target("latest"), side)
         restore_s = time.monotonic() - started
+        started = time.monotonic()
+        _, drilled = bk.drill(stack, args.shard)
+        drill_s = time.monotonic() - started
         worst = rpo(stack, args.shard, args.rpo_seconds)
     finally:
         run_step(member.host, stack.ssh, "drop side", f"pg_dropcluster --stop {member.cluster.version} {side} || true")
@@ -93,6 +97,7 @@ def main() -> None:
     print(f"  full backup:   {backup_s:6.1f} s  = {size / 1e6 / backup_s:6.1f} MB/s "
           f"(stored {newest.repo_size / 1e6:.0f} MB, lz4)")
     print(f"  restore:       {restore_s:6.1f} s   (side cluster, --latest; goal ≤ 120 s for 1 GB)")
+    print(f"  restore drill: {drill_s:6.1f} s   ({drilled})")
     print(f"  RPO seen:      {worst:6.1f} s   (writes not yet archived, worst of {args.rpo_seconds:.0f} s; goal ≤ 60 s)")
 
 

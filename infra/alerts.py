@@ -29,6 +29,7 @@ RUNBOOKS: dict[str, str] = {
     "postgres_replication": "replication_lag_high",
     "postgres_archive": "wal_archive_failing",
     "pgbackrest_backup": "backup_stale",
+    "pgbackrest_drill": "restore_drill_failed",
     "pgbouncer": "pgbouncer_clients_waiting",
     "redis": "redis_memory_high",
     "rabbitmq": "queue_backlog",

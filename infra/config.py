@@ -35,6 +35,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from infra import schedule
 from infra.config_errors import ConfigError, check_stack_name, show
 
 
@@ -379,7 +380,9 @@ class Alerting(Model):
 
 
 class Backups(Model):
-    """pgBackRest backups of every physical shard, and EBS snapshots of the data volumes (AWS)."""
+    """pgBackRest backups of every physical shard, restore drills, and EBS snapshots of the data
+    volumes (AWS). Schedules are five-field cron expressions in UTC (infra/schedule.py: cron on the
+    one-box, systemd timers on every other host)."""
 
     full_schedule: str = Field("30 3 * * 0", description="Cron schedule of full backups (UTC).")
     diff_schedule: str = Field("30 3 * * 1-6", description="Cron schedule of differential backups (UTC).")
@@ -388,18 +391,48 @@ class Backups(Model):
     archive_timeout_s: int = Field(
         60, ge=1, le=60, description="Switch WAL at least this often, so at most this many seconds of writes are unarchived (RPO)."
     )
-    stale_after_h: PositiveInt = Field(26, description="Page when the last good backup of a shard is older (hours).")
+    stale_after_h: PositiveInt = Field(
+        26, description="Page when the last good backup of a shard is older (hours); more than the schedule's longest gap."
+    )
+    drill_schedule: str = Field(
+        "30 5 * * *", description="Cron schedule of the restore drill: each shard's latest backup restored and checked (UTC)."
+    )
+    drill_stale_after_h: PositiveInt = Field(
+        50, description="Page when the last good restore drill of a shard is older (hours); more than the drill schedule's longest gap."
+    )
     bucket_noncurrent_days: PositiveInt = Field(
         14, description="S3: days an overwritten or deleted backup object version is kept (AWS only)."
     )
     snapshot_retain: PositiveInt = Field(7, description="EBS snapshots of each data volume kept, one a day (AWS only).")
 
-    @field_validator("full_schedule", "diff_schedule")
+    @field_validator("full_schedule", "diff_schedule", "drill_schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
-        if len(value.split()) != 5 or not re.fullmatch(r"[0-9*,/\- ]+", value):
-            raise ValueError(f"{value!r} is not a 5-field cron schedule")
+        schedule.parse(value)
         return value
+
+    @model_validator(mode="after")
+    def _pages_only_when_late(self) -> Backups:
+        # A limit below the schedule's own gap would page every week on a healthy stack.
+        backups = self.backup_gap_h
+        if self.stale_after_h <= backups:
+            raise ValueError(f"staleAfterH ({self.stale_after_h}) must exceed the longest gap between scheduled "
+                             f"backups ({backups:g} h, fullSchedule and diffSchedule together)")
+        drills = self.drill_gap_h
+        if self.drill_stale_after_h <= drills:
+            raise ValueError(f"drillStaleAfterH ({self.drill_stale_after_h}) must exceed the longest gap between "
+                             f"scheduled restore drills ({drills:g} h, drillSchedule)")
+        return self
+
+    @property
+    def backup_gap_h(self) -> float:
+        """The longest time between two scheduled backups of a shard (hours)."""
+        return schedule.longest_gap_h(schedule.parse(self.full_schedule), schedule.parse(self.diff_schedule))
+
+    @property
+    def drill_gap_h(self) -> float:
+        """The longest time between two scheduled restore drills of a shard (hours)."""
+        return schedule.longest_gap_h(schedule.parse(self.drill_schedule))
 
 
 class OneBox(Model):

@@ -37,6 +37,7 @@ VERSION_PATHS = (*RELEASE_PATHS, "requirements.lock")
 APP_PACKAGES = (
     "django", "gunicorn", "celery", "psycopg[binary]", "psycopg-pool", "redis", "hiredis", "pymemcache",
     "pillow", "sentry-sdk", "boto3", "pydantic", "pyyaml",
+    "croniter",  # infra/config.py validates the stack config's schedules with it
 )
 # Where the artifact sits in the release bundle (infra/storage.py; the user_data names it).
 BUNDLE_ARTIFACT = "artifact"

@@ -1,6 +1,7 @@
 """Backups and point-in-time recovery of the shards (pgBackRest): the runbook restore.md as code.
 
     backup:   a full/diff/incr backup of one shard, on the host of its primary
+    drill:    the restore drill of one shard now (roles/postgres/restore_drill.py, as scheduled)
     status:   per shard, the repository's last full and diff backup, sizes, and how far WAL is archived
     restore:  a shard's backups + archived WAL up to a time, a restore point or the end of the
               archive, either into a side cluster (to inspect, copy rows back) or in place of the
@@ -25,7 +26,7 @@ from infra.shardstore import primaries_store
 from ops import failover as fo
 from ops.remote import StepFailed, check_converged, run_step
 from ops.stack import Stack
-from roles.postgres import commands, pgbackrest
+from roles.postgres import commands, pgbackrest, restore_drill, scheduled
 
 BACKUP_KINDS = ("full", "diff", "incr")
 # A side cluster's name: a Debian cluster name that cannot be taken for a shard member.
@@ -87,6 +88,56 @@ def backup(stack: Stack, shard: int, kind: str = "diff", progress: Callable[[str
               lambda: run_step(member.host, stack.ssh, "pgbackrest backup", pgbackrest.backup(member.cluster, kind)),
               progress)
     return log
+
+
+@dataclass(frozen=True)
+class DrillResult:
+    """The last finished restore drill of a shard, as recorded on its primary."""
+
+    finished: datetime
+    ok: bool
+    backup: str
+    restore_s: float | None
+    detail: str
+
+
+# The newest finished drill of a stanza: finished epoch | ok | backup | restore_s | detail.
+LAST_DRILL_SQL = (f"SELECT extract(epoch FROM finished)::bigint || '|' || ok || '|' || coalesce(backup, '') || '|' || "
+                  f"coalesce(restore_s::text, '') || '|' || detail FROM {restore_drill.TABLE} "
+                  "WHERE stanza = '{stanza}' AND ok IS NOT NULL ORDER BY id DESC LIMIT 1")
+
+
+def parse_drill(row: str) -> DrillResult | None:
+    """One LAST_DRILL_SQL row (None for none)."""
+    if not row.strip():
+        return None
+    finished, ok, backup, restore_s, detail = row.strip().split("|", 4)
+    return DrillResult(_time(finished), ok == "true", backup, float(restore_s) if restore_s else None, detail)
+
+
+def last_drill(stack: Stack, shard: int) -> DrillResult | None:
+    """The shard's last finished restore drill (None: none yet, or the primary did not answer)."""
+    member = primary(stack, shard)
+    query = LAST_DRILL_SQL.format(stanza=pgbackrest.stanza(member.cluster))
+    try:
+        return parse_drill(run_step(member.host, stack.ssh, "last restore drill", commands.psql_value(member.cluster, query)))
+    except StepFailed:
+        return None
+
+
+def drill(stack: Stack, shard: int, progress: Callable[[str], None] = lambda _: None) -> tuple[fo.StepLog, str]:
+    """The restore drill of shard `shard` now, on its primary's host, as the schedule runs it:
+    latest backup + archive restored into a throwaway cluster, checked, removed, result recorded.
+    StepFailed (with the drill's line saying what failed) when it fails."""
+    member = primary(stack, shard)
+    stanza = pgbackrest.stanza(member.cluster)
+    out: list[str] = []
+    log = fo.StepLog()
+    command = (f"cd / && runuser -u postgres -- {scheduled.DRILL_SCRIPT} --config {scheduled.DRILL_SETTINGS} "
+               f"--stanza {stanza}")
+    log.timed(f"restore drill of {stanza} on {member.host.name}",
+              lambda: out.append(run_step(member.host, stack.ssh, f"restore drill of {stanza}", command)), progress)
+    return log, out[0].strip().splitlines()[-1]
 
 
 def _time(value: str) -> datetime:

@@ -1,4 +1,4 @@
-"""`ops` commands of backups and point-in-time recovery: backup, backups, restore.
+"""`ops` commands of backups and point-in-time recovery: backup, backups, restore, restore-drill.
 
 Thin: parse, call ops/backups.py, print. A failed step prints one line naming the host and the
 step and exits 1; bad input or a refused restore exits 2 with one line.
@@ -56,8 +56,9 @@ def backups(ctx: typer.Context, stack: StackName = None) -> None:
         found = bk.status(loaded)
     except StepFailed as exc:
         _fail(str(exc))
+    drills = {s.shard: bk.last_drill(loaded, s.shard) for s in found}
     table = Table("shard", "status", "last full", "last diff", "size (repo)", "WAL archived up to",
-                  "archive failures", title="backups")
+                  "archive failures", "last restore drill", title="backups")
     for s in found:
         full, diff = s.last("full"), s.last("diff")
         newest = s.newest
@@ -65,9 +66,45 @@ def backups(ctx: typer.Context, stack: StackName = None) -> None:
             str(s.shard), s.status,
             _when(full.stopped if full else None), _when(diff.stopped if diff else None),
             f"{_size(newest.size)} ({_size(newest.repo_size)})" if newest else "-",
-            f"{s.archived_wal or '-'} {_when(s.archived_at)}", str(s.archive_failures),
+            f"{s.archived_wal or '-'} {_when(s.archived_at)}", str(s.archive_failures), _drill(drills[s.shard]),
         )
     console.print(table)
+
+
+def _drill(result) -> str:
+    if result is None:
+        return "-"
+    if not result.ok:
+        return f"[red]FAILED[/red] {_when(result.finished)}: {result.detail}"
+    return f"ok {_when(result.finished)}, restore {result.restore_s:.1f} s"
+
+
+def restore_drill(
+    ctx: typer.Context, stack: StackName = None,
+    shard: Annotated[int | None, typer.Option("--shard", metavar="N", min=0, help="Only this physical shard (default: every one).")] = None,
+) -> None:
+    """Run the restore drill now, as scheduled: each shard's latest backup and archived WAL
+    restored into a throwaway cluster on its primary's host, checked, removed; result recorded."""
+    from ops import backups as bk
+    from ops import failover as fo
+    from ops.remote import StepFailed
+
+    loaded = _stack(ctx, stack)
+    shards = [shard] if shard is not None else list(range(loaded.config.postgres.physical_shards))
+    failed = []
+    for n in shards:
+        try:
+            log, line = bk.drill(loaded, n, _progress)
+        except fo.FailoverError as exc:
+            _fail(str(exc), 2)
+        except StepFailed as exc:
+            console.print(f"[red]shard {n}: restore drill failed:[/red] {exc}", highlight=False, soft_wrap=True)
+            failed.append(n)
+            continue
+        _steps(log)
+        console.print(line, highlight=False, soft_wrap=True)
+    if failed:
+        _fail(f"restore drill failed on shard {', '.join(map(str, failed))} (runbooks/restore_drill_failed.md)")
 
 
 def restore(
@@ -103,3 +140,4 @@ def register(app: typer.Typer) -> None:
     app.command("backup")(backup)
     app.command("backups")(backups)
     app.command("restore")(restore)
+    app.command("restore-drill")(restore_drill)

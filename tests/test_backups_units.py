@@ -5,6 +5,9 @@ settings and pgBackRest config on the one-box."""
 from __future__ import annotations
 
 import copy
+import json
+import re
+import shutil
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
@@ -171,7 +174,6 @@ def test_onebox_postgres_role_archives_and_configures_pgbackrest(state_root):
     pg = files["/etc/postgresql/15/shard1r1/postgresql.conf"].content
     assert "archive_mode = on" in pg and "archive_timeout = 60" in pg
     assert "--pg1-path=/var/lib/postgresql/15/shard1r1 archive-push %p" in pg
-    assert pgbackrest.CRON_FILE not in files  # the one-box runs no cron daemon
 
 
 def test_a_rebuilt_replica_does_not_inherit_a_restores_recovery_target():
@@ -182,3 +184,94 @@ def test_a_rebuilt_replica_does_not_inherit_a_restores_recovery_target():
     script = commands.build_replica(REPLICA, Cluster(15, 1, 0, "127.0.0.1", 5435))
     partial = f"{REPLICA.data_dir}.partial"
     assert script.index(f"truncate -s 0 {partial}/postgresql.auto.conf") < script.index(f"mv {partial} {REPLICA.data_dir}")
+
+
+def test_onebox_schedules_backups_and_drills_with_a_crond_of_its_own(state_root):
+    """No systemd on the one-box: BusyBox crond reads a crontab directory holding only these
+    jobs, at the stack config's times; converge --check --diff shows the crontab's lines."""
+    from roles.engine.resources import Packages, Service
+    from roles.postgres import scheduled
+
+    config = load_stack_config("onebox")
+    hosts = tuple(onebox_hosts(config))
+    ctx = RoleContext(config, "onebox", hosts[0], hosts, lambda name: f"secret-{name}")
+    state = host_state(ctx, {"postgres"})
+    files = {r.path: r for r in state.resources if isinstance(r, File)}
+    crontab = files[scheduled.CRONTAB]
+    assert (crontab.owner, crontab.group, crontab.mode) == ("root", "root", 0o600)
+    jobs = [line for line in crontab.content.splitlines() if line and not line.startswith("#")]
+    log = f">>{scheduled.SCHEDULE_LOG} 2>&1"
+    assert jobs == [f"30 3 * * 0 {pgbackrest.BACKUP_SCRIPT} full {log}",
+                    f"30 3 * * 1,2,3,4,5,6 {pgbackrest.BACKUP_SCRIPT} diff {log}",
+                    f"30 5 * * * {scheduled.DRILL_SCRIPT} --config {scheduled.DRILL_SETTINGS} {log}"]
+    assert not [path for path in files if path.startswith("/etc/systemd/")]
+    assert Packages(("busybox-static",)) in state.resources
+    (crond,) = [r for r in state.resources if isinstance(r, Service) and r.name == "photostack crond"]
+    assert f"crond -f -c {scheduled.CRON_DIR}" in crond.start and "TZ=UTC" in crond.start
+    (change,) = crontab.changes("missing")
+    assert f"+30 5 * * * {scheduled.DRILL_SCRIPT}" in change.diff
+    settings = json.loads(files[scheduled.DRILL_SETTINGS].content)
+    assert settings["stanzas"] == {"shard0": [5433, 5434], "shard1": [5435, 5436]}
+    assert files[scheduled.DRILL_SCRIPT].content.startswith("#!/usr/bin/python3 -I\n")
+    assert files[scheduled.DRILL_SCRIPT].mode == 0o755
+
+
+def test_aws_hosts_schedule_backups_and_drills_with_systemd_timers():
+    """Every AWS (and lab) host runs systemd: a oneshot service and a timer per job, at the
+    stack config's times; the earlier release's cron file goes."""
+    from infra.inventory import Host
+    from infra.topology import nodes
+    from roles.engine.resources import Absent, Service
+    from roles.postgres import scheduled
+
+    document = yaml.safe_load((ROOT / "Pulumi.prod.yaml").read_text())
+    document["config"]["photostack:backups"] = {"drillSchedule": "15 6 * * 1-5", "drillStaleAfterH": 80}
+    config = parse_stack_config(document)
+    node = next(n for n in nodes(config) if n.role == "postgres")
+    host = Host(node.name, "10.0.0.4", 22, "ubuntu", (node,))
+    state = scheduled.timers(RoleContext(config, "prod", host, (host,), lambda name: f"secret-{name}"))
+    files = {r.path: r.content for r in state.resources if isinstance(r, File)}
+    timer = files["/etc/systemd/system/photostack-restore-drill.timer"]
+    assert "OnCalendar=Mon,Tue,Wed,Thu,Fri *-*-* 06:15:00 UTC\n" in timer and "Persistent=true" in timer
+    assert "OnCalendar=Sun *-*-* 03:30:00 UTC\n" in files["/etc/systemd/system/photostack-backup-full.timer"]
+    service = files["/etc/systemd/system/photostack-backup-diff.service"]
+    assert "User=postgres\n" in service and f"ExecStart={pgbackrest.BACKUP_SCRIPT} diff\n" in service
+    assert Absent(scheduled.OLD_CRON_FILE) in state.resources
+    timers = [r for r in state.resources if isinstance(r, Service)]
+    assert [t.name for t in timers] == ["timer photostack-backup-full", "timer photostack-backup-diff",
+                                        "timer photostack-restore-drill"]
+    assert all("systemctl enable --now" in t.start and "is-active" in t.status for t in timers)
+    (handler,) = state.handlers
+    assert handler.run.startswith("systemctl daemon-reload && systemctl restart ")
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_timer_units_pass_systemds_own_check(tmp_path):
+    """systemd-analyze verify: every setting parses, each timer finds its service. The programs
+    they start are installed by the role on the host; here /bin/true stands in (verify wants an
+    executable)."""
+    from infra.inventory import Host
+    from infra.topology import nodes
+    from roles.postgres import scheduled
+
+    config = load_stack_config("prod")
+    node = next(n for n in nodes(config) if n.role == "postgres")
+    host = Host(node.name, "10.0.0.4", 22, "ubuntu", (node,))
+    units = [r for r in scheduled.timers(RoleContext(config, "prod", host, (host,), lambda name: "")).resources
+             if isinstance(r, File)]
+    for unit in units:
+        content = re.sub(r"^ExecStart=\S+", "ExecStart=/bin/true", unit.content, flags=re.M)
+        (tmp_path / Path(unit.path).name).write_text(content)
+    done = subprocess.run(["systemd-analyze", "verify", "--man=no", *sorted(str(p) for p in tmp_path.iterdir())],
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and not done.stderr.strip(), done.stderr
+    assert len(units) == 6
+
+
+def test_last_drill_row_parsed():
+    found = bk.parse_drill("1764500000|true|20261130-184313F|12.5|marker 9 found, 3 tables\n")
+    assert found == bk.DrillResult(datetime.fromtimestamp(1764500000, UTC), True, "20261130-184313F", 12.5,
+                                   "marker 9 found, 3 tables")
+    failed = bk.parse_drill("1764500000|false||| pgbackrest check failed: a|b")
+    assert not failed.ok and failed.restore_s is None and failed.detail == " pgbackrest check failed: a|b"
+    assert bk.parse_drill("") is None

@@ -93,6 +93,10 @@ def host_plugins(ctx: RoleContext) -> list[PluginInstance]:
                 # plugin with its own group otherwise.
                 found.append(_instance(ctx, f"pgbackrest_backup_{cluster.database}", "pgbackrest_backup_",
                                        user="postgres", group="postgres", stanza=cluster.database))
+                # The drill results table streams to every member: member 0's copy is read.
+                found.append(_instance(ctx, f"pgbackrest_drill_{cluster.database}", "pgbackrest_drill_",
+                                       user="postgres", host="/var/run/postgresql", port=cluster.port,
+                                       stanza=cluster.database))
             if cluster.is_primary:  # lag is measured on the primary now (stored state), once per other member
                 # and the shard's rows and size per logical shard, where its data is written
                 for measure in ("rows", "size"):
@@ -122,9 +126,17 @@ def host_plugins(ctx: RoleContext) -> list[PluginInstance]:
 
 def _default_limits(config: StackConfig, kind: str) -> dict[str, str]:
     """Limits the backup plugins page on unless monitoring.limits sets that field's own: a
-    backup older than backups.staleAfterH, a failing archiver, segments piling up unarchived."""
+    backup or good restore drill later than its schedule's longest gap allows (warning: one hour
+    after a run was due) or older than backups.staleAfterH / drillStaleAfterH (critical), a
+    failed drill, a failing archiver, segments piling up unarchived."""
+    b = config.backups
+
+    def age(gap_h: float, stale_h: int) -> dict[str, str]:
+        return {"warning": f"{min(gap_h + 1, stale_h):g}", "critical": str(stale_h)}
+
     defaults = {
-        "pgbackrest_backup": {"age_hours": {"critical": str(config.backups.stale_after_h)}},
+        "pgbackrest_backup": {"age_hours": age(b.backup_gap_h, b.stale_after_h)},
+        "pgbackrest_drill": {"failed": {"critical": "0.5"}, "age_hours": age(b.drill_gap_h, b.drill_stale_after_h)},
         "postgres_archive": {"failing": {"critical": "0.5"}, "ready_segments": {"warning": "8", "critical": "64"}},
     }.get(kind, {})
     return {f"{field}_{level}": value for field, levels in defaults.items()

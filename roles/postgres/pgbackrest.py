@@ -15,7 +15,6 @@ CONFIG = "/etc/pgbackrest/pgbackrest.conf"
 REPO_PATH = "/var/lib/pgbackrest"  # the one-box's repository (on AWS: the backup bucket)
 LOG_PATH = "/var/log/pgbackrest"
 BACKUP_SCRIPT = "/usr/local/sbin/photostack-backup"
-CRON_FILE = "/etc/cron.d/photostack-backups"
 
 # `pgbackrest info` status code (its documented JSON output) of a stanza with backups.
 INFO_OK = 0

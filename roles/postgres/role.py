@@ -7,7 +7,7 @@ from infra.backup_naming import backup_bucket_name
 from infra.shardstore import stored_shard_map
 from roles.engine.context import RoleContext
 from roles.engine.resources import Command, DesiredState, Directory, File, Handler, Packages, Service
-from roles.postgres import commands, pgbackrest
+from roles.postgres import commands, pgbackrest, restore_drill, scheduled
 from roles.postgres.auth import REPLICATION_USER, USER_SECRETS, scram_verifier
 from roles.postgres.cluster import PASSFILE, SOCKET_DIR, Cluster, cluster_of, primary_of, replicas_of, shard_map_file
 from roles.postgres.tuning import host_memory_mb, memory_settings
@@ -63,6 +63,12 @@ def primary(ctx: RoleContext, cluster: Cluster) -> DesiredState:
                 f"{pgbackrest.stanza_create(cluster)} && {commands.reload_cluster(cluster)} && "
                 f"{pgbackrest.backup(cluster, 'full')}",
                 unless=pgbackrest.has_backup(cluster, pgbackrest.REPO_PATH if ctx.onebox else None)),
+        # The restore drills' results table, with a first entry: the age of the last good drill
+        # counts from here, so drills that never run page too (pgbackrest_drill_ plugin).
+        Command(f"restore drill results on {cluster.name}",
+                commands.psql(cluster, f"{restore_drill.TABLE_SQL}; INSERT INTO {restore_drill.TABLE} (stanza, detail) "
+                                       f"VALUES ('{pgbackrest.stanza(cluster)}', 'drills scheduled by converge');"),
+                unless=commands.psql_is_true(cluster, f"SELECT to_regclass('{restore_drill.TABLE}') IS NOT NULL")),
         Command(
             f"logins on {cluster.name}",
             commands.psql(cluster, commands.roles_sql(verifiers)),
@@ -148,8 +154,8 @@ def configured(ctx: RoleContext, cluster: Cluster) -> DesiredState:
 
 def backups(ctx: RoleContext, clusters: list[Cluster]) -> DesiredState:
     """pgBackRest: its config (a stanza per shard with a member here), log dir and, on the
-    one-box, the local repository; on AWS the repository is the backup bucket and cron runs the
-    scheduled backups (the one-box runs no cron daemon: `ops backup` and failovers back it up)."""
+    one-box, the local repository (on AWS the backup bucket); then the scheduled backups and
+    restore drills (roles/postgres/scheduled.py)."""
     d = ctx.defaults("postgres")
     stanzas: dict[str, list[Cluster]] = {}
     for cluster in sorted(clusters, key=lambda c: (c.shard, c.replica)):
@@ -167,18 +173,9 @@ def backups(ctx: RoleContext, clusters: list[Cluster]) -> DesiredState:
     if ctx.onebox:
         # pgBackRest wants its repository owned by postgres; /var/lib above it stays root's.
         resources.append(Directory(pgbackrest.REPO_PATH, **pg, mode=0o750))
-    else:
-        script = ctx.template("postgres", "photostack-backup.j2", clusters=clusters, socket_dir=SOCKET_DIR,
-                              psql=commands.psql_path(ctx.config.postgres.version))
-        cron = ctx.template("postgres", "backups.cron.j2", backups=ctx.config.backups,
-                            stanzas=list(stanzas), script=pgbackrest.BACKUP_SCRIPT)
-        resources += [
-            File(pgbackrest.BACKUP_SCRIPT, script, mode=0o755),
-            Packages(("cron",)),
-            File(pgbackrest.CRON_FILE, cron, mode=0o644),
-            Service.init_script("cron"),
-        ]
-    return DesiredState(resources=resources)
+    state = DesiredState(resources=resources)
+    state.extend(scheduled.scheduled(ctx, clusters, commands.psql_path(ctx.config.postgres.version)))
+    return state
 
 
 def _networks(ctx: RoleContext) -> list[str]:

@@ -23,6 +23,7 @@ DOWN = {
     "postgres_shard_rows_": {"host": "127.0.0.1", "port": CLOSED, "database": "shard0"},
     "postgres_shard_size_": {"host": "127.0.0.1", "port": CLOSED, "database": "shard0"},
     "pgbackrest_backup_": {"stanza": "no_such_stanza"},
+    "pgbackrest_drill_": {"host": "127.0.0.1", "port": CLOSED, "stanza": "shard0"},
     "rabbitmq": {"url": f"http://127.0.0.1:{CLOSED}"},
     "celery": {"url": f"http://127.0.0.1:{CLOSED}"},
     "nginx": {"status_url": f"http://127.0.0.1:{CLOSED}/nginx_status", "access_log": "/nonexistent/access.log"},

@@ -35,10 +35,10 @@ def test_onebox_host_gets_a_plugin_per_service_instance():
     assert names == [
         "nginx", "gunicorn_app_0", "gunicorn_app_1", "pgbouncer",
         "postgres_connections_0_primary", "postgres_archive_0_primary", "pgbackrest_backup_shard0",
-        "postgres_shard_rows_0", "postgres_shard_size_0",
+        "postgres_shard_rows_0", "postgres_shard_size_0", "pgbackrest_drill_shard0",
         "postgres_replication_0_replica1", "postgres_connections_0_replica1", "postgres_archive_0_replica1",
         "postgres_connections_1_primary", "postgres_archive_1_primary", "pgbackrest_backup_shard1",
-        "postgres_shard_rows_1", "postgres_shard_size_1",
+        "postgres_shard_rows_1", "postgres_shard_size_1", "pgbackrest_drill_shard1",
         "postgres_replication_1_replica1", "postgres_connections_1_replica1", "postgres_archive_1_replica1",
         "redis_primary", "photos_per_second", "likes_per_second", "signups_per_minute", "redis_replica1",
         "rabbitmq", "celery",
@@ -167,6 +167,11 @@ def test_backup_plugins_page_on_stale_backups_and_failing_archives_by_default():
     plugins = {p.name: dict(p.env) for p in host_plugins(onebox_context())}
     config = load_stack_config("onebox")
     assert plugins["pgbackrest_backup_shard0"]["age_hours_critical"] == str(config.backups.stale_after_h)
+    # warning: an hour after a scheduled backup was due (the default schedule backs up daily)
+    assert plugins["pgbackrest_backup_shard0"]["age_hours_warning"] == "25"
+    drill = plugins["pgbackrest_drill_shard1"]
+    assert drill["failed_critical"] == "0.5" and drill["age_hours_critical"] == str(config.backups.drill_stale_after_h)
+    assert drill["age_hours_warning"] == "25" and drill["port"] == "5435" and drill["stanza"] == "shard1"
     assert plugins["pgbackrest_backup_shard0"]["stanza"] == "shard0"
     (backup,) = [p for p in host_plugins(onebox_context()) if p.name == "pgbackrest_backup_shard1"]
     assert (backup.user, backup.group) == ("postgres", "postgres")  # reads root:postgres 0640 pgbackrest.conf
