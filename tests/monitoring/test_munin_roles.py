@@ -35,10 +35,10 @@ def test_onebox_host_gets_a_plugin_per_service_instance():
     assert names == [
         "nginx", "gunicorn_app_0", "gunicorn_app_1", "pgbouncer",
         "postgres_connections_0_primary", "postgres_archive_0_primary", "pgbackrest_backup_shard0",
-        "postgres_shard_rows_0", "postgres_shard_size_0", "pgbackrest_drill_shard0",
+        "pgbackrest_drill_shard0", "postgres_shard_rows_0", "postgres_shard_size_0",
         "postgres_replication_0_replica1", "postgres_connections_0_replica1", "postgres_archive_0_replica1",
         "postgres_connections_1_primary", "postgres_archive_1_primary", "pgbackrest_backup_shard1",
-        "postgres_shard_rows_1", "postgres_shard_size_1", "pgbackrest_drill_shard1",
+        "pgbackrest_drill_shard1", "postgres_shard_rows_1", "postgres_shard_size_1",
         "postgres_replication_1_replica1", "postgres_connections_1_replica1", "postgres_archive_1_replica1",
         "redis_primary", "photos_per_second", "likes_per_second", "signups_per_minute", "redis_replica1",
         "rabbitmq", "celery",
