@@ -93,3 +93,47 @@ def ssm_secret_reader(stack: str, ssm_client: Any) -> Callable[[str], str]:
         return response["Parameter"]["Value"]
 
     return secret
+
+
+class SsmSecrets:
+    """An AWS stack's secrets as `ops secret rotate` reads and writes them (the operator's
+    credentials): SecureString parameters, a rotating secret's other value beside it under
+    `<name>.pending` or `<name>.previous` (infra/secrets.py)."""
+
+    def __init__(self, stack: str, ssm_client: Any) -> None:
+        self.stack, self.ssm = stack, ssm_client
+
+    def _get(self, key: str) -> str | None:
+        try:
+            return self.ssm.get_parameter(Name=parameter_name(self.stack, key), WithDecryption=True)["Parameter"]["Value"]
+        except self.ssm.exceptions.ParameterNotFound:
+            return None
+
+    def get(self, name: str) -> str | None:
+        return self._get(name)
+
+    def rotating(self, name: str) -> tuple[str, str] | None:
+        from infra.secrets import ROTATION_SLOTS, slot_key
+
+        for slot in ROTATION_SLOTS:
+            value = self._get(slot_key(name, slot))
+            if value is not None:
+                return slot, value
+        return None
+
+    def also_accepted(self, name: str) -> str | None:
+        found = self.rotating(name)
+        return found[1] if found else None
+
+    def update(self, values: dict[str, str | None]) -> None:
+        """Write in the order given (SSM has no transaction): callers order the keys so that a
+        stop half-way still leaves both values stored."""
+        for key, value in values.items():
+            name = parameter_name(self.stack, key)
+            if value is None:
+                try:
+                    self.ssm.delete_parameter(Name=name)
+                except self.ssm.exceptions.ParameterNotFound:
+                    pass
+            else:
+                self.ssm.put_parameter(Name=name, Value=value, Type="SecureString", Overwrite=True)

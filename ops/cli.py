@@ -254,6 +254,36 @@ def secret_set(ctx: typer.Context, name: Annotated[str, typer.Argument(metavar="
     print(f"stored {name} for stack {loaded.name}")
 
 
+@secret_app.command("rotate")
+def secret_rotate(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="djangoSecretKey or redisPassword.")],
+    stack: StackOption = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Take the stack's lock even if someone holds it (says what that breaks).")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the steps; change nothing.")] = False,
+) -> None:
+    """Rotate a service secret without downtime: servers accept the old and the new value while
+    the app and workers roll to the new one, then the old is retired (ops/rotation.py). Running it
+    again after a failure resumes."""
+    from ops import rotation
+    from ops.remote import StepFailed
+
+    rotation.spec_for(name)  # an unknown NAME: one line, exit 2, before the stack is touched
+    if dry_run:
+        day2._would([step.text for step in rotation.steps_for(load(ctx, stack), name)])
+        return
+    loaded = load(ctx, stack)
+    if loaded.config.target == "onebox":
+        loaded.prepare_onebox()
+    try:
+        with day2._changing(loaded, f"secret rotate {name}", force):
+            done = rotation.rotate(loaded, name, day2._progress)
+    except (rotation.RotationStopped, StepFailed) as exc:
+        day2._fail(str(exc))
+    print(f"rotated {name} of stack {loaded.name} in {len(done)} steps; the old value is retired")
+
+
 # Commands of each area live in their own module and register themselves here.
 for area in (alerting, day2, plan, shard_cli, recovery):
     area.register(app)

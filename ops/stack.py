@@ -73,6 +73,21 @@ class Stack:
             return self.secrets[name]
         return self._aws_secret(name)
 
+    @cached_property
+    def secret_store(self):
+        """Where `ops secret rotate` reads and writes this stack's secrets (SecretStore or SsmSecrets)."""
+        if self.config.target == "onebox":
+            return self.secrets
+        import boto3
+
+        from infra.secrets_store import SsmSecrets
+
+        return SsmSecrets(self.name, boto3.client("ssm", region_name=self.config.region))
+
+    def also_accepted(self, name: str) -> str | None:
+        """The value servers accept besides secret `name`'s while it rotates (ops/rotation.py)."""
+        return self.secret_store.also_accepted(name)
+
     def optional_secret(self, name: str) -> str | None:
         """A secret the stack may lack (e.g. `sentryAuthToken`): None when it is not set."""
         if self.config.target == "onebox":
@@ -109,7 +124,7 @@ class Stack:
         return pin_host_keys(stack_instances(self.name, ec2), ec2, self.state)
 
     def context(self, host: Host) -> RoleContext:
-        return RoleContext(self.config, self.name, host, tuple(self.hosts), self.secret)
+        return RoleContext(self.config, self.name, host, tuple(self.hosts), self.secret, self.also_accepted)
 
     def desired(self, host: Host, roles: set[str] | None = None) -> DesiredState:
         return host_state(self.context(host), roles)

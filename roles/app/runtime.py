@@ -46,6 +46,8 @@ def app_env(ctx: RoleContext) -> str:
         "app", "app.env.j2",
         user=user(ctx),
         secret_key=ctx.secret("djangoSecretKey"),
+        # Only while the key rotates: the other key, accepted on signatures (SECRET_KEY_FALLBACKS).
+        secret_key_fallback=ctx.also_accepted("djangoSecretKey"),
         shardmap=HOST_SHARDMAP_PATH,
         # pgbouncer runs on every app and worker host (infra/inventory.py CO_LOCATED).
         db_host="127.0.0.1",

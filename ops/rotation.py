@@ -1,0 +1,196 @@
+"""`ops secret rotate NAME`: a new value for a service secret without downtime.
+
+Every rotation is the same story, with an overlap in which servers accept both values:
+
+    store the new value as NAME.pending          (clients still use the old one)
+    servers accept old and new                   (converge the roles that check it)
+    swap: NAME = new, NAME.previous = old        (one write; servers still accept both)
+    roll the clients one node at a time          (app.env re-rendered, the rolling deploy's
+                                                  out of rotation → restart → healthy → back in)
+    retire: NAME.previous removed                (servers converge to the new value only)
+
+What "servers accept both" means per secret:
+- djangoSecretKey: the app checks its own signatures, so it is server and client. Django's
+  SECRET_KEY_FALLBACKS: first every app node signs with the old key and accepts the new one (a
+  roll), then signs with the new and accepts the old (a roll), then the old is dropped (a roll).
+  Without the first roll a session signed by a rolled node would be rejected by one not yet rolled.
+  Sessions in use meanwhile are re-signed with the new key (app/sessions.py); sessions idle through
+  the whole rotation end with the old key.
+- redisPassword: a Redis ACL user holds several passwords; the ACL file lists both hashes and is
+  re-read with ACL LOAD (roles/redis), never a restart (the primary keeps no data on disk).
+  Munin's login, derived from it, follows.
+
+Resuming: the slot that holds the other value says how far an interrupted rotation got
+(`pending`: before the swap, `previous`: after it); running the command again finishes it.
+The new value is generated here and goes only to the secret store and, through the converge
+engine, into files on hosts: never to argv, the terminal or the audit trail.
+"""
+
+from __future__ import annotations
+
+import secrets as token
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from infra.config import ConfigError
+from infra.secrets import slot_key
+
+if TYPE_CHECKING:
+    from infra.inventory import Host
+    from ops.stack import Stack
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How one secret rotates."""
+
+    name: str
+    servers: tuple[str, ...]
+    """Roles that check the secret: converged to accept both values, then the new one only."""
+    clients: tuple[str, ...]
+    """Fleet roles (app, worker) whose processes use it: rolled one node at a time after the swap."""
+    self_checked: bool = False
+    """The clients check it themselves (Django's key): the accept and retire phases are rolls too."""
+
+
+SPECS: dict[str, Spec] = {
+    spec.name: spec
+    for spec in (
+        Spec("djangoSecretKey", servers=(), clients=("app",), self_checked=True),
+        Spec("redisPassword", servers=("redis", "munin_node"), clients=("app", "worker")),
+    )
+}
+
+
+def spec_for(name: str) -> Spec:
+    """The rotation of secret `name`; one line naming the rotatable ones when there is none."""
+    if name not in SPECS:
+        raise ConfigError([f"ops secret rotate {name}: not a rotatable secret (rotatable: {', '.join(SPECS)})"])
+    return SPECS[name]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a rotation: what it does (printed by --dry-run and as progress) and its kind."""
+
+    kind: str  # store | converge | swap | roll | retire
+    text: str
+    roles: tuple[str, ...] = ()
+
+
+def plan(spec: Spec, rotating: str | None, hosts: list[Host]) -> list[Step]:
+    """The steps left of rotating `spec`'s secret; `rotating`: the slot an interrupted rotation
+    left (None: a fresh rotation)."""
+    def on(roles: tuple[str, ...]) -> str:
+        names = sorted({h.name for h in hosts if set(roles) & set(h.roles)})
+        return ", ".join(names) or "no host"
+
+    def servers(what: str) -> Step:
+        if spec.self_checked:
+            return Step("roll", f"roll {'/'.join(spec.clients)} nodes one at a time ({on(spec.clients)}): {what}",
+                        spec.clients)
+        return Step("converge", f"converge {', '.join(spec.servers)} on {on(spec.servers)}: {what}", spec.servers)
+
+    accept = "sign with the old key, accept the new one too" if spec.self_checked else "accept the old and the new value"
+    use = "sign with the new key, accept the old one too" if spec.self_checked else "use the new value"
+    only = "the new key only" if spec.self_checked else "accept the new value only"
+    steps = [
+        Step("store", f"generate a new {spec.name}; store it as {slot_key(spec.name, 'pending')}"),
+        servers(accept),
+        Step("swap", f"{spec.name} = the new value, {slot_key(spec.name, 'previous')} = the old one (one write)"),
+        Step("roll", f"roll {'/'.join(spec.clients)} nodes one at a time ({on(spec.clients)}): {use}", spec.clients),
+        Step("retire", f"remove {slot_key(spec.name, 'previous')}: the old value is retired"),
+        servers(only),
+    ]
+    start = {None: 0, "pending": 1, "previous": 3}[rotating]
+    return steps[start:]
+
+
+def steps_for(stack: Stack, name: str) -> list[Step]:
+    """What `ops secret rotate NAME` would do on `stack` now (resuming an interrupted rotation)."""
+    spec = spec_for(name)
+    found = stack.secret_store.rotating(name)
+    return plan(spec, found[0] if found else None, stack.hosts)
+
+
+# --- running the steps --------------------------------------------------------------------------
+
+def _converge(stack: Stack, roles: tuple[str, ...], what: str) -> None:
+    from ops.remote import check_converged
+
+    hosts = [h for h in stack.hosts if set(roles) & set(h.roles)]
+    check_converged(stack.converge(hosts, set(roles)), what)
+
+
+def _write_env(stack: Stack, hosts: list[Host]) -> None:
+    """Re-render app.env on the fleet hosts without the restart it would notify: the nodes then
+    restart one at a time, out of rotation (a plain converge restarts a host's processes at once)."""
+    from ops.remote import check_converged
+    from roles.app.runtime import ENV_FILE
+    from roles.engine.executor import converge_hosts
+    from roles.engine.resources import DesiredState, File
+
+    def env_only(host: Host) -> DesiredState:
+        files = [r for r in stack.desired(host, {"app", "worker"}).resources
+                 if isinstance(r, File) and r.path == ENV_FILE]
+        return DesiredState(resources=[replace(f, notify=()) for f in files])
+
+    check_converged(converge_hosts(hosts, env_only, stack.ssh), "write app.env")
+
+
+def _roll(stack: Stack, roles: tuple[str, ...], progress: Progress) -> None:
+    """The rolling deploy's per-node steps at the release each host runs now."""
+    from ops import rollout
+
+    hosts = rollout.fleet_hosts(stack)
+    _write_env(stack, hosts)
+    versions = rollout.current_versions(stack, hosts)
+    balancer = rollout.balancer_for(stack)
+    for batch in rollout.batches(stack):
+        if batch.node.role in roles:
+            rollout.roll(stack, balancer, batch, versions[batch.host.name], progress)
+
+
+class RotationStopped(RuntimeError):
+    """A step failed; the message names it and how to finish."""
+
+
+def rotate(stack: Stack, name: str, progress: Progress = lambda _: None) -> list[str]:
+    """Rotate secret `name` (resuming an interrupted rotation); returns the steps done. The caller
+    holds the stack's lock. A failed step raises RotationStopped saying how to finish."""
+    from ops.remote import StepFailed
+
+    steps = steps_for(stack, name)
+    done: list[str] = []
+    for step in steps:
+        try:
+            _run(stack, name, step, progress)
+        except StepFailed as exc:
+            if step is steps[-1]:  # the old value is already retired from the store
+                how = (f"`ops secret rotate` cannot resume this one: finish with "
+                       f"`ops converge {' '.join(f'--role {r}' for r in step.roles)}`")
+            else:
+                how = f"run `ops secret rotate {name}` again to resume"
+            raise RotationStopped(f"rotation of {name} stopped at \"{step.text}\": {exc}; {how}") from exc
+        done.append(step.text)
+    return done
+
+
+def _run(stack: Stack, name: str, step: Step, progress: Progress) -> None:
+    store = stack.secret_store
+    progress(step.text)
+    if step.kind == "store":
+        store.update({slot_key(name, "pending"): token.token_urlsafe(32)})
+    elif step.kind == "converge":
+        _converge(stack, step.roles, step.text)
+    elif step.kind == "roll":
+        _roll(stack, step.roles, progress)
+    elif step.kind == "swap":
+        old, new = stack.secret(name), store.rotating(name)[1]
+        # Ordered so that a stop half-way (SSM has no transaction) still stores both values.
+        store.update({slot_key(name, "previous"): old, name: new, slot_key(name, "pending"): None})
+    elif step.kind == "retire":
+        store.update({slot_key(name, "previous"): None})
