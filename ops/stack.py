@@ -84,6 +84,11 @@ class Stack:
 
         return SsmSecrets(self.name, boto3.client("ssm", region_name=self.config.region))
 
+    def reload_secrets(self) -> None:
+        """Read the secrets again on next use (another process changed them: `ops secret rotate`)."""
+        for cached in ("secrets", "secret_store"):
+            self.__dict__.pop(cached, None)
+
     def also_accepted(self, name: str) -> str | None:
         """The value servers accept besides secret `name`'s while it rotates (ops/rotation.py)."""
         return self.secret_store.also_accepted(name)
