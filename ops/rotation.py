@@ -19,6 +19,11 @@ What "servers accept both" means per secret:
 - redisPassword: a Redis ACL user holds several passwords; the ACL file lists both hashes and is
   re-read with ACL LOAD (roles/redis), never a restart (the primary keeps no data on disk).
   Munin's login, derived from it, follows.
+- rabbitmqPassword: RabbitMQ keeps one password per user, so each password has a login of its own
+  (`photostack-<8 hex of an HMAC of it>`, roles/rabbitmq): both logins exist during the overlap,
+  the app rolls to the new one, then the old login is deleted (RabbitMQ closes its connections;
+  no process uses it any more). Chosen over two fixed logins used in turn, which would need a
+  record of which one is current; a derived name needs no state beyond the secret.
 
 Resuming: the slot that holds the other value says how far an interrupted rotation got
 (`pending`: before the swap, `previous`: after it); running the command again finishes it.
@@ -54,6 +59,9 @@ class Spec:
     """Fleet roles (app, worker) whose processes use it: rolled one node at a time after the swap."""
     self_checked: bool = False
     """The clients check it themselves (Django's key): the accept and retire phases are rolls too."""
+    drops: tuple[str, ...] = ()
+    """Roles whose hosts delete the old value's login after the clients rolled (one password per
+    login: the old value has a login of its own)."""
 
 
 SPECS: dict[str, Spec] = {
@@ -61,6 +69,7 @@ SPECS: dict[str, Spec] = {
     for spec in (
         Spec("djangoSecretKey", servers=(), clients=("app",), self_checked=True),
         Spec("redisPassword", servers=("redis", "munin_node"), clients=("app", "worker")),
+        Spec("rabbitmqPassword", servers=("rabbitmq", "munin_node"), clients=("app", "worker"), drops=("rabbitmq",)),
     )
 }
 
@@ -76,7 +85,7 @@ def spec_for(name: str) -> Spec:
 class Step:
     """One step of a rotation: what it does (printed by --dry-run and as progress) and its kind."""
 
-    kind: str  # store | converge | swap | roll | retire
+    kind: str  # store | converge | swap | roll | drop | retire
     text: str
     roles: tuple[str, ...] = ()
 
@@ -102,6 +111,7 @@ def plan(spec: Spec, rotating: str | None, hosts: list[Host]) -> list[Step]:
         servers(accept),
         Step("swap", f"{spec.name} = the new value, {slot_key(spec.name, 'previous')} = the old one (one write)"),
         Step("roll", f"roll {'/'.join(spec.clients)} nodes one at a time ({on(spec.clients)}): {use}", spec.clients),
+        *([Step("drop", f"delete the old value's login on {on(spec.drops)}", spec.drops)] if spec.drops else []),
         Step("retire", f"remove {slot_key(spec.name, 'previous')}: the old value is retired"),
         servers(only),
     ]
@@ -192,5 +202,24 @@ def _run(stack: Stack, name: str, step: Step, progress: Progress) -> None:
         old, new = stack.secret(name), store.rotating(name)[1]
         # Ordered so that a stop half-way (SSM has no transaction) still stores both values.
         store.update({slot_key(name, "previous"): old, name: new, slot_key(name, "pending"): None})
+    elif step.kind == "drop":
+        from ops.remote import run_step
+
+        for host, script in DROPS[name](stack, store.rotating(name)[1]):
+            run_step(host, stack.ssh, step.text, script)
     elif step.kind == "retire":
         store.update({slot_key(name, "previous"): None})
+
+
+def _drop_broker_logins(stack: Stack, old: str) -> list[tuple[Host, str]]:
+    """The old password's broker login, and the login of before rotations (`photostack`), on one
+    broker node: users are cluster-wide."""
+    from roles.rabbitmq.role import drop_logins, login_name
+
+    host = next(h for h in stack.hosts if "rabbitmq" in h.roles)
+    user = stack.context(host).defaults("rabbitmq")["rabbitmq_user"]
+    return [(host, drop_logins([login_name(user, old), user]))]
+
+
+# Per secret with `drops`: (host, script) pairs deleting the old value's login.
+DROPS: dict[str, Callable[[Stack, str], list[tuple[Host, str]]]] = {"rabbitmqPassword": _drop_broker_logins}

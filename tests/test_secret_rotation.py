@@ -215,3 +215,52 @@ def test_django_session_signed_with_the_old_key_survives_the_rotation(app_stack)
     with override_settings(SECRET_KEY=k2, SECRET_KEY_FALLBACKS=[]):
         assert SessionStore(key).load()["user"] == "alice"
     assert settings.SECRET_KEY_FALLBACKS == []
+
+
+def test_rabbitmq_logins_old_and_new_mid_roll_and_only_new_after(app_stack) -> None:
+    """The role's login commands and the rotation's drop script against the throwaway broker:
+    one login per password, both connect during the overlap, the old one is gone after."""
+    import amqp
+
+    from roles.rabbitmq.role import _app_login, drop_logins, login_name
+
+    old, new = "old-broker-pw", "new-broker-pw"
+    home = app_stack.root / "rabbitmq"
+    # The unwrapped rabbitmqctl first: the packaged wrapper would reset HOME (the cookie's home).
+    env = {"HOME": str(home), "RABBITMQ_NODENAME": f"pstest{app_stack.amqp_port}@localhost",
+           "ERL_EPMD_PORT": str(_epmd_port(app_stack)), "PATH": f"/usr/lib/rabbitmq/bin:{os.environ['PATH']}"}
+
+    def ctl(script: str) -> None:
+        done = subprocess.run(["runuser", "-u", "rabbitmq", "--", "env", *(f"{k}={v}" for k, v in env.items()),
+                               "bash", "-c", script], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    def connect(password: str) -> amqp.Connection:
+        conn = amqp.Connection(f"127.0.0.1:{app_stack.amqp_port}", userid=login_name("photostack", password),
+                               password=password, virtual_host="/", connect_timeout=5)
+        conn.connect()
+        return conn
+
+    assert login_name("photostack", old) != login_name("photostack", new)
+    ctl(_app_login(login_name("photostack", old), old, "/", "unused").run)
+    before = connect(old)
+    ctl(_app_login(login_name("photostack", new), new, "/", "unused").run)  # the overlap
+    connect(old).close()
+    connect(new).close()
+
+    ctl(drop_logins([login_name("photostack", old), "photostack"]))  # "photostack" absent here: fine
+    with pytest.raises(amqp.exceptions.AccessRefused):
+        connect(old)
+    connect(new).close()
+    with pytest.raises((OSError, amqp.exceptions.AMQPError)):  # RabbitMQ closed the old login's connection
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            before.channel().queue_declare(f"rotation-check-{time.time_ns()}", auto_delete=True)
+            time.sleep(0.2)
+    ctl(drop_logins([login_name("photostack", new)]))
+
+
+def _epmd_port(stack) -> int:
+    """The throwaway broker's own epmd port (tests/app_services.py starts one per stack)."""
+    argv = Path(f"/proc/{stack.procs['epmd'].pid}/cmdline").read_bytes().split(b"\0")
+    return int(argv[argv.index(b"-port") + 1])

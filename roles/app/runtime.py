@@ -18,6 +18,7 @@ from roles.app import release as rel
 from roles.engine.context import STANDARD_PORTS, RoleContext
 from roles.engine.resources import Command, Directory, File, Handler, Packages, Service
 from roles.postgres.auth import APP_USER
+from roles.rabbitmq.role import login_name
 
 ENV_FILE = "/etc/photostack/app.env"
 LAUNCHER = "/usr/local/bin/photostack-run"
@@ -37,7 +38,8 @@ def app_env(ctx: RoleContext) -> str:
     redis_pw = urllib.parse.quote(ctx.secret("redisPassword"), safe="")
     mq_pw = urllib.parse.quote(ctx.secret("rabbitmqPassword"), safe="")
     vhost = urllib.parse.quote(ctx.config.rabbitmq.vhost, safe="")
-    brokers = ";".join(f"amqp://photostack:{mq_pw}@{ctx.address(n)}:{ctx.port(n)}/{vhost}"
+    mq_user = login_name(ctx.defaults("rabbitmq")["rabbitmq_user"], ctx.secret("rabbitmqPassword"))
+    brokers = ";".join(f"amqp://{mq_user}:{mq_pw}@{ctx.address(n)}:{ctx.port(n)}/{vhost}"
                        for n in nodes if n.role == "rabbitmq")
     hosts = ["127.0.0.1", "localhost", ctx.config.domain, f".{ctx.config.domain}"]
     if not ctx.onebox:
