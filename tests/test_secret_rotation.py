@@ -25,6 +25,7 @@ from roles.redis.role import acl_load
 from tests.app_services import free_ports, wait_port
 
 REPO = Path(__file__).resolve().parent.parent
+ROTATABLE = "djangoSecretKey, redisPassword, rabbitmqPassword"
 
 
 def kinds(steps: list[rotation.Step]) -> list[tuple[str, tuple[str, ...]]]:
@@ -53,6 +54,13 @@ def test_django_key_plan_rolls_the_app_three_times(stack) -> None:
     assert "sign with the new key, accept the old one" in steps[3].text
 
 
+def test_broker_password_plan_deletes_the_old_login_before_retiring_the_value(stack) -> None:
+    steps = rotation.plan(rotation.spec_for("rabbitmqPassword"), None, stack.hosts)
+    servers = ("rabbitmq", "munin_node")
+    assert kinds(steps) == [("store", ()), ("converge", servers), ("swap", ()), ("roll", ("app", "worker")),
+                            ("drop", ("rabbitmq",)), ("retire", ()), ("converge", servers)]
+
+
 @pytest.mark.parametrize(("slot", "first"), [("pending", "converge"), ("previous", "roll")])
 def test_an_interrupted_rotation_resumes_where_its_slot_says(stack, slot, first) -> None:
     stack.secrets.update({slot_key("redisPassword", slot): "other-value"})
@@ -65,7 +73,7 @@ def test_unknown_name_is_one_line() -> None:
     with pytest.raises(rotation.ConfigError) as error:
         rotation.spec_for("dbPasswrd")
     assert error.value.problems == [
-        "ops secret rotate dbPasswrd: not a rotatable secret (rotatable: djangoSecretKey, redisPassword)"]
+        f"ops secret rotate dbPasswrd: not a rotatable secret (rotatable: {ROTATABLE})"]
 
 
 def test_swap_is_one_write_and_roles_accept_both_values_mid_roll(stack) -> None:
@@ -120,7 +128,7 @@ def test_bad_name_exits_2_with_one_line(state_root) -> None:
     done = ops("secret", "rotate", "nope", state_root=state_root)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "ops secret rotate nope: not a rotatable secret (rotatable: djangoSecretKey, redisPassword)"]
+        f"ops secret rotate nope: not a rotatable secret (rotatable: {ROTATABLE})"]
 
 
 def test_dry_run_prints_the_steps_changes_nothing_and_shows_no_value(state_root) -> None:
