@@ -24,6 +24,11 @@ What "servers accept both" means per secret:
   the app rolls to the new one, then the old login is deleted (RabbitMQ closes its connections;
   no process uses it any more). Chosen over two fixed logins used in turn, which would need a
   record of which one is current; a derived name needs no state beyond the secret.
+- dbPassword: Postgres keeps one password per role, and pgbouncer logs in to Postgres with the
+  client's own SCRAM keys (the same verifier on both sides), so the two values cannot share a
+  login either: each has an app login `photostack_<8 hex>` (roles/postgres/auth.py app_login)
+  acting as `photostack`; both are in Postgres and pgbouncer's userlist during the overlap, the
+  app rolls to the new one, then the old login is dropped on every shard primary.
 
 Resuming: the slot that holds the other value says how far an interrupted rotation got
 (`pending`: before the swap, `previous`: after it); running the command again finishes it.
@@ -70,6 +75,7 @@ SPECS: dict[str, Spec] = {
         Spec("djangoSecretKey", servers=(), clients=("app",), self_checked=True),
         Spec("redisPassword", servers=("redis", "munin_node"), clients=("app", "worker")),
         Spec("rabbitmqPassword", servers=("rabbitmq", "munin_node"), clients=("app", "worker"), drops=("rabbitmq",)),
+        Spec("dbPassword", servers=("postgres", "pgbouncer"), clients=("app", "worker"), drops=("postgres",)),
     )
 }
 
@@ -221,5 +227,24 @@ def _drop_broker_logins(stack: Stack, old: str) -> list[tuple[Host, str]]:
     return [(host, drop_logins([login_name(user, old), user]))]
 
 
+def _drop_db_logins(stack: Stack, old: str) -> list[tuple[Host, str]]:
+    """The old password's app login, on every shard primary (replicas follow)."""
+    from roles.postgres import commands
+    from roles.postgres.auth import app_login
+    from roles.postgres.cluster import cluster_of
+
+    login = app_login(old, stack.secret("scramSaltKey"))
+    found = []
+    for host in stack.hosts:
+        ctx = stack.context(host)
+        primaries = [c for c in (cluster_of(ctx, n) for n in host.nodes_of("postgres")) if c.is_primary]
+        if primaries:
+            found.append((host, " && ".join(commands.psql(c, commands.drop_login_sql(login)) for c in primaries)))
+    return found
+
+
 # Per secret with `drops`: (host, script) pairs deleting the old value's login.
-DROPS: dict[str, Callable[[Stack, str], list[tuple[Host, str]]]] = {"rabbitmqPassword": _drop_broker_logins}
+DROPS: dict[str, Callable[[Stack, str], list[tuple[Host, str]]]] = {
+    "rabbitmqPassword": _drop_broker_logins,
+    "dbPassword": _drop_db_logins,
+}

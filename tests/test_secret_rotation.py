@@ -25,7 +25,7 @@ from roles.redis.role import acl_load
 from tests.app_services import free_ports, wait_port
 
 REPO = Path(__file__).resolve().parent.parent
-ROTATABLE = "djangoSecretKey, redisPassword, rabbitmqPassword"
+ROTATABLE = "djangoSecretKey, redisPassword, rabbitmqPassword, dbPassword"
 
 
 def kinds(steps: list[rotation.Step]) -> list[tuple[str, tuple[str, ...]]]:
@@ -272,3 +272,107 @@ def _epmd_port(stack) -> int:
     """The throwaway broker's own epmd port (tests/app_services.py starts one per stack)."""
     argv = Path(f"/proc/{stack.procs['epmd'].pid}/cmdline").read_bytes().split(b"\0")
     return int(argv[argv.index(b"-port") + 1])
+
+
+def test_postgres_and_pgbouncer_take_both_logins_mid_roll_and_only_new_after() -> None:
+    """The roles' SQL and pgbouncer's SCRAM userlist on a real Postgres (password auth over TCP)
+    and a real pgbouncer passing the client's SCRAM keys on: one login per password, each acting
+    as `photostack`; both log in during the overlap, only the new one after the old is dropped."""
+    import shutil
+    import signal
+    import tempfile
+
+    import psycopg
+
+    from roles.postgres import commands
+    from roles.postgres.auth import APP_USER, app_login, scram_verifier
+    from tests.app_services import PG_BIN, as_user
+
+    pg_port, bouncer_port = free_ports(2)
+    tmp_path = Path(tempfile.mkdtemp(prefix="photostack-rotation-"))  # postgres must reach it (not under root's 0700)
+    tmp_path.chmod(0o755)
+    data, bouncer = tmp_path / "pg", tmp_path / "bouncer"
+    for d in (data, bouncer):
+        d.mkdir()
+        shutil.chown(d, "postgres", "postgres")
+    subprocess.run(as_user("postgres", [str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth-local=trust",
+                                        "--auth-host=scram-sha-256", "--no-sync"]), check=True, capture_output=True)
+    opts = f"-p {pg_port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off"
+    subprocess.run(as_user("postgres", [str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(data / "log"),
+                                        "-w", "start"]), check=True, capture_output=True)
+    salt, old, new = "stack-salt-key", "old-db-pw", "new-db-pw"
+    bouncer_proc = None
+    try:
+        admin = psycopg.connect(host=str(data), port=pg_port, user="postgres", dbname="postgres", autocommit=True)
+        admin.execute(f"CREATE ROLE {APP_USER} NOLOGIN")
+        admin.execute(f"CREATE DATABASE shard0 OWNER {APP_USER}")
+
+        def converge(*passwords: str) -> None:
+            """What the postgres and pgbouncer roles render for these accepted passwords."""
+            logins = {app_login(pw, salt): scram_verifier(app_login(pw, salt), pw, salt) for pw in passwords}
+            admin.execute(commands.roles_sql(logins, tuple(logins)))
+            assert admin.execute(commands.roles_match(logins, tuple(logins))).fetchone()[0] is True
+            (bouncer / "userlist.txt").write_text("".join(f'"{u}" "{v}"\n' for u, v in logins.items()))
+            if bouncer_proc is not None:  # `service pgbouncer reload`: SIGHUP to pgbouncer itself
+                os.kill(int((bouncer / "pid").read_text()), signal.SIGHUP)
+                # Reloaded once the userlist's last login gets in (the signal is handled asynchronously).
+                deadline = time.monotonic() + 10
+                while refused(passwords[-1], bouncer_port):
+                    assert time.monotonic() < deadline, "pgbouncer did not reload its userlist"
+                    time.sleep(0.1)
+
+        def login(password: str, port: int) -> psycopg.Connection:
+            return psycopg.connect(host="127.0.0.1", port=port, dbname="shard0", user=app_login(password, salt),
+                                   password=password, autocommit=True, prepare_threshold=None, connect_timeout=5)
+
+        def refused(password: str, port: int) -> bool:
+            try:
+                login(password, port).close()
+            except psycopg.OperationalError:
+                return True
+            return False
+
+        converge(old)
+        (bouncer / "pgbouncer.ini").write_text(
+            f"[databases]\nshard0 = host=127.0.0.1 port={pg_port} dbname=shard0\n[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {bouncer_port}\nunix_socket_dir =\nauth_type = scram-sha-256\n"
+            f"auth_file = {bouncer / 'userlist.txt'}\npool_mode = transaction\n"
+            f"logfile = {bouncer / 'log'}\npidfile = {bouncer / 'pid'}\n")
+        for item in bouncer.iterdir():
+            shutil.chown(item, "postgres")
+        bouncer_proc = subprocess.Popen(as_user("postgres", ["pgbouncer", str(bouncer / "pgbouncer.ini")]),
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(bouncer_port, bouncer_proc, 10, "pgbouncer")
+        with login(old, bouncer_port) as conn:
+            conn.execute("CREATE TABLE made_by_old (id int)")
+            assert conn.execute("SELECT current_user").fetchone()[0] == APP_USER
+        assert refused(new, bouncer_port)
+
+        converge(old, new)  # the overlap
+        for password in (old, new):
+            for port in (bouncer_port, pg_port):
+                with login(password, port) as conn:
+                    assert conn.execute("SELECT current_user").fetchone()[0] == APP_USER
+        with login(new, bouncer_port) as conn:
+            conn.execute("INSERT INTO made_by_old VALUES (1)")  # the table is photostack's, not a login's
+
+        admin.execute(commands.drop_login_sql(app_login(old, salt)))  # the rotation's drop step
+        converge(new)  # retired (the new login was in before, so wait for the old one's refusal)
+        deadline = time.monotonic() + 10
+        while not refused(old, bouncer_port):
+            assert time.monotonic() < deadline, "pgbouncer still takes the retired login"
+            time.sleep(0.1)
+        assert refused(old, pg_port)
+        with login(new, bouncer_port) as conn:
+            assert conn.execute("SELECT count(*) FROM made_by_old").fetchone()[0] == 1
+        admin.close()
+        with psycopg.connect(host=str(data), port=pg_port, user="postgres", dbname="shard0") as shard:
+            owner = shard.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'made_by_old'").fetchone()
+        assert owner == (APP_USER,)
+    finally:
+        if bouncer_proc is not None:
+            bouncer_proc.terminate()
+            bouncer_proc.wait(timeout=10)
+        subprocess.run(as_user("postgres", [str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
+                       capture_output=True)
+        shutil.rmtree(tmp_path, ignore_errors=True)

@@ -17,7 +17,7 @@ from infra.topology import Node
 from roles.app import release as rel
 from roles.engine.context import STANDARD_PORTS, RoleContext
 from roles.engine.resources import Command, Directory, File, Handler, Packages, Service
-from roles.postgres.auth import APP_USER
+from roles.postgres.auth import app_login
 from roles.rabbitmq.role import login_name
 
 ENV_FILE = "/etc/photostack/app.env"
@@ -54,7 +54,7 @@ def app_env(ctx: RoleContext) -> str:
         # pgbouncer runs on every app and worker host (infra/inventory.py CO_LOCATED).
         db_host="127.0.0.1",
         db_port=ctx.config.onebox.pgbouncer_port if ctx.onebox else STANDARD_PORTS["pgbouncer"],
-        db_user=APP_USER,
+        db_user=app_login(ctx.secret("dbPassword"), ctx.secret("scramSaltKey")),
         db_password=ctx.secret("dbPassword"),
         db_pool_max=d["app_threads"],
         redis_url=f"redis://:{redis_pw}@{ctx.address(redis)}:{ctx.port(redis)}/0",
