@@ -21,6 +21,8 @@ from infra.config import GENERATED_SECRETS, SECRET_KEYS, ConfigError, StackConfi
 from infra.state import state_dir
 
 FILE_NAME = "secrets.json"
+# Secrets `ops secret rotate` renews (ops/rotation.py says how each one overlaps).
+ROTATABLE = ("djangoSecretKey", "redisPassword", "rabbitmqPassword", "dbPassword")
 # The slots of a rotating secret's other accepted value, in the order a rotation fills them.
 ROTATION_SLOTS = ("pending", "previous")
 

@@ -15,6 +15,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.config import ConfigError
+from infra.secrets import ROTATABLE
 from infra.tagging import tags
 
 ROLE = "secrets"
@@ -49,6 +50,17 @@ def parameter_name(stack: str, name: str) -> str:
     return f"/photostack/{stack}/{name}"
 
 
+def rotation_arns(name: str, arn: pulumi.Output[str]) -> list[pulumi.Output[str]]:
+    """The ARNs of a rotatable secret's overlap parameters (`<name>.pending`, `<name>.previous`,
+    written by `ops secret rotate`): a host that reads the secret reads them too, at every converge
+    (absent ones are simply not found)."""
+    from infra.secrets import ROTATION_SLOTS
+
+    if name not in ROTATABLE:
+        return []
+    return [arn.apply(lambda a, slot=slot: f"{a}.{slot}") for slot in ROTATION_SLOTS]
+
+
 @dataclass(frozen=True)
 class SecretParametersArgs:
     """Inputs of the secret parameters."""
@@ -74,7 +86,9 @@ class SecretParameters(pulumi.ComponentResource):
                 type="SecureString",
                 value=pulumi.Output.secret(value),
                 tags=tags(args.stack, ROLE, secret),
-                opts=pulumi.ResourceOptions(parent=self),
+                # After the first `pulumi up` a rotatable secret belongs to `ops secret rotate`
+                # (it writes the parameter): a later `pulumi up` must not put the old value back.
+                opts=pulumi.ResourceOptions(parent=self, ignore_changes=["value"] if secret in ROTATABLE else None),
             )
             self.arns[secret] = parameter.arn
         self.register_outputs({"arns": self.arns})

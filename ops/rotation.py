@@ -44,7 +44,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from infra.config import ConfigError
-from infra.secrets import slot_key
+from infra.secrets import ROTATABLE, slot_key
 
 if TYPE_CHECKING:
     from infra.inventory import Host
@@ -78,6 +78,9 @@ SPECS: dict[str, Spec] = {
         Spec("dbPassword", servers=("postgres", "pgbouncer"), clients=("app", "worker"), drops=("postgres",)),
     )
 }
+
+
+assert tuple(SPECS) == ROTATABLE, "infra/secrets.py ROTATABLE lists the secrets rotated here"
 
 
 def spec_for(name: str) -> Spec:
