@@ -61,6 +61,23 @@ def test_broker_password_plan_deletes_the_old_login_before_retiring_the_value(st
                             ("drop", ("rabbitmq",)), ("retire", ()), ("converge", servers)]
 
 
+def test_db_password_mid_roll_pgbouncer_knows_both_logins_and_the_app_uses_the_current(stack) -> None:
+    from roles.postgres.auth import app_login
+
+    steps = rotation.plan(rotation.spec_for("dbPassword"), None, stack.hosts)
+    assert [s.kind for s in steps] == ["store", "converge", "swap", "roll", "drop", "retire", "converge"]
+    assert steps[1].roles == ("postgres", "pgbouncer") and steps[4].roles == ("postgres",)
+    salt, old = stack.secret("scramSaltKey"), stack.secret("dbPassword")
+    stack.secrets.update({slot_key("dbPassword", "pending"): "new-db-value"})
+    ctx = stack.context(stack.hosts[0])
+    files = {r.path: r.content for r in desired_state("pgbouncer", ctx).resources if isinstance(r, File)}
+    users = [line.split('"')[1] for line in files["/etc/pgbouncer/userlist.txt"].splitlines() if line.startswith('"')]
+    assert {app_login(old, salt), app_login("new-db-value", salt), "photostack"} <= set(users)
+    env = next(r.content for r in desired_state("app", ctx).resources
+               if isinstance(r, File) and r.path == "/etc/photostack/app.env")
+    assert f"PHOTOSTACK_DB_USER={app_login(old, salt)}\n" in env  # clients move only after the swap
+
+
 @pytest.mark.parametrize(("slot", "first"), [("pending", "converge"), ("previous", "roll")])
 def test_an_interrupted_rotation_resumes_where_its_slot_says(stack, slot, first) -> None:
     stack.secrets.update({slot_key("redisPassword", slot): "other-value"})
@@ -140,6 +157,28 @@ def test_dry_run_prints_the_steps_changes_nothing_and_shows_no_value(state_root)
     assert lines[0] == "would:" and len(lines) == 7 and "converge redis, munin_node on onebox" in lines[2]
     assert not [v for v in store.values() if v in done.stdout]
     assert not (state_root / "onebox" / "audit.log").exists()
+
+
+def test_aws_overlap_parameters_round_trip_in_ssm(moto_account) -> None:
+    """SsmSecrets (the AWS store of `ops secret rotate`) against moto's SSM over HTTP."""
+    import boto3
+
+    from infra.secrets_store import SsmSecrets, parameter_name
+
+    ssm = boto3.client("ssm", region_name="us-east-1", endpoint_url=moto_account,
+                       aws_access_key_id="test", aws_secret_access_key="test")
+    ssm.put_parameter(Name=parameter_name("prod", "redisPassword"), Value="old", Type="SecureString")
+    store = SsmSecrets("prod", ssm)
+    assert store.rotating("redisPassword") is None
+    store.update({slot_key("redisPassword", "pending"): "new"})
+    assert store.rotating("redisPassword") == ("pending", "new")
+    store.update({slot_key("redisPassword", "previous"): "old", "redisPassword": "new",
+                  slot_key("redisPassword", "pending"): None})
+    assert (store.get("redisPassword"), store.also_accepted("redisPassword")) == ("new", "old")
+    store.update({slot_key("redisPassword", "previous"): None})
+    assert store.rotating("redisPassword") is None
+    stored = ssm.get_parameter(Name="/photostack/prod/redisPassword", WithDecryption=True)["Parameter"]
+    assert (stored["Type"], stored["Value"]) == ("SecureString", "new")
 
 
 # --- the mechanics on a real Redis ------------------------------------------------------------
