@@ -234,7 +234,8 @@ def converge(
         raise typer.Exit(CHANGES_PENDING)
 
 
-secret_app = typer.Typer(help="One-box secrets in the state dir (AWS uses Pulumi secrets).", no_args_is_help=True)
+secret_app = typer.Typer(help="Secrets: set one-box secrets (AWS: Pulumi secrets); rotate service secrets without downtime.",
+                         no_args_is_help=True)
 app.add_typer(secret_app, name="secret")
 
 
@@ -257,7 +258,7 @@ def secret_set(ctx: typer.Context, name: Annotated[str, typer.Argument(metavar="
 @secret_app.command("rotate")
 def secret_rotate(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(metavar="NAME", help="djangoSecretKey or redisPassword.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="djangoSecretKey, redisPassword, rabbitmqPassword or dbPassword.")],
     stack: StackOption = None,
     force: Annotated[bool, typer.Option(
         "--force", help="Take the stack's lock even if someone holds it (says what that breaks).")] = False,

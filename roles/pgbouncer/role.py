@@ -20,6 +20,7 @@ from roles.postgres.auth import (
 from roles.postgres.cluster import Cluster, all_clusters, shard_map_file
 
 RELOAD = "reload pgbouncer"
+RELOAD_NOW = "service pgbouncer reload"  # SIGHUP: config and userlist re-read, clients stay connected
 INI = "/etc/pgbouncer/pgbouncer.ini"
 
 
@@ -89,5 +90,5 @@ def desired(ctx: RoleContext) -> DesiredState:
             File("/etc/pgbouncer/userlist.txt", userlist, **pg, notify=(RELOAD,), sensitive=True),
             Service.init_script("pgbouncer"),
         ],
-        handlers=[Handler(RELOAD, "service pgbouncer reload")],
+        handlers=[Handler(RELOAD, RELOAD_NOW)],
     )
