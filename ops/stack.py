@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from infra import onebox
 from infra.config import ConfigError, StackConfig, load_stack_config
@@ -22,6 +22,9 @@ from roles.engine.context import RoleContext
 from roles.engine.converge import host_state
 from roles.engine.executor import HostResult, SshSettings, connect, converge_hosts, run_script
 from roles.engine.resources import DesiredState, Service
+
+if TYPE_CHECKING:
+    from infra.secrets_store import SsmSecrets  # imports pulumi: only AWS stacks load it
 
 
 @dataclass
@@ -74,7 +77,7 @@ class Stack:
         return self._aws_secret(name)
 
     @cached_property
-    def secret_store(self):
+    def secret_store(self) -> SecretStore | SsmSecrets:
         """Where `ops secret rotate` reads and writes this stack's secrets (SecretStore or SsmSecrets)."""
         if self.config.target == "onebox":
             return self.secrets
