@@ -277,6 +277,8 @@ def secret_rotate(
     loaded = load(ctx, stack)
     if loaded.config.target == "onebox":
         loaded.prepare_onebox()
+    if found := loaded.secret_store.rotating(name):
+        print(f"note: resuming the interrupted rotation of {name} ({name}.{found[0]} is stored)")
     try:
         with day2._changing(loaded, f"secret rotate {name}", force):
             done = rotation.rotate(loaded, name, day2._progress)

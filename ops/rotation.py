@@ -44,7 +44,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from infra.config import ConfigError
-from infra.secrets import ROTATABLE, slot_key
+from infra.secrets import slot_key
 
 if TYPE_CHECKING:
     from infra.inventory import Host
@@ -78,9 +78,6 @@ SPECS: dict[str, Spec] = {
         Spec("dbPassword", servers=("postgres", "pgbouncer"), clients=("app", "worker"), drops=("postgres",)),
     )
 }
-
-
-assert tuple(SPECS) == ROTATABLE, "infra/secrets.py ROTATABLE lists the secrets rotated here"
 
 
 def spec_for(name: str) -> Spec:
@@ -118,7 +115,7 @@ def plan(spec: Spec, rotating: str | None, hosts: list[Host]) -> list[Step]:
     steps = [
         Step("store", f"generate a new {spec.name}; store it as {slot_key(spec.name, 'pending')}"),
         servers(accept),
-        Step("swap", f"{spec.name} = the new value, {slot_key(spec.name, 'previous')} = the old one (one write)"),
+        Step("swap", f"{spec.name} = the new value, {slot_key(spec.name, 'previous')} = the old one"),
         Step("roll", f"roll {'/'.join(spec.clients)} nodes one at a time ({on(spec.clients)}): {use}", spec.clients),
         *([Step("drop", f"delete the old value's login on {on(spec.drops)}", spec.drops)] if spec.drops else []),
         Step("retire", f"remove {slot_key(spec.name, 'previous')}: the old value is retired"),

@@ -86,6 +86,12 @@ def test_an_interrupted_rotation_resumes_where_its_slot_says(stack, slot, first)
     assert [s.kind for s in steps][-2:] == ["retire", "converge"]
 
 
+def test_every_rotatable_secret_has_a_rotation() -> None:
+    from infra.secrets import ROTATABLE
+
+    assert tuple(rotation.SPECS) == ROTATABLE  # hosts may read the overlap parameters of exactly these
+
+
 def test_unknown_name_is_one_line() -> None:
     with pytest.raises(rotation.ConfigError) as error:
         rotation.spec_for("dbPasswrd")
