@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import redis
@@ -36,19 +37,22 @@ def test_rotating_django_key_and_redis_password_fails_no_request(converged):
     # answers 401 without it, so a rejected signature or a refused Redis login is a failure.
     load = HttpLoad(box.http_port, ["/api/me", "/api/feed", "/health"], clients=2, max_seconds=150,
                     headers={"Cookie": f"photostack_session={user.session_cookie()}"}).start()
-    outputs = []
+    outputs, seconds = [], {}
     try:
         load.wait_for_more(50)
         for name in ROTATED:
+            began = time.monotonic()
             done = subprocess.run([sys.executable, "-m", "ops", "secret", "rotate", name],
                                   capture_output=True, text=True, timeout=300)
+            seconds[name] = time.monotonic() - began
             assert done.returncode == 0, done.stdout + done.stderr
             outputs.append(done.stdout + done.stderr)
         load.wait_for_more(50)
     finally:
         result = load.stop()
         stack.reload_secrets()  # the rotations ran in other processes; the drill's teardown converges
-    print(f"\nrotation of {', '.join(ROTATED)} under load: {result.describe()}")
+    took = ", ".join(f"{name} {s:.1f}s" for name, s in seconds.items())
+    print(f"\nrotations ({took}) under load: {result.describe()}")
     assert result.failed == 0, result.describe()
 
     after = SecretStore.for_stack(stack.name)
