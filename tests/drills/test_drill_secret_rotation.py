@@ -35,7 +35,7 @@ def test_rotating_django_key_and_redis_password_fails_no_request(converged):
 
     # Every request needs the session (signed with the Django key, stored in Redis): /api/me
     # answers 401 without it, so a rejected signature or a refused Redis login is a failure.
-    load = HttpLoad(box.http_port, ["/api/me", "/api/feed", "/health"], clients=2, max_seconds=150,
+    load = HttpLoad(box.http_port, ["/api/me", "/api/feed", "/health"], clients=2, max_seconds=300,
                     headers={"Cookie": f"photostack_session={user.session_cookie()}"}).start()
     outputs, seconds = [], {}
     try:
