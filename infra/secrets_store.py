@@ -116,12 +116,18 @@ class SsmSecrets:
 
     def __init__(self, stack: str, ssm_client: Any) -> None:
         self.stack, self.ssm = stack, ssm_client
+        # Every role of every host asks for the overlap values while a converge renders: one read
+        # each per process (SSM throttles GetParameter), forgotten when this store writes them.
+        self._read: dict[str, str | None] = {}
 
     def _get(self, key: str) -> str | None:
-        try:
-            return self.ssm.get_parameter(Name=parameter_name(self.stack, key), WithDecryption=True)["Parameter"]["Value"]
-        except self.ssm.exceptions.ParameterNotFound:
-            return None
+        if key not in self._read:
+            try:
+                answer = self.ssm.get_parameter(Name=parameter_name(self.stack, key), WithDecryption=True)
+                self._read[key] = answer["Parameter"]["Value"]
+            except self.ssm.exceptions.ParameterNotFound:
+                self._read[key] = None
+        return self._read[key]
 
     def get(self, name: str) -> str | None:
         return self._get(name)
@@ -144,6 +150,7 @@ class SsmSecrets:
         stop half-way still leaves both values stored."""
         for key, value in values.items():
             name = parameter_name(self.stack, key)
+            self._read.pop(key, None)
             if value is None:
                 try:
                     self.ssm.delete_parameter(Name=name)
