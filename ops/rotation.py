@@ -30,6 +30,9 @@ What "servers accept both" means per secret:
   acting as `photostack`; both are in Postgres and pgbouncer's userlist during the overlap, the
   app rolls to the new one, then the old login is dropped on every shard primary.
 
+Several secrets rotate together in one command (`ops secret rotate djangoSecretKey redisPassword`):
+their phases share the converges and the rolls.
+
 Resuming: the slot that holds the other value says how far an interrupted rotation got
 (`pending`: before the swap, `previous`: after it); running the command again finishes it.
 The new value is generated here and goes only to the secret store and, through the converge
@@ -89,47 +92,67 @@ def spec_for(name: str) -> Spec:
 
 @dataclass(frozen=True)
 class Step:
-    """One step of a rotation: what it does (printed by --dry-run and as progress) and its kind."""
+    """One step of a rotation: what it does (printed by --dry-run and as progress), its kind, the
+    roles it converges or rolls and the secrets it is about."""
 
     kind: str  # store | converge | swap | roll | drop | retire
     text: str
     roles: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()
 
 
-def plan(spec: Spec, rotating: str | None, hosts: list[Host]) -> list[Step]:
-    """The steps left of rotating `spec`'s secret; `rotating`: the slot an interrupted rotation
-    left (None: a fresh rotation)."""
+def _union(groups: list[tuple[str, ...]]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(role for group in groups for role in group))
+
+
+def plan(specs: list[Spec], rotating: str | None, hosts: list[Host]) -> list[Step]:
+    """The steps left of rotating the secrets of `specs` together (their phases share converges and
+    rolls); `rotating`: the slot an interrupted rotation left (None: a fresh rotation)."""
     def on(roles: tuple[str, ...]) -> str:
         names = sorted({h.name for h in hosts if set(roles) & set(h.roles)})
         return ", ".join(names) or "no host"
 
-    def servers(what: str) -> Step:
-        if spec.self_checked:
-            return Step("roll", f"roll {'/'.join(spec.clients)} nodes one at a time ({on(spec.clients)}): {what}",
-                        spec.clients)
-        return Step("converge", f"converge {', '.join(spec.servers)} on {on(spec.servers)}: {what}", spec.servers)
+    def roll(roles: tuple[str, ...], what: str) -> Step:
+        return Step("roll", f"roll {'/'.join(roles)} nodes one at a time ({on(roles)}): {what}", roles)
 
-    accept = "sign with the old key, accept the new one too" if spec.self_checked else "accept the old and the new value"
-    use = "sign with the new key, accept the old one too" if spec.self_checked else "use the new value"
-    only = "the new key only" if spec.self_checked else "accept the new value only"
-    steps = [
-        Step("store", f"generate a new {spec.name}; store it as {slot_key(spec.name, 'pending')}"),
-        servers(accept),
-        Step("swap", f"{spec.name} = the new value, {slot_key(spec.name, 'previous')} = the old one"),
-        Step("roll", f"roll {'/'.join(spec.clients)} nodes one at a time ({on(spec.clients)}): {use}", spec.clients),
-        *([Step("drop", f"delete the old value's login on {on(spec.drops)}", spec.drops)] if spec.drops else []),
-        Step("retire", f"remove {slot_key(spec.name, 'previous')}: the old value is retired"),
-        servers(only),
+    names = tuple(spec.name for spec in specs)
+    servers = _union([spec.servers for spec in specs if not spec.self_checked])
+    signers = _union([spec.clients for spec in specs if spec.self_checked])
+
+    def check(what: str, signing: str) -> list[Step]:
+        """The servers' side: converge the roles that check a secret; roll the app where it checks
+        its own (the Django key)."""
+        steps = [Step("converge", f"converge {', '.join(servers)} on {on(servers)}: {what}", servers)] if servers else []
+        return steps + ([roll(signers, signing)] if signers else [])
+
+    use = "use the new value" + ("s" if len(names) > 1 else "") + ("; sign with the new key, accept the old one too"
+                                                                  if signers else "")
+    phases = [
+        [Step("store", f"generate a new {', '.join(names)}; store it as "
+                       f"{', '.join(slot_key(n, 'pending') for n in names)}", names=names)],
+        check("accept the old and the new value", "sign with the old key, accept the new one too"),
+        [Step("swap", f"{', '.join(names)} = the new value, "
+                      f"{', '.join(slot_key(n, 'previous') for n in names)} = the old one", names=names)],
+        [roll(_union([spec.clients for spec in specs]), use)],
+        [Step("drop", f"delete the old {spec.name} login on {on(spec.drops)}", spec.drops, (spec.name,))
+         for spec in specs if spec.drops],
+        [Step("retire", f"remove {', '.join(slot_key(n, 'previous') for n in names)}: the old value is retired",
+              names=names)],
+        check("accept the new value only", "the new key only"),
     ]
     start = {None: 0, "pending": 1, "previous": 3}[rotating]
-    return steps[start:]
+    return [step for phase in phases[start:] for step in phase]
 
 
-def steps_for(stack: Stack, name: str) -> list[Step]:
-    """What `ops secret rotate NAME` would do on `stack` now (resuming an interrupted rotation)."""
-    spec = spec_for(name)
-    found = stack.secret_store.rotating(name)
-    return plan(spec, found[0] if found else None, stack.hosts)
+def steps_for(stack: Stack, names: list[str]) -> list[Step]:
+    """What `ops secret rotate NAME…` would do on `stack` now (resuming an interrupted rotation)."""
+    specs = [spec_for(name) for name in dict.fromkeys(names)]
+    slots = {spec.name: (found[0] if (found := stack.secret_store.rotating(spec.name)) else None) for spec in specs}
+    if len(set(slots.values())) > 1:
+        where = ", ".join(f"{n}: {slot or 'not rotating'}" for n, slot in slots.items())
+        raise ConfigError([f"ops secret rotate {' '.join(slots)}: these are at different steps ({where}); "
+                           "rotate each alone"])
+    return plan(specs, next(iter(slots.values())), stack.hosts)
 
 
 # --- running the steps --------------------------------------------------------------------------
@@ -174,47 +197,49 @@ class RotationStopped(RuntimeError):
     """A step failed; the message names it and how to finish."""
 
 
-def rotate(stack: Stack, name: str, progress: Progress = lambda _: None) -> list[str]:
-    """Rotate secret `name` (resuming an interrupted rotation); returns the steps done. The caller
-    holds the stack's lock. A failed step raises RotationStopped saying how to finish."""
+def rotate(stack: Stack, names: list[str], progress: Progress = lambda _: None) -> list[str]:
+    """Rotate the secrets `names` together (resuming an interrupted rotation); returns the steps
+    done. The caller holds the stack's lock. A failed step raises RotationStopped saying how to finish."""
     from ops.remote import StepFailed
 
-    steps = steps_for(stack, name)
+    steps = steps_for(stack, names)
     done: list[str] = []
-    for step in steps:
+    for number, step in enumerate(steps):
         try:
-            _run(stack, name, step, progress)
+            _run(stack, step, progress)
         except StepFailed as exc:
-            if step is steps[-1]:  # the old value is already retired from the store
-                how = (f"`ops secret rotate` cannot resume this one: finish with "
-                       f"`ops converge {' '.join(f'--role {r}' for r in step.roles)}`")
+            if any(s.kind == "retire" for s in steps[:number]):  # the old values are out of the store
+                rest = " ".join(f"--role {r}" for r in _union([s.roles for s in steps[number:]]))
+                how = f"`ops secret rotate` cannot resume now: finish with `ops converge {rest}`"
             else:
-                how = f"run `ops secret rotate {name}` again to resume"
-            raise RotationStopped(f"rotation of {name} stopped at \"{step.text}\": {exc}; {how}") from exc
+                how = f"run `ops secret rotate {' '.join(names)}` again to resume"
+            raise RotationStopped(f"rotation stopped at \"{step.text}\": {exc}; {how}") from exc
         done.append(step.text)
     return done
 
 
-def _run(stack: Stack, name: str, step: Step, progress: Progress) -> None:
+def _run(stack: Stack, step: Step, progress: Progress) -> None:
     store = stack.secret_store
     progress(step.text)
     if step.kind == "store":
-        store.update({slot_key(name, "pending"): token.token_urlsafe(32)})
+        store.update({slot_key(name, "pending"): token.token_urlsafe(32) for name in step.names})
     elif step.kind == "converge":
         _converge(stack, step.roles, step.text)
     elif step.kind == "roll":
         _roll(stack, step.roles, progress)
     elif step.kind == "swap":
-        old, new = stack.secret(name), store.rotating(name)[1]
-        # Ordered so that a stop half-way (SSM has no transaction) still stores both values.
-        store.update({slot_key(name, "previous"): old, name: new, slot_key(name, "pending"): None})
+        for name in step.names:
+            old, new = stack.secret(name), store.rotating(name)[1]
+            # Ordered so that a stop half-way (SSM has no transaction) still stores both values.
+            store.update({slot_key(name, "previous"): old, name: new, slot_key(name, "pending"): None})
     elif step.kind == "drop":
         from ops.remote import run_step
 
-        for host, script in DROPS[name](stack, store.rotating(name)[1]):
-            run_step(host, stack.ssh, step.text, script)
+        for name in step.names:
+            for host, script in DROPS[name](stack, store.rotating(name)[1]):
+                run_step(host, stack.ssh, step.text, script)
     elif step.kind == "retire":
-        store.update({slot_key(name, "previous"): None})
+        store.update({slot_key(name, "previous"): None for name in step.names})
 
 
 def _drop_broker_logins(stack: Stack, old: str) -> list[tuple[Host, str]]:

@@ -38,7 +38,7 @@ def stack(state_root) -> Stack:
 
 
 def test_redis_password_plan_widens_servers_then_rolls_clients_then_narrows(stack) -> None:
-    steps = rotation.plan(rotation.spec_for("redisPassword"), None, stack.hosts)
+    steps = rotation.plan([rotation.spec_for("redisPassword")], None, stack.hosts)
     servers = ("redis", "munin_node")
     assert kinds(steps) == [("store", ()), ("converge", servers), ("swap", ()), ("roll", ("app", "worker")),
                             ("retire", ()), ("converge", servers)]
@@ -46,7 +46,7 @@ def test_redis_password_plan_widens_servers_then_rolls_clients_then_narrows(stac
 
 
 def test_django_key_plan_rolls_the_app_three_times(stack) -> None:
-    steps = rotation.plan(rotation.spec_for("djangoSecretKey"), None, stack.hosts)
+    steps = rotation.plan([rotation.spec_for("djangoSecretKey")], None, stack.hosts)
     assert kinds(steps) == [("store", ()), ("roll", ("app",)), ("swap", ()), ("roll", ("app",)),
                             ("retire", ()), ("roll", ("app",))]
     # First every node accepts the new key before any node signs with it.
@@ -55,7 +55,7 @@ def test_django_key_plan_rolls_the_app_three_times(stack) -> None:
 
 
 def test_broker_password_plan_deletes_the_old_login_before_retiring_the_value(stack) -> None:
-    steps = rotation.plan(rotation.spec_for("rabbitmqPassword"), None, stack.hosts)
+    steps = rotation.plan([rotation.spec_for("rabbitmqPassword")], None, stack.hosts)
     servers = ("rabbitmq", "munin_node")
     assert kinds(steps) == [("store", ()), ("converge", servers), ("swap", ()), ("roll", ("app", "worker")),
                             ("drop", ("rabbitmq",)), ("retire", ()), ("converge", servers)]
@@ -64,7 +64,7 @@ def test_broker_password_plan_deletes_the_old_login_before_retiring_the_value(st
 def test_db_password_mid_roll_pgbouncer_knows_both_logins_and_the_app_uses_the_current(stack) -> None:
     from roles.postgres.auth import app_login
 
-    steps = rotation.plan(rotation.spec_for("dbPassword"), None, stack.hosts)
+    steps = rotation.plan([rotation.spec_for("dbPassword")], None, stack.hosts)
     assert [s.kind for s in steps] == ["store", "converge", "swap", "roll", "drop", "retire", "converge"]
     assert steps[1].roles == ("postgres", "pgbouncer") and steps[4].roles == ("postgres",)
     salt, old = stack.secret("scramSaltKey"), stack.secret("dbPassword")
@@ -78,10 +78,25 @@ def test_db_password_mid_roll_pgbouncer_knows_both_logins_and_the_app_uses_the_c
     assert f"PHOTOSTACK_DB_USER={app_login(old, salt)}\n" in env  # clients move only after the swap
 
 
+def test_secrets_rotated_together_share_their_converges_and_rolls(stack) -> None:
+    steps = rotation.steps_for(stack, ["djangoSecretKey", "redisPassword", "dbPassword"])
+    servers = ("redis", "munin_node", "postgres", "pgbouncer")
+    assert kinds(steps) == [("store", ()), ("converge", servers), ("roll", ("app",)), ("swap", ()),
+                            ("roll", ("app", "worker")), ("drop", ("postgres",)), ("retire", ()),
+                            ("converge", servers), ("roll", ("app",))]
+    assert steps[0].names == ("djangoSecretKey", "redisPassword", "dbPassword")
+
+
+def test_secrets_at_different_steps_are_refused_together(stack) -> None:
+    stack.secrets.update({slot_key("redisPassword", "previous"): "old-value"})
+    with pytest.raises(rotation.ConfigError, match="at different steps .*redisPassword: previous.*rotate each alone"):
+        rotation.steps_for(stack, ["djangoSecretKey", "redisPassword"])
+
+
 @pytest.mark.parametrize(("slot", "first"), [("pending", "converge"), ("previous", "roll")])
 def test_an_interrupted_rotation_resumes_where_its_slot_says(stack, slot, first) -> None:
     stack.secrets.update({slot_key("redisPassword", slot): "other-value"})
-    steps = rotation.steps_for(stack, "redisPassword")
+    steps = rotation.steps_for(stack, ["redisPassword"])
     assert steps[0].kind == first
     assert [s.kind for s in steps][-2:] == ["retire", "converge"]
 
