@@ -146,6 +146,22 @@ def test_app_env_carries_the_fallback_key_only_while_the_key_rotates(stack) -> N
     assert "DJANGO_SECRET_KEY_FALLBACK=the-new-key\n" in env()
 
 
+def test_broker_logins_are_checked_with_the_password_they_should_have(stack) -> None:
+    """The checks of the app's and munin's broker logins carry the password the converge sets, not
+    a file it rewrites later in the same run (after a rotation that file proved the old one)."""
+    from roles.rabbitmq.role import MUNIN_USER, _whoami_as, login_name, munin_password
+
+    stack.secrets.update({slot_key("rabbitmqPassword", "pending"): "new-mq-value"})
+    ctx = stack.context(stack.hosts[0])
+    checks = {r.name: r.unless for r in desired_state("rabbitmq", ctx).resources if isinstance(r, Command)}
+    api = f"http://{ctx.bind_address}:{ctx.defaults('rabbitmq')['rabbitmq_management_port']}/api"
+    current = stack.secret("rabbitmqPassword")
+    assert checks[f"user {MUNIN_USER}"] == _whoami_as(api, MUNIN_USER, munin_password(current))
+    for password in (current, "new-mq-value"):
+        login = login_name("photostack", password)
+        assert checks[f"user {login}"] == _whoami_as(api, login, password)
+
+
 def test_no_redis_password_on_a_command_line(stack) -> None:
     stack.secrets.update({slot_key("redisPassword", "pending"): "new-redis-value"})
     state = desired_state("redis", stack.context(stack.hosts[0]))

@@ -185,7 +185,9 @@ def desired(ctx: RoleContext) -> DesiredState:
                     f"&& rabbitmqctl set_user_tags {MUNIN_USER} monitoring"
                 ),
                 sensitive=True,
-                unless=f"curl -sf -K {MUNIN_CURL_CONFIG} {api}/whoami | grep -qF '\"monitoring\"'",
+                # Not through MUNIN_CURL_CONFIG: the check runs before this converge rewrites that file,
+                # so after a rotation it would prove the old password and skip the change.
+                unless=_whoami_as(api, MUNIN_USER, munin_password(password)),
             ),
             Command(
                 "no guest user",
