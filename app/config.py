@@ -6,6 +6,8 @@ runner all read the same object, so the web process and the worker cannot disagr
 | Variable                      | Meaning                                                    | Default               |
 |-------------------------------|------------------------------------------------------------|-----------------------|
 | DJANGO_SECRET_KEY             | Django's signing key (sessions, CSRF)                      | required by the web   |
+| DJANGO_SECRET_KEY_FALLBACK    | while the key rotates, the other key signatures may carry  | unset                 |
+|                               | (SECRET_KEY_FALLBACKS; `ops secret rotate djangoSecretKey`)|                       |
 | PHOTOSTACK_STACK              | stack / Sentry environment name                            | `onebox`              |
 | PHOTOSTACK_RELEASE            | deployed version (Sentry release)                          | `dev`                 |
 | PHOTOSTACK_SHARDMAP           | path of the shard map JSON (infra/sharding.py)             | required              |
@@ -69,6 +71,7 @@ class AppConfig:
     """Every setting of the web app, the worker and the migration runner."""
 
     secret_key: str
+    secret_key_fallback: str
     stack: str
     release: str
     shardmap_path: Path
@@ -167,6 +170,7 @@ def load_app_config(env: Mapping[str, str]) -> AppConfig:
     )
     return AppConfig(
         secret_key=env.get("DJANGO_SECRET_KEY", ""),  # only the web process needs it (settings.py checks)
+        secret_key_fallback=env.get("DJANGO_SECRET_KEY_FALLBACK", ""),
         stack=env.get("PHOTOSTACK_STACK", "onebox"),
         release=env.get("PHOTOSTACK_RELEASE", "dev"),
         shardmap_path=Path(required("PHOTOSTACK_SHARDMAP")),

@@ -6,11 +6,17 @@ Here a session is `SessionBase.encode()`'s string (SESSION_SERIALIZER, JSON, sig
 SECRET_KEY) under `photostack:session:<key>`, so a value written by someone else is at worst an
 invalid session. A Redis that cannot answer raises (a 503, app/admission.py), never logs the
 user out; expiry is the Redis key's TTL.
+
+While the key rotates (SECRET_KEY_FALLBACKS), a session signed with the other key still loads, and
+is saved again signed with the current key at the end of the request: a session in use during
+the rotation outlives the old key's retirement.
 """
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
+from django.core import signing
 
 from app.clients import redis_client
 
@@ -28,7 +34,17 @@ class SessionStore(SessionBase):
         if data is None:
             self._session_key = None
             return {}
-        return self.decode(data.decode())
+        session = self.decode(data.decode())
+        if session and settings.SECRET_KEY_FALLBACKS and not self._signed_with_current_key(data.decode()):
+            self.modified = True  # re-signed with the current key when the response is sent
+        return session
+
+    def _signed_with_current_key(self, data: str) -> bool:
+        try:
+            signing.loads(data, salt=self.key_salt, serializer=self.serializer, fallback_keys=[])
+        except signing.BadSignature:
+            return False
+        return True
 
     def exists(self, session_key: str | None) -> bool:
         return bool(session_key) and bool(redis_client().exists(PREFIX + session_key))

@@ -15,6 +15,8 @@ if not _config.secret_key:
 
 BASE_DIR = Path(__file__).resolve().parent
 SECRET_KEY = _config.secret_key
+# During a key rotation (ops/rotation.py) signatures made with the other key still verify.
+SECRET_KEY_FALLBACKS = [_config.secret_key_fallback] if _config.secret_key_fallback else []
 DEBUG = False
 ALLOWED_HOSTS = list(_config.allowed_hosts)
 ROOT_URLCONF = "app.urls"

@@ -22,7 +22,7 @@ from infra.load_balancer import LoadBalancer, LoadBalancerArgs
 from infra.monitoring import Uptime, UptimeArgs
 from infra.network import Network, NetworkArgs
 from infra.record_parameters import ROLE_RECORDS, RecordParameters, RecordParametersArgs
-from infra.secrets_store import ROLE_SECRETS, SecretParameters, SecretParametersArgs
+from infra.secrets_store import ROLE_SECRETS, SecretParameters, SecretParametersArgs, rotation_arns
 from infra.security import SecurityGroups, SecurityGroupsArgs
 from infra.sharding import ShardMap
 from infra.shardstore import pack_shard_map
@@ -114,7 +114,8 @@ def build(config: StackConfig, stack: str) -> dict[str, Any]:
                 release_bucket=storage.release_bucket,
                 release_bucket_arn=storage.release_bucket_arn,
                 bundle_key=storage.bundle_key,
-                secret_arns=[parameters.arns[s] for s in ROLE_SECRETS[role] if s in parameters.arns],
+                secret_arns=[arn for s in ROLE_SECRETS[role] if s in parameters.arns
+                             for arn in (parameters.arns[s], *rotation_arns(s, parameters.arns[s]))],
                 record_arns=[records.arns[r] for r in ROLE_RECORDS[role]],
                 media_bucket_arn=storage.media_bucket_arn if role in ("app", "worker") else None,
                 data_volume_gb=config.postgres.volume_gb if role == "postgres" else None,

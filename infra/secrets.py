@@ -3,6 +3,11 @@
 One-box: `secrets.json` (mode 0600) in the git-ignored state dir; service passwords are generated
 on first use. AWS: Pulumi secrets in the stack config (decrypted by Pulumi inside the program,
 written to SSM Parameter Store for the hosts). Values never go to logs, plans or diffs.
+
+While a secret rotates (`ops secret rotate NAME`, ops/rotation.py) the store also holds the one
+other value servers accept besides `NAME`'s: `NAME.pending` (the new value, before clients use it)
+or `NAME.previous` (the old value, until it is retired). Which of the two is present says how far
+an interrupted rotation got.
 """
 
 from __future__ import annotations
@@ -16,6 +21,17 @@ from infra.config import GENERATED_SECRETS, SECRET_KEYS, ConfigError, StackConfi
 from infra.state import state_dir
 
 FILE_NAME = "secrets.json"
+# Secrets `ops secret rotate` renews (ops/rotation.py says how each one overlaps).
+ROTATABLE = ("djangoSecretKey", "redisPassword", "rabbitmqPassword", "dbPassword")
+# The slots of a rotating secret's other accepted value, in the order a rotation fills them.
+ROTATION_SLOTS = ("pending", "previous")
+
+
+def slot_key(name: str, slot: str) -> str:
+    """The store key of a rotating secret's other value, e.g. `redisPassword.pending`."""
+    if slot not in ROTATION_SLOTS:
+        raise ValueError(f"no rotation slot {slot!r}")
+    return f"{name}.{slot}"
 
 
 class SecretStore:
@@ -47,6 +63,30 @@ class SecretStore:
     def set(self, name: str, value: str) -> None:
         self.check_name(name)
         self._values[name] = value
+        self._save()
+
+    def rotating(self, name: str) -> tuple[str, str] | None:
+        """(slot, value) of the other value `name` accepts while it rotates; None when it does not."""
+        for slot in ROTATION_SLOTS:
+            value = self._values.get(slot_key(name, slot))
+            if value is not None:
+                return slot, value
+        return None
+
+    def also_accepted(self, name: str) -> str | None:
+        """The value servers accept besides `name`'s own while it rotates."""
+        found = self.rotating(name)
+        return found[1] if found else None
+
+    def update(self, values: dict[str, str | None]) -> None:
+        """Set (or, with None, remove) several keys in one atomic write: a rotation's swap of
+        current and previous is never seen half-done."""
+        for key, value in values.items():
+            self.check_name(key.split(".", 1)[0])
+            if value is None:
+                self._values.pop(key, None)
+            else:
+                self._values[key] = value
         self._save()
 
     def ensure_generated(self) -> list[str]:

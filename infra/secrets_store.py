@@ -15,6 +15,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.config import ConfigError
+from infra.secrets import ROTATABLE
 from infra.tagging import tags
 
 ROLE = "secrets"
@@ -49,6 +50,17 @@ def parameter_name(stack: str, name: str) -> str:
     return f"/photostack/{stack}/{name}"
 
 
+def rotation_arns(name: str, arn: pulumi.Output[str]) -> list[pulumi.Output[str]]:
+    """The ARNs of a rotatable secret's overlap parameters (`<name>.pending`, `<name>.previous`,
+    written by `ops secret rotate`): a host that reads the secret reads them too, at every converge
+    (absent ones are simply not found)."""
+    from infra.secrets import ROTATION_SLOTS
+
+    if name not in ROTATABLE:
+        return []
+    return [arn.apply(lambda a, slot=slot: f"{a}.{slot}") for slot in ROTATION_SLOTS]
+
+
 @dataclass(frozen=True)
 class SecretParametersArgs:
     """Inputs of the secret parameters."""
@@ -74,7 +86,9 @@ class SecretParameters(pulumi.ComponentResource):
                 type="SecureString",
                 value=pulumi.Output.secret(value),
                 tags=tags(args.stack, ROLE, secret),
-                opts=pulumi.ResourceOptions(parent=self),
+                # After the first `pulumi up` a rotatable secret belongs to `ops secret rotate`
+                # (it writes the parameter): a later `pulumi up` must not put the old value back.
+                opts=pulumi.ResourceOptions(parent=self, ignore_changes=["value"] if secret in ROTATABLE else None),
             )
             self.arns[secret] = parameter.arn
         self.register_outputs({"arns": self.arns})
@@ -93,3 +107,54 @@ def ssm_secret_reader(stack: str, ssm_client: Any) -> Callable[[str], str]:
         return response["Parameter"]["Value"]
 
     return secret
+
+
+class SsmSecrets:
+    """An AWS stack's secrets as `ops secret rotate` reads and writes them (the operator's
+    credentials): SecureString parameters, a rotating secret's other value beside it under
+    `<name>.pending` or `<name>.previous` (infra/secrets.py)."""
+
+    def __init__(self, stack: str, ssm_client: Any) -> None:
+        self.stack, self.ssm = stack, ssm_client
+        # Every role of every host asks for the overlap values while a converge renders: one read
+        # each per process (SSM throttles GetParameter), forgotten when this store writes them.
+        self._read: dict[str, str | None] = {}
+
+    def _get(self, key: str) -> str | None:
+        if key not in self._read:
+            try:
+                answer = self.ssm.get_parameter(Name=parameter_name(self.stack, key), WithDecryption=True)
+                self._read[key] = answer["Parameter"]["Value"]
+            except self.ssm.exceptions.ParameterNotFound:
+                self._read[key] = None
+        return self._read[key]
+
+    def get(self, name: str) -> str | None:
+        return self._get(name)
+
+    def rotating(self, name: str) -> tuple[str, str] | None:
+        from infra.secrets import ROTATION_SLOTS, slot_key
+
+        for slot in ROTATION_SLOTS:
+            value = self._get(slot_key(name, slot))
+            if value is not None:
+                return slot, value
+        return None
+
+    def also_accepted(self, name: str) -> str | None:
+        found = self.rotating(name)
+        return found[1] if found else None
+
+    def update(self, values: dict[str, str | None]) -> None:
+        """Write in the order given (SSM has no transaction): callers order the keys so that a
+        stop half-way still leaves both values stored."""
+        for key, value in values.items():
+            name = parameter_name(self.stack, key)
+            self._read.pop(key, None)
+            if value is None:
+                try:
+                    self.ssm.delete_parameter(Name=name)
+                except self.ssm.exceptions.ParameterNotFound:
+                    pass
+            else:
+                self.ssm.put_parameter(Name=name, Value=value, Type="SecureString", Overwrite=True)

@@ -234,7 +234,8 @@ def converge(
         raise typer.Exit(CHANGES_PENDING)
 
 
-secret_app = typer.Typer(help="One-box secrets in the state dir (AWS uses Pulumi secrets).", no_args_is_help=True)
+secret_app = typer.Typer(help="Secrets: set one-box secrets (AWS: Pulumi secrets); rotate service secrets without downtime.",
+                         no_args_is_help=True)
 app.add_typer(secret_app, name="secret")
 
 
@@ -252,6 +253,41 @@ def secret_set(ctx: typer.Context, name: Annotated[str, typer.Argument(metavar="
         raise ConfigError([f"photostack:{name}: empty value"])
     store.set(name, value)
     print(f"stored {name} for stack {loaded.name}")
+
+
+@secret_app.command("rotate")
+def secret_rotate(
+    ctx: typer.Context,
+    names: Annotated[list[str], typer.Argument(
+        metavar="NAME...", help="djangoSecretKey, redisPassword, rabbitmqPassword, dbPassword (several: one roll).")],
+    stack: StackOption = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Take the stack's lock even if someone holds it (says what that breaks).")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the steps; change nothing.")] = False,
+) -> None:
+    """Rotate service secrets without downtime: servers accept the old and the new value while the
+    app and workers roll to the new one, then the old is retired (ops/rotation.py). Running it again
+    after a failure resumes."""
+    from ops import rotation
+    from ops.remote import StepFailed
+
+    for name in names:
+        rotation.spec_for(name)  # an unknown NAME: one line, exit 2, before the stack is touched
+    if dry_run:
+        day2._would([step.text for step in rotation.steps_for(load(ctx, stack), names)])
+        return
+    loaded = load(ctx, stack)
+    if loaded.config.target == "onebox":
+        loaded.prepare_onebox()
+    for name in names:
+        if found := loaded.secret_store.rotating(name):
+            print(f"note: resuming the interrupted rotation of {name} ({name}.{found[0]} is stored)")
+    try:
+        with day2._changing(loaded, f"secret rotate {' '.join(names)}", force):
+            done = rotation.rotate(loaded, names, day2._progress)
+    except (rotation.RotationStopped, StepFailed) as exc:
+        day2._fail(str(exc))
+    print(f"rotated {', '.join(names)} of stack {loaded.name} in {len(done)} steps; the old values are retired")
 
 
 # Commands of each area live in their own module and register themselves here.

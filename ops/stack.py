@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from infra import onebox
 from infra.config import ConfigError, StackConfig, load_stack_config
@@ -23,6 +23,9 @@ from roles.engine.context import RoleContext
 from roles.engine.converge import host_state
 from roles.engine.executor import HostResult, SshSettings, connect, converge_hosts, run_script
 from roles.engine.resources import DesiredState, Service
+
+if TYPE_CHECKING:
+    from infra.secrets_store import SsmSecrets  # imports pulumi: only AWS stacks load it
 
 
 @dataclass
@@ -74,6 +77,26 @@ class Stack:
             return self.secrets[name]
         return self._aws_secret(name)
 
+    @cached_property
+    def secret_store(self) -> SecretStore | SsmSecrets:
+        """Where `ops secret rotate` reads and writes this stack's secrets (SecretStore or SsmSecrets)."""
+        if self.config.target == "onebox":
+            return self.secrets
+        import boto3
+
+        from infra.secrets_store import SsmSecrets
+
+        return SsmSecrets(self.name, boto3.client("ssm", region_name=self.config.region))
+
+    def reload_secrets(self) -> None:
+        """Read the secrets again on next use (another process changed them: `ops secret rotate`)."""
+        for cached in ("secrets", "secret_store"):
+            self.__dict__.pop(cached, None)
+
+    def also_accepted(self, name: str) -> str | None:
+        """The value servers accept besides secret `name`'s while it rotates (ops/rotation.py)."""
+        return self.secret_store.also_accepted(name)
+
     def optional_secret(self, name: str) -> str | None:
         """A secret the stack may lack (e.g. `sentryAuthToken`): None when it is not set."""
         if self.config.target == "onebox":
@@ -117,7 +140,7 @@ class Stack:
         return pin_host_keys(stack_instances(self.name, ec2), ec2, self.state)
 
     def context(self, host: Host) -> RoleContext:
-        return RoleContext(self.config, self.name, host, tuple(self.hosts), self.secret)
+        return RoleContext(self.config, self.name, host, tuple(self.hosts), self.secret, self.also_accepted)
 
     def desired(self, host: Host, roles: set[str] | None = None) -> DesiredState:
         return host_state(self.context(host), roles)

@@ -11,6 +11,7 @@ from infra.shardstore import stored_shard_map
 from roles.app import runtime
 from roles.engine.context import RoleContext
 from roles.engine.resources import Command, DesiredState
+from roles.pgbouncer.role import RELOAD_NOW
 from roles.postgres.commands import psql_path
 
 def app_psql(ctx: RoleContext) -> str:
@@ -49,11 +50,22 @@ def seeded(ctx: RoleContext) -> str:
         for physical, counts in sorted(per_shard.items()))
 
 
+def pgbouncer_knows_login(ctx: RoleContext) -> Command:
+    """pgbouncer reloaded now, not at the end of the run, when it does not take the app's login
+    yet: a new dbPassword login (roles/postgres/auth.py app_login) reaches this host's userlist in
+    this very converge, and the migrations below log in with it."""
+    shard_map = stored_shard_map(ctx.config, ctx.stack)
+    database = physical_db(next(p for p in range(shard_map.physical_shards) if shard_map.logical_on(p)))
+    return Command("pgbouncer takes the app's login", run=RELOAD_NOW,
+                   unless=f"{app_psql(ctx)} -d {database} -c 'SELECT 1' >/dev/null 2>&1")
+
+
 def desired(ctx: RoleContext) -> DesiredState:
     processes = runtime.app_processes(ctx)
     resources = [
         # release: venv, code, environment, current
         *runtime.release_resources(ctx),
+        pgbouncer_knows_login(ctx),
         # migrations across every logical shard (safe from several hosts at once)
         Command("migrate shards", run=runtime.run(ctx, ["python", "-m", "app.migrate", "--quiet"]),
                 unless=migrated(ctx)),

@@ -17,7 +17,8 @@ from infra.topology import Node
 from roles.app import release as rel
 from roles.engine.context import STANDARD_PORTS, RoleContext
 from roles.engine.resources import Command, Directory, File, Handler, Packages, Service
-from roles.postgres.auth import APP_USER
+from roles.postgres.auth import app_login
+from roles.rabbitmq.role import login_name
 
 ENV_FILE = "/etc/photostack/app.env"
 LAUNCHER = "/usr/local/bin/photostack-run"
@@ -37,7 +38,8 @@ def app_env(ctx: RoleContext) -> str:
     redis_pw = urllib.parse.quote(ctx.secret("redisPassword"), safe="")
     mq_pw = urllib.parse.quote(ctx.secret("rabbitmqPassword"), safe="")
     vhost = urllib.parse.quote(ctx.config.rabbitmq.vhost, safe="")
-    brokers = ";".join(f"amqp://photostack:{mq_pw}@{ctx.address(n)}:{ctx.port(n)}/{vhost}"
+    mq_user = login_name(ctx.defaults("rabbitmq")["rabbitmq_user"], ctx.secret("rabbitmqPassword"))
+    brokers = ";".join(f"amqp://{mq_user}:{mq_pw}@{ctx.address(n)}:{ctx.port(n)}/{vhost}"
                        for n in nodes if n.role == "rabbitmq")
     hosts = ["127.0.0.1", "localhost", ctx.config.domain, f".{ctx.config.domain}"]
     if not ctx.onebox:
@@ -46,11 +48,13 @@ def app_env(ctx: RoleContext) -> str:
         "app", "app.env.j2",
         user=user(ctx),
         secret_key=ctx.secret("djangoSecretKey"),
+        # Only while the key rotates: the other key, accepted on signatures (SECRET_KEY_FALLBACKS).
+        secret_key_fallback=ctx.also_accepted("djangoSecretKey"),
         shardmap=HOST_SHARDMAP_PATH,
         # pgbouncer runs on every app and worker host (infra/inventory.py CO_LOCATED).
         db_host="127.0.0.1",
         db_port=ctx.config.onebox.pgbouncer_port if ctx.onebox else STANDARD_PORTS["pgbouncer"],
-        db_user=APP_USER,
+        db_user=app_login(ctx.secret("dbPassword"), ctx.secret("scramSaltKey")),
         db_password=ctx.secret("dbPassword"),
         db_pool_max=d["app_threads"],
         redis_url=f"redis://:{redis_pw}@{ctx.address(redis)}:{ctx.port(redis)}/0",

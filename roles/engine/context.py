@@ -50,6 +50,8 @@ class RoleContext:
     host: Host
     hosts: tuple[Host, ...]
     secret: Callable[[str], str]
+    also_accepted: Callable[[str], str | None] = lambda name: None
+    """While secret `name` rotates, the other value servers accept besides `secret(name)`."""
 
     @property
     def onebox(self) -> bool:
@@ -59,6 +61,12 @@ class RoleContext:
     def bind_address(self) -> str:
         """The address services bind to: loopback on one-box, the private address on AWS."""
         return self.config.onebox.address if self.onebox else self.host.address
+
+    def accepted(self, name: str) -> list[str]:
+        """Every value of secret `name` a server accepts: its own, and while it rotates
+        (ops/rotation.py) the other one; clients use `secret(name)` alone."""
+        current, other = self.secret(name), self.also_accepted(name)
+        return [current] if other is None or other == current else [current, other]
 
     def template(self, role: str, name: str, **variables: Any) -> str:
         """Render `roles/<role>/templates/<name>` with the role's defaults, the context and `variables`."""

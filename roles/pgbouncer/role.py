@@ -8,10 +8,19 @@ from dataclasses import dataclass
 from infra.sharding import physical_db
 from roles.engine.context import STANDARD_PORTS, RoleContext
 from roles.engine.resources import DesiredState, File, Handler, Packages, Service, package_daemon_held
-from roles.postgres.auth import ADMIN_USER, APP_USER, STATS_USER, USER_SECRETS, scram_verifier, stats_password
+from roles.postgres.auth import (
+    ADMIN_USER,
+    APP_USER,
+    STATS_USER,
+    USER_SECRETS,
+    app_login,
+    scram_verifier,
+    stats_password,
+)
 from roles.postgres.cluster import Cluster, all_clusters, shard_map_file
 
 RELOAD = "reload pgbouncer"
+RELOAD_NOW = "service pgbouncer reload"  # SIGHUP: config and userlist re-read, clients stay connected
 INI = "/etc/pgbouncer/pgbouncer.ini"
 
 
@@ -65,6 +74,10 @@ def desired(ctx: RoleContext) -> DesiredState:
     salt_key = ctx.secret("scramSaltKey")
     users = {u: scram_verifier(u, ctx.secret(USER_SECRETS[u]), salt_key) for u in (APP_USER, ADMIN_USER)}
     users[STATS_USER] = scram_verifier(STATS_USER, stats_password(ctx.secret(USER_SECRETS[ADMIN_USER])), salt_key)
+    # The app's login of the current dbPassword, and while it rotates the other one's (auth.app_login).
+    for password in ctx.accepted("dbPassword"):
+        login = app_login(password, salt_key)
+        users[login] = scram_verifier(login, password, salt_key)
     userlist = ctx.template("pgbouncer", "userlist.txt.j2", users=users)
     pg = {"owner": "postgres", "group": "postgres", "mode": 0o640}
     return DesiredState(
@@ -77,5 +90,5 @@ def desired(ctx: RoleContext) -> DesiredState:
             File("/etc/pgbouncer/userlist.txt", userlist, **pg, notify=(RELOAD,), sensitive=True),
             Service.init_script("pgbouncer"),
         ],
-        handlers=[Handler(RELOAD, "service pgbouncer reload")],
+        handlers=[Handler(RELOAD, RELOAD_NOW)],
     )

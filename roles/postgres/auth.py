@@ -14,7 +14,7 @@ import base64
 import hashlib
 import hmac
 
-APP_USER = "photostack"  # the app and workers (dbPassword)
+APP_USER = "photostack"  # owns the databases; the app's logins act as it (dbPassword: see app_login)
 REPLICATION_USER = "replicator"  # streaming replicas (replicationPassword)
 ADMIN_USER = "pgbouncer_admin"  # pgbouncer admin console: PAUSE, RELOAD … (pgbouncerAdminPassword)
 STATS_USER = "pgbouncer_stats"  # pgbouncer's SHOW commands only, for monitoring (see stats_password)
@@ -25,6 +25,22 @@ USER_SECRETS = {
     REPLICATION_USER: "replicationPassword",
     ADMIN_USER: "pgbouncerAdminPassword",
 }
+
+def app_login(password: str, salt_key: str) -> str:
+    """The app's login for one dbPassword: `photostack_<8 hex digits>`, an HMAC of the password
+    under the stack's scramSaltKey (so the name tells nothing of the password).
+
+    Postgres keeps one password per role, so a rotation (ops/rotation.py) cannot have the old and
+    the new password on one login: each password gets a login of its own, a member of APP_USER
+    that acts as it from its first statement (`ALTER ROLE … SET role`), so objects and privileges
+    stay APP_USER's whichever login made them. During the overlap both logins exist (in Postgres
+    and in pgbouncer's userlist); the app rolls to the new one; the old login is dropped.
+    Chosen over two fixed logins used in turn, which would need a record of which is current:
+    the name follows from the secret alone. APP_USER itself keeps a login with the current
+    password, for operators' tools."""
+    digest = hmac.new(salt_key.encode(), f"photostack-db-login:{password}".encode(), "sha256").hexdigest()
+    return f"{APP_USER}_{digest[:8]}"
+
 
 def stats_password(admin_password: str) -> str:
     """The monitoring login's password, derived from the admin's (HMAC): it lives on the same

@@ -170,8 +170,9 @@ def wait_streaming(primary: Cluster, replica: Cluster, timeout_s: int = 120) -> 
     )
 
 
-def roles_sql(verifiers: dict[str, str]) -> str:
-    """Create or update the logins (passwords as SCRAM verifiers, never in plain text)."""
+def roles_sql(verifiers: dict[str, str], app_logins: tuple[str, ...] = ()) -> str:
+    """Create or update the logins (passwords as SCRAM verifiers, never in plain text); each of
+    `app_logins` (also in `verifiers`) is a member of APP_USER acting as it (auth.app_login)."""
     options = {
         APP_USER: "LOGIN",
         REPLICATION_USER: "LOGIN REPLICATION",
@@ -184,18 +185,34 @@ def roles_sql(verifiers: dict[str, str]) -> str:
             f"CREATE ROLE {user}; END IF; END $$;\n"
             f"ALTER ROLE {user} {attributes} PASSWORD {sql_literal(verifier)};"
         )
+    statements += [f"GRANT {APP_USER} TO {login};\nALTER ROLE {login} SET role = {sql_literal(APP_USER)};"
+                   for login in app_logins]
     # The admin/stats login also reads replication and activity views for monitoring.
-    statements += [f"GRANT pg_monitor TO {u};" for u in verifiers if u not in options]
+    statements += [f"GRANT pg_monitor TO {u};" for u in verifiers if u not in options and u not in app_logins]
     return "\n".join(statements) + "\n"
 
 
-def roles_match(verifiers: dict[str, str]) -> str:
-    """The query that is true when every login exists with exactly its verifier."""
+def roles_match(verifiers: dict[str, str], app_logins: tuple[str, ...] = ()) -> str:
+    """The query that is true when every login exists with exactly its verifier, and every app
+    login is a member of APP_USER acting as it."""
     pairs = ", ".join(f"({sql_literal(u)}, {sql_literal(v)})" for u, v in verifiers.items())
+    query = f"SELECT count(*) = {len(verifiers)} FROM pg_authid WHERE (rolname, rolpassword) IN ({pairs})"
+    if not app_logins:
+        return query
+    names = ", ".join(sql_literal(login) for login in app_logins)
     return (
-        f"SELECT count(*) = {len(verifiers)} FROM pg_authid "
-        f"WHERE (rolname, rolpassword) IN ({pairs})"
+        f"SELECT ({query}) AND (SELECT count(*) = {len(app_logins)} FROM pg_auth_members m "
+        f"JOIN pg_roles r ON r.oid = m.member WHERE m.roleid = {sql_literal(APP_USER)}::regrole AND r.rolname IN ({names})) "
+        f"AND (SELECT count(*) = {len(app_logins)} FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole "
+        f"WHERE s.setdatabase = 0 AND r.rolname IN ({names}) AND s.setconfig @> ARRAY[{sql_literal('role=' + APP_USER)}])"
     )
+
+
+def drop_login_sql(login: str) -> str:
+    """Drop a retired app login: its sessions (pgbouncer's idle server connections; every client
+    uses the new login by then) end first. It owns nothing: it acts as APP_USER."""
+    return (f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = {sql_literal(login)};\n"
+            f"DROP ROLE IF EXISTS {login};\n")
 
 
 def create_database_sql(database: str) -> str:

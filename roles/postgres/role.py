@@ -8,7 +8,7 @@ from infra.shardstore import stored_shard_map
 from roles.engine.context import RoleContext
 from roles.engine.resources import Command, DesiredState, Directory, File, Handler, Packages, Service
 from roles.postgres import commands, pgbackrest, restore_drill, scheduled
-from roles.postgres.auth import REPLICATION_USER, USER_SECRETS, scram_verifier
+from roles.postgres.auth import REPLICATION_USER, USER_SECRETS, app_login, scram_verifier
 from roles.postgres.cluster import PASSFILE, SOCKET_DIR, Cluster, cluster_of, primary_of, replicas_of, shard_map_file
 from roles.postgres.tuning import host_memory_mb, memory_settings
 
@@ -43,6 +43,10 @@ def primary(ctx: RoleContext, cluster: Cluster) -> DesiredState:
     """A shard's primary: cluster, config, service, then logins, its database and logical shards."""
     salt_key = ctx.secret("scramSaltKey")
     verifiers = {user: scram_verifier(user, ctx.secret(secret), salt_key) for user, secret in USER_SECRETS.items()}
+    # The app's login of the current dbPassword, and while it rotates the other one's.
+    logins = {app_login(pw, salt_key): scram_verifier(app_login(pw, salt_key), pw, salt_key)
+              for pw in ctx.accepted("dbPassword")}
+    verifiers.update(logins)
     logical = stored_shard_map(ctx.config, ctx.stack).logical_on(cluster.shard)
     state = DesiredState(
         resources=[
@@ -71,8 +75,8 @@ def primary(ctx: RoleContext, cluster: Cluster) -> DesiredState:
                 unless=commands.psql_is_true(cluster, f"SELECT to_regclass('{restore_drill.TABLE}') IS NOT NULL")),
         Command(
             f"logins on {cluster.name}",
-            commands.psql(cluster, commands.roles_sql(verifiers)),
-            unless=commands.psql_is_true(cluster, commands.roles_match(verifiers)),
+            commands.psql(cluster, commands.roles_sql(verifiers, tuple(logins))),
+            unless=commands.psql_is_true(cluster, commands.roles_match(verifiers, tuple(logins))),
             sensitive=True,
         ),
         Command(

@@ -1,5 +1,9 @@
 """rabbitmq: the Celery broker. Install → configure (env, config, cluster cookie) → service →
-vhost, app user, no guest (→ mirroring policy when clustered)."""
+vhost, app logins, no guest (→ mirroring policy when clustered).
+
+The app's login is named after its password (`login_name`): RabbitMQ keeps one password per user,
+so while rabbitmqPassword rotates (ops/rotation.py) the old and the new password are two logins,
+both allowed on the vhost; the app rolls to the new one and the rotation then deletes the old."""
 
 from __future__ import annotations
 
@@ -57,6 +61,47 @@ def munin_password(app_password: str) -> str:
     return hmac.new(app_password.encode(), b"photostack-rabbitmq-munin", "sha256").hexdigest()
 
 
+def login_name(user: str, password: str) -> str:
+    """The broker login of one app password: `<user>-<8 hex digits of an HMAC of the password>`.
+    Stable for a password (app and broker hosts derive it apart, with no shared state) and new
+    with each rotation. Eight hex digits say next to nothing about a generated 256-bit password."""
+    return f"{user}-{hmac.new(password.encode(), b'photostack-rabbitmq-login', 'sha256').hexdigest()[:8]}"
+
+
+def drop_logins(logins: list[str]) -> str:
+    """Delete app logins a rotation retired (by name: nothing secret); missing ones are fine.
+    RabbitMQ closes their connections: by then every app process uses the new login."""
+    q = shlex.quote
+    return " && ".join(f"{{ out=$(rabbitmqctl -q delete_user {q(login)} 2>&1) || echo \"$out\" | grep -q 'does not exist'; }}"
+                       for login in logins)
+
+
+def _whoami_as(api: str, login: str, password: str) -> str:
+    """True when `login` answers the management API as a `monitoring` user; the credentials go to
+    curl's config on stdin (printf is a builtin): never on a command line."""
+    config = shlex.quote(f"user = {double_quoted(f'{login}:{password}')}")
+    return f"printf '%s\\n' {config} | curl -sf -K - {api}/whoami | grep -qF '\"monitoring\"'"
+
+
+def _app_login(login: str, password: str, vhost: str, api: str) -> Command:
+    """One app login: password, all permissions on the vhost, tag `monitoring`."""
+    q = shlex.quote
+    return Command(
+        f"user {login}",
+        # The password reaches rabbitmqctl on stdin (printf is a builtin): never on a command line.
+        run=(
+            f"pw={q(password)}; "
+            f"{{ printf %s \"$pw\" | rabbitmqctl add_user {q(login)} || printf %s \"$pw\" | rabbitmqctl change_password {q(login)}; }} "
+            f"&& rabbitmqctl set_permissions -p {q(vhost)} {q(login)} '.*' '.*' '.*' "
+            f"&& rabbitmqctl set_user_tags {q(login)} monitoring"
+        ),
+        sensitive=True,
+        # Answering proves the password and the tag, both set by the same command as the
+        # permissions (reading permissions back takes an administrator).
+        unless=_whoami_as(api, login, password),
+    )
+
+
 COOKIE = "/var/lib/rabbitmq/.erlang.cookie"
 
 
@@ -83,8 +128,8 @@ def desired(ctx: RoleContext) -> DesiredState:
     d = ctx.defaults("rabbitmq")
     node = ctx.host.nodes_of("rabbitmq")[0]
     vhost = ctx.config.rabbitmq.vhost
-    user = d["rabbitmq_user"]
     password = ctx.secret("rabbitmqPassword")
+    user = login_name(d["rabbitmq_user"], password)
     address = ctx.bind_address
     peers = [nodename(ctx, ctx.address(n)) for h in ctx.hosts for n in h.nodes_of("rabbitmq")]
     dist_interface = "{" + address.replace(".", ",") + "}"
@@ -124,23 +169,12 @@ def desired(ctx: RoleContext) -> DesiredState:
             # A `monitoring` user may list vhosts but not read one by name (administrators only).
             Command(
                 f"vhost {vhost}",
-                f"rabbitmqctl add_vhost {q(vhost)}",
+                # Already there when the check's login is new (a rotation): fine.
+                f"out=$(rabbitmqctl add_vhost {q(vhost)} 2>&1) || echo \"$out\" | grep -q already",
                 unless=f"{api_get}/vhosts | grep -qF {q(json.dumps({'name': vhost}, separators=(',', ':'))[1:-1])}",
             ),
-            Command(
-                f"user {user}",
-                # The password reaches rabbitmqctl on stdin (printf is a builtin): never on a command line.
-                run=(
-                    f"pw={q(password)}; "
-                    f"{{ printf %s \"$pw\" | rabbitmqctl add_user {q(user)} || printf %s \"$pw\" | rabbitmqctl change_password {q(user)}; }} "
-                    f"&& rabbitmqctl set_permissions -p {q(vhost)} {q(user)} '.*' '.*' '.*' "
-                    f"&& rabbitmqctl set_user_tags {q(user)} monitoring"
-                ),
-                sensitive=True,
-                # Answering proves the password and the tag, both set by the same command as the
-                # permissions (reading permissions back takes an administrator).
-                unless=f"{api_get}/whoami | grep -qF '\"monitoring\"'",
-            ),
+            # The current password's login, and while it rotates the other one's.
+            *[_app_login(login_name(d["rabbitmq_user"], pw), pw, vhost, api) for pw in ctx.accepted("rabbitmqPassword")],
             File(MUNIN_CURL_CONFIG, f"user = {double_quoted(f'{MUNIN_USER}:{munin_password(password)}')}\n",
                  mode=0o600, sensitive=True),
             Command(
@@ -151,7 +185,9 @@ def desired(ctx: RoleContext) -> DesiredState:
                     f"&& rabbitmqctl set_user_tags {MUNIN_USER} monitoring"
                 ),
                 sensitive=True,
-                unless=f"curl -sf -K {MUNIN_CURL_CONFIG} {api}/whoami | grep -qF '\"monitoring\"'",
+                # Not through MUNIN_CURL_CONFIG: the check runs before this converge rewrites that file,
+                # so after a rotation it would prove the old password and skip the change.
+                unless=_whoami_as(api, MUNIN_USER, munin_password(password)),
             ),
             Command(
                 "no guest user",

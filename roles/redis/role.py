@@ -1,5 +1,7 @@
 """redis: a primary and its replicas, persistence on the replicas only. Install → configure
-(one config per instance) → service (one per instance; the package's default one stays off)."""
+(one config and one ACL file per instance) → service (one per instance; the package's default
+one stays off). A changed ACL file is re-read in place (`ACL LOAD` as the admin login, whose
+password the handler reads from a root-only file): rotating the app's password restarts nothing."""
 
 from __future__ import annotations
 
@@ -26,14 +28,20 @@ def desired(ctx: RoleContext) -> DesiredState:
             # The package's own instance (redis.conf, 6379) would collide with ours.
             package_daemon_held("redis-server", _conf(ctx.port(nodes[0])), keep_off=True),
             Directory("/run/redis", owner="redis", group="redis", mode=0o2775),
+            # Only root (the handlers) reads it: redis-cli takes it from the environment, never argv.
+            File(ADMIN_AUTH, ctx.secret("redisAdminPassword"), mode=0o600, sensitive=True),
         ]
     )
+    acl = "\n".join(acl_rules(ctx.accepted("redisPassword"), ctx.secret("redisAdminPassword"),
+                              d["redis_munin_keys"])) + "\n"
     for node in nodes:
         port = ctx.port(node)
         conf = _conf(port)
         pidfile = f"/run/redis/redis-{port}.pid"
         data_dir = f"/var/lib/redis/{port}"
         restart = f"restart redis {port}"
+        reload_acl = f"reload redis {port} ACL"
+        aclfile = f"/etc/redis/users-{port}.acl"
         content = ctx.template(
             "redis",
             "redis.conf.j2",
@@ -41,7 +49,7 @@ def desired(ctx: RoleContext) -> DesiredState:
             port=port,
             pidfile=pidfile,
             data_dir=data_dir,
-            acl=acl_rules(ctx.secret("redisPassword"), ctx.secret("redisAdminPassword"), d["redis_munin_keys"]),
+            aclfile=aclfile,
             admin_user=ADMIN_USER,
             admin_password=double_quoted(ctx.secret("redisAdminPassword")),
             primary=None if node == primary else f"{ctx.address(primary)} {ctx.port(primary)}",
@@ -51,12 +59,25 @@ def desired(ctx: RoleContext) -> DesiredState:
         )
         state.resources += [
             Directory(data_dir, owner="redis", group="redis", mode=0o750),
+            File(aclfile, acl, owner="redis", group="redis", mode=0o640, sensitive=True, notify=(reload_acl,)),
             File(conf, content, owner="redis", group="redis", mode=0o640, sensitive=True, notify=(restart,)),
             service,
         ]
         # Redis cannot re-read its config file; a changed config means a restart.
         state.handlers.append(Handler(restart, f"{{ {service.stop}; }} && {{ {service.start}; }}"))
+        # A restart just now has read the ACL file already; ACL LOAD again is harmless.
+        state.handlers.append(Handler(reload_acl, acl_load(ctx.bind_address, port)))
     return state
+
+
+ADMIN_AUTH = "/etc/redis/admin.auth"
+
+
+def acl_load(address: str, port: int, auth_file: str = ADMIN_AUTH) -> str:
+    """Re-read an instance's ACL file, as the admin login (password from `auth_file`, through the
+    environment: nothing secret on the command line)."""
+    return (f'out=$(REDISCLI_AUTH="$(cat {auth_file})" redis-cli --no-auth-warning --user {ADMIN_USER} '
+            f"-h {address} -p {port} ACL LOAD 2>&1) && [ \"$out\" = OK ] || {{ echo \"$out\" >&2; false; }}")
 
 
 def _conf(port: int) -> str:

@@ -10,6 +10,8 @@ import pytest
 import redis
 from pymemcache.client.base import Client as Memcache
 
+from roles.rabbitmq.role import login_name
+
 pytestmark = pytest.mark.onebox
 
 
@@ -76,7 +78,7 @@ def _amqp(datatier, user: str, password: str | None = None) -> amqp.Connection:
 
 
 def test_rabbitmq_app_user_publishes_and_consumes(datatier):
-    conn = _amqp(datatier, "photostack")
+    conn = _amqp(datatier, login_name("photostack", datatier.secret("rabbitmqPassword")))
     channel = conn.channel()
     queue = f"photostack-test-{time.time_ns()}"
     channel.queue_declare(queue, auto_delete=True)

@@ -46,8 +46,9 @@ def test_munins_redis_login_only_reads_counters_and_info(onebox) -> None:
 def test_redis_config_holds_no_plain_password(onebox) -> None:
     port = onebox.config.onebox.redis_base_port
     conf = Path(f"/etc/redis/redis-{port}.conf").read_text()
-    assert onebox.secret("redisPassword") not in conf
-    assert hashlib.sha256(onebox.secret("redisPassword").encode()).hexdigest() in conf
+    users = Path(f"/etc/redis/users-{port}.acl").read_text()
+    assert onebox.secret("redisPassword") not in conf + users
+    assert hashlib.sha256(onebox.secret("redisPassword").encode()).hexdigest() in users
 
 
 def test_the_erlang_cookie_is_not_derived_from_the_broker_password(onebox) -> None:
