@@ -136,14 +136,15 @@ def test_drill_fails_without_a_backup_then_restores_the_latest_and_finds_its_mar
         return dict(line.split(".value ") for line in out.splitlines())
 
     shard.psql(restore_drill.TABLE_SQL)
-    assert munin() == {"failed": "U", "age_hours": "U", "restore_seconds": "U"}  # no drill yet
+    # No drill yet: nothing failed, nothing restored; no entry to count the age from.
+    assert munin() == {"failed": "0", "age_hours": "U", "restore_seconds": "0.000"}
 
     failed = shard.drill()  # no backup yet
 
     assert failed.returncode == 1 and f"no backup of {STANZA}" in failed.stdout
     assert [row[:2] for row in shard.results()] == [("f", "f")]
     first = munin()
-    assert first["failed"] == "1" and first["restore_seconds"] == "U" and 0 <= float(first["age_hours"]) < 0.1
+    assert first["failed"] == "1" and float(first["restore_seconds"]) == 0 and 0 <= float(first["age_hours"]) < 0.1
 
     shard.pgbackrest("--type=full", "backup")
     shard.psql("INSERT INTO shard_0000.photos SELECT generate_series(5001, 6000)", STANZA)  # after the backup

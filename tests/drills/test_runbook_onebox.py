@@ -12,6 +12,8 @@ import amqp
 import pytest
 from pymemcache.client.base import Client as Memcache
 
+from roles.rabbitmq.role import login_name
+
 pytestmark = [pytest.mark.onebox, pytest.mark.drill]
 
 
@@ -22,8 +24,11 @@ def ops(*args: str) -> str:
 
 
 def _channel(stack):
-    conn = amqp.Connection(f"127.0.0.1:{stack.config.onebox.rabbitmq_port}", userid="photostack",
-                           password=stack.secret("rabbitmqPassword"), virtual_host=stack.config.rabbitmq.vhost)
+    """A channel as the app's broker login (named from its password, as the app's own)."""
+    password = stack.secret("rabbitmqPassword")
+    user = login_name(stack.context(stack.hosts[0]).defaults("rabbitmq")["rabbitmq_user"], password)
+    conn = amqp.Connection(f"127.0.0.1:{stack.config.onebox.rabbitmq_port}", userid=user,
+                           password=password, virtual_host=stack.config.rabbitmq.vhost)
     conn.connect()
     return conn, conn.channel()
 
