@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import secrets as token
+from collections.abc import Callable
 from pathlib import Path
 
 from infra.config import GENERATED_SECRETS, SECRET_KEYS, ConfigError, StackConfig, required_secrets
@@ -32,6 +33,16 @@ def slot_key(name: str, slot: str) -> str:
     if slot not in ROTATION_SLOTS:
         raise ValueError(f"no rotation slot {slot!r}")
     return f"{name}.{slot}"
+
+
+def rotating_value(get: Callable[[str], str | None], name: str) -> tuple[str, str] | None:
+    """(slot, value) of the other value `name` accepts while it rotates, read with `get` from
+    whichever store holds it (the state dir's file or SSM); None when it does not rotate."""
+    for slot in ROTATION_SLOTS:
+        value = get(slot_key(name, slot))
+        if value is not None:
+            return slot, value
+    return None
 
 
 class SecretStore:
@@ -67,11 +78,7 @@ class SecretStore:
 
     def rotating(self, name: str) -> tuple[str, str] | None:
         """(slot, value) of the other value `name` accepts while it rotates; None when it does not."""
-        for slot in ROTATION_SLOTS:
-            value = self._values.get(slot_key(name, slot))
-            if value is not None:
-                return slot, value
-        return None
+        return rotating_value(self._values.get, name)
 
     def also_accepted(self, name: str) -> str | None:
         """The value servers accept besides `name`'s own while it rotates."""

@@ -133,13 +133,9 @@ class SsmSecrets:
         return self._get(name)
 
     def rotating(self, name: str) -> tuple[str, str] | None:
-        from infra.secrets import ROTATION_SLOTS, slot_key
+        from infra.secrets import rotating_value
 
-        for slot in ROTATION_SLOTS:
-            value = self._get(slot_key(name, slot))
-            if value is not None:
-                return slot, value
-        return None
+        return rotating_value(self._get, name)
 
     def also_accepted(self, name: str) -> str | None:
         found = self.rotating(name)
