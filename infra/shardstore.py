@@ -45,8 +45,9 @@ class ShardMapStore(Protocol):
         """Store a changed map (after a move)."""
         ...
 
-    def check(self, config: StackConfig) -> None:
-        """Stop on a config that disagrees with the stored map; read-only (no map: nothing to check)."""
+    def check(self, config: StackConfig) -> ShardMap | None:
+        """Stop on a config that disagrees with the stored map; read-only (no map: nothing to
+        check). Returns the map it read, so a caller that wants it reads the store once."""
         ...
 
 
@@ -62,11 +63,13 @@ class FileShardMapStore:
     def load(self) -> ShardMap | None:
         return ShardMap.from_json(self.path.read_text()) if self.path.exists() else None
 
-    def check(self, config: StackConfig) -> None:
-        """Raise one line per count the config states differently from the stored map (if any)."""
-        if self.path.exists() and (problems := ShardMap.from_json(self.path.read_text()).disagreements(
-                config, str(self.path))):
+    def check(self, config: StackConfig) -> ShardMap | None:
+        """Raise one line per count the config states differently from the stored map (if any);
+        the stored map otherwise."""
+        stored = self.load()
+        if stored is not None and (problems := stored.disagreements(config, str(self.path))):
             raise ConfigError(problems)
+        return stored
 
     def save(self, shard_map: ShardMap) -> None:
         tmp = self.path.with_suffix(".tmp")
@@ -93,11 +96,13 @@ class SsmShardMapStore:
             raise ConfigError(problems)
         return stored
 
-    def check(self, config: StackConfig) -> None:
-        """Raise one line per count the config states differently from the stored map (if any)."""
+    def check(self, config: StackConfig) -> ShardMap | None:
+        """Raise one line per count the config states differently from the stored map (if any);
+        the stored map otherwise."""
         stored = self.load()
         if stored is not None and (problems := stored.disagreements(config, f"SSM {self.name}")):
             raise ConfigError(problems)
+        return stored
 
     def load(self) -> ShardMap | None:
         try:
@@ -126,9 +131,7 @@ def stored_shard_map(config: StackConfig, stack: str) -> ShardMap:
     """The stack's stored shard map; before anything stored one (the one-box's first `ops up`,
     `pulumi up` on AWS), the config's initial map. Reading never writes: `ops status` renders
     roles through here too."""
-    store = shard_map_store(config, stack)
-    store.check(config)
-    return store.load() or ShardMap.initial(config)
+    return shard_map_store(config, stack).check(config) or ShardMap.initial(config)
 
 
 # --- Which cluster of each physical shard is its primary (changed only by failovers) ---------
