@@ -84,6 +84,23 @@ class LabSession:
             self.first_boots = fleet.wait_first_boots([i.node for i in self.plan.instances], FIRST_BOOT_TIMEOUT_S)
         return self.first_boots
 
+    def green(self) -> LabSession:
+        """The lab with every host's user_data exited 0 (tests that use the stack need it)."""
+        failed = {node: result for node, result in self.booted().items() if not result or result[0]}
+        assert not failed, "hosts not green: " + "; ".join(f"{n}: {r}\n{boot_log(n)}" for n, r in failed.items())
+        return self
+
+    def client_factory(self) -> Callable[[], Client]:
+        """A factory of users' clients through the load balancer stand-in: HTTPS trusting the lab
+        CA, the stack's domain as Host, as browsers reach the ALB."""
+        balancer = fleet.load_balancer(self.plan, self.config)
+        context = ssl.create_default_context(cafile=str(lb.ca_certificate()))
+
+        def make() -> Client:
+            return Client(f"https://{balancer.address}", host=self.config.domain, context=context)
+
+        return make
+
     def down(self) -> None:
         self.result = self.first_boots = None
         down = ops("down")
@@ -135,19 +152,10 @@ def lab_booted(lab: LabSession) -> dict[str, tuple[int, float] | None]:
 @pytest.fixture
 def lab_green(lab: LabSession) -> LabSession:
     """The lab with every host's user_data exited 0 (tests that use the stack need it)."""
-    failed = {node: result for node, result in lab.booted().items() if not result or result[0]}
-    assert not failed, "hosts not green: " + "; ".join(f"{n}: {r}\n{boot_log(n)}" for n, r in failed.items())
-    return lab
+    return lab.green()
 
 
 @pytest.fixture
 def lab_client(lab_green: LabSession) -> Callable[[], Client]:
-    """A factory of users' clients through the load balancer stand-in: HTTPS trusting the lab
-    CA, the stack's domain as Host, as browsers reach the ALB."""
-    balancer = fleet.load_balancer(lab_green.plan, lab_green.config)
-    context = ssl.create_default_context(cafile=str(lb.ca_certificate()))
-
-    def make() -> Client:
-        return Client(f"https://{balancer.address}", host=lab_green.config.domain, context=context)
-
-    return make
+    """A factory of users' clients through the load balancer stand-in (LabSession.client_factory)."""
+    return lab_green.client_factory()

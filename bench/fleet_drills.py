@@ -1,0 +1,52 @@
+"""Fleet drills on the lab (issue 20), each under users' load through the load balancer: per drill
+the requests, failed %, requests over their route's budget and acknowledged writes lost.
+
+Goals: app host partition < 0.1 % failed; every request within its route's budget; 0 lost.
+Run as root under the lab lock with the lab up and green (`ops --stack lab up`):
+    flock /tmp/lab.lock .venv/bin/python bench/fleet_drills.py [lossy-link] [app-partition]
+"""
+
+from __future__ import annotations
+
+import ssl
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from infra.config import load_stack_config  # noqa: E402
+from lab import fleet, lb  # noqa: E402
+from lab.plan import lab_plan  # noqa: E402
+from tests.e2e.conftest import Client  # noqa: E402
+from tests.lab_stack import drills  # noqa: E402
+from tests.lab_stack.fleetload import sign_up  # noqa: E402
+
+STACK = "lab"
+DRILLS = {"lossy-link": drills.lossy_link, "app-partition": drills.app_host_partitioned}
+
+
+def main() -> None:
+    chosen = sys.argv[1:] or list(DRILLS)
+    unknown = [name for name in chosen if name not in DRILLS]
+    if unknown:
+        sys.exit(f"unknown drill(s) {', '.join(unknown)}: choose from {', '.join(DRILLS)}")
+    config = load_stack_config(STACK)
+    plan = lab_plan(config, STACK)
+    balancer = fleet.load_balancer(plan, config)
+    context = ssl.create_default_context(cafile=str(lb.ca_certificate()))
+
+    def make_client() -> Client:
+        return Client(f"https://{balancer.address}", host=config.domain, context=context)
+
+    users = sign_up(make_client, 4)
+    budgets = ", ".join(f"{kind} {seconds:.1f} s" for kind, seconds in drills.route_budgets().items())
+    print(f"route budgets (nginx's, plus {drills.CLIENT_SLACK_S:.0f} s of client slack): {budgets}")
+    for name in chosen:
+        result = DRILLS[name](plan, users, make_client)
+        print(f"\n{name}:")
+        for what, value in result.figures().items():
+            print(f"  {what + ':':<28} {value}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""Fleet drills on the lab (issue 20): a fault injected into the hosts' network under users' load
+through the load balancer, then what the users saw. Each drill returns its figures; the tests in
+test_fleet_drills.py assert on them and bench/fleet_drills.py prints them.
+
+Faults are iptables rules inside a host's own network namespace (the kernel here has no netem:
+loss is the `statistic` match), each tagged with DRILL_COMMENT and removed by `heal`, also when the
+drill fails half-way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from infra.role_settings import declared
+from lab import hosts
+from lab.plan import LabPlan
+from tests.e2e.conftest import Client
+from tests.lab_stack.fleetload import FleetLoad, LoadReport, Sample, Users, lost
+
+DRILL_COMMENT = f"{hosts.PREFIX}-drill"
+# What a request may take beyond nginx's budget for its route: the load balancer, TLS and the
+# client on this loaded 2-core machine.
+CLIENT_SLACK_S = 2.0
+# After a fault is healed the load runs this long; requests from 5 s after healing on must all succeed.
+HEALED_WATCH_S = 20.0
+
+
+def _seconds(value: str) -> float:
+    """An nginx time ("500ms", "1s", "10s") in seconds."""
+    return float(value[:-2]) / 1000 if value.endswith("ms") else float(value.rstrip("s"))
+
+
+def route_budgets() -> dict[str, float]:
+    """The longest nginx lets each kind of request take (its route's read timeout, per try, plus
+    the connect timeout, times the tries; posts are never retried), plus CLIENT_SLACK_S."""
+    d = declared("nginx")
+    connect, quick, post = (_seconds(d[k]) for k in ("nginx_proxy_connect_timeout", "nginx_read_timeout_quick",
+                                                      "nginx_read_timeout_post"))
+    tries = 2  # proxy_next_upstream_tries in roles/nginx/templates/site.conf.j2
+    return {"like": tries * (connect + quick) + CLIENT_SLACK_S, "feed": tries * (connect + quick) + CLIENT_SLACK_S,
+            "post": tries * connect + post + CLIENT_SLACK_S}
+
+
+def over_budget(samples: list[Sample]) -> list[Sample]:
+    budgets = route_budgets()
+    return [s for s in samples if s.seconds > budgets[s.kind]]
+
+
+def _iptables(node: str, *rule: str) -> str:
+    return hosts.run("ip", "netns", "exec", f"{hosts.PREFIX}-{node}", "iptables", "-w", *rule).stdout
+
+
+def lossy(node: str, peer: str, probability: float) -> None:
+    """Drop `probability` of the packets between `node` and address `peer`, both ways."""
+    match = ["-m", "statistic", "--mode", "random", "--probability", f"{probability:.3f}", "-j", "DROP",
+             "-m", "comment", "--comment", DRILL_COMMENT]
+    _iptables(node, "-I", "OUTPUT", "-d", peer, *match)
+    _iptables(node, "-I", "INPUT", "-s", peer, *match)
+
+
+def dropped(node: str) -> int:
+    """Packets the drill's rules on `node` dropped so far."""
+    total = 0
+    for chain in ("INPUT", "OUTPUT"):
+        for line in _iptables(node, "-L", chain, "-v", "-x", "-n").splitlines():
+            if DRILL_COMMENT in line:
+                total += int(line.split()[0])
+    return total
+
+
+def heal(nodes: list[str]) -> None:
+    """Remove every drill rule from `nodes` (whatever a drill left)."""
+    for node in nodes:
+        for chain in ("INPUT", "OUTPUT"):
+            rules = _iptables(node, "-S", chain).splitlines()
+            for rule in rules:
+                if DRILL_COMMENT in rule:
+                    _iptables(node, "-D", *rule.split()[1:])
+
+
+@dataclass
+class LossyLinkResult:
+    probability: float
+    fault_s: float
+    report: LoadReport
+    during: list[Sample]
+    after: list[Sample]
+    over_budget: list[Sample]
+    dropped_packets: int
+    lost: list[str]
+
+    def figures(self) -> dict[str, str]:
+        failed = LoadReport.failed(self.during)
+        return {"requests": str(len(self.report.samples)), "during the fault": self.report.describe(self.during),
+                "failed % during the fault": f"{len(failed) / max(1, len(self.during)):.2%}",
+                "over their route's budget": str(len(self.over_budget)), "packets dropped": str(self.dropped_packets),
+                "after healing": self.report.describe(self.after), "acknowledged writes lost": str(len(self.lost))}
+
+
+def lossy_link(plan: LabPlan, users: Users, make_client: Callable[[], Client], probability: float = 0.2,
+               fault_s: float = 30.0) -> LossyLinkResult:
+    """Drill 6: `probability` packet loss between every app and worker host and the shard's
+    primary for `fault_s` under load; then healed, and the load watched until it is clean again."""
+    clients = [i.node for i in plan.instances if i.role in ("app", "worker")]
+    (primary,) = [i.private_ip for i in plan.instances if i.node.endswith("-primary") and i.role == "postgres"]
+    load = FleetLoad(users, max_seconds=fault_s + 150).start()
+    try:
+        load.wait_for(30)
+        fault_started = time.monotonic()
+        for node in clients:
+            lossy(node, primary, probability)
+        while time.monotonic() - fault_started < fault_s:  # the fault's length: load runs meanwhile
+            load.wait_for(1, timeout=fault_s + 30)
+        packets = sum(dropped(node) for node in clients)
+    finally:
+        heal(clients)
+    healed = time.monotonic()
+    while time.monotonic() - healed < HEALED_WATCH_S:
+        load.wait_for(1, timeout=60)
+    report = load.stop()
+    # Requests already in flight when the link healed belong to the fault; "after" starts 5 s later.
+    return LossyLinkResult(probability, fault_s, report, report.between(fault_started, healed),
+                           report.between(healed + 5, float("inf")), over_budget(report.samples), packets,
+                           _settled_lost(make_client(), report))
+
+
+def partition(node: str) -> None:
+    """Cut `node` off the network (everything but its loopback), the host itself running on."""
+    for chain, interface in (("INPUT", "-i"), ("OUTPUT", "-o")):
+        _iptables(node, "-I", chain, "!", interface, "lo", "-j", "DROP", "-m", "comment", "--comment", DRILL_COMMENT)
+
+
+@dataclass
+class PartitionResult:
+    node: str
+    fault_s: float
+    report: LoadReport
+    during: list[Sample]
+    after: list[Sample]
+    over_budget: list[Sample]
+    lost: list[str]
+
+    @property
+    def failed_ratio(self) -> float:
+        return len(LoadReport.failed(self.report.samples)) / max(1, len(self.report.samples))
+
+    def figures(self) -> dict[str, str]:
+        return {"requests": str(len(self.report.samples)), "failed %": f"{self.failed_ratio:.3%}",
+                "during the partition": self.report.describe(self.during),
+                "after healing": self.report.describe(self.after),
+                "over their route's budget": str(len(self.over_budget)), "acknowledged writes lost": str(len(self.lost))}
+
+
+def app_host_partitioned(plan: LabPlan, users: Users, make_client: Callable[[], Client],
+                         fault_s: float = 30.0) -> PartitionResult:
+    """Drill 2: one app host cut off for `fault_s` under load (the process on it lives on); nginx's
+    connect timeouts and passive checks take it out, idempotent requests are retried on the other."""
+    apps = [i.node for i in plan.instances if i.role == "app"]
+    if len(apps) < 2:
+        raise AssertionError(f"an app host partition needs two app hosts; the lab plan has {apps}")
+    node = apps[-1]
+    load = FleetLoad(users, max_seconds=fault_s + 150).start()
+    try:
+        load.wait_for(30)
+        fault_started = time.monotonic()
+        partition(node)
+        while time.monotonic() - fault_started < fault_s:
+            load.wait_for(1, timeout=fault_s + 30)
+    finally:
+        heal([node])
+    healed = time.monotonic()
+    while time.monotonic() - healed < HEALED_WATCH_S:
+        load.wait_for(1, timeout=60)
+    report = load.stop()
+    return PartitionResult(node, fault_s, report, report.between(fault_started, healed),
+                           report.between(healed + 5, float("inf")), over_budget(report.samples),
+                           _settled_lost(make_client(), report))
+
+
+def _settled_lost(checker: Client, report: LoadReport, patience_s: float = 30.0) -> list[str]:
+    """`lost`, asked again for up to `patience_s` while like counts converge."""
+    deadline, missing = time.monotonic() + patience_s, lost(checker, report)
+    while missing and time.monotonic() < deadline:
+        time.sleep(1)
+        missing = lost(checker, report)
+    return missing

@@ -1,0 +1,46 @@
+"""Fleet drills on the lab under users' load through its load balancer (issue 20; root, under the
+lab lock). The procedures and their figures are in drills.py (bench/fleet_drills.py prints them)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.lab_stack import drills
+from tests.lab_stack.fleetload import Users, sign_up
+
+pytestmark = pytest.mark.lab
+USERS = 4
+
+
+@pytest.fixture(scope="module")
+def users(lab) -> Users:
+    """The drills' users, signed up once (the lab's clients share one address)."""
+    return sign_up(lab.green().client_factory(), USERS)
+
+
+def test_a_lossy_link_to_the_shard_costs_requests_at_most_their_budget(lab_green, lab_client, users):
+    """Drill 6: 20 % packet loss between the app and worker hosts and the shard's primary for 30 s.
+    No request waits longer than its route's budget, the error rate is measured, nothing
+    acknowledged is lost, and once the link heals every request succeeds again."""
+    result = drills.lossy_link(lab_green.plan, users, lab_client)
+    figures = result.figures()
+    print(figures)
+    assert result.dropped_packets > 0, "the fault dropped nothing: the drill did not exercise a lossy link"
+    assert len(result.during) >= 50, figures
+    assert result.over_budget == [], [(s.kind, round(s.seconds, 2), s.status) for s in result.over_budget[:10]]
+    assert result.lost == [], result.lost[:10]
+    assert result.after and drills.LoadReport.failed(result.after) == [], result.report.describe(result.after)
+
+
+def test_an_app_host_partitioned_is_taken_out_with_under_a_thousandth_failed(lab_green, lab_client, users):
+    """Drill 2: one of the two app hosts cut off for 30 s, the process on it running on. nginx (the
+    load balancer's targets) stops sending it requests after its connect timeouts; < 0.1 % of the
+    users' requests fail, none waits longer than its budget, nothing acknowledged is lost."""
+    result = drills.app_host_partitioned(lab_green.plan, users, lab_client)
+    figures = result.figures()
+    print(figures)
+    assert len(result.during) >= 50, figures
+    assert result.failed_ratio < 0.001, figures
+    assert result.over_budget == [], [(s.kind, round(s.seconds, 2), s.status) for s in result.over_budget[:10]]
+    assert result.lost == [], result.lost[:10]
+    assert result.after and drills.LoadReport.failed(result.after) == [], result.report.describe(result.after)
