@@ -14,6 +14,7 @@ import jinja2
 from infra.inventory import Host
 from infra.lockfile import closure
 from infra.secrets_store import parameter_name
+from infra.state import HOST_STATE_ROOT
 from infra.release_artifact import BUNDLE_ARTIFACT
 from infra.topology import Node
 
@@ -52,6 +53,7 @@ def render_user_data(stack: str, node: Node, region: str, bucket: str, key: str)
         key=key,
         artifact=BUNDLE_ARTIFACT,
         ops_venv=OPS_VENV,
+        state_root=HOST_STATE_ROOT,
         parameter_path=parameter_name(stack, ""),
         converge_attempts=CONVERGE_ATTEMPTS,
         converge_retry_s=CONVERGE_RETRY_S,

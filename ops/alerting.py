@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from ops.exit_codes import BAD_INPUT
+from ops.exit_codes import BAD_INPUT, FAILED
 from ops.options import JsonOption, StackOption, refuse, stack_name
 
 if TYPE_CHECKING:
@@ -54,12 +54,20 @@ def _when(timestamp: float) -> str:
 def alerts(ctx: typer.Context, stack: StackOption = None,
            limit: Annotated[int, typer.Option(metavar="N", min=0, help="How many recent log lines to show.")] = 20,
            json_: JsonOption = False) -> None:
-    """List open alerts, events waiting in the spool and the recent alert log."""
-    from infra.state import state_dir
-    from monitoring.alert_store import AlertStore
+    """List open alerts, events waiting in the spool and the recent alert log.
 
-    stack, _ = _config(ctx, stack)
-    store = AlertStore(state_dir(stack))
+    One-box: the state dir's. AWS: the monitoring host's, read over SSH (through the bastion)."""
+    from infra.config import ConfigError
+    from ops.remote import StepFailed
+    from ops.stack import Stack
+
+    stack, config = _config(ctx, stack)
+    try:
+        store = Stack(stack, config).alert_state(history=limit or None)
+    except ConfigError as exc:
+        refuse(exc)
+    except StepFailed as exc:
+        _fail(str(exc), code=FAILED)
     if json_:
         import json
 

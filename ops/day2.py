@@ -185,7 +185,8 @@ def status(ctx: typer.Context, stack: StackName = None, json_: JsonOption = Fals
             "shards": [dict(zip(("shard", "cluster", "storedRole", "answersAs"), row)) for row in view.shards],
             "readings": [{**asdict(r), "state": r.state} for r in view.readings],
             "health": [dict(zip(("node", "answer"), row)) for row in view.health],
-            "deployLock": view.lock or None, "openAlerts": view.open_alerts,
+            "deployLock": view.lock or None, "openAlerts": None if view.alerts_unread else view.open_alerts,
+            "openAlertsUnread": view.alerts_unread or None,
             "dashboards": dict(dashboards),
         }, indent=2))
         if not view.healthy:
@@ -214,7 +215,8 @@ def status(ctx: typer.Context, stack: StackName = None, json_: JsonOption = Fals
     for node, answer in view.health:
         console.print(f"health {node}: {answer}", highlight=False)
     console.print(f"deploy lock: {view.lock or 'free'}", highlight=False)
-    console.print(f"open alerts: {', '.join(view.open_alerts) or 'none'}", highlight=False)
+    opened = f"unknown ({view.alerts_unread})" if view.alerts_unread else ", ".join(view.open_alerts) or "none"
+    console.print(f"open alerts: {opened}", highlight=False)
     for what, url in dashboards:
         console.print(f"{what}: {url}", highlight=False)
     if not view.healthy:

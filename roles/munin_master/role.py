@@ -8,6 +8,7 @@ import shlex
 from dataclasses import dataclass, replace
 
 from infra.config import REPO_ROOT
+from infra.state import HOST_STATE_ROOT
 from infra.topology import Node
 from infra.alerts import WEB_TIER, web_tier_key
 from monitoring.health_watcher import Target, WatcherConfig
@@ -81,7 +82,9 @@ def desired(ctx: RoleContext) -> DesiredState:
     d = ctx.defaults("munin_master")
     python = f"{ctx.defaults('munin_node')['munin_node_venv']}/bin/python"
     repo = d["munin_master_repo"] or str(REPO_ROOT)
-    state_root = os.environ.get("PHOTOSTACK_STATE_DIR", f"{repo}/.state")
+    # Where the hooks keep the alert state (`ops alerts` reads it there): the one-box's state dir;
+    # on AWS the host's own, whichever machine renders this (its boot, or an operator's converge).
+    state_root = os.environ.get("PHOTOSTACK_STATE_DIR", f"{repo}/.state") if ctx.onebox else str(HOST_STATE_ROOT)
     hook = d["munin_master_alert_hook"]
     munin_conf = ctx.template("munin_master", "munin.conf.j2", contact_lines=munin_conf_lines(hook),
                               hosts=munin_hosts(ctx))
