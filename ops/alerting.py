@@ -159,7 +159,8 @@ def alert_flush(ctx: typer.Context, stack: StackOption = None) -> None:
 
 def pingdom_sync(ctx: typer.Context, stack: StackOption = None,
                  integration_id: Annotated[list[int] | None, typer.Option(
-                     "--integration-id", metavar="ID", help="Pingdom integration id of PagerDuty (repeatable).")] = None,
+                     "--integration-id", metavar="ID",
+                     help="Pingdom integration id of PagerDuty (repeatable; default: monitoring.pingdomPagerdutyIntegrationId).")] = None,
                  shouldcontain: Annotated[str, typer.Option(metavar="WORDS", help="Text /health must contain.")] = "ok") -> None:
     """Create or update the HTTPS check of the stack's public /health (1-minute resolution)."""
     from infra.secrets import SecretStore
@@ -173,9 +174,11 @@ def pingdom_sync(ctx: typer.Context, stack: StackOption = None,
         _fail("photostack:pingdomToken: missing secret; set it with `ops secret set pingdomToken`")
     client = PingdomClient(token, base_url=os.environ.get(PINGDOM_URL_ENV) or DEFAULT_BASE_URL,
                            ca_bundle=os.environ.get(PINGDOM_CA_ENV) or None)
+    configured = config.monitoring.pingdom_pagerduty_integration_id
+    ids = tuple(integration_id or ()) or ((configured,) if configured is not None else ())
     try:
         result = client.sync_check(f"photostack-{stack} /health", config.domain, "/health", shouldcontain,
-                                   resolution=1, integration_ids=tuple(integration_id or ()))
+                                   resolution=1, integration_ids=ids)
     except PingdomError as exc:
         _fail(str(exc), code=1)
     print(f"pingdom check {result.check_id}: {result.action}")

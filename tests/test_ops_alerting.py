@@ -112,6 +112,19 @@ def test_pingdom_sync_creates_then_leaves_the_check_alone(app, state_root, pingd
     assert check["hostname"] == "photostack.localhost" and check["integrationids"] == [99]
 
 
+def test_pingdom_sync_pages_through_the_configured_pagerduty_integration(app, state_root, pingdom_server,
+                                                                          test_certificates, monkeypatch, tmp_path):
+    scratch_stack("pingdrill", tmp_path, monkeypatch, lambda c: c["photostack:monitoring"].update(
+        pingdom=True, pingdomPagerdutyIntegrationId=4711))
+    SecretStore.for_stack("pingdrill").set("pingdomToken", PINGDOM_TOKEN)
+    monkeypatch.setenv(PINGDOM_URL_ENV, pingdom_server.api_url)
+    monkeypatch.setenv(PINGDOM_CA_ENV, str(test_certificates.ca_bundle))
+    done = runner.invoke(app, ["pingdom", "sync", "--stack", "pingdrill"])
+    assert done.exit_code == 0 and "created" in done.output, done.output
+    [check] = pingdom_server.checks.values()
+    assert check["integrationids"] == [4711]
+
+
 def test_pingdom_sync_refuses_when_disabled(app, state_root):
     result = runner.invoke(app, ["pingdom", "sync"])
     assert result.exit_code == 2 and "monitoring.pingdom is off" in result.output
