@@ -105,45 +105,57 @@ def silence(ctx: typer.Context, stack: StackOption = None,
         _fail("give exactly one of --for DURATION, --list or --clear")
     if (host or alert) and duration is None:
         _fail("--host and --alert go with --for")
+    from contextlib import nullcontext
+
     from infra.state import state_dir
     from monitoring import maintenance_windows as mw
     from monitoring.silences import parse_duration, silence_store
+    from ops import audit
+    from ops.stack import Stack
 
+    try:
+        seconds = parse_duration(duration) if duration is not None else 0
+    except ValueError as exc:
+        _fail(str(exc))
     stack, config = _config(ctx, stack)
     console = _console()
     store = silence_store(stack, config.target, config.region, state_dir(stack))
     # On AWS with PagerDuty, "everything" is the service's maintenance window.
     windows = config.target == "aws" and config.alerting.pagerduty
+    # Setting or clearing silences changes what pages, for every operator: it goes in the audit trail.
+    command = "silence --clear" if clear else " ".join(
+        ["silence", f"--for {duration}", *([f"--host {host}"] if host else []), *([f"--alert {alert}"] if alert else [])])
+    notes: list[str] = []
     try:
-        client = mw.client_from_env() if windows and (clear or list_ or not (host or alert)) else None
-        if clear:
-            ended = mw.end_all(client, config.environment) if client else 0
-            console.print(f"cleared {store.clear()} silence(s)" + (f", ended {ended} maintenance window(s)" if client else ""))
-            return
-        if list_:
-            active = store.active()
-            current = mw.ongoing(client, config.environment) if client else []
-            if not active and not current:
-                console.print("no active silences")
-            for s in active:
-                console.print(f"{s.id}  until {_when(s.until)}  host={s.host or '*'}  alert={s.alert or '*'}", highlight=False)
-            for w in current:
-                console.print(f"{w.id}  until {w.end}  PagerDuty maintenance window (every alert)", highlight=False)
-            return
-        try:
-            seconds = parse_duration(duration or "")
-        except ValueError as exc:
-            _fail(str(exc))
-        if client:
-            window = mw.open_window(client, config.environment, seconds, f"ops silence --for {duration}")
-            console.print(f"silenced every alert until {window.end}: PagerDuty maintenance window {window.id}",
+        with nullcontext() if list_ else audit.recorded(Stack(stack, config), command, notes):
+            client = mw.client_from_env() if windows and (clear or list_ or not (host or alert)) else None
+            if clear:
+                ended = mw.end_all(client, config.environment) if client else 0
+                console.print(f"cleared {store.clear()} silence(s)" + (f", ended {ended} maintenance window(s)" if client else ""))
+                return
+            if list_:
+                active = store.active()
+                current = mw.ongoing(client, config.environment) if client else []
+                if not active and not current:
+                    console.print("no active silences")
+                for s in active:
+                    console.print(f"{s.id}  until {_when(s.until)}  host={s.host or '*'}  alert={s.alert or '*'}", highlight=False)
+                for w in current:
+                    console.print(f"{w.id}  until {w.end}  PagerDuty maintenance window (every alert)", highlight=False)
+                return
+            if client:
+                window = mw.open_window(client, config.environment, seconds, f"ops silence --for {duration}")
+                console.print(f"silenced every alert until {window.end}: PagerDuty maintenance window {window.id}",
+                              highlight=False)
+                return
+            made = store.add(seconds, host=host, alert=alert)
+            console.print(f"silenced host={host or '*'} alert={alert or '*'} until {_when(made.until)} (id {made.id})",
                           highlight=False)
-            return
     except mw.WindowError as exc:
         _fail(str(exc))
-    made = store.add(seconds, host=host, alert=alert)
-    console.print(f"silenced host={host or '*'} alert={alert or '*'} until {_when(made.until)} (id {made.id})",
-                  highlight=False)
+    finally:
+        for note in notes:  # the trail could not be written
+            typer.echo(f"note: {note}", err=True)
 
 
 def alert_flush(ctx: typer.Context, stack: StackOption = None) -> None:

@@ -121,3 +121,25 @@ def test_logical_shard_moves_wait_for_the_shared_lock_too(clients, state_root, m
         run()
     assert SsmStore(ssm, lock_parameter("prod")).read() == theirs
     assert not list(state_root.rglob("*.lock"))
+
+
+def test_shard_commands_are_in_the_audit_trail_refused_ones_too(clients, tmp_path):
+    """`ops shard move --resume` while another operator deploys: refused (exit 2), and recorded."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ssm, logs = clients
+    _someone_else(ssm, "deploy v8", minutes_ago=3)
+    repo = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PHOTOSTACK_"))}
+    env.update(CREDENTIALS, AWS_ENDPOINT_URL=ssm.meta.endpoint_url, AWS_CONFIG_FILE=str(tmp_path / "none"),
+               AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), PHOTOSTACK_STATE_DIR=str(tmp_path / "state"),
+               PYTHONPATH=str(repo), USER="alice")
+    done = subprocess.run([sys.executable, "-m", "ops", "--stack", "prod", "shard", "move", "--resume"], cwd=repo,
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.startswith("deploy lock held: deploy v8 by bob@"), done.stderr
+    events = logs.filter_log_events(logGroupName=audit.log_group("prod"))["events"]
+    (entry,) = [json.loads(e["message"]) for e in events]
+    assert (entry["who"], entry["command"]) == ("alice", "shard move --resume")
+    assert entry["outcome"].startswith("refused: deploy lock held: deploy v8 by bob@bobs-laptop")
