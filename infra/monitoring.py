@@ -13,6 +13,8 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
+from infra.pingdom import check_name
+
 PINGDOM_API = "https://api.pingdom.com/api/3.1"
 # Properties whose change is an in-place update of the check (the name identifies it).
 UPDATABLE = ("host", "path", "resolution", "integration_ids")
@@ -92,7 +94,7 @@ class PingdomCheck(pulumi.dynamic.Resource):
 
     def __init__(self, name: str, args: PingdomCheckArgs, opts: pulumi.ResourceOptions | None = None):
         props = {
-            "name": f"photostack {args.domain} /health",
+            "name": check_name(args.domain),
             "host": args.domain,
             "path": "/health",
             "resolution": args.resolution,

@@ -176,7 +176,7 @@ def pingdom_sync(ctx: typer.Context, stack: StackOption = None,
                  shouldcontain: Annotated[str, typer.Option(metavar="WORDS", help="Text /health must contain.")] = "ok") -> None:
     """Create or update the HTTPS check of the stack's public /health (1-minute resolution)."""
     from infra.secrets import SecretStore
-    from infra.pingdom import DEFAULT_BASE_URL, PingdomClient, PingdomError
+    from infra.pingdom import DEFAULT_BASE_URL, PingdomClient, PingdomError, check_name
 
     stack, config = _config(ctx, stack)
     if not config.monitoring.pingdom:
@@ -189,7 +189,7 @@ def pingdom_sync(ctx: typer.Context, stack: StackOption = None,
     configured = config.monitoring.pingdom_pagerduty_integration_id
     ids = tuple(integration_id or ()) or ((configured,) if configured is not None else ())
     try:
-        result = client.sync_check(f"photostack-{stack} /health", config.domain, "/health", shouldcontain,
+        result = client.sync_check(check_name(config.domain), config.domain, "/health", shouldcontain,
                                    resolution=1, integration_ids=ids)
     except PingdomError as exc:
         _fail(str(exc), code=1)
