@@ -139,13 +139,15 @@ def fleet(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
                                                 (MONITOR, "munin_master", monitor_address, None))
         ],
     }
-    running = start({"region": REGION, "address": "127.0.0.1", "api_port": 0, "metadata_port": 0,
-                     "secret_seed": "alerts-test", "ssh_public_key": operator, "consoles": str(consoles),
-                     "calls": str(work / "calls.jsonl"), "seed": seed})
+    running = None
     try:
+        running = start({"region": REGION, "address": "127.0.0.1", "api_port": 0, "metadata_port": 0,
+                         "secret_seed": "alerts-test", "ssh_public_key": operator, "consoles": str(consoles),
+                         "calls": str(work / "calls.jsonl"), "seed": seed})
         yield Fleet(f"http://127.0.0.1:{running.api_port}", running.ids, client_key, disk)
     finally:
-        running.stop()
+        if running is not None:
+            running.stop()
         for pid in pids:
             os.kill(pid, signal.SIGTERM)
 
