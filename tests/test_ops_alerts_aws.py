@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,21 @@ LogLevel ERROR
     return path
 
 
+def _wait_listening(pid_file: Path, address: str) -> None:
+    """Until the daemon accepts connections and its pid file is written (sshd forks first)."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection((address, 22), timeout=1):
+                pass
+            int(pid_file.read_text())
+            return
+        except (OSError, ValueError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def _console(keys: str) -> str:
     return f"[  9.1] cloud-init[700]: modules:final\n{BEGIN}\n{keys} root@host\n{END}\n"
 
@@ -96,7 +112,7 @@ def _console(keys: str) -> str:
 @pytest.fixture(scope="module")
 def fleet(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     """Starts from an empty moto account (the moto_endpoint fixture resets this process's moto,
-    which the stand-in shares) and stops its sshd processes by their pids."""
+    which the stand-in shares) and stops its sshd processes by the pids they wrote."""
     from lab.aws import start
 
     work = tmp_path_factory.mktemp("hosts")
@@ -123,9 +139,6 @@ def fleet(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     mounts = (f"mount --bind {passwd} /etc/passwd && mount --bind {disk} /var/lib && "
               f"{{ [ ! -d /etc/munin/plugins ] || mount --bind {plugins} /etc/munin/plugins; }}")
     start_both = " && ".join(f"{SSHD} -f {c}" for c in configs)
-    subprocess.run(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
-                    f"mkdir -p /run/sshd && {mounts} && {start_both}"], check=True, timeout=30)
-    pids = [int((work / f"{node}.pid").read_text()) for node in ("bastion", MONITOR)]
     seed = {
         "vpc_cidr": f"{prefix.rsplit('.', 1)[0]}.0.0/16",
         "subnets": [{"name": "net", "cidr": f"{prefix}.0/24", "az": "us-east-1a"}],
@@ -141,6 +154,10 @@ def fleet(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     }
     running = None
     try:
+        subprocess.run(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+                        f"mkdir -p /run/sshd && {mounts} && {start_both}"], check=True, timeout=30)
+        for node, address in (("bastion", bastion_public), (MONITOR, monitor_address)):
+            _wait_listening(work / f"{node}.pid", address)
         running = start({"region": REGION, "address": "127.0.0.1", "api_port": 0, "metadata_port": 0,
                          "secret_seed": "alerts-test", "ssh_public_key": operator, "consoles": str(consoles),
                          "calls": str(work / "calls.jsonl"), "seed": seed})
@@ -148,8 +165,9 @@ def fleet(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     finally:
         if running is not None:
             running.stop()
-        for pid in pids:
-            os.kill(pid, signal.SIGTERM)
+        for node in ("bastion", MONITOR):  # whichever started
+            if (work / f"{node}.pid").exists():
+                os.kill(int((work / f"{node}.pid").read_text()), signal.SIGTERM)
 
 
 def _env(fleet: Fleet, tmp_path: Path) -> dict[str, str]:
