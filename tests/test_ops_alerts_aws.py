@@ -231,6 +231,8 @@ def test_ops_alerts_shows_the_monitoring_hosts_open_alerts_and_writes_nothing(fl
 
     limited = json.loads(_ops(env, "alerts", "--json", "--limit", "1").stdout)
     assert [r["action"] for r in limited["history"]] == ["resolve"]
+    table = _ops(env, "alerts")
+    assert table.returncode == 0 and table.stdout.splitlines()[-1] == f"1 open: {shown['open'][0]}", table.stdout
 
 
 def test_ops_status_lists_the_monitoring_hosts_open_alerts(fleet, monitor_store, tmp_path):
