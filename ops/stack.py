@@ -145,8 +145,8 @@ class Stack:
     def alert_state(self, history: int | None = None) -> AlertReader:
         """The stack's alert state where its alert hooks keep it: this machine's state dir on the
         one-box; on AWS its monitoring host's (`host_state_dir`), read in one SSH round trip that
-        changes nothing there or here, with the last `history` log lines (None: all, 0: none).
-        A host that cannot be read is ops.remote.StepFailed; no monitoring host is a ConfigError."""
+        changes nothing there (here, only host keys get pinned, as for any SSH), with the last
+        `history` log lines (None: all, 0: none). A host that cannot be read is ops.remote.StepFailed; no monitoring host is a ConfigError."""
         from monitoring.alert_store import AlertSnapshot, AlertStore, read_script
 
         if self.config.target == "onebox":
