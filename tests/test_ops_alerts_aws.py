@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from infra.alerts import Alert, dedup_key, resolve_event, trigger_event
-from infra.state import HOST_STATE_ROOT
+from infra.host_layout import STATE_ROOT as HOST_STATE_ROOT
 from monitoring.alert_store import AlertStore
 
 REPO = Path(__file__).resolve().parent.parent
