@@ -14,6 +14,7 @@ import jinja2
 from infra.inventory import Host
 from infra.lockfile import closure
 from infra.secrets_store import parameter_name
+from infra.host_layout import BUNDLE_DIR, OPS_VENV, STATE_ROOT
 from infra.release_artifact import BUNDLE_ARTIFACT
 from infra.topology import Node
 
@@ -22,9 +23,6 @@ USER_DATA = "user_data.sh.j2"
 # A boot converge that fails (a peer not up yet) is retried: 10 tries 30 s apart, ~5 minutes.
 CONVERGE_ATTEMPTS = 10
 CONVERGE_RETRY_S = 30
-# The venv `ops` runs from on a host: its own, apart from every venv a role builds (munin_node's
-# monitoring venv, the app's release venvs), which a converge may rebuild under it.
-OPS_VENV = "/opt/photostack/ops-venv"
 
 
 @cache
@@ -52,6 +50,8 @@ def render_user_data(stack: str, node: Node, region: str, bucket: str, key: str)
         key=key,
         artifact=BUNDLE_ARTIFACT,
         ops_venv=OPS_VENV,
+        bundle_dir=BUNDLE_DIR,
+        state_root=STATE_ROOT,
         parameter_path=parameter_name(stack, ""),
         converge_attempts=CONVERGE_ATTEMPTS,
         converge_retry_s=CONVERGE_RETRY_S,

@@ -335,6 +335,10 @@ class Monitoring(Model):
     munin_interval_s: PositiveInt = Field(300, ge=60, le=3600, description="Munin polling cycle, 60–3600 s.")
     health_probe_interval_s: PositiveInt = Field(10, le=3600, description="Fast health watcher probe interval.")
     pingdom: bool = Field(False, description="Create a Pingdom check of the public /health.")
+    pingdom_pagerduty_integration_id: PositiveInt | None = Field(
+        None, description="Pingdom's id of its PagerDuty integration, which the check alerts through (Pingdom "
+        "makes it in its UI: Integrations → Add integration → PagerDuty); needed with pingdom and alerting.pagerduty."
+    )
     limits: dict[str, Limit] = Field(
         default_factory=dict, max_length=500,
         description="Per 'plugin.field' limits, e.g. 'pgbouncer.waiting'; plugin: one of monitoring/munin/plugins.",

@@ -182,6 +182,16 @@ def hosted_zone(config: StackConfig) -> Problems:
     return []
 
 
+def pingdom_paging(config: StackConfig) -> Problems:
+    """With PagerDuty on, the Pingdom check pages through Pingdom's PagerDuty integration."""
+    monitoring = config.monitoring
+    if monitoring.pingdom and config.alerting.pagerduty and monitoring.pingdom_pagerduty_integration_id is None:
+        return [("monitoring.pingdomPagerdutyIntegrationId",
+                 "missing: the Pingdom check would not page; add the PagerDuty integration in Pingdom "
+                 "(Integrations → Add integration → PagerDuty) and set its id here")]
+    return []
+
+
 def onebox_ports(config: StackConfig) -> Problems:
     """One-box services each get their own port range on the one address: within 1024–65535, no overlaps."""
     box, pg = config.onebox, config.postgres
@@ -261,7 +271,8 @@ def role_overrides(config: StackConfig) -> Problems:
 
 def cross_checks(config: StackConfig, keys: dict[str, Any], providers: dict[str, Any]) -> Problems:
     """Every cross-key rule that applies to the stack's target."""
-    problems = zones(config, keys, providers) + instance_types(config, keys) + role_overrides(config)
+    problems = (zones(config, keys, providers) + instance_types(config, keys) + role_overrides(config)
+                + pingdom_paging(config))
     if config.target == "aws":
         problems += aws_shape(config) + network(config) + hosted_zone(config)
     else:

@@ -13,9 +13,11 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
+from infra.pingdom import check_name
+
 PINGDOM_API = "https://api.pingdom.com/api/3.1"
 # Properties whose change is an in-place update of the check (the name identifies it).
-UPDATABLE = ("host", "path", "resolution")
+UPDATABLE = ("host", "path", "resolution", "integration_ids")
 
 
 def _client(props: dict[str, Any]) -> Any:
@@ -25,7 +27,14 @@ def _client(props: dict[str, Any]) -> Any:
 
 
 def _check(props: dict[str, Any]) -> dict[str, Any]:
-    return {key: props[key] for key in ("name", *UPDATABLE)}
+    """`sync_check`'s arguments. The engine hands numbers back as floats: ids are made ints again."""
+    check = {key: props[key] for key in ("name", "host", "path", "resolution")}
+    return {**check, "integration_ids": tuple(int(i) for i in props.get("integration_ids") or ())}
+
+
+def _normal(key: str, value: Any) -> Any:
+    """A property as diffed: integration ids as a sorted list (none stored before they were a property)."""
+    return sorted(int(i) for i in value or ()) if key == "integration_ids" else value
 
 
 class PingdomCheckProvider(ResourceProvider):
@@ -36,7 +45,8 @@ class PingdomCheckProvider(ResourceProvider):
         return CreateResult(id_=str(result.check_id), outs=props)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        changed = [key for key in ("name", *UPDATABLE, "api_url", "token") if olds.get(key) != news.get(key)]
+        changed = [key for key in ("name", *UPDATABLE, "api_url", "token")
+                   if _normal(key, olds.get(key)) != _normal(key, news.get(key))]
         return DiffResult(changes=bool(changed), replaces=["name"] if "name" in changed else [], delete_before_replace=True)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
@@ -52,7 +62,7 @@ class PingdomCheckProvider(ResourceProvider):
             raise
         http = live.get("type", {}).get("http", {})
         seen = {"name": live.get("name"), "host": live.get("hostname"), "path": http.get("url"),
-                "resolution": live.get("resolution")}
+                "resolution": live.get("resolution"), "integration_ids": sorted(live.get("integrationids") or [])}
         return ReadResult(id_=id_, outs={**props, **seen})
 
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
@@ -75,6 +85,8 @@ class PingdomCheckArgs:
     """Minutes between checks."""
     api_url: str = PINGDOM_API
     """Pingdom API base URL."""
+    integration_ids: tuple[int, ...] = ()
+    """Pingdom integrations the check alerts through (its PagerDuty integration)."""
 
 
 class PingdomCheck(pulumi.dynamic.Resource):
@@ -82,11 +94,12 @@ class PingdomCheck(pulumi.dynamic.Resource):
 
     def __init__(self, name: str, args: PingdomCheckArgs, opts: pulumi.ResourceOptions | None = None):
         props = {
-            "name": f"photostack {args.domain} /health",
+            "name": check_name(args.domain),
             "host": args.domain,
             "path": "/health",
             "resolution": args.resolution,
             "api_url": args.api_url,
+            "integration_ids": sorted(args.integration_ids),
             "token": pulumi.Output.secret(args.token),
         }
         super().__init__(PingdomCheckProvider(), name, props, opts)
@@ -102,6 +115,8 @@ class UptimeArgs:
     """Pingdom API token (a Pulumi secret)."""
     dns_record: pulumi.Resource | None = None
     """The site's DNS record: the check is created after it (before it, the first probes fail and page)."""
+    pagerduty_integration_id: int | None = None
+    """Pingdom's id of its PagerDuty integration: the check pages through it (None: it does not page)."""
 
 
 class Uptime(pulumi.ComponentResource):
@@ -111,7 +126,9 @@ class Uptime(pulumi.ComponentResource):
         super().__init__("photostack:monitoring:Uptime", name, None, opts)
         after = [args.dns_record] if args.dns_record is not None else []
         PingdomCheck(
-            f"{name}-pingdom", PingdomCheckArgs(args.domain, args.pingdom_token),
+            f"{name}-pingdom",
+            PingdomCheckArgs(args.domain, args.pingdom_token, integration_ids=tuple(
+                i for i in (args.pagerduty_integration_id,) if i is not None)),
             pulumi.ResourceOptions(parent=self, depends_on=after),
         )
         self.register_outputs({})

@@ -123,6 +123,12 @@ class PingdomClient:
         return True
 
 
+def check_name(domain: str) -> str:
+    """The name of the check of `https://<domain>/health`, which finds it: the program's check and
+    `ops pingdom sync` are one check."""
+    return f"photostack {domain} /health"
+
+
 def http_check_params(name: str, host: str, path: str, shouldcontain: str, resolution: int,
                       integration_ids: tuple[int, ...]) -> dict[str, Any]:
     """The Pingdom 3.1 body of an HTTPS check (integrationids as the comma list Pingdom expects)."""

@@ -155,7 +155,8 @@ def build(config: StackConfig, stack: str) -> dict[str, Any]:
     )
     site = SiteAlias("site", SiteAliasArgs(config.domain, zone, lb.dns_name, lb.zone_id))
     if config.monitoring.pingdom:
-        Uptime("uptime", UptimeArgs(config.domain, secrets.require_secret("pingdomToken"), site))
+        Uptime("uptime", UptimeArgs(config.domain, secrets.require_secret("pingdomToken"), site,
+                                    config.monitoring.pingdom_pagerduty_integration_id))
 
     return {
         "hosts": {role: fleet.private_ips for role, fleet in fleets.items()},

@@ -7,6 +7,10 @@
   key this is where alerts go, and `ops alerts` reads it.
 - `open-alerts.json`: dedup keys with an open trigger, so OK states resolve only what was opened.
 A file lock serialises writers (Munin and the health watcher may alert at the same time).
+
+`ops alerts` and `ops status` read the store where the alert hooks keep it: the one-box's is this
+machine's state dir; an AWS stack's is on its monitoring host, which `read_script` prints in one
+go (reading only) and `AlertSnapshot.parse` turns back into the same three views.
 """
 
 from __future__ import annotations
@@ -15,12 +19,13 @@ import fcntl
 import itertools
 import json
 import os
+import shlex
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import Any, Protocol
 
 SPOOL_DIR = "alert-spool"
 LOG_FILE = "alerts.jsonl"
@@ -139,3 +144,91 @@ class AlertStore:
             return False
         _write_atomic(self.open_path, json.dumps(records, indent=2))
         return True
+
+
+class AlertReader(Protocol):
+    """What `ops alerts` and `ops status` read of a stack's alert state."""
+
+    def open_alerts(self) -> dict[str, dict[str, Any]]: ...
+
+    def spooled(self) -> list[SpooledEvent]: ...
+
+    def history(self, limit: int | None = None) -> list[dict[str, Any]]: ...
+
+
+MARK = "@@photostack-alerts@@"
+
+
+def read_script(directory: PurePosixPath, history: int | None = None) -> str:
+    """A shell script printing the alert state under `directory` (on the host that keeps it)
+    between markers: the open incidents, the spooled events and the last `history` log lines
+    (None: all; 0: none). It only reads, without taking the writers' lock: they replace files
+    atomically and append whole lines. It runs as root (the state is root's), so it first checks
+    that nobody else could have put anything there: a root-owned directory, not a link, writable
+    by root alone; anything else prints `unsafe` and nothing is read."""
+    log = {None: f'cat "$d/{LOG_FILE}"', 0: "true"}.get(history, f'tail -n {history} "$d/{LOG_FILE}"')
+    return f"""d={shlex.quote(str(directory))}
+[ -e "$d" ] || exit 0
+if [ -L "$d" ] || [ "$(stat -c %u "$d")" != 0 ] || [ -n "$(find "$d" -maxdepth 0 -perm /022)" ]; then
+  echo '{MARK} unsafe'; exit 0
+fi
+echo '{MARK} open'; cat "$d/{OPEN_FILE}" 2>/dev/null; echo
+echo '{MARK} history'; {log} 2>/dev/null
+for f in "$d"/{SPOOL_DIR}/[0-9]*.json; do
+  [ -f "$f" ] && [ ! -L "$f" ] && echo "{MARK} spool $f" && cat "$f" 2>/dev/null && echo
+done
+exit 0
+"""
+
+
+@dataclass(frozen=True)
+class AlertSnapshot:
+    """A stack's alert state as one read printed it (`read_script`): the AlertStore's read views."""
+
+    opened: dict[str, dict[str, Any]]
+    queue: list[SpooledEvent]
+    log: list[dict[str, Any]]
+
+    @classmethod
+    def parse(cls, output: str) -> AlertSnapshot:
+        """The state in `read_script`'s output; ValueError if it refused to read or is not JSON."""
+        sections: dict[str, list[str]] = {}
+        spool: list[tuple[str, list[str]]] = []
+        lines: list[str] = []
+        for line in output.splitlines():
+            if line.startswith(MARK):
+                head = line[len(MARK):].strip()
+                kind, _, name = head.partition(" ")
+                lines = []
+                if kind == "unsafe":
+                    raise ValueError("not owned and writable by root alone: not read")
+                if kind == "spool":
+                    spool.append((name, lines))
+                else:
+                    sections[kind] = lines
+            else:
+                lines.append(line)
+        try:
+            opened = "\n".join(sections.get("open", [])).strip()
+            queue = []
+            for name, body in spool:
+                text = "\n".join(body).strip()
+                if text:  # empty: sent (and removed) between listing and reading
+                    record = json.loads(text)
+                    queue.append(SpooledEvent(Path(name), record["event"], record["queued_at"]))
+            log = [json.loads(line) for line in sections.get("history", []) if line.strip()]
+            return cls(json.loads(opened) if opened else {}, queue, log)
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"unreadable alert state: {exc}") from None
+
+    def open_alerts(self) -> dict[str, dict[str, Any]]:
+        """dedup_key -> {severity, since} of triggers not yet resolved."""
+        return self.opened
+
+    def spooled(self) -> list[SpooledEvent]:
+        """Events still waiting to be sent, oldest first."""
+        return self.queue
+
+    def history(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Logged outcomes read, oldest first (the last `limit` if given)."""
+        return self.log[-limit:] if limit else self.log

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from ops.exit_codes import BAD_INPUT
+from ops.exit_codes import BAD_INPUT, FAILED
 from ops.options import JsonOption, StackOption, refuse, stack_name
 
 if TYPE_CHECKING:
@@ -54,12 +54,20 @@ def _when(timestamp: float) -> str:
 def alerts(ctx: typer.Context, stack: StackOption = None,
            limit: Annotated[int, typer.Option(metavar="N", min=0, help="How many recent log lines to show.")] = 20,
            json_: JsonOption = False) -> None:
-    """List open alerts, events waiting in the spool and the recent alert log."""
-    from infra.state import state_dir
-    from monitoring.alert_store import AlertStore
+    """List open alerts, events waiting in the spool and the recent alert log.
 
-    stack, _ = _config(ctx, stack)
-    store = AlertStore(state_dir(stack))
+    One-box: the state dir's. AWS: the monitoring host's, read over SSH (through the bastion)."""
+    from infra.config import ConfigError
+    from ops.remote import StepFailed
+    from ops.stack import Stack
+
+    stack, config = _config(ctx, stack)
+    try:
+        store = Stack(stack, config).alert_state(history=limit or None)
+    except ConfigError as exc:
+        refuse(exc)
+    except StepFailed as exc:
+        _fail(str(exc), code=FAILED)
     if json_:
         import json
 
@@ -97,45 +105,57 @@ def silence(ctx: typer.Context, stack: StackOption = None,
         _fail("give exactly one of --for DURATION, --list or --clear")
     if (host or alert) and duration is None:
         _fail("--host and --alert go with --for")
+    from contextlib import nullcontext
+
     from infra.state import state_dir
     from monitoring import maintenance_windows as mw
     from monitoring.silences import parse_duration, silence_store
+    from ops import audit
+    from ops.stack import Stack
 
+    try:
+        seconds = parse_duration(duration) if duration is not None else 0
+    except ValueError as exc:
+        _fail(str(exc))
     stack, config = _config(ctx, stack)
     console = _console()
     store = silence_store(stack, config.target, config.region, state_dir(stack))
     # On AWS with PagerDuty, "everything" is the service's maintenance window.
     windows = config.target == "aws" and config.alerting.pagerduty
+    # Setting or clearing silences changes what pages, for every operator: it goes in the audit trail.
+    command = "silence --clear" if clear else " ".join(
+        ["silence", f"--for {duration}", *([f"--host {host}"] if host else []), *([f"--alert {alert}"] if alert else [])])
+    notes: list[str] = []
     try:
-        client = mw.client_from_env() if windows and (clear or list_ or not (host or alert)) else None
-        if clear:
-            ended = mw.end_all(client, config.environment) if client else 0
-            console.print(f"cleared {store.clear()} silence(s)" + (f", ended {ended} maintenance window(s)" if client else ""))
-            return
-        if list_:
-            active = store.active()
-            current = mw.ongoing(client, config.environment) if client else []
-            if not active and not current:
-                console.print("no active silences")
-            for s in active:
-                console.print(f"{s.id}  until {_when(s.until)}  host={s.host or '*'}  alert={s.alert or '*'}", highlight=False)
-            for w in current:
-                console.print(f"{w.id}  until {w.end}  PagerDuty maintenance window (every alert)", highlight=False)
-            return
-        try:
-            seconds = parse_duration(duration or "")
-        except ValueError as exc:
-            _fail(str(exc))
-        if client:
-            window = mw.open_window(client, config.environment, seconds, f"ops silence --for {duration}")
-            console.print(f"silenced every alert until {window.end}: PagerDuty maintenance window {window.id}",
+        with nullcontext() if list_ else audit.recorded(Stack(stack, config), command, notes):
+            client = mw.client_from_env() if windows and (clear or list_ or not (host or alert)) else None
+            if clear:
+                ended = mw.end_all(client, config.environment) if client else 0
+                console.print(f"cleared {store.clear()} silence(s)" + (f", ended {ended} maintenance window(s)" if client else ""))
+                return
+            if list_:
+                active = store.active()
+                current = mw.ongoing(client, config.environment) if client else []
+                if not active and not current:
+                    console.print("no active silences")
+                for s in active:
+                    console.print(f"{s.id}  until {_when(s.until)}  host={s.host or '*'}  alert={s.alert or '*'}", highlight=False)
+                for w in current:
+                    console.print(f"{w.id}  until {w.end}  PagerDuty maintenance window (every alert)", highlight=False)
+                return
+            if client:
+                window = mw.open_window(client, config.environment, seconds, f"ops silence --for {duration}")
+                console.print(f"silenced every alert until {window.end}: PagerDuty maintenance window {window.id}",
+                              highlight=False)
+                return
+            made = store.add(seconds, host=host, alert=alert)
+            console.print(f"silenced host={host or '*'} alert={alert or '*'} until {_when(made.until)} (id {made.id})",
                           highlight=False)
-            return
     except mw.WindowError as exc:
         _fail(str(exc))
-    made = store.add(seconds, host=host, alert=alert)
-    console.print(f"silenced host={host or '*'} alert={alert or '*'} until {_when(made.until)} (id {made.id})",
-                  highlight=False)
+    finally:
+        for note in notes:  # the trail could not be written
+            typer.echo(f"note: {note}", err=True)
 
 
 def alert_flush(ctx: typer.Context, stack: StackOption = None) -> None:
@@ -151,11 +171,12 @@ def alert_flush(ctx: typer.Context, stack: StackOption = None) -> None:
 
 def pingdom_sync(ctx: typer.Context, stack: StackOption = None,
                  integration_id: Annotated[list[int] | None, typer.Option(
-                     "--integration-id", metavar="ID", help="Pingdom integration id of PagerDuty (repeatable).")] = None,
+                     "--integration-id", metavar="ID",
+                     help="Pingdom integration id of PagerDuty (repeatable; default: monitoring.pingdomPagerdutyIntegrationId).")] = None,
                  shouldcontain: Annotated[str, typer.Option(metavar="WORDS", help="Text /health must contain.")] = "ok") -> None:
     """Create or update the HTTPS check of the stack's public /health (1-minute resolution)."""
     from infra.secrets import SecretStore
-    from infra.pingdom import DEFAULT_BASE_URL, PingdomClient, PingdomError
+    from infra.pingdom import DEFAULT_BASE_URL, PingdomClient, PingdomError, check_name
 
     stack, config = _config(ctx, stack)
     if not config.monitoring.pingdom:
@@ -165,9 +186,11 @@ def pingdom_sync(ctx: typer.Context, stack: StackOption = None,
         _fail("photostack:pingdomToken: missing secret; set it with `ops secret set pingdomToken`")
     client = PingdomClient(token, base_url=os.environ.get(PINGDOM_URL_ENV) or DEFAULT_BASE_URL,
                            ca_bundle=os.environ.get(PINGDOM_CA_ENV) or None)
+    configured = config.monitoring.pingdom_pagerduty_integration_id
+    ids = tuple(integration_id or ()) or ((configured,) if configured is not None else ())
     try:
-        result = client.sync_check(f"photostack-{stack} /health", config.domain, "/health", shouldcontain,
-                                   resolution=1, integration_ids=tuple(integration_id or ()))
+        result = client.sync_check(check_name(config.domain), config.domain, "/health", shouldcontain,
+                                   resolution=1, integration_ids=ids)
     except PingdomError as exc:
         _fail(str(exc), code=1)
     print(f"pingdom check {result.check_id}: {result.action}")

@@ -55,6 +55,16 @@ def _stack(ctx: typer.Context, stack: str | None, start: bool = True) -> Stack:
     return loaded
 
 
+def _confirmed(ctx: typer.Context, stack: str | None, action: str, yes: bool) -> Stack:
+    """The loaded stack once `action` is confirmed (ops.options.confirm: on an AWS stack a script
+    must pass --yes), then started like `_stack`'s: nothing is touched before the answer."""
+    loaded = _stack(ctx, stack, start=False)
+    confirm(f"{action} in stack {loaded.name}", yes, scripts_say_yes=loaded.config.target != "onebox")
+    if loaded.config.target == "onebox":
+        loaded.prepare_onebox()
+    return loaded
+
+
 def _fail(message: str, code: int = FAILED) -> NoReturn:
     from rich.console import Console
 
@@ -185,7 +195,8 @@ def status(ctx: typer.Context, stack: StackName = None, json_: JsonOption = Fals
             "shards": [dict(zip(("shard", "cluster", "storedRole", "answersAs"), row)) for row in view.shards],
             "readings": [{**asdict(r), "state": r.state} for r in view.readings],
             "health": [dict(zip(("node", "answer"), row)) for row in view.health],
-            "deployLock": view.lock or None, "openAlerts": view.open_alerts,
+            "deployLock": view.lock or None, "openAlerts": None if view.alerts_unread else view.open_alerts,
+            "openAlertsUnread": view.alerts_unread or None,
             "dashboards": dict(dashboards),
         }, indent=2))
         if not view.healthy:
@@ -214,7 +225,8 @@ def status(ctx: typer.Context, stack: StackName = None, json_: JsonOption = Fals
     for node, answer in view.health:
         console.print(f"health {node}: {answer}", highlight=False)
     console.print(f"deploy lock: {view.lock or 'free'}", highlight=False)
-    console.print(f"open alerts: {', '.join(view.open_alerts) or 'none'}", highlight=False)
+    opened = f"unknown ({view.alerts_unread})" if view.alerts_unread else ", ".join(view.open_alerts) or "none"
+    console.print(f"open alerts: {opened}", highlight=False)
     for what, url in dashboards:
         console.print(f"{what}: {url}", highlight=False)
     if not view.healthy:
@@ -233,8 +245,7 @@ def failover(ctx: typer.Context, shard: Shard, stack: StackName = None, yes: Yes
         except fo.FailoverError as exc:
             _fail(str(exc), BAD_INPUT)
         return
-    confirm(f"fence shard {shard}'s primary and promote its replica in stack {stack_name(ctx, stack)}", yes)
-    loaded = _stack(ctx, stack)
+    loaded = _confirmed(ctx, stack, f"fence shard {shard}'s primary and promote its replica", yes)
     try:
         with _changing(loaded, f"failover --shard {shard}", force):
             log = fo.failover(loaded, shard, _progress)
@@ -279,9 +290,7 @@ def replace_node(ctx: typer.Context, node: Annotated[str, typer.Argument(metavar
     from ops import maintenance
     from ops.remote import StepFailed
 
-    if not dry_run:
-        confirm(f"replace {node} in stack {stack_name(ctx, stack)}", yes)
-    loaded = _stack(ctx, stack)
+    loaded = _stack(ctx, stack) if dry_run else _confirmed(ctx, stack, f"replace {node}", yes)
     try:
         if dry_run:  # reads only: no lock, nothing to audit
             done = maintenance.replace_node(loaded, node, dry_run=True)
@@ -311,9 +320,8 @@ def queue_drain(ctx: typer.Context, queue: QueueName = "feed", limit: Limit = 1_
     if dry_run:
         _would(maintenance.move_queue_steps(_stack(ctx, stack, start=False), queue, maintenance.parked(queue), limit))
         return
-    confirm(f"move up to {limit} waiting message(s) of {queue} to {maintenance.parked(queue)} "
-            f"in stack {stack_name(ctx, stack)}", yes)
-    loaded = _stack(ctx, stack)
+    loaded = _confirmed(ctx, stack, f"move up to {limit} waiting message(s) of {queue} to {maintenance.parked(queue)}",
+                        yes)
     try:
         with _changing(loaded, f"queue drain --queue {queue}"):
             moved = maintenance.move_queue(loaded, queue, maintenance.parked(queue), limit)
@@ -353,8 +361,7 @@ def cache_flush(ctx: typer.Context, stack: StackName = None, yes: YesOption = Fa
     if dry_run:
         _would([f"flush {node}" for node in maintenance.flush_cache(_stack(ctx, stack, start=False), dry_run=True)])
         return
-    confirm("flush every Memcached node", yes)
-    loaded = _stack(ctx, stack)
+    loaded = _confirmed(ctx, stack, "flush every Memcached node", yes)
     try:
         with _changing(loaded, "cache flush"):
             done = maintenance.flush_cache(loaded)

@@ -28,13 +28,19 @@ def stack_name(ctx: typer.Context, given: str | None) -> str:
     return name
 
 
-def confirm(action: str, yes: bool) -> None:
-    """Ask before a disruptive action at a terminal; `--yes`, or no terminal (scripts, runbook
-    automation), goes ahead. A "no" exits 2 with nothing done."""
+def confirm(action: str, yes: bool, scripts_say_yes: bool = False) -> None:
+    """Ask before a disruptive action at a terminal; `--yes` goes ahead. Without a terminal
+    (scripts, runbook automation) it goes ahead too, unless `scripts_say_yes` (an AWS stack: a
+    script must pass --yes, or exits 2 saying so). A "no" exits 2 with nothing done."""
     import sys
 
+    if yes:
+        return
     # A terminal on both ends: someone can answer and see the question (captured output: a script).
-    if yes or not (sys.stdin.isatty() and sys.stderr.isatty()):
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        if scripts_say_yes:
+            typer.echo(f"error: {action}: no terminal to confirm on; pass --yes", err=True)
+            raise typer.Exit(BAD_INPUT)
         return
     if not typer.confirm(f"{action}?", default=False, err=True):
         typer.echo("nothing done", err=True)

@@ -11,9 +11,9 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from infra.config import ConfigError
 from infra.inventory import Host
 from infra.shardstore import stored_primaries
-from monitoring.alert_store import AlertStore
 from infra.alerts import RUNBOOKS, runbook_name
 from ops.lock import stack_lock
 from ops.remote import StepFailed, run_step
@@ -64,6 +64,7 @@ class Overview:
     health: list[tuple[str, str]] = field(default_factory=list)  # node, answer
     lock: str = ""
     open_alerts: list[str] = field(default_factory=list)
+    alerts_unread: str = ""  # why the open alerts could not be read (then open_alerts is empty)
 
     @property
     def healthy(self) -> bool:
@@ -153,8 +154,15 @@ def overview(stack: Stack) -> Overview:
         except StepFailed as exc:
             return exc
 
-    # Every host at once (one round trip each), folded in inventory order.
-    with ThreadPoolExecutor(max_workers=min(32, len(stack.hosts) or 1)) as pool:
+    def alerts() -> dict | str:
+        try:
+            return stack.alert_state(history=0).open_alerts()
+        except (StepFailed, ConfigError) as exc:
+            return str(exc)
+
+    # Every host at once (one round trip each), and the alert state, folded in inventory order.
+    with ThreadPoolExecutor(max_workers=min(32, len(stack.hosts) + 1)) as pool:
+        opened = pool.submit(alerts)
         outputs = list(pool.map(read, stack.hosts))
     for host, output in zip(stack.hosts, outputs):
         if isinstance(output, StepFailed):
@@ -167,7 +175,11 @@ def overview(stack: Stack) -> Overview:
                      for s, n, stored, live in result.shards]
     lock = stack_lock(stack, DEPLOY_LOCK).read()  # on AWS the shared one every operator sees
     result.lock = lock.describe() if lock else ""
-    result.open_alerts = sorted(AlertStore(stack.state).open_alerts()) if stack.config.target == "onebox" else []
+    alert_state = opened.result()  # the monitoring host's on AWS, every operator sees the same
+    if isinstance(alert_state, str):
+        result.alerts_unread = alert_state
+    else:
+        result.open_alerts = sorted(alert_state)
     return result
 
 

@@ -192,7 +192,7 @@ def move(stack: Stack, moves: list[tuple[int, int, int]], progress: Progress = l
     stack.check_shard_map()
     if not moves:
         return []
-    with lock.held(stack.state / LOCK_FILE, f"move logical shards {ranges([m[0] for m in moves])}"):
+    with lock.held(lock.stack_lock(stack, LOCK_FILE), f"move logical shards {ranges([m[0] for m in moves])}"):
         _check_no_move(stack)
         store = record(stack.config, stack.name, MOVES)
         store.save({"moves": [list(m) for m in moves], "step": "copy"})
@@ -202,7 +202,7 @@ def move(stack: Stack, moves: list[tuple[int, int, int]], progress: Progress = l
 def resume(stack: Stack, progress: Progress = lambda _: None) -> list[MoveResult]:
     """Carry on with the recorded moves from the step each one reached."""
     stack.check_shard_map()
-    with lock.held(stack.state / LOCK_FILE, "resume logical shard moves"):
+    with lock.held(lock.stack_lock(stack, LOCK_FILE), "resume logical shard moves"):
         if pending(stack) is None:
             raise ReshardError("no move is in progress")
         return _run(stack, progress)
@@ -212,7 +212,7 @@ def rollback(stack: Stack, progress: Progress = lambda _: None) -> str:
     """Undo the move under way if its map was not flipped yet (drop the copy, give the writes
     back), finish its clean-up if it was; forget the moves not yet started."""
     stack.check_shard_map()
-    with lock.held(stack.state / LOCK_FILE, "roll back logical shard moves"):
+    with lock.held(lock.stack_lock(stack, LOCK_FILE), "roll back logical shard moves"):
         found = pending(stack)
         if found is None:
             raise ReshardError("no move is in progress")

@@ -44,12 +44,18 @@ def _progress(step: str) -> None:
     console.print(f"→ {step}", highlight=False)
 
 
-def _guarded(action):
+def _guarded(action, stack: Stack | None = None, command: str = ""):
+    """`action()`, its errors one line each; with `stack` and `command`, a change recorded in the
+    audit trail with its outcome (the moves take the stack's lock themselves)."""
+    from contextlib import nullcontext
+
+    from ops.day2 import _changing
     from ops.lock import LockHeld
     from ops.remote import StepFailed
 
     try:
-        return action()
+        with _changing(stack, f"shard {command}") if stack is not None else nullcontext():
+            return action()
     except (_reshard().ReshardError, LockHeld) as exc:
         _fail(str(exc), 2)
     except StepFailed as exc:
@@ -85,7 +91,7 @@ def _moved(results: list) -> None:
 def add(ctx: typer.Context) -> None:
     """Add the physical shard the config states (photostack:postgres.physicalShards, one more than stored)."""
     stack = _stack(ctx)
-    shard_map = _guarded(lambda: _reshard().add_shard(stack, _progress))
+    shard_map = _guarded(lambda: _reshard().add_shard(stack, _progress), stack, "add")
     console.print(map_table(shard_map, _reshard().pending(stack)))
     console.print("next: `ops shard rebalance --dry-run` plans the moves onto it", highlight=False)
 
@@ -94,7 +100,7 @@ def add(ctx: typer.Context) -> None:
 def remove(ctx: typer.Context) -> None:
     """Remove the last physical shard (the config states one fewer); it must hold no logical shard."""
     stack = _stack(ctx)
-    shard_map = _guarded(lambda: _reshard().remove_shard(stack, _progress))
+    shard_map = _guarded(lambda: _reshard().remove_shard(stack, _progress), stack, "remove")
     console.print(map_table(shard_map, _reshard().pending(stack)))
 
 
@@ -123,15 +129,15 @@ def move_cmd(
     if resume and rollback:
         _fail("--resume and --rollback: choose one", 2)
     if rollback:
-        console.print(_guarded(lambda: _reshard().rollback(stack, _progress)), highlight=False)
+        console.print(_guarded(lambda: _reshard().rollback(stack, _progress), stack, "move --rollback"), highlight=False)
         return
     if resume:
-        _moved(_guarded(lambda: _reshard().resume(stack, _progress)))
+        _moved(_guarded(lambda: _reshard().resume(stack, _progress), stack, "move --resume"))
         return
     if not logical or to < 0:
         _fail("ops shard move: give --logical and --to (or --resume / --rollback)", 2)
     moves = _guarded(lambda: _reshard().plan_moves(_reshard().stored_map(stack), _logical_list(logical), to))
-    _moved(_guarded(lambda: _reshard().move(stack, moves, _progress)))
+    _moved(_guarded(lambda: _reshard().move(stack, moves, _progress), stack, f"move --logical {logical} --to {to}"))
     console.print(map_table(_reshard().stored_map(stack), None))
 
 
@@ -157,7 +163,7 @@ def rebalance(
         console.print(f"move {ranges([m[0] for m in picked])} ({len(picked)}) from shard{'/'.join(map(str, sources))} "
                       f"to shard{target}", highlight=False)
     if yes:
-        _moved(_guarded(lambda: _reshard().move(stack, moves, _progress)))
+        _moved(_guarded(lambda: _reshard().move(stack, moves, _progress), stack, "rebalance --yes"))
         console.print(map_table(_reshard().stored_map(stack), None))
 
 

@@ -18,7 +18,7 @@ from infra.inventory import Host, onebox_hosts
 from infra.records import readers
 from infra.secrets import SecretStore
 from infra.shardstore import shard_map_store
-from infra.state import state_dir
+from infra.state import host_state_dir, state_dir
 from roles.engine.context import RoleContext
 from roles.engine.converge import host_state
 from roles.engine.executor import HostResult, SshSettings, connect, converge_hosts, run_script
@@ -26,6 +26,9 @@ from roles.engine.resources import DesiredState, Service
 
 if TYPE_CHECKING:
     from infra.secrets_store import SsmSecrets  # imports pulumi: only AWS stacks load it
+    from monitoring.alert_store import AlertReader
+
+MONITORING_ROLE = "munin_master"
 
 
 @dataclass
@@ -138,6 +141,28 @@ class Stack:
 
         ec2 = boto3.client("ec2", region_name=self.config.region)
         return pin_host_keys(stack_instances(self.name, ec2), ec2, self.state)
+
+    def alert_state(self, history: int | None = None) -> AlertReader:
+        """The stack's alert state where its alert hooks keep it: this machine's state dir on the
+        one-box; on AWS its monitoring host's (`host_state_dir`), read in one SSH round trip that
+        changes nothing there (here, only host keys get pinned, as for any SSH), with the last
+        `history` log lines (None: all, 0: none). A host that cannot be read is ops.remote.StepFailed; no monitoring host is a ConfigError."""
+        from monitoring.alert_store import AlertSnapshot, AlertStore, read_script
+
+        if self.config.target == "onebox":
+            return AlertStore(self.state)
+        from ops.remote import StepFailed, run_step
+
+        monitors = [h for h in self.hosts if MONITORING_ROLE in h.roles]
+        if not monitors:
+            raise ConfigError([f"stack '{self.name}': no running monitoring host ({MONITORING_ROLE}), "
+                               "which keeps the alert state"])
+        host, what = monitors[0], "read the alert state"
+        output = run_step(host, self.ssh, what, read_script(host_state_dir(self.name), history))
+        try:
+            return AlertSnapshot.parse(output)
+        except ValueError as exc:
+            raise StepFailed(f"{host.name}: {what} in {host_state_dir(self.name)}: {exc}") from None
 
     def context(self, host: Host) -> RoleContext:
         return RoleContext(self.config, self.name, host, tuple(self.hosts), self.secret, self.also_accepted)

@@ -43,6 +43,38 @@ def test_read_sees_a_check_edited_by_hand_then_diff_puts_it_back(pingdom_server,
     assert result.changes is True and result.replaces == []
 
 
+def test_the_check_pages_through_the_pagerduty_integration_and_refresh_sees_it_removed(
+        pingdom_server, test_certificates, monkeypatch):
+    monkeypatch.setenv("SSL_CERT_FILE", str(test_certificates.ca_bundle))
+    props = {**_props(pingdom_server), "integration_ids": [4711]}
+    provider = PingdomCheckProvider()
+    check_id = provider.create(props).id
+    assert pingdom_server.checks[int(check_id)]["integrationids"] == [4711]
+    pingdom_server.checks[int(check_id)]["integrationids"] = []  # unticked in Pingdom's UI
+    read = provider.read(check_id, props)
+    assert read.outs["integration_ids"] == []
+    result = provider.diff(check_id, read.outs, props)
+    assert result.changes is True and result.replaces == []
+    provider.update(check_id, read.outs, props)
+    assert pingdom_server.checks[int(check_id)]["integrationids"] == [4711]
+    # The engine hands numbers back as floats; the same ids are no change.
+    assert provider.diff(check_id, {**props, "integration_ids": [4711.0]}, props).changes is False
+
+
+def test_a_check_stored_before_integrations_were_a_property_is_unchanged_without_any():
+    assert PingdomCheckProvider().diff("1", OLD, {**OLD, "integration_ids": []}).changes is False
+    assert PingdomCheckProvider().diff("1", OLD, {**OLD, "integration_ids": [7]}).changes is True
+
+
+def test_prods_check_carries_the_configured_pagerduty_integration():
+    from infra.config import load_stack_config
+    from tests._infra_plans import plan_of
+
+    (check,) = plan_of("prod").of_type("pulumi-python:dynamic:Resource")
+    configured = load_stack_config("prod").monitoring.pingdom_pagerduty_integration_id
+    assert configured is not None and check.inputs["integration_ids"] == [configured]
+
+
 def test_read_of_a_check_deleted_by_hand_says_it_is_gone(pingdom_server, test_certificates, monkeypatch):
     monkeypatch.setenv("SSL_CERT_FILE", str(test_certificates.ca_bundle))
     props = _props(pingdom_server)

@@ -112,6 +112,43 @@ def test_pingdom_sync_creates_then_leaves_the_check_alone(app, state_root, pingd
     assert check["hostname"] == "photostack.localhost" and check["integrationids"] == [99]
 
 
+def test_pingdom_sync_pages_through_the_configured_pagerduty_integration(app, state_root, pingdom_server,
+                                                                          test_certificates, monkeypatch, tmp_path):
+    scratch_stack("pingdrill", tmp_path, monkeypatch, lambda c: c["photostack:monitoring"].update(
+        pingdom=True, pingdomPagerdutyIntegrationId=4711))
+    SecretStore.for_stack("pingdrill").set("pingdomToken", PINGDOM_TOKEN)
+    monkeypatch.setenv(PINGDOM_URL_ENV, pingdom_server.api_url)
+    monkeypatch.setenv(PINGDOM_CA_ENV, str(test_certificates.ca_bundle))
+    done = runner.invoke(app, ["pingdom", "sync", "--stack", "pingdrill"])
+    assert done.exit_code == 0 and "created" in done.output, done.output
+    [check] = pingdom_server.checks.values()
+    assert check["integrationids"] == [4711]
+
+
+def test_pingdom_sync_finds_the_check_pulumi_up_made_instead_of_adding_a_second(
+        app, state_root, pingdom_server, test_certificates, monkeypatch, tmp_path):
+    """The runbook's `ops pingdom sync` on an AWS stack: the program's check (its dynamic
+    provider, with the inputs prod's plan gives it) is the one it syncs."""
+    from infra.config import load_stack_config
+    from infra.monitoring import PingdomCheckProvider
+    from tests._infra_plans import plan_of
+
+    monkeypatch.setenv("SSL_CERT_FILE", str(test_certificates.ca_bundle))
+    prod = load_stack_config("prod")
+    (planned,) = plan_of("prod").of_type("pulumi-python:dynamic:Resource")
+    props = {k: v for k, v in planned.inputs.items() if not k.startswith("__")}
+    PingdomCheckProvider().create({**props, "api_url": pingdom_server.api_url, "token": PINGDOM_TOKEN})
+    scratch_stack("pingdrill", tmp_path, monkeypatch, lambda c: c.update({
+        "photostack:domain": prod.domain, "photostack:monitoring": {
+            "pingdom": True, "pingdomPagerdutyIntegrationId": prod.monitoring.pingdom_pagerduty_integration_id}}))
+    SecretStore.for_stack("pingdrill").set("pingdomToken", PINGDOM_TOKEN)
+    monkeypatch.setenv(PINGDOM_URL_ENV, pingdom_server.api_url)
+    monkeypatch.setenv(PINGDOM_CA_ENV, str(test_certificates.ca_bundle))
+    done = runner.invoke(app, ["pingdom", "sync", "--stack", "pingdrill"])
+    assert done.exit_code == 0 and "unchanged" in done.output, done.output
+    assert len(pingdom_server.checks) == 1
+
+
 def test_pingdom_sync_refuses_when_disabled(app, state_root):
     result = runner.invoke(app, ["pingdom", "sync"])
     assert result.exit_code == 2 and "monitoring.pingdom is off" in result.output

@@ -141,7 +141,7 @@ def test_unexpected_error_is_one_line_naming_its_log(tmp_path) -> None:
 
 
 @pytest.mark.parametrize(("command", "question"), [
-    (("cache", "flush"), b"flush every Memcached node? [y/N]"),
+    (("cache", "flush"), b"flush every Memcached node in stack onebox? [y/N]"),
     (("queue", "drain", "--queue", "thumbnails"),
      b"move up to 1000000 waiting message(s) of thumbnails to thumbnails.parked in stack onebox? [y/N]"),
 ])
@@ -167,6 +167,25 @@ def test_disruptive_command_at_a_terminal_asks_and_a_no_does_nothing(stacks, com
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == BAD_INPUT
     assert question in output.replace(b"\r\n", b"") and b"nothing done" in output
+
+
+@pytest.mark.parametrize("command", [
+    ("replace-node", "app-0"), ("failover", "--shard", "0"), ("cache", "flush"), ("queue", "drain", "--queue", "feed"),
+])
+def test_on_an_aws_stack_a_script_must_pass_yes(tmp_path, command) -> None:
+    """No terminal to ask on: exit 2 saying so, before anything is read of (or done to) AWS: its
+    endpoint here is a closed port, and the state dir stays empty."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PHOTOSTACK_"))}
+    env.update(AWS_ENDPOINT_URL="http://127.0.0.1:9", AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="x",
+               PHOTOSTACK_STATE_DIR=str(tmp_path / "state"), COLUMNS="300")
+    done = subprocess.run([sys.executable, "-m", "ops", "--stack", "staging", *command], cwd=ROOT, env=env,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert done.returncode == BAD_INPUT, done.stdout + done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("error: ") and line.endswith(" in stack staging: no terminal to confirm on; pass --yes")
+    assert not any((tmp_path / "state").rglob("*.*"))
 
 
 def _command_paths(command, prefix=()):

@@ -102,3 +102,44 @@ def test_the_audit_trail_records_who_what_when_and_the_outcome(clients, tmp_path
         assert group["logGroupName"] == audit.log_group("prod")
     else:
         assert len((tmp_path / audit.AUDIT_FILE).read_text().splitlines()) == 3
+
+
+@pytest.mark.parametrize("step", ["move", "resume", "rollback"])
+def test_logical_shard_moves_wait_for_the_shared_lock_too(clients, state_root, monkeypatch, step):
+    """A shard move on AWS takes the stack's one lock (SSM), not a file on this laptop: another
+    operator's deploy stops it before anything is read or written."""
+    from ops import reshard
+    from ops.stack import Stack
+
+    ssm, _ = clients
+    monkeypatch.setenv("AWS_ENDPOINT_URL", ssm.meta.endpoint_url)
+    theirs = _someone_else(ssm, "deploy v8", minutes_ago=3)
+    stack = Stack.load("prod")
+    run = {"move": lambda: reshard.move(stack, [(24, 0, 1)]), "resume": lambda: reshard.resume(stack),
+           "rollback": lambda: reshard.rollback(stack)}[step]
+    with pytest.raises(LockHeld, match=r"^deploy lock held: deploy v8 by bob@bobs-laptop"):
+        run()
+    assert SsmStore(ssm, lock_parameter("prod")).read() == theirs
+    assert not list(state_root.rglob("*.lock"))
+
+
+def test_shard_commands_are_in_the_audit_trail_refused_ones_too(clients, tmp_path):
+    """`ops shard move --resume` while another operator deploys: refused (exit 2), and recorded."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ssm, logs = clients
+    _someone_else(ssm, "deploy v8", minutes_ago=3)
+    repo = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PHOTOSTACK_"))}
+    env.update(CREDENTIALS, AWS_ENDPOINT_URL=ssm.meta.endpoint_url, AWS_CONFIG_FILE=str(tmp_path / "none"),
+               AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), PHOTOSTACK_STATE_DIR=str(tmp_path / "state"),
+               PYTHONPATH=str(repo), USER="alice")
+    done = subprocess.run([sys.executable, "-m", "ops", "--stack", "prod", "shard", "move", "--resume"], cwd=repo,
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.startswith("deploy lock held: deploy v8 by bob@"), done.stderr
+    events = logs.filter_log_events(logGroupName=audit.log_group("prod"))["events"]
+    (entry,) = [json.loads(e["message"]) for e in events]
+    assert (entry["who"], entry["command"]) == ("alice", "shard move --resume")
+    assert entry["outcome"].startswith("refused: deploy lock held: deploy v8 by bob@bobs-laptop")

@@ -7,6 +7,7 @@ alert pipeline reads. The CLI runs in a subprocess like an operator's."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -99,3 +100,27 @@ def test_the_munin_master_alone_may_read_the_silences():
     grants = {r.name: r.inputs["policy"] for r in plan.of_type("aws:iam/rolePolicy:RolePolicy") if "GetParametersByPath" in r.inputs["policy"]}
     assert list(grants) == ["fleet-munin_master-silences"]
     assert ":parameter/photostack/prod/silences" in grants["fleet-munin_master-silences"]
+
+
+def _trail(env) -> list[tuple[str, str]]:
+    logs = boto3.client("logs", region_name="us-east-1", endpoint_url=env["AWS_ENDPOINT_URL"],
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+    try:
+        events = logs.filter_log_events(logGroupName="/photostack/prod/ops-audit")["events"]
+    except logs.exceptions.ResourceNotFoundException:
+        return []
+    entries = [json.loads(e["message"]) for e in sorted(events, key=lambda e: e["timestamp"])]
+    return [(e["command"], e["outcome"]) for e in entries]
+
+
+def test_setting_and_clearing_silences_is_in_the_audit_trail_listing_is_not(env, pagerduty_server):
+    assert _ops(env, "--for", "1h", "--host", "app-3", "--alert", "redis.used_memory").returncode == 0
+    assert _ops(env, "--list").returncode == 0
+    assert _ops(env, "--clear").returncode == 0
+    del env["PAGERDUTY_TOKEN"]
+    assert _ops(env, "--for", "30m").returncode == 2
+    assert _trail(env) == [
+        ("silence --for 1h --host app-3 --alert redis.used_memory", "ok"),
+        ("silence --clear", "ok"),
+        ("silence --for 30m", "failed: service-wide silences on AWS are PagerDuty maintenance windows: set PAGERDUTY_TOKEN"),
+    ]

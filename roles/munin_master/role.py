@@ -7,6 +7,7 @@ import os
 import shlex
 from dataclasses import dataclass, replace
 
+from infra import host_layout
 from infra.config import REPO_ROOT
 from infra.topology import Node
 from infra.alerts import WEB_TIER, web_tier_key
@@ -80,9 +81,18 @@ def daemon(name: str, pidfile: str, argv: list[str], user: str = "root", log: st
 
 def desired(ctx: RoleContext) -> DesiredState:
     d = ctx.defaults("munin_master")
-    python = f"{ctx.defaults('munin_node')['munin_node_venv']}/bin/python"
-    repo = d["munin_master_repo"] or str(REPO_ROOT)
-    state_root = os.environ.get("PHOTOSTACK_STATE_DIR", f"{repo}/.state")
+    # The code the hooks and the watcher run, and where the hooks keep the alert state (`ops
+    # alerts` reads it there). One-box: this checkout, the monitoring venv, the state dir. AWS: what
+    # the host's user_data made (the project installed in the ops venv, the unpacked bundle, the
+    # host's state dir), whichever machine renders this: the host at boot, or an operator's converge.
+    if ctx.onebox:
+        python = f"{ctx.defaults('munin_node')['munin_node_venv']}/bin/python"
+        repo = d["munin_master_repo"] or str(REPO_ROOT)
+        state_root = os.environ.get("PHOTOSTACK_STATE_DIR", f"{repo}/.state")
+    else:
+        python = f"{host_layout.OPS_VENV}/bin/python"
+        repo = d["munin_master_repo"] or host_layout.BUNDLE_DIR
+        state_root = str(host_layout.STATE_ROOT)
     hook = d["munin_master_alert_hook"]
     munin_conf = ctx.template("munin_master", "munin.conf.j2", contact_lines=munin_conf_lines(hook),
                               hosts=munin_hosts(ctx))
