@@ -97,15 +97,16 @@ def silence(ctx: typer.Context, stack: StackOption = None,
         _fail("give exactly one of --for DURATION, --list or --clear")
     if (host or alert) and duration is None:
         _fail("--host and --alert go with --for")
-    from infra.state import state_dir
+    from infra.targets import target_of
     from monitoring import maintenance_windows as mw
     from monitoring.silences import parse_duration, silence_store
 
     stack, config = _config(ctx, stack)
     console = _console()
-    store = silence_store(stack, config.target, config.region, state_dir(stack))
-    # On AWS with PagerDuty, "everything" is the service's maintenance window.
-    windows = config.target == "aws" and config.alerting.pagerduty
+    store = silence_store(stack, config)
+    # Where operators share a cloud account and use PagerDuty, "everything" is the service's
+    # maintenance window (on the one-box, a silence in the state dir).
+    windows = config.alerting.pagerduty and not target_of(config).operators_share_machine()
     try:
         client = mw.client_from_env() if windows and (clear or list_ or not (host or alert)) else None
         if clear:

@@ -50,8 +50,8 @@ def _stack(ctx: typer.Context, stack: str | None, start: bool = True) -> Stack:
 
     # A ConfigError propagates to ops.cli.main: one line per problem on stderr, exit 2.
     loaded = Stack.for_command(stack_name(ctx, stack))
-    if start and loaded.config.target == "onebox":
-        loaded.prepare_onebox()
+    if start:
+        loaded.prepare()
     return loaded
 
 

@@ -167,7 +167,9 @@ def overview(stack: Stack) -> Overview:
                      for s, n, stored, live in result.shards]
     lock = stack_lock(stack, DEPLOY_LOCK).read()  # on AWS the shared one every operator sees
     result.lock = lock.describe() if lock else ""
-    result.open_alerts = sorted(AlertStore(stack.state).open_alerts()) if stack.config.target == "onebox" else []
+    # The alert store is on the monitoring host: readable here only where that is this machine.
+    result.open_alerts = stack.target.shared(stack.name, lambda directory: sorted(AlertStore(directory).open_alerts()),
+                                             lambda client: [])
     return result
 
 

@@ -73,6 +73,7 @@ def desired(ctx: RoleContext) -> DesiredState:
         *[unit for unit, _ in processes],
         *[service for _, service in processes],
     ]
-    if ctx.onebox and ctx.defaults("app")["app_seed_demo"]:
+    # Demo data only where the stack is one machine to try things on, never for real users.
+    if ctx.target.one_machine() and ctx.defaults("app")["app_seed_demo"]:
         resources.append(Command("demo data", run=runtime.run(ctx, ["python", "-m", "app.seed"]), unless=seeded(ctx)))
     return DesiredState(resources=resources, handlers=[runtime.restart_handler(ctx)])

@@ -46,8 +46,7 @@ def munin_hosts(ctx: RoleContext) -> list[MuninHost]:
         # (its instance profile on AWS grants none of them).
         plugins = host_plugins(replace(ctx, host=host, secret=_unread_secret))
         rows = tuple((p.name, f, level, v) for p in plugins for f, level, v in limits(ctx.config, p.kind))
-        address = ctx.bind_address if ctx.onebox else host.address
-        found.append(MuninHost(host.name, address, ctx.port(node), rows))
+        found.append(MuninHost(host.name, ctx.target.address(host), ctx.port(node), rows))
     return found
 
 
@@ -55,7 +54,7 @@ def watcher_config(ctx: RoleContext) -> WatcherConfig:
     """Every nginx and app process /health of the stack, for the fast health watcher. On AWS the
     nginx nodes share the load balancer alarm's dedup key: one outage, one incident."""
     d = ctx.defaults("munin_master")
-    shared = web_tier_key(ctx.stack) if ctx.config.target == "aws" else None
+    shared = web_tier_key(ctx.stack) if ctx.target.load_balancer_networks() else None
     targets = tuple(
         Target(node.name, host.name, f"http://{ctx.address(node)}:{ctx.port(node)}/health",
                shared if role == WEB_TIER else None)
@@ -119,7 +118,7 @@ def desired(ctx: RoleContext) -> DesiredState:
     ]
     handlers = [Handler(RESTART_WATCHER, _restart(resources[-1]))]
     # The dashboard: munin-cron every munin_interval_s (Debian's /etc/cron.d/munin where cron runs).
-    if ctx.onebox:
+    if not ctx.target.systemd_hosts():
         loop = daemon("munin-cron-loop", d["munin_master_cron_pidfile"], ["/bin/sh", d["munin_master_cron_loop"]],
                       user="munin")
         resources += [
@@ -130,7 +129,9 @@ def desired(ctx: RoleContext) -> DesiredState:
         ]
         handlers.append(Handler(RESTART_CRON_LOOP, _restart(loop)))
     else:
-        resources += [Packages(("cron",)), Service.init_script("cron"), *dashboard_site(ctx)]
+        resources += [Packages(("cron",)), Service.init_script("cron")]
+    if ctx.target.load_balancer_networks():  # else the nginx role serves the pages on its host
+        resources += dashboard_site(ctx)
         handlers.append(Handler(RELOAD_DASHBOARD, "nginx -t -q && service nginx reload"))
     return DesiredState(resources=resources, handlers=handlers)
 
