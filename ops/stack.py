@@ -19,8 +19,8 @@ from infra.secrets import SecretStore
 from infra.shardstore import shard_map_store
 from infra.state import state_dir
 from infra.targets import Target, target_of
-from roles.engine.context import RoleContext
-from roles.engine.converge import host_state
+from roles.context import RoleContext
+from roles.converge import host_state
 from roles.engine.executor import HostResult, SshSettings, connect, converge_hosts, run_script
 from roles.engine.resources import DesiredState, Service
 

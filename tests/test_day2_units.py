@@ -17,7 +17,7 @@ from ops import maintenance
 from ops.lock import LockHeld, held, read_lock
 from ops.overview import MARK, Overview, parse_host
 from ops.stack import Stack
-from roles.engine.context import desired_state
+from roles.context import desired_state
 from roles.engine.resources import Command, File
 from roles.pgbouncer.role import databases
 from roles.postgres import commands

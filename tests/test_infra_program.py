@@ -27,8 +27,8 @@ from infra import release_artifact
 from infra.lockfile import parse
 from infra.storage import HOST_REQUIREMENTS, bundle_archive
 from infra.topology import nodes
-from roles.engine.context import RoleContext
-from roles.engine.converge import host_state
+from roles.context import RoleContext
+from roles.converge import host_state
 from tests.fakes.ssm_server import SsmServer
 from tests._infra_plans import by_name, dependency, plan_of, role_tag
 

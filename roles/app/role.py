@@ -9,7 +9,7 @@ from app.shards import username_shard
 from infra.sharding import physical_db, schema_name
 from infra.shardstore import stored_shard_map
 from roles.app import runtime
-from roles.engine.context import RoleContext
+from roles.context import RoleContext
 from roles.engine.resources import Command, DesiredState
 from roles.pgbouncer.role import RELOAD_NOW
 from roles.postgres.commands import psql_path

@@ -15,7 +15,7 @@ from infra.records import record
 from infra.shardstore import HOST_SHARDMAP_PATH
 from infra.topology import Node
 from roles.app import release as rel
-from roles.engine.context import RoleContext
+from roles.context import RoleContext
 from roles.engine.resources import Command, Directory, File, Handler, Packages, Service
 from roles.postgres.auth import app_login
 from roles.rabbitmq.role import login_name

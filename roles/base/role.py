@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from roles.engine.context import RoleContext
+from roles.context import RoleContext
 from roles.engine.resources import (
     Command,
     DesiredState,

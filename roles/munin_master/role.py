@@ -13,7 +13,7 @@ from infra.alerts import WEB_TIER, web_tier_key
 from monitoring.health_watcher import Target, WatcherConfig
 from monitoring.munin_alert import munin_conf_lines
 from monitoring.wallboard_markers import PAGE_FILE, PAGE_URL
-from roles.engine.context import RoleContext
+from roles.context import RoleContext
 from roles.engine.resources import Absent, DesiredState, Directory, File, Handler, Packages, Service, SystemUser
 from roles.munin_node.plugins import host_plugins, limits
 

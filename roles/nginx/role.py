@@ -6,7 +6,7 @@ import math
 
 from infra.records import record
 from monitoring.wallboard_markers import PAGE_FILE, PAGE_URL
-from roles.engine.context import RoleContext
+from roles.context import RoleContext
 from roles.engine.resources import Absent, DesiredState, Directory, File, Handler, Packages, Service, package_daemon_held
 
 RELOAD = "reload nginx"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from infra.sharding import physical_db
-from roles.engine.context import RoleContext
+from roles.context import RoleContext
 from roles.engine.resources import DesiredState, File, Handler, Packages, Service, package_daemon_held
 from roles.postgres.auth import (
     ADMIN_USER,

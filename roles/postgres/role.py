@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from infra.backup_naming import backup_bucket_name
 from infra.shardstore import stored_shard_map
-from roles.engine.context import RoleContext
+from roles.context import RoleContext
 from roles.engine.resources import Command, DesiredState, Directory, File, Handler, Packages, Service
 from roles.postgres import commands, pgbackrest, restore_drill, scheduled
 from roles.postgres.auth import REPLICATION_USER, USER_SECRETS, app_login, scram_verifier

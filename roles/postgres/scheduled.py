@@ -16,7 +16,7 @@ from pathlib import Path
 
 from infra import schedule
 from infra.config import Backups
-from roles.engine.context import RoleContext
+from roles.context import RoleContext
 from roles.engine.resources import Absent, DesiredState, Directory, File, Handler, Packages, Service
 from roles.postgres import pgbackrest
 from roles.postgres.cluster import SOCKET_DIR, Cluster

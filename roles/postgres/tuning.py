@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from roles.engine.context import RoleContext
+from roles.context import RoleContext
 
 # Memory of the EC2 types a database host may use (MiB, as AWS publishes them).
 INSTANCE_MEMORY_MB = {

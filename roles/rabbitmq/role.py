@@ -12,7 +12,7 @@ import hmac
 import json
 import shlex
 
-from roles.engine.context import RoleContext, double_quoted
+from roles.context import RoleContext, double_quoted
 from roles.engine.resources import (
     Command,
     DesiredState,

@@ -18,7 +18,7 @@ from infra.targets import Target, target_of
 from infra.topology import Node
 from roles.engine.resources import DesiredState
 
-ROLES_DIR = Path(__file__).resolve().parent.parent
+ROLES_DIR = Path(__file__).resolve().parent
 
 
 
