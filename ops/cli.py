@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from infra.config_errors import ConfigError
-from ops import alerting, day2, plan, recovery, shard_cli
+from ops import alerting, day2, plan_cli, recovery, shard_cli
 from ops.exit_codes import BAD_INPUT, CHANGES_PENDING, FAILED
 from ops.lock import LockHeld
 from ops.options import JsonOption, StackOption, YesOption, confirm, refuse, stack_name
@@ -291,7 +291,7 @@ def secret_rotate(
 
 
 # Commands of each area live in their own module and register themselves here.
-for area in (alerting, day2, plan, shard_cli, recovery):
+for area in (alerting, day2, plan_cli, shard_cli, recovery):
     area.register(app)
 
 

@@ -18,7 +18,7 @@ import invoke
 import paramiko
 from fabric import Config, Connection
 
-from roles.engine.plan import Plan, apply_script, fact_script, make_plan, parse_apply_output
+from roles.engine.changes import Plan, apply_script, fact_script, make_plan, parse_apply_output
 from roles.engine.resources import Change, DesiredState
 
 

@@ -17,7 +17,7 @@ def plan(ctx: typer.Context, stack: StackOption = None, json_: JsonOption = Fals
     """Print what `pulumi up` would create for a stack, without contacting anything; check the policies."""
     # Pulumi and pulumi-aws take ~0.3 s to import: only `ops plan` pays for them.
     from infra.config import ConfigError, load_stack_config, placeholder_secrets
-    from infra.plan import run_plan
+    from infra.offline_plan import run_plan
     from infra.plan_render import render_plan
     from infra.targets import target_of
     from infra.policy.evaluate import evaluate
