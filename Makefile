@@ -18,7 +18,7 @@ TEST_OS_PACKAGES += debootstrap systemd-container iptables socat haproxy
 up: setup
 	$(BIN)/ops up
 
-# The suite in groups (unit, one-box, drills), one after another, each shuffled and timed against
+# The suite in groups (unit, one-box, drills, lab), one after another, each shuffled and timed against
 # its budget: tests/run_groups.py.
 test: setup test-os-packages
 	$(BIN)/python -m tests.run_groups

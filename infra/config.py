@@ -70,7 +70,7 @@ GENERATED_SECRETS = (
 # Every secret: the service passwords plus the integrations' keys.
 # `sentryAuthToken` is optional: with it `ops deploy` creates Sentry releases and deploys.
 SECRET_KEYS = GENERATED_SECRETS + ("pagerdutyRoutingKey", "pingdomToken", "sentryDsn", "sentryAuthToken",
-                                   "dashboardOidcClientSecret")
+                                   "dashboardOidcClientSecret", "dashboardPassword")
 
 # Config namespaces a stack file may use: ours, Pulumi's own, and the providers the program uses.
 PROVIDER_NAMESPACES = {"aws": "pulumi_aws", "pagerduty": "pulumi_pagerduty", "sentry": "pulumiverse_sentry"}
@@ -320,6 +320,15 @@ class DashboardLogin(Model):
         return value
 
 
+class DashboardPassword(Model):
+    """The other operator login in front of the dashboards: HTTP basic authentication, asked by
+    nginx (the nginx tier for /wallboard/, the monitoring host for /munin/) with the password of
+    the dashboardPassword secret; the load balancer forwards to them. For stacks without an
+    identity provider (the lab); TLS from the load balancer keeps the password off the wire."""
+
+    user: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$", description="The login's user name, e.g. oncall.")
+
+
 class Monitoring(Model):
     """Munin, the fast health watcher, Pingdom and the dashboards' login."""
 
@@ -331,8 +340,12 @@ class Monitoring(Model):
         description="Per 'plugin.field' limits, e.g. 'pgbouncer.waiting'; plugin: one of monitoring/munin/plugins.",
     )
     dashboard_login: DashboardLogin | None = Field(
-        None, description="AWS: the OIDC login in front of /munin/ and /wallboard/; without one the load "
-        "balancer answers those paths 403 (the one-box serves them on loopback)."
+        None, description="AWS: the OIDC login in front of /munin/ and /wallboard/; without one (or "
+        "dashboardPassword) the load balancer answers those paths 403 (the one-box serves them on loopback)."
+    )
+    dashboard_password: DashboardPassword | None = Field(
+        None, description="Instead of dashboardLogin: a user name whose password (the dashboardPassword "
+        "secret) nginx asks for before /munin/ and /wallboard/, on every target."
     )
 
     @field_validator("limits")
@@ -346,6 +359,12 @@ class Monitoring(Model):
             if plugin not in kinds:
                 raise ValueError(f"{show(key)}: no Munin plugin {show(plugin)} (one of {', '.join(sorted(kinds))})")
         return value
+
+    @model_validator(mode="after")
+    def _one_dashboard_login(self) -> Monitoring:
+        if self.dashboard_login is not None and self.dashboard_password is not None:
+            raise ValueError("dashboardLogin and dashboardPassword are two ways to log in: give one")
+        return self
 
 
 class Alerting(Model):
@@ -750,6 +769,8 @@ def required_secrets(config: StackConfig) -> list[str]:
         names.append("sentryDsn")
     if config.monitoring.dashboard_login is not None and not onebox:
         names.append("dashboardOidcClientSecret")
+    if config.monitoring.dashboard_password is not None:
+        names.append("dashboardPassword")
     return names
 
 

@@ -17,7 +17,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.config import DashboardLogin
-from infra.tagging import tags
+from infra.tagging import LOGIN_TAG, PASSWORD_LOGIN, tags
 from infra.alerts import runbook_url
 
 ROLE = "lb"
@@ -72,6 +72,9 @@ class LoadBalancerArgs:
     """The operator login in front of the dashboards; none: they answer 403."""
     dashboard_client_secret: pulumi.Input[str] | None = None
     """The OIDC client's secret (a Pulumi secret), with `dashboard_login`."""
+    dashboard_password: bool = False
+    """Instead of `dashboard_login`: nginx asks for the password login (monitoring.dashboardPassword),
+    so the rules forward, tagged as such for the policy pack."""
 
 
 class LoadBalancer(pulumi.ComponentResource):
@@ -147,7 +150,8 @@ class LoadBalancer(pulumi.ComponentResource):
                 protocol="HTTP",
                 target_type="instance",
                 vpc_id=args.vpc_id,
-                health_check={**HEALTH_CHECK, "path": "/munin/"},
+                # /munin/ may ask for the password login: the dashboard site's own /health never does.
+                health_check=HEALTH_CHECK,
                 tags=tags(args.stack, ROLE, "munin-targets"),
                 opts=child,
             )
@@ -161,7 +165,7 @@ class LoadBalancer(pulumi.ComponentResource):
                 priority=priority,
                 conditions=[{"path_pattern": {"values": paths}}],
                 actions=_dashboard_actions(args, targets.get(what)),
-                tags=tags(args.stack, ROLE, what),
+                tags={**tags(args.stack, ROLE, what), **({LOGIN_TAG: PASSWORD_LOGIN} if args.dashboard_password else {})},
                 opts=child,
             )
 
@@ -196,12 +200,16 @@ class LoadBalancer(pulumi.ComponentResource):
 
 
 def _dashboard_actions(args: LoadBalancerArgs, target: aws.lb.TargetGroup | None) -> list[dict]:
-    """Authenticate (OIDC) then forward; a 403 when there is no login or nothing to forward to."""
+    """Authenticate (OIDC) then forward, or forward to the nginx that asks for the password login;
+    a 403 when there is no login or nothing to forward to."""
     login = args.dashboard_login
-    if login is None or target is None:
-        why = "no operator login configured (monitoring.dashboardLogin)" if login is None else "no monitoring host"
+    if (login is None and not args.dashboard_password) or target is None:
+        why = ("no operator login configured (monitoring.dashboardLogin or dashboardPassword)" if target is not None
+               else "no monitoring host")
         return [{"type": "fixed-response", "fixed_response": {
             "content_type": "text/plain", "status_code": "403", "message_body": f"dashboard: {why}\n"}}]
+    if login is None:
+        return [{"type": "forward", "target_group_arn": target.arn}]
     return [
         {"type": "authenticate-oidc", "order": 1, "authenticate_oidc": {
             "issuer": login.issuer,

@@ -90,6 +90,8 @@ def build(config: StackConfig, stack: str) -> dict[str, Any]:
     if alerting.sentry_dsn is not None:
         values["sentryDsn"] = alerting.sentry_dsn
     # Optional: only `ops deploy` reads it (no role's instance profile may), to create Sentry releases.
+    if config.monitoring.dashboard_password is not None:  # nginx and the monitoring host read it
+        values["dashboardPassword"] = secrets.require_secret("dashboardPassword")
     auth_token = secrets.get_secret("sentryAuthToken")
     if auth_token is not None:
         values["sentryAuthToken"] = auth_token
@@ -150,6 +152,7 @@ def build(config: StackConfig, stack: str) -> dict[str, Any]:
             dashboard_login=config.monitoring.dashboard_login,
             dashboard_client_secret=(secrets.require_secret("dashboardOidcClientSecret")
                                      if config.monitoring.dashboard_login is not None else None),
+            dashboard_password=config.monitoring.dashboard_password is not None,
         ),
     )
     site = SiteAlias("site", SiteAliasArgs(config.domain, zone, lb.dns_name, lb.zone_id))

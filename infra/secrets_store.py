@@ -39,8 +39,9 @@ ROLE_SECRETS: dict[str, tuple[str, ...]] = {
     # logins cannot reconfigure Redis or join the RabbitMQ cluster.
     "redis": ("redisPassword", "redisAdminPassword"),
     "rabbitmq": ("rabbitmqPassword", "erlangCookie"),
-    "munin_master": ("pagerdutyRoutingKey",),
-    "nginx": (),
+    # The dashboards' password login (monitoring.dashboardPassword), where nginx asks for it.
+    "munin_master": ("pagerdutyRoutingKey", "dashboardPassword"),
+    "nginx": ("dashboardPassword",),
     "memcached": (),
 }
 

@@ -15,3 +15,10 @@ def tags(stack: str, role: str, name: str, node: str | None = None) -> dict[str,
     if node is not None:
         result[TAG_NODE] = node
     return result
+
+
+# A dashboard listener rule that forwards because the nginx behind it asks for the password login
+# (monitoring.dashboardPassword) says so, for the policy pack, which also wants that login's
+# password in the plan.
+LOGIN_TAG = "photostack:login"
+PASSWORD_LOGIN = "nginx-password"

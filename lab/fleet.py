@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra.config import StackConfig
+from infra.secrets_store import parameter_name
 from lab import hosts, image, lb, seed
 from lab.planned_instances import LabPlan, lab_plan
 
@@ -186,8 +187,19 @@ def up(config: StackConfig, stack: str) -> UpReport:
     balancer = load_balancer(plan, config)
     lb.start(balancer, gateway, plan.network.prefixlen)
     report.urls["load balancer (lab CA: " + str(lb.ca_certificate()) + ")"] = balancer.url
+    report.urls.update(dashboard_urls(config, stack, balancer))
     report.total_s = time.monotonic() - started
     return report
+
+
+def dashboard_urls(config: StackConfig, stack: str, balancer: lb.Balancer) -> dict[str, str]:
+    """The dashboards through the load balancer, and how to log in: the lab generates the password
+    into its AWS's SSM, where `pulumi up` puts the one a user sets."""
+    login = config.monitoring.dashboard_password
+    if login is None:
+        return {}
+    how = f"login {login.user}, password in the lab's SSM at {parameter_name(stack, 'dashboardPassword')}"
+    return {f"dashboard ({how})": f"{balancer.url}munin/", "wallboard": f"{balancer.url}wallboard/"}
 
 
 FINISHED = re.compile(r"Cloud-init v\. lab finished: user_data exit status (\d+) after ([\d.]+) seconds")

@@ -71,7 +71,8 @@ def _objects(plan: Plan, workdir: Path) -> list[dict[str, str]]:
 def from_plan(lab: LabPlan, workdir: Path) -> dict[str, Any]:
     """Everything `apply` creates, read from the plan (files it uploads are written to `workdir`)."""
     plan = lab.plan
-    generated = {name: secrets.token_urlsafe(32) for name in GENERATED_SECRETS}  # as the one-box generates them
+    # As the one-box generates them; the dashboards' password login too (a user sets it on AWS).
+    generated = {name: secrets.token_urlsafe(32) for name in (*GENERATED_SECRETS, "dashboardPassword")}
     parameters = []
     for resource in plan.of_type("aws:ssm/parameter:Parameter"):
         inputs = reveal(resource.inputs)

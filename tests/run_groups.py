@@ -1,8 +1,9 @@
-"""`make test`: the suite in groups, one after another, each against a time budget (all but the lab shuffled).
+"""`make test`: the suite in groups, one after another, each shuffled, each against a time budget.
 
 Groups never run at once (the one-box tests converge this machine, and the box has 2 cores); inside
 a group pytest-randomly shuffles modules and the tests in each module with one seed, printed here
-and by pytest, so a failing order can be replayed:
+and by pytest, so a failing order can be replayed (a test marked `lab_teardown` still runs last:
+tests/conftest.py):
 
     .venv/bin/python -m tests.run_groups --seed 1234 [--group unit] [-- extra pytest args]
 
@@ -34,7 +35,6 @@ class Group:
     name: str
     markers: str
     budget_s: int
-    shuffled: bool = True
 
 
 # Every test is in exactly one group: the expressions partition the markers.
@@ -44,7 +44,7 @@ GROUPS = (
     # `converged` fixture asserts a converge check finds nothing to change after each one).
     Group("one-box", "onebox and not drill", 8 * 60),  # the real one-box, converged by `ops up`
     Group("app drills", "drill", 5 * 60),  # faults under load on the one-box
-    Group("lab", "lab", 15 * 60, shuffled=False),  # the plan booted as systemd-nspawn hosts (lab/)
+    Group("lab", "lab", 15 * 60),  # the plan booted as systemd-nspawn hosts (lab/)
 )
 
 
@@ -68,9 +68,9 @@ class Outcome:
 
 
 def run_group(group: Group, seed: int, extra: list[str]) -> Outcome:
-    """One pytest run of the group, shuffled with `seed` (or in file order)."""
-    order = ["-p", "randomly", f"--randomly-seed={seed}"] if group.shuffled else ["-p", "no:randomly"]
-    print(f"\n=== {group.name}: -m '{group.markers}', {f'seed {seed}' if group.shuffled else 'file order'}, "
+    """One pytest run of the group, shuffled with `seed`."""
+    order = ["-p", "randomly", f"--randomly-seed={seed}"]
+    print(f"\n=== {group.name}: -m '{group.markers}', seed {seed}, "
           f"budget {_minutes(group.budget_s)} ===", flush=True)
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "pytest", "-m", group.markers, *order, *extra], cwd=REPO)

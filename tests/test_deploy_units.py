@@ -207,10 +207,12 @@ def test_on_aws_a_deploy_drains_app_nodes_in_nginx_where_the_load_balancer_sends
     plan = planned_staging
     stack = Stack.load("staging")
     nginx_nodes = sorted(n.name for n in nodes(stack.config) if n.role == "nginx")
-    # The planned ALB target group of the site (health-checked on /health) holds the nginx hosts,
-    # and only them: app servers sit behind nginx. (The dashboards' group holds the munin master.)
+    # The planned ALB target group of the site (the HTTPS listener's default forward) holds the nginx
+    # hosts, and only them: app servers sit behind nginx. (The dashboards' group holds the munin master.)
+    (https,) = [r for r in plan.of_type("aws:lb/listener:Listener") if r.inputs["protocol"] == "HTTPS"]
+    (site_group,) = [a["targetGroupArn"] for a in https.inputs["defaultActions"] if a["type"] == "forward"]
     site_attachments = [a for a in plan.of_type(ATTACHMENT)
-                        if dependency(plan, a, "targetGroupArn").inputs["healthCheck"]["path"] == "/health"]
+                        if dependency(plan, a, "targetGroupArn").outputs["arn"] == site_group]
     attached = {dependency(plan, a, "targetId").inputs["tags"][TAG_NODE] for a in site_attachments}
     assert sorted(attached) == nginx_nodes
     balancer = rollout.balancer_for(stack)

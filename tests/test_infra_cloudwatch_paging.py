@@ -46,7 +46,9 @@ def test_prod_alarm_pages_while_a_target_is_unhealthy_and_resolves_when_none_is(
 def test_alarm_watches_the_nginx_target_group_of_the_alb():
     plan = plan_of("prod")
     (alarm,) = _unhealthy_alarms(plan)
-    (group,) = [g for g in plan.of_type("aws:lb/targetGroup:TargetGroup") if g.inputs["healthCheck"]["path"] == "/health"]
+    (https,) = [r for r in plan.of_type("aws:lb/listener:Listener") if r.inputs["protocol"] == "HTTPS"]
+    (site,) = [a["targetGroupArn"] for a in https.inputs["defaultActions"] if a["type"] == "forward"]
+    (group,) = [g for g in plan.of_type("aws:lb/targetGroup:TargetGroup") if g.outputs["arn"] == site]
     (alb,) = plan.of_type("aws:lb/loadBalancer:LoadBalancer")
     assert alarm.inputs["dimensions"] == {"TargetGroup": group.outputs["arnSuffix"], "LoadBalancer": alb.outputs["arnSuffix"]}
     assert set(alarm.property_dependencies["dimensions"]) == {group.urn, alb.urn}

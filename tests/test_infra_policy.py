@@ -133,7 +133,8 @@ def test_dashboards_behind_login():
     # Forwarding first, or a login ordered after the forward, is an open dashboard.
     open_board = [listener, good[1], rule("board", ["/wallboard/*"], [forward])]
     assert stack_violations(dashboards_behind_login, open_board) == [
-        "listener rule board serves /wallboard without the operator login first (authenticate-oidc or authenticate-cognito)",
+        "listener rule board serves /wallboard without the operator login first (authenticate-oidc or "
+        "authenticate-cognito, or forwarded to nginx's password login: tag photostack:login and the dashboardPassword secret)",
         "listener https forwards /wallboard to the site with no rule asking for the operator login",
     ]
     late_login = [listener, good[1], rule("board", ["/wallboard*"], [forward, {**login, "order": 3}])]
@@ -142,6 +143,31 @@ def test_dashboards_behind_login():
     assert stack_violations(dashboards_behind_login, [listener]) == [
         "listener https forwards /munin, /wallboard to the site with no rule asking for the operator login"
     ]
+
+
+def test_dashboards_forwarded_to_nginxs_password_login_need_the_tag_and_the_password():
+    listener = resource("aws:lb/listener:Listener", "https", {"protocol": "HTTPS", "defaultActions": [{"type": "forward"}]})
+    password = resource("aws:ssm/parameter:Parameter", "secrets-dashboardPassword",
+                        {"name": "/photostack/lab/dashboardPassword", "type": "SecureString"})
+
+    def rule(name, paths, actions, tags):
+        return resource("aws:lb/listenerRule:ListenerRule", name,
+                        {"conditions": [{"pathPattern": {"values": paths}}], "actions": actions, "tags": tags},
+                        {"listenerArn": [listener]})
+
+    forward = {"type": "forward", "targetGroupArn": "arn:tg"}
+    tagged = {"photostack:login": "nginx-password"}
+    rules = [rule("munin", ["/munin/*"], [forward], tagged), rule("board", ["/wallboard/*"], [forward], tagged)]
+    assert stack_violations(dashboards_behind_login, [listener, password, *rules]) == []
+    # The tag alone, with no password for nginx to check: open.
+    assert len(stack_violations(dashboards_behind_login, [listener, *rules])) == 3
+    # The password planned but a rule not tagged as forwarding to the login: open.
+    untagged = [rules[0], rule("board", ["/wallboard/*"], [forward], {})]
+    assert len(stack_violations(dashboards_behind_login, [listener, password, *untagged])) == 2
+    # Tagged, but answering something else than a forward to nginx (a fixed 200): open.
+    fixed = {"type": "fixed-response", "fixedResponse": {"statusCode": "200"}}
+    assert len(stack_violations(dashboards_behind_login, [listener, password, rules[0],
+                                                          rule("board", ["/wallboard/*"], [fixed], tagged)])) == 2
 
 
 def test_s3_not_public():
@@ -178,7 +204,7 @@ def test_tagged_with_stack_and_role():
     assert violations(tagged_with_stack_and_role, "pagerduty:index/service:Service", {}) == []
 
 
-@pytest.mark.parametrize("stack", ["staging", "prod"])
+@pytest.mark.parametrize("stack", ["staging", "prod", "lab"])
 def test_every_policy_passes_every_resource_of_the_checked_in_stacks(stack):
     assert evaluate(plan_of(stack)) == []
 

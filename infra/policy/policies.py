@@ -21,6 +21,7 @@ from pulumi_policy import (
 )
 
 from infra.inventory import TAG_ROLE, TAG_STACK
+from infra.tagging import LOGIN_TAG, PASSWORD_LOGIN
 
 INTERNET = ("0.0.0.0/0", "::/0")
 # SSH and every data-tier port: never reachable from the internet.
@@ -38,9 +39,10 @@ INSTANCE = "aws:ec2/instance:Instance"
 VOLUME = "aws:ebs/volume:Volume"
 LISTENERS = ("aws:lb/listener:Listener", "aws:alb/listener:Listener")
 LISTENER_RULES = ("aws:lb/listenerRule:ListenerRule", "aws:alb/listenerRule:ListenerRule")
-# The dashboards: operators only (the load balancer's login action), never the open site.
+# The dashboards: operators only (the load balancer's login action, or nginx's password login), never the open site.
 DASHBOARD_PATHS = ("/munin", "/wallboard")
 LOGIN_ACTIONS = ("authenticate-oidc", "authenticate-cognito")
+SSM_PARAMETER = "aws:ssm/parameter:Parameter"
 BUCKET = "aws:s3/bucket:Bucket"
 PUBLIC_ACCESS_BLOCK = "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"
 SNS_TOPIC = "aws:sns/topic:Topic"
@@ -197,14 +199,30 @@ def _behind_login(actions: list[Mapping[str, Any]]) -> bool:
     return bool(steps) and steps[0].get("type") in LOGIN_ACTIONS
 
 
+def _password_login_planned(resources: Iterable[Any]) -> bool:
+    """Whether the plan holds the dashboards' password (the secret nginx checks the login against)."""
+    return any(r.resource_type == SSM_PARAMETER and str(r.props.get("name", "")).endswith("/dashboardPassword")
+               and r.props.get("type") == "SecureString" for r in resources)
+
+
+def _behind_password_login(rule: Any, password_planned: bool) -> bool:
+    """A rule that forwards only, to an nginx asking for the password login: tagged so, with the
+    password in the plan."""
+    actions = rule.props.get("actions") or []
+    return (password_planned and (rule.props.get("tags") or {}).get(LOGIN_TAG) == PASSWORD_LOGIN
+            and bool(actions) and all(a.get("type") == "forward" for a in actions))
+
+
 def dashboards_behind_login(args: StackValidationArgs, report_violation: ReportViolation) -> None:
     guarded: dict[str, set[str]] = {}
+    password_planned = _password_login_planned(args.resources)
     for rule in args.resources:
         if rule.resource_type not in LISTENER_RULES or not (paths := _dashboard_paths(rule.props)):
             continue
-        if not _behind_login(rule.props.get("actions") or []):
+        if not (_behind_login(rule.props.get("actions") or []) or _behind_password_login(rule, password_planned)):
             report_violation(f"listener rule {rule.name} serves {', '.join(sorted(paths))} without the operator "
-                             f"login first ({' or '.join(LOGIN_ACTIONS)})", rule.urn)
+                             f"login first ({' or '.join(LOGIN_ACTIONS)}, or forwarded to nginx's password "
+                             "login: tag photostack:login and the dashboardPassword secret)", rule.urn)
         elif (listener := _dependency(rule, "listenerArn")) is not None:
             guarded.setdefault(listener.urn, set()).update(paths)
     for listener in args.resources:

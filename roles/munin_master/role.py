@@ -16,6 +16,7 @@ from monitoring.wallboard_markers import PAGE_FILE, PAGE_URL
 from roles.context import RoleContext
 from roles.engine.resources import Absent, DesiredState, Directory, File, Handler, Packages, Service, SystemUser
 from roles.munin_node.plugins import host_plugins, limits
+from roles.nginx.dashboard_login import PASSWORD_FILE, password_file, realm
 
 RESTART_WATCHER = "restart health watcher"
 RESTART_CRON_LOOP = "restart munin-cron loop"
@@ -141,10 +142,12 @@ def dashboard_site(ctx: RoleContext) -> list:
     them itself, from the same host)."""
     d = ctx.defaults("munin_master")
     site = ctx.template("munin_master", "dashboard-site.conf.j2", port=d["munin_master_dashboard_port"],
-                        htmldir=d["munin_master_htmldir"], page_markers=(PAGE_URL, PAGE_FILE))
+                        htmldir=d["munin_master_htmldir"], page_markers=(PAGE_URL, PAGE_FILE),
+                        dashboard_realm=realm(ctx), dashboard_password_file=PASSWORD_FILE)
     return [
         Packages(("nginx",)),
         Absent("/etc/nginx/sites-enabled/default", notify=(RELOAD_DASHBOARD,)),
+        password_file(ctx, notify=(RELOAD_DASHBOARD,)),
         File("/etc/nginx/conf.d/photostack-munin.conf", site, notify=(RELOAD_DASHBOARD,)),
         Service.init_script("nginx"),
     ]

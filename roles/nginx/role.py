@@ -7,6 +7,7 @@ import math
 from infra.records import record
 from monitoring.wallboard_markers import PAGE_FILE, PAGE_URL
 from roles.context import RoleContext
+from roles.nginx.dashboard_login import PASSWORD_FILE, password_file, realm
 from roles.engine.resources import Absent, DesiredState, Directory, File, Handler, Packages, Service, package_daemon_held
 
 RELOAD = "reload nginx"
@@ -60,6 +61,8 @@ def desired(ctx: RoleContext) -> DesiredState:
         load_balancer_cidrs=load_balancer_cidrs(ctx),
         munin_htmldir=ctx.defaults("munin_master").get("munin_master_htmldir", ""),
         page_markers=(PAGE_URL, PAGE_FILE),
+        dashboard_realm=realm(ctx),
+        dashboard_password_file=PASSWORD_FILE,
     )
     return DesiredState(
         resources=[
@@ -70,6 +73,7 @@ def desired(ctx: RoleContext) -> DesiredState:
             package_daemon_held("nginx", SITE),
             Absent("/etc/nginx/sites-enabled/default", notify=(RELOAD,)),
             File("/etc/nginx/nginx.conf", ctx.template("nginx", "nginx.conf.j2"), notify=(RELOAD,)),
+            password_file(ctx, notify=(RELOAD,)),
             File(SITE, site, notify=(RELOAD,)),
             Directory(d["nginx_web_root"]),
             File(f"{d['nginx_web_root']}/index.html", ctx.template("nginx", "index.html.j2")),

@@ -87,10 +87,11 @@ def test_the_load_balancer_takes_nginx_hosts_in_and_out_by_their_health_checks(l
     assert client.request("GET", "/health")[0] == 200
 
 
+@pytest.mark.lab_teardown
 def test_down_after_an_interrupted_up_leaves_nothing(lab):
     if KEEP:
         pytest.skip("PHOTOSTACK_LAB_KEEP=1: the kept lab stays up")
-    lab.down()  # the session's lab, if up: a later test that needs it boots it again
+    lab.down()  # the session's lab, if up (this test runs last: see tests/conftest.py)
     process = subprocess.Popen([sys.executable, "-m", "ops", "--stack", STACK, "up"], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     booting = {f"{hosts.PREFIX}-{i.node}" for i in lab.plan.instances if i.role != "bastion"}

@@ -64,7 +64,8 @@ def nginx(tmp_path, state_root) -> Iterator[Nginx]:
         site = _context().template("nginx", "site.conf.j2", listen=f"127.0.0.1:{port}",
                                    app_servers=[(f"127.0.0.1:{echo.port}", False)], media_root=str(media),
                                    munin_htmldir=str(tmp_path), load_balancer_cidrs=[f"{LB}/32"], inflight_limit=16,
-                                   page_markers=("/munin/page-markers.json", str(tmp_path / "page-markers.json")))
+                                   page_markers=("/munin/page-markers.json", str(tmp_path / "page-markers.json")),
+                                   dashboard_realm=None, dashboard_password_file="")
         (tmp_path / "site.conf").write_text(site)
         temp = " ".join(f"{kind}_temp_path {tmp_path}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
         (tmp_path / "nginx.conf").write_text(
