@@ -1,9 +1,11 @@
 """Where a stack runs, behind one interface: `Target`, with one implementation per target.
 
-`target_of(config)` is the only place that reads `photostack:target`; everything else asks the
-Target what the difference is (its hosts and how to reach them, where records and secrets are
-stored, where the dashboards are, which addresses and ports nodes use). The lab is not a third
-implementation: it is the AWS target pointed at local endpoints (`AWS_ENDPOINT_URL`).
+`target_of(config)` is the only place that reads `photostack:target` (besides the config parser,
+which checks each kind's keys before there is a Target); everything else asks the Target what the
+difference is (its hosts and how to reach them, where records, secrets and shared operations
+state are stored, where the dashboards are, which addresses and ports nodes use, what hosts are
+like). The lab is not a third implementation: it is the AWS target pointed at local endpoints
+(`AWS_ENDPOINT_URL`).
 tests/model/test_target_seam.py fails on a read of the target kind anywhere else.
 """
 
@@ -14,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, TypeVar
 
 from infra.config import StackConfig
 from infra.inventory import Host
+from infra.targets.aws import AwsTarget
+from infra.targets.onebox import OneBoxTarget
 
 if TYPE_CHECKING:
     from infra.records import Record
@@ -129,7 +133,4 @@ class Target(Protocol):
 
 def target_of(config: StackConfig) -> Target:
     """The Target of a stack config (the one read of `photostack:target`)."""
-    from infra.targets.aws import AwsTarget
-    from infra.targets.onebox import OneBoxTarget
-
     return OneBoxTarget(config) if config.target == "onebox" else AwsTarget(config)
