@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--rpo-seconds", type=float, default=150)
     args = parser.parse_args()
     stack = Stack.load("onebox")
-    stack.prepare_onebox()
+    stack.prepare()
     member = bk.primary(stack, args.shard)
     side = f"bench_restore_{secrets.token_hex(3)}"
     try:

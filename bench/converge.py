@@ -169,7 +169,7 @@ def whole_process_pairs(stack: Stack, pairs: int = 5) -> tuple[float, float, flo
 def main() -> None:
     print(f"`ops --help` start-up, whole process: {cli_startup():.3f} s (goal <= 0.3 s)")
     stack = Stack.load("onebox")
-    stack.prepare_onebox()
+    stack.prepare()
     stack.converge(stack.hosts)  # measure no-ops: bring the one-box to this checkout's state first
     core = nginx_core(stack)
     ours_core = median_seconds(lambda: assert_noop(converge_hosts(stack.hosts, lambda h: core, stack.ssh)))

@@ -19,7 +19,7 @@ from tests.drills.deploy_drill import deploy_under_load  # noqa: E402
 
 def main() -> None:
     stack = Stack.load("onebox")
-    stack.prepare_onebox()
+    stack.prepare()
     run = deploy_under_load(stack)
     for name, seconds in run.log.steps:
         print(f"  {seconds:6.2f}s  {name}")

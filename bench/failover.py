@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--shard", type=int, default=0)
     args = parser.parse_args()
     stack = Stack.load("onebox")
-    stack.prepare_onebox()
+    stack.prepare()
     r = run_failover_drill(stack, args.shard)
     print(f"failover {r.old} → {r.new} (shard {args.shard})")
     print(f"  write outage:            {r.outage_s:.2f} s   (goal ≤ 15 s)")

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from infra.config import load_stack_config  # noqa: E402
 from lab import fleet, lb  # noqa: E402
-from lab.plan import lab_plan  # noqa: E402
+from lab.planned_instances import lab_plan  # noqa: E402
 from tests.e2e.conftest import Client  # noqa: E402
 from tests.lab_stack import drills  # noqa: E402
 from tests.lab_stack.fleetload import sign_up  # noqa: E402

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from infra.config import load_stack_config  # noqa: E402
 from lab import fleet, hosts, image, lb  # noqa: E402
-from lab.plan import lab_plan  # noqa: E402
+from lab.planned_instances import lab_plan  # noqa: E402
 
 STACK = "lab"
 FIRST_BOOT_TIMEOUT_S = 1800

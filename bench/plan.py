@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from infra.config import StackConfig, load_stack_config  # noqa: E402
-from infra.plan import run_plan  # noqa: E402
+from infra.offline_plan import run_plan  # noqa: E402
 from infra.policy.evaluate import evaluate  # noqa: E402
 
 RESOURCES_PER_APP_HOST = 2

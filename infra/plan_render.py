@@ -11,7 +11,7 @@ import re
 from collections import defaultdict
 from typing import Any
 
-from infra.plan import Plan, PlannedResource, is_secret
+from infra.offline_plan import Plan, PlannedResource, is_secret
 
 SECRET = "[secret]"
 

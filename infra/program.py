@@ -25,7 +25,8 @@ from infra.record_parameters import ROLE_RECORDS, RecordParameters, RecordParame
 from infra.secrets_store import ROLE_SECRETS, SecretParameters, SecretParametersArgs, rotation_arns
 from infra.security import SecurityGroups, SecurityGroupsArgs
 from infra.sharding import ShardMap
-from infra.shardstore import pack_shard_map
+from infra.targets import target_of
+from infra.targets.aws import pack_shard_map
 from infra.storage import Storage, StorageArgs
 from infra.topology import Node, nodes
 from infra.alerts import silences_path
@@ -58,8 +59,9 @@ def silences_arn(stack: str, region: str) -> pulumi.Output[str]:
 
 def build(config: StackConfig, stack: str) -> dict[str, Any]:
     """Declare every resource of an AWS stack; returns the stack outputs (the inventory)."""
-    if config.target != "aws":
-        raise ConfigError([f"{NAMESPACE}:target: stack '{stack}' targets {config.target}; the Pulumi program provisions aws stacks only"])
+    target = target_of(config)
+    if not target.provisioned_by_pulumi():
+        raise ConfigError([f"{NAMESPACE}:target: stack '{stack}' targets {target.name}; the Pulumi program provisions aws stacks only"])
     secrets = pulumi.Config(NAMESPACE)
     zones = config.availability_zones
 

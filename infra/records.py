@@ -1,18 +1,17 @@
 """Small operational records of a stack, stored where every operator and host can read them.
 
 One-box: `<state dir>/<name>.json`. AWS: the SSM parameter `/photostack/<stack>/<name>` (plain
-JSON; these records are a few hundred bytes). Roles render from them (the primaries after a
-failover, the app servers drained by a deploy), so a converge keeps what an operation changed.
+JSON; these records are a few hundred bytes); each target's store is in infra/targets/. Roles
+render from them (the primaries after a failover, the app servers drained by a deploy), so a
+converge keeps what an operation changed.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any, Protocol
 
 from infra.config import StackConfig
-from infra.state import state_dir
+from infra.targets import target_of
 
 # The converge roles that render from each record (the shard map is one too: infra/shardstore.py).
 # An operation that changes a record converges these roles wherever they run, so that a converge
@@ -43,42 +42,6 @@ class Record(Protocol):
         ...
 
 
-class FileRecord:
-    """A JSON file, replaced atomically."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def load(self) -> Any:
-        return json.loads(self.path.read_text()) if self.path.exists() else None
-
-    def save(self, value: Any) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(value, sort_keys=True))
-        tmp.replace(self.path)
-
-
-class SsmRecord:
-    """An SSM String parameter (the hosts' instance role may read `/photostack/<stack>/*`)."""
-
-    def __init__(self, name: str, region: str, client: Any = None):
-        import boto3  # only AWS stacks need boto3 here
-
-        self.name = name
-        self.ssm = client or boto3.client("ssm", region_name=region)
-
-    def load(self) -> Any:
-        try:
-            return json.loads(self.ssm.get_parameter(Name=self.name)["Parameter"]["Value"])
-        except self.ssm.exceptions.ParameterNotFound:
-            return None
-
-    def save(self, value: Any) -> None:
-        self.ssm.put_parameter(Name=self.name, Value=json.dumps(value, sort_keys=True), Type="String", Overwrite=True)
-
-
 def record(config: StackConfig, stack: str, name: str) -> Record:
-    """The record `name` of `stack`, on its target's store."""
-    if config.target == "onebox":
-        return FileRecord(state_dir(stack) / f"{name}.json")
-    return SsmRecord(f"/photostack/{stack}/{name}", config.region)
+    """The record `name` of `stack`, on its target's store (infra/targets/)."""
+    return target_of(config).record(stack, name)

@@ -1,9 +1,13 @@
 """The app release as a built artifact: made once per version where the checkout is, read on hosts.
 
-A release is the repo's tracked (and not ignored) files under RELEASE_PATHS, packed into a
-deterministic tar.gz. Its version is the last commit that changed those paths (`git describe
---always`) when they are clean, else `<commit>-dirty-<content hash>`, so the same tree always
-gives the same version and re-shipping it is a no-op.
+A release is what the app and workers run: the repo's tracked (and not ignored) files under
+`app/`, `pyproject.toml`, and the project modules `app/` imports, followed through the source
+(the stack model, sharding, the Sentry set-up), packed into a deterministic tar.gz. Its version is
+the last commit that changed those files or the lock file (`git describe --always`) when they
+are clean, else `<commit>-dirty-<content hash>`, so the same tree always gives the same version
+and re-shipping it is a no-op. The rest of `infra/` (the Pulumi program) and of `monitoring/`
+(host agents) does not ship: an edit of a CloudWatch alarm keeps the version, and the app fleet
+keeps running.
 
 Building needs the git checkout (the operator's machine, CI). A host has none: it reads the
 artifact the release bundle carries (`infra/storage.py`), written here by `write` as two files,
@@ -13,6 +17,7 @@ agree on the version, so an operator's converge after a host's first boot change
 
 from __future__ import annotations
 
+import ast
 import gzip
 import hashlib
 import io
@@ -26,12 +31,14 @@ from infra.config import REPO_ROOT
 from infra.lockfile import LOCK_FILE, closure
 
 LOCK_NAME = LOCK_FILE.name
-# What the app and workers import: the Django app, the stack config/sharding it reads, and the
-# shared Sentry set-up; requirements.lock carries the pins.
-RELEASE_PATHS = ("app", "infra", "monitoring", "pyproject.toml")
-# What the version follows: the shipped files and the lock file, whose pins build the venv (the
-# requirements travel in the venv step, not the tarball): a new pin alone is a new release.
-VERSION_PATHS = (*RELEASE_PATHS, "requirements.lock")
+# What the app and workers run: the Django app, with the files below, and the modules of
+# PROJECT_PACKAGES it imports (transitively); requirements.lock carries the pins.
+APP_DIR = "app"
+SHIPPED_FILES = ("pyproject.toml",)
+PROJECT_PACKAGES = ("infra", "monitoring")
+# What the version follows besides the shipped files: the lock file, whose pins build the venv
+# (the requirements travel in the venv step, not the tarball): a new pin alone is a new release.
+VERSION_FILES = ("requirements.lock",)
 # The app's third-party imports (pins from pyproject.toml). hiredis: redis-py's C reply parser
 # (half the CPU of an LRANGE of a feed page), picked up by redis-py when installed.
 APP_PACKAGES = (
@@ -65,10 +72,48 @@ def _git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout
 
 
+def _listed(repo: Path, *paths: str) -> set[str]:
+    """Tracked and untracked-but-not-ignored files under `paths`."""
+    out = _git(repo, "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", *paths)
+    return {name for name in out.split("\0") if name and (repo / name).is_file()}
+
+
+def imported_modules(source: str) -> set[str]:
+    """Every absolute module name a Python source may import (`from a import b`: `a` and `a.b`),
+    wherever the import statement is."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _module_files(name: str) -> list[str]:
+    """The files importing module `name` loads: each package's `__init__.py` on the way, and the
+    module itself (`a/b.py` or the package `a/b/__init__.py`)."""
+    parts = name.split(".")
+    packages = [f"{'/'.join(parts[:i])}/__init__.py" for i in range(1, len(parts) + 1)]
+    return [*packages, f"{'/'.join(parts)}.py"]
+
+
 def release_files(repo: Path = REPO_ROOT) -> list[str]:
-    """Tracked and untracked-but-not-ignored files under RELEASE_PATHS, sorted."""
-    out = _git(repo, "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", *RELEASE_PATHS)
-    return sorted({name for name in out.split("\0") if name and (repo / name).is_file()})
+    """What ships, sorted: `app/`, SHIPPED_FILES, and the modules of PROJECT_PACKAGES that the
+    shipped Python files import, transitively."""
+    candidates = _listed(repo, APP_DIR, *SHIPPED_FILES, *PROJECT_PACKAGES)
+    shipped = {n for n in candidates if n.startswith(f"{APP_DIR}/") or n in SHIPPED_FILES}
+    unread = [n for n in shipped if n.endswith(".py")]
+    while unread:
+        for module in imported_modules((repo / unread.pop()).read_text()):
+            if module.split(".")[0] not in PROJECT_PACKAGES:
+                continue
+            for name in _module_files(module):
+                if name in candidates and name not in shipped:
+                    shipped.add(name)
+                    unread.append(name)
+    return sorted(shipped)
 
 
 def pack(repo: Path, files: list[str]) -> bytes:
@@ -87,18 +132,26 @@ def pack(repo: Path, files: list[str]) -> bytes:
     return out.getvalue()
 
 
-def last_shipped_commit(repo: Path = REPO_ROOT) -> str:
-    """The last commit that changed what ships. A commit of docs, roles or tests alone keeps the
-    release version, so the next converge leaves the app servers running instead of restarting
-    them all."""
-    return _git(repo, "rev-list", "-1", "HEAD", "--", *VERSION_PATHS).strip() or "HEAD"
+def version_paths(files: list[str]) -> list[str]:
+    """What the version follows: `app/` as a whole (a file removed from it counts too), the other
+    shipped files, and VERSION_FILES."""
+    return [APP_DIR, *(f for f in files if not f.startswith(f"{APP_DIR}/")), *VERSION_FILES]
+
+
+def last_shipped_commit(repo: Path = REPO_ROOT, files: list[str] | None = None) -> str:
+    """The last commit that changed what ships (`files`: release_files). A commit of docs, roles,
+    tests, or the Pulumi program alone keeps the release version, so the next converge leaves the
+    app servers running instead of restarting them all."""
+    paths = version_paths(release_files(repo) if files is None else files)
+    return _git(repo, "rev-list", "-1", "HEAD", "--", *paths).strip() or "HEAD"
 
 
 def build(repo: Path = REPO_ROOT) -> Artifact:
     """The release of the working tree of the git checkout `repo`."""
-    tarball = pack(repo, release_files(repo))
-    commit = _git(repo, "describe", "--always", "--abbrev=12", last_shipped_commit(repo)).strip()
-    dirty = _git(repo, "status", "--porcelain", "--", *VERSION_PATHS).strip()
+    files = release_files(repo)
+    tarball = pack(repo, files)
+    commit = _git(repo, "describe", "--always", "--abbrev=12", last_shipped_commit(repo, files)).strip()
+    dirty = _git(repo, "status", "--porcelain", "--", *version_paths(files)).strip()
     version = f"{commit}-dirty-{hashlib.sha256(tarball).hexdigest()[:10]}" if dirty else commit
     return Artifact(version, tarball, requirements(repo))
 

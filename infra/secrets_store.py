@@ -96,18 +96,9 @@ class SecretParameters(pulumi.ComponentResource):
 
 
 def ssm_secret_reader(stack: str, ssm_client: Any) -> Callable[[str], str]:
-    """On a host: a `secret(name)` function reading `/photostack/<stack>/<name>` from SSM (boto3 client)."""
-
-    def secret(name: str) -> str:
-        try:
-            response = ssm_client.get_parameter(Name=parameter_name(stack, name), WithDecryption=True)
-        except ssm_client.exceptions.ParameterNotFound:
-            raise ConfigError(
-                [f"photostack:{name}: no SSM parameter {parameter_name(stack, name)}; run `pulumi up -s {stack}`"]
-            ) from None
-        return response["Parameter"]["Value"]
-
-    return secret
+    """On a host: a `secret(name)` function reading `/photostack/<stack>/<name>` from SSM (boto3
+    client); a missing parameter raises ConfigError."""
+    return SsmSecrets(stack, ssm_client).__getitem__
 
 
 class SsmSecrets:
@@ -132,6 +123,12 @@ class SsmSecrets:
 
     def get(self, name: str) -> str | None:
         return self._get(name)
+
+    def __getitem__(self, name: str) -> str:
+        value = self._get(name)
+        if value is None:
+            raise ConfigError([f"photostack:{name}: no SSM parameter {parameter_name(self.stack, name)}; run `pulumi up -s {self.stack}`"])
+        return value
 
     def rotating(self, name: str) -> tuple[str, str] | None:
         from infra.secrets import rotating_value

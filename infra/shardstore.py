@@ -7,7 +7,7 @@ and afterwards changed only by moves, so a moved logical shard stays moved.
 
 One-box: `<state dir>/shardmap.json`. AWS: the SSM parameter `/photostack/<stack>/shardmap`,
 gzip+base64 of the same JSON (6144 placements are ~18 KB of JSON, over SSM's 4 KB standard tier;
-gzipped they are a few hundred bytes).
+gzipped they are a few hundred bytes). Each target's store is in infra/targets/.
 
 The primaries record (which member of each physical shard is primary, written by failovers) is
 stored the same way, beside it: `<state dir>/primaries.json` or `/photostack/<stack>/primaries`.
@@ -16,16 +16,13 @@ The postgres and pgbouncer roles read it, so a converge after a failover keeps t
 
 from __future__ import annotations
 
-import base64
-import gzip
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
-from infra.config import ConfigError, StackConfig
+from infra.config import StackConfig
 from infra.records import Record, record
-from infra.sharding import SHARDMAP_FILE, ShardMap
-from infra.state import state_dir
+from infra.sharding import ShardMap
+from infra.targets import target_of
 
 HOST_SHARDMAP_PATH = "/etc/photostack/shardmap.json"
 
@@ -51,80 +48,9 @@ class ShardMapStore(Protocol):
         ...
 
 
-class FileShardMapStore:
-    """The one-box store: a JSON file in the state dir."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def load_or_create(self, config: StackConfig) -> ShardMap:
-        return ShardMap.load_or_create(self.path, config)
-
-    def load(self) -> ShardMap | None:
-        return ShardMap.from_json(self.path.read_text()) if self.path.exists() else None
-
-    def check(self, config: StackConfig) -> ShardMap | None:
-        """Raise one line per count the config states differently from the stored map (if any);
-        the stored map otherwise."""
-        stored = self.load()
-        if stored is not None and (problems := stored.disagreements(config, str(self.path))):
-            raise ConfigError(problems)
-        return stored
-
-    def save(self, shard_map: ShardMap) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(shard_map.to_json())
-        tmp.replace(self.path)
-
-
-class SsmShardMapStore:
-    """The AWS store: one SSM parameter per stack (the hosts' instance role may read it)."""
-
-    def __init__(self, stack: str, region: str, client=None):
-        import boto3  # only AWS stacks need boto3 here
-
-        self.name = f"/photostack/{stack}/shardmap"
-        self.ssm = client or boto3.client("ssm", region_name=region)
-
-    def load_or_create(self, config: StackConfig) -> ShardMap:
-        stored = self.load()
-        if stored is None:
-            shard_map = ShardMap.initial(config)
-            self.ssm.put_parameter(Name=self.name, Value=pack_shard_map(shard_map), Type="String", Overwrite=False)
-            return shard_map
-        if problems := stored.disagreements(config, f"SSM {self.name}"):
-            raise ConfigError(problems)
-        return stored
-
-    def check(self, config: StackConfig) -> ShardMap | None:
-        """Raise one line per count the config states differently from the stored map (if any);
-        the stored map otherwise."""
-        stored = self.load()
-        if stored is not None and (problems := stored.disagreements(config, f"SSM {self.name}")):
-            raise ConfigError(problems)
-        return stored
-
-    def load(self) -> ShardMap | None:
-        try:
-            value = self.ssm.get_parameter(Name=self.name)["Parameter"]["Value"]
-        except self.ssm.exceptions.ParameterNotFound:
-            return None
-        return ShardMap.from_json(gzip.decompress(base64.b64decode(value)).decode())
-
-    def save(self, shard_map: ShardMap) -> None:
-        self.ssm.put_parameter(Name=self.name, Value=pack_shard_map(shard_map), Type="String", Overwrite=True)
-
-
-def pack_shard_map(shard_map: ShardMap) -> str:
-    """The shard map as its SSM parameter value (gzip+base64 of its JSON)."""
-    return base64.b64encode(gzip.compress(shard_map.to_json().encode(), mtime=0)).decode()
-
-
 def shard_map_store(config: StackConfig, stack: str) -> ShardMapStore:
-    """The store of `stack`'s shard map."""
-    if config.target == "onebox":
-        return FileShardMapStore(state_dir(stack) / SHARDMAP_FILE)
-    return SsmShardMapStore(stack, config.region)
+    """The store of `stack`'s shard map, on its target (infra/targets/)."""
+    return target_of(config).shard_map_store(stack)
 
 
 def stored_shard_map(config: StackConfig, stack: str) -> ShardMap:

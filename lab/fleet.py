@@ -23,7 +23,7 @@ from pathlib import Path
 from infra.config import StackConfig
 from infra.secrets_store import parameter_name
 from lab import hosts, image, lb, seed
-from lab.plan import LabPlan, lab_plan
+from lab.planned_instances import LabPlan, lab_plan
 
 METADATA_ADDRESS = "169.254.169.254"
 API_PORT = 4566  # on the lab gateway address only: never a one-box port (those are on loopback)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from infra.plan import Plan, reveal
+from infra.offline_plan import Plan, reveal
 from lab import hosts
 from lab.image import cache_dir
 

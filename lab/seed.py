@@ -19,9 +19,9 @@ from typing import Any
 import pulumi
 
 from infra.config import GENERATED_SECRETS
-from infra.plan import Plan, reveal
+from infra.offline_plan import Plan, reveal
 from infra.storage import bundle_archive
-from lab.plan import LabPlan
+from lab.planned_instances import LabPlan
 
 MOCK_ARN_PREFIX = "arn:aws:mock:"
 BUCKET = "aws:s3/bucket:Bucket"

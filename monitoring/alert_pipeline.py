@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from infra.config import StackConfig, load_stack_config
-from infra.config_errors import ConfigError
-from infra.secrets import SecretStore
 from infra.state import state_dir
+from infra.targets import target_of
 from monitoring.alert_store import AlertStore
 from infra.alerts import Alert, dedup_key, resolve_event, trigger_event
 from monitoring.pagerduty_events import DeliveryError, PagerDutySender, RetryPolicy
@@ -75,9 +74,7 @@ def _markers() -> MarkerWriter | None:
 def dashboard_base_url(config: StackConfig) -> str:
     """Where the stack's dashboards are: nginx on the one-box, the load balancer (behind the
     operator login) on AWS; /munin/ and /wallboard/ hang below it."""
-    if config.target == "onebox":
-        return f"http://{config.onebox.address}:{config.onebox.http_port}"
-    return f"https://{config.domain}"
+    return target_of(config).dashboard_base_url()
 
 
 class AlertPipeline:
@@ -117,7 +114,7 @@ class AlertPipeline:
             note = "alerting.pagerduty is off"
         sender = PagerDutySender.from_env(key, retry=retry) if key else None
         # On AWS (the munin master) the silences every operator set, in SSM.
-        silences = silence_store(stack, config.target, config.region, directory)
+        silences = silence_store(stack, config)
         return cls(AlertStore(directory), silences, sender,
                    config.alerting.runbook_base_url, config.environment, note, dashboard_base_url(config),
                    _markers())
@@ -211,13 +208,4 @@ def routing_key(stack: str, config: StackConfig) -> str | None:
     """The stack's PagerDuty routing key where its secrets are kept (None when it is not set): the
     state dir on the one-box; on AWS the SSM parameter `pulumi up` writes from the PagerDuty
     integration, which the monitoring host's instance profile may read (infra/secrets_store.py)."""
-    if config.target == "onebox":
-        return SecretStore.for_stack(stack).get(ROUTING_KEY)
-    import boto3
-
-    from infra.secrets_store import ssm_secret_reader
-
-    try:
-        return ssm_secret_reader(stack, boto3.client("ssm", region_name=config.region))(ROUTING_KEY)
-    except ConfigError:
-        return None
+    return target_of(config).secret_store(stack, fill=False).get(ROUTING_KEY)

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from infra.alerts import Alert, silences_path
+from infra.config import StackConfig
+from infra.targets import target_of
 
 FILE_NAME = "silences.json"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -139,10 +141,7 @@ class SsmSilenceStore(_Silences):
             self.ssm.delete_parameters(Names=names[start:start + 10])
 
 
-def silence_store(stack: str, target: str, region: str, directory: Path) -> SilenceStore | SsmSilenceStore:
-    """Where a stack's silences live: the state dir on the one-box, SSM on AWS."""
-    if target == "onebox":
-        return SilenceStore(directory)
-    import boto3  # AWS only
-
-    return SsmSilenceStore(boto3.client("ssm", region_name=region), stack)
+def silence_store(stack: str, config: StackConfig) -> SilenceStore | SsmSilenceStore:
+    """Where a stack's silences live: the state dir on the one-box, SSM on AWS (its target's
+    shared operations state)."""
+    return target_of(config).shared(stack, SilenceStore, lambda client: SsmSilenceStore(client("ssm"), stack))

@@ -107,7 +107,7 @@ def silence(ctx: typer.Context, stack: StackOption = None,
         _fail("--host and --alert go with --for")
     from contextlib import nullcontext
 
-    from infra.state import state_dir
+    from infra.targets import target_of
     from monitoring import maintenance_windows as mw
     from monitoring.silences import parse_duration, silence_store
     from ops import audit
@@ -119,9 +119,10 @@ def silence(ctx: typer.Context, stack: StackOption = None,
         _fail(str(exc))
     stack, config = _config(ctx, stack)
     console = _console()
-    store = silence_store(stack, config.target, config.region, state_dir(stack))
-    # On AWS with PagerDuty, "everything" is the service's maintenance window.
-    windows = config.target == "aws" and config.alerting.pagerduty
+    store = silence_store(stack, config)
+    # Where operators share a cloud account and use PagerDuty, "everything" is the service's
+    # maintenance window (on the one-box, a silence in the state dir).
+    windows = config.alerting.pagerduty and not target_of(config).operators_share_machine()
     # Setting or clearing silences changes what pages, for every operator: it goes in the audit trail.
     command = "silence --clear" if clear else " ".join(
         ["silence", f"--for {duration}", *([f"--host {host}"] if host else []), *([f"--alert {alert}"] if alert else [])])

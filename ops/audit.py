@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -48,8 +49,8 @@ def log_group(stack: str) -> str:
 class FileTrail:
     """The one-box's trail: JSON lines, appended (O_APPEND writes of one line do not interleave)."""
 
-    def __init__(self, stack: Stack) -> None:
-        self.path = stack.state / AUDIT_FILE
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / AUDIT_FILE
 
     def write(self, entry: Entry) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -95,11 +96,7 @@ class LogsTrail:
 
 def trail(stack: Stack) -> FileTrail | LogsTrail:
     """Where the stack's audit trail lives."""
-    if stack.config.target == "onebox":
-        return FileTrail(stack)
-    import boto3  # AWS only
-
-    return LogsTrail(boto3.client("logs", region_name=stack.config.region), stack.name)
+    return stack.target.shared(stack.name, FileTrail, lambda client: LogsTrail(client("logs"), stack.name))
 
 
 @contextmanager

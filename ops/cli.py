@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from infra.config_errors import ConfigError
-from ops import alerting, day2, plan, recovery, shard_cli
+from ops import alerting, day2, plan_cli, recovery, shard_cli
 from ops.exit_codes import BAD_INPUT, CHANGES_PENDING, FAILED
 from ops.lock import LockHeld
 from ops.options import JsonOption, StackOption, YesOption, confirm, refuse, stack_name
@@ -112,18 +112,19 @@ def _provisioner(stack: Stack) -> ModuleType | None:
 def check(ctx: typer.Context, stack: StackOption = None, json_: JsonOption = False) -> None:
     """Validate the stack config offline and say what it describes; touches nothing."""
     from infra.config import load_stack_config, placeholder_secrets
+    from infra.targets import target_of
     from infra.topology import nodes
 
     name = stack_name(ctx, stack)
     config = load_stack_config(name)
-    summary = {"stack": name, "target": config.target, "nodes": len(nodes(config)),
+    summary = {"stack": name, "target": target_of(config).name, "nodes": len(nodes(config)),
                "placeholderSecrets": placeholder_secrets(config)}
     if json_:
         import json
 
         print(json.dumps(summary))
         return
-    print(f"stack '{name}': valid {config.target} config, {summary['nodes']} service nodes")
+    print(f"stack '{name}': valid {summary['target']} config, {summary['nodes']} service nodes")
     for secret in summary["placeholderSecrets"]:
         print(f"warning: photostack:{secret} still holds the shipped placeholder; "
               f"set it with `pulumi config set --secret {secret}`", file=sys.stderr)
@@ -146,7 +147,7 @@ def up(ctx: typer.Context, stack: StackOption = None) -> None:
             raise typer.Exit(FAILED)
         return
     with console.status("starting the one-box sshd on loopback…"):
-        loaded.prepare_onebox()
+        loaded.prepare(required=True)
     with console.status(f"converging {len(loaded.hosts)} host(s)…"):
         results = loaded.converge(loaded.hosts, progress=report.progress(console))
     report.recap(console, results)
@@ -169,10 +170,10 @@ def down(ctx: typer.Context, stack: StackOption = None, yes: YesOption = False) 
         console.print(f"stack {loaded.name}: hosts deleted")
         return
     confirm(f"stop every service of stack {loaded.name}", yes)
-    loaded.prepare_onebox()
+    loaded.prepare(required=True)
     with console.status("stopping services…"):
         results = loaded.stop_services(loaded.hosts)
-    loaded.stop_onebox()
+    loaded.close_access()
     report.recap(console, results)
     _exit_for(results)
 
@@ -214,8 +215,8 @@ def converge(
     hosts = select(loaded.hosts, name=host)
     if not hosts:
         raise ConfigError([f"--host {host}: no such host in stack {loaded.name}"])
-    if loaded.config.target == "onebox" and not local:
-        loaded.prepare_onebox()
+    if not local:
+        loaded.prepare()
     console = report.console(stderr=json_)
     # A host converging itself at boot (--local) and a --check change nothing others must wait for.
     changing = nullcontext([]) if check or local else day2._changing(
@@ -277,8 +278,7 @@ def secret_rotate(
         day2._would([step.text for step in rotation.steps_for(load(ctx, stack), names)])
         return
     loaded = load(ctx, stack)
-    if loaded.config.target == "onebox":
-        loaded.prepare_onebox()
+    loaded.prepare()
     for name in names:
         if found := loaded.secret_store.rotating(name):
             print(f"note: resuming the interrupted rotation of {name} ({name}.{found[0]} is stored)")
@@ -291,7 +291,7 @@ def secret_rotate(
 
 
 # Commands of each area live in their own module and register themselves here.
-for area in (alerting, day2, plan, shard_cli, recovery):
+for area in (alerting, day2, plan_cli, shard_cli, recovery):
     area.register(app)
 
 

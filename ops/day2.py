@@ -50,8 +50,8 @@ def _stack(ctx: typer.Context, stack: str | None, start: bool = True) -> Stack:
 
     # A ConfigError propagates to ops.cli.main: one line per problem on stderr, exit 2.
     loaded = Stack.for_command(stack_name(ctx, stack))
-    if start and loaded.config.target == "onebox":
-        loaded.prepare_onebox()
+    if start:
+        loaded.prepare()
     return loaded
 
 
@@ -59,9 +59,10 @@ def _confirmed(ctx: typer.Context, stack: str | None, action: str, yes: bool) ->
     """The loaded stack once `action` is confirmed (ops.options.confirm: on an AWS stack a script
     must pass --yes), then started like `_stack`'s: nothing is touched before the answer."""
     loaded = _stack(ctx, stack, start=False)
-    confirm(f"{action} in stack {loaded.name}", yes, scripts_say_yes=loaded.config.target != "onebox")
-    if loaded.config.target == "onebox":
-        loaded.prepare_onebox()
+    # Where operators share a cloud account, a script must say yes; runbook automation on the
+    # one-box goes ahead.
+    confirm(f"{action} in stack {loaded.name}", yes, scripts_say_yes=not loaded.target.operators_share_machine())
+    loaded.prepare()
     return loaded
 
 

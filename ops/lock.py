@@ -124,11 +124,8 @@ def lock_parameter(stack: str) -> str:
 
 def stack_lock(stack: Stack, lock_file: str = "deploy.lock") -> LockStore:
     """The stack's one lock: a file in its state dir on the one-box, an SSM parameter on AWS."""
-    if stack.config.target == "onebox":
-        return FileStore(stack.state / lock_file)
-    import boto3  # AWS only
-
-    return SsmStore(boto3.client("ssm", region_name=stack.config.region), lock_parameter(stack.name))
+    return stack.target.shared(stack.name, lambda directory: FileStore(directory / lock_file),
+                               lambda client: SsmStore(client("ssm"), lock_parameter(stack.name)))
 
 
 def _pid_alive(pid: int) -> bool:

@@ -82,7 +82,7 @@ def replace_node(stack: Stack, name: str, dry_run: bool = False) -> str:
     node = topology_node(stack, name)
     if node.role in NOT_REPLACEABLE:
         raise ValueError(f"{name}: {NOT_REPLACEABLE[node.role]}")
-    if stack.config.target == "onebox":
+    if not stack.target.replaces_machines():
         placed = find_node(stack, name)
         services = node_services(stack, placed)
         if not services:

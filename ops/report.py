@@ -79,9 +79,9 @@ def dashboard_urls(config) -> list[tuple[str, str]]:
 
 def urls(console: Console, stack) -> None:
     """Where to look once the one-box is up."""
-    box = stack.config.onebox
-    console.print(f"photostack is up: http://{box.address}:{box.http_port}/")
-    console.print(f"  health:    http://{box.address}:{box.http_port}/health")
+    site = stack.target.dashboard_base_url()  # nginx serves the site and the dashboards
+    console.print(f"photostack is up: {site}/")
+    console.print(f"  health:    {site}/health")
     for what, url in dashboard_urls(stack.config):
         console.print(f"  {what + ':':<10} {url}", highlight=False)
 

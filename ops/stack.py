@@ -12,15 +12,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from infra import onebox
 from infra.config import ConfigError, StackConfig, load_stack_config
-from infra.inventory import Host, onebox_hosts
+from infra.inventory import Host
 from infra.records import readers
 from infra.secrets import SecretStore
 from infra.shardstore import shard_map_store
 from infra.state import host_state_dir, state_dir
-from roles.engine.context import RoleContext
-from roles.engine.converge import host_state
+from infra.targets import Target, target_of
+from roles.context import RoleContext
+from roles.converge import host_state
 from roles.engine.executor import HostResult, SshSettings, connect, converge_hosts, run_script
 from roles.engine.resources import DesiredState, Service
 
@@ -59,42 +59,28 @@ class Stack:
         return state_dir(self.name)
 
     @cached_property
-    def secrets(self) -> SecretStore:
-        store = SecretStore.for_stack(self.name)
-        if self.config.target == "onebox":
-            store.ensure_generated()
-            store.check(self.config)
-        return store
+    def target(self) -> Target:
+        """Where the stack runs: everything that differs between targets is asked of it."""
+        return target_of(self.config)
 
     @cached_property
-    def _aws_secret(self) -> Callable[[str], str]:
-        import boto3  # only AWS stacks need it, and it is slow to import
+    def secrets(self) -> SecretStore | SsmSecrets:
+        """The stack's secrets, read (and on `ops secret rotate` written) where its target keeps
+        them: the state dir on one-box, SSM Parameter Store (written by `pulumi up`) on AWS."""
+        return self.target.secret_store(self.name)
 
-        from infra.secrets_store import ssm_secret_reader
-
-        return ssm_secret_reader(self.name, boto3.client("ssm", region_name=self.config.region))
+    @property
+    def secret_store(self) -> SecretStore | SsmSecrets:
+        """Where `ops secret rotate` reads and writes this stack's secrets (the same store)."""
+        return self.secrets
 
     def secret(self, name: str) -> str:
-        """A secret by name: the state dir on one-box, SSM Parameter Store (written by `pulumi up`) on AWS."""
-        if self.config.target == "onebox":
-            return self.secrets[name]
-        return self._aws_secret(name)
-
-    @cached_property
-    def secret_store(self) -> SecretStore | SsmSecrets:
-        """Where `ops secret rotate` reads and writes this stack's secrets (SecretStore or SsmSecrets)."""
-        if self.config.target == "onebox":
-            return self.secrets
-        import boto3
-
-        from infra.secrets_store import SsmSecrets
-
-        return SsmSecrets(self.name, boto3.client("ssm", region_name=self.config.region))
+        """A secret by name; a missing one stops with ConfigError."""
+        return self.secrets[name]
 
     def reload_secrets(self) -> None:
         """Read the secrets again on next use (another process changed them: `ops secret rotate`)."""
-        for cached in ("secrets", "secret_store"):
-            self.__dict__.pop(cached, None)
+        self.__dict__.pop("secrets", None)
 
     def also_accepted(self, name: str) -> str | None:
         """The value servers accept besides secret `name`'s while it rotates (ops/rotation.py)."""
@@ -102,23 +88,12 @@ class Stack:
 
     def optional_secret(self, name: str) -> str | None:
         """A secret the stack may lack (e.g. `sentryAuthToken`): None when it is not set."""
-        if self.config.target == "onebox":
-            return self.secrets.get(name)
-        try:
-            return self._aws_secret(name)
-        except ConfigError:  # no such SSM parameter
-            return None
+        return self.secrets.get(name)
 
     @cached_property
     def hosts(self) -> list[Host]:
         """The stack's hosts: the one-box model, or the EC2 instances tagged with the stack."""
-        if self.config.target == "onebox":
-            return onebox_hosts(self.config)
-        import boto3  # slow to import and only needed on AWS
-
-        from infra.aws_inventory import aws_hosts
-
-        return aws_hosts(self.config, self.name, boto3.client("ec2", region_name=self.config.region))
+        return self.target.hosts(self.name)
 
     local: bool = False  # converge this machine without SSH (an EC2 host at boot)
 
@@ -126,21 +101,8 @@ class Stack:
     def ssh(self) -> SshSettings:
         if self.local:
             return SshSettings(local=True)
-        if self.config.target == "onebox":
-            paths = onebox.ssh_paths(self.state)
-            return SshSettings(key_file=paths.client_key, known_hosts=paths.known_hosts)
-        key = os.environ.get("PHOTOSTACK_SSH_KEY")
-        return SshSettings(key_file=Path(key) if key else None, known_hosts=self._pinned_host_keys())
-
-    def _pinned_host_keys(self) -> Path:
-        """AWS: the known_hosts of the stack's instances, keys pinned from the EC2 API (infra/host_keys.py)."""
-        import boto3
-
-        from infra.aws_inventory import stack_instances
-        from infra.host_keys import pin_host_keys
-
-        ec2 = boto3.client("ec2", region_name=self.config.region)
-        return pin_host_keys(stack_instances(self.name, ec2), ec2, self.state)
+        key_file, known_hosts = self.target.ssh_files(self.name, self.state)
+        return SshSettings(key_file=key_file, known_hosts=known_hosts)
 
     def alert_state(self, history: int | None = None) -> AlertReader:
         """The stack's alert state where its alert hooks keep it: this machine's state dir on the
@@ -149,7 +111,7 @@ class Stack:
         `history` log lines (None: all, 0: none). A host that cannot be read is ops.remote.StepFailed; no monitoring host is a ConfigError."""
         from monitoring.alert_store import AlertSnapshot, AlertStore, read_script
 
-        if self.config.target == "onebox":
+        if self.target.operators_share_machine():
             return AlertStore(self.state)
         from ops.remote import StepFailed, run_step
 
@@ -174,13 +136,18 @@ class Stack:
         """Stop (exit 2) on a config stating other shard counts than the stored map, which owns them."""
         shard_map_store(self.config, self.name).check(self.config)
 
-    def prepare_onebox(self) -> None:
-        """Bring up the one-box's own sshd (only for the one-box target)."""
-        if self.config.target != "onebox":
-            raise ConfigError([f"photostack:target: stack '{self.name}' is {self.config.target}, not onebox"])
+    def prepare(self, required: bool = False) -> None:
+        """Before a command that changes hosts: make them reachable (the one-box's own sshd),
+        with the shard map stored and the primaries the hosts really have recorded. A stack the
+        Pulumi program provisions has all that from `pulumi up` and its hosts' boot: nothing to
+        do, or an error when the command exists only for the other stacks (`required`)."""
+        if self.target.provisioned_by_pulumi():
+            if required:
+                raise ConfigError([f"photostack:target: stack '{self.name}' is {self.target.name}; `pulumi up` provisions it"])
+            return
         # Before anything starts: the map must agree with the config, and from here on it is stored.
         shard_map_store(self.config, self.name).load_or_create(self.config)
-        onebox.prepare(self.config, self.state)
+        self.target.open_access(self.name, self.state)
         self.adopt_primaries()
 
     def adopt_primaries(self) -> None:
@@ -250,9 +217,9 @@ class Stack:
 
         return converge_hosts(hosts, stopped, self.ssh)
 
-    def stop_onebox(self) -> None:
-        """Stop the one-box's own sshd."""
-        onebox.stop_sshd(onebox.ssh_paths(self.state))
+    def close_access(self) -> None:
+        """Stop what `prepare` started to reach the hosts (the one-box's own sshd)."""
+        self.target.close_access(self.name, self.state)
 
 
 def _unread_secret(name: str) -> str:

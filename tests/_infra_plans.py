@@ -6,7 +6,7 @@ from functools import cache
 from typing import Any
 
 from infra.config import load_stack_config
-from infra.plan import Plan, PlannedResource, run_plan
+from infra.offline_plan import Plan, PlannedResource, run_plan
 
 
 @cache

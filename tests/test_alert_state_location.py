@@ -18,7 +18,7 @@ def test_the_monitoring_host_runs_its_own_code_and_state_whoever_renders_it(conv
     from infra.config import load_stack_config
     from infra.inventory import Host
     from infra.topology import nodes
-    from roles.engine.context import RoleContext
+    from roles.context import RoleContext
     from roles.engine.resources import File
     from roles.munin_master.role import desired
 

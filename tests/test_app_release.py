@@ -26,8 +26,11 @@ def repo(tmp_path: Path) -> Path:
     (root / "app").mkdir(parents=True)
     (root / "infra").mkdir()
     (root / "roles").mkdir()
-    (root / "app" / "views.py").write_text("print('v1')\n")
+    (root / "app" / "views.py").write_text("from infra.config import X\nprint('v1', X)\n")
+    (root / "infra" / "__init__.py").write_text("")
     (root / "infra" / "config.py").write_text("X = 1\n")
+    # The Pulumi program: no app module imports it.
+    (root / "infra" / "load_balancer.py").write_text("from infra.config import X\nALARM_THRESHOLD = 5\n")
     (root / "roles" / "role.py").write_text("# not shipped\n")
     (root / ".gitignore").write_text("*.pyc\n")
     (root / "pyproject.toml").write_text((rel.REPO_ROOT / "pyproject.toml").read_text())
@@ -50,7 +53,7 @@ def test_clean_tree_is_versioned_by_commit_and_builds_identically(repo):
                           text=True, check=True).stdout.strip()
     assert first.version == head
     assert first.tarball == again.tarball
-    assert names(first.tarball) == ["app/views.py", "infra/config.py", "pyproject.toml"]
+    assert names(first.tarball) == ["app/views.py", "infra/__init__.py", "infra/config.py", "pyproject.toml"]
 
 
 def test_a_commit_that_ships_nothing_keeps_the_version(repo):
@@ -62,6 +65,30 @@ def test_a_commit_that_ships_nothing_keeps_the_version(repo):
     (repo / "app" / "views.py").write_text("print('v2')\n")
     git(repo, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "app")
     assert rel.build_release.__wrapped__(repo).version != before.version
+
+
+def test_an_infra_only_commit_keeps_the_version_and_what_the_app_imports_changes_it(repo):
+    """A CloudWatch alarm edit in the Pulumi program ships nothing: the app fleet keeps running.
+    The model the app imports (infra/config.py here) ships, so a change to it is a new release."""
+    commit = ["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam"]
+    before = rel.build_release.__wrapped__(repo)
+    (repo / "infra" / "load_balancer.py").write_text("from infra.config import X\nALARM_THRESHOLD = 9\n")
+    assert rel.build_release.__wrapped__(repo).version == before.version  # not even dirty
+    git(repo, *commit, "alarm threshold")
+    assert rel.build_release.__wrapped__(repo).version == before.version
+    (repo / "infra" / "config.py").write_text("X = 2\n")
+    git(repo, *commit, "model")
+    model = rel.build_release.__wrapped__(repo)
+    assert model.version != before.version
+    (repo / "app" / "views.py").write_text("from infra.config import X\nprint('v2', X)\n")
+    git(repo, *commit, "app")
+    assert rel.build_release.__wrapped__(repo).version not in (before.version, model.version)
+
+
+def test_the_release_ships_the_app_and_the_model_it_imports_not_the_program():
+    shipped = release_artifact.release_files()
+    assert {"app/wsgi.py", "infra/sharding.py", "infra/config.py", "monitoring/sentry.py"} <= set(shipped)
+    assert not {"infra/load_balancer.py", "infra/program.py", "monitoring/health_watcher.py"} & set(shipped)
 
 
 def test_dirty_tree_gets_a_content_version_and_ignored_files_stay_out(repo):
@@ -109,7 +136,7 @@ def test_ship_and_switch_scripts_work_on_a_scratch_root(repo, tmp_path, monkeypa
 
     assert sh(rel.shipped(release)) != 0
     assert sh(rel.ship_script(release)) == 0 and sh(rel.shipped(release)) == 0
-    assert (Path(release.path) / "app" / "views.py").read_text() == "print('v1')\n"
+    assert (Path(release.path) / "app" / "views.py").read_text() == "from infra.config import X\nprint('v1', X)\n"
     assert (Path(release.path) / ".release").read_text().strip() == release.version
     assert sh(rel.switch_script("no-such-version")) != 0
     assert sh(rel.switch_script(release.version)) == 0 and sh(rel.switched(release.version)) == 0

@@ -19,8 +19,8 @@ from infra.backup_naming import backup_bucket_name
 from infra.config import ConfigError, load_stack_config, parse_stack_config
 from infra.inventory import onebox_hosts
 from ops import backups as bk
-from roles.engine.context import RoleContext
-from roles.engine.converge import host_state
+from roles.context import RoleContext
+from roles.converge import host_state
 from roles.engine.resources import File
 from roles.postgres import pgbackrest
 from roles.postgres.cluster import Cluster

@@ -13,10 +13,10 @@ import requests
 
 from infra.config import load_stack_config
 from infra.inventory import Host
-from infra.plan import is_secret
+from infra.offline_plan import is_secret
 from infra.topology import nodes
-from roles.engine.context import RoleContext
-from roles.engine.converge import host_state
+from roles.context import RoleContext
+from roles.converge import host_state
 from roles.engine.resources import Absent, File
 from roles.nginx.dashboard_login import PASSWORD_FILE
 from tests._infra_plans import plan_of

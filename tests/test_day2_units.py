@@ -11,13 +11,13 @@ import sys
 
 import pytest
 
-from infra.records import FileRecord
+from infra.targets.onebox import FileRecord
 from infra.shardstore import Primaries, ShardRole, primaries_store
 from ops import maintenance
 from ops.lock import LockHeld, held, read_lock
 from ops.overview import MARK, Overview, parse_host
 from ops.stack import Stack
-from roles.engine.context import desired_state
+from roles.context import desired_state
 from roles.engine.resources import Command, File
 from roles.pgbouncer.role import databases
 from roles.postgres import commands
@@ -62,9 +62,9 @@ def test_converge_after_failover_keeps_the_promoted_replica_primary(state_root):
 def test_pgbouncer_follows_the_primary_and_reads_from_it_while_degraded():
     clusters = [Cluster(15, 0, 0, "127.0.0.1", 5433, acting_primary=1, in_service=False),
                 Cluster(15, 0, 1, "127.0.0.1", 5434, acting_primary=1)]
-    assert [(d.name, d.port) for d in databases(clusters, onebox=True)] == [("shard0", 5434), ("shard0_ro", 5434)]
+    assert [(d.name, d.port) for d in databases(clusters)] == [("shard0", 5434), ("shard0_ro", 5434)]
     clusters[0] = Cluster(15, 0, 0, "127.0.0.1", 5433, acting_primary=1)
-    assert [(d.name, d.port) for d in databases(clusters, onebox=True)] == [("shard0", 5434), ("shard0_ro", 5433)]
+    assert [(d.name, d.port) for d in databases(clusters)] == [("shard0", 5434), ("shard0_ro", 5433)]
 
 
 def test_failover_commands_are_exact():

@@ -14,7 +14,7 @@ import boto3
 import pytest
 
 from infra.inventory import TAG_NODE
-from infra.plan import reveal
+from infra.offline_plan import reveal
 from infra.records import record
 from infra.topology import nodes
 from ops import lock, rollout

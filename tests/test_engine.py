@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from roles.engine import resources
-from roles.engine.plan import apply_script, fact_script, make_plan, parse_apply_output
+from roles.engine.changes import apply_script, fact_script, make_plan, parse_apply_output
 from roles.engine.resources import Change, DesiredState, File, Handler, Packages, Service
 
 CASES = sorted((Path(__file__).parent / "engine_cases").glob("*.json"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from infra.config import load_stack_config
-from infra.plan import is_secret, placeholder_secret, reveal
+from infra.offline_plan import is_secret, placeholder_secret, reveal
 from infra.plan_render import render_plan
 from tests._infra_plans import dependency, plan_of
 

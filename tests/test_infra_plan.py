@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from infra.config import REPO_ROOT
 from infra.plan_render import render_plan
-from ops.plan import register
+from ops.plan_cli import register
 from tests._infra_plans import plan_of
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "prod_plan.txt"

@@ -7,7 +7,7 @@ import copy
 import pytest
 from pulumi_policy import PolicyResource, ResourceValidationArgs, StackValidationArgs
 
-from infra.plan import PlannedResource
+from infra.offline_plan import PlannedResource
 from infra.policy.evaluate import _options, evaluate
 from infra.policy.policies import (
     POLICIES,

@@ -20,15 +20,15 @@ from infra.bootstrap import CONVERGE_ATTEMPTS, OPS_VENV, render_user_data
 from infra.config import REPO_ROOT, ConfigError, load_stack_config
 from infra.fleet import CANONICAL_OWNER_ID, UBUNTU_2404_NAME
 from infra.inventory import TAG_NODE, TAG_ROLE, TAG_STACK, Host
-from infra.plan import is_secret, placeholder_secret, reveal, run_plan
+from infra.offline_plan import is_secret, placeholder_secret, reveal, run_plan
 from infra.secrets_store import ssm_secret_reader
 from infra.sharding import ShardMap
 from infra import release_artifact
 from infra.lockfile import parse
 from infra.storage import HOST_REQUIREMENTS, bundle_archive
 from infra.topology import nodes
-from roles.engine.context import RoleContext
-from roles.engine.converge import host_state
+from roles.context import RoleContext
+from roles.converge import host_state
 from tests.fakes.ssm_server import SsmServer
 from tests._infra_plans import by_name, dependency, plan_of, role_tag
 

@@ -13,7 +13,7 @@ from infra import lockfile
 from infra.config import REPO_ROOT, load_stack_config
 from infra.fleet import DATA_DEVICE
 from infra.inventory import TAG_NODE, TAG_ROLE
-from infra.plan import Plan, PlannedResource, run_plan
+from infra.offline_plan import Plan, PlannedResource, run_plan
 from tests._infra_plans import plan_of
 
 INSTANCE = "aws:ec2/instance:Instance"

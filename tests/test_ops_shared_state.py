@@ -11,6 +11,8 @@ from types import SimpleNamespace
 import boto3
 import pytest
 
+from infra.targets.aws import AwsTarget
+from infra.targets.onebox import OneBoxTarget
 from ops import audit
 from ops.lock import LockHeld, LockInfo, SsmStore, held, lock_parameter
 
@@ -72,16 +74,19 @@ def test_force_takes_a_live_lock_says_what_it_breaks_and_the_old_holder_does_not
     assert store.read() == forcer
 
 
-def _stack(target: str, tmp_path) -> SimpleNamespace:
-    """What ops.audit reads of a stack: its name, target, region and state dir."""
-    return SimpleNamespace(name="prod", state=tmp_path, config=SimpleNamespace(target=target, region="us-east-1"))
+def _stack(target: str, tmp_path, monkeypatch) -> SimpleNamespace:
+    """What ops.audit reads of a stack: its name and its target (of a config with just a region);
+    the state dir is `tmp_path/prod`."""
+    monkeypatch.setenv("PHOTOSTACK_STATE_DIR", str(tmp_path))
+    kind = AwsTarget if target == "aws" else OneBoxTarget
+    return SimpleNamespace(name="prod", target=kind(SimpleNamespace(region="us-east-1")))
 
 
 @pytest.mark.parametrize("target", ["aws", "onebox"])
 def test_the_audit_trail_records_who_what_when_and_the_outcome(clients, tmp_path, target, monkeypatch):
     monkeypatch.setenv("USER", "alice")
     monkeypatch.setenv("AWS_ENDPOINT_URL", clients[0].meta.endpoint_url)
-    stack = _stack(target, tmp_path)
+    stack = _stack(target, tmp_path, monkeypatch)
     before = time.time()
     with audit.recorded(stack, "cache flush"):
         pass
@@ -101,7 +106,7 @@ def test_the_audit_trail_records_who_what_when_and_the_outcome(clients, tmp_path
         (group,) = logs.describe_log_groups(logGroupNamePrefix="/photostack/prod/")["logGroups"]
         assert group["logGroupName"] == audit.log_group("prod")
     else:
-        assert len((tmp_path / audit.AUDIT_FILE).read_text().splitlines()) == 3
+        assert len((tmp_path / "prod" / audit.AUDIT_FILE).read_text().splitlines()) == 3
 
 
 @pytest.mark.parametrize("step", ["move", "resume", "rollback"])

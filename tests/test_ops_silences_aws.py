@@ -18,6 +18,7 @@ import pytest
 
 from infra.alerts import Alert
 from infra.alerts import silences_path
+from infra.config import load_stack_config
 from monitoring.silences import silence_store
 
 REPO = Path(__file__).resolve().parent.parent
@@ -77,7 +78,7 @@ def test_a_host_silence_is_in_ssm_where_the_munin_master_reads_it(env, pagerduty
     monkeypatch.setenv("AWS_ENDPOINT_URL", env["AWS_ENDPOINT_URL"])
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(key, "testing")
-    store = silence_store("prod", "aws", "us-east-1", Path(env["PHOTOSTACK_STATE_DIR"]))
+    store = silence_store("prod", load_stack_config("prod"))
     covered = Alert("prod", "app-3", "redis", "used_memory", "critical", "9")
     elsewhere = Alert("prod", "app-4", "redis", "used_memory", "critical", "9")
     assert store.matching(covered).id in parameter["Name"] and store.matching(elsewhere) is None

@@ -22,7 +22,7 @@ from infra.inventory import Host
 from infra.topology import nodes
 from infra.alerts import Alert, trigger_event
 from monitoring.health_watcher import PLUGIN as HEALTH_PLUGIN
-from roles.engine.context import RoleContext
+from roles.context import RoleContext
 from roles.munin_node.plugins import host_plugins, limits
 from tests._infra_plans import plan_of
 from tests.drills.appclient import ApiClient

@@ -11,7 +11,7 @@ from infra.inventory import onebox_hosts
 from infra.records import RENDERED_BY, readers, record
 from infra.shardstore import Primaries, primaries_store, shard_map_store
 from ops.reshard import SHARD_ROLES
-from roles.engine.context import RoleContext, desired_state
+from roles.context import RoleContext, desired_state
 from roles.engine.resources import DesiredState
 
 

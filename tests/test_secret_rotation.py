@@ -18,7 +18,7 @@ import redis
 from infra.secrets import SecretStore, slot_key
 from ops import rotation
 from ops.stack import Stack
-from roles.engine.context import desired_state
+from roles.context import desired_state
 from roles.engine.resources import Command, File
 from roles.redis.acl import ADMIN_USER, MUNIN_USER, acl_rules, munin_password
 from roles.redis.role import acl_load

@@ -186,7 +186,7 @@ def test_the_api_url_comes_from_the_dsn():
 def test_the_aws_program_creates_that_project_and_keeps_the_token_for_ops_only():
     import json
 
-    from infra.plan import is_secret, placeholder_secret, reveal, run_plan
+    from infra.offline_plan import is_secret, placeholder_secret, reveal, run_plan
 
     document = _set(_set(staging_document(), "photostack:alerting", {"sentry": True}),
                     "photostack:sentryAuthToken", {"secure": "v1:abc"})

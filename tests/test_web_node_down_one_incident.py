@@ -59,7 +59,7 @@ def test_the_alarms_events_get_the_watchers_key_in_pagerduty():
 def test_on_aws_the_munin_master_gives_the_nginx_targets_the_shared_key():
     from infra.inventory import Host
     from infra.topology import nodes
-    from roles.engine.context import RoleContext
+    from roles.context import RoleContext
     from roles.munin_master.role import watcher_config
 
     config = load_stack_config("staging")

@@ -23,7 +23,7 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 
-from infra.plan import Plan, PlannedResource, reveal
+from infra.offline_plan import Plan, PlannedResource, reveal
 from infra.policy.policies import POLICIES
 
 

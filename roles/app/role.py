@@ -9,7 +9,7 @@ from app.shards import username_shard
 from infra.sharding import physical_db, schema_name
 from infra.shardstore import stored_shard_map
 from roles.app import runtime
-from roles.engine.context import RoleContext
+from roles.context import RoleContext
 from roles.engine.resources import Command, DesiredState
 from roles.pgbouncer.role import RELOAD_NOW
 from roles.postgres.commands import psql_path
@@ -73,6 +73,7 @@ def desired(ctx: RoleContext) -> DesiredState:
         *[unit for unit, _ in processes],
         *[service for _, service in processes],
     ]
-    if ctx.onebox and ctx.defaults("app")["app_seed_demo"]:
+    # Demo data only where the stack is one machine to try things on, never for real users.
+    if ctx.target.one_machine() and ctx.defaults("app")["app_seed_demo"]:
         resources.append(Command("demo data", run=runtime.run(ctx, ["python", "-m", "app.seed"]), unless=seeded(ctx)))
     return DesiredState(resources=resources, handlers=[runtime.restart_handler(ctx)])

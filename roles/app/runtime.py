@@ -15,7 +15,7 @@ from infra.records import record
 from infra.shardstore import HOST_SHARDMAP_PATH
 from infra.topology import Node
 from roles.app import release as rel
-from roles.engine.context import STANDARD_PORTS, RoleContext
+from roles.context import RoleContext
 from roles.engine.resources import Command, Directory, File, Handler, Packages, Service
 from roles.postgres.auth import app_login
 from roles.rabbitmq.role import login_name
@@ -42,8 +42,8 @@ def app_env(ctx: RoleContext) -> str:
     brokers = ";".join(f"amqp://{mq_user}:{mq_pw}@{ctx.address(n)}:{ctx.port(n)}/{vhost}"
                        for n in nodes if n.role == "rabbitmq")
     hosts = ["127.0.0.1", "localhost", ctx.config.domain, f".{ctx.config.domain}"]
-    if not ctx.onebox:
-        hosts.append(ctx.host.address)
+    if ctx.bind_address not in hosts:  # health checks ask for the host by its address
+        hosts.append(ctx.bind_address)
     return ctx.template(
         "app", "app.env.j2",
         user=user(ctx),
@@ -53,16 +53,16 @@ def app_env(ctx: RoleContext) -> str:
         shardmap=HOST_SHARDMAP_PATH,
         # pgbouncer runs on every app and worker host (infra/inventory.py CO_LOCATED).
         db_host="127.0.0.1",
-        db_port=ctx.config.onebox.pgbouncer_port if ctx.onebox else STANDARD_PORTS["pgbouncer"],
+        db_port=ctx.target.port("pgbouncer"),
         db_user=app_login(ctx.secret("dbPassword"), ctx.secret("scramSaltKey")),
         db_password=ctx.secret("dbPassword"),
         db_pool_max=d["app_threads"],
         redis_url=f"redis://:{redis_pw}@{ctx.address(redis)}:{ctx.port(redis)}/0",
         memcached=",".join(f"{ctx.address(n)}:{ctx.port(n)}" for n in nodes if n.role == "memcached"),
         broker_url=brokers,
-        storage="local" if ctx.onebox else "s3",
+        storage="s3" if ctx.target.object_storage() else "local",
         media_root=d["app_media_root"],
-        s3_bucket="" if ctx.onebox else media_bucket(ctx),
+        s3_bucket=media_bucket(ctx) if ctx.target.object_storage() else "",
         sentry_dsn=ctx.secret("sentryDsn") if ctx.config.alerting.sentry else "",
         allowed_hosts=",".join(hosts),
         max_upload_bytes=10 * 1024 * 1024,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from roles.engine.context import RoleContext
+from roles.context import RoleContext
 from roles.engine.resources import (
     Command,
     DesiredState,
@@ -43,7 +43,7 @@ def desired(ctx: RoleContext) -> DesiredState:
         ],
         handlers=[Handler("apply sysctl", f"sysctl -q -p {SYSCTL_FILE}")],
     )
-    if not ctx.onebox:
+    if not ctx.target.one_machine():
         # Clock sync needs CAP_SYS_TIME, which the one-box (a container) does not have;
         # there the host's clock is the container's.
         state.resources += [Packages(("chrony",)), Service.init_script("chrony")]

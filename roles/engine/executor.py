@@ -12,15 +12,37 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import invoke
 import paramiko
 from fabric import Config, Connection
 
-from infra.inventory import Host
-from roles.engine.plan import Plan, apply_script, fact_script, make_plan, parse_apply_output
+from roles.engine.changes import Plan, apply_script, fact_script, make_plan, parse_apply_output
 from roles.engine.resources import Change, DesiredState
+
+
+class Host(Protocol):
+    """What the engine needs of a machine to reach it (photostack's infra.inventory.Host is one)."""
+
+    @property
+    def name(self) -> str:
+        """How results name the host."""
+        ...
+
+    @property
+    def address(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def user(self) -> str: ...
+
+    @property
+    def gateway(self) -> str | None:
+        """"user@bastion:port" for a host only reachable through a bastion."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shlex
 
-from roles.engine.context import RoleContext
+from roles.context import RoleContext
 from roles.engine.resources import (
     DesiredState,
     Directory,

@@ -14,7 +14,7 @@ from infra.alerts import WEB_TIER, web_tier_key
 from monitoring.health_watcher import Target, WatcherConfig
 from monitoring.munin_alert import munin_conf_lines
 from monitoring.wallboard_markers import PAGE_FILE, PAGE_URL
-from roles.engine.context import RoleContext
+from roles.context import RoleContext
 from roles.engine.resources import Absent, DesiredState, Directory, File, Handler, Packages, Service, SystemUser
 from roles.munin_node.plugins import host_plugins, limits
 from roles.nginx.dashboard_login import PASSWORD_FILE, password_file, realm
@@ -48,8 +48,7 @@ def munin_hosts(ctx: RoleContext) -> list[MuninHost]:
         # (its instance profile on AWS grants none of them).
         plugins = host_plugins(replace(ctx, host=host, secret=_unread_secret))
         rows = tuple((p.name, f, level, v) for p in plugins for f, level, v in limits(ctx.config, p.kind))
-        address = ctx.bind_address if ctx.onebox else host.address
-        found.append(MuninHost(host.name, address, ctx.port(node), rows))
+        found.append(MuninHost(host.name, ctx.target.address(host), ctx.port(node), rows))
     return found
 
 
@@ -57,7 +56,7 @@ def watcher_config(ctx: RoleContext) -> WatcherConfig:
     """Every nginx and app process /health of the stack, for the fast health watcher. On AWS the
     nginx nodes share the load balancer alarm's dedup key: one outage, one incident."""
     d = ctx.defaults("munin_master")
-    shared = web_tier_key(ctx.stack) if ctx.config.target == "aws" else None
+    shared = web_tier_key(ctx.stack) if ctx.target.load_balancer_networks() else None
     targets = tuple(
         Target(node.name, host.name, f"http://{ctx.address(node)}:{ctx.port(node)}/health",
                shared if role == WEB_TIER else None)
@@ -85,7 +84,7 @@ def desired(ctx: RoleContext) -> DesiredState:
     # alerts` reads it there). One-box: this checkout, the monitoring venv, the state dir. AWS: what
     # the host's user_data made (the project installed in the ops venv, the unpacked bundle, the
     # host's state dir), whichever machine renders this: the host at boot, or an operator's converge.
-    if ctx.onebox:
+    if ctx.target.operators_share_machine():
         python = f"{ctx.defaults('munin_node')['munin_node_venv']}/bin/python"
         repo = d["munin_master_repo"] or str(REPO_ROOT)
         state_root = os.environ.get("PHOTOSTACK_STATE_DIR", f"{repo}/.state")
@@ -130,7 +129,7 @@ def desired(ctx: RoleContext) -> DesiredState:
     ]
     handlers = [Handler(RESTART_WATCHER, _restart(resources[-1]))]
     # The dashboard: munin-cron every munin_interval_s (Debian's /etc/cron.d/munin where cron runs).
-    if ctx.onebox:
+    if not ctx.target.systemd_hosts():
         loop = daemon("munin-cron-loop", d["munin_master_cron_pidfile"], ["/bin/sh", d["munin_master_cron_loop"]],
                       user="munin")
         resources += [
@@ -141,7 +140,9 @@ def desired(ctx: RoleContext) -> DesiredState:
         ]
         handlers.append(Handler(RESTART_CRON_LOOP, _restart(loop)))
     else:
-        resources += [Packages(("cron",)), Service.init_script("cron"), *dashboard_site(ctx)]
+        resources += [Packages(("cron",)), Service.init_script("cron")]
+    if ctx.target.load_balancer_networks():  # else the nginx role serves the pages on its host
+        resources += dashboard_site(ctx)
         handlers.append(Handler(RELOAD_DASHBOARD, "nginx -t -q && service nginx reload"))
     return DesiredState(resources=resources, handlers=handlers)
 

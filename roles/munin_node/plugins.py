@@ -14,7 +14,7 @@ from pathlib import Path
 
 from infra.config import StackConfig
 from infra.topology import Node
-from roles.engine.context import RoleContext
+from roles.context import RoleContext
 from roles.postgres.cluster import all_clusters
 from roles.postgres.auth import stats_password
 from roles.rabbitmq.role import MUNIN_USER as BROKER_MUNIN_USER, munin_password as broker_munin_password

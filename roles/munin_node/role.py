@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from infra.lockfile import closure
-from roles.engine.context import RoleContext
+from roles.context import RoleContext
 from roles.engine.resources import Command, DesiredState, Directory, File, Handler, Packages, Service
 from roles.munin_node.plugins import HELPER, PLUGIN_DIR, host_plugins
 from infra.topology import Node

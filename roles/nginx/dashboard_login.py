@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 
-from roles.engine.context import RoleContext
+from roles.context import RoleContext
 from roles.engine.resources import Absent, File
 
 PASSWORD_FILE = "/etc/nginx/photostack-dashboard.htpasswd"

@@ -6,7 +6,7 @@ import math
 
 from infra.records import record
 from monitoring.wallboard_markers import PAGE_FILE, PAGE_URL
-from roles.engine.context import RoleContext
+from roles.context import RoleContext
 from roles.nginx.dashboard_login import PASSWORD_FILE, password_file, realm
 from roles.engine.resources import Absent, DesiredState, Directory, File, Handler, Packages, Service, package_daemon_held
 
@@ -35,7 +35,7 @@ def app_servers(ctx: RoleContext) -> list[tuple[str, bool]]:
 def load_balancer_cidrs(ctx: RoleContext) -> list[str]:
     """Where the load balancer's requests come from, whose X-Forwarded-For/-Proto nginx believes:
     the VPC on AWS (its security group lets only the ALB reach nginx); none on one-box."""
-    return [] if ctx.onebox else [ctx.config.vpc_cidr]
+    return ctx.target.load_balancer_networks()
 
 
 def inflight_limit(ctx: RoleContext, app_server_count: int) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from infra.sharding import physical_db
-from roles.engine.context import STANDARD_PORTS, RoleContext
+from roles.context import RoleContext
 from roles.engine.resources import DesiredState, File, Handler, Packages, Service, package_daemon_held
 from roles.postgres.auth import (
     ADMIN_USER,
@@ -34,16 +34,16 @@ class Database:
     dbname: str
 
 
-def databases(clusters: list[Cluster], onebox: bool) -> list[Database]:
+def databases(clusters: list[Cluster]) -> list[Database]:
     """`shard<n>` → the primary, `shard<n>_ro` → the replicas in service (pgbouncer spreads
-    connections over a host list; one-box replicas differ by port, so there the first replica
-    serves reads). While no replica is in service (after a failover) reads go to the primary."""
+    connections over a host list with one port; one-box replicas differ by port, so there the
+    first replica serves reads). While no replica is in service (after a failover) reads go to
+    the primary."""
     result = []
     for primary in (c for c in clusters if c.is_primary):
         result.append(Database(physical_db(primary.shard), primary.address, primary.port, primary.database))
         replicas = [c for c in clusters if c.shard == primary.shard and not c.is_primary and c.in_service]
-        if onebox:
-            replicas = replicas[:1]
+        replicas = [r for r in replicas if r.port == replicas[0].port]
         readers = replicas or [primary]
         hosts = ",".join(r.address for r in readers)
         result.append(Database(physical_db(primary.shard, replica=True), hosts, readers[0].port, primary.database))
@@ -59,12 +59,13 @@ def pool_size(ctx: RoleContext) -> int:
 
 
 def desired(ctx: RoleContext) -> DesiredState:
-    port = ctx.config.onebox.pgbouncer_port if ctx.onebox else STANDARD_PORTS["pgbouncer"]
-    listen = ctx.bind_address if ctx.onebox else f"127.0.0.1,{ctx.host.address}"
+    port = ctx.target.port("pgbouncer")
+    # Loopback for the app and worker beside it, and the address other hosts use.
+    listen = ",".join(dict.fromkeys(["127.0.0.1", ctx.bind_address]))
     ini = ctx.template(
         "pgbouncer",
         "pgbouncer.ini.j2",
-        databases=databases(all_clusters(ctx), ctx.onebox),
+        databases=databases(all_clusters(ctx)),
         listen=listen,
         port=port,
         admin_user=ADMIN_USER,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from infra.shardstore import HOST_SHARDMAP_PATH, stored_primaries, stored_shard_map
 from infra.topology import Node
-from roles.engine.context import RoleContext
+from roles.context import RoleContext
 from roles.engine.resources import File
 
 SOCKET_DIR = "/var/run/postgresql"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from infra.backup_naming import backup_bucket_name
 from infra.shardstore import stored_shard_map
-from roles.engine.context import RoleContext
+from roles.context import RoleContext
 from roles.engine.resources import Command, DesiredState, Directory, File, Handler, Packages, Service
 from roles.postgres import commands, pgbackrest, restore_drill, scheduled
 from roles.postgres.auth import REPLICATION_USER, USER_SECRETS, app_login, scram_verifier
@@ -66,7 +66,7 @@ def primary(ctx: RoleContext, cluster: Cluster) -> DesiredState:
         Command(f"pgbackrest stanza and first backup of {pgbackrest.stanza(cluster)}",
                 f"{pgbackrest.stanza_create(cluster)} && {commands.reload_cluster(cluster)} && "
                 f"{pgbackrest.backup(cluster, 'full')}",
-                unless=pgbackrest.has_backup(cluster, pgbackrest.REPO_PATH if ctx.onebox else None)),
+                unless=pgbackrest.has_backup(cluster, None if ctx.target.object_storage() else pgbackrest.REPO_PATH)),
         # The restore drills' results table, with a first entry: the age of the last good drill
         # counts from here, so drills that never run page too (pgbackrest_drill_ plugin).
         Command(f"restore drill results on {cluster.name}",
@@ -114,7 +114,7 @@ def configured(ctx: RoleContext, cluster: Cluster) -> DesiredState:
     """A cluster's config files and running service; config changes reload (restart if needed)."""
     d = ctx.defaults("postgres")
     clusters_on_host = len(ctx.host.nodes_of("postgres"))
-    share = d["postgres_memory_share_onebox"] if ctx.onebox else d["postgres_memory_share_dedicated"]
+    share = d["postgres_memory_share_onebox"] if ctx.target.one_machine() else d["postgres_memory_share_dedicated"]
     memory_mb = host_memory_mb(ctx)
     source = primary_of(ctx, cluster)
     replicas = replicas_of(ctx, cluster) if cluster.is_primary else []
@@ -164,7 +164,8 @@ def backups(ctx: RoleContext, clusters: list[Cluster]) -> DesiredState:
     stanzas: dict[str, list[Cluster]] = {}
     for cluster in sorted(clusters, key=lambda c: (c.shard, c.replica)):
         stanzas.setdefault(pgbackrest.stanza(cluster), []).append(cluster)
-    s3 = None if ctx.onebox else {"bucket": backup_bucket_name(ctx.config, ctx.stack), "region": ctx.config.region}
+    s3 = ({"bucket": backup_bucket_name(ctx.config, ctx.stack), "region": ctx.config.region}
+          if ctx.target.object_storage() else None)
     conf = ctx.template("postgres", "pgbackrest.conf.j2", s3=s3, repo_path=pgbackrest.REPO_PATH,
                         log_path=pgbackrest.LOG_PATH, backups=ctx.config.backups, stanzas=list(stanzas.items()),
                         socket_dir=SOCKET_DIR, process_max=d["postgres_backup_process_max"])
@@ -174,7 +175,7 @@ def backups(ctx: RoleContext, clusters: list[Cluster]) -> DesiredState:
         File(pgbackrest.CONFIG, conf, owner="root", group="postgres", mode=0o640),
         Directory(pgbackrest.LOG_PATH, **pg, mode=0o750),
     ]
-    if ctx.onebox:
+    if s3 is None:
         # pgBackRest wants its repository owned by postgres; /var/lib above it stays root's.
         resources.append(Directory(pgbackrest.REPO_PATH, **pg, mode=0o750))
     state = DesiredState(resources=resources)
@@ -184,7 +185,7 @@ def backups(ctx: RoleContext, clusters: list[Cluster]) -> DesiredState:
 
 def _networks(ctx: RoleContext) -> list[str]:
     """Where logins may come from: loopback on the one-box, the VPC on AWS."""
-    return [f"{ctx.config.onebox.address}/32"] if ctx.onebox else [ctx.config.vpc_cidr]
+    return ctx.target.private_networks()
 
 
 def _pgpass(ctx: RoleContext) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from infra import schedule
 from infra.config import Backups
-from roles.engine.context import RoleContext
+from roles.context import RoleContext
 from roles.engine.resources import Absent, DesiredState, Directory, File, Handler, Packages, Service
 from roles.postgres import pgbackrest
 from roles.postgres.cluster import SOCKET_DIR, Cluster
@@ -87,7 +87,7 @@ def scheduled(ctx: RoleContext, clusters: list[Cluster], psql: str) -> DesiredSt
         File(DRILL_SETTINGS, drill_settings(ctx, clusters), group="postgres", mode=0o640),
         Directory(DRILL_SCRATCH, owner="postgres", group="postgres", mode=0o700),
     ])
-    state.extend(crontab(ctx) if ctx.onebox else timers(ctx))
+    state.extend(timers(ctx) if ctx.target.systemd_hosts() else crontab(ctx))
     return state
 
 

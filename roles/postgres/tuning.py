@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from roles.engine.context import RoleContext
+from roles.context import RoleContext
 
 # Memory of the EC2 types a database host may use (MiB, as AWS publishes them).
 INSTANCE_MEMORY_MB = {
@@ -20,7 +20,7 @@ INSTANCE_MEMORY_MB = {
 
 def host_memory_mb(ctx: RoleContext) -> int:
     """RAM of the host: this machine for the one-box, the instance type's on AWS."""
-    if ctx.onebox:
+    if ctx.target.one_machine():
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // (1024 * 1024)
     kind = ctx.config.postgres.instance_type
     if kind not in INSTANCE_MEMORY_MB:

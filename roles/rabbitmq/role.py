@@ -12,7 +12,7 @@ import hmac
 import json
 import shlex
 
-from roles.engine.context import RoleContext, double_quoted
+from roles.context import RoleContext, double_quoted
 from roles.engine.resources import (
     Command,
     DesiredState,
@@ -45,7 +45,7 @@ KILL_EPMD = "epmd -kill >/dev/null 2>&1 || true"
 
 def nodename(ctx: RoleContext, address: str) -> str:
     """One-box: rabbit@localhost. AWS: rabbit@<private address> (long names need no DNS)."""
-    return "rabbit@localhost" if ctx.onebox else f"rabbit@{address}"
+    return "rabbit@localhost" if ctx.target.one_machine() else f"rabbit@{address}"
 
 
 def erlang_cookie(secret: str) -> str:
@@ -136,11 +136,11 @@ def desired(ctx: RoleContext) -> DesiredState:
     env = ctx.template(
         "rabbitmq",
         "rabbitmq-env.conf.j2",
-        longname=not ctx.onebox,
+        longname=not ctx.target.one_machine(),
         nodename=nodename(ctx, address),
         address=address,
         port=ctx.port(node),
-        epmd_addresses=address if ctx.onebox else f"127.0.0.1,{address}",
+        epmd_addresses=",".join(dict.fromkeys(["127.0.0.1", address])),
         dist_interface=dist_interface,
     )
     conf = ctx.template(

@@ -5,7 +5,7 @@ password the handler reads from a root-only file): rotating the app's password r
 
 from __future__ import annotations
 
-from roles.engine.context import RoleContext, double_quoted
+from roles.context import RoleContext, double_quoted
 from roles.engine.resources import (
     DesiredState,
     Directory,

@@ -4,7 +4,7 @@ Release (shared with the app role: venv → code → env → current) → proces
 from __future__ import annotations
 
 from roles.app import runtime
-from roles.engine.context import RoleContext
+from roles.context import RoleContext
 from roles.engine.resources import DesiredState
 
 

@@ -10,7 +10,8 @@ import boto3
 import pytest
 
 from infra.config import ConfigError, parse_stack_config
-from infra.shardstore import FileShardMapStore, SsmShardMapStore
+from infra.targets.aws import SsmShardMapStore
+from infra.targets.onebox import FileShardMapStore
 from infra.sharding import ShardMap
 from roles.engine.resources import DesiredState, File, Service
 from roles.pgbouncer.role import databases
@@ -74,10 +75,10 @@ def test_memory_settings_split_the_share_among_clusters():
 def test_pgbouncer_entries_per_primary_and_replicas():
     clusters = [Cluster(15, 0, 0, "10.0.0.1", 5432), Cluster(15, 0, 1, "10.0.1.1", 5432),
                 Cluster(15, 0, 2, "10.0.2.1", 5432), Cluster(15, 1, 0, "10.0.0.2", 5432)]
-    entries = {(d.name, d.host, d.dbname) for d in databases(clusters, onebox=False)}
+    entries = {(d.name, d.host, d.dbname) for d in databases(clusters)}
     assert entries == {("shard0", "10.0.0.1", "shard0"), ("shard0_ro", "10.0.1.1,10.0.2.1", "shard0"),
                        ("shard1", "10.0.0.2", "shard1"), ("shard1_ro", "10.0.0.2", "shard1")}  # no replica: the primary
-    onebox = databases([Cluster(15, 0, 0, "127.0.0.1", 5433), Cluster(15, 0, 1, "127.0.0.1", 5434)], onebox=True)
+    onebox = databases([Cluster(15, 0, 0, "127.0.0.1", 5433), Cluster(15, 0, 1, "127.0.0.1", 5434)])
     assert [(d.name, d.port) for d in onebox] == [("shard0", 5433), ("shard0_ro", 5434)]
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from infra import release_artifact
 from infra.records import record
 from ops import rollout
 from roles.app import release as rel
@@ -32,7 +33,7 @@ def test_rolling_deploy_under_load_fails_no_request(converged):
 def _another_release(root: Path) -> rel.Release:
     """A release other than the working tree's, built without git history (a CI clone may be
     shallow): the shipped files in a fresh repo, plus one file."""
-    for name in rel.release_files():
+    for name in release_artifact.release_files():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(rel.REPO_ROOT / name, root / name)
     (root / "app" / "DRILL").write_text("a release that is not the working tree's\n")

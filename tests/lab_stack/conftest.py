@@ -26,7 +26,7 @@ import pytest
 
 from infra.config import StackConfig, load_stack_config
 from lab import fleet, hosts, lb
-from lab.plan import LabPlan, lab_plan
+from lab.planned_instances import LabPlan, lab_plan
 from tests.e2e.conftest import Client
 
 STACK = "lab"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from infra.role_settings import declared
 from lab import hosts
-from lab.plan import LabPlan
+from lab.planned_instances import LabPlan
 from tests.e2e.conftest import Client
 from tests.lab_stack.fleetload import FleetLoad, LoadReport, Sample, Users, lost
 

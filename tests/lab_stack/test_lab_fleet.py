@@ -19,7 +19,7 @@ import pytest
 
 from infra.config import load_stack_config
 from lab import fleet, hosts, lb
-from lab.plan import lab_plan
+from lab.planned_instances import lab_plan
 from tests.e2e.conftest import wait_until
 from tests.lab_stack.conftest import FIRST_BOOT_TIMEOUT_S, KEEP, STACK, boot_log, operator_environment, ops
 

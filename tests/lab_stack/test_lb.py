@@ -13,7 +13,7 @@ import pytest
 from infra.config import load_stack_config
 from infra.load_balancer import HEALTH_CHECK
 from lab import fleet, lb
-from lab.plan import lab_plan
+from lab.planned_instances import lab_plan
 
 STACK = "lab"
 

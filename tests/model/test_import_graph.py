@@ -1,6 +1,7 @@
 """The import graph, read from the source (imports inside functions count; imports only for type
-checkers do not): no cycle between top-level packages, none between modules, and the product
-never imports its stand-ins (`lab/`) or its tests."""
+checkers do not): no cycle between top-level packages, none between modules, the product
+never imports its stand-ins (`lab/`) or its tests, and the converge engine is a library that
+imports nothing of photostack but itself."""
 
 from __future__ import annotations
 
@@ -94,3 +95,11 @@ def test_the_product_imports_no_stand_in(modules: Graph) -> None:
     leaks = sorted((source, target) for source, targets in modules.items() for target in targets
                    if top(source) in PRODUCT and top(target) in STAND_INS)
     assert leaks == []
+
+
+def test_the_engine_imports_only_itself(modules: Graph) -> None:
+    engine = [m for m in modules if m == "roles.engine" or m.startswith("roles.engine.")]
+    assert engine  # the check reads the engine's files
+    outside = sorted((source, target) for source in engine for target in modules[source]
+                     if not (target == "roles.engine" or target.startswith("roles.engine.")))
+    assert outside == []

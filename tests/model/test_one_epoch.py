@@ -11,7 +11,7 @@ from app.config import load_app_config
 from infra.config import INSTAGRAM_EPOCH_MS, load_stack_config
 from infra.inventory import onebox_hosts
 from roles.app.runtime import app_env
-from roles.engine.context import RoleContext
+from roles.context import RoleContext
 from roles.postgres.commands import logical_shards_sql
 
 CUSTOM_EPOCH_MS = 1_600_000_000_000

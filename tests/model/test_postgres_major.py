@@ -12,7 +12,7 @@ import pytest
 
 from infra.config import load_stack_config
 from infra.inventory import onebox_hosts
-from roles.engine.context import RoleContext
+from roles.context import RoleContext
 from roles.postgres.cluster import cluster_of
 from roles.postgres.role import same_major
 

@@ -14,7 +14,7 @@ import yaml
 from infra.config import load_stack_config
 from infra.inventory import onebox_hosts
 from infra.role_settings import declared
-from roles.engine.context import RoleContext
+from roles.context import RoleContext
 from roles.engine.resources import File
 from roles.redis.role import desired as redis_desired
 

@@ -10,7 +10,7 @@ import pytest
 from infra.config import load_stack_config
 from infra.inventory import onebox_hosts
 from infra.shardstore import Primaries, primaries_store
-from roles.engine.context import RoleContext
+from roles.context import RoleContext
 from roles.engine.resources import Command, File, Service
 from roles.munin_master.role import desired as master_desired
 from roles.munin_master.role import dashboard_site, munin_hosts, watcher_config

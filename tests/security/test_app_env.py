@@ -9,7 +9,7 @@ from pathlib import Path
 from infra.config import load_stack_config
 from infra.inventory import onebox_hosts
 from roles.app.runtime import app_env
-from roles.engine.context import RoleContext
+from roles.context import RoleContext
 
 
 def test_secrets_with_shell_syntax_are_read_back_literally(tmp_path: Path, state_root: Path) -> None:

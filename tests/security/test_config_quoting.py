@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from roles.engine.context import double_quoted
+from roles.context import double_quoted
 from tests.app_services import free_ports
 
 NASTY = 'p"w \\d #x\'$(id)'

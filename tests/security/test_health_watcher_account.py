@@ -28,7 +28,7 @@ from monitoring.health_watcher import Verdict, Watcher, WatcherConfig
 from ops.maintenance import restart_script
 from ops.remote import run_step
 from infra.role_settings import declared
-from roles.engine.context import RoleContext
+from roles.context import RoleContext
 from roles.engine.resources import Directory, File, Service
 from roles.munin_master.role import desired, watcher_config
 from tests.drills.faults import wait_for

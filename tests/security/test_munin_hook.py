@@ -18,7 +18,7 @@ import pytest
 
 from infra.config import REPO_ROOT, load_stack_config
 from infra.inventory import onebox_hosts
-from roles.engine.context import RoleContext
+from roles.context import RoleContext
 
 PLANTED = """import os
 open({marker!r}, "w").write(str(os.getuid()))

@@ -20,7 +20,7 @@ import pytest
 
 from infra.config import load_stack_config
 from infra.inventory import onebox_hosts
-from roles.engine.context import RoleContext, desired_state
+from roles.context import RoleContext, desired_state
 from roles.engine.resources import File
 from roles.nginx.role import load_balancer_cidrs
 from tests.fakes.base import JsonHandler, LocalServer

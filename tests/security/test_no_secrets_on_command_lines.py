@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from infra.config import load_stack_config
 from infra.inventory import onebox_hosts
-from roles.engine.context import RoleContext
-from roles.engine.converge import host_state
+from roles.context import RoleContext
+from roles.converge import host_state
 from roles.engine.resources import Command
 from roles.postgres.auth import USER_SECRETS, scram_verifier
 

@@ -14,10 +14,11 @@ import jinja2
 from infra import role_settings
 from infra.config import StackConfig
 from infra.inventory import Host
-from infra.topology import STANDARD_PORTS, Node
+from infra.targets import Target, target_of
+from infra.topology import Node
 from roles.engine.resources import DesiredState
 
-ROLES_DIR = Path(__file__).resolve().parent.parent
+ROLES_DIR = Path(__file__).resolve().parent
 
 
 
@@ -54,13 +55,14 @@ class RoleContext:
     """While secret `name` rotates, the other value servers accept besides `secret(name)`."""
 
     @property
-    def onebox(self) -> bool:
-        return self.config.target == "onebox"
+    def target(self) -> Target:
+        """Where the stack runs (infra/targets/): what differs between targets is asked of it."""
+        return target_of(self.config)
 
     @property
     def bind_address(self) -> str:
         """The address services bind to: loopback on one-box, the private address on AWS."""
-        return self.config.onebox.address if self.onebox else self.host.address
+        return self.target.bind_address(self.host)
 
     def accepted(self, name: str) -> list[str]:
         """Every value of secret `name` a server accepts: its own, and while it rotates
@@ -91,25 +93,11 @@ class RoleContext:
 
     def port(self, node: Node) -> int:
         """The port `node` listens on."""
-        box = self.config.onebox
-        if not self.onebox:
-            return STANDARD_PORTS[node.role]
-        offsets = {
-            "nginx": (box.http_port, 0),
-            "app": (box.app_base_port, 1),
-            "postgres": (box.postgres_base_port, 1),
-            "redis": (box.redis_base_port, 1),
-            "memcached": (box.memcached_base_port, 1),
-            "rabbitmq": (box.rabbitmq_port, 0),
-            "munin_node": (box.munin_node_port, 0),
-            "pgbouncer": (box.pgbouncer_port, 0),
-        }
-        base, step = offsets[node.role]
-        return base + step * node.index
+        return self.target.port(node.role, node.index)
 
     def address(self, node: Node) -> str:
         """The address peers use to reach `node`."""
-        return self.config.onebox.address if self.onebox else self.host_of(node).address
+        return self.target.address(self.host_of(node))
 
 
 def desired_state(role: str, ctx: RoleContext) -> DesiredState:

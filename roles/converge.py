@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from roles.engine.context import RoleContext, desired_state
+from roles.context import RoleContext, desired_state
 from roles.engine.resources import DesiredState
 
 

@@ -1,6 +1,6 @@
 """What the lab realises: the instances of a stack's offline plan (the Pulumi program's own output).
 
-The plan is made by `infra.plan.run_plan` exactly as `ops plan` makes it; this module only reads
+The plan is made by `infra.offline_plan.run_plan` exactly as `ops plan` makes it; this module only reads
 it: each `aws:ec2/instance` with its tags, planned private (and public) address and the rendered
 user_data text.
 """
@@ -11,7 +11,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from infra.config import StackConfig
-from infra.plan import Plan, reveal, run_plan
+from infra.offline_plan import Plan, reveal, run_plan
 
 INSTANCE = "aws:ec2/instance:Instance"
 TAG_NODE = "photostack:node"

@@ -17,8 +17,9 @@ def plan(ctx: typer.Context, stack: StackOption = None, json_: JsonOption = Fals
     """Print what `pulumi up` would create for a stack, without contacting anything; check the policies."""
     # Pulumi and pulumi-aws take ~0.3 s to import: only `ops plan` pays for them.
     from infra.config import ConfigError, load_stack_config, placeholder_secrets
-    from infra.plan import run_plan
+    from infra.offline_plan import run_plan
     from infra.plan_render import render_plan
+    from infra.targets import target_of
     from infra.policy.evaluate import evaluate
     from infra.policy.policies import POLICIES
 
@@ -27,11 +28,12 @@ def plan(ctx: typer.Context, stack: StackOption = None, json_: JsonOption = Fals
         config = load_stack_config(stack)
     except ConfigError as exc:
         refuse(exc)
-    if config.target == "onebox":
+    target = target_of(config)
+    if not target.provisioned_by_pulumi():
         if json_:
-            print(json.dumps({"stack": stack, "target": "onebox", "resources": {}, "violations": []}))
+            print(json.dumps({"stack": stack, "target": target.name, "resources": {}, "violations": []}))
         else:
-            print(f"stack '{stack}' targets onebox: no cloud resources to plan (converge it with `ops up`).")
+            print(f"stack '{stack}' targets {target.name}: no cloud resources to plan (converge it with `ops up`).")
         return
     result = run_plan(config, stack)
     violations = evaluate(result)
@@ -39,7 +41,7 @@ def plan(ctx: typer.Context, stack: StackOption = None, json_: JsonOption = Fals
     by_type = Counter(r.type for r in result.resources if r.custom)
     components = sum(not r.custom for r in result.resources)
     if json_:
-        print(json.dumps({"stack": stack, "target": "aws", "resources": dict(sorted(by_type.items())),
+        print(json.dumps({"stack": stack, "target": target.name, "resources": dict(sorted(by_type.items())),
                           "components": components, "violations": violations,
                           "placeholderSecrets": placeholders}, indent=2))
     else:
