@@ -16,7 +16,7 @@ from monitoring.munin_alert import munin_conf_lines
 from monitoring.wallboard_markers import PAGE_FILE, PAGE_URL
 from roles.context import RoleContext
 from roles.engine.resources import Absent, DesiredState, Directory, File, Handler, Packages, Service, SystemUser
-from roles.munin_node.plugins import host_plugins, limits
+from roles.munin_node.plugins import host_plugins, limits, munin_name
 from roles.nginx.dashboard_login import PASSWORD_FILE, password_file, realm
 
 RESTART_WATCHER = "restart health watcher"
@@ -48,7 +48,7 @@ def munin_hosts(ctx: RoleContext) -> list[MuninHost]:
         # (its instance profile on AWS grants none of them).
         plugins = host_plugins(replace(ctx, host=host, secret=_unread_secret))
         rows = tuple((p.name, f, level, v) for p in plugins for f, level, v in limits(ctx.config, p.kind))
-        found.append(MuninHost(host.name, ctx.target.address(host), ctx.port(node), rows))
+        found.append(MuninHost(munin_name(host.name), ctx.target.address(host), ctx.port(node), rows))
     return found
 
 

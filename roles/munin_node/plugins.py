@@ -146,3 +146,10 @@ def _default_limits(config: StackConfig, kind: str) -> dict[str, str]:
 def _suffix(node: Node) -> str:
     """A postgres node's part of its plugin names: `postgres-0-replica1` → `0_replica1`."""
     return node.name.removeprefix("postgres-").replace("-", "_")
+
+
+def munin_name(host_name: str) -> str:
+    """The name Munin knows a host by: munin.conf's section and munin-node's host_name. Munin
+    refuses a host name with characters a DNS name cannot hold (`munin_master-0`: "contains
+    illegal characters", and munin-update then updates nothing), so `_` becomes `-`."""
+    return host_name.replace("_", "-")

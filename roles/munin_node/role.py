@@ -7,7 +7,7 @@ import hashlib
 from infra.lockfile import closure
 from roles.context import RoleContext
 from roles.engine.resources import Command, DesiredState, Directory, File, Handler, Packages, Service
-from roles.munin_node.plugins import HELPER, PLUGIN_DIR, host_plugins
+from roles.munin_node.plugins import HELPER, PLUGIN_DIR, host_plugins, munin_name
 from infra.topology import Node
 
 RESTART = "restart munin-node"
@@ -83,7 +83,7 @@ def desired(ctx: RoleContext) -> DesiredState:
                  mode=0o600, sensitive=True, notify=(RESTART,)),
             File("/etc/munin/munin-node.conf",
                  ctx.template("munin_node", "munin-node.conf.j2", bind=ctx.bind_address, port=ctx.port(node),
-                              allow=sorted({"127.0.0.1", *masters})),
+                              allow=sorted({"127.0.0.1", *masters}), host_name=munin_name(ctx.host.name)),
                  notify=(RESTART,)),
             # service
             Service.init_script("munin-node"),

@@ -9,14 +9,19 @@ drill fails half-way.
 
 from __future__ import annotations
 
+import json
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from infra.role_settings import declared
 from lab import hosts
 from lab.planned_instances import LabPlan
 from tests.e2e.conftest import Client
+from tests.lab_stack.conftest import operator_environment, ops
 from tests.lab_stack.fleetload import FleetLoad, LoadReport, Sample, Users, lost
 
 DRILL_COMMENT = f"{hosts.PREFIX}-drill"
@@ -25,6 +30,8 @@ DRILL_COMMENT = f"{hosts.PREFIX}-drill"
 CLIENT_SLACK_S = 2.0
 # After a fault is healed the load runs this long; requests from 5 s after healing on must all succeed.
 HEALED_WATCH_S = 20.0
+# The health watcher resolves after two good probes 10 s apart (roles/munin_master/defaults.yaml).
+RESOLVE_TIMEOUT_S = 90.0
 
 
 def _seconds(value: str) -> float:
@@ -132,6 +139,24 @@ def partition(node: str) -> None:
         _iptables(node, "-I", chain, "!", interface, "lo", "-j", "DROP", "-m", "comment", "--comment", DRILL_COMMENT)
 
 
+def alert_history() -> dict:
+    """`ops --stack lab alerts --json` as the operator runs it: the monitoring host's alert store."""
+    state = Path(tempfile.mkdtemp(prefix="photostack-drill-"))
+    try:
+        done = ops("alerts", "--json", "--limit", "200", env=operator_environment(state), timeout=120)
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+    if done.returncode != 0:
+        raise AssertionError(f"ops alerts: exit {done.returncode}: {done.stderr.strip()}")
+    return json.loads(done.stdout)
+
+
+def _page_of(node: str, alerts: dict, action: str, since: float) -> dict | None:
+    """The first logged `action` (trigger, resolve) of `node`'s health alert at or after `since` (epoch)."""
+    return next((r for r in alerts["history"] if r["action"] == action and r["at"] >= since
+                 and node in (r.get("dedup_key") or "")), None)
+
+
 @dataclass
 class PartitionResult:
     node: str
@@ -141,6 +166,10 @@ class PartitionResult:
     after: list[Sample]
     over_budget: list[Sample]
     lost: list[str]
+    page: dict | None  # the health alert's trigger, as the monitoring host logged it
+    paged_after_s: float | None
+    resolve: dict | None
+    resolved_after_s: float | None  # after healing
 
     @property
     def failed_ratio(self) -> float:
@@ -150,33 +179,45 @@ class PartitionResult:
         return {"requests": str(len(self.report.samples)), "failed %": f"{self.failed_ratio:.3%}",
                 "during the partition": self.report.describe(self.during),
                 "after healing": self.report.describe(self.after),
-                "over their route's budget": str(len(self.over_budget)), "acknowledged writes lost": str(len(self.lost))}
+                "over their route's budget": str(len(self.over_budget)), "acknowledged writes lost": str(len(self.lost)),
+                "paged after": f"{self.paged_after_s:.0f} s" if self.paged_after_s is not None else "no page",
+                "page resolved after healing": (f"{self.resolved_after_s:.0f} s" if self.resolved_after_s is not None
+                                                else "not resolved")}
 
 
 def app_host_partitioned(plan: LabPlan, users: Users, make_client: Callable[[], Client],
-                         fault_s: float = 30.0) -> PartitionResult:
+                         fault_s: float = 40.0) -> PartitionResult:
     """Drill 2: one app host cut off for `fault_s` under load (the process on it lives on); nginx's
-    connect timeouts and passive checks take it out, idempotent requests are retried on the other."""
+    connect timeouts and passive checks take it out, idempotent requests are retried on the other.
+    The monitoring host's health watcher pages (read with `ops alerts`) and resolves once healed."""
     apps = [i.node for i in plan.instances if i.role == "app"]
     if len(apps) < 2:
         raise AssertionError(f"an app host partition needs two app hosts; the lab plan has {apps}")
     node = apps[-1]
-    load = FleetLoad(users, max_seconds=fault_s + 150).start()
+    load = FleetLoad(users, max_seconds=fault_s + 240).start()
+    page = resolve = None
     try:
         load.wait_for(30)
-        fault_started = time.monotonic()
+        fault_started, fault_epoch = time.monotonic(), time.time()
         partition(node)
         while time.monotonic() - fault_started < fault_s:
             load.wait_for(1, timeout=fault_s + 30)
+            if page is None and (page := _page_of(node, alert_history(), "trigger", fault_epoch)):
+                paged = time.monotonic() - fault_started
     finally:
         heal([node])
-    healed = time.monotonic()
+    healed, healed_epoch = time.monotonic(), time.time()
     while time.monotonic() - healed < HEALED_WATCH_S:
         load.wait_for(1, timeout=60)
+    while page is not None and resolve is None and time.monotonic() - healed < RESOLVE_TIMEOUT_S:
+        resolve = _page_of(node, alert_history(), "resolve", healed_epoch)
+        if resolve is None:
+            time.sleep(2)
     report = load.stop()
     return PartitionResult(node, fault_s, report, report.between(fault_started, healed),
                            report.between(healed + 5, float("inf")), over_budget(report.samples),
-                           _settled_lost(make_client(), report))
+                           _settled_lost(make_client(), report), page, paged if page else None, resolve,
+                           resolve["at"] - healed_epoch if resolve else None)
 
 
 def _settled_lost(checker: Client, report: LoadReport, patience_s: float = 30.0) -> list[str]:

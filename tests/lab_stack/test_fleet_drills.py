@@ -3,6 +3,8 @@ lab lock). The procedures and their figures are in drills.py (bench/fleet_drills
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.lab_stack import drills
@@ -10,6 +12,7 @@ from tests.lab_stack.fleetload import Users, sign_up
 
 pytestmark = pytest.mark.lab
 USERS = 4
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -44,3 +47,9 @@ def test_an_app_host_partitioned_is_taken_out_with_under_a_thousandth_failed(lab
     assert result.over_budget == [], [(s.kind, round(s.seconds, 2), s.status) for s in result.over_budget[:10]]
     assert result.lost == [], result.lost[:10]
     assert result.after and drills.LoadReport.failed(result.after) == [], result.report.describe(result.after)
+    # The page: raised by the health watcher while the host was cut off, with a runbook that
+    # exists, and resolved once it answered again.
+    assert result.page is not None, figures
+    runbook = result.page["runbook"]
+    assert runbook and (REPO / "runbooks" / runbook.rsplit("/", 1)[-1]).is_file(), result.page
+    assert result.resolve is not None, figures
