@@ -210,6 +210,13 @@ def _install_environment(root: Path, environment: dict[str, str]) -> None:
     conf.mkdir(parents=True, exist_ok=True)
     values = " ".join(f'"{key}={value}"' for key, value in sorted(environment.items()))
     (conf / "photostack-lab.conf").write_text(f"[Manager]\nDefaultEnvironment={values}\n")
+    # Root's processes that start from an empty environment (the alert hooks: `env -i`) find the
+    # lab's AWS as an EC2 host's SDK finds AWS without settings: in the shared config file.
+    settings = {"endpoint_url": environment.get("AWS_ENDPOINT_URL"), "region": environment.get("AWS_DEFAULT_REGION")}
+    if any(settings.values()):
+        aws = root / "root/.aws"
+        aws.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (aws / "config").write_text("[default]\n" + "".join(f"{k} = {v}\n" for k, v in settings.items() if v))
 
 
 def _install_registry_access(root: Path, names: dict[str, str], certificates: list[Path]) -> None:

@@ -44,7 +44,8 @@ GROUPS = (
     # `converged` fixture asserts a converge check finds nothing to change after each one).
     Group("one-box", "onebox and not drill", 8 * 60),  # the real one-box, converged by `ops up`
     Group("app drills", "drill", 5 * 60),  # faults under load on the one-box
-    Group("lab", "lab", 15 * 60),  # the plan booted as systemd-nspawn hosts (lab/)
+    # The plan booted as systemd-nspawn hosts (lab/), then the fleet drills on them: one boot for both.
+    Group("lab", "lab", 20 * 60),
 )
 
 
