@@ -8,20 +8,15 @@ Run as root under the lab lock with the lab up and green (`ops --stack lab up`):
 
 from __future__ import annotations
 
-import ssl
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from infra.config import load_stack_config  # noqa: E402
-from lab import fleet, lb  # noqa: E402
-from lab.planned_instances import lab_plan  # noqa: E402
-from tests.e2e.conftest import Client  # noqa: E402
 from tests.lab_stack import drills  # noqa: E402
+from tests.lab_stack.conftest import LabSession  # noqa: E402
 from tests.lab_stack.fleetload import sign_up  # noqa: E402
 
-STACK = "lab"
 DRILLS = {"lossy-link": drills.lossy_link, "app-partition": drills.app_host_partitioned}
 
 
@@ -30,14 +25,8 @@ def main() -> None:
     unknown = [name for name in chosen if name not in DRILLS]
     if unknown:
         sys.exit(f"unknown drill(s) {', '.join(unknown)}: choose from {', '.join(DRILLS)}")
-    config = load_stack_config(STACK)
-    plan = lab_plan(config, STACK)
-    balancer = fleet.load_balancer(plan, config)
-    context = ssl.create_default_context(cafile=str(lb.ca_certificate()))
-
-    def make_client() -> Client:
-        return Client(f"https://{balancer.address}", host=config.domain, context=context)
-
+    lab = LabSession()  # the lab that is up, and users' clients through its load balancer
+    plan, make_client = lab.plan, lab.client_factory()
     users = sign_up(make_client, 4)
     budgets = ", ".join(f"{kind} {seconds:.1f} s" for kind, seconds in drills.route_budgets().items())
     print(f"route budgets (nginx's, plus {drills.CLIENT_SLACK_S:.0f} s of client slack): {budgets}")

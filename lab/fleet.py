@@ -61,7 +61,7 @@ def specs(plan: LabPlan) -> list[hosts.HostSpec]:
             for index, i in enumerate(plan.instances)]
 
 
-def _taken(plan: LabPlan) -> set[str]:
+def taken_addresses(plan: LabPlan) -> set[str]:
     """Addresses of the lab network the plan gives out (the gateway's, the instances')."""
     return {str(next(plan.network.hosts())), *(i.private_ip for i in plan.instances),
             *(i.public_ip for i in plan.instances if i.public_ip)}
@@ -70,13 +70,13 @@ def _taken(plan: LabPlan) -> set[str]:
 def load_balancer(plan: LabPlan, config: StackConfig) -> lb.Balancer:
     """The load balancer stand-in of the plan, at the highest free address of its first subnet
     (the same every time)."""
-    address = lb.free_address(plan.plan, lb.subnets_of(plan.plan)[0], _taken(plan))
+    address = lb.free_address(plan.plan, lb.subnets_of(plan.plan)[0], taken_addresses(plan))
     return lb.from_plan(plan.plan, config.domain, address)
 
 
 def aws_tls_address(plan: LabPlan, config: StackConfig) -> str:
     """Where the lab AWS API's HTTPS endpoint listens (next below the load balancer)."""
-    taken = _taken(plan) | {load_balancer(plan, config).address}
+    taken = taken_addresses(plan) | {load_balancer(plan, config).address}
     return lb.free_address(plan.plan, lb.subnets_of(plan.plan)[0], taken)
 
 

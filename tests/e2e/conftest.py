@@ -39,13 +39,26 @@ class FromOwnAddress(urllib.request.HTTPHandler):
         return self.do_open(functools.partial(http.client.HTTPConnection, source_address=self.source), req)
 
 
+class HttpsFrom(urllib.request.HTTPSHandler):
+    """HTTPS from a given local address: a lab user's own client address (tests/lab_stack/conftest.py)."""
+
+    def __init__(self, context: ssl.SSLContext, source: str) -> None:
+        super().__init__(context=context)
+        self.context, self.source = context, (source, 0)
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(functools.partial(http.client.HTTPSConnection, source_address=self.source),
+                            req, context=self.context)
+
+
 class Client:
     """A user agent with its own cookie jar (one logged-in session) and, on loopback (the
     one-box), its own address. `host`: the Host header to send when the base names an address
     (a load balancer serving the stack's domain, as in the lab); `context`: the TLS context of an
     https base (e.g. one trusting the lab CA)."""
 
-    def __init__(self, base: str, host: str | None = None, context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, base: str, host: str | None = None, context: ssl.SSLContext | None = None,
+                 source: str | None = None) -> None:
         self.base = base
         self.host = host
         self.cookies = CookieJar()
@@ -53,7 +66,7 @@ class Client:
         if ipaddress.ip_address(urllib.parse.urlsplit(base).hostname or "0.0.0.0").is_loopback:
             handlers.append(FromOwnAddress())
         if context is not None:
-            handlers.append(urllib.request.HTTPSHandler(context=context))
+            handlers.append(HttpsFrom(context, source) if source else urllib.request.HTTPSHandler(context=context))
         self.opener = urllib.request.build_opener(*handlers)
 
     def _request(self, method: str, path: str, body: bytes | None = None) -> urllib.request.Request:

@@ -92,12 +92,18 @@ class LabSession:
 
     def client_factory(self) -> Callable[[], Client]:
         """A factory of users' clients through the load balancer stand-in: HTTPS trusting the lab
-        CA, the stack's domain as Host, as browsers reach the ALB."""
+        CA, the stack's domain as Host, as browsers reach the ALB, each user from an address of
+        their own (the app limits sign-ups and log-ins per client address)."""
         balancer = fleet.load_balancer(self.plan, self.config)
         context = ssl.create_default_context(cafile=str(lb.ca_certificate()))
+        taken = {balancer.address, fleet.aws_tls_address(self.plan, self.config), *fleet.taken_addresses(self.plan)}
+        pool = (str(a) for a in reversed(list(self.plan.network.hosts())) if str(a) not in taken)
 
         def make() -> Client:
-            return Client(f"https://{balancer.address}", host=self.config.domain, context=context)
+            source = next(pool)
+            # On the lab bridge beside its gateway address (gone with the bridge at `down`).
+            hosts.run("ip", "address", "replace", f"{source}/32", "dev", hosts.BRIDGE)
+            return Client(f"https://{balancer.address}", host=self.config.domain, context=context, source=source)
 
         return make
 

@@ -65,9 +65,8 @@ Users = list[tuple[str, Client]]  # (username, their logged-in client)
 
 
 def sign_up(make_client: Callable[[], Client], count: int) -> Users:
-    """`count` new users, each with a logged-in client. The lab's clients all come from this
-    machine's one address, which the app lets sign up 10 users per 10 minutes: sign up once, and
-    share them between drills."""
+    """`count` new users, each with a logged-in client (from `make_client`: in the lab, each from
+    an address of their own, as real users are)."""
     users = []
     for index in range(count):
         client = make_client()

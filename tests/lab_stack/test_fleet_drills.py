@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def users(lab) -> Users:
-    """The drills' users, signed up once (the lab's clients share one address)."""
+    """The drills' users, signed up once for every drill of the module."""
     return sign_up(lab.green().client_factory(), USERS)
 
 
