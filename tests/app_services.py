@@ -31,6 +31,20 @@ DB_USER = "photostack"
 DB_PASSWORD = "test-password"
 
 
+def start_nginx(directory: Path, site: str, workers: int = 1, connections: int = 64) -> subprocess.Popen:
+    """A throwaway nginx (root workers, in the foreground) serving `site` from `directory`. Its own
+    temp dirs: nginx takes over the compiled-in /var/lib/nginx/* for its worker user at start, which
+    would lock the one-box's nginx (www-data) out of buffering request bodies."""
+    (directory / "site.conf").write_text(site)
+    temp = " ".join(f"{kind}_temp_path {directory}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    (directory / "nginx.conf").write_text(
+        f"user root;\nworker_processes {workers};\ndaemon off;\npid {directory}/nginx.pid;\n"
+        f"error_log {directory}/error.log warn;\nevents {{ worker_connections {connections}; }}\n"
+        f"http {{ include /etc/nginx/mime.types; access_log off; {temp}\n include {directory}/site.conf; }}\n")
+    return subprocess.Popen(["nginx", "-p", str(directory), "-c", str(directory / "nginx.conf")],
+                            stderr=subprocess.PIPE, start_new_session=True)
+
+
 def free_ports(count: int) -> list[int]:
     """`count` distinct loopback ports the kernel hands out for port 0 right now.
 

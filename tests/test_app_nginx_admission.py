@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from tests.app_helpers import jpeg, unique_name, wait_for
-from tests.app_services import REPO, _kill_group, free_ports, wait_port
+from tests.app_services import REPO, _kill_group, free_ports, start_nginx, wait_port
 
 FREEZE_S = 7  # longer than nginx_fail_timeout (5 s): the frozen instance is probed again once
 
@@ -47,14 +47,6 @@ def web_tier(app_stack, state_root, tmp_path):
 
     nginx_port, *app_ports = free_ports(3)
     site, limit = site_config(nginx_port, app_ports)
-    (tmp_path / "site.conf").write_text(site)
-    # Its own temp dirs: nginx takes over the compiled-in /var/lib/nginx/* for its worker user at
-    # start, which would lock the one-box's nginx (www-data) out of buffering request bodies.
-    temp = " ".join(f"{kind}_temp_path {tmp_path}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    (tmp_path / "nginx.conf").write_text(
-        f"user root;\nworker_processes 2;\ndaemon off;\npid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log warn;\n"
-        "events { worker_connections 1024; }\n"
-        f"http {{ include /etc/nginx/mime.types; access_log off; {temp}\n include {tmp_path}/site.conf; }}\n")
     d = declared("app")
     apps = []
     for port in app_ports:
@@ -67,8 +59,7 @@ def web_tier(app_stack, state_root, tmp_path):
             cwd=REPO, env={**os.environ, "PHOTOSTACK_SIGNUP_RATE_IP": "10000/600"}, stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True))
         log.close()
-    nginx = subprocess.Popen(["nginx", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
-                             stderr=subprocess.PIPE, start_new_session=True)
+    nginx = start_nginx(tmp_path, site, workers=2, connections=1024)
     try:
         wait_port(nginx_port, nginx, 10, "nginx")
         for proc, port in zip(apps, app_ports):

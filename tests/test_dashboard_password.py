@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 
 import pytest
 import requests
@@ -20,7 +19,7 @@ from roles.converge import host_state
 from roles.engine.resources import Absent, File
 from roles.nginx.dashboard_login import PASSWORD_FILE
 from tests._infra_plans import plan_of
-from tests.app_services import _kill_group, free_ports, wait_port
+from tests.app_services import _kill_group, free_ports, start_nginx, wait_port
 from tests.fakes.ssm_server import SsmServer
 from tests.test_infra_program import _readable_parameters
 
@@ -102,14 +101,7 @@ def monitoring_nginx(tmp_path):
     site = (files[SITE].content.replace("listen 80 ", f"listen 127.0.0.1:{port} ")
             .replace(PASSWORD_FILE, str(tmp_path / "login")).replace("/var/cache/munin/www", str(html)))
     assert f"listen 127.0.0.1:{port} " in site and str(html) in site
-    (tmp_path / "site.conf").write_text(site)
-    temp = " ".join(f"{kind}_temp_path {tmp_path}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    (tmp_path / "nginx.conf").write_text(
-        f"user root;\nworker_processes 1;\ndaemon off;\npid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log warn;\n"
-        "events { worker_connections 64; }\n"
-        f"http {{ include /etc/nginx/mime.types; access_log off; {temp}\n include {tmp_path}/site.conf; }}\n")
-    nginx = subprocess.Popen(["nginx", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
-                             stderr=subprocess.PIPE, start_new_session=True)
+    nginx = start_nginx(tmp_path, site)
     try:
         wait_port(port, nginx, 10, "nginx")
         yield f"http://127.0.0.1:{port}"
