@@ -32,8 +32,8 @@ def test_rolling_deploy_under_load_fails_no_request(converged):
 
 def _another_release(root: Path) -> rel.Release:
     """A release other than the working tree's, built without git history (a CI clone may be
-    shallow): the shipped files in a fresh repo, plus one file."""
-    for name in release_artifact.release_files():
+    shallow): the shipped files and the lock its requirements come from in a fresh repo, plus one file."""
+    for name in [*release_artifact.release_files(), release_artifact.LOCK_NAME]:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(rel.REPO_ROOT / name, root / name)
     (root / "app" / "DRILL").write_text("a release that is not the working tree's\n")
