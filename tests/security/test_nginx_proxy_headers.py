@@ -7,11 +7,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import signal
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +19,7 @@ from roles.context import RoleContext, desired_state
 from roles.engine.resources import File
 from roles.nginx.role import load_balancer_cidrs
 from tests.fakes.base import JsonHandler, LocalServer
-from tests.app_services import free_ports
+from tests.app_services import _kill_group, free_ports, start_nginx, wait_port
 
 LB = "127.0.0.1"  # stands in for the load balancer; a client from 127.0.0.2 is anyone else
 SITE = "/etc/nginx/conf.d/photostack.conf"
@@ -66,28 +61,12 @@ def nginx(tmp_path, state_root) -> Iterator[Nginx]:
                                    munin_htmldir=str(tmp_path), load_balancer_cidrs=[f"{LB}/32"], inflight_limit=16,
                                    page_markers=("/munin/page-markers.json", str(tmp_path / "page-markers.json")),
                                    dashboard_realm=None, dashboard_password_file="")
-        (tmp_path / "site.conf").write_text(site)
-        temp = " ".join(f"{kind}_temp_path {tmp_path}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-        (tmp_path / "nginx.conf").write_text(
-            f"daemon off; master_process off; pid {tmp_path}/nginx.pid; error_log {tmp_path}/error.log;\n"
-            f"events {{}}\nhttp {{ include /etc/nginx/mime.types; access_log off; {temp}\n"
-            f"include {tmp_path}/site.conf; }}\n")
-        proc = subprocess.Popen(["nginx", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
-                                stderr=subprocess.PIPE, start_new_session=True)
+        proc = start_nginx(tmp_path, site)
         try:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    assert proc.poll() is None, proc.stderr.read().decode()
-                    assert time.monotonic() < deadline, "nginx did not listen"
-                    time.sleep(0.05)
+            wait_port(port, proc, 10, "nginx")
             yield Nginx(port, media)
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=10)
+            _kill_group(proc)
 
 
 def _get(nginx: Nginx, path: str, source: str, headers: dict[str, str]) -> http.client.HTTPResponse:
