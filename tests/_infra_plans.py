@@ -6,7 +6,9 @@ from functools import cache
 from typing import Any
 
 from infra.config import load_stack_config
-from infra.offline_plan import Plan, PlannedResource, run_plan
+import pytest
+
+from infra.offline_plan import Plan, PlannedResource, reveal, run_plan
 
 
 @cache
@@ -29,3 +31,16 @@ def dependency(plan: Plan, resource: PlannedResource, prop: str) -> PlannedResou
 
 def role_tag(resource: PlannedResource | None) -> Any:
     return ((resource.inputs.get("tags") or {}) if resource else {}).get("photostack:role")
+
+
+def planned_parameters(*stacks: str) -> dict[str, tuple[str, str]]:
+    """Every SSM parameter the plans of `stacks` write (records and secrets): name → (type, planned value)."""
+    return {r.inputs["name"]: (r.inputs["type"], reveal(r.inputs["value"]) if "value" in r.inputs else r.inputs["insecureValue"])
+            for stack in stacks for r in plan_of(stack).of_type("aws:ssm/parameter:Parameter")}
+
+
+def use_ssm(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    """Point boto3's SSM client at `url` (a local SSM server), with throwaway credentials."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", url)
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(key, "testing")

@@ -18,7 +18,7 @@ from roles.context import RoleContext
 from roles.converge import host_state
 from roles.engine.resources import Absent, File
 from roles.nginx.dashboard_login import PASSWORD_FILE
-from tests._infra_plans import plan_of
+from tests._infra_plans import plan_of, planned_parameters, use_ssm
 from tests.app_services import _kill_group, free_ports, start_nginx, wait_port
 from tests.fakes.ssm_server import SsmServer
 from tests.test_infra_program import _readable_parameters
@@ -29,16 +29,9 @@ SITE = "/etc/nginx/conf.d/photostack-munin.conf"
 
 @pytest.fixture(autouse=True)
 def records(monkeypatch):
-    """The stored records AWS hosts render from (SSM), as the lab and prod plans write them."""
-    parameters = {}
-    for stack in ("lab", "prod"):
-        for r in plan_of(stack).of_type("aws:ssm/parameter:Parameter"):
-            if r.inputs["type"] == "String":
-                parameters[r.inputs["name"]] = ("String", r.inputs["insecureValue"])
-    with SsmServer("us-east-1", parameters) as server:
-        monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", server.url)
-        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-            monkeypatch.setenv(key, "testing")
+    """The records (and secrets) AWS hosts read from SSM, as the lab and prod plans write them."""
+    with SsmServer("us-east-1", planned_parameters("lab", "prod")) as server:
+        use_ssm(monkeypatch, server.url)
         yield
 
 

@@ -30,7 +30,7 @@ from infra.topology import nodes
 from roles.context import RoleContext
 from roles.converge import host_state
 from tests.fakes.ssm_server import SsmServer
-from tests._infra_plans import by_name, dependency, plan_of, role_tag
+from tests._infra_plans import by_name, dependency, plan_of, planned_parameters, role_tag, use_ssm
 
 INSTANCE = "aws:ec2/instance:Instance"
 
@@ -405,13 +405,8 @@ def test_the_media_record_names_the_media_bucket_for_app_env():
 @pytest.fixture(scope="module")
 def prod_ssm():
     """A local SSM holding every parameter of the prod plan, with its planned value."""
-    plan = plan_of("prod")
-    parameters = {
-        r.inputs["name"]: (r.inputs["type"], reveal(r.inputs["value"]) if "value" in r.inputs else r.inputs["insecureValue"])
-        for r in plan.of_type("aws:ssm/parameter:Parameter")
-    }
-    with SsmServer("us-east-1", parameters) as server:
-        yield plan, server
+    with SsmServer("us-east-1", planned_parameters("prod")) as server:
+        yield plan_of("prod"), server
 
 
 @pytest.mark.parametrize("role", sorted(PROFILE_READS))
@@ -419,9 +414,7 @@ def test_each_host_renders_its_roles_with_only_its_instance_profile(role, prod_s
     """A host of each role renders everything it converges at boot while the SSM server enforces
     the role's planned profile: a read it lacks is AccessDenied, as on AWS."""
     plan, ssm = prod_ssm
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", ssm.url)
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.setenv(key, "testing")
+    use_ssm(monkeypatch, ssm.url)
     config = load_stack_config("prod")
     hosts = tuple(
         Host(node.name, f"10.0.{i // 250}.{i % 250 + 4}", 22, "ubuntu", (node,), "ubuntu@198.51.100.1:22")

@@ -9,6 +9,7 @@ from botocore.exceptions import ClientError
 
 from infra.config import load_stack_config
 from ops.stack import Stack
+from tests._infra_plans import use_ssm
 from tests.fakes.ssm_server import SsmServer
 
 
@@ -16,9 +17,7 @@ from tests.fakes.ssm_server import SsmServer
 def denying_ssm(monkeypatch):
     with SsmServer("us-east-1", {"/photostack/staging/shardmap": ("String", "null")}) as server:
         server.allowed = set()  # an instance profile with no record grant (memcached, nginx, redis …)
-        monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", server.url)
-        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-            monkeypatch.setenv(key, "testing")
+        use_ssm(monkeypatch, server.url)
         yield server
 
 

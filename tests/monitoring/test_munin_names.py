@@ -15,7 +15,7 @@ from roles.context import RoleContext
 from roles.converge import host_state
 from roles.engine.resources import File
 from tests.fakes.ssm_server import SsmServer
-from tests._infra_plans import plan_of
+from tests._infra_plans import planned_parameters, use_ssm
 
 # Munin::Common::Config: a host name is letters, digits, `-` and `.` (a DNS name).
 MUNIN_HOST_NAME = re.compile(r"^[A-Za-z0-9.-]+$")
@@ -23,12 +23,8 @@ MUNIN_HOST_NAME = re.compile(r"^[A-Za-z0-9.-]+$")
 
 @pytest.fixture
 def lab_records(monkeypatch):
-    parameters = {r.inputs["name"]: ("String", r.inputs["insecureValue"])
-                  for r in plan_of("lab").of_type("aws:ssm/parameter:Parameter") if r.inputs["type"] == "String"}
-    with SsmServer("us-east-1", parameters) as server:
-        monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", server.url)
-        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-            monkeypatch.setenv(key, "testing")
+    with SsmServer("us-east-1", planned_parameters("lab")) as server:
+        use_ssm(monkeypatch, server.url)
         yield
 
 
