@@ -88,15 +88,48 @@ def heal(nodes: list[str]) -> None:
 
 
 @dataclass
-class LossyLinkResult:
-    probability: float
-    fault_s: float
+class FaultResult:
+    """What users saw around a fault: every request, those while it lasted, those from 5 s after
+    it healed (requests in flight at healing belong to the fault), those over their route's
+    budget, and acknowledged writes not found afterwards."""
+
     report: LoadReport
     during: list[Sample]
     after: list[Sample]
     over_budget: list[Sample]
-    dropped_packets: int
     lost: list[str]
+
+
+def _fault_under_load(users: Users, make_client: Callable[[], Client], fault_s: float, inject: Callable[[], None],
+                      heal_fault: Callable[[], None], while_faulty: Callable[[], None] = lambda: None,
+                      when_healed: Callable[[], None] = lambda: None) -> FaultResult:
+    """Users' load running, `inject` a fault and keep it `fault_s` (`while_faulty` between requests),
+    `heal_fault` (also when the drill fails half-way), watch the healed load HEALED_WATCH_S, then
+    `when_healed` before the load stops; what the users saw."""
+    load = FleetLoad(users, max_seconds=fault_s + HEALED_WATCH_S + RESOLVE_TIMEOUT_S + 120).start()
+    try:
+        load.wait_for(30)
+        started = time.monotonic()
+        inject()
+        while time.monotonic() - started < fault_s:  # the fault's length: load runs meanwhile
+            load.wait_for(1, timeout=fault_s + 30)
+            while_faulty()
+    finally:
+        heal_fault()
+    healed = time.monotonic()
+    while time.monotonic() - healed < HEALED_WATCH_S:
+        load.wait_for(1, timeout=60)
+    when_healed()
+    report = load.stop()
+    return FaultResult(report, report.between(started, healed), report.between(healed + 5, float("inf")),
+                       over_budget(report.samples), _settled_lost(make_client(), report))
+
+
+@dataclass
+class LossyLinkResult(FaultResult):
+    probability: float
+    fault_s: float
+    dropped_packets: int
 
     def figures(self) -> dict[str, str]:
         failed = LoadReport.failed(self.during)
@@ -112,25 +145,18 @@ def lossy_link(plan: LabPlan, users: Users, make_client: Callable[[], Client], p
     primary for `fault_s` under load; then healed, and the load watched until it is clean again."""
     clients = [i.node for i in plan.instances if i.role in ("app", "worker")]
     (primary,) = [i.private_ip for i in plan.instances if i.node.endswith("-primary") and i.role == "postgres"]
-    load = FleetLoad(users, max_seconds=fault_s + 150).start()
-    try:
-        load.wait_for(30)
-        fault_started = time.monotonic()
+    packets = []
+
+    def make_lossy() -> None:
         for node in clients:
             lossy(node, primary, probability)
-        while time.monotonic() - fault_started < fault_s:  # the fault's length: load runs meanwhile
-            load.wait_for(1, timeout=fault_s + 30)
-        packets = sum(dropped(node) for node in clients)
-    finally:
+
+    def heal_and_count() -> None:
+        packets.append(sum(dropped(node) for node in clients))
         heal(clients)
-    healed = time.monotonic()
-    while time.monotonic() - healed < HEALED_WATCH_S:
-        load.wait_for(1, timeout=60)
-    report = load.stop()
-    # Requests already in flight when the link healed belong to the fault; "after" starts 5 s later.
-    return LossyLinkResult(probability, fault_s, report, report.between(fault_started, healed),
-                           report.between(healed + 5, float("inf")), over_budget(report.samples), packets,
-                           _settled_lost(make_client(), report))
+
+    seen = _fault_under_load(users, make_client, fault_s, make_lossy, heal_and_count)
+    return LossyLinkResult(**vars(seen), probability=probability, fault_s=fault_s, dropped_packets=packets[0])
 
 
 def partition(node: str) -> None:
@@ -158,14 +184,9 @@ def _page_of(node: str, alerts: dict, action: str, since: float) -> dict | None:
 
 
 @dataclass
-class PartitionResult:
+class PartitionResult(FaultResult):
     node: str
     fault_s: float
-    report: LoadReport
-    during: list[Sample]
-    after: list[Sample]
-    over_budget: list[Sample]
-    lost: list[str]
     page: dict | None  # the health alert's trigger, as the monitoring host logged it
     paged_after_s: float | None
     resolve: dict | None
@@ -194,30 +215,34 @@ def app_host_partitioned(plan: LabPlan, users: Users, make_client: Callable[[], 
     if len(apps) < 2:
         raise AssertionError(f"an app host partition needs two app hosts; the lab plan has {apps}")
     node = apps[-1]
-    load = FleetLoad(users, max_seconds=fault_s + 240).start()
-    page = resolve = None
-    try:
-        load.wait_for(30)
-        fault_started, fault_epoch = time.monotonic(), time.time()
+    # Epoch times, as the alert log's: when the fault started and healed, when its page came and went.
+    times: dict[str, float] = {}
+    found: dict[str, dict] = {}
+
+    def cut() -> None:
+        times["cut"] = time.time()
         partition(node)
-        while time.monotonic() - fault_started < fault_s:
-            load.wait_for(1, timeout=fault_s + 30)
-            if page is None and (page := _page_of(node, alert_history(), "trigger", fault_epoch)):
-                paged = time.monotonic() - fault_started
-    finally:
+
+    def look_for_page() -> None:
+        if "trigger" not in found and (page := _page_of(node, alert_history(), "trigger", times["cut"])):
+            found["trigger"], times["paged"] = page, time.time()
+
+    def unheal() -> None:
         heal([node])
-    healed, healed_epoch = time.monotonic(), time.time()
-    while time.monotonic() - healed < HEALED_WATCH_S:
-        load.wait_for(1, timeout=60)
-    while page is not None and resolve is None and time.monotonic() - healed < RESOLVE_TIMEOUT_S:
-        resolve = _page_of(node, alert_history(), "resolve", healed_epoch)
-        if resolve is None:
-            time.sleep(2)
-    report = load.stop()
-    return PartitionResult(node, fault_s, report, report.between(fault_started, healed),
-                           report.between(healed + 5, float("inf")), over_budget(report.samples),
-                           _settled_lost(make_client(), report), page, paged if page else None, resolve,
-                           resolve["at"] - healed_epoch if resolve else None)
+        times["healed"] = time.time()
+
+    def wait_for_resolve() -> None:
+        while "trigger" in found and "resolve" not in found and time.time() - times["healed"] < RESOLVE_TIMEOUT_S:
+            if resolve := _page_of(node, alert_history(), "resolve", times["healed"]):
+                found["resolve"] = resolve
+            else:
+                time.sleep(2)
+
+    seen = _fault_under_load(users, make_client, fault_s, cut, unheal, look_for_page, wait_for_resolve)
+    resolve = found.get("resolve")
+    return PartitionResult(**vars(seen), node=node, fault_s=fault_s, page=found.get("trigger"),
+                           paged_after_s=times["paged"] - times["cut"] if "paged" in times else None,
+                           resolve=resolve, resolved_after_s=resolve["at"] - times["healed"] if resolve else None)
 
 
 def _settled_lost(checker: Client, report: LoadReport, patience_s: float = 30.0) -> list[str]:
