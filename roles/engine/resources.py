@@ -223,6 +223,117 @@ class Absent:
         return [Change(self.key, "present", (f"rm -rf {_q(self.path)}",), self.notify)]
 
 
+FSTAB = "/etc/fstab"
+
+
+@dataclass(frozen=True)
+class Filesystem:
+    """A block device's filesystem mounted at `path`, by UUID in /etc/fstab (AWS's documented way
+    to use a new volume): formatted only if the device carries no filesystem and no partition table
+    (data is never formatted over), mounted only over an empty directory (files on the disk below
+    are never hidden), its root then given owner, group and mode.
+
+    The device may appear late (a volume still attaching): applying waits up to `wait_s` for it.
+    A device with another filesystem or a partition table, or a mount point holding files or
+    another device, fails the change with one line; the mount point's parents must be root's alone
+    (roles/engine/safe_paths.py `mountpoint`), so no service account can move it under the mount."""
+
+    device: str
+    path: str
+    owner: str = "root"
+    group: str = "root"
+    mode: int = 0o755
+    fstype: str = "ext4"
+    options: str = "defaults,nofail"  # nofail: a missing volume never stops the host's boot
+    wait_s: int = 300
+    fstab: str = FSTAB
+
+    @property
+    def key(self) -> str:
+        return f"filesystem {self.path}"
+
+    def fact_command(self) -> str:
+        dev, path = _q(self.device), _q(self.path)
+        # blkid -p probes the device itself (no cache); device numbers compare what is mounted with it.
+        return (f"if [ -b {dev} ]; then blkid -p -o export -s TYPE -s UUID -s PTTYPE {dev}; "
+                f"echo \"devnum=$(printf '%d:%d' 0x$(stat -L -c %t {dev}) 0x$(stat -L -c %T {dev}))\"; fi; "
+                f"echo \"mounted=$(findmnt -rn -M {path} -o MAJ:MIN | tail -n 1)\"; "
+                f"echo \"fstab=$({self._fstab_entry()})\"; "
+                f"echo \"root=$(stat -c '%U %G %a' {path})\"")
+
+    def _fstab_entry(self) -> str:
+        return (f"awk -v p={_q(self.path)} '$1 !~ /^#/ && $2 == p {{ print $1, $2, $3, $4, $5, $6 }}' "
+                f"{_q(self.fstab)} | tail -n 1")
+
+    def fstab_line(self, uuid: str) -> str:
+        """The /etc/fstab entry of the filesystem `uuid` (fsck after the root filesystem: pass 2)."""
+        return f"UUID={uuid} {self.path} {self.fstype} {self.options} 0 2"
+
+    def changes(self, fact: str) -> list[Change]:
+        seen = dict(line.split("=", 1) for line in fact.splitlines() if "=" in line)
+        uuid = seen.get("UUID", "")
+        if "devnum" not in seen:
+            summary = f"{self.device} absent (still attaching?): would wait, then format if blank and mount"
+        elif seen.get("PTTYPE"):
+            summary = f"{self.device} carries a {seen['PTTYPE']} partition table: will refuse it"
+        elif not seen.get("TYPE"):
+            summary = f"{self.device} carries no filesystem: would format it {self.fstype} and mount it"
+        elif seen["TYPE"] != self.fstype:
+            summary = f"{self.device} carries {seen['TYPE']}, not {self.fstype}: will refuse it"
+        else:
+            wrong = []
+            if seen.get("fstab") != self.fstab_line(uuid):
+                wrong.append(f"{self.fstab} entry")
+            if not seen.get("mounted"):
+                wrong.append("not mounted")
+            elif seen["mounted"] != seen["devnum"]:
+                wrong.append(f"device {seen['mounted']} mounted there instead: will refuse it")
+            elif seen.get("root") != f"{self.owner} {self.group} {self.mode:o}":
+                wrong.append(f"its root is {seen.get('root')}")
+            if not wrong:
+                return []
+            summary = ", ".join(wrong)
+        wanted = self.fstab_line(uuid or "<UUID made by the format>")
+        current = seen.get("fstab", "")
+        diff = "".join(difflib.unified_diff([current + "\n"] if current else [], [wanted + "\n"], self.fstab, self.fstab))
+        return [Change(self.key, summary, (self.apply_command(),), diff=diff)]
+
+    def apply_command(self) -> str:
+        """Every check first, then format, fstab entry, mount and root's owner, each checked again
+        on the host as it runs (the facts may be old): a refusal leaves the host as it was."""
+        dev, path, fstype = _q(self.device), _q(self.path), _q(self.fstype)
+        absent = f"{self.device}: no such block device after {self.wait_s} s (volume not attached?)"
+        return "\n".join([
+            'refuse() { echo "$1" >&2; exit 1; }',
+            f'probe() {{ blkid -p -o value -s "$1" {dev}; }}',
+            "waited=0",
+            f"while [ ! -b {dev} ]; do",
+            f"  [ $waited -lt {self.wait_s} ] || refuse {_q(absent)}",
+            "  sleep 1; waited=$((waited + 1))",
+            "done",
+            'table=$(probe PTTYPE); type=$(probe TYPE)',
+            f'[ -z "$table" ] || refuse "{self.device} carries a $table partition table: not formatting or mounting it"',
+            f'[ -z "$type" ] || [ "$type" = {fstype} ] || '
+            f'refuse "{self.device} carries $type, not {self.fstype}: not formatting or mounting it"',
+            f"here=$(printf '%d:%d' 0x$(stat -L -c %t {dev}) 0x$(stat -L -c %T {dev}))",
+            f"mounted=$(findmnt -rn -M {path} -o MAJ:MIN | tail -n 1)",
+            'if [ -z "$mounted" ]; then',
+            f"  {safe_paths_command('mountpoint', self.path, 'root', 'root', 0o755)} || exit 1",
+            f'  [ -z "$(ls -A {path})" ] || refuse "{self.path} holds files on the disk below '
+            f'($(ls -A {path} | head -n 3 | xargs)): move them onto the volume first; not mounting over them"',
+            f'elif [ "$mounted" != "$here" ]; then refuse "{self.path} is a mount of device $mounted, not {self.device}"; fi',
+            f'if [ -z "$type" ]; then mkfs -t {fstype} -q {dev} || exit 1; fi',
+            f'line=$(printf %s {_q(self.fstab_line("@UUID@"))} | sed "s/@UUID@/$(probe UUID)/")',
+            f'if [ "$({self._fstab_entry()})" != "$line" ]; then',
+            f"  {{ awk -v p={path} '$1 ~ /^#/ || $2 != p' {_q(self.fstab)}; echo \"$line\"; }} | "
+            + safe_paths_command("write", self.fstab, "root", "root", 0o644) + " || exit 1",
+            "  if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi",
+            "fi",
+            f'[ -n "$mounted" ] || mount -t {fstype} -o {_q(self.options)} {dev} {path} || exit 1',
+            safe_paths_command("directory", self.path, self.owner, self.group, self.mode),
+        ])
+
+
 @dataclass(frozen=True)
 class Service:
     """A daemon that must be running (or stopped), driven by commands that work with or without systemd."""
@@ -327,7 +438,7 @@ class Handler:
     run: str
 
 
-Resource = Packages | SystemUser | Directory | File | Absent | Service | Command
+Resource = Packages | SystemUser | Directory | File | Absent | Filesystem | Service | Command
 
 
 @dataclass

@@ -11,11 +11,14 @@ follows whatever link the account put in its place, e.g. `/srv/photostack/media`
 - refuses when the final component is a link, whoever made it;
 - writes a file into a temp file it creates exclusively (random name, `O_EXCL | O_NOFOLLOW`,
   mode 0600), sets owner and mode on the open descriptor, then renames it over the target;
-- creates a directory, then sets owner and mode on the open descriptor.
+- creates a directory, then sets owner and mode on the open descriptor;
+- checks a mount point (made if missing): root mounts a device there by path, so no directory
+  above it may be writable by anyone but root (who could move it, or a link, into its place).
 
 Usage (the engine sends this file's source as `python3 -c`; content comes on stdin):
     write PATH OWNER GROUP MODE_OCTAL < content
     directory PATH OWNER GROUP MODE_OCTAL
+    mountpoint PATH OWNER GROUP MODE_OCTAL   (owner, group and mode if it is made)
 A refusal prints one line naming the path and exits 3.
 """
 
@@ -41,10 +44,11 @@ def _root_only(dir_fd: int) -> bool:
     return st.st_uid == 0 and not st.st_mode & 0o022
 
 
-def open_parent(path: str, create: bool = False) -> tuple[int, str]:
+def open_parent(path: str, create: bool = False, root_only: bool = False) -> tuple[int, str]:
     """(descriptor of the directory holding the last component, that component's name).
 
-    With `create`, missing parent directories are made (root:root 0755, as `install -d` does)."""
+    With `create`, missing parent directories are made (root:root 0755, as `install -d` does);
+    with `root_only`, every directory walked must be root's alone."""
     if not path.startswith("/"):
         raise Refused(f"{path}: not an absolute path")
     *parents, name = [p for p in path.split("/") if p not in ("", ".")] or ["."]
@@ -53,6 +57,8 @@ def open_parent(path: str, create: bool = False) -> tuple[int, str]:
     fd = os.open("/", _DIR_FLAGS)
     walked, links = "", 0
     try:
+        if root_only and not _root_only(fd):
+            raise Refused("/ is writable by others than root")
         while parents:
             part = parents.pop(0)
             created = False
@@ -80,6 +86,8 @@ def open_parent(path: str, create: bool = False) -> tuple[int, str]:
                 os.fchmod(next_fd, 0o755)  # whatever the umask
             os.close(fd)
             fd, walked = next_fd, f"{walked}/{part}"
+            if root_only and not _root_only(fd):
+                raise Refused(f"{walked} is writable by others than root")
     except BaseException:
         os.close(fd)
         raise
@@ -144,14 +152,31 @@ def make_directory(path: str, owner: str, group: str, mode: int) -> None:
         os.close(dir_fd)
 
 
+def check_mountpoint(path: str, owner: str, group: str, mode: int) -> None:
+    """`path` as a directory to mount on, under directories only root may change (so what root
+    mounts by path lands there); made owner:group with `mode` if missing. The mount point itself
+    may belong to an account (a service's home): it cannot be swapped without writing above it."""
+    dir_fd, name = open_parent(path, create=True, root_only=True)
+    try:
+        st = _refuse_link(dir_fd, name, path)
+        if st is None:
+            make_directory(path, owner, group, mode)
+        elif not stat.S_ISDIR(st.st_mode):
+            raise Refused(f"{path} exists and is not a directory")
+    finally:
+        os.close(dir_fd)
+
+
 def main(argv: list[str]) -> int:
-    """Entry point of `python3 -c <this source> write|directory PATH OWNER GROUP MODE`."""
+    """Entry point of `python3 -c <this source> write|directory|mountpoint PATH OWNER GROUP MODE`."""
     verb, path, owner, group, mode = argv
     try:
         if verb == "write":
             write_file(path, sys.stdin.buffer.read(), owner, group, int(mode, 8))
         elif verb == "directory":
             make_directory(path, owner, group, int(mode, 8))
+        elif verb == "mountpoint":
+            check_mountpoint(path, owner, group, int(mode, 8))
         else:
             raise Refused(f"unknown verb {verb}")
     except (Refused, OSError, KeyError) as exc:
