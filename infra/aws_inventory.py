@@ -2,7 +2,8 @@
 
 Every instance the program creates carries `photostack:stack`, `photostack:role` and
 `photostack:node`; the node tag names a node of the stack's topology, so a host's roles come from
-the same model as the one-box's. Hosts sit in private subnets: `ops` reaches them through the
+the same model as the one-box's; a database instance's `photostack:data-volume` names its own data
+volume. Hosts sit in private subnets: `ops` reaches them through the
 bastion, the one instance tagged with role `bastion`.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from infra.config import ConfigError, StackConfig
-from infra.inventory import TAG_NODE, TAG_ROLE, TAG_STACK, Host
+from infra.inventory import TAG_DATA_VOLUME, TAG_NODE, TAG_ROLE, TAG_STACK, Host
 from infra.topology import nodes
 
 BASTION = "bastion"
@@ -52,7 +53,8 @@ def aws_hosts(config: StackConfig, stack: str, ec2_client: Any, user: str = SSH_
     for node in nodes(config):
         instance = by_node.get(node.name)
         if instance is not None:
-            hosts.append(Host(node.name, instance["PrivateIpAddress"], SSH_PORT, user, (node,), gateway))
+            hosts.append(Host(node.name, instance["PrivateIpAddress"], SSH_PORT, user, (node,), gateway,
+                              _tags(instance).get(TAG_DATA_VOLUME)))
     return hosts
 
 

@@ -4,8 +4,9 @@ The launch template pins what every host of the role shares: the stack's pinned 
 IMDSv2 only, an encrypted gp3 root volume and an instance profile allowed exactly what the role's
 bootstrap reads (its release bundle, its own SSM secrets and records, the EC2 tags that make the
 inventory). Each instance sits in its node's AZ; Postgres data lives on its own encrypted, protected
-volume so replacing an instance (new image) keeps the data; every instance auto-recovers from a
-failed host. A running instance ignores later template versions and user_data: nodes move to a new
+volume so replacing an instance (new image) keeps the data: the instance carries the volume's id
+in a tag, by which the host finds the device and mounts it at the path tagged on the volume
+(roles/postgres); every instance auto-recovers from a failed host. A running instance ignores later template versions and user_data: nodes move to a new
 image one at a time, when relaunched (`ops replace-node`, see INSTANCE_IGNORE_CHANGES).
 """
 
@@ -19,12 +20,15 @@ import pulumi_aws as aws
 
 from infra.backups import SNAPSHOT_TAG, role_statements
 from infra.bootstrap import render_user_data
-from infra.tagging import tags
+from infra.inventory import TAG_DATA_VOLUME
+from infra.tagging import TAG_MOUNT, tags
 from infra.topology import Node
 
 CANONICAL_OWNER_ID = "099720109477"
 UBUNTU_2404_NAME = "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*"
 ROOT_VOLUME_GB = 30
+# The attachment's device name. A Nitro instance does not show it under this name (it shows an NVMe
+# device): the host finds its volume by the volume id (infra/targets/aws.py `data_device`).
 DATA_DEVICE = "/dev/sdf"
 
 
@@ -60,6 +64,16 @@ IMDSV2_ONLY = {"http_endpoint": "enabled", "http_tokens": "required", "http_put_
 
 
 @dataclass(frozen=True)
+class DataVolume:
+    """A separate encrypted data volume per instance."""
+
+    size_gb: int
+    """Its size, GiB."""
+    mount_path: str
+    """Where its host mounts it (the role's data path, infra/host_layout.py); tagged on the volume."""
+
+
+@dataclass(frozen=True)
 class FleetArgs:
     """Inputs of one role's fleet."""
 
@@ -91,8 +105,8 @@ class FleetArgs:
     """SSM records the role renders from (infra/record_parameters.py `ROLE_RECORDS`)."""
     media_bucket_arn: pulumi.Input[str] | None = None
     """Media bucket the role reads and writes (app and worker only)."""
-    data_volume_gb: int | None = None
-    """Size of a separate encrypted data volume per instance (Postgres), or none."""
+    data_volume: DataVolume | None = None
+    """A separate encrypted data volume per instance (Postgres), or none."""
     backup_bucket_arn: pulumi.Input[str] | None = None
     """Backup bucket the role's pgBackRest reads and writes (postgres only)."""
     key_name: pulumi.Input[str] | None = None
@@ -190,6 +204,8 @@ class Fleet(pulumi.ComponentResource):
         )
         self.private_ips, self.instance_ids = {}, {}
         for node in args.nodes:
+            volume = self._data_volume(name, args.data_volume, args, node) if args.data_volume else None
+            volume_tag = {TAG_DATA_VOLUME: volume.id} if volume else {}
             instance = aws.ec2.Instance(
                 f"{name}-{node.name}",
                 launch_template={"id": template.id, "version": LATEST_VERSION},
@@ -198,7 +214,7 @@ class Fleet(pulumi.ComponentResource):
                 user_data=args.release_bucket.apply(
                     lambda bucket, node=node: render_user_data(args.stack, node, args.region, bucket, args.bundle_key)
                 ),
-                tags={**tags(args.stack, args.role, node.name, node=node.name), **args.extra_tags},
+                tags={**tags(args.stack, args.role, node.name, node=node.name), **volume_tag, **args.extra_tags},
                 # The policy too: the profile exists before its permissions do, and a first boot
                 # without them fails to fetch the bundle.
                 opts=pulumi.ResourceOptions(
@@ -207,8 +223,8 @@ class Fleet(pulumi.ComponentResource):
                     ignore_changes=INSTANCE_IGNORE_CHANGES,
                 ),
             )
-            if args.data_volume_gb:
-                self._data_volume(name, args, node, instance)
+            if volume is not None:
+                self._attach(name, node, volume, instance)
             aws.cloudwatch.MetricAlarm(
                 f"{name}-{node.name}-recover",
                 alarm_description=f"Recover {node.name} when its EC2 host fails",
@@ -228,19 +244,22 @@ class Fleet(pulumi.ComponentResource):
             self.instance_ids[node.name] = instance.id
         self.register_outputs({"private_ips": self.private_ips, "instance_ids": self.instance_ids})
 
-    def _data_volume(self, name: str, args: FleetArgs, node: Node, instance: aws.ec2.Instance) -> None:
-        volume = aws.ebs.Volume(
+    def _data_volume(self, name: str, spec: DataVolume, args: FleetArgs, node: Node) -> aws.ebs.Volume:
+        return aws.ebs.Volume(
             f"{name}-{node.name}-data",
             availability_zone=node.az,
-            size=args.data_volume_gb,
+            size=spec.size_gb,
             type="gp3",
             encrypted=True,
             # The snapshot policy (infra/backups.py) finds data volumes by this tag.
-            tags={**tags(args.stack, args.role, f"{node.name}-data", node=node.name), SNAPSHOT_TAG[0]: SNAPSHOT_TAG[1]},
+            tags={**tags(args.stack, args.role, f"{node.name}-data", node=node.name), SNAPSHOT_TAG[0]: SNAPSHOT_TAG[1],
+                  TAG_MOUNT: spec.mount_path},
             # protect: `pulumi destroy` or a removed node refuses to delete it; retain_on_delete:
             # even an unprotected delete leaves the volume (and its data) in the account.
             opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True),
         )
+
+    def _attach(self, name: str, node: Node, volume: aws.ebs.Volume, instance: aws.ec2.Instance) -> None:
         aws.ec2.VolumeAttachment(
             f"{name}-{node.name}-data-attachment",
             device_name=DATA_DEVICE,

@@ -16,3 +16,7 @@ BUNDLE_DIR = "/opt/photostack/release"
 # The host's state dir root: the boot converge's $PHOTOSTACK_STATE_DIR, and the monitoring host's
 # alert state (infra/state.py `host_state_dir`).
 STATE_ROOT = PurePosixPath("/var/lib/photostack")
+# Where a database host keeps its Postgres clusters (`<here>/<major>/<cluster>`, Debian's layout;
+# also the postgres account's home): where the host's own data volume is mounted (AWS), which
+# infra/fleet.py tags the volume with and roles/postgres mounts before any cluster exists.
+POSTGRES_DATA = "/var/lib/postgresql"

@@ -15,6 +15,8 @@ from infra.topology import COMMON_ROLES, Node, nodes
 TAG_STACK = "photostack:stack"
 TAG_ROLE = "photostack:role"
 TAG_NODE = "photostack:node"
+# A database instance's own data volume (its id): the host finds the device by it.
+TAG_DATA_VOLUME = "photostack:data-volume"
 
 # Roles that ride along with others: pgbouncer pools sit on every host that talks to the shards.
 CO_LOCATED: dict[str, tuple[str, ...]] = {"app": ("pgbouncer",), "worker": ("pgbouncer",)}
@@ -45,6 +47,7 @@ class Host:
     user: str
     nodes: tuple[Node, ...]
     gateway: str | None = None  # "user@bastion:port" for hosts only reachable through a bastion
+    data_volume: str | None = None  # id of the host's own data volume (AWS: EBS), if it has one
 
     @property
     def roles(self) -> tuple[str, ...]:

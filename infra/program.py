@@ -17,7 +17,8 @@ from infra.backup_naming import backup_bucket_name
 from infra.backups import Backups, BackupsArgs
 from infra.config import GENERATED_SECRETS, NAMESPACE, ConfigError, StackConfig
 from infra.dns import Certificate, CertificateArgs, SiteAlias, SiteAliasArgs, zone_id, zone_name
-from infra.fleet import Bastion, BastionArgs, Fleet, FleetArgs, ubuntu_ami
+from infra.fleet import Bastion, BastionArgs, DataVolume, Fleet, FleetArgs, ubuntu_ami
+from infra.host_layout import POSTGRES_DATA
 from infra.load_balancer import LoadBalancer, LoadBalancerArgs
 from infra.monitoring import Uptime, UptimeArgs
 from infra.network import Network, NetworkArgs
@@ -122,7 +123,7 @@ def build(config: StackConfig, stack: str) -> dict[str, Any]:
                              for arn in (parameters.arns[s], *rotation_arns(s, parameters.arns[s]))],
                 record_arns=[records.arns[r] for r in ROLE_RECORDS[role]],
                 media_bucket_arn=storage.media_bucket_arn if role in ("app", "worker") else None,
-                data_volume_gb=config.postgres.volume_gb if role == "postgres" else None,
+                data_volume=DataVolume(config.postgres.volume_gb, POSTGRES_DATA) if role == "postgres" else None,
                 backup_bucket_arn=backups.bucket_arn if role == "postgres" else None,
                 key_name=bastion.key_name,
                 silences_arn=silences_arn(stack, config.region) if role == "munin_master" else None,

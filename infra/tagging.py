@@ -17,6 +17,10 @@ def tags(stack: str, role: str, name: str, node: str | None = None) -> dict[str,
     return result
 
 
+# Where a data volume's host mounts it (the role's data path): one place that says so for the program,
+# the roles and an operator looking at the volume.
+TAG_MOUNT = "photostack:mount"
+
 # A dashboard listener rule that forwards because the nginx behind it asks for the password login
 # (monitoring.dashboardPassword) says so, for the policy pack, which also wants that login's
 # password in the plan.

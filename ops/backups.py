@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from infra.host_layout import POSTGRES_DATA
 from infra.shardstore import primaries_store
 from ops import failover as fo
 from ops.remote import StepFailed, check_converged, run_step
@@ -270,7 +271,7 @@ def check_side_name(name: str) -> None:
 def side_cluster_script(version: int, name: str, restore: str) -> str:
     """Create cluster `name` on a free port, restore into it, start it and wait until recovery
     reached its target and promoted; prints `port=<P>`. Refuses an existing cluster."""
-    data = f"/var/lib/postgresql/{version}/{name}"
+    data = f"{POSTGRES_DATA}/{version}/{name}"
     ready = f"/usr/lib/postgresql/{version}/bin/psql -X -tA -h /var/run/postgresql -p $port -d postgres -c 'SELECT NOT pg_is_in_recovery()'"
     return "\n".join([
         "set -e",

@@ -7,8 +7,10 @@ import pytest
 
 from infra.aws_inventory import aws_hosts, missing_nodes
 from infra.config import ConfigError, load_stack_config
+from infra.inventory import TAG_DATA_VOLUME
 from infra.secrets_store import parameter_name, ssm_secret_reader
 from infra.tagging import tags
+from infra.targets.aws import AwsTarget
 from infra.topology import nodes
 
 
@@ -25,9 +27,9 @@ def aws(moto_account, monkeypatch):
     return clients
 
 
-def _launch(ec2, subnets, stack, role, node, az, public=False):
+def _launch(ec2, subnets, stack, role, node, az, public=False, extra_tags=None):
     """An instance created through the EC2 API with the tags the Pulumi program gives it."""
-    tag_list = [{"Key": k, "Value": v} for k, v in tags(stack, role, node, node=node).items()]
+    tag_list = [{"Key": k, "Value": v} for k, v in {**tags(stack, role, node, node=node), **(extra_tags or {})}.items()]
     network = {"NetworkInterfaces": [{"DeviceIndex": 0, "SubnetId": subnets[az], "AssociatePublicIpAddress": public}]}
     ec2.run_instances(
         ImageId="ami-12c6146b", MinCount=1, MaxCount=1, InstanceType="t3.micro",
@@ -45,8 +47,9 @@ def prod_on_aws(aws):
         for i, az in enumerate(config.availability_zones)
     }
     _launch(ec2, subnets, "prod", "bastion", "bastion", config.availability_zones[0], public=True)
-    for node in nodes(config):
-        _launch(ec2, subnets, "prod", node.role, node.name, node.az)
+    for index, node in enumerate(nodes(config)):
+        volume = {TAG_DATA_VOLUME: f"vol-{index:017x}"} if node.role == "postgres" else {}
+        _launch(ec2, subnets, "prod", node.role, node.name, node.az, extra_tags=volume)
     # Noise the inventory must ignore: another stack's host, and a terminated prod host.
     _launch(ec2, subnets, "staging", "app", "app-0", config.availability_zones[0])
     _launch(ec2, subnets, "prod", "app", "app-99", config.availability_zones[0])
@@ -65,6 +68,12 @@ def test_prod_hosts_come_from_ec2_tags_through_the_bastion(aws, prod_on_aws):
     by_name = {h.name: h for h in hosts}
     assert by_name["postgres-0-replica1"].roles == ("base", "postgres", "munin_node")
     assert by_name["app-3"].roles == ("base", "pgbouncer", "app", "munin_node")
+    # A database host's own volume, and its device as a Nitro instance shows it (by-id, NVMe serial).
+    index = [n.name for n in nodes(config)].index("postgres-0-replica1")
+    assert by_name["postgres-0-replica1"].data_volume == f"vol-{index:017x}"
+    assert AwsTarget(config).data_device(by_name["postgres-0-replica1"]) == (
+        f"/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol{index:017x}")
+    assert by_name["app-3"].data_volume is None and AwsTarget(config).data_device(by_name["app-3"]) is None
     assert all(h.address.startswith("10.20.") and h.port == 22 for h in hosts)
     assert missing_nodes(config, hosts) == []
     assert aws["requests"] and all(url.startswith("http://127.0.0.1:") for url in aws["requests"])

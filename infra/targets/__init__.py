@@ -122,6 +122,11 @@ class Target(Protocol):
         """Whether media and backups go to object storage (S3 buckets), else to local disks."""
         ...
 
+    def data_device(self, host: Host) -> str | None:
+        """The block device of `host`'s own data volume, named as the host sees it; None where
+        its data stays on the disk it boots from."""
+        ...
+
     def private_networks(self) -> list[str]:
         """Where the stack's own hosts connect from (CIDRs)."""
         ...

@@ -162,6 +162,14 @@ class AwsTarget:
     def object_storage(self) -> bool:
         return True
 
+    def data_device(self, host: Host) -> str | None:
+        # A Nitro instance shows an EBS volume as an NVMe device whose serial number is the volume
+        # id without its dash; udev links it by that, whatever name the attachment gave
+        # (docs.aws.amazon.com/ebs/latest/userguide/identify-nvme-ebs-device.html).
+        if host.data_volume is None:
+            return None
+        return f"/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_{host.data_volume.replace('-', '')}"
+
     def private_networks(self) -> list[str]:
         return [self.config.vpc_cidr]
 

@@ -123,6 +123,9 @@ class OneBoxTarget:
     def object_storage(self) -> bool:
         return False
 
+    def data_device(self, host: Host) -> str | None:
+        return None  # this machine's own disks, as they are
+
     def private_networks(self) -> list[str]:
         return [f"{self.config.onebox.address}/32"]
 

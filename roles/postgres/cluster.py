@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from infra.host_layout import POSTGRES_DATA
 from infra.shardstore import HOST_SHARDMAP_PATH, stored_primaries, stored_shard_map
 from infra.topology import Node
 from roles.context import RoleContext
 from roles.engine.resources import File
 
 SOCKET_DIR = "/var/run/postgresql"
-PASSFILE = "/var/lib/postgresql/.pgpass"
+PASSFILE = f"{POSTGRES_DATA}/.pgpass"  # in the postgres account's home
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class Cluster:
 
     @property
     def data_dir(self) -> str:
-        return f"/var/lib/postgresql/{self.version}/{self.name}"
+        return f"{POSTGRES_DATA}/{self.version}/{self.name}"
 
     @property
     def slot(self) -> str:

@@ -1,12 +1,14 @@
-"""postgres: sharded PostgreSQL. Install → clusters (configure, start) → logins, databases and
-logical shards on primaries → replicas streaming from them."""
+"""postgres: sharded PostgreSQL. Install → the host's data volume mounted (where it has one) →
+clusters (configure, start) → logins, databases and logical shards on primaries → replicas
+streaming from them."""
 
 from __future__ import annotations
 
 from infra.backup_naming import backup_bucket_name
+from infra.host_layout import POSTGRES_DATA
 from infra.shardstore import stored_shard_map
 from roles.context import RoleContext
-from roles.engine.resources import Command, DesiredState, Directory, File, Handler, Packages, Service
+from roles.engine.resources import Command, DesiredState, Directory, File, Filesystem, Handler, Packages, Resource, Service
 from roles.postgres import commands, pgbackrest, restore_drill, scheduled
 from roles.postgres.auth import REPLICATION_USER, USER_SECRETS, app_login, scram_verifier
 from roles.postgres.cluster import PASSFILE, SOCKET_DIR, Cluster, cluster_of, primary_of, replicas_of, shard_map_file
@@ -28,6 +30,7 @@ def desired(ctx: RoleContext) -> DesiredState:
                 run=f"pg_dropcluster --stop {version} main",
                 unless=f"[ ! -d /etc/postgresql/{version}/main ]",
             ),
+            *data_volume(ctx),
             File(PASSFILE, _pgpass(ctx), owner="postgres", group="postgres", mode=0o600, sensitive=True),
             shard_map_file(ctx),
         ]
@@ -37,6 +40,16 @@ def desired(ctx: RoleContext) -> DesiredState:
     for cluster in sorted(clusters, key=lambda c: not c.is_primary):
         state.extend(primary(ctx, cluster) if cluster.is_primary else replica(ctx, cluster))
     return state
+
+
+def data_volume(ctx: RoleContext) -> list[Resource]:
+    """The host's own data volume (AWS), formatted if blank and mounted where the clusters live,
+    before anything is written there (the package made the directory: postgres owns it); none
+    where the data stays on the boot disk (the one-box)."""
+    device = ctx.target.data_device(ctx.host)
+    if device is None:
+        return []
+    return [Filesystem(device, POSTGRES_DATA, owner="postgres", group="postgres", mode=0o755)]
 
 
 def primary(ctx: RoleContext, cluster: Cluster) -> DesiredState:

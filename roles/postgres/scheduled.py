@@ -16,6 +16,7 @@ from pathlib import Path
 
 from infra import schedule
 from infra.config import Backups
+from infra.host_layout import POSTGRES_DATA
 from roles.context import RoleContext
 from roles.engine.resources import Absent, DesiredState, Directory, File, Handler, Packages, Service
 from roles.postgres import pgbackrest
@@ -23,7 +24,7 @@ from roles.postgres.cluster import SOCKET_DIR, Cluster
 
 DRILL_SCRIPT = "/usr/local/sbin/photostack-restore-drill"
 DRILL_SETTINGS = "/etc/photostack/restore-drill.json"
-DRILL_SCRATCH = "/var/lib/postgresql/restore-drill"  # throwaway restores, one directory per shard
+DRILL_SCRATCH = f"{POSTGRES_DATA}/restore-drill"  # throwaway restores, one directory per shard
 SCHEDULE_LOG = f"{pgbackrest.LOG_PATH}/photostack-schedule.log"
 CRON_DIR = "/etc/photostack/cron"
 CRONTAB = f"{CRON_DIR}/postgres"  # BusyBox crond: the file's name is the user the jobs run as
