@@ -345,9 +345,18 @@ class Service:
     running: bool = True
 
     @classmethod
-    def init_script(cls, name: str, running: bool = True) -> Service:
-        """A Debian package's service, through `service` (init script, or systemd when it is PID 1)."""
-        return cls(name, f"service {name} start", f"service {name} status", f"service {name} stop", running)
+    def init_script(cls, name: str, running: bool = True, unit_conditions: bool = False) -> Service:
+        """A Debian package's service, through `service` (init script, or systemd when it is PID 1).
+
+        With `unit_conditions`, a systemd unit that its own conditions ruled out on this host when
+        systemd last tried to start it (chrony's `ConditionCapability=CAP_SYS_TIME`, which a
+        container lacks) counts as running: starting it again would start nothing."""
+        status = f"service {name} status"
+        if unit_conditions:
+            show = f"systemctl show -P {{}} {_q(name)}"
+            status = (f"{status} || {{ [ -d /run/systemd/system ] && [ \"$({show.format('ConditionResult')})\" = no ] "
+                      f"&& [ \"$({show.format('ConditionTimestampMonotonic')})\" != 0 ]; }}")
+        return cls(name, f"service {name} start", status, f"service {name} stop", running)
 
     @classmethod
     def daemon(cls, name: str, unit: str, command: str, pidfile: str, running: bool = True) -> Service:
