@@ -3,7 +3,8 @@
 `up` builds (or reuses) the image, puts the plan's whole VPC range on the lab bridge (the VPC
 router's address, the range's first, is the bridge's), then boots every instance in waves (CPU is
 the limit on this machine), waits until each host's sshd answers, and starts the load balancer
-stand-in (lab/lb.py) in front of the plan's targets. `down` removes everything.
+stand-in (lab/lb.py) in front of the plan's targets. A host with an EBS volume attached in the lab's
+AWS gets a loop device of its size, shown as a Nitro instance shows it. `down` removes everything.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ REGISTRY_PORTS = (80, 443)
 RELAY_SERVICE = "_relay"
 MACHINE_CA_DIR = Path("/usr/local/share/ca-certificates")
 WAVE = 4  # hosts booted at once; systemd's boot is CPU-bound on 2 cores
+# How a Nitro instance shows its one attached EBS volume besides the root volume: the second NVMe
+# device, which udev links under the NVMe model and serial number (the volume id without its dash).
+NITRO_DEVICE = "nvme1n1"
+NITRO_LINK = "nvme-Amazon_Elastic_Block_Store_{serial}"
 SSH_TIMEOUT_S = 120.0
 
 
@@ -149,6 +154,34 @@ def start_aws(plan: LabPlan, config: StackConfig, gateway: str, public_key: str)
     return json.loads(line)
 
 
+def attached_volumes(endpoint: str, region: str, instance_ids: dict[str, str]) -> dict[str, tuple[str, int]]:
+    """node → (volume id, size in GiB) of the EBS volume attached to its instance in the lab's AWS."""
+    import boto3  # the lab's own AWS, as the operator
+
+    ec2 = boto3.client("ec2", endpoint_url=endpoint, region_name=region, aws_access_key_id="lab-operator",
+                       aws_secret_access_key="lab-operator")
+    nodes = {instance: node for node, instance in instance_ids.items()}
+    # Each instance's root volume is its host's own disk (the overlay root), not a volume to show.
+    roots = {i["InstanceId"]: i.get("RootDeviceName") for r in ec2.describe_instances(InstanceIds=list(nodes))["Reservations"]
+             for i in r["Instances"]}
+    found = {}
+    for volume in ec2.describe_volumes(Filters=[{"Name": "attachment.status", "Values": ["attached"]}])["Volumes"]:
+        for attachment in volume["Attachments"]:
+            if attachment["InstanceId"] in nodes and attachment["Device"] != roots[attachment["InstanceId"]]:
+                found[nodes[attachment["InstanceId"]]] = (volume["VolumeId"], volume["Size"])
+    return found
+
+
+def nitro_volume(name: str, volume: tuple[str, int] | None) -> dict[str, dict]:
+    """`hosts.start`'s arguments for host `name`'s volume (none without one): a loop device of its
+    size as the host's NVMe device, linked by its serial number."""
+    if volume is None:
+        return {}
+    volume_id, size_gb = volume
+    return {"volumes": {f"/dev/{NITRO_DEVICE}": hosts.volume_device(name, size_gb)},
+            "disk_ids": {NITRO_LINK.format(serial=volume_id.replace("-", "")): NITRO_DEVICE}}
+
+
 def up(config: StackConfig, stack: str) -> UpReport:
     """Realise the plan of `stack`: every instance booted and answering SSH, or a LabError."""
     started = time.monotonic()
@@ -163,6 +196,7 @@ def up(config: StackConfig, stack: str) -> UpReport:
     public_key = config.ssh_public_key or operator_key().with_suffix(".pub").read_text().strip()
     report.instance_ids = start_aws(plan, config, gateway, public_key)
     report.endpoint = aws_environment(gateway, config.region)["AWS_ENDPOINT_URL"]
+    volumes = attached_volumes(report.endpoint, config.region, report.instance_ids)
     names = start_relays(gateway)
     # pgBackRest reaches S3 over HTTPS by AWS's own names: the lab's AWS behind TLS, which hosts trust.
     aws_tls = aws_tls_address(plan, config)
@@ -178,7 +212,7 @@ def up(config: StackConfig, stack: str) -> UpReport:
             boot_started[spec.name] = time.monotonic()
             hosts.start(spec, tree, gateway, plan.network.prefixlen, METADATA_ADDRESS,
                         environment=aws_environment(gateway, config.region), names=names,
-                        certificates=certificates)
+                        certificates=certificates, **nitro_volume(spec.name, volumes.get(spec.name)))
         for spec in wave:
             if hosts.wait_port(spec.address, 22, SSH_TIMEOUT_S):
                 report.boot_s[spec.name] = time.monotonic() - boot_started[spec.name]

@@ -239,13 +239,40 @@ def _install_registry_access(root: Path, names: dict[str, str], certificates: li
     (root / "etc/pip.conf").write_text("[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n")
 
 
+def volume_device(name: str, size_gb: int) -> Path:
+    """A loop device over a sparse file of `size_gb` GiB in host `name`'s dir, standing in for its
+    EBS volume (`down` detaches it with the rest); the one already attached to that file, if any."""
+    image = host_dir(name) / "data-volume.img"
+    image.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    attached = run("losetup", "-j", str(image)).stdout.split(":", 1)[0]
+    if attached:
+        return Path(attached)
+    if not image.exists():
+        with image.open("wb") as out:
+            out.truncate(size_gb << 30)
+    return Path(run("losetup", "--find", "--show", str(image)).stdout.strip())
+
+
+def _disk_links(name: str, disk_ids: dict[str, str]) -> Path:
+    """The host's /dev/disk/by-id: what udev links on an instance (hosts run no udev), each link
+    name → the device's name in the host's /dev."""
+    by_id = host_dir(name) / "by-id"
+    by_id.mkdir(exist_ok=True)
+    for link, device in disk_ids.items():
+        (by_id / link).unlink(missing_ok=True)
+        (by_id / link).symlink_to(f"../../{device}")
+    return by_id
+
+
 def start(spec: HostSpec, image: Path, gateway: str, prefixlen: int, metadata_address: str,
           environment: dict[str, str] | None = None, names: dict[str, str] | None = None,
-          certificates: list[Path] | None = None, volumes: dict[str, Path] | None = None) -> int:
+          certificates: list[Path] | None = None, volumes: dict[str, Path] | None = None,
+          disk_ids: dict[str, str] | None = None) -> int:
     """Boot `spec` (its overlay, network and cgroup first); returns the nspawn process id.
     `environment` is set for every process of the host (the lab's AWS endpoint); `names` and
     `certificates` give it the registries through the lab's relays; `volumes` maps a device name
-    inside the host (e.g. /dev/nvme1n1) to a block device here."""
+    inside the host (e.g. /dev/nvme1n1) to a block device here; `disk_ids` are the host's
+    /dev/disk/by-id links (link name → device name in its /dev)."""
     root = _mount_root(spec, image)
     _install_first_boot(root, spec)
     _install_environment(root, environment or {})
@@ -253,6 +280,8 @@ def start(spec: HostSpec, image: Path, gateway: str, prefixlen: int, metadata_ad
     connect_namespace(spec, gateway, prefixlen, metadata_address)
     procs = " ".join(f"echo $$ > {p}/cgroup.procs;" for p in make_cgroups(spec.name))
     binds = [f"--bind={device}:{inside}" for inside, device in (volumes or {}).items()]
+    if disk_ids:
+        binds.append(f"--bind-ro={_disk_links(spec.name, disk_ids)}:/dev/disk/by-id")
     # Niced: the lab shares this machine's cores with other work, which keeps its priority.
     argv = ["sh", "-c", f'{procs} exec "$@"', "sh", "nice", "-n", str(NICE), "systemd-nspawn", "-q", "--register=no", "--keep-unit",
             "-b", "-D", str(root), f"--network-namespace-path=/run/netns/{spec.netns}",

@@ -3,7 +3,8 @@
 `from_plan` (run by `lab.fleet`, where the plan is) turns the plan into a JSON-able seed;
 `apply` (run inside the lab's AWS process, against its own moto) creates it through the AWS APIs:
 the VPC and subnets, IAM roles with their policy documents and instance profiles, SSM parameters,
-S3 buckets, and the instances with their tags, planned addresses and rendered user_data.
+S3 buckets, the instances with their tags, planned addresses and rendered user_data, and the EBS
+volumes attached to them (an instance's tag naming its volume gets the volume's new id).
 The Pulumi engine would decrypt the stack's secrets; the lab has none to decrypt, so it generates
 the service passwords (random, never written to disk or printed) in their place.
 """
@@ -25,6 +26,8 @@ from lab.planned_instances import LabPlan
 
 MOCK_ARN_PREFIX = "arn:aws:mock:"
 BUCKET = "aws:s3/bucket:Bucket"
+VOLUME = "aws:ebs/volume:Volume"
+ATTACHMENT = "aws:ec2/volumeAttachment:VolumeAttachment"
 
 
 def _resource_id(value: str) -> str:
@@ -94,6 +97,12 @@ def from_plan(lab: LabPlan, workdir: Path) -> dict[str, Any]:
             "image_id": template["imageId"], "instance_type": template["instanceType"],
             "profile": profile.rsplit("/", 1)[-1] if profile else None,
         })
+    nodes = {f"{i.resource}-id": i.node for i in lab.instances}
+    volumes = [{"planned_id": f"{r.name}-id", "az": r.inputs["availabilityZone"], "size": int(r.inputs["size"]),
+                "type": r.inputs["type"], "encrypted": bool(r.inputs.get("encrypted")), "tags": reveal(r.inputs)["tags"]}
+               for r in plan.of_type(VOLUME)]
+    attachments = [{"planned_volume": r.inputs["volumeId"], "node": nodes[r.inputs["instanceId"]],
+                    "device": r.inputs["deviceName"]} for r in plan.of_type(ATTACHMENT)]
     return {
         "vpc_cidr": str(lab.network),
         "subnets": [{"name": r.name, "cidr": r.inputs["cidrBlock"], "az": r.inputs["availabilityZone"]}
@@ -106,6 +115,8 @@ def from_plan(lab: LabPlan, workdir: Path) -> dict[str, Any]:
         "buckets": [r.outputs["bucket"] for r in plan.of_type(BUCKET)],
         "objects": _objects(plan, workdir),
         "instances": instances,
+        "volumes": volumes,
+        "attachments": attachments,
         "translate": _arn_translation(plan),
     }
 
@@ -130,6 +141,12 @@ def apply(seed: dict[str, Any], clients: Any, region: str) -> dict[str, str]:
         s3.create_bucket(Bucket=bucket)
     for item in seed["objects"]:
         s3.upload_file(item["path"], item["bucket"], item["key"])
+    volume_ids = {}
+    for volume in seed["volumes"]:
+        tags = [{"Key": k, "Value": v} for k, v in volume["tags"].items()]
+        volume_ids[volume["planned_id"]] = ec2.create_volume(
+            AvailabilityZone=volume["az"], Size=volume["size"], VolumeType=volume["type"], Encrypted=volume["encrypted"],
+            TagSpecifications=[{"ResourceType": "volume", "Tags": tags}])["VolumeId"]
     ids = {}
     for instance in seed["instances"]:
         extra = {"IamInstanceProfile": {"Name": instance["profile"]}} if instance["profile"] else {}
@@ -140,7 +157,10 @@ def apply(seed: dict[str, Any], clients: Any, region: str) -> dict[str, str]:
             SubnetId=subnets[instance["subnet"]], PrivateIpAddress=instance["private_ip"],
             MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled"},
             TagSpecifications=[{"ResourceType": "instance",
-                                "Tags": [{"Key": k, "Value": v} for k, v in instance["tags"].items()]}],
+                                "Tags": [{"Key": k, "Value": volume_ids.get(v, v)} for k, v in instance["tags"].items()]}],
             **extra)
         ids[instance["node"]] = launched["Instances"][0]["InstanceId"]
+    for attachment in seed["attachments"]:
+        ec2.attach_volume(VolumeId=volume_ids[attachment["planned_volume"]], InstanceId=ids[attachment["node"]],
+                          Device=attachment["device"])
     return ids

@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError
 
 from infra.host_keys import console_host_keys
 from lab.aws import Running, request_action, start
+from lab.fleet import attached_volumes
 
 REGION = "us-east-1"
 PARAMETER = "/photostack/lab/dbPassword"
@@ -40,8 +41,12 @@ def _seed() -> dict:
         "buckets": ["release-bucket"],
         "objects": [],
         "instances": [{"node": "app-0", "subnet": "net", "private_ip": "127.0.0.1", "public_ip": None,
-                       "user_data": "#!/bin/sh\necho hello\n", "tags": {"photostack:node": "app-0"},
+                       "user_data": "#!/bin/sh\necho hello\n",
+                       "tags": {"photostack:node": "app-0", "photostack:data-volume": "app-0-data-id"},
                        "image_id": "ami-12345678", "instance_type": "t3.small", "profile": "app-profile"}],
+        "volumes": [{"planned_id": "app-0-data-id", "az": "us-east-1a", "size": 1, "type": "gp3", "encrypted": True,
+                     "tags": {"photostack:node": "app-0"}}],
+        "attachments": [{"planned_volume": "app-0-data-id", "node": "app-0", "device": "/dev/sdf"}],
         "translate": {"arn:aws:mock:bucket": "arn:aws:s3:::release-bucket"},
     }
 
@@ -134,3 +139,18 @@ def test_console_output_is_the_hosts_own_console(stand_in):
                        aws_access_key_id="operator", aws_secret_access_key="operator")
     output = ec2.get_console_output(InstanceId=running.ids["app-0"])["Output"]
     assert console_host_keys(output) == [HOST_KEY]
+
+
+def test_the_planned_volume_is_attached_and_named_by_its_instance(stand_in):
+    """The instance's tag names its volume by the id the seeded volume got (the plan's is a mock's)."""
+    running, _ = stand_in
+    ec2 = boto3.client("ec2", endpoint_url=f"http://127.0.0.1:{running.api_port}", region_name=REGION,
+                       aws_access_key_id="operator", aws_secret_access_key="operator")
+    (volume,) = ec2.describe_volumes(Filters=[{"Name": "tag:photostack:node", "Values": ["app-0"]}])["Volumes"]
+    assert [(a["InstanceId"], a["Device"]) for a in volume["Attachments"]] == [(running.ids["app-0"], "/dev/sdf")]
+    (reservation,) = ec2.describe_instances(InstanceIds=[running.ids["app-0"]])["Reservations"]
+    tags = {t["Key"]: t["Value"] for t in reservation["Instances"][0]["Tags"]}
+    assert tags["photostack:data-volume"] == volume["VolumeId"] and volume["VolumeId"].startswith("vol-")
+    # What `up` gives the host a loop device for (the instance's root volume is its own disk).
+    endpoint = f"http://127.0.0.1:{running.api_port}"
+    assert attached_volumes(endpoint, REGION, running.ids) == {"app-0": (volume["VolumeId"], 1)}

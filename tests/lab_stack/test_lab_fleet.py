@@ -9,6 +9,7 @@ nothing behind, also after an `up` killed half-way.
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import signal
 import subprocess
@@ -18,10 +19,13 @@ import time
 import pytest
 
 from infra.config import load_stack_config
+from infra.host_layout import POSTGRES_DATA
+from infra.topology import nodes
 from lab import fleet, hosts, lb
 from lab.planned_instances import lab_plan
+from roles.postgres.cluster import Cluster
 from tests.e2e.conftest import wait_until
-from tests.lab_stack.conftest import FIRST_BOOT_TIMEOUT_S, KEEP, STACK, boot_log, operator_environment, ops
+from tests.lab_stack.conftest import FIRST_BOOT_TIMEOUT_S, KEEP, STACK, boot_log, on_host, operator_environment, ops
 
 pytestmark = pytest.mark.lab
 
@@ -44,6 +48,33 @@ def test_every_host_boots_green_from_its_user_data(lab_booted):
     for node, result in lab_booted.items():
         assert result is not None, f"{node}: user_data still running after {FIRST_BOOT_TIMEOUT_S} s\n{boot_log(node)}"
         assert result[0] == 0, f"{node}: user_data exit {result[0]}\n{boot_log(node)}"
+
+
+def test_a_second_converge_changes_nothing(lab_green, tmp_path):
+    """Every host converged at its first boot; converging them again (a check, from the operator's
+    machine through the bastion) finds nothing to change and nothing failing on any of them."""
+    result = ops("converge", "--check", "--json", env=operator_environment(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    hosts_seen = json.loads(result.stdout)
+    assert {h["host"] for h in hosts_seen} == {i.node for i in lab_green.plan.instances if i.role != "bastion"}
+    assert [(h["host"], h["changed"], h["failed"]) for h in hosts_seen if h["changed"] or h["failed"]] == []
+
+
+def test_each_shard_member_keeps_its_data_on_its_own_volume(lab_green):
+    """The primary's and the replica's data dirs are on the host's data volume (the lab's loop device,
+    shown as a Nitro instance shows its EBS volume), formatted and mounted by the postgres role at
+    the data path, by UUID in /etc/fstab: not on the root disk that goes with the instance."""
+    config = lab_green.config
+    members = [n for n in nodes(config) if n.role == "postgres"]
+    assert {n.attrs["replica"] for n in members} == {0, 1}
+    for node in members:
+        data_dir = Cluster(config.postgres.version, node.attrs["shard"], node.attrs["replica"], "", 0).data_dir
+        mounted = on_host(node.name, "findmnt", "-n", "-o", "SOURCE,FSTYPE,TARGET", "-T", data_dir)
+        assert mounted.stdout.split() == [f"/dev/{fleet.NITRO_DEVICE}", "ext4", POSTGRES_DATA], (node.name, mounted)
+        assert on_host(node.name, "test", "-f", f"{data_dir}/PG_VERSION").returncode == 0, node.name
+        fstab = on_host(node.name, "findmnt", "--fstab", "-n", "-o", "SOURCE,OPTIONS", "-M", POSTGRES_DATA).stdout.split()
+        uuid = on_host(node.name, "blkid", "-o", "value", "-s", "UUID", f"/dev/{fleet.NITRO_DEVICE}").stdout.strip()
+        assert fstab == [f"UUID={uuid}", "defaults,nofail"] and uuid, (node.name, fstab)
 
 
 def test_status_takes_the_aws_path_with_pinned_keys(lab_up, tmp_path):
