@@ -93,8 +93,8 @@ def failover_steps(stack: Stack, shard: int) -> list[str]:
     names = ", ".join(m.cluster.name for m in candidates)
     chosen = names if len(candidates) == 1 else f"the replica with the most WAL of {names}"
     pgbouncers = ", ".join(h.name for h in select(stack.hosts, role="pgbouncer"))
-    return [f"fence {old.cluster.name}: power {old.host.name} off through the provider (one-box: stop the "
-            "cluster and move its data dir aside)", f"promote {chosen}",
+    return [f"fence {old.cluster.name} on {old.host.name} (its machine powered off through the provider where "
+            "there is one, else the cluster stopped and its data dir moved aside)", f"promote {chosen}",
             f"store the new primary of shard {shard}", f"repoint pgbouncer on {pgbouncers}",
             "warm the new primary's page cache", "converge monitoring"]
 
@@ -104,27 +104,8 @@ def failover(stack: Stack, shard: int, progress: Callable[[str], None] = lambda 
     old, candidates = _failover_members(stack, shard)
     log = StepLog()
 
-    def fence() -> None:
-        # Through the provider first: a partitioned host that still believes it is primary is
-        # off only once its machine is (and at its next boot, postgres_guard keeps it fenced).
-        try:
-            powered_off = stack.target.power_off(stack.name, old.host.name)
-        except Exception as exc:  # noqa: BLE001 — any provider error: nothing is promoted
-            raise StepFailed(f"{old.host.name}: power off: {exc}; nothing was promoted") from exc
-        if powered_off is not None:
-            log.notes.append(powered_off)
-            return
-        try:
-            run_step(old.host, stack.ssh, f"fence {old.cluster.name}", commands.fence(old.cluster))
-        except StepFailed as exc:
-            if "cannot reach" not in str(exc):
-                raise
-            # A dead host takes no writes: pgbouncer stops sending them there in a moment, and
-            # when it returns its converge rebuilds it (no standby.signal = a former primary).
-            log.warnings.append(f"could not fence {old.cluster.name} ({exc}); it is rebuilt when its host returns")
-
     store = primaries_store(stack.config, stack.name)
-    log.timed(f"fence {old.cluster.name} on {old.host.name}", fence, progress)
+    log.timed(f"fence {old.cluster.name} on {old.host.name}", lambda: fence(stack, old, log), progress)
     # Chosen after the fence, when no more WAL can arrive.
     new = most_advanced(stack, candidates, log)
     log.timed(f"archive the WAL {new.cluster.name} holds", lambda: _best_effort(
@@ -189,9 +170,36 @@ def most_advanced(stack: Stack, candidates: list[Member], log: StepLog) -> Membe
     return max(received, key=received.__getitem__)
 
 
+def fence(stack: Stack, member: Member, log: StepLog) -> None:
+    """Make sure a primary takes no more writes and cannot come back as a second primary: through
+    the provider where it can (its machine powered off whatever its network does; at its next
+    start the clusters' start guard keeps it fenced), else over SSH (`fence_cluster`). A provider
+    error stops the command (StepFailed): nothing after it runs."""
+    try:
+        powered_off = stack.target.power_off(stack.name, member.host.name)
+    except Exception as exc:  # noqa: BLE001 — any provider error: nothing is promoted
+        raise StepFailed(f"{member.host.name}: power off through the provider: {exc}; nothing was promoted") from exc
+    if powered_off is not None:
+        log.notes.append(powered_off)
+    else:
+        fence_cluster(stack, member, log)
+
+
+def fence_cluster(stack: Stack, member: Member, log: StepLog) -> None:
+    """Stop `member`'s cluster and move its data dir aside over SSH; an unreachable host is a
+    warning (it is rebuilt when it returns: its data dir has no standby.signal, or it is out of
+    service)."""
+    try:
+        run_step(member.host, stack.ssh, f"fence {member.cluster.name}", commands.fence(member.cluster))
+    except StepFailed as exc:
+        if "cannot reach" not in str(exc):
+            raise
+        log.warnings.append(f"could not fence {member.cluster.name} ({exc}); it is rebuilt when its host returns")
+
+
 def not_running_members(stack: Stack, shard: int) -> list[str]:
     """The nodes of shard `shard`'s members with no running host (powered off, or gone)."""
-    running = {h.name for h in stack.hosts}
+    running = {n.name for h in stack.hosts for n in h.nodes}
     return [n.name for n in nodes(stack.config)
             if n.role == "postgres" and n.attrs["shard"] == shard and n.name not in running]
 
@@ -246,7 +254,7 @@ def rebuild_replica(stack: Stack, shard: int, member: str | None = None,
             store.save(store.load().out_of_service(shard, chosen.cluster.replica))
             check_converged(stack.converge([primary.host], {"postgres"}), "dropping the synchronous standby")
             repoint_pgbouncer(stack)
-            run_step(chosen.host, stack.ssh, f"fence {chosen.cluster.name}", commands.fence(chosen.cluster))
+            fence_cluster(stack, chosen, log)  # a replica takes no writes: its machine stays on for the rebuild
 
         log.timed(f"take {member} out of service", take_out, progress)
         found = members(stack, shard)
