@@ -279,10 +279,13 @@ def lab_aws(service: str):
                         aws_secret_access_key=environment["AWS_SECRET_ACCESS_KEY"])
 
 
-def shard_members(plan: LabPlan, shard: int = 0) -> list[str]:
-    """The postgres nodes of physical shard `shard`, member 0 (the planned primary) first."""
-    members = [i for i in plan.instances if i.role == "postgres" and i.node.startswith(f"shard{shard}-")]
-    return [i.node for i in sorted(members, key=lambda i: not i.node.endswith("-primary"))]
+def shard_members(shard: int = 0) -> list[str]:
+    """The postgres nodes of physical shard `shard`, by member (0: the planned primary)."""
+    from infra.config import load_stack_config
+    from infra.topology import nodes
+
+    members = [n for n in nodes(load_stack_config("lab")) if n.role == "postgres" and n.attrs["shard"] == shard]
+    return [n.name for n in sorted(members, key=lambda n: n.attrs["replica"])]
 
 
 def current_primary(plan: LabPlan, shard: int = 0) -> str:
@@ -292,7 +295,7 @@ def current_primary(plan: LabPlan, shard: int = 0) -> str:
 
     found = lab_aws("ssm").get_parameters(Names=["/photostack/lab/primaries"])["Parameters"]
     primaries = Primaries.from_dict(json.loads(found[0]["Value"]) if found else None)
-    return shard_members(plan, shard)[primaries.of(shard).primary]
+    return shard_members(shard)[primaries.of(shard).primary]
 
 
 def _operator(*args: str) -> tuple[subprocess.CompletedProcess[str], float]:
@@ -336,6 +339,15 @@ class PrimaryPartitionResult(FaultResult):
                 "old primary fenced when started again": str(self.fenced_at_restart),
                 "ops rebuild-replica took": f"{self.rebuild_s:.1f} s",
                 "acknowledged writes lost": str(len(self.lost))}
+
+
+def in_host(node: str, script: str) -> subprocess.CompletedProcess[str]:
+    """Run `script` inside a running lab host (its mount, PID and network namespaces: what its own
+    root sees, mounted volumes included), as the console would."""
+    nspawn = int((hosts.host_dir(node) / "nspawn.pid").read_text())
+    (init,) = Path(f"/proc/{nspawn}/task/{nspawn}/children").read_text().split()[:1]
+    return subprocess.run(["nsenter", "-t", init, "-m", "-u", "-i", "-n", "-p", "--", "sh", "-c", script],
+                          capture_output=True, text=True, timeout=60)
 
 
 def _postgres_answers(address: str) -> str:
@@ -382,11 +394,19 @@ def primary_partitioned(plan: LabPlan, users: Users, make_client: Callable[[], C
         {"Name": "tag:photostack:node", "Values": [old]}, {"Name": "tag:photostack:stack", "Values": ["lab"]},
         {"Name": "instance-state-name", "Values": ["stopped", "stopping"]}])["Reservations"] for i in r["Instances"]]
     lab_aws("ec2").start_instances(InstanceIds=[instance])
-    fenced_dir = hosts.host_dir(old) / f"upper/var/lib/postgresql/15/shard{shard}.fenced"
+    member = shard_members(shard).index(old)
+    cluster = f"shard{shard}" if member == 0 else f"shard{shard}r{member}"
+    data_dir = f"/var/lib/postgresql/15/{cluster}"
+    fenced = f"[ -d {data_dir}.fenced ] && ! [ -e {data_dir} ]"
     deadline = time.monotonic() + RESTART_TIMEOUT_S
-    while not fenced_dir.is_dir() and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        try:
+            if in_host(old, fenced).returncode == 0:
+                result.fenced_at_restart = True
+                break
+        except (OSError, ValueError):  # the host is still booting (no init yet)
+            pass
         time.sleep(2)
-    result.fenced_at_restart = fenced_dir.is_dir()
     result.accepted_write_at_restart = _postgres_answers(address)
     result.rebuild, result.rebuild_s = _operator("rebuild-replica", "--shard", str(shard))
     result.converge_check, _ = _operator("converge", "--check", "--detailed-exitcode")
