@@ -2,8 +2,8 @@
 
 `up` builds (or reuses) the image, puts the plan's whole VPC range on the lab bridge (the VPC
 router's address, the range's first, is the bridge's), then boots every instance in waves (CPU is
-the limit on this machine), waits until each host's sshd answers, and starts the load balancer
-stand-in (lab/lb.py) in front of the plan's targets. `down` removes everything.
+the limit on this machine) with its security groups (lab/security_groups.py), waits until each
+host's sshd answers, and starts the load balancer stand-in (lab/lb.py) in front of the plan's targets. `down` removes everything.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from infra.config import StackConfig
 from infra.secrets_store import parameter_name
-from lab import hosts, image, lb, seed
+from lab import hosts, image, lb, security_groups, seed
 from lab.planned_instances import LabPlan, lab_plan
 
 METADATA_ADDRESS = "169.254.169.254"
@@ -170,6 +170,8 @@ def up(config: StackConfig, stack: str) -> UpReport:
     lb.start_aws_tls(aws_tls, tls_names, f"{gateway}:{API_PORT}", gateway, plan.network.prefixlen)
     names.update({name: aws_tls for name in tls_names})
     certificates = [*sorted(MACHINE_CA_DIR.glob("*.crt")), lb.ca_certificate()]
+    balancer = load_balancer(plan, config)
+    addresses = {i.node: i.private_ip for i in plan.instances}
     all_specs = specs(plan)
     for wave_start in range(0, len(all_specs), WAVE):
         wave = all_specs[wave_start:wave_start + WAVE]
@@ -179,12 +181,13 @@ def up(config: StackConfig, stack: str) -> UpReport:
             hosts.start(spec, tree, gateway, plan.network.prefixlen, METADATA_ADDRESS,
                         environment=aws_environment(gateway, config.region), names=names,
                         certificates=certificates)
+            security_groups.apply(spec.netns, security_groups.host_rules(spec.name, plan.plan, addresses, gateway,
+                                                                         balancer.address))
         for spec in wave:
             if hosts.wait_port(spec.address, 22, SSH_TIMEOUT_S):
                 report.boot_s[spec.name] = time.monotonic() - boot_started[spec.name]
             else:
                 report.failed.append(f"{spec.name}: sshd on {spec.address}:22 not up after {SSH_TIMEOUT_S:.0f} s")
-    balancer = load_balancer(plan, config)
     lb.start(balancer, gateway, plan.network.prefixlen)
     report.urls["load balancer (lab CA: " + str(lb.ca_certificate()) + ")"] = balancer.url
     report.urls.update(dashboard_urls(config, stack, balancer))

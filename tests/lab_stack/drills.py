@@ -350,17 +350,10 @@ def in_host(node: str, script: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=60)
 
 
-def _postgres_answers(address: str) -> str:
-    """What a connection to the old primary's cluster gets: '' when nothing answers (refused: the
-    cluster is not running), else what the server said (even refusing our login, it runs)."""
-    import psycopg
-
-    try:
-        with psycopg.connect(host=address, port=5432, dbname="postgres", user="postgres", connect_timeout=5) as conn:
-            return f"accepted a connection: {conn.info.server_version}"
-    except psycopg.OperationalError as exc:
-        text = str(exc)
-        return "" if "refused" in text else text.splitlines()[0]
+def _cluster_answers(node: str) -> str:
+    """'' when the node's cluster does not answer on its host (not running), else what it said."""
+    done = in_host(node, "runuser -u postgres -- psql -XAtq -p 5432 -d postgres -c 'SELECT pg_is_in_recovery()'")
+    return "" if done.returncode else f"the cluster answered (in recovery: {done.stdout.strip()})"
 
 
 def primary_partitioned(plan: LabPlan, users: Users, make_client: Callable[[], Client], shard: int = 0) -> PrimaryPartitionResult:
@@ -369,7 +362,6 @@ def primary_partitioned(plan: LabPlan, users: Users, make_client: Callable[[], C
     EC2 and promotes the replica); the link heals; the old machine is started again and must stay
     fenced until `ops rebuild-replica`; afterwards `ops converge --check` finds nothing to change."""
     old = current_primary(plan, shard)
-    address = next(i.private_ip for i in plan.instances if i.node == old)
     times: dict[str, float] = {}
     outcome: dict[str, object] = {}
 
@@ -407,7 +399,7 @@ def primary_partitioned(plan: LabPlan, users: Users, make_client: Callable[[], C
         except (OSError, ValueError):  # the host is still booting (no init yet)
             pass
         time.sleep(2)
-    result.accepted_write_at_restart = _postgres_answers(address)
+    result.accepted_write_at_restart = _cluster_answers(old)
     result.rebuild, result.rebuild_s = _operator("rebuild-replica", "--shard", str(shard))
     result.converge_check, _ = _operator("converge", "--check", "--detailed-exitcode")
     return result
