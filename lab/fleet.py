@@ -8,6 +8,7 @@ host's sshd answers, and starts the load balancer stand-in (lab/lb.py) in front 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import os
@@ -125,9 +126,12 @@ def start_relays(gateway: str) -> dict[str, str]:
     return {name: gateway for name in REGISTRIES}
 
 
-def start_aws(plan: LabPlan, config: StackConfig, gateway: str, public_key: str) -> dict[str, str]:
+def start_aws(plan: LabPlan, config: StackConfig, gateway: str, public_key: str,
+              host_settings: dict[str, object]) -> dict[str, str]:
     """Start the lab's AWS (moto + metadata) in the lab's cgroup, seeded from the plan; returns
-    node → instance id. The seed (with the generated passwords) goes over a pipe, never to disk."""
+    node → instance id. The seed (with the generated passwords) goes over a pipe, never to disk;
+    so do `host_settings` (`hosts.start`'s arguments), with which it makes the hosts follow
+    the instances' states (lab/ec2_hosts.py)."""
     workdir = hosts.host_dir(AWS_SERVICE)
     workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     log = (workdir / "aws.log").open("ab")
@@ -137,7 +141,8 @@ def start_aws(plan: LabPlan, config: StackConfig, gateway: str, public_key: str)
     log.close()
     message = {"region": config.region, "address": gateway, "api_port": API_PORT, "metadata_port": METADATA_PORT,
                "secret_seed": secrets.token_hex(16), "ssh_public_key": public_key,
-               "consoles": str(hosts.hosts_dir()), "calls": str(workdir / "calls.jsonl"), "seed": seed.from_plan(plan, workdir)}
+               "consoles": str(hosts.hosts_dir()), "calls": str(workdir / "calls.jsonl"), "seed": seed.from_plan(plan, workdir),
+               "hosts": host_settings}
     assert process.stdin is not None and process.stdout is not None
     process.stdin.write(json.dumps(message).encode())
     process.stdin.close()
@@ -161,8 +166,6 @@ def up(config: StackConfig, stack: str) -> UpReport:
     gateway = hosts.bridge_up(plan.network, public)
     _firewall(gateway)
     public_key = config.ssh_public_key or operator_key().with_suffix(".pub").read_text().strip()
-    report.instance_ids = start_aws(plan, config, gateway, public_key)
-    report.endpoint = aws_environment(gateway, config.region)["AWS_ENDPOINT_URL"]
     names = start_relays(gateway)
     # pgBackRest reaches S3 over HTTPS by AWS's own names: the lab's AWS behind TLS, which hosts trust.
     aws_tls = aws_tls_address(plan, config)
@@ -173,6 +176,12 @@ def up(config: StackConfig, stack: str) -> UpReport:
     balancer = load_balancer(plan, config)
     addresses = {i.node: i.private_ip for i in plan.instances}
     all_specs = specs(plan)
+    host_settings = {"image": str(tree), "gateway": gateway, "prefixlen": plan.network.prefixlen,
+                     "metadata_address": METADATA_ADDRESS, "environment": aws_environment(gateway, config.region),
+                     "names": names, "certificates": [str(c) for c in certificates],
+                     "specs": [dataclasses.asdict(spec) for spec in all_specs]}
+    report.instance_ids = start_aws(plan, config, gateway, public_key, host_settings)
+    report.endpoint = aws_environment(gateway, config.region)["AWS_ENDPOINT_URL"]
     for wave_start in range(0, len(all_specs), WAVE):
         wave = all_specs[wave_start:wave_start + WAVE]
         boot_started = {}

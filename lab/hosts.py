@@ -329,6 +329,20 @@ def kill(*parts: str) -> None:
         _remove_cgroup_tree(cgroup(hierarchy, *parts))
 
 
+def remove(name: str) -> None:
+    """Power a host off at once and delete it: its processes, root disk, network namespace (its
+    veth goes with it) and directory — a terminated instance. Nothing happens for an unknown name."""
+    kill(name)
+    base = str(host_dir(name))
+    for point in (p for p in lab_mounts() if p == base or p.startswith(base + "/")):
+        if run("umount", point, check=False).returncode:
+            run("umount", "-l", point)
+    namespace = HostSpec(name, "", 0).netns
+    if namespace in lab_namespaces():
+        run("ip", "netns", "del", namespace)
+    shutil.rmtree(host_dir(name), ignore_errors=True)
+
+
 def _remove_cgroup_tree(path: Path) -> None:
     for directory, _, _ in os.walk(path, topdown=False):  # children first; cgroup files go with their dir
         Path(directory).rmdir()
