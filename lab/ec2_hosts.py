@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lab import hosts
+from lab.security_groups import SecurityGroups
 
 LIVE = ("pending", "running")
 DOWN = ("stopping", "stopped", "shutting-down")
@@ -106,11 +107,18 @@ class HostLauncher:
     environment: dict[str, str]
     names: dict[str, str]
     certificates: list[Path]
+    security_groups: SecurityGroups | None = None
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> HostLauncher:
+        groups = SecurityGroups.from_json(config["security_groups"]) if config.get("security_groups") else None
         return cls(Path(config["image"]), config["gateway"], config["prefixlen"], config["metadata_address"],
-                   config["environment"], config["names"], [Path(c) for c in config["certificates"]])
+                   config["environment"], config["names"], [Path(c) for c in config["certificates"]], groups)
+
+    def protect(self, specs: list[hosts.HostSpec]) -> None:
+        """Every host's security groups, with the hosts there are now (lab/security_groups.py)."""
+        if self.security_groups is not None:
+            self.security_groups.protect(specs)
 
     def boot(self, spec: hosts.HostSpec) -> None:
         pid = hosts.start(spec, self.image, self.gateway, self.prefixlen, self.metadata_address,
@@ -167,6 +175,8 @@ class Reconciler:
                 spec = hosts.HostSpec(action.host, action.address, free_veth_index())
                 self.specs[action.instance_id] = spec
                 self.launcher.boot(spec)
+        if any(a.kind in ("launch", "start") for a in actions):
+            self.launcher.protect(list(self.specs.values()))
         self.previous = {s.instance_id: s.state for s in current}
         return actions
 

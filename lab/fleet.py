@@ -174,12 +174,12 @@ def up(config: StackConfig, stack: str) -> UpReport:
     names.update({name: aws_tls for name in tls_names})
     certificates = [*sorted(MACHINE_CA_DIR.glob("*.crt")), lb.ca_certificate()]
     balancer = load_balancer(plan, config)
-    addresses = {i.node: i.private_ip for i in plan.instances}
+    groups = security_groups.SecurityGroups.from_plan(plan.plan, gateway, balancer.address)
     all_specs = specs(plan)
     host_settings = {"image": str(tree), "gateway": gateway, "prefixlen": plan.network.prefixlen,
                      "metadata_address": METADATA_ADDRESS, "environment": aws_environment(gateway, config.region),
                      "names": names, "certificates": [str(c) for c in certificates],
-                     "specs": [dataclasses.asdict(spec) for spec in all_specs]}
+                     "specs": [dataclasses.asdict(spec) for spec in all_specs], "security_groups": groups.to_json()}
     report.instance_ids = start_aws(plan, config, gateway, public_key, host_settings)
     report.endpoint = aws_environment(gateway, config.region)["AWS_ENDPOINT_URL"]
     for wave_start in range(0, len(all_specs), WAVE):
@@ -190,8 +190,7 @@ def up(config: StackConfig, stack: str) -> UpReport:
             hosts.start(spec, tree, gateway, plan.network.prefixlen, METADATA_ADDRESS,
                         environment=aws_environment(gateway, config.region), names=names,
                         certificates=certificates)
-            security_groups.apply(spec.netns, security_groups.host_rules(spec.name, plan.plan, addresses, gateway,
-                                                                         balancer.address))
+        groups.protect(all_specs)  # the wave's namespaces, before their services are up
         for spec in wave:
             if hosts.wait_port(spec.address, 22, SSH_TIMEOUT_S):
                 report.boot_s[spec.name] = time.monotonic() - boot_started[spec.name]

@@ -24,7 +24,8 @@ What stands for what in the lab:
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from infra.offline_plan import Plan, reveal
 from lab import hosts
@@ -56,33 +57,6 @@ def _id(resource_name: str) -> str:
     return f"{resource_name}-id"  # the plan's resource ids (infra/offline_plan.py's mocks)
 
 
-def rules(plan: Plan) -> list[Rule]:
-    """Every ingress and egress rule of the plan."""
-    found = []
-    for kind, inbound in ((INGRESS, True), (EGRESS, False)):
-        for resource in plan.of_type(kind):
-            args = reveal(resource.inputs)
-            found.append(Rule(args["securityGroupId"], inbound, str(args.get("ipProtocol", "-1")),
-                              int(args.get("fromPort") or 0), int(args.get("toPort") or 0),
-                              args.get("cidrIpv4"), args.get("referencedSecurityGroupId")))
-    return found
-
-
-def groups_by_node(plan: Plan) -> dict[str, list[str]]:
-    """Each instance's node → its security groups (its launch template's)."""
-    templates = {_id(r.name): reveal(r.inputs).get("vpcSecurityGroupIds") or [] for r in plan.of_type(LAUNCH_TEMPLATE)}
-    found = {}
-    for resource in plan.of_type(INSTANCE):
-        args = reveal(resource.inputs)
-        template = (args.get("launchTemplate") or {}).get("id")
-        found[args["tags"]["photostack:node"]] = list(args.get("vpcSecurityGroupIds") or templates.get(template, []))
-    return found
-
-
-def load_balancer_groups(plan: Plan) -> list[str]:
-    return [g for r in plan.of_type(LOAD_BALANCER) for g in reveal(r.inputs).get("securityGroups") or []]
-
-
 def _match(rule: Rule) -> list[str]:
     if rule.protocol in ("-1", "all"):
         return []
@@ -92,36 +66,83 @@ def _match(rule: Rule) -> list[str]:
     return match
 
 
-def host_rules(node: str, plan: Plan, addresses: dict[str, str], gateway: str, balancer: str) -> list[list[str]]:
-    """The iptables rules (arguments after `-A`) of `node`'s two chains: its groups' rules, with
-    each referenced group's members at their current `addresses` (node → address)."""
-    by_node = groups_by_node(plan)
-    mine = set(by_node.get(node, []))
-    members: dict[str, list[str]] = {}
-    for other, groups in by_node.items():
-        for group in groups:
-            if other in addresses:
-                members.setdefault(group, []).append(addresses[other])
-    for group in load_balancer_groups(plan):
-        members.setdefault(group, []).append(balancer)
-    comment = ["-m", "comment", "--comment", hosts.IPTABLES_COMMENT]
-    stateful = ["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"]
-    found = [[CHAIN_IN, *stateful, *comment], [CHAIN_IN, "-i", "lo", "-j", "ACCEPT", *comment],
-             [CHAIN_IN, "-s", gateway, "-j", "ACCEPT", *comment],
-             [CHAIN_OUT, *stateful, *comment], [CHAIN_OUT, "-o", "lo", "-j", "ACCEPT", *comment],
-             [CHAIN_OUT, "-d", METADATA, "-j", "ACCEPT", *comment]]
-    for rule in rules(plan):
-        if rule.group not in mine:
-            continue
-        chain, side = (CHAIN_IN, "-s") if rule.inbound else (CHAIN_OUT, "-d")
-        peers = members.get(rule.referenced, []) if rule.referenced else [rule.cidr]
-        for peer in peers:
-            found.append([chain, side, peer, *_match(rule), "-j", "ACCEPT", *comment])
-        if not rule.inbound and rule.cidr and rule.protocol == "tcp" and rule.from_port <= 443 <= rule.to_port \
-                and ipaddress.ip_address(gateway) in ipaddress.ip_network(rule.cidr):
-            found.append([CHAIN_OUT, "-d", gateway, "-p", "tcp", "-j", "ACCEPT", *comment])  # AWS's APIs, the registries
-    found += [[CHAIN_IN, "-j", "DROP", *comment], [CHAIN_OUT, "-j", "DROP", *comment]]
-    return found
+@dataclass(frozen=True)
+class SecurityGroups:
+    """The plan's security groups as the lab applies them: every rule, each node's groups, the
+    load balancer's groups, and where the gateway and the load balancer stand-in are. Plain data,
+    so the lab's AWS process can apply it to hosts it launches (lab/ec2_hosts.py)."""
+
+    rules: tuple[Rule, ...]
+    groups: dict[str, tuple[str, ...]]  # node → its groups
+    balancer_groups: tuple[str, ...]
+    gateway: str
+    balancer: str
+
+    @classmethod
+    def from_plan(cls, plan: Plan, gateway: str, balancer: str) -> SecurityGroups:
+        found = []
+        for kind, inbound in ((INGRESS, True), (EGRESS, False)):
+            for resource in plan.of_type(kind):
+                args = reveal(resource.inputs)
+                found.append(Rule(args["securityGroupId"], inbound, str(args.get("ipProtocol", "-1")),
+                                  int(args.get("fromPort") or 0), int(args.get("toPort") or 0),
+                                  args.get("cidrIpv4"), args.get("referencedSecurityGroupId")))
+        templates = {_id(r.name): reveal(r.inputs).get("vpcSecurityGroupIds") or [] for r in plan.of_type(LAUNCH_TEMPLATE)}
+        groups = {}
+        for resource in plan.of_type(INSTANCE):
+            args = reveal(resource.inputs)
+            template = (args.get("launchTemplate") or {}).get("id")
+            groups[args["tags"]["photostack:node"]] = tuple(args.get("vpcSecurityGroupIds") or templates.get(template, []))
+        balancers = tuple(g for r in plan.of_type(LOAD_BALANCER) for g in reveal(r.inputs).get("securityGroups") or [])
+        return cls(tuple(found), groups, balancers, gateway, balancer)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rules": [asdict(r) for r in self.rules], "groups": {k: list(v) for k, v in self.groups.items()},
+                "balancer_groups": list(self.balancer_groups), "gateway": self.gateway, "balancer": self.balancer}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SecurityGroups:
+        return cls(tuple(Rule(**r) for r in data["rules"]), {k: tuple(v) for k, v in data["groups"].items()},
+                   tuple(data["balancer_groups"]), data["gateway"], data["balancer"])
+
+    def host_rules(self, node: str, addresses: dict[str, str]) -> list[list[str]]:
+        """The iptables rules (arguments after `-A`) of `node`'s two chains: its groups' rules,
+        with each referenced group's members at their current `addresses` (node → address)."""
+        mine = set(self.groups.get(node, ()))
+        members: dict[str, list[str]] = {}
+        for other, groups in self.groups.items():
+            for group in groups:
+                if other in addresses:
+                    members.setdefault(group, []).append(addresses[other])
+        for group in self.balancer_groups:
+            members.setdefault(group, []).append(self.balancer)
+        comment = ["-m", "comment", "--comment", hosts.IPTABLES_COMMENT]
+        stateful = ["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"]
+        found = [[CHAIN_IN, *stateful, *comment], [CHAIN_IN, "-i", "lo", "-j", "ACCEPT", *comment],
+                 [CHAIN_IN, "-s", self.gateway, "-j", "ACCEPT", *comment],
+                 [CHAIN_OUT, *stateful, *comment], [CHAIN_OUT, "-o", "lo", "-j", "ACCEPT", *comment],
+                 [CHAIN_OUT, "-d", METADATA, "-j", "ACCEPT", *comment]]
+        for rule in self.rules:
+            if rule.group not in mine:
+                continue
+            chain, side = (CHAIN_IN, "-s") if rule.inbound else (CHAIN_OUT, "-d")
+            peers = members.get(rule.referenced, []) if rule.referenced else [rule.cidr]
+            for peer in peers:
+                found.append([chain, side, peer, *_match(rule), "-j", "ACCEPT", *comment])
+            if not rule.inbound and rule.cidr and rule.protocol == "tcp" and rule.from_port <= 443 <= rule.to_port \
+                    and ipaddress.ip_address(self.gateway) in ipaddress.ip_network(rule.cidr):
+                # HTTPS out there: AWS's APIs and the registries, behind the lab gateway.
+                found.append([CHAIN_OUT, "-d", self.gateway, "-p", "tcp", "-j", "ACCEPT", *comment])
+        return found + [[CHAIN_IN, "-j", "DROP", *comment], [CHAIN_OUT, "-j", "DROP", *comment]]
+
+    def protect(self, specs: list[hosts.HostSpec]) -> None:
+        """Apply each host's rules in its namespace, every referenced group at the addresses of
+        `specs` (the hosts there are now: a replacement's new address is admitted where its
+        group is)."""
+        addresses = {spec.name: spec.address for spec in specs}
+        for spec in specs:
+            if spec.netns in hosts.lab_namespaces():
+                apply(spec.netns, self.host_rules(spec.name, addresses))
 
 
 def apply(netns: str, chain_rules: list[list[str]]) -> None:

@@ -39,13 +39,19 @@ def _accepts(rules: list[list[str]], chain: str, peer: str, port: int) -> bool:
     return False
 
 
+def _groups(plan: LabPlan) -> security_groups.SecurityGroups:
+    groups = security_groups.SecurityGroups.from_plan(plan.plan, GATEWAY, BALANCER)
+    assert security_groups.SecurityGroups.from_json(groups.to_json()) == groups  # what the lab's AWS gets
+    return groups
+
+
 def _addresses(plan: LabPlan) -> dict[str, str]:
     return {i.node: i.private_ip for i in plan.instances}
 
 
 def test_a_database_host_admits_postgres_only_from_the_app_worker_and_postgres_groups(plan):
     addresses = _addresses(plan)
-    rules = security_groups.host_rules("postgres-0-primary", plan.plan, addresses, GATEWAY, BALANCER)
+    rules = _groups(plan).host_rules("postgres-0-primary", addresses)
     inbound = security_groups.CHAIN_IN
     assert _accepts(rules, inbound, addresses["app-0"], 5432)
     assert _accepts(rules, inbound, addresses["worker-0"], 5432)
@@ -57,7 +63,7 @@ def test_a_database_host_admits_postgres_only_from_the_app_worker_and_postgres_g
 
 def test_nginx_admits_the_load_balancer_and_the_health_watcher_and_no_one_else(plan):
     addresses = _addresses(plan)
-    rules = security_groups.host_rules("nginx-0", plan.plan, addresses, GATEWAY, BALANCER)
+    rules = _groups(plan).host_rules("nginx-0", addresses)
     inbound = security_groups.CHAIN_IN
     assert _accepts(rules, inbound, BALANCER, 80)
     assert _accepts(rules, inbound, addresses["munin_master-0"], 80)
@@ -66,8 +72,8 @@ def test_nginx_admits_the_load_balancer_and_the_health_watcher_and_no_one_else(p
 
 def test_egress_is_the_groups_egress_rules_only(plan):
     addresses = _addresses(plan)
-    bastion = security_groups.host_rules("bastion", plan.plan, addresses, GATEWAY, BALANCER)
-    app = security_groups.host_rules("app-0", plan.plan, addresses, GATEWAY, BALANCER)
+    bastion = _groups(plan).host_rules("bastion", addresses)
+    app = _groups(plan).host_rules("app-0", addresses)
     outbound = security_groups.CHAIN_OUT
     # The bastion's one egress rule is SSH into the VPC: no HTTPS out, so not the lab's AWS either.
     assert _accepts(bastion, outbound, addresses["app-0"], 22)
@@ -81,5 +87,5 @@ def test_egress_is_the_groups_egress_rules_only(plan):
 def test_referenced_groups_follow_their_members_addresses(plan):
     """A replacement host at a new address is admitted where its group is."""
     addresses = {**_addresses(plan), "app-1": "10.213.9.9"}
-    rules = security_groups.host_rules("postgres-0-primary", plan.plan, addresses, GATEWAY, BALANCER)
+    rules = _groups(plan).host_rules("postgres-0-primary", addresses)
     assert _accepts(rules, security_groups.CHAIN_IN, "10.213.9.9", 5432)
