@@ -20,6 +20,9 @@ BASTION = "bastion"
 SSH_USER = "ubuntu"
 SSH_PORT = 22
 LIVE_STATES = ("pending", "running")
+# Every state in which an instance still holds its node: a stopped or stuck-stopping one is the
+# typical instance to replace or to start again. shutting-down/terminated ones are on their way out.
+HOLDING_STATES = ("pending", "running", "stopping", "stopped")
 
 
 def _tags(instance: dict[str, Any]) -> dict[str, str]:
@@ -62,3 +65,24 @@ def missing_nodes(config: StackConfig, hosts: list[Host]) -> list[str]:
     """Nodes of the topology with no live instance (not created yet, or terminated)."""
     present = {h.name for h in hosts}
     return [n.name for n in nodes(config) if n.name not in present]
+
+
+def node_instance(stack: str, node: str, ec2_client: Any) -> dict[str, Any]:
+    """The node's one instance in a holding state (`HOLDING_STATES`); ValueError when there is not
+    exactly one."""
+    filters = [
+        {"Name": f"tag:{TAG_STACK}", "Values": [stack]}, {"Name": f"tag:{TAG_NODE}", "Values": [node]},
+        {"Name": "instance-state-name", "Values": list(HOLDING_STATES)},
+    ]
+    found = [i for page in ec2_client.get_paginator("describe_instances").paginate(Filters=filters)
+             for r in page["Reservations"] for i in r["Instances"]]
+    tagged = f"{TAG_STACK}={stack}, {TAG_NODE}={node}"
+    if not found:
+        raise ValueError(f"{node}: no live instance tagged {tagged}")
+    if len(found) > 1:
+        # Acting on them all could take the node down entirely (e.g. during a `pulumi up` that
+        # creates the new instance before deleting the old one): which one goes is the operator's call.
+        ids = ", ".join(i["InstanceId"] for i in found)
+        raise ValueError(f"{node}: {len(found)} live instances tagged {tagged} ({ids}); "
+                         "expected one: terminate the stray one yourself")
+    return found[0]

@@ -10,7 +10,9 @@ One process (`python -m lab.aws SEED`) serves, on the lab gateway address:
   the SSH host keys cloud-init printed there;
 - a policy check of every call made with an instance's credentials against its role's policy
   documents (Action and Resource, explicit Deny wins; moto ignores Resource), answering
-  AccessDenied the way each AWS API does, and recording every call.
+  AccessDenied the way each AWS API does, and recording every call;
+- hosts that follow the instances' states (lab/ec2_hosts.py): stopped, started, terminated and
+  launched instances stop, boot, remove and create lab hosts.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from lab.ec2_hosts import HostLauncher, Reconciler, Seen
+from lab.hosts import HostSpec
 from lab.policy import evaluate
 
 ACCOUNT = "123456789012"  # moto's default account
@@ -71,6 +75,21 @@ def instance_by_id(region: str, instance_id: str) -> Any | None:
         for instance in reservation.instances:
             if instance.id == instance_id:
                 return instance
+    return None
+
+
+def seen_instances(region: str) -> list[Seen]:
+    """Every instance of the region as the host reconciler reads it."""
+    return [Seen(i.id, node_of(i), i.state, i.private_ip or "", data_volume(region, i))
+            for r in list(_ec2_backend(region).reservations.values()) for i in list(r.instances)]
+
+
+def data_volume(region: str, instance: Any) -> tuple[str, int] | None:
+    """(id, size in GiB) of the EBS volume attached to `instance` besides its root volume (which is
+    its host's own disk), or None."""
+    for device, block in list(instance.block_device_mapping.items()):
+        if device != instance.root_device_name:
+            return block.volume_id, _ec2_backend(region).get_volume(block.volume_id).size
     return None
 
 
@@ -174,6 +193,8 @@ def access_denied(service: str, message: str) -> tuple[str, list[tuple[str, str]
 
 # --- the API front: policy check and console output, then moto -------------------------------
 
+STATE_CHANGES = ("RunInstances", "StartInstances", "StopInstances", "TerminateInstances")
+
 
 class LabAws:
     """WSGI middleware in front of moto's server application."""
@@ -181,6 +202,7 @@ class LabAws:
     def __init__(self, moto_app: Any, region: str, secret_seed: str, consoles: Path, calls: Calls,
                  translate: dict[str, str]) -> None:
         self.moto_app = moto_app
+        self.reconciler: Reconciler | None = None  # set once seeded, when the lab has hosts
         self.region = region
         self.secret_seed = secret_seed
         self.consoles = consoles
@@ -222,7 +244,13 @@ class LabAws:
             payload = self._console_output(params.get("InstanceId", ""))
             start_response("200 OK", [("Content-Type", "text/xml"), ("Content-Length", str(len(payload)))])
             return [payload]
-        return self.moto_app(environ, start_response)
+        reconciler = self.reconciler if params.get("Action") in STATE_CHANGES else None
+        if reconciler and params["Action"] == "StopInstances" and params.get("Force", "").lower() == "true":
+            reconciler.force([v for k, v in params.items() if k.startswith("InstanceId.")])
+        answer = self.moto_app(environ, start_response)
+        if reconciler:
+            reconciler.wake()  # moto changed the state as it answered: the hosts follow now
+        return answer
 
     def _check(self, caller: Any, environ: dict[str, Any], body: bytes) -> tuple[str, list, bytes] | None:
         found = request_action(environ, body, self.region)
@@ -378,6 +406,13 @@ def start(config: dict[str, Any]) -> Running:
     for planned in config["seed"]["instances"]:
         if planned["public_ip"]:
             instance_by_id(region, ids[planned["node"]]).nics[0].public_ip = planned["public_ip"]
+    if config.get("hosts"):  # the lab's hosts (lab/fleet.py boots the seeded ones itself)
+        booted = {s["name"]: HostSpec(s["name"], s["address"], s["index"], tuple(s["extra_addresses"]))
+                  for s in config["hosts"]["specs"]}
+        app.reconciler = Reconciler(lambda: seen_instances(region), HostLauncher.from_config(config["hosts"]),
+                                    {ids[node]: spec for node, spec in booted.items()},
+                                    log=lambda line: print(line, file=sys.stderr, flush=True))
+        app.reconciler.start()
     return Running(api.server_port, metadata.server_address[1], ids, [metadata, api])
 
 

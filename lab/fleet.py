@@ -2,13 +2,15 @@
 
 `up` builds (or reuses) the image, puts the plan's whole VPC range on the lab bridge (the VPC
 router's address, the range's first, is the bridge's), then boots every instance in waves (CPU is
-the limit on this machine), waits until each host's sshd answers, and starts the load balancer
-stand-in (lab/lb.py) in front of the plan's targets. A host with an EBS volume attached in the lab's
-AWS gets a loop device of its size, shown as a Nitro instance shows it. `down` removes everything.
+the limit on this machine) with its security groups (lab/security_groups.py) and, where its
+instance has an EBS volume attached, that volume as a Nitro instance shows it (hosts.nitro_volume),
+waits until each host's sshd answers, and starts the load balancer stand-in (lab/lb.py) in front of
+the plan's targets. `down` removes everything.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import os
@@ -23,7 +25,7 @@ from pathlib import Path
 
 from infra.config import StackConfig
 from infra.secrets_store import parameter_name
-from lab import hosts, image, lb, seed
+from lab import hosts, image, lb, security_groups, seed
 from lab.planned_instances import LabPlan, lab_plan
 
 METADATA_ADDRESS = "169.254.169.254"
@@ -40,10 +42,6 @@ REGISTRY_PORTS = (80, 443)
 RELAY_SERVICE = "_relay"
 MACHINE_CA_DIR = Path("/usr/local/share/ca-certificates")
 WAVE = 4  # hosts booted at once; systemd's boot is CPU-bound on 2 cores
-# How a Nitro instance shows its one attached EBS volume besides the root volume: the second NVMe
-# device, which udev links under the NVMe model and serial number (the volume id without its dash).
-NITRO_DEVICE = "nvme1n1"
-NITRO_LINK = "nvme-Amazon_Elastic_Block_Store_{serial}"
 SSH_TIMEOUT_S = 120.0
 
 
@@ -130,9 +128,12 @@ def start_relays(gateway: str) -> dict[str, str]:
     return {name: gateway for name in REGISTRIES}
 
 
-def start_aws(plan: LabPlan, config: StackConfig, gateway: str, public_key: str) -> dict[str, str]:
+def start_aws(plan: LabPlan, config: StackConfig, gateway: str, public_key: str,
+              host_settings: dict[str, object]) -> dict[str, str]:
     """Start the lab's AWS (moto + metadata) in the lab's cgroup, seeded from the plan; returns
-    node → instance id. The seed (with the generated passwords) goes over a pipe, never to disk."""
+    node → instance id. The seed (with the generated passwords) goes over a pipe, never to disk;
+    so do `host_settings` (`hosts.start`'s arguments), with which it makes the hosts follow
+    the instances' states (lab/ec2_hosts.py)."""
     workdir = hosts.host_dir(AWS_SERVICE)
     workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     log = (workdir / "aws.log").open("ab")
@@ -142,7 +143,8 @@ def start_aws(plan: LabPlan, config: StackConfig, gateway: str, public_key: str)
     log.close()
     message = {"region": config.region, "address": gateway, "api_port": API_PORT, "metadata_port": METADATA_PORT,
                "secret_seed": secrets.token_hex(16), "ssh_public_key": public_key,
-               "consoles": str(hosts.hosts_dir()), "calls": str(workdir / "calls.jsonl"), "seed": seed.from_plan(plan, workdir)}
+               "consoles": str(hosts.hosts_dir()), "calls": str(workdir / "calls.jsonl"), "seed": seed.from_plan(plan, workdir),
+               "hosts": host_settings}
     assert process.stdin is not None and process.stdout is not None
     process.stdin.write(json.dumps(message).encode())
     process.stdin.close()
@@ -172,16 +174,6 @@ def attached_volumes(endpoint: str, region: str, instance_ids: dict[str, str]) -
     return found
 
 
-def nitro_volume(name: str, volume: tuple[str, int] | None) -> dict[str, dict]:
-    """`hosts.start`'s arguments for host `name`'s volume (none without one): a loop device of its
-    size as the host's NVMe device, linked by its serial number."""
-    if volume is None:
-        return {}
-    volume_id, size_gb = volume
-    return {"volumes": {f"/dev/{NITRO_DEVICE}": hosts.volume_device(name, size_gb)},
-            "disk_ids": {NITRO_LINK.format(serial=volume_id.replace("-", "")): NITRO_DEVICE}}
-
-
 def up(config: StackConfig, stack: str) -> UpReport:
     """Realise the plan of `stack`: every instance booted and answering SSH, or a LabError."""
     started = time.monotonic()
@@ -194,9 +186,6 @@ def up(config: StackConfig, stack: str) -> UpReport:
     gateway = hosts.bridge_up(plan.network, public)
     _firewall(gateway)
     public_key = config.ssh_public_key or operator_key().with_suffix(".pub").read_text().strip()
-    report.instance_ids = start_aws(plan, config, gateway, public_key)
-    report.endpoint = aws_environment(gateway, config.region)["AWS_ENDPOINT_URL"]
-    volumes = attached_volumes(report.endpoint, config.region, report.instance_ids)
     names = start_relays(gateway)
     # pgBackRest reaches S3 over HTTPS by AWS's own names: the lab's AWS behind TLS, which hosts trust.
     aws_tls = aws_tls_address(plan, config)
@@ -204,7 +193,16 @@ def up(config: StackConfig, stack: str) -> UpReport:
     lb.start_aws_tls(aws_tls, tls_names, f"{gateway}:{API_PORT}", gateway, plan.network.prefixlen)
     names.update({name: aws_tls for name in tls_names})
     certificates = [*sorted(MACHINE_CA_DIR.glob("*.crt")), lb.ca_certificate()]
+    balancer = load_balancer(plan, config)
+    groups = security_groups.SecurityGroups.from_plan(plan.plan, gateway, balancer.address)
     all_specs = specs(plan)
+    host_settings = {"image": str(tree), "gateway": gateway, "prefixlen": plan.network.prefixlen,
+                     "metadata_address": METADATA_ADDRESS, "environment": aws_environment(gateway, config.region),
+                     "names": names, "certificates": [str(c) for c in certificates],
+                     "specs": [dataclasses.asdict(spec) for spec in all_specs], "security_groups": groups.to_json()}
+    report.instance_ids = start_aws(plan, config, gateway, public_key, host_settings)
+    report.endpoint = aws_environment(gateway, config.region)["AWS_ENDPOINT_URL"]
+    volumes = attached_volumes(report.endpoint, config.region, report.instance_ids)
     for wave_start in range(0, len(all_specs), WAVE):
         wave = all_specs[wave_start:wave_start + WAVE]
         boot_started = {}
@@ -212,13 +210,13 @@ def up(config: StackConfig, stack: str) -> UpReport:
             boot_started[spec.name] = time.monotonic()
             hosts.start(spec, tree, gateway, plan.network.prefixlen, METADATA_ADDRESS,
                         environment=aws_environment(gateway, config.region), names=names,
-                        certificates=certificates, **nitro_volume(spec.name, volumes.get(spec.name)))
+                        certificates=certificates, **hosts.nitro_volume(spec.name, volumes.get(spec.name)))
+        groups.protect(all_specs)  # the wave's namespaces, before their services are up
         for spec in wave:
             if hosts.wait_port(spec.address, 22, SSH_TIMEOUT_S):
                 report.boot_s[spec.name] = time.monotonic() - boot_started[spec.name]
             else:
                 report.failed.append(f"{spec.name}: sshd on {spec.address}:22 not up after {SSH_TIMEOUT_S:.0f} s")
-    balancer = load_balancer(plan, config)
     lb.start(balancer, gateway, plan.network.prefixlen)
     report.urls["load balancer (lab CA: " + str(lb.ca_certificate()) + ")"] = balancer.url
     report.urls.update(dashboard_urls(config, stack, balancer))

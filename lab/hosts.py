@@ -239,6 +239,22 @@ def _install_registry_access(root: Path, names: dict[str, str], certificates: li
     (root / "etc/pip.conf").write_text("[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n")
 
 
+# How a Nitro instance shows its one attached EBS volume besides the root volume: the second NVMe
+# device, which udev links under the NVMe model and serial number (the volume id without its dash).
+NITRO_DEVICE = "nvme1n1"
+NITRO_LINK = "nvme-Amazon_Elastic_Block_Store_{serial}"
+
+
+def nitro_volume(name: str, volume: tuple[str, int] | None) -> dict[str, dict]:
+    """`start`'s arguments for host `name`'s attached EBS volume (volume id, size in GiB), none
+    without one: a loop device of its size as the host's NVMe device, linked by its serial number."""
+    if volume is None:
+        return {}
+    volume_id, size_gb = volume
+    return {"volumes": {f"/dev/{NITRO_DEVICE}": volume_device(name, size_gb)},
+            "disk_ids": {NITRO_LINK.format(serial=volume_id.replace("-", "")): NITRO_DEVICE}}
+
+
 def volume_device(name: str, size_gb: int) -> Path:
     """A loop device over a sparse file of `size_gb` GiB in host `name`'s dir, standing in for its
     EBS volume (`down` detaches it with the rest); the one already attached to that file, if any."""
@@ -356,6 +372,20 @@ def kill(*parts: str) -> None:
         time.sleep(POLL_S)
     for hierarchy in CGROUP_HIERARCHIES:
         _remove_cgroup_tree(cgroup(hierarchy, *parts))
+
+
+def remove(name: str) -> None:
+    """Power a host off at once and delete it: its processes, root disk, network namespace (its
+    veth goes with it) and directory — a terminated instance. Nothing happens for an unknown name."""
+    kill(name)
+    base = str(host_dir(name))
+    for point in (p for p in lab_mounts() if p == base or p.startswith(base + "/")):
+        if run("umount", point, check=False).returncode:
+            run("umount", "-l", point)
+    namespace = HostSpec(name, "", 0).netns
+    if namespace in lab_namespaces():
+        run("ip", "netns", "del", namespace)
+    shutil.rmtree(host_dir(name), ignore_errors=True)
 
 
 def _remove_cgroup_tree(path: Path) -> None:

@@ -113,6 +113,8 @@ def _progress(step: str) -> None:
 
 
 def _steps(log: fo.StepLog) -> None:
+    for note in log.notes:
+        console.print(f"note: {note}", highlight=False)
     for name, seconds in log.steps:
         console.print(f"  {seconds:6.2f}s  {name}", highlight=False)
     for warning in log.warnings:

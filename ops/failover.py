@@ -1,10 +1,10 @@
 """Shard failover and replica rebuild: the runbook shard_primary_down as code.
 
-    failover:        fence the old primary → archive the WAL the replica holds → promote it →
+    failover:        fence the old primary (its machine powered off where the provider can) → archive the WAL the replica holds → promote it →
                      store the new primary → repoint pgbouncer everywhere → warm the new
                      primary's page cache → converge monitoring → archive the new timeline,
                      fresh backup
-    rebuild_replica: rebuild the fenced member as a replica of the new primary → wait until it
+    rebuild_replica: start a powered-off member → rebuild the fenced member as a replica of the new primary → wait until it
                      streams → put it back in service (synchronous standby, read pool) →
                      converge the rest (other members, monitoring)
 
@@ -21,11 +21,16 @@ from dataclasses import dataclass, field
 
 from infra.inventory import Host, select
 from infra.shardstore import primaries_store
+from infra.topology import nodes
 from ops import markers
 from ops.remote import StepFailed, check_converged, run_step
 from ops.stack import Stack
 from roles.postgres import commands, pgbackrest
 from roles.postgres.cluster import Cluster, cluster_of, shard_clusters
+
+
+# A machine started again boots systemd and sshd: well within this on EC2 and in the lab.
+BOOT_TIMEOUT_S = 180.0
 
 
 class FailoverError(RuntimeError):
@@ -38,6 +43,7 @@ class StepLog:
 
     steps: list[tuple[str, float]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what a step did, where it matters (e.g. which instance stopped)
 
     def timed(self, name: str, action: Callable[[], object], progress: Callable[[str], None]) -> None:
         progress(name)
@@ -87,7 +93,8 @@ def failover_steps(stack: Stack, shard: int) -> list[str]:
     names = ", ".join(m.cluster.name for m in candidates)
     chosen = names if len(candidates) == 1 else f"the replica with the most WAL of {names}"
     pgbouncers = ", ".join(h.name for h in select(stack.hosts, role="pgbouncer"))
-    return [f"fence {old.cluster.name} on {old.host.name}", f"promote {chosen}",
+    return [f"fence {old.cluster.name} on {old.host.name} (its machine powered off through the provider where "
+            "there is one, else the cluster stopped and its data dir moved aside)", f"promote {chosen}",
             f"store the new primary of shard {shard}", f"repoint pgbouncer on {pgbouncers}",
             "warm the new primary's page cache", "converge monitoring"]
 
@@ -97,18 +104,8 @@ def failover(stack: Stack, shard: int, progress: Callable[[str], None] = lambda 
     old, candidates = _failover_members(stack, shard)
     log = StepLog()
 
-    def fence() -> None:
-        try:
-            run_step(old.host, stack.ssh, f"fence {old.cluster.name}", commands.fence(old.cluster))
-        except StepFailed as exc:
-            if "cannot reach" not in str(exc):
-                raise
-            # A dead host takes no writes: pgbouncer stops sending them there in a moment, and
-            # when it returns its converge rebuilds it (no standby.signal = a former primary).
-            log.warnings.append(f"could not fence {old.cluster.name} ({exc}); it is rebuilt when its host returns")
-
     store = primaries_store(stack.config, stack.name)
-    log.timed(f"fence {old.cluster.name} on {old.host.name}", fence, progress)
+    log.timed(f"fence {old.cluster.name} on {old.host.name}", lambda: fence(stack, old, log), progress)
     # Chosen after the fence, when no more WAL can arrive.
     new = most_advanced(stack, candidates, log)
     log.timed(f"archive the WAL {new.cluster.name} holds", lambda: _best_effort(
@@ -173,6 +170,65 @@ def most_advanced(stack: Stack, candidates: list[Member], log: StepLog) -> Membe
     return max(received, key=received.__getitem__)
 
 
+def fence(stack: Stack, member: Member, log: StepLog) -> None:
+    """Make sure a primary takes no more writes and cannot come back as a second primary: through
+    the provider where it can (its machine powered off whatever its network does; at its next
+    start the clusters' start guard keeps it fenced), else over SSH (`fence_cluster`). A provider
+    error stops the command (StepFailed): nothing after it runs."""
+    try:
+        powered_off = stack.target.power_off(stack.name, member.host.name)
+    except Exception as exc:  # noqa: BLE001 — any provider error: nothing is promoted
+        raise StepFailed(f"{member.host.name}: power off through the provider: {exc}; nothing was promoted") from exc
+    if powered_off is not None:
+        log.notes.append(powered_off)
+    else:
+        fence_cluster(stack, member, log)
+
+
+def fence_cluster(stack: Stack, member: Member, log: StepLog) -> None:
+    """Stop `member`'s cluster and move its data dir aside over SSH; an unreachable host is a
+    warning (it is rebuilt when it returns: its data dir has no standby.signal, or it is out of
+    service)."""
+    try:
+        run_step(member.host, stack.ssh, f"fence {member.cluster.name}", commands.fence(member.cluster))
+    except StepFailed as exc:
+        if "cannot reach" not in str(exc):
+            raise
+        log.warnings.append(f"could not fence {member.cluster.name} ({exc}); it is rebuilt when its host returns")
+
+
+def not_running_members(stack: Stack, shard: int) -> list[str]:
+    """The nodes of shard `shard`'s members with no running host (powered off, or gone)."""
+    running = {n.name for h in stack.hosts for n in h.nodes}
+    return [n.name for n in nodes(stack.config)
+            if n.role == "postgres" and n.attrs["shard"] == shard and n.name not in running]
+
+
+def power_on_members(stack: Stack, shard: int, log: StepLog) -> None:
+    """Start the machines of shard `shard`'s members that are not running (a failover powered the
+    old primary's off) and wait until each answers SSH; the stack's hosts are read again after."""
+    started = []
+    for name in not_running_members(stack, shard):
+        if done := stack.target.power_on(stack.name, name):
+            log.notes.append(done)
+            started.append(name)
+    if not started:
+        return
+    stack.machines_changed()
+    deadline = time.monotonic() + BOOT_TIMEOUT_S
+    for host in stack.hosts:
+        if host.name not in started:
+            continue
+        while True:
+            try:
+                run_step(host, stack.ssh, "answer after boot", "true")
+                break
+            except StepFailed:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(2)
+
+
 def repoint_pgbouncer(stack: Stack) -> None:
     """Re-render every pgbouncer's databases from the stored primaries and reload (clients stay)."""
     check_converged(stack.converge(select(stack.hosts, role="pgbouncer"), {"pgbouncer"}), "repointing pgbouncer")
@@ -181,11 +237,13 @@ def repoint_pgbouncer(stack: Stack) -> None:
 def rebuild_replica(stack: Stack, shard: int, member: str | None = None,
                     progress: Callable[[str], None] = lambda _: None) -> StepLog:
     """Rebuild shard `shard`'s members that wait for it (or the replica named `member`, e.g. one
-    whose slot was lost) as replicas of the current primary, then put them back in service."""
+    whose slot was lost) as replicas of the current primary, then put them back in service. A
+    member whose machine a failover powered off is started first (it boots fenced)."""
+    log = StepLog()
+    log.timed(f"start shard {shard}'s powered-off members", lambda: power_on_members(stack, shard, log), progress)
     found = members(stack, shard)
     primary = found[0]
     store = primaries_store(stack.config, stack.name)
-    log = StepLog()
     if member is not None:
         chosen = next((m for m in found[1:] if m.cluster.name == member), None)
         if chosen is None:
@@ -196,7 +254,7 @@ def rebuild_replica(stack: Stack, shard: int, member: str | None = None,
             store.save(store.load().out_of_service(shard, chosen.cluster.replica))
             check_converged(stack.converge([primary.host], {"postgres"}), "dropping the synchronous standby")
             repoint_pgbouncer(stack)
-            run_step(chosen.host, stack.ssh, f"fence {chosen.cluster.name}", commands.fence(chosen.cluster))
+            fence_cluster(stack, chosen, log)  # a replica takes no writes: its machine stays on for the rebuild
 
         log.timed(f"take {member} out of service", take_out, progress)
         found = members(stack, shard)
@@ -241,13 +299,15 @@ def rebuild_steps(stack: Stack, shard: int, member: str | None = None) -> list[s
     """What `rebuild_replica` would do, read from the stack and its stored primaries (`--dry-run`)."""
     found = members(stack, shard)
     primary, replicas = found[0], found[1:]
-    steps = []
+    stopped = not_running_members(stack, shard)
+    steps = [f"start {name}'s machine if it is powered off (it boots fenced)" for name in stopped]
     if member is not None:
         if member not in {m.cluster.name for m in replicas}:
             names = ", ".join(m.cluster.name for m in replicas)
             raise FailoverError(f"--member {member}: not a replica of shard {shard} (replicas: {names})")
         steps.append(f"take {member} out of service (synchronous standby off, pgbouncer repointed, fenced)")
     waiting = [m.cluster.name for m in replicas if not m.cluster.in_service or m.cluster.name == member]
+    waiting += [f"{name}'s cluster" for name in stopped]
     if not waiting:
         raise FailoverError(f"shard {shard}: no member waits for a rebuild (primary is {primary.cluster.name})")
     return [*steps, f"base backup {', '.join(waiting)} from {primary.cluster.name}",

@@ -10,7 +10,8 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from infra.inventory import TAG_NODE, TAG_ROLE, TAG_STACK, Host
+from infra.aws_inventory import node_instance
+from infra.inventory import TAG_ROLE, TAG_STACK, Host
 from infra.tagging import tags
 from infra.topology import Node, nodes
 from ops.remote import StepFailed, run_step
@@ -186,7 +187,7 @@ def plan_relaunch(stack: str, node: Node, region: str, ec2: Any, elbv2: Any, s3:
     from infra.bootstrap import render_user_data
     from infra.storage import BUNDLE_KEY
 
-    old = live_instance(stack, node.name, ec2)
+    old = node_instance(stack, node.name, ec2)["InstanceId"]
     template = launch_template_id(ec2, stack, node.role)
     subnet = private_subnet_id(ec2, stack, node.az)
     user_data = render_user_data(stack, node, region, release_bucket(s3, stack), BUNDLE_KEY)
@@ -225,11 +226,6 @@ def adopt_commands(stack: str, node: Node, instance: str) -> str:
             f"and `pulumi up -s {stack}` (recreates its alarm and target-group attachment).")
 
 
-# Every state in which an instance still holds the node: a stopped or stuck-stopping one is the
-# typical instance to replace. shutting-down/terminated ones are already on their way out.
-REPLACEABLE_STATES = ("pending", "running", "stopping", "stopped")
-
-
 def instance_targets(elbv2: Any, instance: str) -> list[tuple[str, dict]]:
     """(target group ARN, target) for every target group listing the instance, on any port."""
     found = []
@@ -253,29 +249,10 @@ def deregister_targets(elbv2: Any, targets: list[tuple[str, dict]]) -> None:
         elbv2.get_waiter("target_deregistered").wait(TargetGroupArn=arn, Targets=[target])
 
 
-def live_instance(stack: str, node: str, ec2: Any) -> str:
-    """The node's one live instance; ValueError when there is not exactly one."""
-    filters = [
-        {"Name": f"tag:{TAG_STACK}", "Values": [stack]}, {"Name": f"tag:{TAG_NODE}", "Values": [node]},
-        {"Name": "instance-state-name", "Values": list(REPLACEABLE_STATES)},
-    ]
-    ids = [i["InstanceId"] for page in ec2.get_paginator("describe_instances").paginate(Filters=filters)
-           for r in page["Reservations"] for i in r["Instances"]]
-    tagged = f"{TAG_STACK}={stack}, {TAG_NODE}={node}"
-    if not ids:
-        raise ValueError(f"{node}: no live instance tagged {tagged}")
-    if len(ids) > 1:
-        # Terminating them all would take the node down entirely (e.g. during a `pulumi up` that
-        # creates the new instance before deleting the old one): which one goes is the operator's call.
-        raise ValueError(f"{node}: {len(ids)} live instances tagged {tagged} ({', '.join(ids)}); "
-                         "expected one: terminate the stray one yourself")
-    return ids[0]
-
-
 def terminate_instance(stack: str, node: str, ec2: Any, elbv2: Any) -> str:
     """Take the node's one instance out of every target group holding it, wait out connection
     draining, and terminate it. Returns its id; ValueError when there is not exactly one."""
-    instance = live_instance(stack, node, ec2)
+    instance = node_instance(stack, node, ec2)["InstanceId"]
     deregister_targets(elbv2, instance_targets(elbv2, instance))
     ec2.terminate_instances(InstanceIds=[instance])
     return instance

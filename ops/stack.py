@@ -95,6 +95,12 @@ class Stack:
         """The stack's hosts: the one-box model, or the EC2 instances tagged with the stack."""
         return self.target.hosts(self.name)
 
+    def machines_changed(self) -> None:
+        """Read the hosts (and their pinned host keys) again on next use: a machine was started
+        or stopped since."""
+        self.__dict__.pop("hosts", None)
+        self.__dict__.pop("ssh", None)
+
     local: bool = False  # converge this machine without SSH (an EC2 host at boot)
 
     @cached_property

@@ -47,7 +47,8 @@ def test_failover_dry_run_names_the_primary_to_fence_and_the_replica_to_promote(
     done = _ops(tmp_path, "failover", "--shard", "1", "--dry-run")
     assert done.returncode == 0, done.stderr
     assert [line.strip() for line in done.stdout.splitlines()] == [
-        "would:", "1. fence shard1 on onebox", "2. promote shard1r1", "3. store the new primary of shard 1",
+        "would:", "1. fence shard1 on onebox (its machine powered off through the provider where there is one, "
+        "else the cluster stopped and its data dir moved aside)", "2. promote shard1r1", "3. store the new primary of shard 1",
         "4. repoint pgbouncer on onebox", "5. warm the new primary's page cache", "6. converge monitoring",
     ]
     assert not (tmp_path / "state" / "onebox" / "audit.log").exists()

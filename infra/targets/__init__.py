@@ -58,6 +58,17 @@ class Target(Protocol):
         instance), or only restarted where it is."""
         ...
 
+    def power_off(self, stack: str, machine: str) -> str | None:
+        """Fence a machine (a host by name; on AWS its node's) through the provider, whatever
+        state its network is in: a hard power-off, waited for until it is off. What was done, or
+        None where the target has no such power (the one-box is this machine)."""
+        ...
+
+    def power_on(self, stack: str, machine: str) -> str | None:
+        """Start a machine `power_off` (or anyone) stopped, waited for until it runs; what was
+        done, or None when it runs already or the target has no such power."""
+        ...
+
     def provisioned_by_pulumi(self) -> bool:
         """Whether the Pulumi program creates this stack's resources (else `ops up` converges
         existing hosts and there is no cloud plan)."""

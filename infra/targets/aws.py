@@ -9,6 +9,7 @@ import base64
 import gzip
 import json
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
     from infra.secrets_store import SsmSecrets  # imports pulumi: loaded only when used
 
 T = TypeVar("T")
+# How long a power-off or power-on is waited for (EC2 waiters poll every 2 s): a forced stop
+# usually takes well under a minute; past this, the operator hears the instance did not stop.
+POWER_WAIT = {"Delay": 2, "MaxAttempts": 90}
 
 
 class SsmRecord:
@@ -122,6 +126,31 @@ class AwsTarget:
 
     def replaces_machines(self) -> bool:
         return True
+
+    def power_off(self, stack: str, machine: str) -> str | None:
+        """StopInstances with `Force` (a hung host cannot stall its own shutdown), then wait for
+        `stopped`: only then can it take no more writes."""
+        from infra.aws_inventory import node_instance
+
+        ec2 = self.client("ec2")
+        instance = node_instance(stack, machine, ec2)["InstanceId"]
+        started = time.monotonic()
+        ec2.stop_instances(InstanceIds=[instance], Force=True)
+        ec2.get_waiter("instance_stopped").wait(InstanceIds=[instance], WaiterConfig=POWER_WAIT)
+        return f"stopped {instance} ({machine}) through EC2 in {time.monotonic() - started:.1f} s"
+
+    def power_on(self, stack: str, machine: str) -> str | None:
+        from infra.aws_inventory import LIVE_STATES, node_instance
+
+        ec2 = self.client("ec2")
+        found = node_instance(stack, machine, ec2)
+        instance = found["InstanceId"]
+        if found["State"]["Name"] in LIVE_STATES:
+            return None
+        ec2.get_waiter("instance_stopped").wait(InstanceIds=[instance], WaiterConfig=POWER_WAIT)  # if stopping
+        ec2.start_instances(InstanceIds=[instance])
+        ec2.get_waiter("instance_running").wait(InstanceIds=[instance], WaiterConfig=POWER_WAIT)
+        return f"started {instance} ({machine}) through EC2"
 
     def provisioned_by_pulumi(self) -> bool:
         return True

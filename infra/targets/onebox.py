@@ -82,6 +82,12 @@ class OneBoxTarget:
     def replaces_machines(self) -> bool:
         return False  # the one machine is this one
 
+    def power_off(self, stack: str, machine: str) -> str | None:
+        return None  # the one machine is this one: its nodes are fenced by their own commands
+
+    def power_on(self, stack: str, machine: str) -> str | None:
+        return None
+
     def provisioned_by_pulumi(self) -> bool:
         return False
 

@@ -5,7 +5,7 @@ streaming from them."""
 from __future__ import annotations
 
 from infra.backup_naming import backup_bucket_name
-from infra.host_layout import POSTGRES_DATA
+from infra.host_layout import BUNDLE_DIR, OPS_VENV, POSTGRES_DATA
 from infra.shardstore import stored_shard_map
 from roles.context import RoleContext
 from roles.engine.resources import Command, DesiredState, Directory, File, Filesystem, Handler, Packages, Resource, Service
@@ -156,6 +156,7 @@ def configured(ctx: RoleContext, cluster: Cluster) -> DesiredState:
     pg = {"owner": "postgres", "group": "postgres"}
     return DesiredState(
         resources=[
+            *start_guard(ctx, cluster),
             File(f"{cluster.config_dir}/postgresql.conf", conf, **pg, notify=(reload,)),
             File(f"{cluster.config_dir}/pg_hba.conf", hba, **pg, mode=0o640, notify=(reload,)),
             Service(
@@ -167,6 +168,22 @@ def configured(ctx: RoleContext, cluster: Cluster) -> DesiredState:
         ],
         handlers=[Handler(reload, commands.reload_cluster(cluster))],
     )
+
+
+def start_guard(ctx: RoleContext, cluster: Cluster) -> list[File | Command]:
+    """On systemd hosts (where a failover powers the old primary's machine off, and anyone may
+    start it again): the cluster unit's drop-in that runs boot_guard before every start, loaded
+    by systemd before the cluster's first start."""
+    if not ctx.target.systemd_hosts():
+        return []
+    unit = f"postgresql@{cluster.version}-{cluster.name}.service"
+    drop_in = ctx.template("postgres", "start-guard.conf.j2", cluster=cluster, stack=ctx.stack,
+                           python=f"{OPS_VENV}/bin/python", stacks_dir=BUNDLE_DIR)
+    return [
+        File(f"/etc/systemd/system/{unit}.d/photostack-start-guard.conf", drop_in),
+        Command(f"systemd loads {cluster.name}'s start guard", "systemctl daemon-reload",
+                unless=f'[ "$(systemctl show -p NeedDaemonReload --value {unit})" = no ]'),
+    ]
 
 
 def backups(ctx: RoleContext, clusters: list[Cluster]) -> DesiredState:

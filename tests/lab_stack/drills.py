@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -102,11 +103,12 @@ class FaultResult:
 
 def _fault_under_load(users: Users, make_client: Callable[[], Client], fault_s: float, inject: Callable[[], None],
                       heal_fault: Callable[[], None], while_faulty: Callable[[], None] = lambda: None,
-                      when_healed: Callable[[], None] = lambda: None) -> FaultResult:
+                      when_healed: Callable[[], None] = lambda: None, inject_s: float = 0.0) -> FaultResult:
     """Users' load running, `inject` a fault and keep it `fault_s` (`while_faulty` between requests),
     `heal_fault` (also when the drill fails half-way), watch the healed load HEALED_WATCH_S, then
-    `when_healed` before the load stops; what the users saw."""
-    load = FleetLoad(users, max_seconds=fault_s + HEALED_WATCH_S + RESOLVE_TIMEOUT_S + 120).start()
+    `when_healed` before the load stops; what the users saw. `inject_s`: how long `inject` itself
+    may take (an operator's command), which the load must outlast."""
+    load = FleetLoad(users, max_seconds=inject_s + fault_s + HEALED_WATCH_S + RESOLVE_TIMEOUT_S + 120).start()
     try:
         load.wait_for(30)
         started = time.monotonic()
@@ -144,7 +146,7 @@ def lossy_link(plan: LabPlan, users: Users, make_client: Callable[[], Client], p
     """Drill 6: `probability` packet loss between every app and worker host and the shard's
     primary for `fault_s` under load; then healed, and the load watched until it is clean again."""
     clients = [i.node for i in plan.instances if i.role in ("app", "worker")]
-    (primary,) = [i.private_ip for i in plan.instances if i.node.endswith("-primary") and i.role == "postgres"]
+    primary = next(i.private_ip for i in plan.instances if i.node == current_primary(plan))
     packets = []
 
     def make_lossy() -> None:
@@ -252,3 +254,157 @@ def _settled_lost(checker: Client, report: LoadReport, patience_s: float = 30.0)
         time.sleep(1)
         missing = lost(checker, report)
     return missing
+
+
+# --- drill 1: a shard's primary partitioned, failed over by the operator ------------------------
+
+FAILOVER_TIMEOUT_S = 600.0
+# The old primary's machine, started again, boots and runs its clusters' start guard within this.
+RESTART_TIMEOUT_S = 240.0
+# What the operator takes to notice (the page) before running `ops failover`: the drill acts at
+# once; the figure that counts is from the command on.
+NOTICE_S = 5.0
+
+
+def lab_aws(service: str):
+    """A boto3 client of the lab's AWS as the operator has it."""
+    import boto3
+
+    from infra.config import load_stack_config
+
+    config = load_stack_config("lab")
+    environment = operator_environment(Path(tempfile.gettempdir()))
+    return boto3.client(service, region_name=config.region, endpoint_url=environment["AWS_ENDPOINT_URL"],
+                        aws_access_key_id=environment["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=environment["AWS_SECRET_ACCESS_KEY"])
+
+
+def shard_members(shard: int = 0) -> list[str]:
+    """The postgres nodes of physical shard `shard`, by member (0: the planned primary)."""
+    from infra.config import load_stack_config
+    from infra.topology import nodes
+
+    members = [n for n in nodes(load_stack_config("lab")) if n.role == "postgres" and n.attrs["shard"] == shard]
+    return [n.name for n in sorted(members, key=lambda n: n.attrs["replica"])]
+
+
+def current_primary(plan: LabPlan, shard: int = 0) -> str:
+    """The node of shard `shard`'s primary now, as the stack's primaries record says (a failover
+    drill may have promoted the replica)."""
+    from infra.shardstore import Primaries
+
+    found = lab_aws("ssm").get_parameters(Names=["/photostack/lab/primaries"])["Parameters"]
+    primaries = Primaries.from_dict(json.loads(found[0]["Value"]) if found else None)
+    return shard_members(shard)[primaries.of(shard).primary]
+
+
+def _operator(*args: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    """`ops --stack lab ARGS` as the operator runs it, with how long it took."""
+    state = Path(tempfile.mkdtemp(prefix="photostack-drill-"))
+    started = time.monotonic()
+    try:
+        done = ops(*args, env=operator_environment(state), timeout=FAILOVER_TIMEOUT_S)
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+    return done, time.monotonic() - started
+
+
+def _first_write_after(report: LoadReport, since: float) -> float | None:
+    """When the first write (post or like) that started at or after `since` was acknowledged."""
+    return min((s.started + s.seconds for s in report.samples if s.kind in ("post", "like") and s.ok
+                and s.started >= since), default=None)
+
+
+@dataclass
+class PrimaryPartitionResult(FaultResult):
+    old: str
+    failover: subprocess.CompletedProcess[str]
+    failover_s: float
+    outage_from_fault_s: float | None  # the fault to the first acknowledged write after it
+    outage_from_command_s: float | None  # `ops failover` started to the first acknowledged write after it
+    fenced_at_restart: bool = False
+    accepted_write_at_restart: str = ""
+    rebuild: subprocess.CompletedProcess[str] | None = None
+    rebuild_s: float = 0.0
+    converge_check: subprocess.CompletedProcess[str] | None = None
+
+    def figures(self) -> dict[str, str]:
+        def seconds(value: float | None) -> str:
+            return f"{value:.1f} s" if value is not None else "no write acknowledged"
+
+        return {"requests": str(len(self.report.samples)), "during the fault": self.report.describe(self.during),
+                "after": self.report.describe(self.after), "ops failover took": f"{self.failover_s:.1f} s",
+                "write outage from ops failover": seconds(self.outage_from_command_s),
+                "write outage from the partition": seconds(self.outage_from_fault_s),
+                "old primary fenced when started again": str(self.fenced_at_restart),
+                "ops rebuild-replica took": f"{self.rebuild_s:.1f} s",
+                "acknowledged writes lost": str(len(self.lost))}
+
+
+def in_host(node: str, script: str) -> subprocess.CompletedProcess[str]:
+    """Run `script` inside a running lab host (its mount, PID and network namespaces: what its own
+    root sees, mounted volumes included), as the console would."""
+    nspawn = int((hosts.host_dir(node) / "nspawn.pid").read_text())
+    (init,) = Path(f"/proc/{nspawn}/task/{nspawn}/children").read_text().split()[:1]
+    return subprocess.run(["nsenter", "-t", init, "-m", "-u", "-i", "-n", "-p", "--", "sh", "-c", script],
+                          capture_output=True, text=True, timeout=60)
+
+
+def _cluster_answers(node: str) -> str:
+    """'' when the node's cluster does not answer on its host (not running), else what it said."""
+    done = in_host(node, "runuser -u postgres -- psql -XAtq -p 5432 -d postgres -c 'SELECT pg_is_in_recovery()'")
+    return "" if done.returncode else f"the cluster answered (in recovery: {done.stdout.strip()})"
+
+
+def primary_partitioned(plan: LabPlan, users: Users, make_client: Callable[[], Client], shard: int = 0) -> PrimaryPartitionResult:
+    """Drill 1: shard `shard`'s primary cut off under load, the host running on and believing it is
+    primary. The operator runs `ops failover` (which powers the old primary's machine off through
+    EC2 and promotes the replica); the link heals; the old machine is started again and must stay
+    fenced until `ops rebuild-replica`; afterwards `ops converge --check` finds nothing to change."""
+    old = current_primary(plan, shard)
+    times: dict[str, float] = {}
+    outcome: dict[str, object] = {}
+
+    def cut() -> None:
+        times["cut"] = time.monotonic()
+        partition(old)
+        time.sleep(NOTICE_S)
+        times["command"] = time.monotonic()
+        outcome["failover"], outcome["failover_s"] = _operator("failover", "--shard", str(shard), "--yes")
+
+    seen = _fault_under_load(users, make_client, fault_s=0.0, inject=cut, heal_fault=lambda: heal([old]),
+                             inject_s=NOTICE_S + FAILOVER_TIMEOUT_S)
+    failover = outcome["failover"]
+    result = PrimaryPartitionResult(
+        **vars(seen), old=old, failover=failover, failover_s=outcome["failover_s"],
+        outage_from_fault_s=_outage(seen.report, times["cut"]), outage_from_command_s=_outage(seen.report, times["command"]))
+    if failover.returncode != 0:
+        return result
+    # The old machine started again (by anyone: EC2's recovery, an operator): its cluster must not
+    # come back as a second primary.
+    (instance,) = [i["InstanceId"] for r in lab_aws("ec2").describe_instances(Filters=[
+        {"Name": "tag:photostack:node", "Values": [old]}, {"Name": "tag:photostack:stack", "Values": ["lab"]},
+        {"Name": "instance-state-name", "Values": ["stopped", "stopping"]}])["Reservations"] for i in r["Instances"]]
+    lab_aws("ec2").start_instances(InstanceIds=[instance])
+    member = shard_members(shard).index(old)
+    cluster = f"shard{shard}" if member == 0 else f"shard{shard}r{member}"
+    data_dir = f"/var/lib/postgresql/15/{cluster}"
+    fenced = f"[ -d {data_dir}.fenced ] && ! [ -e {data_dir} ]"
+    deadline = time.monotonic() + RESTART_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            if in_host(old, fenced).returncode == 0:
+                result.fenced_at_restart = True
+                break
+        except (OSError, ValueError):  # the host is still booting (no init yet)
+            pass
+        time.sleep(2)
+    result.accepted_write_at_restart = _cluster_answers(old)
+    result.rebuild, result.rebuild_s = _operator("rebuild-replica", "--shard", str(shard))
+    result.converge_check, _ = _operator("converge", "--check", "--detailed-exitcode")
+    return result
+
+
+def _outage(report: LoadReport, since: float) -> float | None:
+    first = _first_write_after(report, since)
+    return first - since if first is not None else None

@@ -53,3 +53,24 @@ def test_an_app_host_partitioned_is_taken_out_with_under_a_thousandth_failed(lab
     runbook = result.page["runbook"]
     assert runbook and (REPO / "runbooks" / runbook.rsplit("/", 1)[-1]).is_file(), result.page
     assert result.resolve is not None, figures
+
+
+def test_a_partitioned_primary_is_fenced_through_ec2_and_loses_no_acknowledged_write(lab_green, lab_client, users):
+    """Drill 1: the shard's primary cut off under load, still running and believing it is primary.
+    `ops failover` powers its machine off through EC2 and promotes the replica; nothing
+    acknowledged is lost; started again, the old primary stays fenced (its cluster does not run)
+    until `ops rebuild-replica` makes it a replica; then a converge finds nothing to change."""
+    result = drills.primary_partitioned(lab_green.plan, users, lab_client)
+    figures = result.figures()
+    print(figures)
+    assert result.failover.returncode == 0, result.failover.stdout + result.failover.stderr
+    assert "through EC2" in result.failover.stdout, result.failover.stdout
+    assert result.outage_from_command_s is not None, figures  # writes came back
+    assert result.lost == [], result.lost[:10]
+    assert result.after and drills.LoadReport.failed(result.after) == [], result.report.describe(result.after)
+    assert result.fenced_at_restart, figures
+    assert result.accepted_write_at_restart == "", result.accepted_write_at_restart
+    assert result.rebuild is not None and result.rebuild.returncode == 0, result.rebuild.stdout + result.rebuild.stderr
+    assert drills.current_primary(lab_green.plan) != result.old
+    check = result.converge_check
+    assert check is not None and check.returncode == 0, check.stdout + check.stderr  # 3: changes pending
