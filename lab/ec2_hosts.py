@@ -125,7 +125,7 @@ class HostLauncher:
         """Boot `spec`, with its instance's attached EBS `volume` (id, GiB) if it has one."""
         pid = hosts.start(spec, self.image, self.gateway, self.prefixlen, self.metadata_address,
                           environment=self.environment, names=self.names, certificates=self.certificates,
-                          **hosts.nitro_volume(spec.name, volume))
+                          **hosts.nitro_volume(volume))
         # This process is the nspawn's parent: reap it when the host powers off (no zombie in its cgroup).
         threading.Thread(target=os.waitpid, args=(pid, 0), daemon=True).start()
 

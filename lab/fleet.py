@@ -210,7 +210,7 @@ def up(config: StackConfig, stack: str) -> UpReport:
             boot_started[spec.name] = time.monotonic()
             hosts.start(spec, tree, gateway, plan.network.prefixlen, METADATA_ADDRESS,
                         environment=aws_environment(gateway, config.region), names=names,
-                        certificates=certificates, **hosts.nitro_volume(spec.name, volumes.get(spec.name)))
+                        certificates=certificates, **hosts.nitro_volume(volumes.get(spec.name)))
         groups.protect(all_specs)  # the wave's namespaces, before their services are up
         for spec in wave:
             if hosts.wait_port(spec.address, 22, SSH_TIMEOUT_S):

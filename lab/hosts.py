@@ -35,6 +35,8 @@ CGROUP_NAME = "photostack-lab"
 FILES = Path(__file__).resolve().parent / "files"
 FIRST_BOOT_SCRIPT = "usr/local/sbin/photostack-first-boot"
 FIRST_BOOT_UNITS = ("photostack-first-boot.service", "photostack-user-data.service")
+DISKS_SCRIPT = "usr/local/sbin/photostack-disks"
+DISKS_UNIT = "photostack-disks.service"  # udev's and the fstab generator's part at boot
 STOP_TIMEOUT_S = 15.0
 NICE = 10
 POLL_S = 0.2
@@ -153,14 +155,15 @@ def _mount_root(spec: HostSpec, image: Path) -> Path:
 
 
 def _install_first_boot(root: Path, spec: HostSpec) -> None:
-    """The cloud-init stand-in and this host's name, written into its own (upper) root."""
-    script = root / FIRST_BOOT_SCRIPT
-    shutil.copyfile(FILES / "first-boot.py", script)
-    script.chmod(0o755)
+    """The cloud-init stand-in, the disks' stand-in and this host's name, written into its own
+    (upper) root."""
+    for source, script in (("first-boot.py", FIRST_BOOT_SCRIPT), ("disks.sh", DISKS_SCRIPT)):
+        shutil.copyfile(FILES / source, root / script)
+        (root / script).chmod(0o755)
     units = root / "etc/systemd/system"
-    wants = units / "multi-user.target.wants"
-    wants.mkdir(parents=True, exist_ok=True)
-    for unit in FIRST_BOOT_UNITS:
+    for unit, target in (*((u, "multi-user.target") for u in FIRST_BOOT_UNITS), (DISKS_UNIT, "local-fs.target")):
+        wants = units / f"{target}.wants"
+        wants.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(FILES / unit, units / unit)
         (wants / unit).unlink(missing_ok=True)
         (wants / unit).symlink_to(f"/etc/systemd/system/{unit}")
@@ -245,20 +248,21 @@ NITRO_DEVICE = "nvme1n1"
 NITRO_LINK = "nvme-Amazon_Elastic_Block_Store_{serial}"
 
 
-def nitro_volume(name: str, volume: tuple[str, int] | None) -> dict[str, dict]:
-    """`start`'s arguments for host `name`'s attached EBS volume (volume id, size in GiB), none
-    without one: a loop device of its size as the host's NVMe device, linked by its serial number."""
+def nitro_volume(volume: tuple[str, int] | None) -> dict[str, dict]:
+    """`start`'s arguments for a host's attached EBS volume (volume id, size in GiB), none without
+    one: the volume's loop device as the host's NVMe device, linked by its serial number."""
     if volume is None:
         return {}
     volume_id, size_gb = volume
-    return {"volumes": {f"/dev/{NITRO_DEVICE}": volume_device(name, size_gb)},
+    return {"volumes": {f"/dev/{NITRO_DEVICE}": volume_device(volume_id, size_gb)},
             "disk_ids": {NITRO_LINK.format(serial=volume_id.replace("-", "")): NITRO_DEVICE}}
 
 
-def volume_device(name: str, size_gb: int) -> Path:
-    """A loop device over a sparse file of `size_gb` GiB in host `name`'s dir, standing in for its
-    EBS volume (`down` detaches it with the rest); the one already attached to that file, if any."""
-    image = host_dir(name) / "data-volume.img"
+def volume_device(volume_id: str, size_gb: int) -> Path:
+    """The loop device standing in for EBS volume `volume_id`: over a sparse file of `size_gb` GiB
+    that outlives the hosts it is attached to, as a volume outlives its instances (`down` detaches
+    and deletes it with the rest); the one already attached to that file, if any."""
+    image = hosts_dir() / "_volumes" / f"{volume_id}.img"
     image.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     attached = run("losetup", "-j", str(image)).stdout.split(":", 1)[0]
     if attached:

@@ -52,14 +52,6 @@ def operator_environment(state: Path) -> dict[str, str]:
             "PHOTOSTACK_STATE_DIR": str(state)}
 
 
-def on_host(node: str, *argv: str) -> subprocess.CompletedProcess[str]:
-    """Run `argv` inside lab host `node` (all its namespaces and root), as its console would."""
-    nspawn = (hosts.host_dir(node) / "nspawn.pid").read_text().strip()
-    init = subprocess.run(["pgrep", "-P", nspawn], capture_output=True, text=True, check=True).stdout.split()[0]
-    return subprocess.run(["nsenter", "-t", init, "-m", "-u", "-i", "-n", "-p", "-r", "-w", "--", *argv],
-                          capture_output=True, text=True, timeout=60)
-
-
 def boot_log(node: str) -> str:
     """The end of a host's user_data log (what its boot printed)."""
     log = hosts.host_dir(node) / "upper/var/log/photostack-bootstrap.log"

@@ -25,7 +25,8 @@ from lab import fleet, hosts, lb
 from lab.planned_instances import lab_plan
 from roles.postgres.cluster import Cluster
 from tests.e2e.conftest import wait_until
-from tests.lab_stack.conftest import FIRST_BOOT_TIMEOUT_S, KEEP, STACK, boot_log, on_host, operator_environment, ops
+from tests.lab_stack.conftest import FIRST_BOOT_TIMEOUT_S, KEEP, STACK, boot_log, operator_environment, ops
+from tests.lab_stack.drills import in_host
 
 pytestmark = pytest.mark.lab
 
@@ -69,11 +70,11 @@ def test_each_shard_member_keeps_its_data_on_its_own_volume(lab_green):
     assert {n.attrs["replica"] for n in members} == {0, 1}
     for node in members:
         data_dir = Cluster(config.postgres.version, node.attrs["shard"], node.attrs["replica"], "", 0).data_dir
-        mounted = on_host(node.name, "findmnt", "-n", "-o", "SOURCE,FSTYPE,TARGET", "-T", data_dir)
-        assert mounted.stdout.split() == [f"/dev/{fleet.NITRO_DEVICE}", "ext4", POSTGRES_DATA], (node.name, mounted)
-        assert on_host(node.name, "test", "-f", f"{data_dir}/PG_VERSION").returncode == 0, node.name
-        fstab = on_host(node.name, "findmnt", "--fstab", "-n", "-o", "SOURCE,OPTIONS", "-M", POSTGRES_DATA).stdout.split()
-        uuid = on_host(node.name, "blkid", "-o", "value", "-s", "UUID", f"/dev/{fleet.NITRO_DEVICE}").stdout.strip()
+        mounted = in_host(node.name, f"findmnt -n -o SOURCE,FSTYPE,TARGET -T {data_dir}")
+        assert mounted.stdout.split() == [f"/dev/{hosts.NITRO_DEVICE}", "ext4", POSTGRES_DATA], (node.name, mounted)
+        assert in_host(node.name, f"test -f {data_dir}/PG_VERSION").returncode == 0, node.name
+        fstab = in_host(node.name, f"findmnt --fstab -n -o SOURCE,OPTIONS -M {POSTGRES_DATA}").stdout.split()
+        uuid = in_host(node.name, f"blkid -p -o value -s UUID /dev/{hosts.NITRO_DEVICE}").stdout.strip()
         assert fstab == [f"UUID={uuid}", "defaults,nofail"] and uuid, (node.name, fstab)
 
 
