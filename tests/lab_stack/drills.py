@@ -10,6 +10,7 @@ drill fails half-way.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -337,6 +338,8 @@ class PrimaryPartitionResult(FaultResult):
                 "write outage from ops failover": seconds(self.outage_from_command_s),
                 "write outage from the partition": seconds(self.outage_from_fault_s),
                 "old primary fenced when started again": str(self.fenced_at_restart),
+                "ops failover's steps": "; ".join(f"{name} {seconds}" for seconds, name in re.findall(
+                    r"^\s*([\d.]+s)\s+(.+)$", self.failover.stdout, re.M)),
                 "ops rebuild-replica took": f"{self.rebuild_s:.1f} s",
                 "acknowledged writes lost": str(len(self.lost))}
 
