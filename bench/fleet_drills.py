@@ -2,9 +2,10 @@
 the requests, failed %, requests over their route's budget and acknowledged writes lost.
 
 Goals: app host partition < 0.1 % failed; every request within its route's budget; 0 lost;
-primary partition: writes back ≤ 15 s after the operator runs `ops failover`, 0 lost.
+primary partition: writes back ≤ 15 s after the operator runs `ops failover`, 0 lost; a broker
+host lost: 0 acknowledged tasks lost.
 Run as root under the lab lock with the lab up and green (`ops --stack lab up`):
-    flock /tmp/lab.lock .venv/bin/python bench/fleet_drills.py [lossy-link] [app-partition] [primary-partition]
+    flock /tmp/lab.lock .venv/bin/python bench/fleet_drills.py [lossy-link] [app-partition] [primary-partition] [broker-lost]
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from tests.lab_stack.conftest import LabSession  # noqa: E402
 from tests.lab_stack.fleetload import sign_up  # noqa: E402
 
 DRILLS = {"lossy-link": drills.lossy_link, "app-partition": drills.app_host_partitioned,
-          "primary-partition": drills.primary_partitioned}
+          "primary-partition": drills.primary_partitioned, "broker-lost": drills.rabbitmq_node_lost}
 
 
 def main() -> None:

@@ -411,3 +411,102 @@ def primary_partitioned(plan: LabPlan, users: Users, make_client: Callable[[], C
 def _outage(report: LoadReport, since: float) -> float | None:
     first = _first_write_after(report, since)
     return first - since if first is not None else None
+
+
+# --- drill 3: a RabbitMQ node's host lost under post load -----------------------------------------
+
+# A broker host started again boots, and its node rejoins the cluster, within this.
+REJOIN_TIMEOUT_S = 300.0
+# Thumbnails of the posts acknowledged before and during the fault are made within this afterwards.
+THUMBNAIL_PATIENCE_S = 180.0
+
+
+def broker_cluster(node: str) -> list[str]:
+    """The running nodes of the RabbitMQ cluster as broker host `node` sees it ([] when it cannot say)."""
+    try:
+        done = in_host(node, "rabbitmqctl -q cluster_status --formatter json")
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return []
+    return sorted(json.loads(done.stdout)["running_nodes"]) if done.returncode == 0 else []
+
+
+def _instance_of(node: str) -> str:
+    (instance,) = [i["InstanceId"] for r in lab_aws("ec2").describe_instances(Filters=[
+        {"Name": "tag:photostack:node", "Values": [node]}, {"Name": "tag:photostack:stack", "Values": ["lab"]},
+        {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}])["Reservations"]
+        for i in r["Instances"]]
+    return instance
+
+
+def without_thumbnail(checker: Client, report: LoadReport, patience_s: float = THUMBNAIL_PATIENCE_S) -> list[str]:
+    """Acknowledged posts whose thumbnail task never ran (asked again for up to `patience_s`)."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        missing = [p for p in report.posts if checker.json("GET", f"/api/photos/{p}")[1].get("thumbnail_url") is None]
+        if not missing or time.monotonic() > deadline:
+            return missing
+        time.sleep(3)
+
+
+@dataclass
+class BrokerLossResult(FaultResult):
+    node: str
+    fault_s: float
+    cluster_during: list[str]
+    cluster_after: list[str]
+    rejoined_after_s: float | None
+    tasks_lost: list[str]
+
+    def figures(self) -> dict[str, str]:
+        posts = [s for s in self.during if s.kind == "post"]
+        return {"requests": str(len(self.report.samples)), "during the fault": self.report.describe(self.during),
+                "posts during the fault": self.report.describe(posts), "after": self.report.describe(self.after),
+                "cluster while the host was down": ", ".join(self.cluster_during) or "unknown",
+                "rejoined after restart": f"{self.rejoined_after_s:.0f} s" if self.rejoined_after_s is not None else "no",
+                "acknowledged writes lost": str(len(self.lost)),
+                "acknowledged posts without their thumbnail (tasks lost)": str(len(self.tasks_lost))}
+
+
+def rabbitmq_node_lost(plan: LabPlan, users: Users, make_client: Callable[[], Client],
+                       fault_s: float = 30.0) -> BrokerLossResult:
+    """Drill 3: one RabbitMQ node's host powered off at once (EC2 still says running) under users'
+    load, posts each queueing a thumbnail task. After `fault_s` EC2 recovers the instance (stop and
+    start: same address, same disk, as AWS's recovery of an impaired instance does) and its node
+    rejoins the cluster. Every acknowledged post must get its thumbnail: no acknowledged task lost."""
+    brokers = sorted(i.node for i in plan.instances if i.role == "rabbitmq")
+    if len(brokers) < 3:
+        raise AssertionError(f"a broker loss drill needs a 3-node cluster; the lab plan has {brokers}")
+    node, witness = brokers[-1], brokers[0]
+    seen_cluster: dict[str, object] = {}
+
+    def power_lost() -> None:
+        hosts.kill(node)
+
+    def look() -> None:
+        if "during" not in seen_cluster:
+            seen_cluster["during"] = broker_cluster(witness)
+
+    def recover() -> None:
+        ec2, instance = lab_aws("ec2"), _instance_of(node)
+        ec2.stop_instances(InstanceIds=[instance], Force=True)
+        ec2.get_waiter("instance_stopped").wait(InstanceIds=[instance], WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+        ec2.start_instances(InstanceIds=[instance])
+        seen_cluster["restarted"] = time.monotonic()
+
+    def wait_rejoined() -> None:
+        deadline = time.monotonic() + REJOIN_TIMEOUT_S
+        while time.monotonic() < deadline:
+            running = broker_cluster(witness)
+            if len(running) == len(brokers):
+                seen_cluster["rejoined"] = time.monotonic()
+                break
+            time.sleep(3)
+        seen_cluster["after"] = broker_cluster(witness)
+
+    seen = _fault_under_load(users, make_client, fault_s, power_lost, recover, look, wait_rejoined,
+                             inject_s=REJOIN_TIMEOUT_S)
+    rejoined = seen_cluster.get("rejoined")
+    return BrokerLossResult(**vars(seen), node=node, fault_s=fault_s, cluster_during=seen_cluster.get("during") or [],
+                            cluster_after=seen_cluster.get("after") or [],
+                            rejoined_after_s=rejoined - seen_cluster["restarted"] if rejoined else None,
+                            tasks_lost=without_thumbnail(make_client(), seen.report))

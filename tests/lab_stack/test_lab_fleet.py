@@ -78,6 +78,29 @@ def test_each_shard_member_keeps_its_data_on_its_own_volume(lab_green):
         assert fstab == [f"UUID={uuid}", "defaults,nofail"] and uuid, (node.name, fstab)
 
 
+def test_the_rabbitmq_nodes_form_one_cluster_and_streaming_crosses_hosts(lab_green):
+    """Every broker host runs in one cluster with all the others (classic peer discovery at first
+    boot, whichever order the hosts came up in); each replica streams from its primary on another
+    host."""
+    config = load_stack_config(STACK)
+    brokers = [n.name for n in nodes(config) if n.role == "rabbitmq"]
+    assert len(brokers) == 3, brokers
+    plan = lab_plan(config, STACK)
+    addresses = {i.node: i.private_ip for i in plan.instances}
+    for broker in brokers:
+        done = in_host(broker, "rabbitmqctl -q cluster_status --formatter json")
+        assert done.returncode == 0, done.stderr
+        running = sorted(json.loads(done.stdout)["running_nodes"])
+        assert running == sorted(f"rabbit@{addresses[b]}" for b in brokers), (broker, running)
+    for node in nodes(config):
+        if node.role == "postgres" and node.attrs["replica"]:
+            cluster = "shard{shard}r{replica}".format(**node.attrs)
+            done = in_host(node.name, "runuser -u postgres -- psql -XAtq -p 5432 -d postgres -c "
+                                      "\"SELECT status || ' ' || sender_host FROM pg_stat_wal_receiver\"")
+            assert done.returncode == 0 and done.stdout.split()[0] == "streaming", (cluster, done.stdout, done.stderr)
+            assert done.stdout.split()[1] != addresses[node.name], (cluster, done.stdout)
+
+
 def test_status_takes_the_aws_path_with_pinned_keys(lab_up, tmp_path):
     result = ops("status", env=operator_environment(tmp_path))
     planned = [i for i in lab_plan(load_stack_config(STACK), STACK).instances if i.role != "bastion"]
