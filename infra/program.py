@@ -89,9 +89,12 @@ def build(config: StackConfig, stack: str) -> dict[str, Any]:
         values["pagerdutyRoutingKey"] = alerting.routing_key
     if alerting.sentry_dsn is not None:
         values["sentryDsn"] = alerting.sentry_dsn
-    # Optional: only `ops deploy` reads it (no role's instance profile may), to create Sentry releases.
     if config.monitoring.dashboard_password is not None:  # nginx and the monitoring host read it
         values["dashboardPassword"] = secrets.require_secret("dashboardPassword")
+    # Only `ops pingdom sync` reads it (no role's instance profile may): every operator syncs one check.
+    if config.monitoring.pingdom:
+        values["pingdomToken"] = secrets.require_secret("pingdomToken")
+    # Optional: only `ops deploy` reads it (no role's instance profile may), to create Sentry releases.
     auth_token = secrets.get_secret("sentryAuthToken")
     if auth_token is not None:
         values["sentryAuthToken"] = auth_token
