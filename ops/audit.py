@@ -106,7 +106,7 @@ def recorded(stack: Stack, command: str, warnings: list[str] | None = None) -> I
     try:
         yield
     except BaseException as exc:
-        kind = "refused" if type(exc).__name__ in ("LockHeld", "RestoreRefused", "ReshardError") else "failed"
+        kind = "refused" if type(exc).__name__ in ("LockHeld", "RestoreRefused", "ReshardError", "FailoverError") else "failed"
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         outcome = f"{kind}: {detail}"
         raise

@@ -44,9 +44,9 @@ def _progress(step: str) -> None:
     console.print(f"→ {step}", highlight=False)
 
 
-def _guarded(action, stack: Stack | None = None, command: str = ""):
+def _guarded(action, stack: Stack | None = None, command: str = "", locked: bool = False):
     """`action()`, its errors one line each; with `stack` and `command`, a change recorded in the
-    audit trail with its outcome (the moves take the stack's lock themselves)."""
+    audit trail with its outcome, under the stack's lock if `locked` (the moves take it themselves)."""
     from contextlib import nullcontext
 
     from ops.day2 import _changing
@@ -54,7 +54,7 @@ def _guarded(action, stack: Stack | None = None, command: str = ""):
     from ops.remote import StepFailed
 
     try:
-        with _changing(stack, f"shard {command}") if stack is not None else nullcontext():
+        with _changing(stack, f"shard {command}", False if locked else None) if stack is not None else nullcontext():
             return action()
     except (_reshard().ReshardError, LockHeld) as exc:
         _fail(str(exc), 2)
@@ -104,7 +104,7 @@ def add(ctx: typer.Context, dry_run: DryRun = False) -> None:
     if dry_run:
         _would(lambda: _reshard().add_steps(stack))
         return
-    shard_map = _guarded(lambda: _reshard().add_shard(stack, _progress), stack, "add")
+    shard_map = _guarded(lambda: _reshard().add_shard(stack, _progress), stack, "add", locked=True)
     console.print(map_table(shard_map, _reshard().pending(stack)))
     console.print("next: `ops shard rebalance --dry-run` plans the moves onto it", highlight=False)
 
@@ -116,7 +116,7 @@ def remove(ctx: typer.Context, dry_run: DryRun = False) -> None:
     if dry_run:
         _would(lambda: _reshard().remove_steps(stack))
         return
-    shard_map = _guarded(lambda: _reshard().remove_shard(stack, _progress), stack, "remove")
+    shard_map = _guarded(lambda: _reshard().remove_shard(stack, _progress), stack, "remove", locked=True)
     console.print(map_table(shard_map, _reshard().pending(stack)))
 
 
