@@ -75,7 +75,13 @@ def _ops(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.Complet
                           capture_output=True, text=True, timeout=120)
 
 
-def test_every_changing_command_on_an_aws_stack_is_in_its_shared_trail(moto_account, tmp_path):
+def test_every_changing_command_on_an_aws_stack_is_in_its_shared_trail(moto_account, tmp_path, monkeypatch):
+    """In this process (each command through the CLI's own entry, as a subprocess would run it,
+    minus the interpreter's start)."""
+    from typer.testing import CliRunner
+
+    from ops.cli import app
+
     from infra.config import load_stack_config
     from infra.sharding import ShardMap
     from infra.targets.aws import pack_shard_map
@@ -98,13 +104,17 @@ def test_every_changing_command_on_an_aws_stack_is_in_its_shared_trail(moto_acco
         tags = {"photostack:stack": "prod", "photostack:role": role, "photostack:node": node}
         ec2.run_instances(ImageId="ami-12345678", MinCount=1, MaxCount=1, TagSpecifications=[
             {"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}])
-    env, trail, seen = _env(tmp_path, moto_account), audit.LogsTrail(logs, "prod"), 0
+    for key in [k for k in os.environ if k.startswith(("AWS_", "PHOTOSTACK_"))]:
+        monkeypatch.delenv(key)
+    for key, value in _env(tmp_path, moto_account).items():
+        monkeypatch.setenv(key, value)
+    trail, seen = audit.LogsTrail(logs, "prod"), 0
     outcomes = {}
     for name, args in ON_PROD.items():
-        done = _ops(env, "--stack", "prod", *args)
+        done = CliRunner().invoke(app, ["--stack", "prod", *args])
         entries = trail.read(1000)
         new, seen = entries[seen:], len(entries)
-        assert len(new) == 1, f"`ops {' '.join(args)}`: {len(new)} audit entries ({done.stdout + done.stderr})"
+        assert len(new) == 1, f"`ops {' '.join(args)}`: {len(new)} audit entries ({done.output} {done.exception!r})"
         entry = new[0]
         assert entry.command.startswith(name) and entry.who == "alice", entry
         outcomes[name] = entry.outcome
