@@ -14,7 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from infra import host_layout
+from infra import host_layout, role_settings
 from infra.config import ConfigError, StackConfig, load_stack_config
 from infra.inventory import Host
 from infra.records import readers
@@ -150,7 +150,9 @@ class Stack:
         from ops.remote import StepFailed, run_step
 
         host, what = self._monitoring_host(), "send the spooled alerts"
-        output = run_step(host, self.ssh, what, _flush_script(self.name))
+        # The code the host's hooks import (roles/munin_master: the stack may point it elsewhere).
+        repo = role_settings.effective(MONITORING_ROLE, self.config.roles)["munin_master_repo"] or host_layout.BUNDLE_DIR
+        output = run_step(host, self.ssh, what, _flush_script(self.name, repo))
         try:
             return FlushResult(**json.loads(output.strip().splitlines()[-1]))
         except (ValueError, TypeError, IndexError) as exc:
@@ -252,13 +254,13 @@ class Stack:
         self.target.close_access(self.name, self.state)
 
 
-def _flush_script(stack: str) -> str:
-    """The shell script that drains `stack`'s alert spool on its monitoring host and prints the
-    FlushResult as JSON (the paths are the host's: infra/host_layout.py)."""
+def _flush_script(stack: str, repo: str) -> str:
+    """The shell script that drains `stack`'s alert spool on its monitoring host with the code in
+    `repo` and prints the FlushResult as JSON (the other paths are the host's: infra/host_layout.py)."""
     code = ("import dataclasses, json, sys; from monitoring.alert_pipeline import flush_alerts; "
             "print(json.dumps(dataclasses.asdict(flush_alerts(sys.argv[1]))))")
-    return (f"cd / && exec /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin PYTHONPATH={host_layout.BUNDLE_DIR} "
-            f"PHOTOSTACK_STACKS_DIR={host_layout.BUNDLE_DIR} PHOTOSTACK_STATE_DIR={host_layout.STATE_ROOT} "
+    return (f"cd / && exec /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin PYTHONPATH={shlex.quote(repo)} "
+            f"PHOTOSTACK_STATE_DIR={host_layout.STATE_ROOT} "
             f"{host_layout.OPS_VENV}/bin/python -P -c {shlex.quote(code)} {shlex.quote(stack)}")
 
 
