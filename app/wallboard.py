@@ -7,7 +7,8 @@ Every app process writes, for the second it is in (`int(time.time())`):
   (`bucket(ms)`, ~5 % wide), value = how many requests fell in it, for the p99.
 Markers (deploys, failovers) live in the list monitoring/wallboard_markers.py describes; `ops`
 writes them with `python -m app.wallboard mark KIND TEXT` on an app host. Page markers come from
-the monitoring host's file beside the Munin pages, which the page fetches and merges itself.
+the monitoring host's file beside the Munin pages, which the page fetches and merges itself; the
+stack's recent audit trail (ops/audit.py) is a file beside it, which the page lists.
 
 `GET /wallboard/` is the page (big numbers, one-second charts, for a TV); it polls
 `GET /wallboard/data.json` every second. Queue depth is read from the broker (passive queue
@@ -178,7 +179,8 @@ def data(request: HttpRequest) -> JsonResponse:
 @require_GET
 def page(request: HttpRequest) -> HttpResponse:
     """GET /wallboard/: the TV page (all drawing happens in the browser)."""
-    return render(request, "wallboard.html", {"window": WINDOW_S, "page_markers_url": markers.PAGE_URL})
+    return render(request, "wallboard.html", {"window": WINDOW_S, "page_markers_url": markers.PAGE_URL,
+                                              "audit_url": markers.AUDIT_URL})
 
 
 def main(argv: list[str] | None = None) -> int:

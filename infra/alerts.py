@@ -175,6 +175,12 @@ def silences_path(stack: str) -> str:
     return f"/photostack/{stack}/silences/"
 
 
+def audit_log_group(stack: str) -> str:
+    """The CloudWatch Logs group of an AWS stack's audit trail (ops/audit.py), which its monitoring
+    host reads for the wallboard."""
+    return f"/photostack/{stack}/ops-audit"
+
+
 def project_slug(environment: str) -> str:
     """The Sentry project of an environment: the AWS program creates it, `ops deploy` releases to it."""
     return f"photostack-{environment}"

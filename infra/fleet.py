@@ -113,6 +113,8 @@ class FleetArgs:
     """EC2 key pair for SSH, if any."""
     silences_arn: pulumi.Input[str] | None = None
     """SSM path of the stack's silences, which the role's alert pipeline reads (munin master only)."""
+    audit_log_arn: pulumi.Input[str] | None = None
+    """Log streams of the stack's audit trail, which the role copies for the wallboard (munin master only)."""
     boot_dependencies: list[pulumi.Resource] = field(default_factory=list)
     """What an instance's first boot reads or goes through (NAT routes, the release object, SSM
     parameters): each instance is created after them."""
@@ -155,10 +157,14 @@ def profile_policy(args: FleetArgs) -> pulumi.Output[str]:
     ).apply(document)
 
 
-def silences_policy(path_arn: str) -> str:
-    """Read the silences every operator sets (`ops silence --host/--alert`, monitoring/silences.py)."""
-    statement = {"Sid": "Silences", "Effect": "Allow", "Action": ["ssm:GetParametersByPath"], "Resource": [path_arn]}
-    return json.dumps({"Version": "2012-10-17", "Statement": [statement]}, sort_keys=True)
+def silences_policy(path_arn: str, audit_arn: str | None = None) -> str:
+    """Read the silences every operator sets (`ops silence --host/--alert`, monitoring/silences.py)
+    and, given its ARN, the audit trail they write (ops/audit.py, shown on the wallboard)."""
+    statements = [{"Sid": "Silences", "Effect": "Allow", "Action": ["ssm:GetParametersByPath"], "Resource": [path_arn]}]
+    if audit_arn is not None:
+        statements.append({"Sid": "AuditTrail", "Effect": "Allow", "Action": ["logs:FilterLogEvents"],
+                           "Resource": [audit_arn]})
+    return json.dumps({"Version": "2012-10-17", "Statement": statements}, sort_keys=True)
 
 
 ASSUME_EC2 = json.dumps(
@@ -186,7 +192,8 @@ class Fleet(pulumi.ComponentResource):
         policies = [policy]
         if args.silences_arn is not None:
             policies.append(aws.iam.RolePolicy(
-                f"{name}-silences", role=iam_role.id, policy=pulumi.Output.from_input(args.silences_arn).apply(silences_policy),
+                f"{name}-silences", role=iam_role.id,
+                policy=pulumi.Output.all(args.silences_arn, args.audit_log_arn).apply(lambda arns: silences_policy(*arns)),
                 opts=child))
         profile = aws.iam.InstanceProfile(f"{name}-profile", role=iam_role.name, tags=role_tags, opts=child)
         template = aws.ec2.LaunchTemplate(

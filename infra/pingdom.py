@@ -105,14 +105,23 @@ class PingdomClient:
                    resolution: int = 1, integration_ids: tuple[int, ...] = ()) -> SyncResult:
         """Make an HTTPS check called `name` of `https://host/path` look like this; idempotent."""
         wanted = http_check_params(name, host, path, shouldcontain, resolution, integration_ids)
-        existing = self.find_check(name)
-        if existing is None:
+        action, check_id = self.planned_check(name, host, path, shouldcontain, resolution, integration_ids)
+        if action == "create":
             return SyncResult("created", self.create_check(wanted))
-        check_id = int(existing["id"])
-        if _matches(self.check(check_id), wanted):
+        if action == "keep":
             return SyncResult("unchanged", check_id)
         self.update_check(check_id, wanted)
         return SyncResult("updated", check_id)
+
+    def planned_check(self, name: str, host: str, path: str = "/health", shouldcontain: str = "ok",
+                      resolution: int = 1, integration_ids: tuple[int, ...] = ()) -> tuple[str, int | None]:
+        """What `sync_check` would do, read only: ("create", None), ("update", id) or ("keep", id)."""
+        wanted = http_check_params(name, host, path, shouldcontain, resolution, integration_ids)
+        existing = self.find_check(name)
+        if existing is None:
+            return "create", None
+        check_id = int(existing["id"])
+        return ("keep" if _matches(self.check(check_id), wanted) else "update"), check_id
 
     def delete_check_named(self, name: str) -> bool:
         """Delete the check called `name`; False if there was none."""

@@ -30,7 +30,7 @@ from infra.targets import target_of
 from infra.targets.aws import pack_shard_map
 from infra.storage import Storage, StorageArgs
 from infra.topology import Node, nodes
-from infra.alerts import silences_path
+from infra.alerts import audit_log_group, silences_path
 
 MUNIN_MASTER_INSTANCE_TYPE = "t3.small"
 
@@ -56,6 +56,12 @@ def silences_arn(stack: str, region: str) -> pulumi.Output[str]:
     """ARN of the SSM path holding the stack's silences (what GetParametersByPath is checked against)."""
     account = aws.get_caller_identity_output().account_id
     return pulumi.Output.concat(f"arn:aws:ssm:{region}:", account, f":parameter{silences_path(stack).rstrip('/')}")
+
+
+def audit_log_arn(stack: str, region: str) -> pulumi.Output[str]:
+    """ARN of the log streams of the stack's audit trail (what FilterLogEvents is checked against)."""
+    account = aws.get_caller_identity_output().account_id
+    return pulumi.Output.concat(f"arn:aws:logs:{region}:", account, f":log-group:{audit_log_group(stack)}:*")
 
 
 def build(config: StackConfig, stack: str) -> dict[str, Any]:
@@ -90,9 +96,12 @@ def build(config: StackConfig, stack: str) -> dict[str, Any]:
         values["pagerdutyRoutingKey"] = alerting.routing_key
     if alerting.sentry_dsn is not None:
         values["sentryDsn"] = alerting.sentry_dsn
-    # Optional: only `ops deploy` reads it (no role's instance profile may), to create Sentry releases.
     if config.monitoring.dashboard_password is not None:  # nginx and the monitoring host read it
         values["dashboardPassword"] = secrets.require_secret("dashboardPassword")
+    # Only `ops pingdom sync` reads it (no role's instance profile may): every operator syncs one check.
+    if config.monitoring.pingdom:
+        values["pingdomToken"] = secrets.require_secret("pingdomToken")
+    # Optional: only `ops deploy` reads it (no role's instance profile may), to create Sentry releases.
     auth_token = secrets.get_secret("sentryAuthToken")
     if auth_token is not None:
         values["sentryAuthToken"] = auth_token
@@ -127,6 +136,7 @@ def build(config: StackConfig, stack: str) -> dict[str, Any]:
                 backup_bucket_arn=backups.bucket_arn if role == "postgres" else None,
                 key_name=bastion.key_name,
                 silences_arn=silences_arn(stack, config.region) if role == "munin_master" else None,
+                audit_log_arn=audit_log_arn(stack, config.region) if role == "munin_master" else None,
                 # First boot goes out through the NAT routes, fetches the bundle, reads its secrets
                 # and the records its roles render from in SSM.
                 boot_dependencies=[network, storage, parameters, records],

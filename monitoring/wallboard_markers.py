@@ -28,6 +28,10 @@ KINDS = ("deploy", "rollback", "failover", "page")
 
 PAGE_FILE = "/var/lib/photostack-wallboard/page-markers.json"
 PAGE_URL = "/munin/page-markers.json"
+# The stack's recent audit trail (ops/audit.py `publish`), beside the page markers: the monitoring
+# host copies it there from where the trail lives; the wallboard lists it.
+AUDIT_FILE = "/var/lib/photostack-wallboard/audit.json"
+AUDIT_URL = "/munin/audit.json"
 
 MarkerWriter = Callable[[str, str], None]
 

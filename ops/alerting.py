@@ -96,7 +96,8 @@ def silence(ctx: typer.Context, stack: StackOption = None,
             host: Annotated[str | None, typer.Option(metavar="HOST", help="Only this host.")] = None,
             alert: Annotated[str | None, typer.Option(metavar="ALERT", help="Only this alert (runbook name, plugin or plugin.field).")] = None,
             list_: Annotated[bool, typer.Option("--list", help="Show active silences.")] = False,
-            clear: Annotated[bool, typer.Option("--clear", help="Remove every silence.")] = False) -> None:
+            clear: Annotated[bool, typer.Option("--clear", help="Remove every silence.")] = False,
+            dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the steps; change nothing.")] = False) -> None:
     """Suppress pages during maintenance (`--for 30m [--host H] [--alert A]`), or `--list` / `--clear`.
 
     One-box: files in the state dir. AWS: host/alert silences in SSM (the munin master reads them),
@@ -126,6 +127,16 @@ def silence(ctx: typer.Context, stack: StackOption = None,
     # Setting or clearing silences changes what pages, for every operator: it goes in the audit trail.
     command = "silence --clear" if clear else " ".join(
         ["silence", f"--for {duration}", *([f"--host {host}"] if host else []), *([f"--alert {alert}"] if alert else [])])
+    if dry_run and not list_:
+        from ops.day2 import _would
+
+        whole = windows and not (host or alert)
+        _would([f"remove the {len(store.active())} active silence(s)",
+                *([f"end the ongoing PagerDuty maintenance windows of {config.environment}"] if windows else [])]
+               if clear else [f"open a PagerDuty maintenance window of {config.environment} for {duration}" if whole else
+                              f"add a silence host={host or '*'} alert={alert or '*'} for {duration} where the "
+                              "alert hooks read it"])
+        return
     notes: list[str] = []
     try:
         with nullcontext() if list_ else audit.recorded(Stack(stack, config), command, notes):
@@ -159,12 +170,38 @@ def silence(ctx: typer.Context, stack: StackOption = None,
             typer.echo(f"note: {note}", err=True)
 
 
-def alert_flush(ctx: typer.Context, stack: StackOption = None) -> None:
-    """Send the events waiting in the spool to PagerDuty, oldest first."""
-    from monitoring.alert_pipeline import AlertPipeline
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the steps; change nothing.")]
+
+
+def alert_flush(ctx: typer.Context, stack: StackOption = None, dry_run: DryRun = False) -> None:
+    """Send the events waiting in the spool to PagerDuty, oldest first.
+
+    One-box: the state dir's spool. AWS: the monitoring host's, sent from there over SSH (through
+    the bastion) with its own routing key and silences."""
+    from infra.config import ConfigError
+    from ops import audit
+    from ops.remote import StepFailed
+    from ops.stack import Stack
 
     stack, config = _config(ctx, stack)
-    result = AlertPipeline.for_stack(stack, config).flush_spool()
+    loaded = Stack(stack, config)
+    notes: list[str] = []
+    try:
+        if dry_run:
+            from ops.day2 import _would
+
+            queued = loaded.alert_state(history=0).spooled()
+            _would([f"send {len(queued)} spooled event(s) to PagerDuty, oldest first, from {loaded.alert_host()}"])
+            return
+        with audit.recorded(loaded, "alert-flush", notes):
+            result = loaded.flush_alerts()
+    except ConfigError as exc:
+        refuse(exc)
+    except StepFailed as exc:
+        _fail(str(exc), code=FAILED)
+    finally:
+        for note in notes:  # the trail could not be written
+            typer.echo(f"note: {note}", err=True)
     print(f"sent {len(result.sent)}, rejected {len(result.rejected)}, still queued {result.remaining}")
     if result.remaining:
         _fail(result.error or "events remain queued", code=1)
@@ -174,26 +211,46 @@ def pingdom_sync(ctx: typer.Context, stack: StackOption = None,
                  integration_id: Annotated[list[int] | None, typer.Option(
                      "--integration-id", metavar="ID",
                      help="Pingdom integration id of PagerDuty (repeatable; default: monitoring.pingdomPagerdutyIntegrationId).")] = None,
-                 shouldcontain: Annotated[str, typer.Option(metavar="WORDS", help="Text /health must contain.")] = "ok") -> None:
-    """Create or update the HTTPS check of the stack's public /health (1-minute resolution)."""
-    from infra.secrets import SecretStore
+                 shouldcontain: Annotated[str, typer.Option(metavar="WORDS", help="Text /health must contain.")] = "ok",
+                 dry_run: DryRun = False) -> None:
+    """Create or update the HTTPS check of the stack's public /health (1-minute resolution).
+
+    The Pingdom token is the stack's secret where its target keeps secrets (one-box: the state
+    dir; AWS: the SSM parameter `pulumi up` writes), so every operator syncs the same check."""
+    from infra.config import ConfigError
     from infra.pingdom import DEFAULT_BASE_URL, PingdomClient, PingdomError, check_name
+    from ops import audit
+    from ops.stack import Stack
 
     stack, config = _config(ctx, stack)
     if not config.monitoring.pingdom:
         _fail(f"photostack:monitoring.pingdom is off for stack '{stack}'")
-    token = SecretStore.for_stack(stack).get("pingdomToken")
-    if not token:
-        _fail("photostack:pingdomToken: missing secret; set it with `ops secret set pingdomToken`")
+    loaded = Stack(stack, config)
+    try:
+        token = loaded.target.secret_store(stack, fill=False)["pingdomToken"]
+    except ConfigError as exc:
+        refuse(exc)
     client = PingdomClient(token, base_url=os.environ.get(PINGDOM_URL_ENV) or DEFAULT_BASE_URL,
                            ca_bundle=os.environ.get(PINGDOM_CA_ENV) or None)
     configured = config.monitoring.pingdom_pagerduty_integration_id
     ids = tuple(integration_id or ()) or ((configured,) if configured is not None else ())
+    check = (check_name(config.domain), config.domain, "/health", shouldcontain)
+    notes: list[str] = []
     try:
-        result = client.sync_check(check_name(config.domain), config.domain, "/health", shouldcontain,
-                                   resolution=1, integration_ids=ids)
+        if dry_run:
+            from ops.day2 import _would
+
+            action, check_id = client.planned_check(*check, resolution=1, integration_ids=ids)
+            _would([f"{action} the Pingdom check '{check[0]}'" + (f" ({check_id})" if check_id else "") +
+                    f" of https://{config.domain}/health, integrations {', '.join(map(str, ids)) or 'none'}"])
+            return
+        with audit.recorded(loaded, "pingdom sync", notes):
+            result = client.sync_check(*check, resolution=1, integration_ids=ids)
     except PingdomError as exc:
         _fail(str(exc), code=1)
+    finally:
+        for note in notes:  # the trail could not be written
+            typer.echo(f"note: {note}", err=True)
     print(f"pingdom check {result.check_id}: {result.action}")
 
 

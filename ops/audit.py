@@ -5,6 +5,8 @@ One JSON record per command, where every operator reads the same trail (`ops aud
 - AWS: events in the CloudWatch Logs group `/photostack/<stack>/ops-audit`, one stream per
   operator and machine (created on first use), readable by anyone with the stack's read role.
 Recording never hides the command's own outcome: a trail that cannot be written is a warning.
+The monitoring host copies the recent entries beside the wallboard's page markers (`publish`,
+monitoring/wallboard_markers.py AUDIT_FILE), where the wallboard lists them.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from infra.alerts import audit_log_group
+
 if TYPE_CHECKING:
+    from infra.targets import Target
     from ops.stack import Stack
 
 AUDIT_FILE = "audit.log"
@@ -41,9 +46,7 @@ class Entry:
         return f"{when}  {self.who}@{self.host}  {self.command}  → {self.outcome}"
 
 
-def log_group(stack: str) -> str:
-    """The CloudWatch Logs group of an AWS stack's trail."""
-    return f"/photostack/{stack}/ops-audit"
+log_group = audit_log_group  # the CloudWatch Logs group of an AWS stack's trail
 
 
 class FileTrail:
@@ -96,7 +99,59 @@ class LogsTrail:
 
 def trail(stack: Stack) -> FileTrail | LogsTrail:
     """Where the stack's audit trail lives."""
-    return stack.target.shared(stack.name, FileTrail, lambda client: LogsTrail(client("logs"), stack.name))
+    return trail_of(stack.name, stack.target)
+
+
+def trail_of(name: str, target: Target) -> FileTrail | LogsTrail:
+    """Where the audit trail of stack `name` lives on `target`."""
+    return target.shared(name, FileTrail, lambda client: LogsTrail(client("logs"), name))
+
+
+PUBLISHED = 50  # entries the wallboard lists
+PUBLISH_EVERY_S = 30.0
+
+
+def publish(found: FileTrail | LogsTrail, path: Path, limit: int = PUBLISHED) -> int:
+    """Write the trail's last `limit` entries, newest first, as the JSON list the wallboard shows
+    (nginx serves `path`): replaced whole, readable by all. Returns how many."""
+    entries = [asdict(entry) for entry in reversed(found.read(limit))]
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(entries))
+    tmp.chmod(0o644)
+    os.replace(tmp, path)
+    return len(entries)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The monitoring host's publisher (roles/munin_master): `python -m ops.audit --stack NAME
+    --publish PATH`, every PUBLISH_EVERY_S seconds (`--once`: one copy). The one-box reads its
+    state dir's trail; an AWS host reads CloudWatch Logs with its instance profile."""
+    import argparse
+    import sys
+
+    from infra.config import load_stack_config
+    from infra.targets import target_of
+
+    parser = argparse.ArgumentParser(prog="python -m ops.audit", description=main.__doc__.splitlines()[0])
+    parser.add_argument("--stack", required=True)
+    parser.add_argument("--publish", type=Path, required=True, metavar="PATH")
+    parser.add_argument("--once", action="store_true")
+    args = parser.parse_args(argv)
+    found = trail_of(args.stack, target_of(load_stack_config(args.stack)))
+    while True:
+        try:
+            publish(found, args.publish)
+        except Exception as exc:  # noqa: BLE001 — a round that cannot read or write: said, tried again
+            print(f"audit publish: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            if args.once:
+                return 1
+        if args.once:
+            return 0
+        time.sleep(PUBLISH_EVERY_S)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
 
 
 @contextmanager
@@ -106,7 +161,7 @@ def recorded(stack: Stack, command: str, warnings: list[str] | None = None) -> I
     try:
         yield
     except BaseException as exc:
-        kind = "refused" if type(exc).__name__ in ("LockHeld", "ConfirmationRefused") else "failed"
+        kind = "refused" if type(exc).__name__ in ("LockHeld", "RestoreRefused", "ReshardError", "FailoverError") else "failed"
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         outcome = f"{kind}: {detail}"
         raise

@@ -79,13 +79,25 @@ def primary(stack: Stack, shard: int) -> fo.Member:
     return fo.members(stack, shard)[0]
 
 
-def backup(stack: Stack, shard: int, kind: str = "diff", progress: Callable[[str], None] = lambda _: None) -> fo.StepLog:
-    """Back shard `shard` up from its primary (a diff without a full becomes a full)."""
+def _backup_step(stack: Stack, shard: int, kind: str) -> tuple[fo.Member, str]:
+    """The shard's primary and the backup step's name (RestoreRefused for an unknown kind)."""
     if kind not in BACKUP_KINDS:
         raise RestoreRefused(f"--type {kind}: one of {', '.join(BACKUP_KINDS)}")
     member = primary(stack, shard)
+    return member, f"{kind} backup of {pgbackrest.stanza(member.cluster)} from {member.cluster.name}"
+
+
+def backup_steps(stack: Stack, shard: int, kind: str = "diff") -> list[str]:
+    """What `backup` would do (`--dry-run`), from the topology and the stored primaries."""
+    member, step = _backup_step(stack, shard, kind)
+    return [f"{step} on {member.host.name} into the backup repository"]
+
+
+def backup(stack: Stack, shard: int, kind: str = "diff", progress: Callable[[str], None] = lambda _: None) -> fo.StepLog:
+    """Back shard `shard` up from its primary (a diff without a full becomes a full)."""
+    member, step = _backup_step(stack, shard, kind)
     log = fo.StepLog()
-    log.timed(f"{kind} backup of {pgbackrest.stanza(member.cluster)} from {member.cluster.name}",
+    log.timed(step,
               lambda: run_step(member.host, stack.ssh, "pgbackrest backup", pgbackrest.backup(member.cluster, kind)),
               progress)
     return log
@@ -124,6 +136,13 @@ def last_drill(stack: Stack, shard: int) -> DrillResult | None:
         return parse_drill(run_step(member.host, stack.ssh, "last restore drill", commands.psql_value(member.cluster, query)))
     except StepFailed:
         return None
+
+
+def drill_steps(stack: Stack, shard: int) -> list[str]:
+    """What `drill` would do (`--dry-run`)."""
+    member = primary(stack, shard)
+    return [f"restore drill of {pgbackrest.stanza(member.cluster)} on {member.host.name}: the latest backup and "
+            f"archived WAL into a throwaway cluster, checked, removed, the result recorded in {member.cluster.name}"]
 
 
 def drill(stack: Stack, shard: int, progress: Callable[[str], None] = lambda _: None) -> tuple[fo.StepLog, str]:
@@ -306,6 +325,24 @@ def confirmed(question: str, yes: bool, ask: Callable[[str], bool] | None) -> No
         raise RestoreRefused(f"{question}: no terminal to confirm on; pass --yes")
     if not ask(question):
         raise RestoreRefused("not confirmed; nothing was changed")
+
+
+def restore_steps(stack: Stack, shard: int, target: Target, into: str | None) -> list[str]:
+    """What `restore` would do (`--dry-run`), from the topology and the stored primaries: the
+    archive is not asked, so whether it reaches the target is the first step's check."""
+    member = primary(stack, shard)
+    c, host, stanza = member.cluster, member.host.name, pgbackrest.stanza(member.cluster)
+    check = f"check the archive reaches {target.describe()} (refused if no backup or the archive cannot reach it)"
+    if into is not None:
+        check_side_name(into)
+        return [check, f"restore {stanza} into a new cluster {into} on {host} (socket only; the shard is untouched)"]
+    replicas = [m.cluster.name for m in fo.members(stack, shard)[1:]]
+    return [f"ask for confirmation (--yes): writes after {target.describe()} are lost", check,
+            f"take {', '.join(replicas) or 'no replica'} out of service (synchronous standby off, pgbouncer repointed, "
+            "fenced)", f"stop {c.name} on {host}", f"restore {c.name} (delta) to {target.describe()}",
+            f"start {c.name} and wait for its promotion", f"clear {c.name}'s recovery settings",
+            f"archive {c.name}'s new timeline", f"fresh backup of shard {shard}",
+            f"rebuild {', '.join(replicas) or 'no replica'} from {c.name} and put them back in service"]
 
 
 def restore(stack: Stack, shard: int, target: Target, into: str | None, yes: bool = False,

@@ -130,8 +130,11 @@ def check(ctx: typer.Context, stack: StackOption = None, json_: JsonOption = Fal
               f"set it with `pulumi config set --secret {secret}`", file=sys.stderr)
 
 
+DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Print the steps; change nothing.")]
+
+
 @app.command()
-def up(ctx: typer.Context, stack: StackOption = None) -> None:
+def up(ctx: typer.Context, stack: StackOption = None, dry_run: DryRunOption = False) -> None:
     """Bring the one-box up (its own sshd on loopback, then converge every role on it over SSH), or
     create an AWS stack's hosts through its provisioner (they converge themselves at boot)."""
     from ops import report
@@ -139,7 +142,12 @@ def up(ctx: typer.Context, stack: StackOption = None) -> None:
     loaded = load(ctx, stack)
     console = report.console()
     provisioner = _provisioner(loaded)
+    if dry_run:
+        day2._would([f"create the hosts of stack {loaded.name} through {loaded.config.provisioner}"] if provisioner
+                    else _up_steps(loaded))
+        return
     if provisioner is not None:  # an AWS stack whose hosts a provisioner creates (they converge at boot)
+        # Not in the audit trail: the provisioner creates the stand-ins that would keep it (the lab's).
         with console.status(f"creating the hosts of stack {loaded.name}…"):
             result = provisioner.up(loaded.config, loaded.name)
         report.provisioned(console, result)
@@ -148,15 +156,30 @@ def up(ctx: typer.Context, stack: StackOption = None) -> None:
         return
     with console.status("starting the one-box sshd on loopback…"):
         loaded.prepare(required=True)
-    with console.status(f"converging {len(loaded.hosts)} host(s)…"):
+    with day2._changing(loaded, "up", force=False), console.status(f"converging {len(loaded.hosts)} host(s)…"):
         results = loaded.converge(loaded.hosts, progress=report.progress(console))
     report.recap(console, results)
     _exit_for(results)
     report.urls(console, loaded)
 
 
+def _refuse_unprovisioned(loaded: Stack) -> None:
+    """A dry run of `up` or `down` on a stack `pulumi up` provisions: the one line the real run
+    refuses with (Stack.prepare, which does nothing else for such a stack), exit 2."""
+    if loaded.target.provisioned_by_pulumi():
+        loaded.prepare(required=True)
+
+
+def _up_steps(loaded: Stack) -> list[str]:
+    """What `up` does to a stack it converges (`--dry-run`): its own sshd, then every role."""
+    _refuse_unprovisioned(loaded)
+    box = loaded.config.onebox
+    return [f"start the one-box sshd on {box.address}:{box.ssh_port} (its own keys in {loaded.state})",
+            *(f"converge {host.name}: {', '.join(sorted(set(host.roles)))}" for host in loaded.hosts)]
+
+
 @app.command()
-def down(ctx: typer.Context, stack: StackOption = None, yes: YesOption = False) -> None:
+def down(ctx: typer.Context, stack: StackOption = None, yes: YesOption = False, dry_run: DryRunOption = False) -> None:
     """Stop the one-box services (data is kept; `ops up` starts them again), or delete an AWS
     stack's hosts through its provisioner."""
     from ops import report
@@ -164,6 +187,12 @@ def down(ctx: typer.Context, stack: StackOption = None, yes: YesOption = False) 
     loaded = load(ctx, stack)
     console = report.console()
     provisioner = _provisioner(loaded)
+    if dry_run:
+        if provisioner is None:
+            _refuse_unprovisioned(loaded)
+        day2._would([f"delete the hosts of stack {loaded.name} through {loaded.config.provisioner}"] if provisioner
+                    else [f"stop the services of {host.name}, last role first (data is kept)" for host in loaded.hosts])
+        return
     if provisioner is not None:
         with console.status(f"deleting the hosts of stack {loaded.name}…"):
             provisioner.down()
@@ -171,7 +200,7 @@ def down(ctx: typer.Context, stack: StackOption = None, yes: YesOption = False) 
         return
     confirm(f"stop every service of stack {loaded.name}", yes)
     loaded.prepare(required=True)
-    with console.status("stopping services…"):
+    with day2._changing(loaded, "down", force=False), console.status("stopping services…"):
         results = loaded.stop_services(loaded.hosts)
     loaded.close_access()
     report.recap(console, results)
@@ -242,17 +271,25 @@ app.add_typer(secret_app, name="secret")
 
 @secret_app.command("set")
 def secret_set(ctx: typer.Context, name: Annotated[str, typer.Argument(metavar="NAME", help="Secret key, e.g. pagerdutyRoutingKey.")],
-               stack: StackOption = None) -> None:
+               stack: StackOption = None,
+               dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the step; change nothing.")] = False) -> None:
     """Store a secret for the one-box (value read from stdin, never from the command line)."""
     from infra.secrets import SecretStore
 
     loaded = load(ctx, stack)
+    if loaded.target.provisioned_by_pulumi():  # its secrets are Pulumi's: a value stored here would be read by no one
+        raise ConfigError([f"photostack:{name}: stack '{loaded.name}' keeps its secrets in Pulumi; "
+                           f"`pulumi config set --secret -s {loaded.name} {name}`, then `pulumi up`"])
     store = SecretStore.for_stack(loaded.name)
     store.check_name(name)  # before reading a value for a name that could never be stored
+    if dry_run:
+        day2._would([f"read {name} from stdin and store it in {store.path} (owner-only)"])
+        return
     value = sys.stdin.readline().strip() if not sys.stdin.isatty() else typer.prompt(name, hide_input=True)
     if not value:
         raise ConfigError([f"photostack:{name}: empty value"])
-    store.set(name, value)
+    with day2._changing(loaded, f"secret set {name}"):  # the name only: never the value
+        store.set(name, value)
     print(f"stored {name} for stack {loaded.name}")
 
 

@@ -74,6 +74,8 @@ def members(stack: Stack, shard: int) -> list[Member]:
         for node in host.nodes_of("postgres"):
             if node.attrs["shard"] == shard:
                 result.append(Member(cluster_of(ctx, node), host))
+    if not result:  # an AWS stack whose instances are not (all) up
+        raise FailoverError(f"shard {shard}: no running host holds its members")
     order = [c.name for c in shard_clusters(stack.context(stack.hosts[0]), shard)]
     return sorted(result, key=lambda m: order.index(m.cluster.name))
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
-from ops.day2 import Shard, StackName, _fail, _progress, _stack, _steps, console
+from ops.day2 import DryRun, Force, Shard, StackName, _changing, _fail, _progress, _stack, _steps, _would, console
 
 
 def _size(n: int) -> str:
@@ -28,15 +28,20 @@ def _when(when: datetime | None) -> str:
 def backup(
     ctx: typer.Context, shard: Shard, stack: StackName = None,
     kind: Annotated[str, typer.Option("--type", help="full, diff or incr (a first backup is always full).")] = "diff",
+    dry_run: DryRun = False,
 ) -> None:
     """Back shard N up now, from its primary, into the backup repository."""
     from ops import backups as bk
     from ops import failover as fo
     from ops.remote import StepFailed
 
-    loaded = _stack(ctx, stack)
     try:
-        log = bk.backup(loaded, shard, kind, _progress)
+        if dry_run:
+            _would(bk.backup_steps(_stack(ctx, stack, start=False), shard, kind))
+            return
+        loaded = _stack(ctx, stack)
+        with _changing(loaded, f"backup --shard {shard} --type {kind}"):
+            log = bk.backup(loaded, shard, kind, _progress)
     except (fo.FailoverError, bk.RestoreRefused) as exc:
         _fail(str(exc), 2)
     except StepFailed as exc:
@@ -82,6 +87,7 @@ def _drill(result) -> str:
 def restore_drill(
     ctx: typer.Context, stack: StackName = None,
     shard: Annotated[int | None, typer.Option("--shard", metavar="N", min=0, help="Only this physical shard (default: every one).")] = None,
+    dry_run: DryRun = False,
 ) -> None:
     """Run the restore drill now, as scheduled: each shard's latest backup and archived WAL
     restored into a throwaway cluster on its primary's host, checked, removed; result recorded."""
@@ -89,22 +95,33 @@ def restore_drill(
     from ops import failover as fo
     from ops.remote import StepFailed
 
-    loaded = _stack(ctx, stack)
+    loaded = _stack(ctx, stack, start=not dry_run)
     shards = [shard] if shard is not None else list(range(loaded.config.postgres.physical_shards))
-    failed = []
-    for n in shards:
+    if dry_run:
         try:
-            log, line = bk.drill(loaded, n, _progress)
+            _would([step for n in shards for step in bk.drill_steps(loaded, n)])
         except fo.FailoverError as exc:
             _fail(str(exc), 2)
-        except StepFailed as exc:
-            console.print(f"[red]shard {n}: restore drill failed:[/red] {exc}", highlight=False, soft_wrap=True)
-            failed.append(n)
-            continue
-        _steps(log)
-        console.print(line, highlight=False, soft_wrap=True)
-    if failed:
-        _fail(f"restore drill failed on shard {', '.join(map(str, failed))} (runbooks/restore_drill_failed.md)")
+        return
+    failed = []
+    try:
+        with _changing(loaded, "restore-drill" + (f" --shard {shard}" if shard is not None else "")):
+            for n in shards:
+                try:
+                    log, line = bk.drill(loaded, n, _progress)
+                except StepFailed as exc:
+                    console.print(f"[red]shard {n}: restore drill failed:[/red] {exc}", highlight=False, soft_wrap=True)
+                    failed.append(n)
+                    continue
+                _steps(log)
+                console.print(line, highlight=False, soft_wrap=True)
+            if failed:
+                raise StepFailed(f"restore drill failed on shard {', '.join(map(str, failed))} "
+                                 "(runbooks/restore_drill_failed.md)")
+    except fo.FailoverError as exc:
+        _fail(str(exc), 2)
+    except StepFailed as exc:
+        _fail(str(exc))
 
 
 def restore(
@@ -113,20 +130,28 @@ def restore(
     latest: Annotated[bool, typer.Option("--latest", help="Up to the end of the archived WAL.")] = False,
     into: Annotated[str | None, typer.Option("--into", help="Restore into this new side cluster (inspect, copy rows back).")] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask before replacing the shard's data.")] = False,
+    force: Force = False, dry_run: DryRun = False,
 ) -> None:
     """Restore shard N to a time, a restore point or the latest WAL: into a side cluster
-    (--into NAME), or in place of its primary (asks first; its replicas are rebuilt)."""
+    (--into NAME), or in place of its primary (asks first; its replicas are rebuilt; under the
+    stack's lock)."""
     from ops import backups as bk
     from ops import failover as fo
     from ops.remote import StepFailed
 
-    loaded = _stack(ctx, stack)
     ask = (lambda q: typer.confirm(q + "?", default=False)) if sys.stdin.isatty() else None
     try:
         target = bk.parse_target(to, latest)
         if into is not None:
             bk.check_side_name(into)
-        log, where = bk.restore(loaded, shard, target, into, yes, ask, _progress)
+        if dry_run:
+            _would(bk.restore_steps(_stack(ctx, stack, start=False), shard, target, into))
+            return
+        loaded = _stack(ctx, stack)
+        command = f"restore --shard {shard} --to {target.describe()}" + (f" --into {into}" if into else " (in place)")
+        # In place, the shard's members and the stored primaries change: no failover or deploy meanwhile.
+        with _changing(loaded, command, force if into is None else None):
+            log, where = bk.restore(loaded, shard, target, into, yes, ask, _progress)
     except (fo.FailoverError, bk.RestoreRefused) as exc:
         _fail(str(exc), 2)
     except StepFailed as exc:

@@ -90,6 +90,31 @@ def stored_map(stack: Stack) -> ShardMap:
     return found if found is not None else ShardMap.initial(stack.config)
 
 
+def _added(stack: Stack) -> tuple[ShardMap, int]:
+    """The stored map and the physical shard count the config states, one more or the same
+    (an interrupted add); ReshardError otherwise."""
+    current, wanted = stored_map(stack), stack.config.postgres.physical_shards
+    if wanted not in (current.physical_shards, current.physical_shards + 1):
+        raise ReshardError(f"photostack:postgres.physicalShards: the config says {wanted}, the stored map has "
+                           f"{current.physical_shards}; add physical shards one at a time")
+    return current, wanted
+
+
+def _hosts_of(stack: Stack, roles: set[str]) -> str:
+    return ", ".join(h.name for h in stack.hosts if roles & set(h.roles))
+
+
+def add_steps(stack: Stack) -> list[str]:
+    """What `add_shard` would do, read from the config and the stored map (`--dry-run`)."""
+    current, wanted = _added(stack)
+    store = [f"store the map with physical shard {current.physical_shards}"] if wanted > current.physical_shards else []
+    return [*store,
+            f"converge physical shard {wanted - 1}'s clusters and pgbouncer databases on "
+            f"{_hosts_of(stack, {'postgres', 'pgbouncer'})}",
+            f"converge the map and monitoring of physical shard {wanted - 1} ({', '.join(sorted(SHARD_ROLES))}) on "
+            f"{_hosts_of(stack, SHARD_ROLES)}"]
+
+
 def add_shard(stack: Stack, progress: Progress = lambda _: None) -> ShardMap:
     """Make the physical shard the config adds real: the stored map grows (the new shard holds
     no logical shard), then its clusters and pgbouncer databases converge while the hosts keep
@@ -98,14 +123,10 @@ def add_shard(stack: Stack, progress: Progress = lambda _: None) -> ShardMap:
     monitoring. Interrupted, `ops shard add` again finishes it. On the one-box the clusters'
     memory settings are shared out again, which restarts every cluster once."""
     store = shard_map_store(stack.config, stack.name)
-    current = stored_map(stack)
-    wanted = stack.config.postgres.physical_shards
+    current, wanted = _added(stack)
     if wanted == current.physical_shards + 1:
         progress(f"store the map with physical shard {current.physical_shards}")
         store.save(current.grown())
-    elif wanted != current.physical_shards:
-        raise ReshardError(f"photostack:postgres.physicalShards: the config says {wanted}, the stored map has "
-                           f"{current.physical_shards}; add physical shards one at a time")
     progress(f"converge physical shard {wanted - 1}'s clusters and pgbouncer databases")
 
     def without_map_file(host: Host) -> DesiredState:
@@ -119,6 +140,37 @@ def add_shard(stack: Stack, progress: Progress = lambda _: None) -> ShardMap:
     return store.load()
 
 
+def _removal(stack: Stack) -> tuple[ShardMap | None, list[Member]]:
+    """The smaller map and the clusters to drop (replicas first: the primary holds their slots)
+    when the config states one physical shard fewer than the stored map; (None, []) when they
+    agree (an interrupted removal: only the converge is left); ReshardError otherwise."""
+    current, wanted = stored_map(stack), stack.config.postgres.physical_shards
+    if wanted == current.physical_shards:
+        return None, []
+    if wanted != current.physical_shards - 1:
+        raise ReshardError(f"photostack:postgres.physicalShards: the config says {wanted}, the stored map has "
+                           f"{current.physical_shards}; remove physical shards one at a time")
+    try:
+        smaller = current.shrunk()
+    except ValueError as exc:
+        raise ReshardError(str(exc)) from None
+    _check_no_move(stack)
+    # The clusters of the shard being removed exist only in a topology that still has it.
+    old = Stack(stack.name, stack.config.model_copy(update={"postgres": stack.config.postgres.model_copy(
+        update={"physical_shards": current.physical_shards})}))
+    old.local = stack.local
+    return smaller, list(reversed(members(old, current.physical_shards - 1)))
+
+
+def remove_steps(stack: Stack) -> list[str]:
+    """What `remove_shard` would do, read from the config and the stored map (`--dry-run`)."""
+    smaller, doomed = _removal(stack)
+    shrink = [f"store the map without physical shard {smaller.physical_shards} and write it to "
+              f"{_hosts_of(stack, MAP_ROLES)}"] if smaller is not None else []
+    return [*shrink, *(f"drop cluster {m.cluster.name} on {m.host.name}" for m in doomed),
+            f"converge pgbouncer and monitoring ({', '.join(sorted(SHARD_ROLES))}) on {_hosts_of(stack, SHARD_ROLES)}"]
+
+
 def remove_shard(stack: Stack, progress: Progress = lambda _: None) -> ShardMap:
     """Remove the last physical shard once no logical shard is left on it (the config states one
     fewer): the map shrinks and reaches every host first (no app process asks for the shard any
@@ -126,31 +178,16 @@ def remove_shard(stack: Stack, progress: Progress = lambda _: None) -> ShardMap:
     Interrupted after the map shrank, the clusters left are dropped by hand (`pg_dropcluster
     --stop`) before `ops shard remove` converges the rest."""
     store = shard_map_store(stack.config, stack.name)
-    current = stored_map(stack)
-    wanted = stack.config.postgres.physical_shards
-    if wanted == current.physical_shards - 1:
-        try:
-            smaller = current.shrunk()
-        except ValueError as exc:
-            raise ReshardError(str(exc)) from None
-        _check_no_move(stack)
-        last = current.physical_shards - 1
-        # The clusters of the shard being removed exist only in a topology that still has it.
-        old = Stack(stack.name, stack.config.model_copy(update={"postgres": stack.config.postgres.model_copy(
-            update={"physical_shards": current.physical_shards})}))
-        old.local = stack.local
-        doomed = list(reversed(members(old, last)))  # replicas first: the primary holds their slots
-        progress(f"store the map without physical shard {last} and write it to every host")
+    smaller, doomed = _removal(stack)
+    if smaller is not None:
+        progress(f"store the map without physical shard {smaller.physical_shards} and write it to every host")
         store.save(smaller)
         publish_map(stack)
-        for member in doomed:
-            progress(f"drop cluster {member.cluster.name}")
-            run_step(member.host, stack.ssh, f"drop {member.cluster.name}",
-                     f"pg_dropcluster --stop {member.cluster.version} {member.cluster.name} || "
-                     f"[ ! -d {member.cluster.config_dir} ]")
-    elif wanted != current.physical_shards:
-        raise ReshardError(f"photostack:postgres.physicalShards: the config says {wanted}, the stored map has "
-                           f"{current.physical_shards}; remove physical shards one at a time")
+    for member in doomed:
+        progress(f"drop cluster {member.cluster.name}")
+        run_step(member.host, stack.ssh, f"drop {member.cluster.name}",
+                 f"pg_dropcluster --stop {member.cluster.version} {member.cluster.name} || "
+                 f"[ ! -d {member.cluster.config_dir} ]")
     progress("converge pgbouncer and monitoring")
     check_converged(stack.converge(stack.hosts, SHARD_ROLES), "removing a physical shard")
     return store.load()
@@ -185,6 +222,52 @@ def plan_moves(shard_map: ShardMap, logical: list[int], target: int) -> list[tup
     if len({m[0] for m in moves}) != len(moves):
         raise ReshardError("--logical names a logical shard twice")
     return moves
+
+
+def _move_steps(stack: Stack, moves: list[tuple[int, int, int]], step: str = "copy") -> list[str]:
+    """The steps of `moves`, the first from `step` on (the moves record's)."""
+    steps = []
+    for i, (logical, source, target) in enumerate(moves):
+        src, dst = _primary(stack, source).cluster.name, _primary(stack, target).cluster.name
+        if i or step == "copy":
+            steps += [f"copy logical shard {logical} to {dst} (logical replication from {src})",
+                      f"freeze logical shard {logical}'s writes on {src}, wait until {dst} has every change, "
+                      f"advance its id sequence",
+                      f"flip the map: logical shard {logical} → physical shard {target}; write it to "
+                      f"{_hosts_of(stack, MAP_ROLES)}"]
+        steps.append(f"drop logical shard {logical}'s old copy on {src}")
+    return steps
+
+
+def move_steps(stack: Stack, moves: list[tuple[int, int, int]]) -> list[str]:
+    """What `move` would do (`--dry-run`): read from the stored map and the moves record."""
+    stack.check_shard_map()
+    _check_no_move(stack)
+    return [f"take the stack's lock and record the moves of logical shards {ranges([m[0] for m in moves])}",
+            *_move_steps(stack, moves)]
+
+
+def resume_steps(stack: Stack) -> list[str]:
+    """What `resume` would do (`--dry-run`), from the step each recorded move reached."""
+    stack.check_shard_map()
+    if (found := pending(stack)) is None:
+        raise ReshardError("no move is in progress")
+    return ["take the stack's lock", *_move_steps(stack, [tuple(m) for m in found["moves"]], found["step"])]
+
+
+def rollback_steps(stack: Stack) -> list[str]:
+    """What `rollback` would do (`--dry-run`)."""
+    stack.check_shard_map()
+    if (found := pending(stack)) is None:
+        raise ReshardError("no move is in progress")
+    (logical, source, target), skipped = found["moves"][0], found["moves"][1:]
+    src, dst = _primary(stack, source).cluster.name, _primary(stack, target).cluster.name
+    if stored_map(stack).physical_of(logical) == target:
+        steps = [f"logical shard {logical} is already on physical shard {target}: drop its old copy on {src}"]
+    else:
+        steps = [f"give logical shard {logical}'s writes back on {src}", f"drop the copy on {dst}"]
+    forget = [f"forget the moves not started: {ranges([m[0] for m in skipped])}"] if skipped else []
+    return ["take the stack's lock", *steps, *forget, "clear the moves record"]
 
 
 def move(stack: Stack, moves: list[tuple[int, int, int]], progress: Progress = lambda _: None) -> list[MoveResult]:

@@ -44,9 +44,9 @@ def _progress(step: str) -> None:
     console.print(f"→ {step}", highlight=False)
 
 
-def _guarded(action, stack: Stack | None = None, command: str = ""):
+def _guarded(action, stack: Stack | None = None, command: str = "", locked: bool = False):
     """`action()`, its errors one line each; with `stack` and `command`, a change recorded in the
-    audit trail with its outcome (the moves take the stack's lock themselves)."""
+    audit trail with its outcome, under the stack's lock if `locked` (the moves take it themselves)."""
     from contextlib import nullcontext
 
     from ops.day2 import _changing
@@ -54,7 +54,7 @@ def _guarded(action, stack: Stack | None = None, command: str = ""):
     from ops.remote import StepFailed
 
     try:
-        with _changing(stack, f"shard {command}") if stack is not None else nullcontext():
+        with _changing(stack, f"shard {command}", False if locked else None) if stack is not None else nullcontext():
             return action()
     except (_reshard().ReshardError, LockHeld) as exc:
         _fail(str(exc), 2)
@@ -87,20 +87,36 @@ def _moved(results: list) -> None:
                       highlight=False)
 
 
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the steps; change nothing.")]
+
+
+def _would(steps) -> None:
+    """Print the steps `steps()` returns (read from the stored state only); a refusal: one line, exit 2."""
+    from ops.day2 import _would as would
+
+    would(_guarded(steps))
+
+
 @shard_app.command("add")
-def add(ctx: typer.Context) -> None:
+def add(ctx: typer.Context, dry_run: DryRun = False) -> None:
     """Add the physical shard the config states (photostack:postgres.physicalShards, one more than stored)."""
     stack = _stack(ctx)
-    shard_map = _guarded(lambda: _reshard().add_shard(stack, _progress), stack, "add")
+    if dry_run:
+        _would(lambda: _reshard().add_steps(stack))
+        return
+    shard_map = _guarded(lambda: _reshard().add_shard(stack, _progress), stack, "add", locked=True)
     console.print(map_table(shard_map, _reshard().pending(stack)))
     console.print("next: `ops shard rebalance --dry-run` plans the moves onto it", highlight=False)
 
 
 @shard_app.command("remove")
-def remove(ctx: typer.Context) -> None:
+def remove(ctx: typer.Context, dry_run: DryRun = False) -> None:
     """Remove the last physical shard (the config states one fewer); it must hold no logical shard."""
     stack = _stack(ctx)
-    shard_map = _guarded(lambda: _reshard().remove_shard(stack, _progress), stack, "remove")
+    if dry_run:
+        _would(lambda: _reshard().remove_steps(stack))
+        return
+    shard_map = _guarded(lambda: _reshard().remove_shard(stack, _progress), stack, "remove", locked=True)
     console.print(map_table(shard_map, _reshard().pending(stack)))
 
 
@@ -123,19 +139,25 @@ def move_cmd(
     to: Annotated[int, typer.Option("--to", help="Target physical shard.")] = -1,
     resume: Annotated[bool, typer.Option("--resume", help="Carry on with the recorded moves.")] = False,
     rollback: Annotated[bool, typer.Option("--rollback", help="Undo the move under way.")] = False,
+    dry_run: DryRun = False,
 ) -> None:
     """Move logical shards online to physical shard --to (or --resume / --rollback a recorded move)."""
     stack = _stack(ctx)
     if resume and rollback:
         _fail("--resume and --rollback: choose one", 2)
+    if not (resume or rollback) and (not logical or to < 0):
+        _fail("ops shard move: give --logical and --to (or --resume / --rollback)", 2)
+    if dry_run:
+        reshard = _reshard()
+        _would(lambda: reshard.rollback_steps(stack) if rollback else reshard.resume_steps(stack) if resume else
+               reshard.move_steps(stack, reshard.plan_moves(reshard.stored_map(stack), _logical_list(logical), to)))
+        return
     if rollback:
         console.print(_guarded(lambda: _reshard().rollback(stack, _progress), stack, "move --rollback"), highlight=False)
         return
     if resume:
         _moved(_guarded(lambda: _reshard().resume(stack, _progress), stack, "move --resume"))
         return
-    if not logical or to < 0:
-        _fail("ops shard move: give --logical and --to (or --resume / --rollback)", 2)
     moves = _guarded(lambda: _reshard().plan_moves(_reshard().stored_map(stack), _logical_list(logical), to))
     _moved(_guarded(lambda: _reshard().move(stack, moves, _progress), stack, f"move --logical {logical} --to {to}"))
     console.print(map_table(_reshard().stored_map(stack), None))

@@ -6,12 +6,15 @@ secret stops a command with its one-line errors first.
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from infra import host_layout, role_settings
 from infra.config import ConfigError, StackConfig, load_stack_config
 from infra.inventory import Host
 from infra.records import readers
@@ -26,6 +29,7 @@ from roles.engine.resources import DesiredState, Service
 
 if TYPE_CHECKING:
     from infra.secrets_store import SsmSecrets  # imports pulumi: only AWS stacks load it
+    from monitoring.alert_pipeline import FlushResult
     from monitoring.alert_store import AlertReader
 
 MONITORING_ROLE = "munin_master"
@@ -121,16 +125,44 @@ class Stack:
             return AlertStore(self.state)
         from ops.remote import StepFailed, run_step
 
-        monitors = [h for h in self.hosts if MONITORING_ROLE in h.roles]
-        if not monitors:
-            raise ConfigError([f"stack '{self.name}': no running monitoring host ({MONITORING_ROLE}), "
-                               "which keeps the alert state"])
-        host, what = monitors[0], "read the alert state"
+        host, what = self._monitoring_host(), "read the alert state"
         output = run_step(host, self.ssh, what, read_script(host_state_dir(self.name), history))
         try:
             return AlertSnapshot.parse(output)
         except ValueError as exc:
             raise StepFailed(f"{host.name}: {what} in {host_state_dir(self.name)}: {exc}") from None
+
+    def _monitoring_host(self) -> Host:
+        """The host whose alert hooks keep the stack's alert state (ConfigError without one)."""
+        monitors = [h for h in self.hosts if MONITORING_ROLE in h.roles]
+        if not monitors:
+            raise ConfigError([f"stack '{self.name}': no running monitoring host ({MONITORING_ROLE}), "
+                               "which keeps the alert state"])
+        return monitors[0]
+
+    def alert_host(self) -> str:
+        """Where the stack's alert state is kept, for messages: this machine, or the monitoring host."""
+        return "this machine" if self.target.operators_share_machine() else self._monitoring_host().name
+
+    def flush_alerts(self) -> FlushResult:
+        """Send the events waiting in the stack's alert spool, where its alert hooks keep it, through
+        the pipeline they use: here on the one-box; on AWS on its monitoring host, over SSH as root
+        with the host's own code, state, routing key and silences, as its hooks run (an empty
+        environment, from /, `python -P`). Reaching the host fails as ops.remote.StepFailed."""
+        from monitoring.alert_pipeline import AlertPipeline, FlushResult
+
+        if self.target.operators_share_machine():
+            return AlertPipeline.for_stack(self.name, self.config).flush_spool()
+        from ops.remote import StepFailed, run_step
+
+        host, what = self._monitoring_host(), "send the spooled alerts"
+        # The code the host's hooks import (roles/munin_master: the stack may point it elsewhere).
+        repo = role_settings.effective(MONITORING_ROLE, self.config.roles)["munin_master_repo"] or host_layout.BUNDLE_DIR
+        output = run_step(host, self.ssh, what, _flush_script(self.name, repo))
+        try:
+            return FlushResult(**json.loads(output.strip().splitlines()[-1]))
+        except (ValueError, TypeError, IndexError) as exc:
+            raise StepFailed(f"{host.name}: {what}: unexpected answer ({exc})") from None
 
     def context(self, host: Host) -> RoleContext:
         return RoleContext(self.config, self.name, host, tuple(self.hosts), self.secret, self.also_accepted)
@@ -226,6 +258,16 @@ class Stack:
     def close_access(self) -> None:
         """Stop what `prepare` started to reach the hosts (the one-box's own sshd)."""
         self.target.close_access(self.name, self.state)
+
+
+def _flush_script(stack: str, repo: str) -> str:
+    """The shell script that drains `stack`'s alert spool on its monitoring host with the code in
+    `repo` and prints the FlushResult as JSON (the other paths are the host's: infra/host_layout.py)."""
+    code = ("import dataclasses, json, sys; from monitoring.alert_pipeline import flush_alerts; "
+            "print(json.dumps(dataclasses.asdict(flush_alerts(sys.argv[1]))))")
+    return (f"cd / && exec /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin PYTHONPATH={shlex.quote(repo)} "
+            f"PHOTOSTACK_STATE_DIR={host_layout.STATE_ROOT} "
+            f"{host_layout.OPS_VENV}/bin/python -P -c {shlex.quote(code)} {shlex.quote(stack)}")
 
 
 def _unread_secret(name: str) -> str:

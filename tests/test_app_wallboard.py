@@ -21,6 +21,7 @@ from monitoring.alert_store import AlertStore
 from infra.alerts import Alert
 from monitoring.silences import SilenceStore
 from monitoring.wallboard_markers import file_writer
+from ops import audit
 from tests.app_helpers import post_photo, signed_up, wait_for
 from tests.chromium import Browser
 
@@ -110,13 +111,16 @@ class QuietHandler(WSGIRequestHandler):
 
 
 def with_page_markers(app: Callable, path: Path) -> Callable:
-    """The WSGI app, and the page-marker file at PAGE_URL as nginx serves it beside the Munin pages
-    (404 until the first page)."""
-    from monitoring.wallboard_markers import PAGE_URL
+    """The WSGI app, and the page-marker file at PAGE_URL and the published audit trail (`path`'s
+    sibling audit.json) at AUDIT_URL as nginx serves them beside the Munin pages (404 until written)."""
+    from monitoring.wallboard_markers import AUDIT_URL, PAGE_URL
+
+    files = {PAGE_URL: path, AUDIT_URL: path.with_name("audit.json")}
 
     def serve(environ: dict, start_response: Callable) -> list[bytes]:
-        if environ["PATH_INFO"] != PAGE_URL:
+        if environ["PATH_INFO"] not in files:
             return app(environ, start_response)
+        path = files[environ["PATH_INFO"]]
         if not path.exists():
             start_response("404 Not Found", [("Content-Type", "text/plain")])
             return [b"not found\n"]
@@ -215,6 +219,13 @@ def test_the_wallboard_counts_every_photo_marks_deploys_and_pages_and_reads_acro
             pipeline.trigger(Alert("onebox", "nginx-0", "nginx", "errors_5xx", "critical", "12.00", {"critical": ":5"}))
             assert browser.wait_for("document.querySelectorAll('svg line.marker.page').length === 6 && "
                                     "document.querySelector('#markers .page').textContent.includes('5xx_rate_high')")
+
+            # A changing `ops` command goes in the trail; the monitoring host copies it beside the markers.
+            trail = audit.FileTrail(tmp_path / "trail")
+            trail.write(audit.Entry(time.time(), "alice", "laptop", "failover --shard 1", "ok"))
+            audit.publish(trail, page_markers.with_name("audit.json"))
+            assert browser.wait_for("[...document.querySelectorAll('#audit li')].some(e => "
+                                    "e.textContent.endsWith('alice: ops failover --shard 1 → ok'))")
 
             heights = browser.evaluate("[...document.querySelectorAll('.value')].map(e => e.getBoundingClientRect().height)")
             assert len(heights) == 6 and min(heights) >= 0.08 * HEIGHT, heights

@@ -6,6 +6,9 @@ Run with UPDATE_SNAPSHOTS=1 to rewrite the snapshot after an intended topology c
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,3 +73,16 @@ def test_prod_plan_has_the_backup_bucket_and_the_snapshot_policy():
     assert "aws:s3/bucketVersioning:BucketVersioning backups-bucket versioningConfiguration.status=Enabled" in rendered
     assert "sseAlgorithm=aws:kms" in rendered
     assert "aws:dlm/lifecyclePolicy:LifecyclePolicy backups-snapshots state=ENABLED" in rendered
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare (a network namespace)")
+def test_ops_plan_of_prod_runs_with_no_network_at_all(tmp_path):
+    """Offline for real: in a network namespace of its own (not even loopback up), so any call out
+    (a provider's, an AWS lookup's) would fail the plan. Its time is bench/plan.py's figure."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PHOTOSTACK_", "PULUMI_"))}
+    env.update(PYTHONPATH=str(REPO_ROOT), PHOTOSTACK_STATE_DIR=str(tmp_path))
+    done = subprocess.run(["unshare", "--net", sys.executable, "-m", "ops", "plan", "--stack", "prod"], cwd=REPO_ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.rstrip().endswith("Policies: 12 checked, no violations.")
+    assert "aws:ec2/instance:Instance" in done.stdout

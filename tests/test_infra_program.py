@@ -313,8 +313,9 @@ def test_no_secret_value_appears_outside_a_secret():
             assert "PLAN-SECRET-" not in text, resource.name  # no placeholder at all, known or not
     parameters = {r.inputs["name"]: r.inputs for r in plan.of_type("aws:ssm/parameter:Parameter")}
     secret_parameters = {name: p for name, p in parameters.items() if name.rsplit("/", 1)[1] in PROD_SECRETS}
-    # All but the CloudWatch key and the Pingdom token: no host reads them (PagerDuty, the Pingdom provider do).
-    assert sorted(n.rsplit("/", 1)[1] for n in secret_parameters) == sorted(set(PROD_SECRETS) - {"pagerdutyCloudwatchKey", "pingdomToken"})
+    # All but the CloudWatch key: PagerDuty reads it. The Pingdom token is there for `ops pingdom sync`
+    # (every operator's); no instance profile may read it (test_instance_profiles_grant_exactly_the_parameters_each_role_reads).
+    assert sorted(n.rsplit("/", 1)[1] for n in secret_parameters) == sorted(set(PROD_SECRETS) - {"pagerdutyCloudwatchKey"})
     assert all(p["type"] == "SecureString" and is_secret(p["value"]) for p in secret_parameters.values())
     assert all(p["type"] == "String" and "value" not in p for n, p in parameters.items() if n not in secret_parameters)
     assert reveal(parameters["/photostack/prod/dbPassword"]["value"]) == "PLAN-SECRET-dbPassword-do-not-leak"

@@ -152,3 +152,42 @@ def test_pingdom_sync_finds_the_check_pulumi_up_made_instead_of_adding_a_second(
 def test_pingdom_sync_refuses_when_disabled(app, state_root):
     result = runner.invoke(app, ["pingdom", "sync"])
     assert result.exit_code == 2 and "monitoring.pingdom is off" in result.output
+
+
+def test_pingdom_sync_on_aws_uses_the_token_every_operator_shares(app, state_root, pingdom_server, test_certificates,
+                                                                  moto_account, monkeypatch):
+    """On an AWS stack the token is the SSM parameter `pulumi up` writes (not a file on this
+    laptop), the dry run only reads Pingdom, and the sync is in the stack's shared audit trail."""
+    import boto3
+
+    from ops import audit
+    from ops.stack import Stack
+
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_ENDPOINT_URL": moto_account, "AWS_CONFIG_FILE": str(state_root / "none"),
+                       "AWS_SHARED_CREDENTIALS_FILE": str(state_root / "none"), "USER": "alice"}.items():
+        monkeypatch.setenv(key, value)
+    boto3.client("ssm", region_name="us-east-1").put_parameter(
+        Name="/photostack/prod/pingdomToken", Value=PINGDOM_TOKEN, Type="SecureString")
+    monkeypatch.setenv(PINGDOM_URL_ENV, pingdom_server.api_url)
+    monkeypatch.setenv(PINGDOM_CA_ENV, str(test_certificates.ca_bundle))
+    planned = runner.invoke(app, ["pingdom", "sync", "--stack", "prod", "--dry-run"])
+    assert planned.exit_code == 0, planned.output
+    assert "create the Pingdom check 'photostack photostack.example.com /health'" in planned.output
+    assert "integrations 1234567" in planned.output
+    assert pingdom_server.checks == {} and all(method == "GET" for method, *_ in pingdom_server.requests)
+    done = runner.invoke(app, ["pingdom", "sync", "--stack", "prod"])
+    assert done.exit_code == 0, done.output
+    [check] = pingdom_server.checks.values()
+    assert check["hostname"] == "photostack.example.com" and check["integrationids"] == [1234567]
+    [entry] = audit.trail(Stack.load("prod")).read(10)
+    assert (entry.who, entry.command, entry.outcome) == ("alice", "pingdom sync", "ok")
+    assert not list(state_root.rglob("secrets*")), "an AWS stack's secret was looked for on this laptop"
+
+
+def test_the_program_shares_the_pingdom_token_only_where_pingdom_is_on():
+    from tests._infra_plans import planned_parameters
+
+    parameters = planned_parameters("prod", "staging")
+    assert parameters["/photostack/prod/pingdomToken"][0] == "SecureString"
+    assert "/photostack/staging/pingdomToken" not in parameters

@@ -26,8 +26,9 @@ from pathlib import Path
 import pytest
 
 from infra.alerts import Alert, dedup_key, resolve_event, trigger_event
+from infra.host_layout import BUNDLE_DIR, OPS_VENV
 from infra.host_layout import STATE_ROOT as HOST_STATE_ROOT
-from monitoring.alert_store import AlertStore
+from monitoring.alert_store import SPOOL_DIR, AlertStore
 
 REPO = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
@@ -136,7 +137,13 @@ def fleet(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         (consoles / node).mkdir(parents=True)
         (consoles / node / "console.log").write_text(_console(_keygen(work / node)))
         configs.append(_sshd_config(work, node, address, forwarding))
-    mounts = (f"mount --bind {passwd} /etc/passwd && mount --bind {disk} /var/lib && "
+    # What the host's user_data installs (infra/host_layout.py): the ops venv (this test's) and
+    # the unpacked release (this checkout), which `ops alert-flush` runs there.
+    opt = work / "opt"
+    (opt / "photostack").mkdir(parents=True)
+    (opt / "photostack" / Path(OPS_VENV).name).symlink_to(sys.prefix)
+    (opt / "photostack" / Path(BUNDLE_DIR).name).symlink_to(REPO)
+    mounts = (f"mount --bind {passwd} /etc/passwd && mount --bind {disk} /var/lib && mount --bind {opt} /opt && "
               f"{{ [ ! -d /etc/munin/plugins ] || mount --bind {plugins} /etc/munin/plugins; }}")
     start_both = " && ".join(f"{SSHD} -f {c}" for c in configs)
     seed = {
@@ -256,3 +263,34 @@ def test_without_alerts_yet_none_are_open(fleet, tmp_path):
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"stack": STACK, "open": [], "queued": [], "history": []}
 
+
+
+def test_ops_alert_flush_sends_the_monitoring_hosts_spool_from_there(fleet, monitor_store, pagerduty_server,
+                                                                    test_certificates, tmp_path):
+    """The spooled event goes to PagerDuty from the monitoring host, through the pipeline its
+    hooks run (here pointed at the local Events API by the host's endpoint override); the
+    operator's state dir gets no alert store, the trail every operator reads gets the command."""
+    from monitoring.alert_pipeline import OVERRIDE_FILE
+    from ops import audit
+
+    [(queued, _)] = [(item.event["dedup_key"], item) for item in monitor_store.spooled()]
+    override = monitor_store.directory / OVERRIDE_FILE
+    override.write_text(json.dumps({"url": pagerduty_server.url, "ca": str(test_certificates.ca_bundle),
+                                    "routing_key": "R" * 32}))
+    env = _env(fleet, tmp_path)
+    planned = _ops(env, "alert-flush", "--dry-run")
+    assert planned.returncode == 0, planned.stderr
+    assert f"send 1 spooled event(s) to PagerDuty, oldest first, from {MONITOR}" in planned.stdout
+    assert pagerduty_server.events == [] and len(monitor_store.spooled()) == 1
+    done = _ops(env, "alert-flush")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip() == "sent 1, rejected 0, still queued 0"
+    assert [e["dedup_key"] for e in pagerduty_server.events] == [queued]
+    assert monitor_store.spooled() == []
+    assert not list((tmp_path / "state").rglob(SPOOL_DIR)), "the laptop's spool was used"
+    import boto3
+
+    logs = boto3.client("logs", endpoint_url=fleet.endpoint, region_name=REGION, aws_access_key_id="testing",
+                        aws_secret_access_key="testing")
+    [entry] = audit.LogsTrail(logs, STACK).read(10)
+    assert (entry.command, entry.outcome) == ("alert-flush", "ok")

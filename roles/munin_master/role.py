@@ -13,7 +13,7 @@ from infra.topology import Node
 from infra.alerts import WEB_TIER, web_tier_key
 from monitoring.health_watcher import Target, WatcherConfig
 from monitoring.munin_alert import munin_conf_lines
-from monitoring.wallboard_markers import PAGE_FILE, PAGE_URL
+from monitoring.wallboard_markers import AUDIT_FILE, AUDIT_URL, PAGE_FILE, PAGE_URL
 from roles.context import RoleContext
 from roles.engine.resources import Absent, DesiredState, Directory, File, Handler, Packages, Service, SystemUser
 from roles.munin_node.plugins import host_plugins, limits, munin_name
@@ -114,7 +114,7 @@ def desired(ctx: RoleContext) -> DesiredState:
         File("/etc/sudoers.d/photostack-munin", sudoers, mode=0o440),
         Directory(d["munin_master_htmldir"], owner="munin", group="munin"),
         Directory(d["munin_master_dbdir"], owner="munin", group="munin"),
-        # the wallboard's page markers: root's alert hooks write them, nginx serves them
+        # the wallboard's page markers and audit list: root's alert hooks and publisher write them, nginx serves them
         Directory(os.path.dirname(PAGE_FILE)),
         # the fast health watcher: its own account, which writes its home (the log) and nothing else;
         # it pages through its root-owned hook (a new hook restarts it: from an older, root watcher)
@@ -128,6 +128,12 @@ def desired(ctx: RoleContext) -> DesiredState:
                user=watcher_user, log=d["munin_master_watcher_log"], env={"PYTHONPATH": repo}),
     ]
     handlers = [Handler(RESTART_WATCHER, _restart(resources[-1]))]
+    # The wallboard's list of recent changes: the stack's audit trail (the state dir's, or CloudWatch
+    # Logs through the instance profile) copied beside the page markers. Root: the one-box's trail
+    # and the directory nginx serves are root's.
+    resources.append(daemon("photostack-audit-publisher", d["munin_master_audit_pidfile"],
+                            [python, "-P", "-m", "ops.audit", "--stack", ctx.stack, "--publish", AUDIT_FILE],
+                            log=d["munin_master_audit_log"], env={"PYTHONPATH": repo, "PHOTOSTACK_STATE_DIR": state_root}))
     # The dashboard: munin-cron every munin_interval_s (Debian's /etc/cron.d/munin where cron runs).
     if not ctx.target.systemd_hosts():
         loop = daemon("munin-cron-loop", d["munin_master_cron_pidfile"], ["/bin/sh", d["munin_master_cron_loop"]],
@@ -152,7 +158,7 @@ def dashboard_site(ctx: RoleContext) -> list:
     them itself, from the same host)."""
     d = ctx.defaults("munin_master")
     site = ctx.template("munin_master", "dashboard-site.conf.j2", port=d["munin_master_dashboard_port"],
-                        htmldir=d["munin_master_htmldir"], page_markers=(PAGE_URL, PAGE_FILE),
+                        htmldir=d["munin_master_htmldir"], published=((PAGE_URL, PAGE_FILE), (AUDIT_URL, AUDIT_FILE)),
                         dashboard_realm=realm(ctx), dashboard_password_file=PASSWORD_FILE)
     return [
         Packages(("nginx",)),

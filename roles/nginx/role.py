@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from infra.records import record
-from monitoring.wallboard_markers import PAGE_FILE, PAGE_URL
+from monitoring.wallboard_markers import AUDIT_FILE, AUDIT_URL, PAGE_FILE, PAGE_URL
 from roles.context import RoleContext
 from roles.nginx.dashboard_login import PASSWORD_FILE, password_file, realm
 from roles.engine.resources import Absent, DesiredState, Directory, File, Handler, Packages, Service, package_daemon_held
@@ -60,7 +60,7 @@ def desired(ctx: RoleContext) -> DesiredState:
         media_root="/srv/photostack/media",
         load_balancer_cidrs=load_balancer_cidrs(ctx),
         munin_htmldir=ctx.defaults("munin_master").get("munin_master_htmldir", ""),
-        page_markers=(PAGE_URL, PAGE_FILE),
+        published=((PAGE_URL, PAGE_FILE), (AUDIT_URL, AUDIT_FILE)),
         dashboard_realm=realm(ctx),
         dashboard_password_file=PASSWORD_FILE,
     )

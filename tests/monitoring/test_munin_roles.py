@@ -117,7 +117,7 @@ def test_watcher_probes_every_web_node_and_is_started_as_a_service():
     assert config.interval_s == ctx.config.monitoring.health_probe_interval_s
     assert config.targets[0].url == "http://127.0.0.1:8080/health"
     services = [r.name for r in master_desired(ctx).resources if isinstance(r, Service)]
-    assert services == ["photostack-health-watcher", "munin-cron-loop"]
+    assert services == ["photostack-health-watcher", "photostack-audit-publisher", "munin-cron-loop"]
 
 
 def test_wildcard_plugin_instances_page_with_their_kinds_runbook():

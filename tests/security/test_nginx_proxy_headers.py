@@ -59,7 +59,7 @@ def nginx(tmp_path, state_root) -> Iterator[Nginx]:
         site = _context().template("nginx", "site.conf.j2", listen=f"127.0.0.1:{port}",
                                    app_servers=[(f"127.0.0.1:{echo.port}", False)], media_root=str(media),
                                    munin_htmldir=str(tmp_path), load_balancer_cidrs=[f"{LB}/32"], inflight_limit=16,
-                                   page_markers=("/munin/page-markers.json", str(tmp_path / "page-markers.json")),
+                                   published=[("/munin/page-markers.json", str(tmp_path / "page-markers.json"))],
                                    dashboard_realm=None, dashboard_password_file="")
         proc = start_nginx(tmp_path, site)
         try:
