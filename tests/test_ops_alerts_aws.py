@@ -150,6 +150,7 @@ def fleet(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "vpc_cidr": f"{prefix.rsplit('.', 1)[0]}.0.0/16",
         "subnets": [{"name": "net", "cidr": f"{prefix}.0/24", "az": "us-east-1a"}],
         "roles": [], "role_policies": [], "profiles": [], "parameters": [], "buckets": [], "objects": [],
+        "volumes": [], "attachments": [],
         "translate": {},
         "instances": [
             {"node": node, "subnet": "net", "private_ip": private, "public_ip": public, "user_data": None,
