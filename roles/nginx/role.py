@@ -12,6 +12,7 @@ from roles.engine.resources import Absent, DesiredState, Directory, File, Handle
 
 RELOAD = "reload nginx"
 SITE = "/etc/nginx/conf.d/photostack.conf"
+DEFAULT_SITE = "/etc/nginx/sites-enabled/default"  # the package's, on *:80
 
 
 DRAINED = "drained"  # the stored record of app nodes a deploy took out of rotation (infra/records.py)
@@ -69,9 +70,10 @@ def desired(ctx: RoleContext) -> DesiredState:
             Packages(("nginx",)),
             # Debian starts the package's nginx (its default site on *:80) at install where
             # services may start (systemd hosts); a reload cannot move it to this host's own
-            # address (bind: address in use, while `service nginx reload` still exits 0).
-            package_daemon_held("nginx", SITE),
-            Absent("/etc/nginx/sites-enabled/default", notify=(RELOAD,)),
+            # address (bind: address in use, while `service nginx reload` still exits 0). The
+            # install makes the default site after this run read its facts: gone here too.
+            package_daemon_held("nginx", SITE, then=f"rm -f {DEFAULT_SITE}"),
+            Absent(DEFAULT_SITE, notify=(RELOAD,)),
             File("/etc/nginx/nginx.conf", ctx.template("nginx", "nginx.conf.j2"), notify=(RELOAD,)),
             password_file(ctx, notify=(RELOAD,)),
             File(SITE, site, notify=(RELOAD,)),
