@@ -456,6 +456,7 @@ class BrokerLossResult(FaultResult):
     cluster_after: list[str]
     rejoined_after_s: float | None
     tasks_lost: list[str]
+    converge_check: subprocess.CompletedProcess[str] | None = None
 
     def figures(self) -> dict[str, str]:
         posts = [s for s in self.during if s.kind == "post"]
@@ -509,4 +510,5 @@ def rabbitmq_node_lost(plan: LabPlan, users: Users, make_client: Callable[[], Cl
     return BrokerLossResult(**vars(seen), node=node, fault_s=fault_s, cluster_during=seen_cluster.get("during") or [],
                             cluster_after=seen_cluster.get("after") or [],
                             rejoined_after_s=rejoined - seen_cluster["restarted"] if rejoined else None,
-                            tasks_lost=without_thumbnail(make_client(), seen.report))
+                            tasks_lost=without_thumbnail(make_client(), seen.report),
+                            converge_check=_operator("converge", "--check", "--detailed-exitcode")[0])

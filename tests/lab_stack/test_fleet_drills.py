@@ -91,3 +91,5 @@ def test_a_broker_host_lost_keeps_posts_working_and_loses_no_task(lab_green, lab
     assert result.tasks_lost == [], result.tasks_lost[:10]
     assert result.rejoined_after_s is not None and len(result.cluster_after) == 3, figures
     assert result.after and drills.LoadReport.failed(result.after) == [], result.report.describe(result.after)
+    check = result.converge_check
+    assert check is not None and check.returncode == 0, check.stdout + check.stderr  # 3: changes pending
