@@ -177,7 +177,7 @@ def up(config: StackConfig, stack: str) -> UpReport:
     host_settings = {"image": str(tree), "gateway": gateway, "prefixlen": plan.network.prefixlen,
                      "metadata_address": METADATA_ADDRESS, "environment": aws_environment(gateway, config.region),
                      "names": names, "certificates": [str(c) for c in certificates],
-                     "specs": [dataclasses.asdict(spec) for spec in all_specs]}
+                     "specs": [dataclasses.asdict(spec) for spec in all_specs], "lb_socket": str(lb.stats_socket())}
     report.instance_ids = start_aws(plan, config, gateway, public_key, host_settings)
     report.endpoint = aws_environment(gateway, config.region)["AWS_ENDPOINT_URL"]
     for wave_start in range(0, len(all_specs), WAVE):
