@@ -1,9 +1,10 @@
 """Fleet drills on the lab (issue 20), each under users' load through the load balancer: per drill
 the requests, failed %, requests over their route's budget and acknowledged writes lost.
 
-Goals: app host partition < 0.1 % failed; every request within its route's budget; 0 lost.
+Goals: app host partition < 0.1 % failed; every request within its route's budget; 0 lost;
+replace-node of a dead app host back in service ≤ 3 min.
 Run as root under the lab lock with the lab up and green (`ops --stack lab up`):
-    flock /tmp/lab.lock .venv/bin/python bench/fleet_drills.py [lossy-link] [app-partition]
+    flock /tmp/lab.lock .venv/bin/python bench/fleet_drills.py [lossy-link] [app-partition] [replace-app]
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from tests.lab_stack import drills  # noqa: E402
 from tests.lab_stack.conftest import LabSession  # noqa: E402
 from tests.lab_stack.fleetload import sign_up  # noqa: E402
 
-DRILLS = {"lossy-link": drills.lossy_link, "app-partition": drills.app_host_partitioned}
+DRILLS = {"lossy-link": drills.lossy_link, "app-partition": drills.app_host_partitioned,
+          "replace-app": drills.replace_dead_app_host}
 
 
 def main() -> None:

@@ -53,3 +53,21 @@ def test_an_app_host_partitioned_is_taken_out_with_under_a_thousandth_failed(lab
     runbook = result.page["runbook"]
     assert runbook and (REPO / "runbooks" / runbook.rsplit("/", 1)[-1]).is_file(), result.page
     assert result.resolve is not None, figures
+
+
+@pytest.mark.lab_replaces
+def test_a_dead_app_host_is_replaced_by_ops_and_back_in_service_with_nothing_lost(lab_green, lab_client, users):
+    """Drill 4: an app host powered off at once under load; `ops --stack lab replace-node` terminates
+    it, launches its replacement from the launch template (a new address: the lab's AWS gives a
+    new one), which boots from its user_data, and converges its peers to it: nginx's upstream
+    holds the new address and the app answers there. Nothing acknowledged is lost, and the load is
+    clean once it is back."""
+    result = drills.replace_dead_app_host(lab_green.plan, users, lab_client)
+    figures = result.figures()
+    print(figures)
+    assert result.ops_exit == 0, result.ops_output
+    assert "converged to it" in " ".join(result.ops_output.split()), result.ops_output
+    assert result.new_address and result.new_address != result.old_address, figures
+    assert result.back_in_service_s is not None, figures
+    assert result.lost == [], result.lost[:10]
+    assert result.after and drills.LoadReport.failed(result.after) == [], result.report.describe(result.after)
