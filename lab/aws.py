@@ -256,8 +256,6 @@ class LabAws:
         answer = self.moto_app(environ, start_response)
         if params.get("Action") == "RunInstances":
             self._profiles_from_templates()
-        if params.get("Action") == "TerminateInstances":
-            self._forget_freed_addresses()
         if reconciler:
             reconciler.wake()  # moto changed the state as it answered: the hosts follow now
         return answer
@@ -270,18 +268,14 @@ class LabAws:
                 tags = {tag["key"]: tag["value"] for tag in instance.get_tags()}
                 if instance.iam_instance_profile or "aws:ec2launchtemplate:id" not in tags:
                     continue
-                template = _ec2_backend(self.region)._get_template_from_args({
-                    "LaunchTemplateId": tags["aws:ec2launchtemplate:id"],
-                    "Version": tags["aws:ec2launchtemplate:version"]})
-                instance.iam_instance_profile = template.data.get("IamInstanceProfile")
-
-    def _forget_freed_addresses(self) -> None:
-        """moto hands a terminated instance's private address to the next launch in its subnet;
-        AWS may give any free one. The lab gives a new one, so a replacement's peers are seen to
-        follow it to another address (the harder case) rather than find it where the old one was."""
-        for subnets in _ec2_backend(self.region).subnets.values():
-            for subnet in subnets.values():
-                subnet._unused_ips.clear()  # moto's pool of freed addresses (no API sets this)
+                backend = _ec2_backend(self.region)
+                template = backend._get_template_from_args({"LaunchTemplateId": tags["aws:ec2launchtemplate:id"],
+                                                            "Version": tags["aws:ec2launchtemplate:version"]})
+                profile = template.data.get("IamInstanceProfile") or {}
+                if profile:  # as AssociateIamInstanceProfile would (DescribeInstances shows it too)
+                    backend.associate_iam_instance_profile(instance_id=instance.id,
+                                                           iam_instance_profile_name=profile.get("Name"),
+                                                           iam_instance_profile_arn=profile.get("Arn"))
 
     def _check(self, caller: Any, environ: dict[str, Any], body: bytes) -> tuple[str, list, bytes] | None:
         found = request_action(environ, body, self.region)
