@@ -12,7 +12,8 @@ One process (`python -m lab.aws SEED`) serves, on the lab gateway address:
   documents (Action and Resource, explicit Deny wins; moto ignores Resource), answering
   AccessDenied the way each AWS API does, and recording every call;
 - hosts that follow the instances' states (lab/ec2_hosts.py): stopped, started, terminated and
-  launched instances stop, boot, remove and create lab hosts.
+  launched instances stop, boot, remove and create lab hosts; and the load balancer stand-in's
+  members that follow target registration (lab/lb_targets.py).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from typing import Any, Callable, Iterable
 
 from lab.ec2_hosts import HostLauncher, Reconciler, Seen
 from lab.hosts import HostSpec
+from lab.lb import backend_name
+from lab.lb_targets import Follower, Target
 from lab.policy import evaluate
 
 ACCOUNT = "123456789012"  # moto's default account
@@ -91,6 +94,18 @@ def data_volume(region: str, instance: Any) -> tuple[str, int] | None:
         if device != instance.root_device_name:
             return block.volume_id, _ec2_backend(region).get_volume(block.volume_id).size
     return None
+
+
+def registered_targets(region: str) -> dict[str, list[Target]]:
+    """HAProxy backend → the targets registered in its target group (terminated instances left out)."""
+    from moto.elbv2.models import elbv2_backends
+
+    found = {}
+    for group in list(elbv2_backends[ACCOUNT][region].target_groups.values()):
+        instances = [(instance_by_id(region, target_id), target["Port"]) for target_id, target in list(group.targets.items())]
+        found[backend_name(group.name)] = [Target(node_of(i), i.private_ip, int(port)) for i, port in instances
+                                           if i is not None and i.state != "terminated"]
+    return found
 
 
 def node_of(instance: Any) -> str:
@@ -248,9 +263,28 @@ class LabAws:
         if reconciler and params["Action"] == "StopInstances" and params.get("Force", "").lower() == "true":
             reconciler.force([v for k, v in params.items() if k.startswith("InstanceId.")])
         answer = self.moto_app(environ, start_response)
+        if params.get("Action") == "RunInstances":
+            self._profiles_from_templates()
         if reconciler:
             reconciler.wake()  # moto changed the state as it answered: the hosts follow now
         return answer
+
+    def _profiles_from_templates(self) -> None:
+        """Launched from a launch template, an instance has the template's instance profile (moto
+        gives it none): set before its host asks the metadata service for credentials."""
+        for reservation in list(_ec2_backend(self.region).reservations.values()):
+            for instance in reservation.instances:
+                tags = {tag["key"]: tag["value"] for tag in instance.get_tags()}
+                if instance.iam_instance_profile or "aws:ec2launchtemplate:id" not in tags:
+                    continue
+                backend = _ec2_backend(self.region)
+                template = backend._get_template_from_args({"LaunchTemplateId": tags["aws:ec2launchtemplate:id"],
+                                                            "Version": tags["aws:ec2launchtemplate:version"]})
+                profile = template.data.get("IamInstanceProfile") or {}
+                if profile:  # as AssociateIamInstanceProfile would (DescribeInstances shows it too)
+                    backend.associate_iam_instance_profile(instance_id=instance.id,
+                                                           iam_instance_profile_name=profile.get("Name"),
+                                                           iam_instance_profile_arn=profile.get("Arn"))
 
     def _check(self, caller: Any, environ: dict[str, Any], body: bytes) -> tuple[str, list, bytes] | None:
         found = request_action(environ, body, self.region)
@@ -273,11 +307,21 @@ class LabAws:
                    f"perform: {action} on resource: {resource} {reason}")
         return access_denied(_service(environ), message)
 
+    def _host_of(self, instance: Any) -> str | None:
+        """The lab host of an instance: the one the reconciler booted for it (None until then: a
+        replacement's name is its node's, whose console may still be the terminated host's), else
+        its node's."""
+        if self.reconciler is None:
+            return node_of(instance)
+        spec = self.reconciler.specs.get(instance.id)
+        return spec.name if spec else None
+
     def _console_output(self, instance_id: str) -> bytes:
         instance = instance_by_id(self.region, instance_id)
         text = ""
-        if instance is not None:
-            path = self.consoles / node_of(instance) / "console.log"
+        host = self._host_of(instance) if instance is not None else None
+        if host is not None:
+            path = self.consoles / host / "console.log"
             text = path.read_text(errors="replace") if path.is_file() else ""
         output = base64.b64encode(text.encode()).decode()
         now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
@@ -413,6 +457,8 @@ def start(config: dict[str, Any]) -> Running:
                                     {ids[node]: spec for node, spec in booted.items()},
                                     log=lambda line: print(line, file=sys.stderr, flush=True))
         app.reconciler.start()
+        Follower(lambda: registered_targets(region), Path(config["hosts"]["lb_socket"]),
+                 log=lambda line: print(line, file=sys.stderr, flush=True)).start()
     return Running(api.server_port, metadata.server_address[1], ids, [metadata, api])
 
 

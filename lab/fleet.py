@@ -199,7 +199,8 @@ def up(config: StackConfig, stack: str) -> UpReport:
     host_settings = {"image": str(tree), "gateway": gateway, "prefixlen": plan.network.prefixlen,
                      "metadata_address": METADATA_ADDRESS, "environment": aws_environment(gateway, config.region),
                      "names": names, "certificates": [str(c) for c in certificates],
-                     "specs": [dataclasses.asdict(spec) for spec in all_specs], "security_groups": groups.to_json()}
+                     "specs": [dataclasses.asdict(spec) for spec in all_specs], "security_groups": groups.to_json(),
+                     "lb_socket": str(lb.stats_socket())}
     report.instance_ids = start_aws(plan, config, gateway, public_key, host_settings)
     report.endpoint = aws_environment(gateway, config.region)["AWS_ENDPOINT_URL"]
     volumes = attached_volumes(report.endpoint, config.region, report.instance_ids)

@@ -14,8 +14,11 @@ Programs that cannot be pointed at an endpoint URL over plain HTTP (pgBackRest 2
 HTTPS at `[bucket.]s3.<region>.amazonaws.com`) reach the lab's AWS through `start_aws_tls`: TLS with
 a lab CA certificate for those names, which the lab hosts trust and resolve to it.
 
-Not stood in: target registration through the ELBv2 API after `up` (members are the plan's
-attachments), the ALB's deregistration delay, and TLS policy details beyond TLS 1.2 as minimum.
+Members start as the plan's attachments and then follow target registration through the ELBv2
+API (lab/lb_targets.py, at runtime through HAProxy's admin socket: SPARE_SLOTS per group take
+targets of nodes the plan does not attach). Not stood in: the ALB's deregistration delay (a
+deregistered target finishes its requests in flight, with HAProxy's own timeouts), and TLS policy
+details beyond TLS 1.2 as minimum.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ HTTPS_PORT = 443
 IDLE_TIMEOUT_S = 60  # the ALB's default idle timeout
 CA_DAYS = 3650
 STATS_TIMEOUT_S = 5.0
+SPARE_SLOTS = 2  # servers per backend, in maintenance until a target registered after `up` takes one
 
 LOAD_BALANCER = "aws:lb/loadBalancer:LoadBalancer"
 LISTENER = "aws:lb/listener:Listener"
@@ -151,8 +155,10 @@ def from_plan(plan: Plan, domain: str, address: str) -> Balancer:
 # --- HAProxy's configuration -----------------------------------------------------------------
 
 
-def _backend(arn: str) -> str:
-    return "tg_" + re.sub(r"[^A-Za-z0-9_]", "_", arn.rsplit("/", 1)[-1])
+def backend_name(target_group: str) -> str:
+    """HAProxy's backend of a target group, by its name (the last part of the plan's ARN, the name
+    the group has in the lab's AWS)."""
+    return "tg_" + re.sub(r"[^A-Za-z0-9_]", "_", target_group.rsplit("/", 1)[-1])
 
 
 def _path_regex(patterns: tuple[str, ...]) -> str:
@@ -180,7 +186,7 @@ def _action(rule: Rule) -> str:
         return (f"http-request return status {fixed['statusCode']} content-type {_quote(fixed.get('contentType', 'text/plain'))} "
                 f"string {_quote(fixed.get('messageBody', ''))} if rule{rule.priority}")
     if action["type"] == "forward":
-        return f"use_backend {_backend(action['targetGroupArn'])} if rule{rule.priority}"
+        return f"use_backend {backend_name(action['targetGroupArn'])} if rule{rule.priority}"
     raise hosts.LabError(f"listener rule {rule.priority}: action {action['type']} is not stood in by the lab")
 
 
@@ -211,12 +217,12 @@ def config(balancer: Balancer, certificate: Path, stats_socket: Path) -> str:
     ]
     for rule in balancer.rules:
         lines += [f"    acl rule{rule.priority} path -m reg {_path_regex(rule.paths)}", f"    {_action(rule)}"]
-    lines.append(f"    default_backend {_backend(balancer.default_group)}")
+    lines.append(f"    default_backend {backend_name(balancer.default_group)}")
     for group in balancer.groups:
         health = group.health
         check_port = "" if health.port == "traffic-port" else f" port {health.port}"
         lines += [
-            f"backend {_backend(group.name)}",
+            f"backend {backend_name(group.name)}",
             "    balance roundrobin",
             "    option httpchk",
             f"    http-check send meth GET uri {health.path} ver HTTP/1.1 hdr Host {balancer.domain}",
@@ -225,6 +231,7 @@ def config(balancer: Balancer, certificate: Path, stats_socket: Path) -> str:
             f"    default-server check inter {health.interval_s}s rise {health.healthy_threshold} "
             f"fall {health.unhealthy_threshold}{check_port}",
             *[f"    server {node} {address}:{port}" for node, address, port in group.members],
+            *[f"    server spare-{slot} 127.0.0.1:{HTTP_PORT} disabled" for slot in range(1, SPARE_SLOTS + 1)],
         ]
     return "\n".join(lines) + "\n"
 

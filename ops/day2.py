@@ -288,18 +288,23 @@ def rebuild_replica(
 
 def replace_node(ctx: typer.Context, node: Annotated[str, typer.Argument(metavar="NODE", help="Node name, e.g. app-0.")],
                  stack: StackName = None, yes: YesOption = False, force: Force = False,
-                 dry_run: DryRun = False) -> None:
-    """One-box: restart the node's services. AWS: relaunch its instance from its launch template."""
+                 dry_run: DryRun = False,
+                 peers: Annotated[bool, typer.Option(
+                     "--peers/--no-peers", help="AWS: converge the other hosts to the replacement once it has "
+                     "published its SSH host keys (nginx's upstreams, munin, ... follow its new address).")] = True,
+                 ) -> None:
+    """One-box: restart the node's services. AWS: relaunch its instance from its launch template,
+    then converge its peers to it."""
     from ops import maintenance
     from ops.remote import StepFailed
 
     loaded = _stack(ctx, stack) if dry_run else _confirmed(ctx, stack, f"replace {node}", yes)
     try:
         if dry_run:  # reads only: no lock, nothing to audit
-            done = maintenance.replace_node(loaded, node, dry_run=True)
+            done = maintenance.replace_node(loaded, node, dry_run=True, peers=peers)
         else:
             with _changing(loaded, f"replace-node {node}", force):
-                done = maintenance.replace_node(loaded, node)
+                done = maintenance.replace_node(loaded, node, peers=peers)
         console.print(done, highlight=False, soft_wrap=True)
     except ValueError as exc:
         _fail(str(exc), BAD_INPUT)

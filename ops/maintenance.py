@@ -7,6 +7,7 @@ on the right hosts through the engine's SSH layer.
 from __future__ import annotations
 
 import shlex
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,10 +75,11 @@ def topology_node(stack: Stack, name: str) -> Node:
     raise ValueError(f"no node named {name!r} in stack {stack.name} (nodes: {', '.join(n.name for n in known)})")
 
 
-def replace_node(stack: Stack, name: str, dry_run: bool = False) -> str:
+def replace_node(stack: Stack, name: str, dry_run: bool = False, peers: bool = True) -> str:
     """One-box: restart the node's services. AWS: relaunch its instance from its launch template
-    (relaunch_node), no `pulumi up` needed. Returns what was done (`dry_run`: the steps it would
-    take, with nothing changed)."""
+    (relaunch_node), no `pulumi up` needed, then (`peers`) converge the other hosts to it
+    (converge_peers). Returns what was done (`dry_run`: the steps it would take, with nothing
+    changed)."""
     # The node comes from the topology, not `stack.hosts`: on AWS those are only the running
     # instances (behind a running bastion), and a stopped instance is exactly one to replace.
     node = topology_node(stack, name)
@@ -99,11 +101,56 @@ def replace_node(stack: Stack, name: str, dry_run: bool = False) -> str:
     s3 = boto3.client("s3", region_name=region)
     if dry_run:
         steps = plan_relaunch(stack.name, node, region, ec2, elbv2, s3).steps()
+        if peers:
+            steps.append(PEERS_STEP)
         return "would:\n" + "\n".join(f"  {number}. {step}" for number, step in enumerate(steps, 1))
     replacement = relaunch_node(stack.name, node, region, ec2, elbv2, s3)
-    return (f"replaced {replacement.old} with {replacement.new} ({name}) from {replacement.template} "
-            f"($Latest) in {node.az}; it converges itself at first boot. Pulumi's state still names "
+    done = (f"replaced {replacement.old} with {replacement.new} ({name}) from {replacement.template} "
+            f"($Latest) in {node.az}; it converges itself at first boot")
+    if peers:
+        try:
+            converged = converge_peers(stack, name, replacement.new, ec2)
+        except StepFailed as exc:
+            raise StepFailed(f"{done}; but its peers did not converge to it: {exc}") from exc
+        done += f", and its peers ({', '.join(converged)}) converged to it"
+    return (f"{done}. Pulumi's state still names "
             f"{replacement.old}: in working hours, {adopt_commands(stack.name, node, replacement.new)}")
+
+
+PEERS_STEP = ("once it has published its SSH host keys, converge every other host of the stack "
+              "(their roles follow it to its new address)")
+
+
+# How long a replacement may take to publish its SSH host keys (early in its first boot).
+HOST_KEYS_TIMEOUT_S = 600.0
+HOST_KEYS_POLL_S = 2.0
+
+
+def wait_for_host_keys(ec2: Any, instance: str, timeout_s: float = HOST_KEYS_TIMEOUT_S) -> None:
+    """Wait until the instance's console shows its SSH host keys (`ops` pins them before it
+    touches any host of the stack); StepFailed after `timeout_s`."""
+    from infra.host_keys import console_host_keys
+
+    deadline = time.monotonic() + timeout_s
+    while not console_host_keys(ec2.get_console_output(InstanceId=instance, Latest=True).get("Output") or ""):
+        if time.monotonic() > deadline:
+            raise StepFailed(f"{instance}: no SSH host keys in its console output after {timeout_s:.0f} s; "
+                             "its peers were not converged: run `ops converge` once it has booted")
+        time.sleep(HOST_KEYS_POLL_S)
+
+
+def converge_peers(stack: Stack, name: str, instance: str, ec2: Any) -> list[str]:
+    """Converge every other host of the stack with the inventory that holds the replacement, so
+    the roles that render a peer's address (nginx's upstreams, munin's nodes, ...) follow it to
+    its new private address without a human step; returns their names. The replacement itself
+    converges at its first boot; this waits only until it has published its host keys."""
+    from ops.remote import check_converged
+
+    wait_for_host_keys(ec2, instance)
+    stack.forget_inventory()
+    peers = [h for h in stack.hosts if all(n.name != name for n in h.nodes)]
+    check_converged(stack.converge(peers), f"converging the peers of {name}")
+    return [h.name for h in peers]
 
 
 # --- relaunching a node on AWS ----------------------------------------------------------------

@@ -107,6 +107,12 @@ class Stack:
 
     local: bool = False  # converge this machine without SSH (an EC2 host at boot)
 
+    def forget_inventory(self) -> None:
+        """Read the hosts (and pin their SSH host keys) again on next use: after a command launched
+        or terminated instances (`replace-node`)."""
+        for cached in ("hosts", "ssh"):
+            self.__dict__.pop(cached, None)
+
     @cached_property
     def ssh(self) -> SshSettings:
         if self.local:

@@ -20,14 +20,16 @@ from tests.fakes.tls import CertificateFiles, make_certificates
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """A test that uses the one-box requests the `onebox` fixture (so `ops up` ran, whatever ran
     before it) and carries the `onebox` marker (so `-m "not onebox"` never touches this machine).
-    Tests marked `lab_teardown` go last."""
+    Tests marked `lab_replaces` go after the rest, and those marked `lab_teardown` last."""
     wrong = [item.nodeid for item in items
              if ("onebox" in item.fixturenames) != (item.get_closest_marker("onebox") is not None)]
     if wrong:
         raise pytest.UsageError("the onebox marker and the onebox fixture go together; not in:\n  " + "\n  ".join(wrong))
     # After pytest-randomly's shuffle (its hook wraps this one): a test that takes the session's
-    # shared lab down runs last, so the shuffled tests before it share one boot (about 9 minutes).
-    items.sort(key=lambda item: item.get_closest_marker("lab_teardown") is not None)
+    # shared lab down runs last, so the shuffled tests before it share one boot (about 9 minutes);
+    # one that replaces a lab host runs just before, so no other test finds the plan's address gone.
+    items.sort(key=lambda item: (item.get_closest_marker("lab_teardown") is not None,
+                                 item.get_closest_marker("lab_replaces") is not None))
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,6 +51,23 @@ def operator_environment(state: Path) -> dict[str, str]:
     return {**fleet.aws_environment(gateway, config.region), "AWS_ACCESS_KEY_ID": "lab-operator",
             "AWS_SECRET_ACCESS_KEY": "lab-operator", "PHOTOSTACK_SSH_KEY": str(fleet.operator_key()),
             "PHOTOSTACK_STATE_DIR": str(state)}
+
+
+def operator_client(service: str) -> Any:
+    """A boto3 client of the lab's AWS as the operator (`ops`) has it."""
+    import boto3
+
+    env = operator_environment(Path("/nonexistent"))  # no state needed for API calls
+    return boto3.client(service, endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
+                        aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+
+
+def instance_of(node: str) -> str:
+    """The id of the node's running instance in the lab's AWS."""
+    (found,) = [i["InstanceId"] for r in operator_client("ec2").describe_instances(Filters=[
+        {"Name": "tag:photostack:node", "Values": [node]}, {"Name": "instance-state-name", "Values": ["running"]},
+    ])["Reservations"] for i in r["Instances"]]
+    return found
 
 
 def boot_log(node: str) -> str:

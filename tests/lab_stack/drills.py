@@ -14,16 +14,19 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from infra.config import load_stack_config
 from infra.role_settings import declared
 from lab import hosts
 from lab.planned_instances import LabPlan
+from roles.nginx.role import SITE as NGINX_SITE
 from tests.e2e.conftest import Client
-from tests.lab_stack.conftest import operator_environment, ops
+from tests.lab_stack.conftest import STACK, instance_of, operator_client, operator_environment, ops
 from tests.lab_stack.fleetload import FleetLoad, LoadReport, Sample, Users, lost
 
 DRILL_COMMENT = f"{hosts.PREFIX}-drill"
@@ -104,17 +107,18 @@ class FaultResult:
 
 def _fault_under_load(users: Users, make_client: Callable[[], Client], fault_s: float, inject: Callable[[], None],
                       heal_fault: Callable[[], None], while_faulty: Callable[[], None] = lambda: None,
-                      when_healed: Callable[[], None] = lambda: None, inject_s: float = 0.0) -> FaultResult:
-    """Users' load running, `inject` a fault and keep it `fault_s` (`while_faulty` between requests),
-    `heal_fault` (also when the drill fails half-way), watch the healed load HEALED_WATCH_S, then
-    `when_healed` before the load stops; what the users saw. `inject_s`: how long `inject` itself
-    may take (an operator's command), which the load must outlast."""
+                      when_healed: Callable[[], None] = lambda: None, inject_s: float = 0.0,
+                      over: Callable[[], bool] = lambda: False) -> FaultResult:
+    """Users' load running, `inject` a fault and keep it `fault_s` or until `over()` (`while_faulty`
+    between requests), `heal_fault` (also when the drill fails half-way), watch the healed load
+    HEALED_WATCH_S, then `when_healed` before the load stops; what the users saw. `inject_s`: how
+    long `inject` itself may take (an operator's command), which the load must outlast."""
     load = FleetLoad(users, max_seconds=inject_s + fault_s + HEALED_WATCH_S + RESOLVE_TIMEOUT_S + 120).start()
     try:
         load.wait_for(30)
         started = time.monotonic()
         inject()
-        while time.monotonic() - started < fault_s:  # the fault's length: load runs meanwhile
+        while time.monotonic() - started < fault_s and not over():  # the fault's length: load runs meanwhile
             load.wait_for(1, timeout=fault_s + 30)
             while_faulty()
     finally:
@@ -246,6 +250,104 @@ def app_host_partitioned(plan: LabPlan, users: Users, make_client: Callable[[], 
     return PartitionResult(**vars(seen), node=node, fault_s=fault_s, page=found.get("trigger"),
                            paged_after_s=times["paged"] - times["cut"] if "paged" in times else None,
                            resolve=resolve, resolved_after_s=resolve["at"] - times["healed"] if resolve else None)
+
+
+# Drill 4's bound on a replacement coming back (its first boot on this loaded 2-core machine included).
+REPLACE_TIMEOUT_S = 900.0
+
+
+@dataclass
+class ReplaceResult(FaultResult):
+    node: str
+    old_address: str
+    new_address: str
+    ops_exit: int | None
+    ops_output: str
+    ops_s: float | None  # `ops replace-node` from start to exit
+    back_in_service_s: float | None  # from the command to the new host answering nginx's upstream
+
+    def figures(self) -> dict[str, str]:
+        failed = LoadReport.failed(self.during)
+        return {"requests": str(len(self.report.samples)), "until back in service": self.report.describe(self.during),
+                "failed % until back in service": f"{len(failed) / max(1, len(self.during)):.2%}",
+                "ops replace-node took": f"{self.ops_s:.0f} s" if self.ops_s is not None else "did not finish",
+                "back in service after": (f"{self.back_in_service_s:.0f} s" if self.back_in_service_s is not None
+                                          else "not back"),
+                "address": f"{self.old_address} → {self.new_address or '?'}",
+                "after": self.report.describe(self.after), "acknowledged writes lost": str(len(self.lost))}
+
+
+def _nginx_upstreams(nginx: str) -> list[str]:
+    """The app servers (address:port) in service in nginx's upstream on host `nginx`, as its
+    converge last wrote them."""
+    site = hosts.host_dir(nginx) / "root" / NGINX_SITE.lstrip("/")
+    text = site.read_text() if site.exists() else ""
+    return [line.split()[1] for line in text.splitlines()
+            if line.strip().startswith("server ") and ":" in line.split()[1] and " down" not in line]
+
+
+def _answers_from(host: str, url: str, domain: str) -> bool:
+    """Whether `url` answers 200 when asked from inside `host`'s network namespace."""
+    found = hosts.run("ip", "netns", "exec", f"{hosts.PREFIX}-{host}", "curl", "-s", "-o", "/dev/null", "-m", "3",
+                      "-w", "%{http_code}", "-H", f"Host: {domain}", url, check=False)
+    return found.stdout.strip() == "200"
+
+
+def replace_dead_app_host(plan: LabPlan, users: Users, make_client: Callable[[], Client]) -> ReplaceResult:
+    """Drill 4: an app host dies (powered off at once; EC2 still says running, as with a hardware
+    failure), and the operator runs `ops --stack lab replace-node NODE --yes` under load: the old
+    instance is terminated, a new one launched from the launch template boots from its user_data
+    at a new address, and its peers converge to it. Back in service: nginx's upstream holds the
+    new address and the app answers there from the nginx host."""
+    domain = load_stack_config(STACK).domain
+    apps = [i for i in plan.instances if i.role == "app"]
+    (nginx,) = [i.node for i in plan.instances if i.role == "nginx"]
+    node, old_address = apps[-1].node, apps[-1].private_ip
+    state = Path(tempfile.mkdtemp(prefix="photostack-drill-"))
+    found: dict[str, object] = {}
+
+    def run_replace() -> None:
+        done = ops("replace-node", node, "--yes", env=operator_environment(state), timeout=REPLACE_TIMEOUT_S)
+        found["ops_s"], found["done"] = time.monotonic() - found["started"], done
+
+    command = threading.Thread(target=run_replace, daemon=True)
+
+    def kill_and_replace() -> None:
+        hosts.kill(node)
+        found["started"] = time.monotonic()
+        command.start()
+
+    def back_in_service() -> bool:
+        if "new_address" not in found:
+            try:
+                address = _private_address(instance_of(node))
+            except ValueError:  # none running between the termination and the launch
+                return False
+            if address == old_address:
+                return False  # still the dead one: the command has not terminated it yet
+            found["new_address"] = address
+        upstream = next((u for u in _nginx_upstreams(nginx) if u.split(":")[0] == found["new_address"]), None)
+        if upstream and _answers_from(nginx, f"http://{upstream}/health", domain):
+            found["back"] = time.monotonic() - found["started"]
+            return True
+        return False
+
+    try:
+        seen = _fault_under_load(users, make_client, REPLACE_TIMEOUT_S, kill_and_replace, lambda: None,
+                                 over=back_in_service)
+        command.join(REPLACE_TIMEOUT_S)
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+    done = found.get("done")
+    return ReplaceResult(**vars(seen), node=node, old_address=old_address, new_address=str(found.get("new_address", "")),
+                         ops_exit=done.returncode if done else None,
+                         ops_output=(done.stdout + done.stderr)[-3000:] if done else "",
+                         ops_s=found.get("ops_s"), back_in_service_s=found.get("back"))
+
+
+def _private_address(instance: str) -> str:
+    (reservation,) = operator_client("ec2").describe_instances(InstanceIds=[instance])["Reservations"]
+    return reservation["Instances"][0]["PrivateIpAddress"]
 
 
 def _settled_lost(checker: Client, report: LoadReport, patience_s: float = 30.0) -> list[str]:

@@ -4,6 +4,7 @@ AccessDenied as AWS answers it), and GetConsoleOutput carrying the host's real c
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -40,6 +41,8 @@ def _seed() -> dict:
                        {"Name": OTHER, "Value": "other", "Type": "SecureString"}],
         "buckets": ["release-bucket"],
         "objects": [],
+        "launch_templates": [{"name": "app-template", "tags": {"photostack:role": "app"}, "image_id": "ami-12345678",
+                              "instance_type": "t3.small", "profile": "app-profile"}],
         "instances": [{"node": "app-0", "subnet": "net", "private_ip": "127.0.0.1", "public_ip": None,
                        "user_data": "#!/bin/sh\necho hello\n",
                        "tags": {"photostack:node": "app-0", "photostack:data-volume": "app-0-data-id"},
@@ -154,3 +157,35 @@ def test_the_planned_volume_is_attached_and_named_by_its_instance(stand_in):
     # What `up` gives the host a loop device for (the instance's root volume is its own disk).
     endpoint = f"http://127.0.0.1:{running.api_port}"
     assert attached_volumes(endpoint, REGION, running.ids) == {"app-0": (volume["VolumeId"], 1)}
+def _metadata_from(running: Running, source: str, path: str) -> str:
+    """An IMDSv2 answer asked from `source` (a loopback address: the caller the service answers for)."""
+    def ask(method: str, url: str, headers: dict[str, str]) -> str:
+        connection = http.client.HTTPConnection("127.0.0.1", running.metadata_port, source_address=(source, 0), timeout=5)
+        connection.request(method, url, headers=headers)
+        return connection.getresponse().read().decode()
+
+    token = ask("PUT", "/latest/api/token", {"X-aws-ec2-metadata-token-ttl-seconds": "60"})
+    return ask("GET", f"/latest/{path}", {"X-aws-ec2-metadata-token": token})
+
+
+def test_a_launch_from_a_template_gets_its_profile_and_a_replacement_a_new_address(stand_in):
+    """moto gives an instance launched from a launch template none of the template's instance
+    profile; the lab's AWS gives it, as AWS does. A replacement comes up at a new address (moto
+    does not hand out a terminated instance's again), so its peers must follow it there."""
+    running, _ = stand_in
+    ec2 = boto3.client("ec2", endpoint_url=f"http://127.0.0.1:{running.api_port}", region_name=REGION,
+                       aws_access_key_id="operator", aws_secret_access_key="operator")
+    subnet = ec2.describe_instances(InstanceIds=[running.ids["app-0"]])["Reservations"][0]["Instances"][0]["SubnetId"]
+    (template,) = ec2.describe_launch_templates(Filters=[{"Name": "tag:photostack:role", "Values": ["app"]}])["LaunchTemplates"]
+
+    def launch() -> dict:
+        return ec2.run_instances(MinCount=1, MaxCount=1, SubnetId=subnet,
+                                 LaunchTemplate={"LaunchTemplateId": template["LaunchTemplateId"], "Version": "$Latest"},
+                                 )["Instances"][0]
+
+    first = launch()
+    assert _metadata_from(running, first["PrivateIpAddress"], "meta-data/iam/security-credentials/") == "app-role"
+    ec2.terminate_instances(InstanceIds=[first["InstanceId"]])
+    second = launch()
+    assert second["PrivateIpAddress"] != first["PrivateIpAddress"]
+    ec2.terminate_instances(InstanceIds=[second["InstanceId"]])

@@ -5,15 +5,13 @@ started through the EC2 API."""
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
-import boto3
 import pytest
 
 from lab import hosts
 from lab.ec2_hosts import Action, Seen, decide
 from tests.e2e.conftest import wait_until
-from tests.lab_stack.conftest import operator_environment
+from tests.lab_stack.conftest import instance_of, operator_client
 
 NODE = "memcached-0"  # a host no other lab test needs while it is down (the app reads through a cache miss)
 
@@ -61,14 +59,10 @@ def _host_key(address: str) -> str:
 
 
 @pytest.mark.lab
-def test_stopping_an_instance_stops_its_host_and_starting_it_boots_the_same_host(lab_green, tmp_path: Path):
-    env = operator_environment(tmp_path)
-    ec2 = boto3.client("ec2", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
-                       aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+def test_stopping_an_instance_stops_its_host_and_starting_it_boots_the_same_host(lab_green):
+    ec2 = operator_client("ec2")
     (address,) = [i.private_ip for i in lab_green.plan.instances if i.node == NODE]
-    (instance,) = [i["InstanceId"] for r in ec2.describe_instances(Filters=[
-        {"Name": "tag:photostack:node", "Values": [NODE]}, {"Name": "instance-state-name", "Values": ["running"]},
-    ])["Reservations"] for i in r["Instances"]]
+    instance = instance_of(NODE)
     key = _host_key(address)
     assert key, f"{NODE}: no host key at {address}:22 before the stop"
 

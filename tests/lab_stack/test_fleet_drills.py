@@ -93,3 +93,21 @@ def test_a_broker_host_lost_keeps_posts_working_and_loses_no_task(lab_green, lab
     assert result.after and drills.LoadReport.failed(result.after) == [], result.report.describe(result.after)
     check = result.converge_check
     assert check is not None and check.returncode == 0, check.stdout + check.stderr  # 3: changes pending
+
+
+@pytest.mark.lab_replaces
+def test_a_dead_app_host_is_replaced_by_ops_and_back_in_service_with_nothing_lost(lab_green, lab_client, users):
+    """Drill 4: an app host powered off at once under load; `ops --stack lab replace-node` terminates
+    it, launches its replacement from the launch template (a new address: the lab's AWS gives a
+    new one), which boots from its user_data, and converges its peers to it: nginx's upstream
+    holds the new address and the app answers there. Nothing acknowledged is lost, and the load is
+    clean once it is back."""
+    result = drills.replace_dead_app_host(lab_green.plan, users, lab_client)
+    figures = result.figures()
+    print(figures)
+    assert result.ops_exit == 0, result.ops_output
+    assert "converged to it" in " ".join(result.ops_output.split()), result.ops_output
+    assert result.new_address and result.new_address != result.old_address, figures
+    assert result.back_in_service_s is not None, figures
+    assert result.lost == [], result.lost[:10]
+    assert result.after and drills.LoadReport.failed(result.after) == [], result.report.describe(result.after)
