@@ -299,7 +299,7 @@ class Limit(Model):
         return self
 
 
-MUNIN_PLUGINS = REPO_ROOT / "monitoring" / "munin" / "plugins"
+MUNIN_PLUGINS = REPO_ROOT / "monitoring" / "agents" / "munin" / "plugins"
 
 
 class DashboardLogin(Model):
@@ -341,7 +341,7 @@ class Monitoring(Model):
     )
     limits: dict[str, Limit] = Field(
         default_factory=dict, max_length=500,
-        description="Per 'plugin.field' limits, e.g. 'pgbouncer.waiting'; plugin: one of monitoring/munin/plugins.",
+        description="Per 'plugin.field' limits, e.g. 'pgbouncer.waiting'; plugin: one of monitoring/agents/munin/plugins.",
     )
     dashboard_login: DashboardLogin | None = Field(
         None, description="AWS: the OIDC login in front of /munin/ and /wallboard/; without one (or "

@@ -142,7 +142,7 @@ def profile_policy(args: FleetArgs) -> pulumi.Output[str]:
 
 
 def silences_policy(path_arn: str) -> str:
-    """Read the silences every operator sets (`ops silence --host/--alert`, monitoring/silences.py)."""
+    """Read the silences every operator sets (`ops silence --host/--alert`, monitoring/alerts/silences.py)."""
     statement = {"Sid": "Silences", "Effect": "Allow", "Action": ["ssm:GetParametersByPath"], "Resource": [path_arn]}
     return json.dumps({"Version": "2012-10-17", "Statement": [statement]}, sort_keys=True)
 

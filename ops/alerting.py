@@ -108,8 +108,8 @@ def silence(ctx: typer.Context, stack: StackOption = None,
     from contextlib import nullcontext
 
     from infra.targets import target_of
-    from monitoring import maintenance_windows as mw
-    from monitoring.silences import parse_duration, silence_store
+    from monitoring.integrations import maintenance_windows as mw
+    from monitoring.alerts.silences import parse_duration, silence_store
     from ops import audit
     from ops.stack import Stack
 
@@ -161,7 +161,7 @@ def silence(ctx: typer.Context, stack: StackOption = None,
 
 def alert_flush(ctx: typer.Context, stack: StackOption = None) -> None:
     """Send the events waiting in the spool to PagerDuty, oldest first."""
-    from monitoring.alert_pipeline import AlertPipeline
+    from monitoring.alerts.alert_pipeline import AlertPipeline
 
     stack, config = _config(ctx, stack)
     result = AlertPipeline.for_stack(stack, config).flush_spool()

@@ -247,7 +247,7 @@ def finish(stack: Stack, version: str, previous: str, pinned: bool) -> str | Non
 def mark_in_sentry(stack: Stack, version: str) -> str | None:
     """Tell Sentry `version` is deployed (a release and deploy with `sentryAuthToken`, else an event);
     a warning line instead of an error: the deploy has happened whatever Sentry says."""
-    from monitoring.sentry import mark_deploy_for_stack
+    from monitoring.integrations.sentry import mark_deploy_for_stack
 
     try:
         return mark_deploy_for_stack(stack.config, version, stack.optional_secret)

@@ -26,7 +26,7 @@ from roles.engine.resources import DesiredState, Service
 
 if TYPE_CHECKING:
     from infra.secrets_store import SsmSecrets  # imports pulumi: only AWS stacks load it
-    from monitoring.alert_store import AlertReader
+    from monitoring.alerts.alert_store import AlertReader
 
 MONITORING_ROLE = "munin_master"
 
@@ -47,9 +47,9 @@ class Stack:
         """The stack an `ops` command works on: loaded, with the CLI's own errors going to Sentry."""
         stack = cls.load(name)
         # sentry_sdk costs ~0.05 s to import: only when the stack can have a DSN (same rule as
-        # monitoring.sentry.dsn_for_stack: $PHOTOSTACK_SENTRY_DSN, or alerting.sentry on).
+        # monitoring.integrations.sentry.dsn_for_stack: $PHOTOSTACK_SENTRY_DSN, or alerting.sentry on).
         if os.environ.get("PHOTOSTACK_SENTRY_DSN") or stack.config.alerting.sentry:
-            from monitoring.sentry import init_for_stack
+            from monitoring.integrations.sentry import init_for_stack
 
             init_for_stack(stack.name, stack.config, "ops")  # no-op without a DSN
         return stack
@@ -109,7 +109,7 @@ class Stack:
         one-box; on AWS its monitoring host's (`host_state_dir`), read in one SSH round trip that
         changes nothing there (here, only host keys get pinned, as for any SSH), with the last
         `history` log lines (None: all, 0: none). A host that cannot be read is ops.remote.StepFailed; no monitoring host is a ConfigError."""
-        from monitoring.alert_store import AlertSnapshot, AlertStore, read_script
+        from monitoring.alerts.alert_store import AlertSnapshot, AlertStore, read_script
 
         if self.target.operators_share_machine():
             return AlertStore(self.state)

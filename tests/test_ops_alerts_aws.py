@@ -27,7 +27,7 @@ import pytest
 
 from infra.alerts import Alert, dedup_key, resolve_event, trigger_event
 from infra.host_layout import STATE_ROOT as HOST_STATE_ROOT
-from monitoring.alert_store import AlertStore
+from monitoring.alerts.alert_store import AlertStore
 
 REPO = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"

@@ -11,8 +11,8 @@ from infra import host_layout
 from infra.config import REPO_ROOT
 from infra.topology import Node
 from infra.alerts import WEB_TIER, web_tier_key
-from monitoring.health_watcher import Target, WatcherConfig
-from monitoring.munin_alert import munin_conf_lines
+from monitoring.agents.health_watcher import Target, WatcherConfig
+from monitoring.agents.munin_alert import munin_conf_lines
 from monitoring.wallboard_markers import PAGE_FILE, PAGE_URL
 from roles.context import RoleContext
 from roles.engine.resources import Absent, DesiredState, Directory, File, Handler, Packages, Service, SystemUser
@@ -123,7 +123,7 @@ def desired(ctx: RoleContext) -> DesiredState:
         File(watcher_hook, watcher_hook_script, mode=0o755, notify=(RESTART_WATCHER,)),
         File(d["munin_master_watcher_config"], watcher_config(ctx).to_json(), notify=(RESTART_WATCHER,)),
         daemon("photostack-health-watcher", d["munin_master_watcher_pidfile"],
-               [python, "-m", "monitoring.health_watcher", "--config", d["munin_master_watcher_config"],
+               [python, "-m", "monitoring.agents.health_watcher", "--config", d["munin_master_watcher_config"],
                 "--hook", watcher_hook],
                user=watcher_user, log=d["munin_master_watcher_log"], env={"PYTHONPATH": repo}),
     ]

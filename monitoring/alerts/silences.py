@@ -8,7 +8,7 @@ ignored on read and dropped on the next write. A silence matches by host, by ale
 On AWS the operators' laptops and the munin master share them: each silence is an SSM parameter
 under `/photostack/<stack>/silences/` (`SsmSilenceStore`), which `ops silence` writes and the
 munin master's alert pipeline reads with its instance profile. Service-wide silences there are
-PagerDuty maintenance windows instead (monitoring/maintenance_windows.py).
+PagerDuty maintenance windows instead (monitoring/integrations/maintenance_windows.py).
 """
 
 from __future__ import annotations
