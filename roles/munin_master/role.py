@@ -127,7 +127,7 @@ def desired(ctx: RoleContext) -> DesiredState:
                 "--hook", watcher_hook],
                user=watcher_user, log=d["munin_master_watcher_log"], env={"PYTHONPATH": repo}),
     ]
-    handlers = [Handler(RESTART_WATCHER, _restart(resources[-1]))]
+    handlers = [Handler(RESTART_WATCHER, resources[-1].restart)]
     # The dashboard: munin-cron every munin_interval_s (Debian's /etc/cron.d/munin where cron runs).
     if not ctx.target.systemd_hosts():
         loop = daemon("munin-cron-loop", d["munin_master_cron_pidfile"], ["/bin/sh", d["munin_master_cron_loop"]],
@@ -138,7 +138,7 @@ def desired(ctx: RoleContext) -> DesiredState:
                  mode=0o755, notify=(RESTART_CRON_LOOP,)),
             loop,
         ]
-        handlers.append(Handler(RESTART_CRON_LOOP, _restart(loop)))
+        handlers.append(Handler(RESTART_CRON_LOOP, loop.restart))
     else:
         resources += [Packages(("cron",)), Service.init_script("cron")]
     if ctx.target.load_balancer_networks():  # else the nginx role serves the pages on its host
@@ -161,7 +161,3 @@ def dashboard_site(ctx: RoleContext) -> list:
         File("/etc/nginx/conf.d/photostack-munin.conf", site, notify=(RELOAD_DASHBOARD,)),
         Service.init_script("nginx"),
     ]
-
-
-def _restart(service: Service) -> str:
-    return f"( {service.stop} ) >/dev/null 2>&1; {service.start}"
