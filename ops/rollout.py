@@ -30,7 +30,6 @@ from typing import Protocol
 from infra.config import REPO_ROOT
 from infra.inventory import Host
 from infra.records import record
-from infra.topology import Node
 from ops import lock, markers
 from ops.maintenance import Placed, node_services, restart_script
 from ops.remote import StepFailed, StepLog, check_converged, run_step
@@ -50,11 +49,9 @@ class DeployFailed(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Batch:
+class Batch(Placed):
     """One node restarted as a unit: out of the load balancer (app nodes), switched, restarted."""
 
-    node: Node
-    host: Host
     services: tuple[Service, ...]
     pidfile: str
     health: tuple[str, int] | None  # (address, port) of an app node's /health; None for workers
