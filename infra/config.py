@@ -643,18 +643,16 @@ def _reason(error: dict[str, Any]) -> str:
     return message
 
 
-def _secret_problems(keys: dict[str, Any], rules: KindRules | None) -> tuple[dict[str, Any], list[str]]:
+def _secret_problems(keys: dict[str, Any], rules: KindRules) -> tuple[dict[str, Any], list[str]]:
     """Lift secret keys out of the flat key map; a secret in plain text (or, where the target keeps
-    secrets elsewhere, at all) is an error. Without a known target, as a Pulumi secret."""
-    from infra.targets.aws_config import AwsRules
-
+    secrets elsewhere, at all) is an error."""
     secrets: dict[str, Any] = {}
     problems: list[str] = []
     for name in SECRET_KEYS:
         if name not in keys:
             continue
         value = keys.pop(name)
-        if why := (rules or AwsRules()).plain_secret_problem(name, value):
+        if why := rules.plain_secret_problem(name, value):
             problems.append(f"{NAMESPACE}:{name}: {why}")
         else:
             secrets[name] = value
@@ -722,7 +720,7 @@ def parse_stack_config(document: Any, source: str = "stack config") -> StackConf
     """Validate the parsed YAML of a `Pulumi.<stack>.yaml` document into a `StackConfig`."""
     from infra.config_checks import cross_checks
     from infra.config_file import STACK_FILE_KEYS
-    from infra.targets.kinds import rules_for
+    from infra.targets.kinds import rules_for, secret_rules
 
     if not isinstance(document, dict) or not isinstance(document.get("config", {}), dict):
         raise ConfigError([f"{source}: expected a mapping with a 'config:' section"])
@@ -738,7 +736,7 @@ def parse_stack_config(document: Any, source: str = "stack config") -> StackConf
     if found:
         keys = _without(keys, [path for path, _ in found])
     rules = rules_for(keys.get("target"))
-    secrets, secret_problems = _secret_problems(keys, rules)
+    secrets, secret_problems = _secret_problems(keys, secret_rules(keys.get("target")))
     problems += secret_problems
     if "secrets" in keys:
         problems.append(f"{NAMESPACE}:secrets: unknown key (secrets are individual keys such as {NAMESPACE}:dbPassword)")

@@ -53,6 +53,12 @@ def rules_for(kind: object) -> KindRules | None:
     return RULES.get(kind) if isinstance(kind, str) else None
 
 
+def secret_rules(kind: object) -> KindRules:
+    """The rules the secrets of a stack file are held to: its kind's, or for no known kind the
+    strictest (a Pulumi secret, never plain text)."""
+    return rules_for(kind) or RULES["aws"]
+
+
 def rules_of(config: StackConfig) -> KindRules:
     """The rules of a parsed stack config's target."""
     rules = rules_for(config.target)
