@@ -264,7 +264,7 @@ def _copy(stack: Stack, logical: int, src: Member, dst: Member, result: MoveResu
         _sql(stack, dst, "subscribe", sql.subscribe_sql(src.cluster, logical))
     started = time.monotonic()
     _wait(lambda: _true(stack, dst, sql.copied(logical)), COPY_TIMEOUT_S,
-          f"logical shard {logical}: the initial copy to {dst.cluster.name} did not finish")
+          lambda: f"logical shard {logical}: the initial copy to {dst.cluster.name} did not finish")
     result.copy_s = time.monotonic() - started
     result.copied_bytes = int(_value(stack, dst, _schema_bytes(logical)) or 0)
 
@@ -301,13 +301,16 @@ def _caught_up(stack: Stack, logical: int, src: Member, dst: Member) -> None:
         source = pool.submit(_value, stack, src, sql.checksums(logical, names))
         seen = _value(stack, dst, sql.checksums(logical, names))
         want = source.result()
-    deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
-    while seen != want:
-        if time.monotonic() > deadline:
-            raise StepFailed(f"logical shard {logical}: the target still differs from the frozen source after "
-                             f"{CATCH_UP_TIMEOUT_S:.0f} s (source {want}, target {seen})")
-        time.sleep(0.02)
-        seen = _value(stack, dst, sql.checksums(logical, names))
+
+    def equal() -> bool:
+        nonlocal seen
+        if seen != want:
+            seen = _value(stack, dst, sql.checksums(logical, names))
+        return seen == want
+
+    # Writes are paused: poll at the shortest interval.
+    _wait(equal, CATCH_UP_TIMEOUT_S, lambda: f"logical shard {logical}: the target still differs from the frozen "
+          f"source after {CATCH_UP_TIMEOUT_S:.0f} s (source {want}, target {seen})", longest_s=0.02)
 
 
 def _clean(stack: Stack, logical: int, src: Member, dst: Member) -> None:
@@ -364,12 +367,13 @@ def _schema_bytes(logical: int) -> str:
             f"ON n.oid = c.relnamespace WHERE n.nspname = '{schema_name(logical)}' AND c.relkind = 'r'")
 
 
-def _wait(done: Callable[[], bool], timeout_s: float, failure: str, longest_s: float = 1.0) -> None:
-    """Poll `done` (quickly at first, then at most every `longest_s`) until it is true."""
+def _wait(done: Callable[[], bool], timeout_s: float, failure: Callable[[], str], longest_s: float = 1.0) -> None:
+    """Poll `done` (quickly at first, then at most every `longest_s`) until it is true; StepFailed
+    with the message `failure()` (said when it gives up) after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     delay = 0.02
     while not done():
         if time.monotonic() > deadline:
-            raise StepFailed(failure)
+            raise StepFailed(failure())
         time.sleep(delay)
         delay = min(delay * 2, longest_s)
