@@ -50,3 +50,13 @@ def test_no_read_of_the_target_kind_outside_the_targets(package: str) -> None:
              if TARGETS not in path.parents
              for line, what in kind_reads(path.read_text())]
     assert reads == []
+
+
+def test_every_kind_the_config_accepts_has_its_rules() -> None:
+    from typing import get_args
+
+    from infra.config import StackConfig
+    from infra.targets.kinds import RULES
+
+    accepted = set(get_args(StackConfig.model_fields["target"].annotation))
+    assert accepted == set(RULES) == KINDS
