@@ -1,6 +1,6 @@
 """Sentry for the web app and the worker: DSN from config (unset → disabled), `release` = the
 deployed version, `environment` = the stack, tag `component` = web or worker. The SDK set-up
-itself is monitoring/sentry.py's, shared with the `ops` CLI."""
+itself is monitoring/integrations/sentry.py's, shared with the `ops` CLI."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from app.config import AppConfig
-from monitoring.sentry import init_sentry
+from monitoring.integrations.sentry import init_sentry
 
 
 def init_app_sentry(config: AppConfig, component: str, integrations: Sequence[Any]) -> bool:

@@ -28,11 +28,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from monitoring.alert_pipeline import AlertPipeline  # noqa: E402
-from monitoring.alert_store import AlertStore  # noqa: E402
-from monitoring.health_watcher import PipelinePager, Target, Watcher, probe  # noqa: E402
-from monitoring.pagerduty_events import PagerDutySender, RetryPolicy  # noqa: E402
-from monitoring.silences import SilenceStore  # noqa: E402
+from monitoring.alerts.alert_pipeline import AlertPipeline  # noqa: E402
+from monitoring.alerts.alert_store import AlertStore  # noqa: E402
+from monitoring.agents.health_watcher import PipelinePager, Target, Watcher, probe  # noqa: E402
+from monitoring.integrations.pagerduty_events import PagerDutySender, RetryPolicy  # noqa: E402
+from monitoring.alerts.silences import SilenceStore  # noqa: E402
 from ops.stack import Stack  # noqa: E402
 from roles.munin_master.role import watcher_config  # noqa: E402
 from tests.fakes.base import LocalServer  # noqa: E402

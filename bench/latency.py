@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from ops.stack import Stack  # noqa: E402
 
-PLUGINS = ROOT / "monitoring" / "munin" / "plugins"
+PLUGINS = ROOT / "monitoring" / "agents" / "munin" / "plugins"
 PLUGIN_RUNS = 11
 HEALTH_REQUESTS = 500
 

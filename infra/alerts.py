@@ -1,6 +1,6 @@
 """The alert model: what fired, how bad, and the PagerDuty Events v2 body that says so.
 
-Pure values and functions only; the pipeline (monitoring/alert_pipeline.py) spools and sends them.
+Pure values and functions only; the pipeline (monitoring/alerts/alert_pipeline.py) spools and sends them.
 An alert is identified by `stack/host/plugin/field`, which is also its PagerDuty `dedup_key`, so
 repeated triggers fold into one incident and a resolve closes it.
 
@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 Severity = Literal["critical", "error", "warning", "info"]
-# The health watcher's plugin name (monitoring/health_watcher.py): probes, not a Munin graph.
+# The health watcher's plugin name (monitoring/agents/health_watcher.py): probes, not a Munin graph.
 HEALTH_PLUGIN = "health"
 SEVERITIES: tuple[str, ...] = ("critical", "error", "warning", "info")
 

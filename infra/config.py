@@ -7,8 +7,9 @@ Bad input raises `ConfigError`, which carries one line per problem naming the ke
 problem found is reported, not only the first. Types are strict (a YAML `yes` is not a count, a
 number is not a name); the limits are AWS's documented ones (infra/aws_names.py) and, for counts,
 bounds no real stack reaches, so a typo cannot make the program build millions of nodes.
-Rules that span several keys (zones of the region, subnet sizes, one-box ports) are in
-infra/config_checks.py; reading the file (encodings, duplicate keys, YAML 1.1 words) in
+Rules that span several keys (zones of the region, role overrides) are in infra/config_checks.py,
+those of one target kind (subnet sizes, one-box ports, which secrets, the distro's PostgreSQL) in
+that target's rules (infra/targets/kinds.py); reading the file (encodings, duplicate keys, YAML 1.1 words) in
 infra/config_file.py.
 """
 
@@ -20,7 +21,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -38,6 +39,9 @@ from pydantic.alias_generators import to_camel
 from infra import schedule
 from infra.config_errors import ConfigError, check_stack_name, show
 
+if TYPE_CHECKING:
+    from infra.targets.kinds import KindRules
+
 
 NAMESPACE = "photostack"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -48,10 +52,6 @@ MAX_LOGICAL_SHARDS = 1 << SHARD_ID_BITS
 TIMESTAMP_BITS = 41
 # Instagram's published epoch constant (2011-08-24T21:07:01.721Z), not 2011-01-01 as its prose says.
 INSTAGRAM_EPOCH_MS = 1314220021721
-# The PostgreSQL major each target's OS ships, used when postgres.version is not pinned: AWS hosts
-# boot Ubuntu 24.04 (the only image the program accepts; its archive has 16, not 15), the one-box
-# is Debian 12 (15).
-DISTRO_POSTGRES_MAJOR = {"aws": 16, "onebox": 15}
 
 # Secrets: never plain text in the YAML. On AWS they are Pulumi secrets (`secure:` values);
 # on one-box they live in the git-ignored state dir (see infra/secrets.py).
@@ -299,7 +299,7 @@ class Limit(Model):
         return self
 
 
-MUNIN_PLUGINS = REPO_ROOT / "monitoring" / "munin" / "plugins"
+MUNIN_PLUGINS = REPO_ROOT / "monitoring" / "agents" / "munin" / "plugins"
 
 
 class DashboardLogin(Model):
@@ -341,7 +341,7 @@ class Monitoring(Model):
     )
     limits: dict[str, Limit] = Field(
         default_factory=dict, max_length=500,
-        description="Per 'plugin.field' limits, e.g. 'pgbouncer.waiting'; plugin: one of monitoring/munin/plugins.",
+        description="Per 'plugin.field' limits, e.g. 'pgbouncer.waiting'; plugin: one of monitoring/agents/munin/plugins.",
     )
     dashboard_login: DashboardLogin | None = Field(
         None, description="AWS: the OIDC login in front of /munin/ and /wallboard/; without one (or "
@@ -570,9 +570,11 @@ class StackConfig(Model):
     @classmethod
     def _postgres_major_of_the_distro(cls, data: Any) -> Any:
         if isinstance(data, dict) and isinstance(data.get("postgres"), dict) and "version" not in data["postgres"]:
-            major = DISTRO_POSTGRES_MAJOR.get(data.get("target"))  # type: ignore[arg-type]
-            if major is not None:
-                data = {**data, "postgres": {**data["postgres"], "version": major}}
+            from infra.targets.kinds import rules_for
+
+            # Unpinned, the major the target's OS ships (the target's rules know which).
+            if (rules := rules_for(data.get("target"))) is not None:
+                data = {**data, "postgres": {**data["postgres"], "version": rules.distro_postgres_major}}
         return data
 
     @field_validator("domain", "hosted_zone")
@@ -641,19 +643,17 @@ def _reason(error: dict[str, Any]) -> str:
     return message
 
 
-def _secret_problems(keys: dict[str, Any], target: str) -> tuple[dict[str, Any], list[str]]:
-    """Lift secret keys out of the flat key map; a secret in plain text is an error."""
+def _secret_problems(keys: dict[str, Any], rules: KindRules) -> tuple[dict[str, Any], list[str]]:
+    """Lift secret keys out of the flat key map; a secret in plain text (or, where the target keeps
+    secrets elsewhere, at all) is an error."""
     secrets: dict[str, Any] = {}
     problems: list[str] = []
     for name in SECRET_KEYS:
         if name not in keys:
             continue
         value = keys.pop(name)
-        where = f"{NAMESPACE}:{name}"
-        if target == "onebox":
-            problems.append(f"{where}: one-box secrets live in the state dir; set it with `ops secret set {name}`")
-        elif not (isinstance(value, dict) and set(value) == {"secure"}):
-            problems.append(f"{where}: is a secret; store it with `pulumi config set --secret {name}`, not in plain text")
+        if why := rules.plain_secret_problem(name, value):
+            problems.append(f"{NAMESPACE}:{name}: {why}")
         else:
             secrets[name] = value
     return secrets, problems
@@ -720,6 +720,7 @@ def parse_stack_config(document: Any, source: str = "stack config") -> StackConf
     """Validate the parsed YAML of a `Pulumi.<stack>.yaml` document into a `StackConfig`."""
     from infra.config_checks import cross_checks
     from infra.config_file import STACK_FILE_KEYS
+    from infra.targets.kinds import rules_for, secret_rules
 
     if not isinstance(document, dict) or not isinstance(document.get("config", {}), dict):
         raise ConfigError([f"{source}: expected a mapping with a 'config:' section"])
@@ -734,7 +735,8 @@ def parse_stack_config(document: Any, source: str = "stack config") -> StackConf
     reported = {_location(path) for path, _ in found}
     if found:
         keys = _without(keys, [path for path, _ in found])
-    secrets, secret_problems = _secret_problems(keys, str(keys.get("target", "")))
+    rules = rules_for(keys.get("target"))
+    secrets, secret_problems = _secret_problems(keys, secret_rules(keys.get("target")))
     problems += secret_problems
     if "secrets" in keys:
         problems.append(f"{NAMESPACE}:secrets: unknown key (secrets are individual keys such as {NAMESPACE}:dbPassword)")
@@ -747,8 +749,9 @@ def parse_stack_config(document: Any, source: str = "stack config") -> StackConf
             if not any(where == r or where.startswith(r + ".") for r in reported):
                 problems.append(f"{where}: {_reason(error)}")
         raise ConfigError(problems) from None
-    problems += [f"{NAMESPACE}:{key}: {why}" for key, why in cross_checks(config, keys, providers)]
-    if config.target == "aws":
+    assert rules is not None, "the model accepted the target"
+    problems += [f"{NAMESPACE}:{key}: {why}" for key, why in cross_checks(config, keys, providers, rules)]
+    if rules.secrets_in_stack_file:
         problems += [
             f"{NAMESPACE}:{name}: missing secret; set it with `pulumi config set --secret {name}`"
             for name in required_secrets(config)
@@ -761,21 +764,14 @@ def parse_stack_config(document: Any, source: str = "stack config") -> StackConf
 
 def required_secrets(config: StackConfig) -> list[str]:
     """Secrets this stack needs: the service passwords, plus those of the integrations it enables."""
-    names = list(GENERATED_SECRETS)
-    # On AWS the program creates the PagerDuty integration and the Sentry key itself and hands
-    # their routing key and DSN to the hosts (infra/alerting.py); on one-box the user sets them.
-    onebox = config.target == "onebox"
-    if config.alerting.pagerduty and onebox:
-        names.append("pagerdutyRoutingKey")
+    from infra.targets.kinds import rules_of
+
+    needed = {*GENERATED_SECRETS, *rules_of(config).own_secrets(config)}
     if config.monitoring.pingdom:
-        names.append("pingdomToken")
-    if config.alerting.sentry and onebox:
-        names.append("sentryDsn")
-    if config.monitoring.dashboard_login is not None and not onebox:
-        names.append("dashboardOidcClientSecret")
+        needed.add("pingdomToken")
     if config.monitoring.dashboard_password is not None:
-        names.append("dashboardPassword")
-    return names
+        needed.add("dashboardPassword")
+    return [name for name in SECRET_KEYS if name in needed]
 
 
 def placeholder_secrets(config: StackConfig) -> list[str]:

@@ -158,7 +158,7 @@ def profile_policy(args: FleetArgs) -> pulumi.Output[str]:
 
 
 def silences_policy(path_arn: str, audit_arn: str | None = None) -> str:
-    """Read the silences every operator sets (`ops silence --host/--alert`, monitoring/silences.py)
+    """Read the silences every operator sets (`ops silence --host/--alert`, monitoring/alerts/silences.py)
     and, given its ARN, the audit trail they write (ops/audit.py, shown on the wallboard)."""
     statements = [{"Sid": "Silences", "Effect": "Allow", "Action": ["ssm:GetParametersByPath"], "Resource": [path_arn]}]
     if audit_arn is not None:

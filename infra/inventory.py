@@ -7,9 +7,10 @@ AWS: one host per node, found from EC2 tags (see `infra/aws_inventory.py`), reac
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import get_args
 
 from infra.config import StackConfig
-from infra.topology import COMMON_ROLES, Node, nodes
+from infra.topology import COMMON_ROLES, Node, Role, nodes
 
 # Tags every EC2 instance carries; the AWS inventory is read back from them.
 TAG_STACK = "photostack:stack"
@@ -21,20 +22,8 @@ TAG_DATA_VOLUME = "photostack:data-volume"
 # Roles that ride along with others: pgbouncer pools sit on every host that talks to the shards.
 CO_LOCATED: dict[str, tuple[str, ...]] = {"app": ("pgbouncer",), "worker": ("pgbouncer",)}
 
-# Converge order: data and queues before the app that needs them, the app before nginx routes to it.
-ROLE_ORDER = (
-    "base",
-    "postgres",
-    "pgbouncer",
-    "redis",
-    "memcached",
-    "rabbitmq",
-    "app",
-    "worker",
-    "nginx",
-    "munin_node",
-    "munin_master",
-)
+# Converge order: the order the roles are declared in (infra/topology.py).
+ROLE_ORDER: tuple[Role, ...] = get_args(Role)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ HEALTH_CHECK = {
     "healthy_threshold": 2,
     "unhealthy_threshold": 2,
 }
-# The health watcher raises the same failure as plugin "health" (monitoring/health_watcher.py):
+# The health watcher raises the same failure as plugin "health" (monitoring/agents/health_watcher.py):
 # both paths link the runbook that alert links.
 HEALTH_PLUGIN = "health"
 # The dashboards' paths, each with its listener rule priority (lower wins; the default action

@@ -33,7 +33,7 @@ class NetworkArgs:
 
 def subnet_cidrs(cidr: str, zones: int) -> tuple[list[str], list[str]]:
     """Public and private subnet ranges: equal slices of `cidr`, public ones first."""
-    # Config validation (infra/config_checks.py) has checked that these slices fit and are large enough.
+    # Config validation (infra/targets/aws_config.py) has checked that these slices fit and are large enough.
     network = ipaddress.ip_network(cidr)
     new_prefix = subnet_prefix(cidr, zones)
     slices = [str(s) for s in network.subnets(new_prefix=new_prefix)]

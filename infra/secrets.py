@@ -13,11 +13,11 @@ an interrupted rotation got.
 from __future__ import annotations
 
 import json
-import os
 import secrets as token
 from collections.abc import Callable
 from pathlib import Path
 
+from infra.atomic_file import write_atomic
 from infra.config import GENERATED_SECRETS, SECRET_KEYS, ConfigError, StackConfig, required_secrets
 from infra.state import state_dir
 
@@ -116,8 +116,4 @@ class SecretStore:
             raise ConfigError(problems)
 
     def _save(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(self._values, handle, indent=2, sort_keys=True)
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps(self._values, indent=2, sort_keys=True), mode=0o600)

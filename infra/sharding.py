@@ -13,11 +13,11 @@ Id layout (Instagram, "Sharding & IDs at Instagram", 2012):
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from infra.atomic_file import write_atomic
 from infra.config import SHARD_ID_BITS, ConfigError, StackConfig
 
 SEQUENCE_BITS = 10
@@ -146,9 +146,7 @@ class ShardMap:
                 raise ConfigError(problems)
             return stored
         shard_map = cls.initial(config)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(shard_map.to_json())
-        os.replace(tmp, path)
+        write_atomic(path, shard_map.to_json())
         return shard_map
 
 

@@ -14,16 +14,18 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from infra.config import StackConfig
 
+# Every role, in converge order: data and queues before the app that needs them, the app before
+# nginx routes to it (infra/inventory.py orders each host's roles so).
 Role = Literal[
     "base",
-    "nginx",
-    "app",
-    "worker",
     "postgres",
     "pgbouncer",
     "redis",
     "memcached",
     "rabbitmq",
+    "app",
+    "worker",
+    "nginx",
     "munin_node",
     "munin_master",
 ]

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from infra.atomic_file import write_atomic
 
 KEY = "photostack:markers"
 KEPT = 200
@@ -63,9 +64,6 @@ def file_writer(path: Path) -> MarkerWriter:
         with open(path.parent / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             kept = json.loads(path.read_text()) if path.exists() else []
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps([marker, *kept][:KEPT]))
-            tmp.chmod(0o644)
-            os.replace(tmp, path)
+            write_atomic(path, json.dumps([marker, *kept][:KEPT]), mode=0o644)
 
     return write

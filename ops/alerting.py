@@ -109,8 +109,8 @@ def silence(ctx: typer.Context, stack: StackOption = None,
     from contextlib import nullcontext
 
     from infra.targets import target_of
-    from monitoring import maintenance_windows as mw
-    from monitoring.silences import parse_duration, silence_store
+    from monitoring.integrations import maintenance_windows as mw
+    from monitoring.alerts.silences import parse_duration, silence_store
     from ops import audit
     from ops.stack import Stack
 

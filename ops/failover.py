@@ -15,15 +15,14 @@ and after `rebuild-replica` a converge finds nothing to change.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from infra.inventory import Host, select
 from infra.shardstore import primaries_store
 from infra.topology import nodes
 from ops import markers
-from ops.remote import StepFailed, check_converged, run_step
+from ops.remote import StepFailed, StepLog, check_converged, run_step
 from ops.stack import Stack
 from roles.postgres import commands, pgbackrest
 from roles.postgres.cluster import Cluster, cluster_of, shard_clusters
@@ -35,25 +34,6 @@ BOOT_TIMEOUT_S = 180.0
 
 class FailoverError(RuntimeError):
     """A failover or rebuild cannot start (bad shard, no replica in service …)."""
-
-
-@dataclass
-class StepLog:
-    """What each step took; the failover report."""
-
-    steps: list[tuple[str, float]] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # what a step did, where it matters (e.g. which instance stopped)
-
-    def timed(self, name: str, action: Callable[[], object], progress: Callable[[str], None]) -> None:
-        progress(name)
-        started = time.monotonic()
-        action()
-        self.steps.append((name, time.monotonic() - started))
-
-    @property
-    def seconds(self) -> float:
-        return sum(s for _, s in self.steps)
 
 
 @dataclass(frozen=True)

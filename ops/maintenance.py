@@ -57,12 +57,8 @@ def node_services(stack: Stack, placed: Placed) -> list[Service]:
 
 
 def restart_script(services: list[Service]) -> str:
-    """Stop then start each service (stopped ones just start)."""
-    steps = []
-    for s in services:
-        steps.append(f"{{ ( {s.status} ) >/dev/null 2>&1 && ( {s.stop} ) || true; }}")
-        steps.append(f"( {s.start} )")
-    return " && ".join(steps)
+    """Restart each service in turn (stopped ones just start), stopping at the first that fails."""
+    return " && ".join(s.restart for s in services)
 
 
 def topology_node(stack: Stack, name: str) -> Node:

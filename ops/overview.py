@@ -18,6 +18,7 @@ from infra.alerts import RUNBOOKS, runbook_name
 from ops.lock import stack_lock
 from ops.remote import StepFailed, run_step
 from ops.stack import Stack
+from roles.engine.changes import sections
 from roles.engine.resources import Service
 from roles.postgres import commands as pg
 from roles.postgres.cluster import cluster_of
@@ -105,15 +106,9 @@ def host_script(stack: Stack, host: Host) -> str:
 
 def parse_host(host: str, output: str, overview: Overview) -> None:
     """Fold one host's script output into the overview."""
-    sections: list[tuple[str, list[str]]] = []
-    for line in output.splitlines():
-        if line.startswith(MARK):
-            sections.append((line[len(MARK):], []))
-        elif sections:
-            sections[-1][1].append(line.strip())
-    for head, lines in sections:
+    for head, lines in sections(output, MARK):
         kind, _, rest = head.partition(" ")
-        answer = lines[0] if lines else ""
+        answer = lines[0].strip() if lines else ""
         if kind == "service":
             role, _, name = rest.partition(" ")
             overview.services.append((host, role, name, answer or "down"))
@@ -123,7 +118,7 @@ def parse_host(host: str, output: str, overview: Overview) -> None:
         elif kind == "health":
             overview.health.append((rest, answer.strip() or "no answer"))
         elif kind == "munin":
-            overview.readings += _readings(host, rest, lines)
+            overview.readings += _readings(host, rest, [line.strip() for line in lines])
 
 
 def _readings(host: str, plugin: str, lines: list[str]) -> list[Reading]:

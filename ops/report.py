@@ -71,7 +71,7 @@ def diffs(console: Console, results: list[HostResult]) -> None:
 def dashboard_urls(config) -> list[tuple[str, str]]:
     """(what, URL) of the dashboards: on the one-box straight from nginx; on AWS through the load
     balancer, which asks for the operator login (OIDC) first."""
-    from monitoring.alert_pipeline import dashboard_base_url  # pages link the same place
+    from monitoring.alerts.alert_pipeline import dashboard_base_url  # pages link the same place
 
     base = dashboard_base_url(config)
     return [("dashboard", f"{base}/munin/"), ("wallboard", f"{base}/wallboard/")]

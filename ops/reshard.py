@@ -32,7 +32,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from infra.records import readers, record
 from infra.sharding import ShardMap, ranges, schema_name
@@ -41,7 +41,7 @@ from infra.shardstore import HOST_SHARDMAP_PATH, shard_map_store
 from ops import lock
 from ops import reshard_sql as sql
 from ops.failover import Member, members
-from ops.remote import StepFailed, check_converged, run_step
+from ops.remote import StepFailed, StepLog, check_converged, run_step
 from ops.rollout import LOCK_FILE
 from ops.stack import Stack
 from roles.engine.executor import converge_hosts
@@ -68,8 +68,8 @@ class ReshardError(RuntimeError):
 Progress = Callable[[str], None]
 
 
-@dataclass
-class MoveResult:
+@dataclass(kw_only=True)
+class MoveResult(StepLog):
     """One logical shard's move: how long its writes paused and how much it copied."""
 
     logical: int
@@ -78,7 +78,6 @@ class MoveResult:
     pause_s: float = 0.0
     copy_s: float = 0.0
     copied_bytes: int = 0
-    steps: list[tuple[str, float]] = field(default_factory=list)
 
 
 # --- physical shards ---------------------------------------------------------------------------
@@ -321,15 +320,15 @@ def _run(stack: Stack, progress: Progress) -> list[MoveResult]:
     results = []
     while found := pending(stack):
         logical, source, target = found["moves"][0]
-        result = MoveResult(logical, source, target)
+        result = MoveResult(logical=logical, source=source, target=target)
         src, dst = _primary(stack, source), _primary(stack, target)
         if found["step"] == "copy":
-            _timed(result, f"copy logical shard {logical} to {dst.cluster.name}",
-                   lambda: _copy(stack, logical, src, dst, result), progress)
+            result.timed(f"copy logical shard {logical} to {dst.cluster.name}",
+                         lambda: _copy(stack, logical, src, dst, result), progress)
             _cut_over(stack, logical, src, dst, result, progress)
             store.save({**found, "step": "flipped"})
-        _timed(result, f"drop logical shard {logical}'s old copy on {src.cluster.name}",
-               lambda: _clean(stack, logical, src, dst), progress)
+        result.timed(f"drop logical shard {logical}'s old copy on {src.cluster.name}",
+                     lambda: _clean(stack, logical, src, dst), progress)
         rest = found["moves"][1:]
         store.save({"moves": rest, "step": "copy"} if rest else None)
         results.append(result)
@@ -348,7 +347,7 @@ def _copy(stack: Stack, logical: int, src: Member, dst: Member, result: MoveResu
         _sql(stack, dst, "subscribe", sql.subscribe_sql(src.cluster, logical))
     started = time.monotonic()
     _wait(lambda: _true(stack, dst, sql.copied(logical)), COPY_TIMEOUT_S,
-          f"logical shard {logical}: the initial copy to {dst.cluster.name} did not finish")
+          lambda: f"logical shard {logical}: the initial copy to {dst.cluster.name} did not finish")
     result.copy_s = time.monotonic() - started
     result.copied_bytes = int(_value(stack, dst, _schema_bytes(logical)) or 0)
 
@@ -359,17 +358,17 @@ def _cut_over(stack: Stack, logical: int, src: Member, dst: Member, result: Move
     started = time.monotonic()
     flipped = False
     try:
-        _timed(result, f"freeze logical shard {logical}'s writes", lambda: _sql(stack, src, "freeze", sql.freeze_sql(logical)),
-               progress)
-        _timed(result, "wait until the target has every change", lambda: _caught_up(stack, logical, src, dst), progress)
+        result.timed(f"freeze logical shard {logical}'s writes", lambda: _sql(stack, src, "freeze", sql.freeze_sql(logical)),
+                     progress)
+        result.timed("wait until the target has every change", lambda: _caught_up(stack, logical, src, dst), progress)
         last = int(_value(stack, src, sql.last_id_sql(logical)))
-        _timed(result, f"advance the id sequence past {last}",
-               lambda: _sql(stack, dst, "sequence", sql.advance_sequence_sql(logical, last)), progress)
+        result.timed(f"advance the id sequence past {last}",
+                     lambda: _sql(stack, dst, "sequence", sql.advance_sequence_sql(logical, last)), progress)
         store = shard_map_store(stack.config, stack.name)
-        _timed(result, f"flip the map: logical shard {logical} → physical shard {dst.cluster.shard}",
-               lambda: store.save(store.load().moved(logical, dst.cluster.shard)), progress)
+        result.timed(f"flip the map: logical shard {logical} → physical shard {dst.cluster.shard}",
+                     lambda: store.save(store.load().moved(logical, dst.cluster.shard)), progress)
         flipped = True
-        _timed(result, "write the map to every host", lambda: publish_map(stack), progress)
+        result.timed("write the map to every host", lambda: publish_map(stack), progress)
     except BaseException:
         if not flipped:
             _sql(stack, src, "thaw", sql.thaw_sql(logical))
@@ -385,13 +384,16 @@ def _caught_up(stack: Stack, logical: int, src: Member, dst: Member) -> None:
         source = pool.submit(_value, stack, src, sql.checksums(logical, names))
         seen = _value(stack, dst, sql.checksums(logical, names))
         want = source.result()
-    deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
-    while seen != want:
-        if time.monotonic() > deadline:
-            raise StepFailed(f"logical shard {logical}: the target still differs from the frozen source after "
-                             f"{CATCH_UP_TIMEOUT_S:.0f} s (source {want}, target {seen})")
-        time.sleep(0.02)
-        seen = _value(stack, dst, sql.checksums(logical, names))
+
+    def equal() -> bool:
+        nonlocal seen
+        if seen != want:
+            seen = _value(stack, dst, sql.checksums(logical, names))
+        return seen == want
+
+    # Writes are paused: poll at the shortest interval.
+    _wait(equal, CATCH_UP_TIMEOUT_S, lambda: f"logical shard {logical}: the target still differs from the frozen "
+          f"source after {CATCH_UP_TIMEOUT_S:.0f} s (source {want}, target {seen})", longest_s=0.02)
 
 
 def _clean(stack: Stack, logical: int, src: Member, dst: Member) -> None:
@@ -448,20 +450,13 @@ def _schema_bytes(logical: int) -> str:
             f"ON n.oid = c.relnamespace WHERE n.nspname = '{schema_name(logical)}' AND c.relkind = 'r'")
 
 
-def _wait(done: Callable[[], bool], timeout_s: float, failure: str, longest_s: float = 1.0) -> None:
-    """Poll `done` (quickly at first, then at most every `longest_s`) until it is true."""
+def _wait(done: Callable[[], bool], timeout_s: float, failure: Callable[[], str], longest_s: float = 1.0) -> None:
+    """Poll `done` (quickly at first, then at most every `longest_s`) until it is true; StepFailed
+    with the message `failure()` (said when it gives up) after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     delay = 0.02
     while not done():
         if time.monotonic() > deadline:
-            raise StepFailed(failure)
+            raise StepFailed(failure())
         time.sleep(delay)
         delay = min(delay * 2, longest_s)
-
-
-def _timed(result: MoveResult, name: str, action: Callable[[], object], progress: Progress) -> None:
-    progress(name)
-    started = time.monotonic()
-    action()
-    result.steps.append((name, time.monotonic() - started))
-

@@ -22,8 +22,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -31,10 +30,9 @@ from typing import Protocol
 from infra.config import REPO_ROOT
 from infra.inventory import Host
 from infra.records import record
-from infra.topology import Node
 from ops import lock, markers
 from ops.maintenance import Placed, node_services, restart_script
-from ops.remote import StepFailed, check_converged, run_step
+from ops.remote import StepFailed, StepLog, check_converged, run_step
 from ops.stack import Stack
 from roles.app import deploy as steps
 from roles.app import release as rel
@@ -51,11 +49,9 @@ class DeployFailed(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Batch:
+class Batch(Placed):
     """One node restarted as a unit: out of the load balancer (app nodes), switched, restarted."""
 
-    node: Node
-    host: Host
     services: tuple[Service, ...]
     pidfile: str
     health: tuple[str, int] | None  # (address, port) of an app node's /health; None for workers
@@ -66,26 +62,17 @@ class Batch:
 
 
 @dataclass
-class DeployLog:
-    """What a deploy did: version, previous versions per host, timed steps, notes, warnings
-    (what went wrong without failing the deploy, e.g. Sentry not told)."""
+class DeployLog(StepLog):
+    """What a deploy did: its timed steps and warnings (what went wrong without failing the
+    deploy, e.g. Sentry not told), the version, previous versions per host, notes."""
 
     version: str = ""
     previous: dict[str, str] = field(default_factory=dict)
-    steps: list[tuple[str, float]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
-
-    @contextmanager
-    def step(self, name: str, progress: Progress) -> Iterator[None]:
-        progress(name)
-        began = time.monotonic()
-        yield
-        self.steps.append((name, time.monotonic() - began))
 
     @property
     def seconds(self) -> float:
+        """Wall time since the deploy began (between its steps too)."""
         return time.monotonic() - self.started
 
 
@@ -247,7 +234,7 @@ def finish(stack: Stack, version: str, previous: str, pinned: bool) -> str | Non
 def mark_in_sentry(stack: Stack, version: str) -> str | None:
     """Tell Sentry `version` is deployed (a release and deploy with `sentryAuthToken`, else an event);
     a warning line instead of an error: the deploy has happened whatever Sentry says."""
-    from monitoring.sentry import mark_deploy_for_stack
+    from monitoring.integrations.sentry import mark_deploy_for_stack
 
     try:
         return mark_deploy_for_stack(stack.config, version, stack.optional_secret)

@@ -29,8 +29,8 @@ from roles.engine.resources import DesiredState, Service
 
 if TYPE_CHECKING:
     from infra.secrets_store import SsmSecrets  # imports pulumi: only AWS stacks load it
-    from monitoring.alert_pipeline import FlushResult
-    from monitoring.alert_store import AlertReader
+    from monitoring.alerts.alert_pipeline import FlushResult
+    from monitoring.alerts.alert_store import AlertReader
 
 MONITORING_ROLE = "munin_master"
 
@@ -51,9 +51,9 @@ class Stack:
         """The stack an `ops` command works on: loaded, with the CLI's own errors going to Sentry."""
         stack = cls.load(name)
         # sentry_sdk costs ~0.05 s to import: only when the stack can have a DSN (same rule as
-        # monitoring.sentry.dsn_for_stack: $PHOTOSTACK_SENTRY_DSN, or alerting.sentry on).
+        # monitoring.integrations.sentry.dsn_for_stack: $PHOTOSTACK_SENTRY_DSN, or alerting.sentry on).
         if os.environ.get("PHOTOSTACK_SENTRY_DSN") or stack.config.alerting.sentry:
-            from monitoring.sentry import init_for_stack
+            from monitoring.integrations.sentry import init_for_stack
 
             init_for_stack(stack.name, stack.config, "ops")  # no-op without a DSN
         return stack
@@ -125,7 +125,7 @@ class Stack:
         one-box; on AWS its monitoring host's (`host_state_dir`), read in one SSH round trip that
         changes nothing there (here, only host keys get pinned, as for any SSH), with the last
         `history` log lines (None: all, 0: none). A host that cannot be read is ops.remote.StepFailed; no monitoring host is a ConfigError."""
-        from monitoring.alert_store import AlertSnapshot, AlertStore, read_script
+        from monitoring.alerts.alert_store import AlertSnapshot, AlertStore, read_script
 
         if self.target.operators_share_machine():
             return AlertStore(self.state)
@@ -155,7 +155,7 @@ class Stack:
         the pipeline they use: here on the one-box; on AWS on its monitoring host, over SSH as root
         with the host's own code, state, routing key and silences, as its hooks run (an empty
         environment, from /, `python -P`). Reaching the host fails as ops.remote.StepFailed."""
-        from monitoring.alert_pipeline import AlertPipeline, FlushResult
+        from monitoring.alerts.alert_pipeline import AlertPipeline, FlushResult
 
         if self.target.operators_share_machine():
             return AlertPipeline.for_stack(self.name, self.config).flush_spool()
@@ -269,7 +269,7 @@ class Stack:
 def _flush_script(stack: str, repo: str) -> str:
     """The shell script that drains `stack`'s alert spool on its monitoring host with the code in
     `repo` and prints the FlushResult as JSON (the other paths are the host's: infra/host_layout.py)."""
-    code = ("import dataclasses, json, sys; from monitoring.alert_pipeline import flush_alerts; "
+    code = ("import dataclasses, json, sys; from monitoring.alerts.alert_pipeline import flush_alerts; "
             "print(json.dumps(dataclasses.asdict(flush_alerts(sys.argv[1]))))")
     return (f"cd / && exec /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin PYTHONPATH={shlex.quote(repo)} "
             f"PHOTOSTACK_STATE_DIR={host_layout.STATE_ROOT} "

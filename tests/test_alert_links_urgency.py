@@ -5,7 +5,7 @@ its graph on the dashboard next to its runbook."""
 from __future__ import annotations
 
 from infra.config import load_stack_config
-from monitoring.alert_pipeline import AlertPipeline, dashboard_base_url
+from monitoring.alerts.alert_pipeline import AlertPipeline, dashboard_base_url
 from infra.alerts import Alert, trigger_event
 from tests._infra_plans import plan_of
 

@@ -41,7 +41,7 @@ def test_the_monitoring_host_runs_its_own_code_and_state_whoever_renders_it(conv
         assert f" PYTHONPATH={host_layout.BUNDLE_DIR} PHOTOSTACK_STATE_DIR={host_layout.STATE_ROOT} " in hook
         assert f"\n    {host_layout.OPS_VENV}/bin/python -P -m monitoring." in hook
     (watcher,) = [r for r in state.resources if getattr(r, "name", "") == "photostack-health-watcher"]
-    assert f"PYTHONPATH={host_layout.BUNDLE_DIR} {host_layout.OPS_VENV}/bin/python -m monitoring.health_watcher" in watcher.start
+    assert f"PYTHONPATH={host_layout.BUNDLE_DIR} {host_layout.OPS_VENV}/bin/python -m monitoring.agents.health_watcher" in watcher.start
 
 
 def test_the_user_data_makes_the_layout_the_roles_name():

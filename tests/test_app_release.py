@@ -87,8 +87,8 @@ def test_an_infra_only_commit_keeps_the_version_and_what_the_app_imports_changes
 
 def test_the_release_ships_the_app_and_the_model_it_imports_not_the_program():
     shipped = release_artifact.release_files()
-    assert {"app/wsgi.py", "infra/sharding.py", "infra/config.py", "monitoring/sentry.py"} <= set(shipped)
-    assert not {"infra/load_balancer.py", "infra/program.py", "monitoring/health_watcher.py"} & set(shipped)
+    assert {"app/wsgi.py", "infra/sharding.py", "infra/config.py", "monitoring/integrations/sentry.py"} <= set(shipped)
+    assert not {"infra/load_balancer.py", "infra/program.py", "monitoring/agents/health_watcher.py"} & set(shipped)
 
 
 def test_dirty_tree_gets_a_content_version_and_ignored_files_stay_out(repo):

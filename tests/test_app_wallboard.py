@@ -16,10 +16,10 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
 
-from monitoring.alert_pipeline import AlertPipeline
-from monitoring.alert_store import AlertStore
+from monitoring.alerts.alert_pipeline import AlertPipeline
+from monitoring.alerts.alert_store import AlertStore
 from infra.alerts import Alert
-from monitoring.silences import SilenceStore
+from monitoring.alerts.silences import SilenceStore
 from monitoring.wallboard_markers import file_writer
 from ops import audit
 from tests.app_helpers import post_photo, signed_up, wait_for

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from infra.state import state_dir
-from monitoring.alert_pipeline import AlertPipeline
-from monitoring.alert_store import AlertStore
-from monitoring.munin_alert import FieldState, handle, munin_conf_lines, parse_line
-from monitoring.silences import SilenceStore
+from monitoring.alerts.alert_pipeline import AlertPipeline
+from monitoring.alerts.alert_store import AlertStore
+from monitoring.agents.munin_alert import FieldState, handle, munin_conf_lines, parse_line
+from monitoring.alerts.silences import SilenceStore
 
 MUNIN_LIMITS = Path("/usr/share/perl5/Munin/Master/LimitsOld.pm")
 
@@ -92,7 +92,7 @@ def test_a_malformed_line_is_named():
 def test_hook_command_reads_stdin_and_logs_locally_without_a_routing_key(state_root):
     line = "photostack-alert\tstate=critical\thost=app-1\tplugin=nginx\tfield=errors_5xx\tvalue=9.00\twarning=:1\tcritical=:5\tlabel=5xx\n"
     env = {**os.environ, "PHOTOSTACK_STATE_DIR": str(state_root)}
-    result = subprocess.run([sys.executable, "-m", "monitoring.munin_alert", "--stack", "onebox"], input=line,
+    result = subprocess.run([sys.executable, "-m", "monitoring.agents.munin_alert", "--stack", "onebox"], input=line,
                             capture_output=True, text=True, env=env, timeout=60)
 
     assert result.returncode == 0, result.stderr
@@ -102,7 +102,7 @@ def test_hook_command_reads_stdin_and_logs_locally_without_a_routing_key(state_r
 
 
 def test_hook_with_an_unknown_stack_says_so_in_one_line(state_root):
-    result = subprocess.run([sys.executable, "-m", "monitoring.munin_alert", "--stack", "nope"], input="",
+    result = subprocess.run([sys.executable, "-m", "monitoring.agents.munin_alert", "--stack", "nope"], input="",
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "nope" in result.stderr

@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 from infra.config import REPO_ROOT, stack_file
 from infra.secrets import SecretStore
 from infra.state import state_dir
-from monitoring.alert_pipeline import AlertPipeline
-from monitoring.alert_store import AlertStore
+from monitoring.alerts.alert_pipeline import AlertPipeline
+from monitoring.alerts.alert_store import AlertStore
 from infra.alerts import Alert
-from monitoring.silences import Silence, SilenceStore, parse_duration
+from monitoring.alerts.silences import Silence, SilenceStore, parse_duration
 from ops.alerting import PINGDOM_CA_ENV, PINGDOM_URL_ENV, register
 from tests.conftest import PINGDOM_TOKEN
 

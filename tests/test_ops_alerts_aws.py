@@ -28,7 +28,7 @@ import pytest
 from infra.alerts import Alert, dedup_key, resolve_event, trigger_event
 from infra.host_layout import BUNDLE_DIR, OPS_VENV
 from infra.host_layout import STATE_ROOT as HOST_STATE_ROOT
-from monitoring.alert_store import SPOOL_DIR, AlertStore
+from monitoring.alerts.alert_store import SPOOL_DIR, AlertStore
 
 REPO = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
@@ -271,7 +271,7 @@ def test_ops_alert_flush_sends_the_monitoring_hosts_spool_from_there(fleet, moni
     """The spooled event goes to PagerDuty from the monitoring host, through the pipeline its
     hooks run (here pointed at the local Events API by the host's endpoint override); the
     operator's state dir gets no alert store, the trail every operator reads gets the command."""
-    from monitoring.alert_pipeline import OVERRIDE_FILE
+    from monitoring.alerts.alert_pipeline import OVERRIDE_FILE
     from ops import audit
 
     [(queued, _)] = [(item.event["dedup_key"], item) for item in monitor_store.spooled()]

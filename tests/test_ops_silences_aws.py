@@ -19,7 +19,7 @@ import pytest
 from infra.alerts import Alert
 from infra.alerts import silences_path
 from infra.config import load_stack_config
-from monitoring.silences import silence_store
+from monitoring.alerts.silences import silence_store
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -21,7 +21,7 @@ from infra.config import load_stack_config
 from infra.inventory import Host
 from infra.topology import nodes
 from infra.alerts import Alert, trigger_event
-from monitoring.health_watcher import PLUGIN as HEALTH_PLUGIN
+from monitoring.agents.health_watcher import PLUGIN as HEALTH_PLUGIN
 from roles.context import RoleContext
 from roles.munin_node.plugins import host_plugins, limits
 from tests._infra_plans import plan_of

@@ -11,11 +11,11 @@ import yaml
 from infra.config import parse_stack_config
 from infra.secrets import SecretStore
 from infra.state import state_dir
-from monitoring.alert_pipeline import AlertPipeline
-from monitoring.alert_store import AlertStore
+from monitoring.alerts.alert_pipeline import AlertPipeline
+from monitoring.alerts.alert_store import AlertStore
 from infra.alerts import Alert, dedup_key
-from monitoring.pagerduty_events import CA_ENV, URL_ENV, PagerDutySender, RetryPolicy
-from monitoring.silences import SilenceStore
+from monitoring.integrations.pagerduty_events import CA_ENV, URL_ENV, PagerDutySender, RetryPolicy
+from monitoring.alerts.silences import SilenceStore
 from tests.fakes.pagerduty_server import PagerDutyServer
 from tests.fakes.tls import CertificateFiles
 

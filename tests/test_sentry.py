@@ -5,7 +5,7 @@ from __future__ import annotations
 import sentry_sdk
 
 from infra.config import load_stack_config
-from monitoring.sentry import DSN_ENV, RELEASE_ENV, init_for_stack, init_sentry, mark_deploy
+from monitoring.integrations.sentry import DSN_ENV, RELEASE_ENV, init_for_stack, init_sentry, mark_deploy
 
 
 def _close() -> None:

@@ -12,9 +12,9 @@ import yaml
 
 from infra.config import REPO_ROOT, Alerting, ConfigError, StackConfig, load_stack_config, parse_stack_config
 from infra.secrets import SecretStore
-from monitoring.sentry import AUTH_TOKEN_SECRET, CA_ENV, DSN_ENV, DSN_SECRET, init_sentry, mark_deploy_for_stack
+from monitoring.integrations.sentry import AUTH_TOKEN_SECRET, CA_ENV, DSN_ENV, DSN_SECRET, init_sentry, mark_deploy_for_stack
 from infra.alerts import project_slug
-from monitoring.sentry_releases import SentryApiError, SentryReleases, api_url_from_dsn
+from monitoring.integrations.sentry_releases import SentryApiError, SentryReleases, api_url_from_dsn
 from ops import day2, rollout
 from ops.stack import Stack
 from tests.conftest import SENTRY_API_TOKEN

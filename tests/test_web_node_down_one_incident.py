@@ -5,11 +5,11 @@ balancer's CloudWatch alarm."""
 from __future__ import annotations
 
 from infra.config import load_stack_config
-from monitoring.alert_pipeline import AlertPipeline
-from monitoring.alert_store import AlertStore
+from monitoring.alerts.alert_pipeline import AlertPipeline
+from monitoring.alerts.alert_store import AlertStore
 from infra.alerts import web_tier_alarm_name, web_tier_key
-from monitoring.health_watcher import PipelinePager, Target, Watcher, WatcherConfig
-from monitoring.silences import SilenceStore
+from monitoring.agents.health_watcher import PipelinePager, Target, Watcher, WatcherConfig
+from monitoring.alerts.silences import SilenceStore
 from tests._infra_plans import plan_of
 
 

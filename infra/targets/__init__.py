@@ -1,10 +1,10 @@
 """Where a stack runs, behind one interface: `Target`, with one implementation per target.
 
-`target_of(config)` is the only place that reads `photostack:target` (besides the config parser,
-which checks each kind's keys before there is a Target); everything else asks the Target what the
-difference is (its hosts and how to reach them, where records, secrets and shared operations
-state are stored, where the dashboards are, which addresses and ports nodes use, what hosts are
-like). The lab is not a third implementation: it is the AWS target pointed at local endpoints
+`target_of(config)` and, for the config parser before there is a Target, `kinds.rules_for(kind)`
+(each kind's config rules and defaults) are the only reads of `photostack:target`; everything
+else asks the Target what the difference is (its hosts and how to reach them, where records,
+secrets and shared operations state are stored, where the dashboards are, which addresses and
+ports nodes use, what hosts are like). The lab is not a third implementation: it is the AWS target pointed at local endpoints
 (`AWS_ENDPOINT_URL`).
 tests/model/test_target_seam.py fails on a read of the target kind anywhere else.
 """

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from infra import onebox
+from infra.atomic_file import write_atomic
 from infra.config import ConfigError, StackConfig
 from infra.inventory import Host, onebox_hosts
 from infra.secrets import SecretStore
@@ -27,9 +28,7 @@ class FileRecord:
         return json.loads(self.path.read_text()) if self.path.exists() else None
 
     def save(self, value: Any) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(value, sort_keys=True))
-        tmp.replace(self.path)
+        write_atomic(self.path, json.dumps(value, sort_keys=True))
 
 
 class FileShardMapStore:
@@ -53,9 +52,7 @@ class FileShardMapStore:
         return stored
 
     def save(self, shard_map: ShardMap) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(shard_map.to_json())
-        tmp.replace(self.path)
+        write_atomic(self.path, shard_map.to_json())
 
 
 class OneBoxTarget:

@@ -17,7 +17,7 @@ deploy over any connection):
     ship_script(release) / shipped(release)
     switch_script(version) / switched(version)
     prune_script(keep)
-The services restart through their own Service stop/start (ops/maintenance.py `restart_script`).
+The services restart through their own `Service.restart` (roles/engine/resources.py).
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from infra.records import record
 from infra.shardstore import HOST_SHARDMAP_PATH
 from infra.topology import Node
 from roles.app import release as rel
+from roles.app.deploy import wait_until
 from roles.context import RoleContext
 from roles.engine.resources import Command, Directory, File, Handler, Packages, Service
 from roles.postgres.auth import app_login
@@ -138,9 +139,8 @@ def daemon(ctx: RoleContext, name: str, unit: str, argv: list[str], detach: list
     service = Service.daemon(name, unit, run(ctx, argv + detach), pidfile)
     if not ready:
         return service
-    wait = ctx.defaults("app")["app_start_wait_s"]
-    waited = f"timeout {wait} sh -c {shlex.quote(f'until {ready}; do sleep 0.2; done')}"
-    return replace(service, start=f"{{ {service.start}; }} && {waited}")
+    waited = wait_until(ready, ctx.defaults("app")["app_start_wait_s"])
+    return replace(service, start=f"{{ {service.start}; }} && {{ {waited}; }}")
 
 
 def app_unit(ctx: RoleContext, node: Node) -> tuple[str, str]:
@@ -205,5 +205,4 @@ def restart_handler(ctx: RoleContext) -> Handler:
     stops): a rolling restart, so nginx always has an upstream. systemd re-reads units first."""
     services = [s for _, s in app_processes(ctx) + worker_processes(ctx)]
     reload = "if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi"
-    steps = [f"{{ ( {s.stop} ) >/dev/null 2>&1; {s.start}; }}" for s in services]
-    return Handler(RESTART, " && ".join([reload, *steps]))
+    return Handler(RESTART, " && ".join([reload, *(s.restart for s in services)]))

@@ -11,6 +11,19 @@ from dataclasses import dataclass, field
 from roles.engine.resources import Change, DesiredState, Handler
 
 
+def sections(output: str, marker: str) -> list[tuple[str, list[str]]]:
+    """The output of a script that prints `<marker><head>` before each part, as (head, the lines
+    after it) per part; lines before the first marker are dropped. The one way photostack reads
+    a multi-part answer of a host (the fact script here, `ops status`'s host script)."""
+    found: list[tuple[str, list[str]]] = []
+    for line in output.splitlines():
+        if line.startswith(marker):
+            found.append((line[len(marker):], []))
+        elif found:
+            found[-1][1].append(line)
+    return found
+
+
 @dataclass(frozen=True)
 class FactScript:
     """A shell script that prints every resource's fact between unique markers."""
@@ -21,17 +34,8 @@ class FactScript:
     def parse(self, output: str, count: int) -> list[str]:
         """Split the script's output back into one fact string per resource."""
         facts = [""] * count
-        current: int | None = None
-        buffer: list[str] = []
-        for line in output.splitlines():
-            if line.startswith(self.marker):
-                if current is not None:
-                    facts[current] = "\n".join(buffer)
-                current, buffer = int(line[len(self.marker):]), []
-            elif current is not None:
-                buffer.append(line)
-        if current is not None:
-            facts[current] = "\n".join(buffer)
+        for head, lines in sections(output, self.marker):
+            facts[int(head)] = "\n".join(lines)
         return facts
 
 

@@ -381,6 +381,12 @@ class Service:
     def key(self) -> str:
         return f"service {self.name}"
 
+    @property
+    def restart(self) -> str:
+        """Shell that stops the service if it runs (a failed stop does not stop the restart) and
+        starts it: its exit status is the start's."""
+        return f"{{ ( {self.status} ) >/dev/null 2>&1 && ( {self.stop} ) || true; }} && ( {self.start} )"
+
     def fact_command(self) -> str:
         return f"( {self.status} ) >/dev/null 2>&1 && echo running || echo stopped"
 

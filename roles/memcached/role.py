@@ -58,7 +58,7 @@ def desired(ctx: RoleContext) -> DesiredState:
             ),
             service,
         ]
-        state.handlers.append(Handler(restart, f"{{ {service.stop}; }} && {{ {service.start}; }}"))
+        state.handlers.append(Handler(restart, service.restart))
     return state
 
 

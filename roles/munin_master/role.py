@@ -11,8 +11,8 @@ from infra import host_layout
 from infra.config import REPO_ROOT
 from infra.topology import Node
 from infra.alerts import WEB_TIER, web_tier_key
-from monitoring.health_watcher import Target, WatcherConfig
-from monitoring.munin_alert import munin_conf_lines
+from monitoring.agents.health_watcher import Target, WatcherConfig
+from monitoring.agents.munin_alert import munin_conf_lines
 from monitoring.wallboard_markers import AUDIT_FILE, AUDIT_URL, PAGE_FILE, PAGE_URL
 from roles.context import RoleContext
 from roles.engine.resources import Absent, DesiredState, Directory, File, Handler, Packages, Service, SystemUser
@@ -123,11 +123,11 @@ def desired(ctx: RoleContext) -> DesiredState:
         File(watcher_hook, watcher_hook_script, mode=0o755, notify=(RESTART_WATCHER,)),
         File(d["munin_master_watcher_config"], watcher_config(ctx).to_json(), notify=(RESTART_WATCHER,)),
         daemon("photostack-health-watcher", d["munin_master_watcher_pidfile"],
-               [python, "-m", "monitoring.health_watcher", "--config", d["munin_master_watcher_config"],
+               [python, "-m", "monitoring.agents.health_watcher", "--config", d["munin_master_watcher_config"],
                 "--hook", watcher_hook],
                user=watcher_user, log=d["munin_master_watcher_log"], env={"PYTHONPATH": repo}),
     ]
-    handlers = [Handler(RESTART_WATCHER, _restart(resources[-1]))]
+    handlers = [Handler(RESTART_WATCHER, resources[-1].restart)]
     # The wallboard's list of recent changes: the stack's audit trail (the state dir's, or CloudWatch
     # Logs through the instance profile) copied beside the page markers. Root: the one-box's trail
     # and the directory nginx serves are root's.
@@ -144,7 +144,7 @@ def desired(ctx: RoleContext) -> DesiredState:
                  mode=0o755, notify=(RESTART_CRON_LOOP,)),
             loop,
         ]
-        handlers.append(Handler(RESTART_CRON_LOOP, _restart(loop)))
+        handlers.append(Handler(RESTART_CRON_LOOP, loop.restart))
     else:
         resources += [Packages(("cron",)), Service.init_script("cron")]
     if ctx.target.load_balancer_networks():  # else the nginx role serves the pages on its host
@@ -167,7 +167,3 @@ def dashboard_site(ctx: RoleContext) -> list:
         File("/etc/nginx/conf.d/photostack-munin.conf", site, notify=(RELOAD_DASHBOARD,)),
         Service.init_script("nginx"),
     ]
-
-
-def _restart(service: Service) -> str:
-    return f"( {service.stop} ) >/dev/null 2>&1; {service.start}"

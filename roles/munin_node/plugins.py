@@ -1,7 +1,7 @@
 """Which photostack Munin plugins a host gets, and their settings: a pure function of its nodes.
 
 A plugin instance is a name in /etc/munin/plugins (what Munin graphs and alerts on), the plugin
-script it runs (`source`, in monitoring/munin/plugins/; wildcard scripts end in `_` and serve
+script it runs (`source`, in monitoring/agents/munin/plugins/; wildcard scripts end in `_` and serve
 one instance per service, e.g. `redis_` as `redis_primary`), and its plugin-conf.d settings.
 Limits come from `monitoring.limits` keyed by `kind.field`, where `kind` is the source without
 its trailing `_`: `redis.used_memory` applies to every `redis_*` instance.
@@ -20,7 +20,7 @@ from roles.postgres.auth import stats_password
 from roles.rabbitmq.role import MUNIN_USER as BROKER_MUNIN_USER, munin_password as broker_munin_password
 from roles.redis.acl import MUNIN_USER, munin_password
 
-PLUGIN_DIR = Path(__file__).resolve().parents[2] / "monitoring" / "munin" / "plugins"
+PLUGIN_DIR = Path(__file__).resolve().parents[2] / "monitoring" / "agents" / "munin" / "plugins"
 HELPER = PLUGIN_DIR.parent / "photostack_munin.py"
 # pgbouncer rides along with app and worker hosts (no node of its own): one pool per host.
 PGBOUNCER = Node("pgbouncer", 0, "")

@@ -133,5 +133,5 @@ def crontab(ctx: RoleContext) -> DesiredState:
             File(CRONTAB, content, mode=0o600, notify=(RESTART_CRON,)),
             crond,
         ],
-        handlers=[Handler(RESTART_CRON, f"{{ {crond.stop}; }} >/dev/null 2>&1; {crond.start}")],
+        handlers=[Handler(RESTART_CRON, crond.restart)],
     )

@@ -24,7 +24,7 @@ from tests.app_services import free_ports
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 DRILL = Path(restore_drill.__file__)
-PLUGIN = Path(__file__).resolve().parents[2] / "monitoring" / "munin" / "plugins" / "pgbackrest_drill_"
+PLUGIN = Path(__file__).resolve().parents[2] / "monitoring" / "agents" / "munin" / "plugins" / "pgbackrest_drill_"
 STANZA = "shard7"
 
 pytestmark = pytest.mark.skipif(not (shutil.which("pgbackrest") and Path(PG_BIN).is_dir()),

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from monitoring.alert_pipeline import OVERRIDE_FILE
+from monitoring.alerts.alert_pipeline import OVERRIDE_FILE
 from ops.maintenance import restart_script
 from ops.remote import run_step
 from ops.stack import Stack

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from infra import schedule
-from monitoring.alert_store import AlertStore
+from monitoring.alerts.alert_store import AlertStore
 from ops import backups as bk
 from ops.remote import run_step
 from roles.postgres import scheduled

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-PLUGINS = REPO / "monitoring" / "munin" / "plugins"
+PLUGINS = REPO / "monitoring" / "agents" / "munin" / "plugins"
 OUTPUT = REPO / "test-output"
 
 

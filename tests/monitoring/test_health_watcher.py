@@ -8,11 +8,11 @@ from http.server import BaseHTTPRequestHandler
 import pytest
 
 from infra.config import load_stack_config
-from monitoring.alert_pipeline import AlertPipeline
-from monitoring.alert_store import AlertStore
-from monitoring.health_watcher import PipelinePager, Target, TargetState, Watcher, WatcherConfig, decide
-from monitoring.pagerduty_events import PagerDutySender, RetryPolicy
-from monitoring.silences import SilenceStore
+from monitoring.alerts.alert_pipeline import AlertPipeline
+from monitoring.alerts.alert_store import AlertStore
+from monitoring.agents.health_watcher import PipelinePager, Target, TargetState, Watcher, WatcherConfig, decide
+from monitoring.integrations.pagerduty_events import PagerDutySender, RetryPolicy
+from monitoring.alerts.silences import SilenceStore
 from tests.fakes.base import LocalServer
 
 PAGE_BOUND_S = 60.0

@@ -9,10 +9,10 @@ import json
 import stat
 from pathlib import Path
 
-from monitoring.alert_pipeline import AlertPipeline
-from monitoring.alert_store import AlertStore
+from monitoring.alerts.alert_pipeline import AlertPipeline
+from monitoring.alerts.alert_store import AlertStore
 from infra.alerts import Alert
-from monitoring.silences import SilenceStore
+from monitoring.alerts.silences import SilenceStore
 from monitoring.wallboard_markers import KEPT, PAGE_FILE, PAGE_URL, file_writer
 from roles.munin_master.role import dashboard_site, desired
 from roles.engine.resources import Directory, File

@@ -7,7 +7,7 @@ import boto3
 import pytest
 
 from infra.secrets_store import parameter_name
-from monitoring.alert_pipeline import AlertPipeline
+from monitoring.alerts.alert_pipeline import AlertPipeline
 from infra.alerts import Alert
 
 KEY = "R" * 32

@@ -22,9 +22,9 @@ import pytest
 
 from infra.config import REPO_ROOT, load_stack_config
 from infra.inventory import onebox_hosts
-from monitoring.alert_store import AlertStore
-from monitoring.health_watcher import SudoPager
-from monitoring.health_watcher import Verdict, Watcher, WatcherConfig
+from monitoring.alerts.alert_store import AlertStore
+from monitoring.agents.health_watcher import SudoPager
+from monitoring.agents.health_watcher import Verdict, Watcher, WatcherConfig
 from ops.maintenance import restart_script
 from ops.remote import run_step
 from infra.role_settings import declared
@@ -102,9 +102,10 @@ def test_the_hook_pages_only_the_watchers_own_targets_and_refuses_a_forged_batch
 def test_the_hook_runs_our_module_whatever_the_callers_directory_and_environment(tmp_path: Path) -> None:
     hook, _ = install_hook(tmp_path)
     evil, marker = tmp_path / "evil", tmp_path / "pwned"
-    (evil / "monitoring").mkdir(parents=True)
+    (evil / "monitoring" / "agents").mkdir(parents=True)
     (evil / "monitoring" / "__init__.py").write_text("")
-    (evil / "monitoring" / "health_hook.py").write_text(PLANTED.format(marker=str(marker)))
+    (evil / "monitoring" / "agents" / "__init__.py").write_text("")
+    (evil / "monitoring" / "agents" / "health_hook.py").write_text(PLANTED.format(marker=str(marker)))
 
     done = subprocess.run([str(hook)], cwd=evil, input="", capture_output=True, text=True, timeout=60,
                           env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(evil), "PYTHONSTARTUP": str(evil)})
@@ -174,8 +175,9 @@ def test_the_onebox_watcher_is_unprivileged_and_root_follows_nothing_it_plants(o
         # Through sudo: the hook with no arguments only; forged nodes and planted modules refused.
         hook = DEFAULTS["munin_master_watcher_hook"]
         code = shlex.quote(PLANTED.format(marker=str(marker)))
-        subprocess.run([*as_watcher, f"mkdir -p {evil}/monitoring && : > {evil}/monitoring/__init__.py "
-                                     f"&& printf %s {code} > {evil}/monitoring/health_hook.py"], check=True)
+        subprocess.run([*as_watcher, f"mkdir -p {evil}/monitoring/agents && : > {evil}/monitoring/__init__.py "
+                                     f"&& : > {evil}/monitoring/agents/__init__.py "
+                                     f"&& printf %s {code} > {evil}/monitoring/agents/health_hook.py"], check=True)
         planted = subprocess.run([*as_watcher, f"cd {evil} && PYTHONPATH={evil} /usr/bin/sudo -n {hook}"], input="",
                                  capture_output=True, text=True, timeout=60)
         widened = subprocess.run([*as_watcher, f"/usr/bin/sudo -n {hook} --config /etc/passwd"], input="",

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from infra.pingdom import PingdomClient, PingdomError
-from monitoring.sentry_releases import SentryApiError, SentryReleases
+from monitoring.integrations.sentry_releases import SentryApiError, SentryReleases
 from tests.fakes.base import JsonHandler, LocalServer
 
 TOKEN = "bearer-canary-token"

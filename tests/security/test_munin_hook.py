@@ -1,8 +1,8 @@
 """munin → root: Munin's contact hook runs as root through sudo; nothing munin controls (its working
 directory, its environment, extra arguments) may choose the code that runs.
 
-Before the fix the sudoers rule allowed `python -m monitoring.munin_alert`, and `-m` put the
-caller's working directory first on sys.path: a `monitoring/munin_alert.py` in a munin-owned
+Before the fix the sudoers rule allowed `python -m monitoring.agents.munin_alert`, and `-m` put the
+caller's working directory first on sys.path: a `monitoring/agents/munin_alert.py` in a munin-owned
 directory ran as uid 0.
 """
 
@@ -26,9 +26,10 @@ open({marker!r}, "w").write(str(os.getuid()))
 
 
 def plant(directory: Path, marker: Path) -> None:
-    """A `monitoring` package whose munin_alert module leaves `marker` if it ever runs."""
-    package = directory / "monitoring"
+    """A `monitoring.agents` package whose munin_alert module leaves `marker` if it ever runs."""
+    package = directory / "monitoring" / "agents"
     package.mkdir(parents=True)
+    (package.parent / "__init__.py").write_text("")
     (package / "__init__.py").write_text("")
     (package / "munin_alert.py").write_text(PLANTED.format(marker=str(marker)))
 
@@ -59,8 +60,9 @@ def test_munin_cannot_run_its_own_code_as_root_through_the_contact_hook(onebox) 
     marker = Path(f"/tmp/photostack-pwned-{secrets.token_hex(4)}")
     as_munin = ["runuser", "-u", "munin", "--", "sh", "-c"]
     code = shlex.quote(PLANTED.format(marker=str(marker)))
-    subprocess.run([*as_munin, f"mkdir -p {evil}/monitoring && : > {evil}/monitoring/__init__.py "
-                               f"&& printf %s {code} > {evil}/monitoring/munin_alert.py"], check=True)
+    subprocess.run([*as_munin, f"mkdir -p {evil}/monitoring/agents && : > {evil}/monitoring/__init__.py "
+                               f"&& : > {evil}/monitoring/agents/__init__.py "
+                               f"&& printf %s {code} > {evil}/monitoring/agents/munin_alert.py"], check=True)
     try:
         hook = subprocess.run([*as_munin, f"cd {evil} && PYTHONPATH={evil} {command}"], input="",
                               capture_output=True, text=True, timeout=60)

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 
-from monitoring.sentry import FILTERED, scrub
+from monitoring.integrations.sentry import FILTERED, scrub
 from tests.app_services import REPO
 
 CANARY = "canary-Pa55w0rd-7f3e9c"

@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from infra.config import ConfigError
-from monitoring.alert_pipeline import AlertPipeline, Outcome
+from monitoring.alerts.alert_pipeline import AlertPipeline, Outcome
 from infra.alerts import Alert, dedup_key
 
 MARKER = "photostack-alert"
@@ -113,7 +113,7 @@ def handle(states: Iterable[FieldState], pipeline: AlertPipeline, stack: str) ->
 
 def main(argv: list[str] | None = None) -> int:
     """Read Munin's contact lines on stdin and feed them to the stack's alert pipeline."""
-    parser = argparse.ArgumentParser(prog="python -m monitoring.munin_alert", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m monitoring.agents.munin_alert", description=__doc__.splitlines()[0])
     parser.add_argument("--stack", default="onebox")
     args = parser.parse_args(argv)
     try:

@@ -27,20 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
+from infra.atomic_file import write_atomic
+
 SPOOL_DIR = "alert-spool"
 LOG_FILE = "alerts.jsonl"
 OPEN_FILE = "open-alerts.json"
 LOCK_FILE = ".alerts.lock"
 _sequence = itertools.count()
-
-
-def _write_atomic(path: Path, data: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)
@@ -79,7 +72,7 @@ class AlertStore:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         now = time.time()
         path = self.spool_dir / f"{time.time_ns():020d}-{os.getpid()}-{next(_sequence):06d}.json"
-        _write_atomic(path, json.dumps({"queued_at": now, "event": event}))
+        write_atomic(path, json.dumps({"queued_at": now, "event": event}))
         return SpooledEvent(path, event, now)
 
     def spooled(self) -> list[SpooledEvent]:
@@ -135,14 +128,14 @@ class AlertStore:
         records = self.open_alerts()
         since = records.get(key, {}).get("since", time.time())
         records[key] = {"severity": severity, "since": since}
-        _write_atomic(self.open_path, json.dumps(records, indent=2))
+        write_atomic(self.open_path, json.dumps(records, indent=2))
 
     def mark_resolved(self, key: str) -> bool:
         """Drop `key` from the open set; False if it was not open."""
         records = self.open_alerts()
         if records.pop(key, None) is None:
             return False
-        _write_atomic(self.open_path, json.dumps(records, indent=2))
+        write_atomic(self.open_path, json.dumps(records, indent=2))
         return True
 
 

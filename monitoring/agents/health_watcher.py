@@ -14,9 +14,9 @@ of the app nodes (which the load balancer does not have) pages on its own keys.
 
 The watcher runs as its own unprivileged account: it holds no secret and no alert state. Each
 verdict that changes goes, as one line of JSON, to a root-owned hook it may run through sudo with
-no arguments (monitoring/health_hook.py), which pages through the stack's alert pipeline.
+no arguments (monitoring/agents/health_hook.py), which pages through the stack's alert pipeline.
 
-    python -m monitoring.health_watcher --config /etc/photostack/health_watcher.json \
+    python -m monitoring.agents.health_watcher --config /etc/photostack/health_watcher.json \
         --hook /usr/local/sbin/photostack-health-alert
 """
 
@@ -36,13 +36,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
-from monitoring.alert_pipeline import AlertPipeline, Outcome
+from monitoring.alerts.alert_pipeline import AlertPipeline, Outcome
 from infra.alerts import HEALTH_PLUGIN, Alert, dedup_key
 
 PLUGIN = HEALTH_PLUGIN  # alerts are stack/host/health/<node>; runbooks/web_node_down.md answers them
 ERROR_CHARS = 200  # of a probe's error in a page's summary (the hook refuses longer ones)
 log = logging.getLogger("health_watcher")
-HOOK_TIMEOUT_S = 120.0  # PagerDuty retries included (monitoring/pagerduty_events.py)
+HOOK_TIMEOUT_S = 120.0  # PagerDuty retries included (monitoring/integrations/pagerduty_events.py)
 
 
 @dataclass(frozen=True)
@@ -256,7 +256,7 @@ class SudoPager:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the watcher from its JSON config until killed, paging through the root-owned hook."""
-    parser = argparse.ArgumentParser(prog="python -m monitoring.health_watcher", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m monitoring.agents.health_watcher", description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, required=True, help="JSON written by the munin_master role")
     parser.add_argument("--hook", required=True, help="the root-owned hook sudo lets this account run")
     args = parser.parse_args(argv)

@@ -21,7 +21,7 @@ try:
     import pagerduty
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "monitoring.pagerduty_events needs the 'pagerduty' package: pip install pagerduty==7.2.0"
+        "monitoring.integrations.pagerduty_events needs the 'pagerduty' package: pip install pagerduty==7.2.0"
     ) from exc
 
 URL_ENV = "PHOTOSTACK_PAGERDUTY_URL"

@@ -12,7 +12,7 @@ unreachable) the watcher calls it every round, with no verdicts, so the spool dr
 
 Root side (from the hook script only, roles/munin_master/templates/health-alert-hook.j2):
 
-    python -P -m monitoring.health_hook --config /etc/photostack/health_watcher.json
+    python -P -m monitoring.agents.health_hook --config /etc/photostack/health_watcher.json
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from infra.config import ConfigError
-from monitoring.alert_pipeline import AlertPipeline
-from monitoring.health_watcher import ERROR_CHARS, PipelinePager, Verdict, WatcherConfig
+from monitoring.alerts.alert_pipeline import AlertPipeline
+from monitoring.agents.health_watcher import ERROR_CHARS, PipelinePager, Verdict, WatcherConfig
 
 ACTIONS = ("trigger", "resolve")
 MAX_INPUT = 64 * 1024  # far more than one verdict per target of any stack
@@ -64,7 +64,7 @@ def parse_verdicts(text: str, config: WatcherConfig) -> list[Verdict]:
 
 def main(argv: list[str] | None = None) -> int:
     """Root side: page the verdicts on stdin through the stack's pipeline; answer JSON on stdout."""
-    parser = argparse.ArgumentParser(prog="python -m monitoring.health_hook", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m monitoring.agents.health_hook", description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, required=True, help="the root-owned watcher config")
     args = parser.parse_args(argv)
     try:

@@ -8,13 +8,12 @@ ignored on read and dropped on the next write. A silence matches by host, by ale
 On AWS the operators' laptops and the munin master share them: each silence is an SSM parameter
 under `/photostack/<stack>/silences/` (`SsmSilenceStore`), which `ops silence` writes and the
 munin master's alert pipeline reads with its instance profile. Service-wide silences there are
-PagerDuty maintenance windows instead (monitoring/maintenance_windows.py).
+PagerDuty maintenance windows instead (monitoring/integrations/maintenance_windows.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 import uuid
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.alerts import Alert, silences_path
+from infra.atomic_file import write_atomic
 from infra.config import StackConfig
 from infra.targets import target_of
 
@@ -91,9 +91,7 @@ class SilenceStore(_Silences):
         return [Silence(**item) for item in json.loads(self.path.read_text())]
 
     def _write(self, silences: list[Silence]) -> None:
-        tmp = self.path.with_name(f".{FILE_NAME}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps([asdict(s) for s in silences], indent=2))
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps([asdict(s) for s in silences], indent=2))
 
     def add(self, seconds: int, host: str | None = None, alert: str | None = None,
             now: float | None = None) -> Silence:

@@ -23,10 +23,10 @@ from typing import Any
 from infra.config import StackConfig, load_stack_config
 from infra.state import state_dir
 from infra.targets import target_of
-from monitoring.alert_store import AlertStore
+from monitoring.alerts.alert_store import AlertStore
 from infra.alerts import Alert, dedup_key, resolve_event, trigger_event
-from monitoring.pagerduty_events import DeliveryError, PagerDutySender, RetryPolicy
-from monitoring.silences import SilenceStore, SsmSilenceStore, silence_store
+from monitoring.integrations.pagerduty_events import DeliveryError, PagerDutySender, RetryPolicy
+from monitoring.alerts.silences import SilenceStore, SsmSilenceStore, silence_store
 from monitoring.wallboard_markers import PAGE_FILE, MarkerWriter, file_writer
 
 ROUTING_KEY = "pagerdutyRoutingKey"

@@ -12,7 +12,7 @@ request headers, cookies and body, extra data, contexts, breadcrumbs.
 Deploys (`mark_deploy_for_stack`, called by `ops deploy` and `ops rollback`): with the optional
 secret `sentryAuthToken` (an organization auth token) and `alerting.sentry` on, a real Sentry
 release of the project `photostack-<environment>` and a deploy of it to the environment, through
-the Web API (`monitoring/sentry_releases.py`; base URL `alerting.sentryUrl`, else from the DSN).
+the Web API (`monitoring/integrations/sentry_releases.py`; base URL `alerting.sentryUrl`, else from the DSN).
 Without the token — the DSN alone cannot create releases — `mark_deploy` records the deploy as
 an info event carrying that release and environment (tag `deploy`), which shows in the release's
 event stream but is no Sentry "Deploy". An API failure is a warning line for the operator (the
@@ -28,12 +28,12 @@ from typing import Any
 try:
     import sentry_sdk
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("monitoring.sentry needs the 'sentry-sdk' package: pip install sentry-sdk==2.75.0") from exc
+    raise ImportError("monitoring.integrations.sentry needs the 'sentry-sdk' package: pip install sentry-sdk==2.75.0") from exc
 
 from infra.config import StackConfig
 from infra.secrets import SecretStore
 from infra.alerts import project_slug
-from monitoring.sentry_releases import SentryApiError, SentryReleases, api_url_from_dsn
+from monitoring.integrations.sentry_releases import SentryApiError, SentryReleases, api_url_from_dsn
 
 DSN_ENV = "PHOTOSTACK_SENTRY_DSN"
 RELEASE_ENV = "PHOTOSTACK_RELEASE"
