@@ -15,6 +15,7 @@ and after `rebuild-replica` a converge finds nothing to change.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -163,6 +164,7 @@ def fence(stack: Stack, member: Member, log: StepLog) -> None:
         raise StepFailed(f"{member.host.name}: power off through the provider: {exc}; nothing was promoted") from exc
     if powered_off is not None:
         log.notes.append(powered_off)
+        stack.forget_inventory()  # the steps after it work with the hosts that run
     else:
         fence_cluster(stack, member, log)
 
@@ -196,7 +198,7 @@ def power_on_members(stack: Stack, shard: int, log: StepLog) -> None:
             started.append(name)
     if not started:
         return
-    stack.machines_changed()
+    stack.forget_inventory()
     deadline = time.monotonic() + BOOT_TIMEOUT_S
     for host in stack.hosts:
         if host.name not in started:

@@ -99,17 +99,9 @@ class Stack:
         """The stack's hosts: the one-box model, or the EC2 instances tagged with the stack."""
         return self.target.hosts(self.name)
 
-    def machines_changed(self) -> None:
-        """Read the hosts (and their pinned host keys) again on next use: a machine was started
-        or stopped since."""
-        self.__dict__.pop("hosts", None)
-        self.__dict__.pop("ssh", None)
-
-    local: bool = False  # converge this machine without SSH (an EC2 host at boot)
-
     def forget_inventory(self) -> None:
-        """Read the hosts (and pin their SSH host keys) again on next use: after a command launched
-        or terminated instances (`replace-node`)."""
+        """Read the hosts (and pin their SSH host keys) again on next use: after a command stopped,
+        started, launched or terminated instances (failover, rebuild-replica, replace-node)."""
         for cached in ("hosts", "ssh"):
             self.__dict__.pop(cached, None)
 
