@@ -105,6 +105,8 @@ class Stack:
         for cached in ("hosts", "ssh"):
             self.__dict__.pop(cached, None)
 
+    local: bool = False  # converge this machine without SSH (an EC2 host at boot)
+
     @cached_property
     def ssh(self) -> SshSettings:
         if self.local:
