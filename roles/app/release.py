@@ -28,6 +28,7 @@ import functools
 import hashlib
 import os
 import shlex
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,10 +61,19 @@ class Release:
         return f"{VENVS}/{hashlib.sha256(self.requirements.encode()).hexdigest()[:12]}"
 
 
-@functools.cache
+_BUILDING = threading.Lock()
+
+
 def build_release(repo: Path = REPO_ROOT) -> Release:
-    """The release of the working tree of the checkout `repo` (cached per process: one converge
-    builds it once)."""
+    """The release of the working tree of the checkout `repo`, built once per process however
+    many hosts' threads ask at once (a converge or `ops status` renders hosts in parallel; CPython
+    3.11's `ast.parse`, which the build uses, is not safe in concurrent threads either)."""
+    with _BUILDING:
+        return _built(repo)
+
+
+@functools.cache
+def _built(repo: Path) -> Release:
     return Release(**dataclasses.asdict(release_artifact.build(repo)))
 
 
