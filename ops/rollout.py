@@ -151,7 +151,7 @@ def build(version: str | None, repo: Path = REPO_ROOT) -> rel.Release:
         shutil.rmtree(tmp, ignore_errors=True)
         raise DeployFailed(f"--version {version}: not a git revision of {repo} ({added.stderr.strip().splitlines()[-1:]})")
     try:
-        return rel.build_release.__wrapped__(tree)
+        return rel.release_of(tree)
     finally:
         subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(tree)], capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)

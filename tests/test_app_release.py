@@ -47,8 +47,8 @@ def names(tarball: bytes) -> list[str]:
 
 
 def test_clean_tree_is_versioned_by_commit_and_builds_identically(repo):
-    first = rel._built.__wrapped__(repo)
-    again = rel._built.__wrapped__(repo)
+    first = rel.release_of(repo)
+    again = rel.release_of(repo)
     head = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"], capture_output=True,
                           text=True, check=True).stdout.strip()
     assert first.version == head
@@ -58,31 +58,31 @@ def test_clean_tree_is_versioned_by_commit_and_builds_identically(repo):
 
 def test_a_commit_that_ships_nothing_keeps_the_version(repo):
     """Docs, roles or tests alone: same version, so converge does not restart the app fleet."""
-    before = rel._built.__wrapped__(repo)
+    before = rel.release_of(repo)
     (repo / "roles" / "role.py").write_text("# changed, still not shipped\n")
     git(repo, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "roles only")
-    assert rel._built.__wrapped__(repo).version == before.version
+    assert rel.release_of(repo).version == before.version
     (repo / "app" / "views.py").write_text("print('v2')\n")
     git(repo, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "app")
-    assert rel._built.__wrapped__(repo).version != before.version
+    assert rel.release_of(repo).version != before.version
 
 
 def test_an_infra_only_commit_keeps_the_version_and_what_the_app_imports_changes_it(repo):
     """A CloudWatch alarm edit in the Pulumi program ships nothing: the app fleet keeps running.
     The model the app imports (infra/config.py here) ships, so a change to it is a new release."""
     commit = ["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam"]
-    before = rel._built.__wrapped__(repo)
+    before = rel.release_of(repo)
     (repo / "infra" / "load_balancer.py").write_text("from infra.config import X\nALARM_THRESHOLD = 9\n")
-    assert rel._built.__wrapped__(repo).version == before.version  # not even dirty
+    assert rel.release_of(repo).version == before.version  # not even dirty
     git(repo, *commit, "alarm threshold")
-    assert rel._built.__wrapped__(repo).version == before.version
+    assert rel.release_of(repo).version == before.version
     (repo / "infra" / "config.py").write_text("X = 2\n")
     git(repo, *commit, "model")
-    model = rel._built.__wrapped__(repo)
+    model = rel.release_of(repo)
     assert model.version != before.version
     (repo / "app" / "views.py").write_text("from infra.config import X\nprint('v2', X)\n")
     git(repo, *commit, "app")
-    assert rel._built.__wrapped__(repo).version not in (before.version, model.version)
+    assert rel.release_of(repo).version not in (before.version, model.version)
 
 
 def test_the_release_ships_the_app_and_the_model_it_imports_not_the_program():
@@ -92,15 +92,15 @@ def test_the_release_ships_the_app_and_the_model_it_imports_not_the_program():
 
 
 def test_dirty_tree_gets_a_content_version_and_ignored_files_stay_out(repo):
-    clean = rel._built.__wrapped__(repo)
+    clean = rel.release_of(repo)
     (repo / "app" / "views.py").write_text("print('v2')\n")
     (repo / "app" / "new.py").write_text("NEW = 1\n")
     (repo / "app" / "junk.pyc").write_bytes(b"\0")
-    dirty = rel._built.__wrapped__(repo)
+    dirty = rel.release_of(repo)
     assert dirty.version.startswith(clean.version + "-dirty-")
     assert "app/new.py" in names(dirty.tarball) and "app/junk.pyc" not in names(dirty.tarball)
     (repo / "app" / "views.py").write_text("print('v3')\n")
-    assert rel._built.__wrapped__(repo).version != dirty.version
+    assert rel.release_of(repo).version != dirty.version
 
 
 def test_venv_is_keyed_by_the_locked_pins_and_installs_them_with_hashes(repo):
@@ -111,7 +111,7 @@ def test_venv_is_keyed_by_the_locked_pins_and_installs_them_with_hashes(repo):
     assert {"django", "gunicorn", "asgiref", "sqlparse"} <= set(pinned) and "pytest" not in pinned
     assert all("--hash=sha256:" in entry.text for entry in parse(one.requirements))
     assert "--require-hashes" in rel.venv_script(one)
-    before = rel._built.__wrapped__(repo).version
+    before = rel.release_of(repo).version
     lock = repo / "requirements.lock"
     version = next(line.split("==")[1].split()[0] for line in lock.read_text().splitlines() if line.startswith("django=="))
     lock.write_text(lock.read_text().replace(f"django=={version}", "django==9.9.9"))
@@ -120,7 +120,7 @@ def test_venv_is_keyed_by_the_locked_pins_and_installs_them_with_hashes(repo):
     # A new pin is a new release, even with no code change.
     git(repo, "add", "-A")
     git(repo, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "bump django")
-    assert rel._built.__wrapped__(repo).version != before
+    assert rel.release_of(repo).version != before
 
 
 def test_ship_and_switch_scripts_work_on_a_scratch_root(repo, tmp_path, monkeypatch):
@@ -129,7 +129,7 @@ def test_ship_and_switch_scripts_work_on_a_scratch_root(repo, tmp_path, monkeypa
     for name, value in {"ROOT": str(root), "RELEASES": f"{root}/releases", "VENVS": f"{root}/venvs",
                         "CURRENT": f"{root}/current"}.items():
         monkeypatch.setattr(rel, name, value)
-    release = rel._built.__wrapped__(repo)
+    release = rel.release_of(repo)
 
     def sh(script: str) -> int:
         return subprocess.run(["bash", "-c", script]).returncode
@@ -149,7 +149,7 @@ def test_ship_and_switch_scripts_work_on_a_scratch_root(repo, tmp_path, monkeypa
 def test_a_host_converges_to_the_built_artifact_without_git(repo, tmp_path, monkeypatch):
     """A host has no checkout and no git: the release it converges to is the artifact built once
     with the bundle, the same version and bytes as the operator's build, so neither re-ships."""
-    operator = rel._built.__wrapped__(repo)
+    operator = rel.release_of(repo)
     directory = release_artifact.built(repo)
     assert directory == repo / release_artifact.BUILD_DIR / operator.version
     assert release_artifact.built(repo) == directory  # the same version is not written again
@@ -158,4 +158,4 @@ def test_a_host_converges_to_the_built_artifact_without_git(repo, tmp_path, monk
     on_host = rel.current_release()
     assert on_host == operator
     with pytest.raises(FileNotFoundError):  # and building from a tree would have needed git
-        rel._built.__wrapped__(repo)
+        rel.release_of(repo)

@@ -72,9 +72,13 @@ def build_release(repo: Path = REPO_ROOT) -> Release:
         return _built(repo)
 
 
-@functools.cache
-def _built(repo: Path) -> Release:
+def release_of(repo: Path) -> Release:
+    """The release of the checkout `repo`'s working tree, built now (not cached: a deploy of
+    another ref builds its own tree)."""
     return Release(**dataclasses.asdict(release_artifact.build(repo)))
+
+
+_built = functools.cache(release_of)
 
 
 def current_release() -> Release:

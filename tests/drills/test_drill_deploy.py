@@ -40,7 +40,7 @@ def _another_release(root: Path) -> rel.Release:
     for args in (["init", "-q"], ["add", "-A"], ["-c", "user.email=drill@localhost", "-c", "user.name=drill",
                                                  "commit", "-qm", "another release"]):
         subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True)
-    return rel._built.__wrapped__(root)
+    return rel.release_of(root)
 
 
 def _earlier_releases(current: str) -> list[Path]:
