@@ -140,8 +140,9 @@ class SecurityGroups:
         `specs` (the hosts there are now: a replacement's new address is admitted where its
         group is)."""
         addresses = {spec.name: spec.address for spec in specs}
+        present = set(hosts.lab_namespaces())  # one `ip netns list`, not one per host
         for spec in specs:
-            if spec.netns in hosts.lab_namespaces():
+            if spec.netns in present:
                 apply(spec.netns, self.host_rules(spec.name, addresses))
 
 

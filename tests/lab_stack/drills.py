@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from infra.aws_inventory import node_instance
 from infra.config import load_stack_config
 from infra.role_settings import declared
 from lab import hosts
@@ -369,19 +370,6 @@ RESTART_TIMEOUT_S = 240.0
 NOTICE_S = 5.0
 
 
-def lab_aws(service: str):
-    """A boto3 client of the lab's AWS as the operator has it."""
-    import boto3
-
-    from infra.config import load_stack_config
-
-    config = load_stack_config("lab")
-    environment = operator_environment(Path(tempfile.gettempdir()))
-    return boto3.client(service, region_name=config.region, endpoint_url=environment["AWS_ENDPOINT_URL"],
-                        aws_access_key_id=environment["AWS_ACCESS_KEY_ID"],
-                        aws_secret_access_key=environment["AWS_SECRET_ACCESS_KEY"])
-
-
 def shard_members(shard: int = 0) -> list[str]:
     """The postgres nodes of physical shard `shard`, by member (0: the planned primary)."""
     from infra.config import load_stack_config
@@ -396,7 +384,7 @@ def current_primary(plan: LabPlan, shard: int = 0) -> str:
     drill may have promoted the replica)."""
     from infra.shardstore import Primaries
 
-    found = lab_aws("ssm").get_parameters(Names=["/photostack/lab/primaries"])["Parameters"]
+    found = operator_client("ssm").get_parameters(Names=["/photostack/lab/primaries"])["Parameters"]
     primaries = Primaries.from_dict(json.loads(found[0]["Value"]) if found else None)
     return shard_members(shard)[primaries.of(shard).primary]
 
@@ -487,10 +475,8 @@ def primary_partitioned(plan: LabPlan, users: Users, make_client: Callable[[], C
         return result
     # The old machine started again (by anyone: EC2's recovery, an operator): its cluster must not
     # come back as a second primary.
-    (instance,) = [i["InstanceId"] for r in lab_aws("ec2").describe_instances(Filters=[
-        {"Name": "tag:photostack:node", "Values": [old]}, {"Name": "tag:photostack:stack", "Values": ["lab"]},
-        {"Name": "instance-state-name", "Values": ["stopped", "stopping"]}])["Reservations"] for i in r["Instances"]]
-    lab_aws("ec2").start_instances(InstanceIds=[instance])
+    instance = node_instance("lab", old, operator_client("ec2"))["InstanceId"]  # stopped by the failover
+    operator_client("ec2").start_instances(InstanceIds=[instance])
     member = shard_members(shard).index(old)
     cluster = f"shard{shard}" if member == 0 else f"shard{shard}r{member}"
     data_dir = f"/var/lib/postgresql/15/{cluster}"
@@ -530,14 +516,6 @@ def broker_cluster(node: str) -> list[str]:
     except (OSError, ValueError, subprocess.TimeoutExpired):
         return []
     return sorted(json.loads(done.stdout)["running_nodes"]) if done.returncode == 0 else []
-
-
-def _instance_of(node: str) -> str:
-    (instance,) = [i["InstanceId"] for r in lab_aws("ec2").describe_instances(Filters=[
-        {"Name": "tag:photostack:node", "Values": [node]}, {"Name": "tag:photostack:stack", "Values": ["lab"]},
-        {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}])["Reservations"]
-        for i in r["Instances"]]
-    return instance
 
 
 def without_thumbnail(checker: Client, report: LoadReport, patience_s: float = THUMBNAIL_PATIENCE_S) -> list[str]:
@@ -590,7 +568,8 @@ def rabbitmq_node_lost(plan: LabPlan, users: Users, make_client: Callable[[], Cl
             seen_cluster["during"] = broker_cluster(witness)
 
     def recover() -> None:
-        ec2, instance = lab_aws("ec2"), _instance_of(node)
+        ec2 = operator_client("ec2")
+        instance = node_instance("lab", node, ec2)["InstanceId"]
         ec2.stop_instances(InstanceIds=[instance], Force=True)
         ec2.get_waiter("instance_stopped").wait(InstanceIds=[instance], WaiterConfig={"Delay": 1, "MaxAttempts": 60})
         ec2.start_instances(InstanceIds=[instance])
