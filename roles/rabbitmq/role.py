@@ -41,6 +41,11 @@ MUNIN_USER = "munin"
 MUNIN_CURL_CONFIG = "/etc/rabbitmq/photostack-munin-api.curl"
 # epmd outlives the node; stopped with it, it comes back with the current env (addresses).
 KILL_EPMD = "epmd -kill >/dev/null 2>&1 || true"
+# Read by the init script (hosts without systemd: the one-box). It waits this long for a node that
+# already died at boot (a taken port, a bad config) before saying so; Debian's 600 s stalls a
+# converge ten minutes for a failure the log names at once. systemd's notify unit sees the exit.
+INIT_DEFAULTS = "/etc/default/rabbitmq-server"
+STARTUP_TIMEOUT_S = 120
 
 
 def nodename(ctx: RoleContext, address: str) -> str:
@@ -158,6 +163,7 @@ def desired(ctx: RoleContext) -> DesiredState:
             File("/etc/rabbitmq/rabbitmq.conf", conf, notify=(RESTART,)),
             cookie(ctx.secret("erlangCookie"), clustered=len(peers) > 1),
             File("/etc/rabbitmq/enabled_plugins", "[rabbitmq_management].\n", notify=(RESTART,)),
+            File(INIT_DEFAULTS, f"# Managed by photostack (roles/rabbitmq/role.py).\nRABBITMQ_STARTUP_TIMEOUT={STARTUP_TIMEOUT_S}\n"),
             File(CURL_CONFIG, f"user = {double_quoted(f'{user}:{password}')}\n", mode=0o600, sensitive=True),
             Service(
                 "rabbitmq-server",
