@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import shlex
 
 from infra.sharding import next_id_sql, schema_name
 from roles.postgres.auth import APP_USER, REPLICATION_USER
@@ -79,6 +80,11 @@ def build_replica(replica: Cluster, primary: Cluster) -> str:
     """A fresh replica: pg_basebackup from the primary into the cluster's data dir, creating its
     replication slot (an old slot of the same name is dropped first: this replica replaces it).
 
+    The data dir it replaces goes only once a base backup taken from a primary is in hand: when
+    the primaries record disagrees with the hosts (the "primary" it names is a standby), the
+    member being rebuilt may be the real primary, and its data must not be swapped for a copy of a
+    standby's. The backup's own label says where it was taken.
+
     Not `-R`: it would write primary_conninfo into postgresql.auto.conf, which overrides the
     managed postgresql.conf; the template holds primary_conninfo (with a passfile, so no
     password lands in any config) and we create standby.signal ourselves.
@@ -86,22 +92,26 @@ def build_replica(replica: Cluster, primary: Cluster) -> str:
     conn = f"-h {primary.address} -p {primary.port} -U {REPLICATION_USER} -w"
     as_postgres = f"runuser -u postgres -- env PGPASSFILE={PASSFILE}"
     partial = f"{replica.data_dir}.partial"
+    from_a_standby = (f"{partial}: the base backup came from {primary.name} on {primary.address}:{primary.port}, "
+                      f"a standby; the primaries record names it primary of shard {primary.shard}: "
+                      f"{replica.name}'s data is left as it was (check the record against the hosts)")
     return " && ".join(
         [
             create_cluster(replica),
-            # A former primary may still run (it came back after a failover): it goes first.
+            # A former primary may still run (it came back after a failover): it stops first.
             f"{{ {ctl(replica, 'stop -m immediate')} >/dev/null 2>&1 || true; }}",
-            # The fresh cluster's own (initdb) data dir goes at once: a data dir means "built";
-            # a fenced old data dir (see `fence`) is kept only until this rebuild.
-            f"rm -rf {replica.data_dir} {replica.data_dir}{FENCED_SUFFIX}",
             f"for i in $(seq 60); do pg_isready -q -h {primary.address} -p {primary.port} && break; sleep 1; done",
             f"{{ {as_postgres} pg_receivewal --drop-slot -S {replica.slot} {conn} >/dev/null 2>&1 || true; }}",
             f"rm -rf {partial}",
             f"{as_postgres} pg_basebackup {conn} -D {partial} -X stream -C -S {replica.slot} --checkpoint=fast",
+            f"{{ grep -qx 'BACKUP FROM: primary' {partial}/backup_label || {{ rm -rf {partial}; echo {shlex.quote(from_a_standby)} >&2; false; }}; }}",
             # Settings live in the managed postgresql.conf; a primary's postgresql.auto.conf may
             # hold a restore's recovery target, which would make this standby stop and promote.
             f"runuser -u postgres -- truncate -s 0 {partial}/postgresql.auto.conf",
             f"runuser -u postgres -- touch {partial}/standby.signal",
+            # The data dir this replaces (the fresh cluster's initdb one, a former primary's) and a
+            # fenced old one (see `fence`) go only now.
+            f"rm -rf {replica.data_dir} {replica.data_dir}{FENCED_SUFFIX}",
             f"mv {partial} {replica.data_dir}",
         ]
     )
