@@ -23,8 +23,10 @@ from pathlib import Path
 from infra.aws_inventory import node_instance
 from infra.config import load_stack_config
 from infra.role_settings import declared
+from infra.topology import STANDARD_PORTS
 from lab import hosts
 from lab.planned_instances import LabPlan
+from roles.app.runtime import ENV_FILE as APP_ENV
 from roles.nginx.role import SITE as NGINX_SITE
 from tests.e2e.conftest import Client
 from tests.lab_stack.conftest import STACK, instance_of, operator_client, operator_environment, ops
@@ -294,16 +296,13 @@ def _answers_from(host: str, url: str, domain: str) -> bool:
     return found.stdout.strip() == "200"
 
 
-def replace_dead_app_host(plan: LabPlan, users: Users, make_client: Callable[[], Client]) -> ReplaceResult:
-    """Drill 4: an app host dies (powered off at once; EC2 still says running, as with a hardware
+def replace_dead_host(plan: LabPlan, users: Users, make_client: Callable[[], Client], node: str,
+                      in_service: Callable[[str], bool]) -> ReplaceResult:
+    """Drill 4: host `node` dies (powered off at once; EC2 still says running, as with a hardware
     failure), and the operator runs `ops --stack lab replace-node NODE --yes` under load: the old
     instance is terminated, a new one launched from the launch template boots from its user_data
-    at a new address, and its peers converge to it. Back in service: nginx's upstream holds the
-    new address and the app answers there from the nginx host."""
-    domain = load_stack_config(STACK).domain
-    apps = [i for i in plan.instances if i.role == "app"]
-    (nginx,) = [i.node for i in plan.instances if i.role == "nginx"]
-    node, old_address = apps[-1].node, apps[-1].private_ip
+    at a new address, and its peers converge to it. Back in service: `in_service(new address)`."""
+    (old_address,) = [i.private_ip for i in plan.instances if i.node == node]
     state = Path(tempfile.mkdtemp(prefix="photostack-drill-"))
     found: dict[str, object] = {}
 
@@ -327,8 +326,7 @@ def replace_dead_app_host(plan: LabPlan, users: Users, make_client: Callable[[],
             if address == old_address:
                 return False  # still the dead one: the command has not terminated it yet
             found["new_address"] = address
-        upstream = next((u for u in _nginx_upstreams(nginx) if u.split(":")[0] == found["new_address"]), None)
-        if upstream and _answers_from(nginx, f"http://{upstream}/health", domain):
+        if in_service(str(found["new_address"])):
             found["back"] = time.monotonic() - found["started"]
             return True
         return False
@@ -344,6 +342,46 @@ def replace_dead_app_host(plan: LabPlan, users: Users, make_client: Callable[[],
                          ops_exit=done.returncode if done else None,
                          ops_output=(done.stdout + done.stderr)[-3000:] if done else "",
                          ops_s=found.get("ops_s"), back_in_service_s=found.get("back"))
+
+
+def replace_dead_app_host(plan: LabPlan, users: Users, make_client: Callable[[], Client]) -> ReplaceResult:
+    """Drill 4 for an app host. Back in service: nginx's upstream holds the new address and the
+    app answers there from the nginx host."""
+    domain = load_stack_config(STACK).domain
+    (nginx,) = [i.node for i in plan.instances if i.role == "nginx"]
+
+    def in_service(address: str) -> bool:
+        upstream = next((u for u in _nginx_upstreams(nginx) if u.split(":")[0] == address), None)
+        return upstream is not None and _answers_from(nginx, f"http://{upstream}/health", domain)
+
+    return replace_dead_host(plan, users, make_client, [i for i in plan.instances if i.role == "app"][-1].node, in_service)
+
+
+def _app_env(host: str) -> str:
+    path = hosts.host_dir(host) / "root" / APP_ENV.lstrip("/")
+    return path.read_text() if path.exists() else ""
+
+
+def _memcached_answers(host: str, address: str, port: int) -> bool:
+    """Whether Memcached at address:port answers `version` from inside `host`'s network namespace."""
+    probe = f"exec 3<>/dev/tcp/{address}/{port} && printf 'version\\r\\n' >&3 && head -c 7 <&3"
+    found = hosts.run("ip", "netns", "exec", f"{hosts.PREFIX}-{host}", "timeout", "3", "bash", "-c", probe, check=False)
+    return found.stdout.startswith("VERSION")
+
+
+def replace_dead_memcached_host(plan: LabPlan, users: Users, make_client: Callable[[], Client]) -> ReplaceResult:
+    """Drill 4 for the Memcached host: while it is gone the app treats the cache as all misses.
+    Back in service: every app and worker host's app.env names the new address (its processes
+    restarted on it, in turn) and Memcached answers there from an app host."""
+    (node,) = [i.node for i in plan.instances if i.role == "memcached"]
+    clients = [i.node for i in plan.instances if i.role in ("app", "worker")]
+    port = STANDARD_PORTS["memcached"]
+
+    def in_service(address: str) -> bool:
+        return (all(f"{address}:{port}" in _app_env(host) for host in clients)
+                and _memcached_answers(clients[0], address, port))
+
+    return replace_dead_host(plan, users, make_client, node, in_service)
 
 
 def _private_address(instance: str) -> str:
