@@ -13,6 +13,7 @@ finds it all from the machine's own state (no record needed): it works after an 
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
 import os
@@ -342,8 +343,9 @@ def cgroup_pids(hierarchy: str, *parts: str) -> list[int]:
         if "cgroup.procs" in files:
             try:
                 pids += [int(pid) for pid in Path(directory, "cgroup.procs").read_text().split()]
-            except FileNotFoundError:
-                pass
+            except OSError as exc:  # the cgroup removed while read: ENOENT, or ENODEV mid-removal
+                if exc.errno not in (errno.ENOENT, errno.ENODEV):
+                    raise
     return pids
 
 
