@@ -30,7 +30,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from app.config import app_config
 
 QUEUE_HEADER = "HTTP_X_REQUEST_START"
-EXEMPT_PATHS = frozenset({"/health"})
+EXEMPT_PATHS = frozenset({"/health", "/health/node"})
 RETRY_AFTER_S = 1
 # A Postgres or pgbouncer connection lost or not lent in time (psycopg_pool.PoolTimeout is an
 # OperationalError too); Redis unreachable or not answering within its socket timeout.

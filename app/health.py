@@ -1,4 +1,11 @@
-"""`/health` for the load balancer: this process answers, and its shard pools and Redis reach
+"""Health endpoints.
+
+`/health/node` for the load balancer, the health watcher and a process's readiness: this process
+answers, nothing else is asked. A shard or Redis that is down is down for every node alike; a node
+check that asked them would take every node out of service at once and turn a partial outage
+(one shard's users) into a whole one.
+
+`/health` for Pingdom and operators: the process answers, and its shard pools and Redis reach
 their servers. One `SELECT 1` per physical shard (through the pool the app itself uses) and
 one PING; no session, no template, no other middleware work, so it answers in about a
 millisecond. 200 when everything answers, 503 naming what did not."""
@@ -39,3 +46,8 @@ def health(request: HttpRequest) -> HttpResponse:
     results = check()
     ok = all(v == "ok" for v in results.values())
     return JsonResponse({"status": "ok" if ok else "fail", "checks": results}, status=200 if ok else 503)
+
+
+def node(request: HttpRequest) -> HttpResponse:
+    """200 while this process answers requests (no dependency is asked)."""
+    return JsonResponse({"status": "ok"})

@@ -1,4 +1,4 @@
-"""URL map: /health, the JSON API under /api/, the HTML UI at the root."""
+"""URL map: /health and /health/node, the JSON API under /api/, the HTML UI at the root."""
 
 from django.urls import path
 
@@ -6,6 +6,7 @@ from app import api, health, wallboard, web
 
 urlpatterns = [
     path("health", health.health),
+    path("health/node", health.node),
     path("api/openapi.yaml", api.openapi),
     path("api/signup", api.signup),
     path("api/login", api.login),

@@ -42,7 +42,7 @@ WINDOW_S = 300  # default and largest window of /wallboard/data.json
 REQUESTS, ERRORS, QUEUE_DEPTH = "requests", "errors_5xx", "queue_depth"
 EVENTS = (counters.PHOTOS_POSTED, counters.LIKES, counters.SIGNUPS)
 # Paths that are not users' requests: the load balancer's and watcher's probes, this board itself.
-UNMEASURED = ("/health", "/wallboard/")
+UNMEASURED = ("/health", "/wallboard/")  # /health/node too: a prefix
 BUCKET_BASE = 1.05
 
 

@@ -22,10 +22,11 @@ from infra.alerts import runbook_url
 
 ROLE = "lb"
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
-# nginx answers /health itself after checking the app behind it; 2 good probes bring a host in,
-# 2 bad ones (20 s) take it out.
+# A node's own check (app/health.py): nginx passes it to an app server, so an nginx host is in
+# service while it can reach one; a shard or Redis that is down (down for every host alike) takes
+# no host out. 2 good probes bring a host in, 2 bad ones (20 s) take it out.
 HEALTH_CHECK = {
-    "path": "/health",
+    "path": "/health/node",
     "protocol": "HTTP",
     "port": "traffic-port",
     "matcher": "200",
@@ -151,7 +152,7 @@ class LoadBalancer(pulumi.ComponentResource):
                 target_type="instance",
                 vpc_id=args.vpc_id,
                 # /munin/ may ask for the password login: the dashboard site's own /health never does.
-                health_check=HEALTH_CHECK,
+                health_check={**HEALTH_CHECK, "path": "/health"},
                 tags=tags(args.stack, ROLE, "munin-targets"),
                 opts=child,
             )

@@ -63,6 +63,11 @@ def test_pgbouncer_down_refuses_likes_with_503_then_recovers(app_stack, liker_an
         assert_refused(liker.post(f"/api/photos/{pid}/like", content_type="application/json"))
         assert_refused(liker.post(f"/api/photos/{pid}/like", content_type="application/json"))
         assert_refused(liker.get(f"/api/photos/{pid}"))
+        # The whole app's check says so; the node's own check (the load balancer's, the health
+        # watcher's) does not: the shards are down for every node alike, taking every node out
+        # would turn this into a whole outage.
+        assert Client().get("/health").status_code == 503
+        assert Client().get("/health/node").status_code == 200
     finally:
         start_pgbouncer(app_stack)
     # Every shard's pool lends working connections again (health checks each one) …

@@ -135,6 +135,9 @@ def test_ship_and_switch_scripts_work_on_a_scratch_root(repo, tmp_path, monkeypa
         return subprocess.run(["bash", "-c", script]).returncode
 
     assert sh(rel.shipped(release)) != 0
+    for n in range(2):
+        (root / "releases" / f"older{n}").mkdir(parents=True)
+    assert sh(rel.pruned(2, release)) != 0  # two there and the one about to ship: a prune is due
     assert sh(rel.ship_script(release)) == 0 and sh(rel.shipped(release)) == 0
     assert (Path(release.path) / "app" / "views.py").read_text() == "from infra.config import X\nprint('v1', X)\n"
     assert (Path(release.path) / ".release").read_text().strip() == release.version
@@ -142,7 +145,7 @@ def test_ship_and_switch_scripts_work_on_a_scratch_root(repo, tmp_path, monkeypa
     assert sh(rel.switch_script(release.version)) == 0 and sh(rel.switched(release.version)) == 0
     for n in range(4):  # older releases, then prune to 2: the current one always stays
         (root / "releases" / f"old{n}").mkdir()
-    assert sh(rel.prune_script(2)) == 0 and sh(rel.pruned(2)) == 0
+    assert sh(rel.prune_script(2)) == 0 and sh(rel.pruned(2, release)) == 0
     assert (Path(release.path) / ".release").exists()
 
 

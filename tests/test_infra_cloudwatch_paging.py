@@ -53,7 +53,7 @@ def test_alarm_watches_the_nginx_target_group_of_the_alb():
     assert alarm.inputs["dimensions"] == {"TargetGroup": group.outputs["arnSuffix"], "LoadBalancer": alb.outputs["arnSuffix"]}
     assert set(alarm.property_dependencies["dimensions"]) == {group.urn, alb.urn}
     check = group.inputs["healthCheck"]
-    assert (check["path"], check["interval"], check["unhealthyThreshold"], check["healthyThreshold"]) == ("/health", 10, 2, 2)
+    assert (check["path"], check["interval"], check["unhealthyThreshold"], check["healthyThreshold"]) == ("/health/node", 10, 2, 2)
 
 
 def test_alarm_description_links_the_web_node_down_runbook_under_the_configured_base():

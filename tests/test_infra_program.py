@@ -109,7 +109,7 @@ def test_load_balancer_health_check_and_listeners():
     plan = plan_of("prod")
     group = by_name(plan)["lb-nginx"]
     check = group.inputs["healthCheck"]
-    assert (check["path"], check["matcher"], check["healthyThreshold"], check["unhealthyThreshold"]) == ("/health", "200", 2, 2)
+    assert (check["path"], check["matcher"], check["healthyThreshold"], check["unhealthyThreshold"]) == ("/health/node", "200", 2, 2)
     assert (check["interval"], check["timeout"]) == (10, 5)
     listeners = {r.inputs["port"]: r.inputs for r in plan.of_type("aws:lb/listener:Listener")}
     assert listeners[443]["protocol"] == "HTTPS" and listeners[443]["certificateArn"]

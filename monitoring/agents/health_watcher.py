@@ -2,7 +2,7 @@
 
 Munin polls every 5 minutes, too slow for "the site is down". This watcher runs on the
 monitoring host (started by the munin_master role) and probes every health endpoint — each
-nginx and each app process `/health` — every `monitoring.healthProbeIntervalS` seconds.
+nginx and each app process's own check `/health/node` — every `monitoring.healthProbeIntervalS` seconds.
 After `failures_to_page` failed probes in a row it triggers `stack/host/health/<node>` through
 the alert pipeline (runbook web_node_down); after `successes_to_resolve` good probes it
 resolves. Worst case from failure to page: failures_to_page × interval + probe timeout + send.

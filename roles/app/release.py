@@ -143,6 +143,9 @@ def prune_script(keep: int) -> str:
             f"ls -1t | grep -v -x -e \"$cur\" | tail -n +{keep} | xargs -r rm -rf")
 
 
-def pruned(keep: int) -> str:
-    """Exit 0 when at most `keep` releases are on the host."""
-    return f"[ $(ls -1 {RELEASES} 2>/dev/null | wc -l) -le {keep} ]"
+def pruned(keep: int, shipping: Release) -> str:
+    """Exit 0 when at most `keep` releases are on the host, counting `shipping` if it is not there
+    yet: a converge reads every check before it ships, and a check that did not count the release
+    it ships left the prune to the next converge (which then had a change to make)."""
+    return (f"n=$(ls -1 {RELEASES} 2>/dev/null | wc -l); [ -f {shipping.path}/.release ] || n=$((n + 1)); "
+            f"[ \"$n\" -le {keep} ]")

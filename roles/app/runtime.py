@@ -119,7 +119,7 @@ def release_resources(ctx: RoleContext) -> list:
         File(LAUNCHER, ctx.template("app", "photostack-run.j2", env_file=ENV_FILE, current=rel.CURRENT),
              mode=0o755, notify=(RESTART,)),
         Command(f"current → {wanted}", run=rel.switch_script(wanted), unless=rel.switched(wanted), notify=(RESTART,)),
-        Command(f"keep {keep} releases", run=rel.prune_script(keep), unless=rel.pruned(keep)),
+        Command(f"keep {keep} releases", run=rel.prune_script(keep), unless=rel.pruned(keep, release)),
     ]
 
 
@@ -156,8 +156,8 @@ def worker_unit(ctx: RoleContext, node: Node) -> tuple[str, str]:
 
 
 def app_processes(ctx: RoleContext) -> list[tuple[File, Service]]:
-    """One gunicorn per app node on this host (unit file, service), each answering /health
-    before its start counts as done."""
+    """One gunicorn per app node on this host (unit file, service), each answering /health/node
+    (the process serves, whatever its dependencies do) before its start counts as done."""
     d = ctx.defaults("app")
     found = []
     for node in ctx.host.nodes_of("app"):
@@ -170,7 +170,7 @@ def app_processes(ctx: RoleContext) -> list[tuple[File, Service]]:
                 "--error-logfile", f"{d['app_log_dir']}/app-{port}.log", "--capture-output",
                 # Two instances share a home: their default control sockets would clash (unused).
                 "--no-control-socket"]
-        ready = f"curl -fs -o /dev/null --max-time 2 http://{address}:{port}/health"
+        ready = f"curl -fs -o /dev/null --max-time 2 http://{address}:{port}/health/node"
         found.append((
             unit_file(ctx, unit, f"photostack app (gunicorn :{port})", argv),
             daemon(ctx, f"gunicorn {port}", unit, argv, ["--daemon", "--pid", pidfile], pidfile, ready),

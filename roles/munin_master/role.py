@@ -53,12 +53,13 @@ def munin_hosts(ctx: RoleContext) -> list[MuninHost]:
 
 
 def watcher_config(ctx: RoleContext) -> WatcherConfig:
-    """Every nginx and app process /health of the stack, for the fast health watcher. On AWS the
+    """Every nginx and app process's own check (/health/node: is this node up, whatever its
+    dependencies do), for the fast health watcher. On AWS the
     nginx nodes share the load balancer alarm's dedup key: one outage, one incident."""
     d = ctx.defaults("munin_master")
     shared = web_tier_key(ctx.stack) if ctx.target.load_balancer_networks() else None
     targets = tuple(
-        Target(node.name, host.name, f"http://{ctx.address(node)}:{ctx.port(node)}/health",
+        Target(node.name, host.name, f"http://{ctx.address(node)}:{ctx.port(node)}/health/node",
                shared if role == WEB_TIER else None)
         for host in ctx.hosts for role in ("nginx", "app") for node in host.nodes_of(role)
     )

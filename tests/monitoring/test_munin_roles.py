@@ -115,7 +115,7 @@ def test_watcher_probes_every_web_node_and_is_started_as_a_service():
     ctx = onebox_context()
     config = watcher_config(ctx)
     assert config.interval_s == ctx.config.monitoring.health_probe_interval_s
-    assert config.targets[0].url == "http://127.0.0.1:8080/health"
+    assert config.targets[0].url == "http://127.0.0.1:8080/health/node"  # the node, not its dependencies
     services = [r.name for r in master_desired(ctx).resources if isinstance(r, Service)]
     assert services == ["photostack-health-watcher", "photostack-audit-publisher", "munin-cron-loop"]
 
