@@ -24,9 +24,9 @@ STATE_ROOT = PurePosixPath("/var/lib/photostack")
 POSTGRES_DATA = "/var/lib/postgresql"
 
 
-def pip_sources() -> str:
+def pip_sources(wheelhouse: str = WHEELHOUSE) -> str:
     """pip's index options for a venv a role builds on a host, as shell text: the bundle's
     wheelhouse and no index where the host has one (AWS and lab hosts, installed from the bundle:
     no PyPI needed); the index on the one-box (a checkout, whose `make setup` installs from the
     index anyway: a wheelhouse there would download the same files a second time)."""
-    return f'$([ -d {WHEELHOUSE} ] && echo "--no-index --find-links {WHEELHOUSE}")'
+    return f'$([ -d {wheelhouse} ] && echo "--no-index --find-links {wheelhouse}")'

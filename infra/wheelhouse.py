@@ -122,6 +122,7 @@ def missing(requirements: str, wheels: Path, python: HostPython) -> list[str]:
 
 
 _NOT_FOUND = re.compile(r"No matching distribution found for (\S+)")
+_NOT_MATCHING = re.compile(r"^\s+(\S+==\S+) from ", re.MULTILINE)  # under "DO NOT MATCH THE HASHES"
 
 
 def download(requirements: str, python: HostPython, out: Path, sources: tuple[str, ...] = ()) -> None:
@@ -137,8 +138,12 @@ def download(requirements: str, python: HostPython, out: Path, sources: tuple[st
                 "-d", str(out), "-r", listed.name]
         result = subprocess.run(argv, capture_output=True, text=True)
     if result.returncode != 0:
-        found = _NOT_FOUND.search(result.stderr)
-        what = f"no wheel of {found[1]}" if found else "pip download failed: " + _last_error(result.stderr)
+        if found := _NOT_FOUND.search(result.stderr):
+            what = f"no wheel of {found[1]}"
+        elif tampered := _NOT_MATCHING.findall(result.stderr):
+            what = f"{', '.join(tampered)}: the file does not match the lock's hashes"
+        else:
+            what = "pip download failed: " + _last_error(result.stderr)
         raise WheelhouseError(f"wheelhouse for {python.image} (Python {python.version}, {MACHINE}): {what}")
 
 
