@@ -25,6 +25,7 @@ from pathlib import Path
 
 from infra.config import StackConfig
 from infra.secrets_store import parameter_name
+from infra.storage import build_wheelhouse
 from lab import hosts, image, lb, security_groups, seed
 from lab.planned_instances import LabPlan, lab_plan
 
@@ -180,6 +181,9 @@ def up(config: StackConfig, stack: str) -> UpReport:
     started = time.monotonic()
     report = UpReport()
     plan = lab_plan(config, stack)
+    # The bundle's wheelhouse first (once per lock: cached): a locked package without a wheel
+    # stops `up` here, naming it, before anything runs.
+    build_wheelhouse()
     image_started = time.monotonic()
     tree = image.build()
     report.image_s = time.monotonic() - image_started

@@ -138,3 +138,15 @@ def test_user_data_fetches_the_bundle_without_pypi_and_installs_with_no_index():
         installs = [line for line in after.splitlines() if " install " in line and "/bin/pip" in line]
         assert len(installs) == 2 and all(f"--no-index --find-links {WHEELHOUSE} " in i for i in installs), installs
         assert f"--require-hashes -r /opt/photostack/release/{HOST_REQUIREMENTS}" in installs[0]
+
+
+def test_the_labs_bundle_never_leaves_the_wheelhouse_out_silently(tmp_path):
+    """The lab zips the bundle as the engine would: a wheelhouse not built is an error, not a
+    bundle without wheels (whose hosts would fail at boot)."""
+    import pulumi
+
+    from lab.seed import zip_archive
+
+    archive = pulumi.AssetArchive({wheelhouse.BUNDLE_DIR: pulumi.FileArchive(str(tmp_path / "not-built"))})
+    with pytest.raises(FileNotFoundError, match="wheels/"):
+        zip_archive(archive, tmp_path / "bundle.zip")
