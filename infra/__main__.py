@@ -10,10 +10,13 @@ import pulumi  # noqa: E402
 
 from infra.config import ConfigError, load_stack_config  # noqa: E402
 from infra.program import build  # noqa: E402
+from infra.storage import build_wheelhouse  # noqa: E402
+from infra.wheelhouse import WheelhouseError  # noqa: E402
 
 try:
+    build_wheelhouse()  # the bundle the engine uploads carries it (once per lock: cached)
     outputs = build(load_stack_config(pulumi.get_stack()), pulumi.get_stack())
-except ConfigError as error:
+except (ConfigError, WheelhouseError) as error:
     raise pulumi.RunError(str(error)) from None
 for name, value in outputs.items():
     pulumi.export(name, value)

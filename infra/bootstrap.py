@@ -12,9 +12,8 @@ from pathlib import Path
 import jinja2
 
 from infra.inventory import Host
-from infra.lockfile import closure
 from infra.secrets_store import parameter_name
-from infra.host_layout import BUNDLE_DIR, OPS_VENV, STATE_ROOT
+from infra.host_layout import BUNDLE_DIR, OPS_VENV, STATE_ROOT, WHEELHOUSE
 from infra.release_artifact import BUNDLE_ARTIFACT
 from infra.topology import Node
 
@@ -55,6 +54,5 @@ def render_user_data(stack: str, node: Node, region: str, bucket: str, key: str)
         parameter_path=parameter_name(stack, ""),
         converge_attempts=CONVERGE_ATTEMPTS,
         converge_retry_s=CONVERGE_RETRY_S,
-        # boto3 and its dependencies from the lock file, with hashes: what fetches the bundle.
-        bootstrap_requirements=closure(["boto3"]),
+        wheelhouse=WHEELHOUSE,
     )

@@ -1,8 +1,11 @@
 """S3: the private media bucket the app stores photos in, and the release bundle hosts install from.
 
-The bundle carries the project (what a host installs to converge itself), the stack config, and
-the app release built once on this machine (infra/release_artifact.py): a host needs no checkout,
-no git. The engine uploads it with the program's other resources (the lab uploads the same bundle).
+The bundle carries the project (what a host installs to converge itself), the stack config, the
+app release built once on this machine (infra/release_artifact.py) and the wheelhouse of every
+locked dependency a host installs (infra/wheelhouse.py): a host needs no checkout, no git, no PyPI.
+The engine uploads it with the program's other resources (the lab uploads the same bundle). The
+bundle names the wheelhouse by the lock's hash; `build_wheelhouse` builds it (once per lock)
+before anything uploads the bundle: the offline plan, which uploads nothing, stays offline.
 
 Both buckets block every form of public access, enforce bucket-owner object ownership (no ACLs)
 and encrypt at rest. Photos reach users through the app's signed URLs, not a public bucket.
@@ -16,7 +19,7 @@ from pathlib import Path
 import pulumi
 import pulumi_aws as aws
 
-from infra import release_artifact
+from infra import release_artifact, wheelhouse
 from infra.config import REPO_ROOT
 from infra.lockfile import runtime_closure
 from infra.tagging import tags
@@ -30,11 +33,20 @@ BUNDLE_KEY = "release/photostack.zip"
 HOST_REQUIREMENTS = "host-requirements.txt"
 
 
+def build_wheelhouse(root: Path = REPO_ROOT) -> Path:
+    """The wheelhouse the bundle of the checkout `root` carries, built unless cached (network: the
+    package index pip is configured with)."""
+    return wheelhouse.built(runtime_closure(root))
+
+
 def bundle_archive(stack: str, root: Path = REPO_ROOT) -> pulumi.AssetArchive:
     """The release bundle: the project's packages, pyproject.toml, the lock file and the host's
-    share of it, this stack's config and the built app release of the checkout `root`."""
+    share of it with its wheelhouse (`build_wheelhouse` makes it), this stack's config and the
+    built app release of the checkout `root`."""
     assets: dict[str, pulumi.Asset | pulumi.Archive] = {d: pulumi.FileArchive(str(root / d)) for d in BUNDLE_DIRS}
-    assets[HOST_REQUIREMENTS] = pulumi.StringAsset(runtime_closure(root))
+    host_requirements = runtime_closure(root)
+    assets[HOST_REQUIREMENTS] = pulumi.StringAsset(host_requirements)
+    assets[wheelhouse.BUNDLE_DIR] = pulumi.FileArchive(str(wheelhouse.directory(host_requirements)))
     assets[release_artifact.BUNDLE_ARTIFACT] = pulumi.FileArchive(str(release_artifact.built(root)))
     for name in (*BUNDLE_FILES, f"Pulumi.{stack}.yaml"):
         assets[name] = pulumi.FileAsset(str(root / name))

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from infra.config import StackConfig
 from infra.secrets_store import parameter_name
+from infra.storage import build_wheelhouse
 from lab import hosts, image, lb, security_groups, seed
 from lab.planned_instances import LabPlan, lab_plan
 
@@ -34,11 +35,12 @@ METADATA_PORT = 8169
 AWS_SERVICE = "_aws"  # the lab's AWS process: its cgroup and files (no host has a leading underscore)
 AWS_START_TIMEOUT_S = 120.0
 REPO_ROOT = Path(__file__).resolve().parent.parent
-# The package registries the roles and user_data install from (Debian's archive, PyPI). Hosts have
-# no route off the lab bridge: they reach the registries this machine uses through relays on the
-# gateway (the machine's own egress), by name, with this machine's CA bundle.
-REGISTRIES = ("deb.debian.org", "pypi.org", "files.pythonhosted.org")
-REGISTRY_PORTS = (80, 443)
+# The package registry the roles and user_data install from: Debian's archive, and no PyPI (Python
+# packages come from the release bundle's wheelhouse, which the lab thereby proves complete). Hosts
+# have no route off the lab bridge: they reach it through relays on the gateway (the machine's own
+# egress), by name, with this machine's CA bundle.
+REGISTRIES = ("deb.debian.org",)
+REGISTRY_PORTS = (80,)  # the image's sources.list: plain HTTP (apt checks the archive's signatures)
 RELAY_SERVICE = "_relay"
 MACHINE_CA_DIR = Path("/usr/local/share/ca-certificates")
 WAVE = 4  # hosts booted at once; systemd's boot is CPU-bound on 2 cores
@@ -179,6 +181,9 @@ def up(config: StackConfig, stack: str) -> UpReport:
     started = time.monotonic()
     report = UpReport()
     plan = lab_plan(config, stack)
+    # The bundle's wheelhouse first (once per lock: cached): a locked package without a wheel
+    # stops `up` here, naming it, before anything runs.
+    build_wheelhouse()
     image_started = time.monotonic()
     tree = image.build()
     report.image_s = time.monotonic() - image_started

@@ -23,7 +23,7 @@ import pulumi
 
 from infra.config import GENERATED_SECRETS
 from infra.offline_plan import Plan, reveal
-from infra.storage import bundle_archive
+from infra.storage import build_wheelhouse, bundle_archive
 from lab.planned_instances import LabPlan
 
 MOCK_ARN_PREFIX = "arn:aws:mock:"
@@ -57,17 +57,22 @@ def zip_archive(archive: pulumi.AssetArchive, out: Path) -> None:
             if isinstance(asset, pulumi.StringAsset):
                 bundle.writestr(name, asset.text)
                 continue
+            if not Path(asset.path).is_dir():  # os.walk would add nothing, silently
+                raise FileNotFoundError(f"the bundle's {name}/ is not there: {asset.path}")
             for directory, subdirs, files in os.walk(asset.path):
                 subdirs[:] = sorted(d for d in subdirs if d != "__pycache__")
                 for file in sorted(files):
                     path = Path(directory, file)
-                    bundle.write(path, f"{name}/{path.relative_to(asset.path).as_posix()}")
+                    # A wheel is a zip already: stored as it is, not compressed a second time.
+                    bundle.write(path, f"{name}/{path.relative_to(asset.path).as_posix()}",
+                                 zipfile.ZIP_STORED if path.suffix == ".whl" else None)
 
 
 def _objects(plan: Plan, workdir: Path) -> list[dict[str, str]]:
     """The bucket objects the program uploads (the release bundle), written out as the engine would."""
     buckets = {f"{r.name}-id": r.outputs["bucket"] for r in plan.of_type(BUCKET)}
     found = []
+    build_wheelhouse()  # as the program does before the engine uploads the bundle (cached: `up` built it)
     for resource in plan.of_type("aws:s3/bucketObjectv2:BucketObjectv2"):
         path = workdir / f"{resource.name}.zip"
         zip_archive(bundle_archive(plan.stack), path)

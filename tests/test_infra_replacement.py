@@ -1,5 +1,5 @@
 """Replacement safety, read from two offline plans: the shipped one and the next one after a new
-image, new bootstrap pins (so new user_data) and nothing else. Mocks cannot show a replacement,
+image, a new bootstrap (so new user_data) and nothing else. Mocks cannot show a replacement,
 so the inputs that would force one are compared instead: for every stateful instance and volume,
 each such input is equal between the plans or listed in the resource's ignore_changes."""
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from infra import lockfile
+from infra import bootstrap
 from infra.config import REPO_ROOT, load_stack_config
 from infra.fleet import DATA_DEVICE
 from infra.inventory import TAG_NODE, TAG_ROLE
@@ -32,19 +32,17 @@ NEW_AMI = "ami-0fedcba9876543210"
 
 
 @pytest.fixture(scope="module")
-def next_plan(tmp_path_factory) -> tuple[Plan, Plan]:
-    """prod's shipped plan and its plan after a new image and new bootstrap pins."""
+def next_plan() -> tuple[Plan, Plan]:
+    """prod's shipped plan and its plan after a new image and a new bootstrap (one more converge
+    attempt: the user_data of every host changes)."""
     before = plan_of("prod")
-    lock = tmp_path_factory.mktemp("lock") / "requirements.lock"
-    lock.write_text(lockfile.LOCK_FILE.read_text().replace(
-        f"boto3=={lockfile.locked_version('boto3')}", "boto3==9.9.9"))
     config = load_stack_config("prod").model_copy(update={"ami": NEW_AMI})
-    previous = lockfile.LOCK_FILE
-    lockfile.LOCK_FILE = lock  # new dependency pins: the project's one lock file, bumped
+    previous = bootstrap.CONVERGE_ATTEMPTS
+    bootstrap.CONVERGE_ATTEMPTS = previous + 1
     try:
         after = run_plan(config, "prod")
     finally:
-        lockfile.LOCK_FILE = previous
+        bootstrap.CONVERGE_ATTEMPTS = previous
     return before, after
 
 
@@ -67,7 +65,8 @@ def test_the_next_plan_really_changes_the_image_and_the_user_data(next_plan):
     assert set(images.values()) == {NEW_AMI}
     old = {r.name: r.inputs.get("userData") for r in before.of_type(INSTANCE)}
     changed = [r.name for r in after.of_type(INSTANCE) if r.inputs.get("userData") != old[r.name]]
-    assert "fleet-postgres-postgres-0-primary" in changed and "boto3==9.9.9" in by(after)["fleet-redis-redis-primary"].inputs["userData"]
+    attempts = f"$(seq 1 {bootstrap.CONVERGE_ATTEMPTS + 1})"
+    assert "fleet-postgres-postgres-0-primary" in changed and attempts in by(after)["fleet-redis-redis-primary"].inputs["userData"]
     versions = {r.name: r.outputs["latestVersion"] for r in before.of_type(TEMPLATE)}
     assert all(r.outputs["latestVersion"] != versions[r.name] for r in after.of_type(TEMPLATE))
 

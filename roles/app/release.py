@@ -34,6 +34,7 @@ from pathlib import Path
 
 from infra import release_artifact
 from infra.config import REPO_ROOT
+from infra.host_layout import pip_sources
 
 ROOT = "/opt/photostack"
 RELEASES = f"{ROOT}/releases"
@@ -102,12 +103,13 @@ def venv_ready(release: Release) -> str:
 
 def venv_script(release: Release) -> str:
     """Build the venv from scratch with Debian's python3 (by full path: a login PATH may find
-    another one the service user cannot read); `.complete` marks success."""
+    another one the service user cannot read), from the host's wheelhouse where it has one;
+    `.complete` marks success."""
     v = release.venv
     reqs = base64.b64encode(release.requirements.encode()).decode()
     return (f"rm -rf {v} && mkdir -p {VENVS} && /usr/bin/python3 -m venv {v} "
             f"&& printf %s {reqs} | base64 -d > {v}/requirements.txt "
-            f"&& {v}/bin/pip install -q --disable-pip-version-check --require-hashes -r {v}/requirements.txt "
+            f"&& {v}/bin/pip install -q --disable-pip-version-check {pip_sources()} --require-hashes -r {v}/requirements.txt "
             f"&& touch {v}/.complete")
 
 

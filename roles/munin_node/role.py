@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
+from infra.host_layout import pip_sources
 from infra.lockfile import closure
 from roles.context import RoleContext
 from roles.engine.resources import Command, DesiredState, Directory, File, Handler, Packages, Service
@@ -35,8 +36,9 @@ def venv(ctx: RoleContext) -> list:
         # before anything changes, so a file written in the same converge would be seen too late.
         Command(f"venv {path}", unless=f'[ "$(sha256sum < {built} 2>/dev/null | cut -d" " -f1)" = {digest} ]',
                 # Debian's python3 by full path: a login PATH may find another (e.g. pyenv under /root,
-                # which the plugins' user cannot read).
-                run=f"rm -rf {path} && /usr/bin/python3 -m venv {path} && {path}/bin/pip install -q --require-hashes -r {wanted} "
+                # which the plugins' user cannot read). From the host's wheelhouse where it has one.
+                run=f"rm -rf {path} && /usr/bin/python3 -m venv {path} "
+                    f"&& {path}/bin/pip install -q {pip_sources()} --require-hashes -r {wanted} "
                     f"&& cp {wanted} {built}",
                 notify=(RESTART,)),
     ]
