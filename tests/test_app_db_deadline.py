@@ -79,6 +79,8 @@ def test_a_like_on_a_locked_row_is_refused_within_its_budget_and_its_retry_tells
 
 
 def test_a_paused_pgbouncer_is_a_503_within_the_budget_then_serves_again(app_stack, liked_photo):
+    from django.test import Client
+
     liker, pid = liked_photo
     with psycopg.connect(host="127.0.0.1", port=app_stack.bouncer_port, dbname="pgbouncer", user=DB_USER,
                          password=DB_PASSWORD, autocommit=True, prepare_threshold=None) as admin:
@@ -87,6 +89,10 @@ def test_a_paused_pgbouncer_is_a_503_within_the_budget_then_serves_again(app_sta
             assert_refused_in_budget(like(liker, pid, from_nginx()))
             assert_refused_in_budget(liker.get(f"/api/users/{liker.get('/api/me').json()['username']}",
                                                headers=from_nginx()))
+            # The load balancer's check fails in its own budget too, naming the shards.
+            health = Client().get("/health")
+            assert health.status_code == 503
+            assert set(health.json()["checks"].values()) == {"ok", "DeadlineExceeded"}
         finally:
             admin.execute("RESUME")
     answer = like(liker, pid, from_nginx())
