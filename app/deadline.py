@@ -15,16 +15,21 @@ link: 4–8 % 502s). An answer the app gives within the budget is not a failure 
   budget starts on arrival. Without the header (a caller other than nginx, /health, Celery)
   there is no deadline.
 - The bound: the wait for a pooled connection is cut to what is left, and while a statement
-  runs a watchdog thread holds its connection; at the deadline it shuts the connection's socket
-  down (the socket, not the descriptor: nothing can reuse it meanwhile), so libpq's wait ends at
-  once whatever the network or pgbouncer is doing. Server-side `statement_timeout` cannot do
-  this (the cancel crosses the same lossy link, and pgbouncer in transaction mode keeps no
-  per-client SET); pgbouncer's `query_timeout` is one value for every route and worker.
-- What a cut means: a statement not yet sent was not done. One already sent may still commit
-  on the shard after the cut (its backend finishes it), so the 503 says "not confirmed, try
-  again", never "failed": a like or unlike repeated changes nothing and answers the true count.
-  A statement that answered before the cut keeps its answer (a stored like is answered 200);
-  only its connection is closed, not reused.
+  runs a watchdog thread holds its connection. At the deadline it cancels the statement (the
+  cancel goes to the local pgbouncer, which passes it on to the shard: a statement waiting on a
+  lock or running long is rolled back, and pgbouncer keeps its server connection); if the
+  statement has not ended CUT_AFTER_S later (the cancel crossing a lossy link, a query queued in
+  a paused or saturated pgbouncer), it shuts the connection's socket down (the socket, not the
+  descriptor: nothing can reuse it meanwhile), so libpq's wait ends at once whatever the
+  network or pgbouncer is doing. Server-side `statement_timeout` alone cannot do this (pgbouncer
+  in transaction mode keeps no per-client SET, and a lossy link delays its answer too);
+  pgbouncer's `query_timeout` is one value for every route and worker.
+- What the 503 means: a statement not yet sent, or cancelled, was not done. One whose socket
+  was shut down may still commit on the shard (its backend finishes it), so the 503 says "not
+  confirmed, try again", never "failed": a like or unlike repeated changes nothing and answers
+  the true count. A statement that answered in time keeps its answer (a stored like is answered
+  200, even if the watchdog acted a moment later); a connection the watchdog touched is closed,
+  never reused (a late cancel could hit its next statement).
 """
 
 from __future__ import annotations
@@ -39,9 +44,15 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-# Time kept back from the route's budget for the rest of the answer (cache, JSON, the way back
-# through nginx) and for a busy process's thread scheduling; at most a quarter of the budget.
+# Time kept back from the route's budget for the cancel's grace, the rest of the answer (cache,
+# JSON, the way back through nginx) and a busy process's thread scheduling; at most a quarter of
+# the budget.
 MARGIN_S = 0.25
+# After the cancel: how long sending it may take (to the local pgbouncer: well under a
+# millisecond; a hung one never answers), and when the socket is shut down if the statement has
+# still not ended.
+CANCEL_WAIT_S = 0.05
+CUT_AFTER_S = 0.1
 
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("photostack_deadline", default=None)
 
@@ -88,7 +99,8 @@ def pool_wait(longest_s: float) -> float:
 
 @dataclass(eq=False)
 class Watch:
-    """A connection in use by a request with a deadline; `fired` once the watchdog cut it."""
+    """A connection in use by a request with a deadline (`at`: when the watchdog acts next);
+    `fired` once the watchdog cancelled its statement."""
 
     conn: psycopg.Connection
     at: float
@@ -96,8 +108,9 @@ class Watch:
 
 
 class Watchdog:
-    """One thread per process that cuts the connections of statements still running at their
-    request's deadline. A process has at most one watched connection per request thread."""
+    """One thread per process that cancels the statements still running at their request's
+    deadline, and cuts their connections if that does not end them. A process has at most one
+    watched connection per request thread."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
@@ -107,7 +120,8 @@ class Watchdog:
         self._thread: threading.Thread | None = None
 
     def arm(self, conn: psycopg.Connection, at: float) -> Watch:
-        """Watch `conn` until `disarm`; past monotonic time `at` its socket is shut down."""
+        """Watch `conn` until `disarm`: at monotonic time `at` its statement is cancelled, and
+        its socket shut down CUT_AFTER_S later."""
         watch = Watch(conn, at)
         with self._cond:
             if self._thread is None or not self._thread.is_alive():
@@ -119,8 +133,8 @@ class Watchdog:
         return watch
 
     def disarm(self, watch: Watch) -> bool:
-        """Stop watching; whether the watchdog cut the connection (then it must not be reused).
-        After this returns the connection is never touched by the watchdog."""
+        """Stop watching; whether the watchdog acted on the connection (then it must not be
+        reused). After this returns the connection is never touched by the watchdog."""
         with self._cond:
             self._active.discard(watch)
             return watch.fired
@@ -129,14 +143,29 @@ class Watchdog:
         with self._cond:
             while True:
                 now = time.monotonic()
+                # Under the lock: the request thread cannot return the connection to its pool
+                # (and another request take it) while its statement is cancelled or cut.
                 for watch in [w for w in self._active if w.at <= now]:
-                    self._active.discard(watch)
-                    watch.fired = True
-                    _shut_down(watch.conn)
+                    if watch.fired:
+                        self._active.discard(watch)
+                        _shut_down(watch.conn)
+                    else:
+                        watch.fired = True
+                        watch.at = now + CUT_AFTER_S
+                        _cancel(watch.conn)
                 self._wake_at = min((w.at for w in self._active), default=None)
                 # Disarmed watches are not waited for: the thread wakes at most once per budget
                 # for one that finished in time, and then sleeps until the next one's deadline.
                 self._cond.wait(None if self._wake_at is None else self._wake_at - now)
+
+
+def _cancel(conn: psycopg.Connection) -> None:
+    """Ask the server (through pgbouncer) to cancel the connection's statement; psycopg documents
+    this as callable from another thread than the one running the statement."""
+    try:
+        conn.cancel_safe(timeout=CANCEL_WAIT_S)
+    except (OSError, psycopg.Error):
+        pass  # not sent in time, or the connection is gone: the cut follows
 
 
 def _shut_down(conn: psycopg.Connection) -> None:
@@ -156,7 +185,7 @@ _watchdog = Watchdog()
 @contextmanager
 def watched(conn: psycopg.Connection) -> Iterator[Watch | None]:
     """Hold `conn` under this request's deadline while the block uses it (None: no deadline).
-    A connection the watchdog cut is closed on the way out, so its pool replaces it."""
+    A connection the watchdog acted on is closed on the way out, so its pool replaces it."""
     at = _deadline.get()
     if at is None:
         yield None
@@ -170,5 +199,5 @@ def watched(conn: psycopg.Connection) -> Iterator[Watch | None]:
 
 
 def cut(watch: Watch | None) -> bool:
-    """Whether the watchdog cut this connection (an error on it is then the deadline's)."""
+    """Whether the watchdog acted on this connection (an error on it is then the deadline's)."""
     return watch is not None and _watchdog.disarm(watch)

@@ -1,7 +1,7 @@
 """A shard that does not answer in time (a row lock held elsewhere, pgbouncer paused) costs a
 request at most its route's budget (X-Request-Budget, which nginx sends): a 503 with
-Retry-After, never a 500 or a hang; a like cut off is not reported as failed (the client retries
-it, and the retry answers the true count); the app's pools serve again at once."""
+Retry-After, never a 500 or a hang; a like refused at its deadline while waiting on a lock was
+cancelled on the shard, and its retry answers the true count; the app's pools serve again at once."""
 
 from __future__ import annotations
 
@@ -71,8 +71,8 @@ def test_a_like_on_a_locked_row_is_refused_within_its_budget_and_its_retry_tells
     liker, pid = liked_photo
     with row_locked(app_stack, pid):
         assert_refused_in_budget(like(liker, pid, from_nginx()))
-    # The cut statement may still have run on the shard once the lock went (its backend lives on
-    # until it tries to answer): the retry changes nothing then, and answers the stored count.
+    # The statement was cancelled on the shard at the deadline, not left to run once the lock went.
+    assert stored_likes(app_stack, pid) == (0, 0)
     retried = like(liker, pid, from_nginx())
     assert retried.status_code == 200, retried.content
     assert stored_likes(app_stack, pid) == (1, 1) and retried.json()["like_count"] == 1
