@@ -53,6 +53,9 @@ MARGIN_S = 0.25
 # still not ended.
 CANCEL_WAIT_S = 0.05
 CUT_AFTER_S = 0.1
+# After a cancel that could not be sent, statements are cut at once for this long: a hung
+# pgbouncer would otherwise cost each due statement CANCEL_WAIT_S, one after another.
+NO_CANCEL_FOR_S = 1.0
 
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("photostack_deadline", default=None)
 
@@ -116,6 +119,7 @@ class Watchdog:
         self._cond = threading.Condition()
         self._active: set[Watch] = set()
         self._wake_at: float | None = None  # when the thread wakes next (None: when notified)
+        self._cancel_from = 0.0  # cancels are tried again from this monotonic time on
         # Started on first use: after gunicorn forked its workers (threads do not survive a fork).
         self._thread: threading.Thread | None = None
 
@@ -146,26 +150,30 @@ class Watchdog:
                 # Under the lock: the request thread cannot return the connection to its pool
                 # (and another request take it) while its statement is cancelled or cut.
                 for watch in [w for w in self._active if w.at <= now]:
-                    if watch.fired:
-                        self._active.discard(watch)
-                        _shut_down(watch.conn)
-                    else:
+                    if not watch.fired and now >= self._cancel_from:
                         watch.fired = True
-                        watch.at = now + CUT_AFTER_S
-                        _cancel(watch.conn)
+                        if _cancel(watch.conn):
+                            watch.at = now + CUT_AFTER_S
+                            continue
+                        self._cancel_from = time.monotonic() + NO_CANCEL_FOR_S
+                    watch.fired = True
+                    self._active.discard(watch)
+                    _shut_down(watch.conn)
                 self._wake_at = min((w.at for w in self._active), default=None)
                 # Disarmed watches are not waited for: the thread wakes at most once per budget
                 # for one that finished in time, and then sleeps until the next one's deadline.
-                self._cond.wait(None if self._wake_at is None else self._wake_at - now)
+                self._cond.wait(None if self._wake_at is None else max(0.0, self._wake_at - time.monotonic()))
 
 
-def _cancel(conn: psycopg.Connection) -> None:
-    """Ask the server (through pgbouncer) to cancel the connection's statement; psycopg documents
-    this as callable from another thread than the one running the statement."""
+def _cancel(conn: psycopg.Connection) -> bool:
+    """Ask the server (through pgbouncer) to cancel the connection's statement; whether the
+    request went out. psycopg documents cancelling from another thread than the one running
+    the statement."""
     try:
         conn.cancel_safe(timeout=CANCEL_WAIT_S)
     except (OSError, psycopg.Error):
-        pass  # not sent in time, or the connection is gone: the cut follows
+        return False  # not sent in time (a hung pgbouncer), or the connection is gone
+    return True
 
 
 def _shut_down(conn: psycopg.Connection) -> None:

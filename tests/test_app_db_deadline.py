@@ -5,6 +5,8 @@ cancelled on the shard, and its retry answers the true count; the app's pools se
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -95,6 +97,19 @@ def test_a_paused_pgbouncer_is_a_503_within_the_budget_then_serves_again(app_sta
             assert set(health.json()["checks"].values()) == {"ok", "DeadlineExceeded"}
         finally:
             admin.execute("RESUME")
+    answer = like(liker, pid, from_nginx())
+    assert answer.status_code == 200 and answer.json()["like_count"] == stored_likes(app_stack, pid)[1] == 1
+
+
+def test_a_hung_pgbouncer_is_a_503_within_the_budget(app_stack, liked_photo):
+    """pgbouncer alive but silent (SIGSTOP): the cancel cannot be sent, the statement is cut."""
+    liker, pid = liked_photo
+    bouncer = app_stack.procs["pgbouncer"]
+    os.killpg(bouncer.pid, signal.SIGSTOP)
+    try:
+        assert_refused_in_budget(like(liker, pid, from_nginx()))
+    finally:
+        os.killpg(bouncer.pid, signal.SIGCONT)
     answer = like(liker, pid, from_nginx())
     assert answer.status_code == 200 and answer.json()["like_count"] == stored_likes(app_stack, pid)[1] == 1
 
