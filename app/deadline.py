@@ -40,7 +40,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import psycopg
 
@@ -103,11 +103,11 @@ def pool_wait(longest_s: float) -> float:
 @dataclass(eq=False)
 class Watch:
     """A connection in use by a request with a deadline (`at`: when the watchdog acts next);
-    `fired` once the watchdog cancelled its statement."""
+    `fired` once the watchdog acted on it (cancelled its statement or cut it)."""
 
     conn: psycopg.Connection
     at: float
-    fired: bool = field(default=False)
+    fired: bool = False
 
 
 class Watchdog:
