@@ -22,9 +22,9 @@ from app.clients import redis_client
 from app.shards import router
 from infra.sharding import physical_db
 
-# A shard that does not lend a connection and answer within this counts as down (app/deadline.py
-# bounds both): a paused pgbouncer or a cut-off shard fails the check instead of holding an app
-# thread for as long as pgbouncer lets its query wait.
+# A shard whose `SELECT 1` has not answered within this counts as down (app/deadline.py; the
+# pool's own wait for a connection, shorter, may end it first): a paused pgbouncer or a cut-off
+# shard fails the check instead of holding an app thread for as long as pgbouncer lets it wait.
 CHECK_BUDGET_S = 1.0
 
 

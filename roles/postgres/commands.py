@@ -83,7 +83,8 @@ def build_replica(replica: Cluster, primary: Cluster) -> str:
     The data dir it replaces goes only once a base backup taken from a primary is in hand: when
     the primaries record disagrees with the hosts (the "primary" it names is a standby), the
     member being rebuilt may be the real primary, and its data must not be swapped for a copy of a
-    standby's. The backup's own label says where it was taken.
+    standby's. The backup's own label says where it was taken. (So the volume holds both for the
+    length of the copy: the old data dir, or its fenced copy, and the new one.)
 
     Not `-R`: it would write primary_conninfo into postgresql.auto.conf, which overrides the
     managed postgresql.conf; the template holds primary_conninfo (with a passfile, so no
@@ -94,17 +95,21 @@ def build_replica(replica: Cluster, primary: Cluster) -> str:
     partial = f"{replica.data_dir}.partial"
     from_a_standby = (f"{partial}: the base backup came from {primary.name} on {primary.address}:{primary.port}, "
                       f"a standby; the primaries record names it primary of shard {primary.shard}: "
-                      f"{replica.name}'s data is left as it was (check the record against the hosts)")
+                      f"{replica.name} is stopped with its data as it was (check the record against the hosts)")
+    drop_slot = f"{as_postgres} pg_receivewal --drop-slot -S {replica.slot} {conn} >/dev/null 2>&1 || true"
     return " && ".join(
         [
             create_cluster(replica),
             # A former primary may still run (it came back after a failover): it stops first.
             f"{{ {ctl(replica, 'stop -m immediate')} >/dev/null 2>&1 || true; }}",
             f"for i in $(seq 60); do pg_isready -q -h {primary.address} -p {primary.port} && break; sleep 1; done",
-            f"{{ {as_postgres} pg_receivewal --drop-slot -S {replica.slot} {conn} >/dev/null 2>&1 || true; }}",
+            f"{{ {drop_slot}; }}",
             f"rm -rf {partial}",
             f"{as_postgres} pg_basebackup {conn} -D {partial} -X stream -C -S {replica.slot} --checkpoint=fast",
-            f"{{ grep -qx 'BACKUP FROM: primary' {partial}/backup_label || {{ rm -rf {partial}; echo {shlex.quote(from_a_standby)} >&2; false; }}; }}",
+            # Not from a primary: the copy and the slot it made on its source (which would hold WAL
+            # there) go, and nothing else changes.
+            f"{{ grep -qx 'BACKUP FROM: primary' {partial}/backup_label || "
+            f"{{ rm -rf {partial}; {drop_slot}; echo {shlex.quote(from_a_standby)} >&2; false; }}; }}",
             # Settings live in the managed postgresql.conf; a primary's postgresql.auto.conf may
             # hold a restore's recovery target, which would make this standby stop and promote.
             f"runuser -u postgres -- truncate -s 0 {partial}/postgresql.auto.conf",
