@@ -9,8 +9,8 @@ tests/conftest.py):
 
 A new seed is drawn on every run unless `--seed` (or PHOTOSTACK_TEST_SEED) gives one. At the end a
 table shows each group's result and duration against its budget; the run fails when a group fails
-(naming which), or when all groups together go over the run's budget; a group over its own budget
-is flagged (and warned about) without failing the run.
+(naming which), or when all groups together go over the run's hard limit; a group over its own
+budget, or all of them over the run's budget, is flagged (and warned about) without failing the run.
 """
 
 from __future__ import annotations
@@ -49,8 +49,11 @@ GROUPS = (
 )
 
 
-# The whole run: set-up (packages, venv, image) comes on top, and CI wants all of it under 45 min.
+# The whole run: set-up (packages, venv, image) comes on top, and CI wants all of it under 45 min:
+# past the budget the run is flagged (and warned about), like a group past its own. Past the
+# limit it fails: CI stops a run at 90 minutes, and a run that slow has lost the plot.
 TOTAL_BUDGET_S = 40 * 60
+TOTAL_LIMIT_S = 75 * 60
 
 
 @dataclass(frozen=True)
@@ -97,9 +100,12 @@ def report(outcomes: list[Outcome], seed: int) -> list[str]:
                   f"{_minutes(o.group.budget_s)}: speed it up or move tests out", file=sys.stderr)
     total = sum(o.seconds for o in outcomes)
     print(f"{'total':<12} {'':<10} {_minutes(total):>6} {_minutes(TOTAL_BUDGET_S):>7}")
-    if total > TOTAL_BUDGET_S:
-        problems.append(f"the groups took {_minutes(total)}, over the run's budget of {_minutes(TOTAL_BUDGET_S)} "
+    if total > TOTAL_LIMIT_S:
+        problems.append(f"the groups took {_minutes(total)}, over the run's limit of {_minutes(TOTAL_LIMIT_S)} "
                         "(CI stops a run at 90 minutes and wants it under 45)")
+    elif total > TOTAL_BUDGET_S:
+        print(f"warning: the groups took {_minutes(total)}, over the run's budget of {_minutes(TOTAL_BUDGET_S)} "
+              "(CI wants the whole run under 45 minutes): speed them up", file=sys.stderr)
     print(f"seed {seed}: replay with `.venv/bin/python -m tests.run_groups --seed {seed}`")
     return problems
 
