@@ -118,6 +118,12 @@ class Target(Protocol):
         pgbouncer: index 0)."""
         ...
 
+    def port_span(self, role: str) -> range:
+        """Every port a node of `role` may take on this stack's hosts, whatever the fleet's size:
+        what a host keeps out of the ephemeral range, so that a fleet that grows (`ops shard add`)
+        changes nothing on the hosts already there."""
+        ...
+
     # --- what hosts are like (what roles install and how) ------------------------------------
     def one_machine(self) -> bool:
         """Whether every node runs on this one machine: services reach each other on loopback,

@@ -207,3 +207,6 @@ class AwsTarget:
 
     def port(self, role: str, index: int = 0) -> int:
         return STANDARD_PORTS[role]  # one node per host: every node on its role's standard port
+
+    def port_span(self, role: str) -> range:
+        return range(STANDARD_PORTS[role], STANDARD_PORTS[role] + 1)

@@ -14,6 +14,7 @@ from infra.inventory import Host, onebox_hosts
 from infra.secrets import SecretStore
 from infra.sharding import SHARDMAP_FILE, ShardMap
 from infra.state import state_dir
+from infra.targets.onebox_config import ONEBOX_MAX_NODES_PER_ROLE
 
 T = TypeVar("T")
 
@@ -150,3 +151,7 @@ class OneBoxTarget:
         }
         base, step = offsets[role]
         return base + step * index
+
+    def port_span(self, role: str) -> range:
+        first, last = self.port(role, 0), self.port(role, ONEBOX_MAX_NODES_PER_ROLE - 1)
+        return range(first, last + 1)

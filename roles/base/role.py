@@ -61,11 +61,11 @@ def desired(ctx: RoleContext) -> DesiredState:
 
 
 def listening_ports(ctx: RoleContext) -> set[int]:
-    """Every TCP port a service of this host listens on: its nodes, the services co-located with
-    them, sshd, and RabbitMQ's Erlang ports."""
+    """Every TCP port a service of this host may listen on: its roles' spans (every port a node of
+    the role may take, so a fleet that grows changes nothing here), sshd, RabbitMQ's Erlang ports."""
     roles = ctx.host.roles
-    ports = {ctx.port(node) for node in ctx.host.nodes if node.role in STANDARD_PORTS} | {ctx.host.port}
-    ports |= {ctx.target.port(role) for role in ("pgbouncer", "munin_node") if role in roles}
+    ports = {port for role in roles if role in STANDARD_PORTS for port in ctx.target.port_span(role)}
+    ports.add(ctx.host.port)
     if "rabbitmq" in roles:
         rabbitmq = ctx.defaults("rabbitmq")
         ports |= {EPMD_PORT, rabbitmq["rabbitmq_dist_port"], rabbitmq["rabbitmq_management_port"]}
