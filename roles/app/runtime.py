@@ -20,6 +20,7 @@ from roles.context import RoleContext
 from roles.engine.resources import Command, Directory, File, Handler, Packages, Service
 from roles.postgres.auth import app_login
 from roles.rabbitmq.role import login_name
+from roles.redis.primary import primary_node
 
 ENV_FILE = "/etc/photostack/app.env"
 LAUNCHER = "/usr/local/bin/photostack-run"
@@ -31,11 +32,11 @@ def user(ctx: RoleContext) -> str:
 
 
 def app_env(ctx: RoleContext) -> str:
-    """/etc/photostack/app.env from the stack: pgbouncer on this host, Redis primary, Memcached,
-    RabbitMQ, storage, Sentry."""
+    """/etc/photostack/app.env from the stack: pgbouncer on this host, the Redis primary now
+    (roles/redis/primary.py), Memcached, RabbitMQ, storage, Sentry."""
     d = ctx.defaults("app")
     nodes = [n for h in ctx.hosts for n in h.nodes]
-    redis = next(n for n in nodes if n.role == "redis" and n.attrs["replica"] == 0)
+    redis = primary_node(ctx.config, ctx.stack)
     redis_pw = urllib.parse.quote(ctx.secret("redisPassword"), safe="")
     mq_pw = urllib.parse.quote(ctx.secret("rabbitmqPassword"), safe="")
     vhost = urllib.parse.quote(ctx.config.rabbitmq.vhost, safe="")
