@@ -32,9 +32,11 @@ from roles.redis import commands
 from roles.redis.primary import primary_node, redis_nodes, save_primary
 
 # Roles converged after the record changed: replication first (it must follow before anything
-# else relies on it), then monitoring; the app and workers are rolled one node at a time instead.
+# else relies on it), then monitoring (the counters' plugins move to the new primary; the munin
+# master lists the hosts that run, which a power-off changed); the app and workers are rolled one
+# node at a time instead.
 REPLICATION_ROLES = frozenset({"redis"})
-MONITORING_ROLES = frozenset({"munin_node"})
+MONITORING_ROLES = frozenset({"munin_node", "munin_master"})
 FLEET_ROLES = ("app", "worker")
 
 
@@ -82,7 +84,7 @@ def failover_steps(stack: Stack) -> list[str]:
             "else its redis stopped)",
             f"promote {chosen} (REPLICAOF NO ONE)", "store the new Redis primary",
             f"converge redis on {redis_hosts} (replicas follow the new primary in place)",
-            "converge the counters' Munin plugins",
+            "converge monitoring (the counters' Munin plugins follow the new primary)",
             f"repoint the app and workers one node at a time ({fleet}): app.env, out of rotation, restart, "
             "healthy, back in", "drop every feed on the new primary (each rebuilt from the shards when next read)"]
 
@@ -105,8 +107,9 @@ def redis_failover(stack: Stack, progress: Callable[[str], None] = lambda _: Non
     redis_hosts = [h for h in stack.hosts if h.nodes_of("redis")]
     log.timed("redis follows", lambda: check_converged(stack.converge(redis_hosts, set(REPLICATION_ROLES)),
                                                        "converging redis"), progress)
-    log.timed("converge monitoring", lambda: _best_effort(log, "run `ops converge --role munin_node`", lambda: (
-        check_converged(stack.converge(redis_hosts, set(MONITORING_ROLES)), "converging munin_node"))), progress)
+    monitors = [h for h in stack.hosts if h.nodes_of("redis") or "munin_master" in h.roles]
+    log.timed("converge monitoring", lambda: _best_effort(log, "run `ops converge --role munin_node --role munin_master`", (
+        lambda: check_converged(stack.converge(monitors, set(MONITORING_ROLES)), "converging monitoring"))), progress)
     log.timed("repoint the app and workers", lambda: rollout.restart_fleet(stack, FLEET_ROLES, progress), progress)
     dropped: list[str] = []
     log.timed("drop the feeds", lambda: dropped.append(run_step(
