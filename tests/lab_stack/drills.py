@@ -671,7 +671,8 @@ class RedisLossResult(FaultResult):
     feeds_dropped: int
     not_in_feeds: list[str]
     old_role_after_restart: str = ""
-    rejoined_s: float | None = None
+    rejoin: subprocess.CompletedProcess[str] | None = None  # `ops converge --host OLD` once it runs again
+    rejoined_s: float | None = None  # the machine started again to its redis a replica of the new primary
     converge_check: subprocess.CompletedProcess[str] | None = None
 
     def figures(self) -> dict[str, str]:
@@ -696,8 +697,8 @@ def redis_primary_lost(plan: LabPlan, users: Users, make_client: Callable[[], Cl
     sessions, feeds and counters are gone from under the app. After NOTICE_S the operator runs
     `ops --stack lab redis-failover --yes` (powers the old machine off through EC2, promotes the
     replica, repoints the app and workers one node at a time, drops the feeds). The old machine is
-    then started again while the load runs and must come back as a replica of the new primary;
-    afterwards `ops converge --check` finds nothing to change."""
+    then started again while the load runs, and `ops converge --host` makes its redis a replica of
+    the new primary; afterwards `ops converge --check` finds nothing to change."""
     old = current_redis_primary()
     address = {i.node: i.private_ip for i in plan.instances}
     times: dict[str, float] = {}
@@ -711,7 +712,8 @@ def redis_primary_lost(plan: LabPlan, users: Users, make_client: Callable[[], Cl
         outcome["failover"], outcome["failover_s"] = _operator("redis-failover", "--yes")
 
     def start_old_machine() -> None:
-        if outcome.get("failover") and outcome["failover"].returncode == 0:  # stopped by the failover: started again as anyone would
+        # Stopped by the failover; started again, as anyone (EC2's recovery, an operator) would.
+        if outcome.get("failover") and outcome["failover"].returncode == 0:
             ec2 = operator_client("ec2")
             ec2.start_instances(InstanceIds=[node_instance("lab", old, ec2)["InstanceId"]])
             times["restarted"] = time.monotonic()
@@ -720,20 +722,28 @@ def redis_primary_lost(plan: LabPlan, users: Users, make_client: Callable[[], Cl
     seen = _fault_under_load(users, make_client, fault_s=0.0, inject=lose_and_fail_over, heal_fault=start_old_machine,
                              inject_s=NOTICE_S + FAILOVER_TIMEOUT_S)
     failover = outcome["failover"]
+    new = current_redis_primary()
+    wanted = f"slave of {address[new]}:6379 (link up)"
     logged_in = [s for s in seen.report.samples if s.started >= times["command"]]
     served = min((s.started + s.seconds for s in logged_in if s.ok), default=None)
     failures = [s.started + s.seconds for s in LoadReport.failed(logged_in)]
     dropped = re.search(r"(\d+) feed\(s\) dropped", failover.stdout)
     result = RedisLossResult(
-        **vars(seen), old=old, new=current_redis_primary(), failover=failover,
+        **vars(seen), old=old, new=new, failover=failover,
         failover_s=outcome["failover_s"], served_again_s=served - times["command"] if served is not None else None,
         last_failure_s=max(failures) - times["command"] if failures else None,
         feeds_dropped=int(dropped.group(1)) if dropped else -1,
         not_in_feeds=_settled_missing_from_feeds(dict(users), seen.report))
     if failover.returncode != 0:
         return result
+    # Started again, the machine runs its redis as it was (user_data runs at the first boot only):
+    # a primary with no data that nothing uses. `ops converge --host` makes it a replica (the runbook's step).
     deadline = time.monotonic() + REDIS_REJOIN_TIMEOUT_S
-    wanted = f"slave of {address[result.new]}:6379 (link up)"
+    while time.monotonic() < deadline:
+        result.rejoin, _ = _operator("converge", "--host", old)
+        if result.rejoin.returncode == 0:
+            break
+        time.sleep(3)  # still booting
     while time.monotonic() < deadline:
         result.old_role_after_restart = redis_role(old, address[old])
         if result.old_role_after_restart == wanted:

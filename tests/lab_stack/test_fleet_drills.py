@@ -101,8 +101,8 @@ def test_a_lost_redis_primary_is_failed_over_by_ops_with_feeds_rebuilt_and_nothi
     powers it off through EC2, promotes the replica, repoints the app and workers and drops the
     feeds; users are served again (their sessions were replicated), every acknowledged photo and
     like is in the shards, every acknowledged post is in its poster's (rebuilt) feed; the old
-    machine started again comes back as a replica of the new primary, and a converge then finds
-    nothing to change."""
+    machine started again becomes a replica of the new primary with `ops converge --host`, and a
+    converge then finds nothing to change."""
     result = drills.redis_primary_lost(lab_green.plan, users, lab_client)
     figures = result.figures()
     print(figures)
@@ -114,6 +114,7 @@ def test_a_lost_redis_primary_is_failed_over_by_ops_with_feeds_rebuilt_and_nothi
     assert result.lost == [], result.lost[:10]
     assert result.not_in_feeds == [], result.not_in_feeds[:10]
     assert result.after and drills.LoadReport.failed(result.after) == [], result.report.describe(result.after)
+    assert result.rejoin is not None and result.rejoin.returncode == 0, result.rejoin.stdout + result.rejoin.stderr
     assert result.rejoined_s is not None, figures
     check = result.converge_check
     assert check is not None and check.returncode == 0, check.stdout + check.stderr  # 3: changes pending
