@@ -671,7 +671,7 @@ class RedisLossResult(FaultResult):
     feeds_dropped: int
     not_in_feeds: list[str]
     old_role_after_restart: str = ""
-    rejoin: subprocess.CompletedProcess[str] | None = None  # `ops converge --host OLD` once it runs again
+    rejoin: subprocess.CompletedProcess[str] | None = None  # `ops converge` once the old machine runs again
     rejoined_s: float | None = None  # the machine started again to its redis a replica of the new primary
     converge_check: subprocess.CompletedProcess[str] | None = None
 
@@ -697,8 +697,8 @@ def redis_primary_lost(plan: LabPlan, users: Users, make_client: Callable[[], Cl
     sessions, feeds and counters are gone from under the app. After NOTICE_S the operator runs
     `ops --stack lab redis-failover --yes` (powers the old machine off through EC2, promotes the
     replica, repoints the app and workers one node at a time, drops the feeds). The old machine is
-    then started again while the load runs, and `ops converge --host` makes its redis a replica of
-    the new primary; afterwards `ops converge --check` finds nothing to change."""
+    then started again while the load runs, and `ops converge` makes its redis a replica of the
+    new primary; afterwards `ops converge --check` finds nothing to change."""
     old = current_redis_primary()
     address = {i.node: i.private_ip for i in plan.instances}
     times: dict[str, float] = {}
@@ -737,10 +737,11 @@ def redis_primary_lost(plan: LabPlan, users: Users, make_client: Callable[[], Cl
     if failover.returncode != 0:
         return result
     # Started again, the machine runs its redis as it was (user_data runs at the first boot only):
-    # a primary with no data that nothing uses. `ops converge --host` makes it a replica (the runbook's step).
+    # a primary with no data that nothing uses. `ops converge` makes it a replica and puts it back
+    # in the munin master's list (the runbook's step).
     deadline = time.monotonic() + REDIS_REJOIN_TIMEOUT_S
     while time.monotonic() < deadline:
-        result.rejoin, _ = _operator("converge", "--host", old)
+        result.rejoin, _ = _operator("converge")
         if result.rejoin.returncode == 0:
             break
         time.sleep(3)  # still booting

@@ -101,8 +101,8 @@ def test_a_lost_redis_primary_is_failed_over_by_ops_with_feeds_rebuilt_and_nothi
     powers it off through EC2, promotes the replica, repoints the app and workers and drops the
     feeds; users are served again (their sessions were replicated), every acknowledged photo and
     like is in the shards, every acknowledged post is in its poster's (rebuilt) feed; the old
-    machine started again becomes a replica of the new primary with `ops converge --host`, and a
-    converge then finds nothing to change."""
+    machine started again becomes a replica of the new primary with `ops converge`, and a converge
+    check then finds nothing to change."""
     result = drills.redis_primary_lost(lab_green.plan, users, lab_client)
     figures = result.figures()
     print(figures)
