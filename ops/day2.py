@@ -283,8 +283,8 @@ def redis_failover(ctx: typer.Context, stack: StackName = None, yes: YesOption =
     except StepFailed as exc:
         _fail(f"Redis failover stopped: {exc}")
     _steps(log)
-    console.print("Redis failed over; the old primary comes back as a replica when its machine boots "
-                  "(AWS: `ops replace-node NODE` relaunches it)", highlight=False)
+    console.print("Redis failed over; next, for the old primary: start its machine if it was powered off, "
+                  "then `ops converge` makes it a replica (runbooks/redis_primary_down.md)", highlight=False)
 
 
 def rebuild_replica(

@@ -9,9 +9,10 @@
                     time) → drop the feeds (each rebuilt from the shards when next read)
 
 The stored `redis` record (roles/redis/primary.py) is the switch: the roles that render from it
-(infra/records.py `RENDERED_BY`) follow it, so a converge afterwards finds nothing to change, and a
-machine the failover powered off comes back as a replica of the new primary when it boots (its
-boot converge reads the record) or is relaunched (`ops replace-node`).
+(infra/records.py `RENDERED_BY`) follow it, so a converge afterwards finds nothing to change. A
+machine the failover powered off and someone started again runs its redis as it was (a primary
+with no data, which nothing uses) until `ops converge` makes it a replica of the new primary; a
+relaunched one (`ops replace-node`) converges as a replica at its first boot.
 
 What it does not save: Redis replicates asynchronously, so what the old primary acknowledged and
 had not yet sent when it died is lost (runbooks/redis_primary_down.md says what that is).
