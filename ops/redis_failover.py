@@ -20,7 +20,7 @@ had not yet sent when it died is lost (runbooks/redis_primary_down.md says what 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from infra.inventory import Host
@@ -90,7 +90,7 @@ def failover_steps(stack: Stack) -> list[str]:
             "healthy, back in", "drop every feed on the new primary (each rebuilt from the shards when next read)"]
 
 
-def _unique_names(hosts) -> list[str]:
+def _unique_names(hosts: Iterable[Host | None]) -> list[str]:
     return list(dict.fromkeys(h.name for h in hosts if h is not None))
 
 
