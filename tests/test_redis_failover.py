@@ -184,3 +184,21 @@ def test_drop_feeds_unlinks_every_feed_and_nothing_else(pair):
     assert pair.run(commands.drop_feeds("127.0.0.1", first, str(pair.auth))).strip() == "2500"
     assert client.keys("feed:*") == [] and client.get("photostack:session:abc") == "kept"
     assert pair.run(commands.drop_feeds("127.0.0.1", first, str(pair.auth))).strip() == "0"
+
+
+def test_the_replication_handler_waits_for_an_instance_still_starting(pair):
+    """As after the restart handler: the instance answers only once it has loaded its data set."""
+    import time
+
+    first, second = pair.ports
+    pair.start(first, None)
+    pair.replication(second, first)
+    handler = subprocess.Popen(["bash", "-c", apply_replication("127.0.0.1", second,
+                                                                str(pair.root / f"replication-{second}.conf"),
+                                                                str(pair.auth))],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(1.0)  # the handler is asking a port nothing listens on yet
+    assert handler.poll() is None
+    pair.start(second, first)
+    assert handler.wait(timeout=30) == 0, handler.stdout.read()  # applied once it answered
+    assert pair.admin(second).info("replication")["master_port"] == first

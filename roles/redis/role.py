@@ -95,13 +95,20 @@ def replication_path(port: int) -> str:
 def apply_replication(address: str, port: int, path: str, auth_file: str = ADMIN_AUTH) -> str:
     """Apply replication file `path` to the running instance, as the admin login: `CONFIG SET` of
     each setting, then `REPLICAOF` (a replica's master credentials are set before it connects).
-    The commands go to redis-cli on stdin, never on its command line (masterauth is a secret);
-    any answer but OK fails the handler."""
+    An instance that just started (a restart handler before this one) is first waited for while
+    it loads its data set (it answers LOADING meanwhile, up to LOAD_WAIT_S). The commands go to
+    redis-cli on stdin, never on its command line (masterauth is a secret); any answer but OK
+    fails the handler."""
+    cli = f'REDISCLI_AUTH="$(cat {auth_file})" redis-cli --no-auth-warning --user {ADMIN_USER} -h {address} -p {port}'
+    wait = (f"for _ in $(seq {LOAD_WAIT_S * 10}); do [ \"$({cli} PING 2>&1)\" = PONG ] && break; sleep 0.1; done")
     commands = (f"{{ grep -Ev '^(#|$|replicaof )' {path} | sed 's/^/CONFIG SET /'; "
                 f"grep '^replicaof ' {path} | sed 's/^replicaof/REPLICAOF/'; }}")
-    cli = f'REDISCLI_AUTH="$(cat {auth_file})" redis-cli --no-auth-warning --user {ADMIN_USER} -h {address} -p {port}'
-    return (f'out=$({commands} | {cli} 2>&1) && ! printf "%s\\n" "$out" | grep -qv "^OK" '
+    return (f'{wait}; out=$({commands} | {cli} 2>&1) && ! printf "%s\\n" "$out" | grep -qv "^OK" '
             f'|| {{ echo "$out" >&2; false; }}')
+
+
+# How long a replication change waits for an instance loading its data set (a large AOF takes minutes).
+LOAD_WAIT_S = 600
 
 
 def _conf(port: int) -> str:
