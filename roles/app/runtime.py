@@ -127,8 +127,10 @@ def release_resources(ctx: RoleContext) -> list:
 def unit_file(ctx: RoleContext, unit: str, description: str, argv: list[str]) -> File:
     """The systemd unit of one process (used where systemd runs)."""
     exec_start = f"{LAUNCHER} " + " ".join(shlex.quote(a) for a in argv)
+    run_dir = ctx.defaults("app")["app_run_dir"]
     content = ctx.template("app", "unit.service.j2", description=description, user=user(ctx),
-                           exec_start=exec_start.replace("%", "%%"))
+                           exec_start=exec_start.replace("%", "%%"),
+                           runtime_dir=run_dir.removeprefix("/run/") if run_dir.startswith("/run/") else None)
     return File(f"/etc/systemd/system/{unit}", content, notify=(RESTART,))
 
 
@@ -172,9 +174,11 @@ def app_processes(ctx: RoleContext) -> list[tuple[File, Service]]:
                 # Two instances share a home: their default control sockets would clash (unused).
                 "--no-control-socket"]
         ready = f"curl -fs -o /dev/null --max-time 2 http://{address}:{port}/health"
+        # The pid file on either path: a deploy's roll reads it (the release it runs, its socket).
+        pid = ["--pid", pidfile]
         found.append((
-            unit_file(ctx, unit, f"photostack app (gunicorn :{port})", argv),
-            daemon(ctx, f"gunicorn {port}", unit, argv, ["--daemon", "--pid", pidfile], pidfile, ready),
+            unit_file(ctx, unit, f"photostack app (gunicorn :{port})", argv + pid),
+            daemon(ctx, f"gunicorn {port}", unit, argv, ["--daemon", *pid], pidfile, ready),
         ))
     return found
 
@@ -193,10 +197,11 @@ def worker_processes(ctx: RoleContext) -> list[tuple[File, Service]]:
                 # mingle (a sync with the others at every start, slowing restarts in a deploy), no
                 # event heartbeats (monitoring reads RabbitMQ's management API instead).
                 "--without-gossip", "--without-mingle", "--without-heartbeat"]
-        detach = ["--detach", "--pidfile", pidfile]  # stays in the release dir it started in
+        pid = ["--pidfile", pidfile]  # on either path: its readiness and a deploy's roll read it
         found.append((
-            unit_file(ctx, unit, f"photostack Celery {name}", argv),
-            daemon(ctx, f"celery {name}", unit, argv, detach, pidfile, ready=f"[ -s {pidfile} ]"),
+            unit_file(ctx, unit, f"photostack Celery {name}", argv + pid),
+            # --detach: stays in the release dir it started in
+            daemon(ctx, f"celery {name}", unit, argv, ["--detach", *pid], pidfile, ready=f"[ -s {pidfile} ]"),
         ))
     return found
 
