@@ -3,10 +3,11 @@ the requests, failed %, requests over their route's budget and acknowledged writ
 
 Goals: app host partition < 0.1 % failed; every request within its route's budget; 0 lost;
 primary partition: writes back ≤ 15 s after the operator runs `ops failover`, 0 lost; a broker
-host lost: 0 acknowledged tasks lost; replace-node of a dead app or Memcached host back in service ≤ 3 min.
+host lost: 0 acknowledged tasks lost; replace-node of a dead app or Memcached host back in service ≤ 3 min;
+Redis primary lost: served again after `ops redis-failover`, 0 lost, every post in its feed.
 Run as root under the lab lock with the lab up and green (`ops --stack lab up`):
     flock /tmp/lab.lock .venv/bin/python bench/fleet_drills.py [lossy-link] [app-partition] [primary-partition]
-        [broker-lost] [replace-app] [replace-memcached]
+        [broker-lost] [replace-app] [replace-memcached] [redis-lost]
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from tests.lab_stack.fleetload import sign_up  # noqa: E402
 
 DRILLS = {"lossy-link": drills.lossy_link, "app-partition": drills.app_host_partitioned,
           "primary-partition": drills.primary_partitioned, "broker-lost": drills.rabbitmq_node_lost,
-          "replace-app": drills.replace_dead_app_host, "replace-memcached": drills.replace_dead_memcached_host}
+          "replace-app": drills.replace_dead_app_host, "replace-memcached": drills.replace_dead_memcached_host,
+          "redis-lost": drills.redis_primary_lost}
 
 
 def main() -> None:

@@ -27,14 +27,16 @@ ROLE = "records"
 #              munin master, whose munin.conf lists each postgres node's plugins by current role
 #   release    the pinned release (`ops deploy --version`, `ops rollback`); app and worker
 #   drained    app nodes a deploy took out of rotation; nginx
+#   redis      which Redis node is primary (`ops redis-failover`); redis, app and worker (app.env),
+#              and Munin's plugins of the Redis hosts (their munin-node, and the munin master)
 #   media      {"bucket": the media bucket's name}; app and worker (app.env)
 ROLE_RECORDS: dict[str, tuple[str, ...]] = {
     "postgres": ("shardmap", "primaries"),
-    "app": ("shardmap", "primaries", "release", "media"),
-    "worker": ("shardmap", "primaries", "release", "media"),
+    "app": ("shardmap", "primaries", "release", "media", "redis"),
+    "worker": ("shardmap", "primaries", "release", "media", "redis"),
     "nginx": ("drained",),
-    "munin_master": ("primaries",),
-    "redis": (),
+    "munin_master": ("primaries", "redis"),
+    "redis": ("redis",),
     "memcached": (),
     "rabbitmq": (),
 }
@@ -60,7 +62,7 @@ class RecordParameters(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: RecordParametersArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("photostack:records:RecordParameters", name, None, opts)
-        initial = {"shardmap": args.shard_map, "primaries": EMPTY, "release": EMPTY, "drained": EMPTY}
+        initial = {"shardmap": args.shard_map, "primaries": EMPTY, "release": EMPTY, "drained": EMPTY, "redis": EMPTY}
         self.arns = {}
         for record, value in sorted(initial.items()):
             parameter = aws.ssm.Parameter(

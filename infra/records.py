@@ -23,6 +23,8 @@ RENDERED_BY: dict[str, frozenset[str]] = {
     "primaries": frozenset({"postgres", "pgbouncer", "munin_node", "munin_master"}),
     "release": frozenset({"app", "worker"}),
     "drained": frozenset({"nginx"}),
+    # which Redis node is primary (roles/redis/primary.py): replication, app.env, the counters' plugins
+    "redis": frozenset({"redis", "app", "worker", "munin_node"}),
 }
 
 

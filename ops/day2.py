@@ -1,8 +1,9 @@
 """`ops` commands of day-2 operations: deploy, rollback, status, failover, rebuild-replica,
-replace-node, queue, cache, audit.
+redis-failover, replace-node, queue, cache, audit.
 
-Thin: parse, call ops/rollout.py, ops/failover.py, ops/maintenance.py, ops/overview.py, print. A failed step
-prints one line naming the host and the step on stderr, and exits 1; bad input or a held lock exits 2.
+Thin: parse, call ops/rollout.py, ops/failover.py, ops/redis_failover.py, ops/maintenance.py,
+ops/overview.py, print. A failed step prints one line naming the host and the step on stderr, and
+exits 1; bad input or a held lock exits 2.
 Every command that changes the stack takes its one lock (`--force` takes it anyway), goes to the audit
 trail with its outcome, and with `--dry-run` prints its steps and changes nothing. Each command
 imports its work when it runs, so `ops --help` does not load Fabric and the roles.
@@ -260,6 +261,32 @@ def failover(ctx: typer.Context, shard: Shard, stack: StackName = None, yes: Yes
     console.print(f"shard {shard} failed over; next: `ops rebuild-replica --shard {shard}`", highlight=False)
 
 
+def redis_failover(ctx: typer.Context, stack: StackName = None, yes: YesOption = False, force: Force = False,
+                   dry_run: DryRun = False) -> None:
+    """Fence the Redis primary, promote its replica, repoint the app and workers, drop the feeds
+    (rebuilt from the shards on read)."""
+    from ops import redis_failover as rf
+    from ops.remote import StepFailed
+
+    if dry_run:
+        try:
+            _would(rf.failover_steps(_stack(ctx, stack, start=False)))
+        except (rf.RedisFailoverError, LookupError) as exc:
+            _fail(str(exc), BAD_INPUT)
+        return
+    loaded = _confirmed(ctx, stack, "fence the Redis primary and promote its replica", yes)
+    try:
+        with _changing(loaded, "redis-failover", force):
+            log = rf.redis_failover(loaded, _progress)
+    except (rf.RedisFailoverError, LookupError) as exc:
+        _fail(str(exc), BAD_INPUT)
+    except StepFailed as exc:
+        _fail(f"Redis failover stopped: {exc}")
+    _steps(log)
+    console.print("Redis failed over; next, for the old primary: start its machine if it was powered off, "
+                  "then `ops converge` makes it a replica (runbooks/redis_primary_down.md)", highlight=False)
+
+
 def rebuild_replica(
     ctx: typer.Context, shard: Shard, stack: StackName = None,
     member: Annotated[str | None, typer.Option("--member", metavar="MEMBER", help="Rebuild this replica (e.g. shard0r1) even if in service.")] = None,
@@ -396,6 +423,7 @@ def register(app: typer.Typer) -> None:
     app.command("status")(status)
     app.command("failover")(failover)
     app.command("rebuild-replica")(rebuild_replica)
+    app.command("redis-failover")(redis_failover)
     app.command("replace-node")(replace_node)
     app.add_typer(queue_app, name="queue")
     app.add_typer(cache_app, name="cache")

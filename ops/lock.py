@@ -1,7 +1,7 @@
 """The deploy lock: one change to the stack at a time, shared by everyone who operates it.
 
-Deploy, rollback, failover, rebuild-replica, replace-node, converge and secret rotation take it. The lock is a
-record created only if absent, holding who took it, where, when and for which command:
+Deploy, rollback, failover, rebuild-replica, redis-failover, replace-node, converge and secret
+rotation take it. The lock is a record created only if absent, holding who took it, where, when and for which command:
 - one-box: a JSON file in the stack's state dir, created exclusively (O_EXCL);
 - AWS: an SSM parameter (`/photostack/<stack>/ops/lock`) put without Overwrite, which SSM refuses
   with ParameterAlreadyExists while someone holds it: every operator's laptop and CI see one lock.

@@ -23,7 +23,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -37,7 +37,8 @@ from ops.stack import Stack
 from roles.app import deploy as steps
 from roles.app import release as rel
 from roles.app import runtime
-from roles.engine.resources import Service
+from roles.engine.executor import converge_hosts
+from roles.engine.resources import DesiredState, File, Service
 from roles.nginx.role import DRAINED
 
 Progress = Callable[[str], None]
@@ -240,6 +241,30 @@ def mark_in_sentry(stack: Stack, version: str) -> str | None:
         return mark_deploy_for_stack(stack.config, version, stack.optional_secret)
     except Exception as exc:  # noqa: BLE001 — e.g. SSM unreadable: still not a failed deploy
         return f"Sentry: deploy of {version} not marked: {type(exc).__name__}: {exc}"
+
+
+def write_env(stack: Stack, hosts: list[Host]) -> None:
+    """Re-render app.env on the fleet hosts without the restart it would notify: the nodes then
+    restart one at a time, out of rotation (a plain converge restarts a host's processes at once)."""
+    def env_only(host: Host) -> DesiredState:
+        files = [r for r in stack.desired(host, {"app", "worker"}).resources
+                 if isinstance(r, File) and r.path == runtime.ENV_FILE]
+        return DesiredState(resources=[replace(f, notify=()) for f in files])
+
+    check_converged(converge_hosts(hosts, env_only, stack.ssh), "write app.env")
+
+
+def restart_fleet(stack: Stack, roles: tuple[str, ...], progress: Progress) -> None:
+    """After a change app.env renders from (a rotated secret, a new Redis primary): app.env
+    written, then each node of `roles` rolled at the release its host runs now (out of rotation →
+    restart → healthy → back in)."""
+    hosts = fleet_hosts(stack)
+    write_env(stack, hosts)
+    versions = current_versions(stack, hosts)
+    balancer = balancer_for(stack)
+    for batch in batches(stack):
+        if batch.node.role in roles:
+            roll(stack, balancer, batch, versions[batch.host.name], progress)
 
 
 # --- the commands -----------------------------------------------------------------------------

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import secrets as token
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from infra.config import ConfigError
@@ -164,33 +164,11 @@ def _converge(stack: Stack, roles: tuple[str, ...], what: str) -> None:
     check_converged(stack.converge(hosts, set(roles)), what)
 
 
-def _write_env(stack: Stack, hosts: list[Host]) -> None:
-    """Re-render app.env on the fleet hosts without the restart it would notify: the nodes then
-    restart one at a time, out of rotation (a plain converge restarts a host's processes at once)."""
-    from ops.remote import check_converged
-    from roles.app.runtime import ENV_FILE
-    from roles.engine.executor import converge_hosts
-    from roles.engine.resources import DesiredState, File
-
-    def env_only(host: Host) -> DesiredState:
-        files = [r for r in stack.desired(host, {"app", "worker"}).resources
-                 if isinstance(r, File) and r.path == ENV_FILE]
-        return DesiredState(resources=[replace(f, notify=()) for f in files])
-
-    check_converged(converge_hosts(hosts, env_only, stack.ssh), "write app.env")
-
-
 def _roll(stack: Stack, roles: tuple[str, ...], progress: Progress) -> None:
-    """The rolling deploy's per-node steps at the release each host runs now."""
+    """app.env re-rendered, then the `roles` nodes rolled one at a time (ops/rollout.py)."""
     from ops import rollout
 
-    hosts = rollout.fleet_hosts(stack)
-    _write_env(stack, hosts)
-    versions = rollout.current_versions(stack, hosts)
-    balancer = rollout.balancer_for(stack)
-    for batch in rollout.batches(stack):
-        if batch.node.role in roles:
-            rollout.roll(stack, balancer, batch, versions[batch.host.name], progress)
+    rollout.restart_fleet(stack, roles, progress)
 
 
 class RotationStopped(RuntimeError):

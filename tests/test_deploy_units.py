@@ -128,6 +128,20 @@ def test_onebox_batches_are_each_app_node_then_workers(state_root):
     assert [[s.name for s in b.services] for b in found] == [["gunicorn 8001"], ["gunicorn 8002"], ["celery worker-0"]]
 
 
+def test_systemd_units_write_the_pid_file_a_roll_reads(state_root):
+    """Where systemd runs (AWS) the processes run in the foreground: their units must still write
+    the pid file that a deploy's roll (the release it runs, its socket) and the worker's readiness
+    read, in a directory systemd makes at boot (/run is a tmpfs)."""
+    stack = Stack.load("onebox")
+    ctx = stack.context(stack.hosts[0])
+    for unit, service in runtime.app_processes(ctx) + runtime.worker_processes(ctx):
+        batch = next(b for b in rollout.batches(stack) if service in b.services)
+        exec_start = next(line for line in unit.content.splitlines() if line.startswith("ExecStart="))
+        assert exec_start.split()[-2:] in (["--pid", batch.pidfile], ["--pidfile", batch.pidfile]), exec_start
+        assert "\nRuntimeDirectory=photostack\nRuntimeDirectoryPreserve=yes\n" in unit.content
+        assert batch.pidfile.startswith("/run/photostack/")
+
+
 def test_converge_keeps_a_pinned_release_and_follows_the_tree_otherwise(state_root):
     stack = Stack.load("onebox")
     built = rel.build_release()

@@ -347,17 +347,17 @@ def _readable_parameters(plan, role):
 
 PARAMETER = "arn:aws:ssm:us-east-1:123456789012:parameter/photostack/prod/"
 APP_READS = ("dbPassword", "pgbouncerAdminPassword", "scramSaltKey", "redisPassword", "rabbitmqPassword", "djangoSecretKey",
-             "sentryDsn", "shardmap", "primaries", "release", "media")
+             "sentryDsn", "shardmap", "primaries", "release", "media", "redis")
 # What each role's hosts read from SSM when they converge (secrets, then records), nothing more.
 PROFILE_READS = {
     "postgres": ("dbPassword", "replicationPassword", "pgbouncerAdminPassword", "scramSaltKey", "shardmap", "primaries"),
     "app": APP_READS,
     "worker": APP_READS,
-    "redis": ("redisPassword", "redisAdminPassword"),
+    "redis": ("redisPassword", "redisAdminPassword", "redis"),
     "rabbitmq": ("rabbitmqPassword", "erlangCookie"),
     "memcached": (),
     "nginx": ("drained",),
-    "munin_master": ("pagerdutyRoutingKey", "primaries"),
+    "munin_master": ("pagerdutyRoutingKey", "primaries", "redis"),
 }
 
 
@@ -386,7 +386,7 @@ def test_instance_profiles_grant_exactly_the_parameters_each_role_reads():
 
 def test_records_exist_before_any_host_boots_and_start_empty():
     parameters = {r.inputs["name"]: r.inputs for r in plan_of("prod").of_type("aws:ssm/parameter:Parameter")}
-    for name in ("primaries", "release", "drained"):
+    for name in ("primaries", "release", "drained", "redis"):
         parameter = parameters[f"/photostack/prod/{name}"]
         assert (parameter["type"], parameter["insecureValue"]) == ("String", "null") and "value" not in parameter
     shard_map = parameters["/photostack/prod/shardmap"]
@@ -426,7 +426,7 @@ def test_each_host_renders_its_roles_with_only_its_instance_profile(role, prod_s
     secret = ssm_secret_reader("prod", boto3.client("ssm", region_name="us-east-1"))
     state = host_state(RoleContext(config, "prod", host, hosts, secret))
     assert state.resources
-    records = {PARAMETER + name for name in ("shardmap", "primaries", "release", "drained", "media")}
+    records = {PARAMETER + name for name in ("shardmap", "primaries", "release", "drained", "media", "redis")}
     # Every record granted is one the roles render from (secrets may be read later, at run time).
     assert {ssm.arn(name) for name in ssm.reads} & records == _readable_parameters(plan, role) & records
 

@@ -34,6 +34,7 @@ ON_PROD = {
     "rollback": ["rollback"],
     "failover": ["failover", "--shard", "0", "--yes"],
     "rebuild-replica": ["rebuild-replica", "--shard", "0"],
+    "redis-failover": ["redis-failover", "--yes"],
     "replace-node": ["replace-node", "app-0", "--yes"],
     "queue drain": ["queue", "drain", "--yes"],
     "queue requeue": ["queue", "requeue"],
@@ -120,7 +121,7 @@ def test_every_changing_command_on_an_aws_stack_is_in_its_shared_trail(moto_acco
         outcomes[name] = entry.outcome
     assert outcomes["backup"] == "refused: shard 0: no running host holds its members"
     locked = {n for n, outcome in outcomes.items() if outcome.startswith("refused: deploy lock held: deploy v8 by bob@")}
-    assert {"converge", "deploy", "failover", "rebuild-replica", "replace-node", "secret rotate",
+    assert {"converge", "deploy", "failover", "rebuild-replica", "redis-failover", "replace-node", "secret rotate",
             "restore", "shard add", "shard remove", "shard move", "shard rebalance"} <= locked, outcomes
 
 

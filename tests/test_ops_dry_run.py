@@ -58,6 +58,21 @@ def test_failover_dry_run_names_the_primary_to_fence_and_the_replica_to_promote(
     assert bad.returncode == 2 and "--shard 9: no such physical shard" in bad.stdout + bad.stderr
 
 
+def test_redis_failover_dry_run_follows_the_stored_redis_primary_and_changes_nothing(tmp_path, stored):
+    from roles.redis.primary import save_primary
+
+    done = _ops(tmp_path, "redis-failover", "--dry-run")
+    lines = _steps(done)
+    assert lines[:3] == ["fence redis-primary on onebox (its machine powered off through the provider where there is "
+                         "one, else its redis stopped)", "promote redis-replica1 (REPLICAOF NO ONE)",
+                         "store the new Redis primary"]
+    assert lines[-1] == "drop every feed on the new primary (each rebuilt from the shards when next read)"
+    save_primary(load_stack_config("onebox"), "onebox", 1)
+    assert _steps(_ops(tmp_path, "redis-failover", "--dry-run"))[1] == "promote redis-primary (REPLICAOF NO ONE)"
+    assert not (stored / "onebox" / "audit.log").exists()
+    assert {p.name for p in (stored / "onebox").iterdir()} == {"redis.json"}  # only what the test stored
+
+
 def test_deploy_dry_run_names_the_release_the_hosts_and_each_nodes_roll(tmp_path):
     from roles.app.release import build_release
 

@@ -11,6 +11,7 @@ from infra.inventory import onebox_hosts
 from infra.records import RENDERED_BY, readers, record
 from infra.shardstore import Primaries, primaries_store, shard_map_store
 from ops.reshard import SHARD_ROLES
+from roles.redis.primary import save_primary
 from roles.context import RoleContext, desired_state
 from roles.engine.resources import DesiredState
 
@@ -48,7 +49,12 @@ def _drained(config: StackConfig) -> None:
     record(config, "onebox", "drained").save(["app-0"])
 
 
-CHANGES = {"primaries": _primaries, "shardmap": _shard_map, "release": _release, "drained": _drained}
+def _redis(config: StackConfig) -> None:
+    save_primary(config, "onebox", 1)
+
+
+CHANGES = {"primaries": _primaries, "shardmap": _shard_map, "release": _release, "drained": _drained,
+           "redis": _redis}
 
 
 def test_every_record_has_a_change_here():

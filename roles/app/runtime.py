@@ -20,6 +20,7 @@ from roles.context import RoleContext
 from roles.engine.resources import Command, Directory, File, Handler, Packages, Service
 from roles.postgres.auth import app_login
 from roles.rabbitmq.role import login_name
+from roles.redis.primary import primary_node
 
 ENV_FILE = "/etc/photostack/app.env"
 LAUNCHER = "/usr/local/bin/photostack-run"
@@ -31,11 +32,11 @@ def user(ctx: RoleContext) -> str:
 
 
 def app_env(ctx: RoleContext) -> str:
-    """/etc/photostack/app.env from the stack: pgbouncer on this host, Redis primary, Memcached,
-    RabbitMQ, storage, Sentry."""
+    """/etc/photostack/app.env from the stack: pgbouncer on this host, the Redis primary now
+    (roles/redis/primary.py), Memcached, RabbitMQ, storage, Sentry."""
     d = ctx.defaults("app")
     nodes = [n for h in ctx.hosts for n in h.nodes]
-    redis = next(n for n in nodes if n.role == "redis" and n.attrs["replica"] == 0)
+    redis = primary_node(ctx.config, ctx.stack)
     redis_pw = urllib.parse.quote(ctx.secret("redisPassword"), safe="")
     mq_pw = urllib.parse.quote(ctx.secret("rabbitmqPassword"), safe="")
     vhost = urllib.parse.quote(ctx.config.rabbitmq.vhost, safe="")
@@ -126,8 +127,10 @@ def release_resources(ctx: RoleContext) -> list:
 def unit_file(ctx: RoleContext, unit: str, description: str, argv: list[str]) -> File:
     """The systemd unit of one process (used where systemd runs)."""
     exec_start = f"{LAUNCHER} " + " ".join(shlex.quote(a) for a in argv)
+    run_dir = ctx.defaults("app")["app_run_dir"]
     content = ctx.template("app", "unit.service.j2", description=description, user=user(ctx),
-                           exec_start=exec_start.replace("%", "%%"))
+                           exec_start=exec_start.replace("%", "%%"),
+                           runtime_dir=run_dir.removeprefix("/run/") if run_dir.startswith("/run/") else None)
     return File(f"/etc/systemd/system/{unit}", content, notify=(RESTART,))
 
 
@@ -171,9 +174,11 @@ def app_processes(ctx: RoleContext) -> list[tuple[File, Service]]:
                 # Two instances share a home: their default control sockets would clash (unused).
                 "--no-control-socket"]
         ready = f"curl -fs -o /dev/null --max-time 2 http://{address}:{port}/health/node"
+        # The pid file on either path: a deploy's roll reads it (the release it runs, its socket).
+        pid = ["--pid", pidfile]
         found.append((
-            unit_file(ctx, unit, f"photostack app (gunicorn :{port})", argv),
-            daemon(ctx, f"gunicorn {port}", unit, argv, ["--daemon", "--pid", pidfile], pidfile, ready),
+            unit_file(ctx, unit, f"photostack app (gunicorn :{port})", argv + pid),
+            daemon(ctx, f"gunicorn {port}", unit, argv, ["--daemon", *pid], pidfile, ready),
         ))
     return found
 
@@ -192,10 +197,11 @@ def worker_processes(ctx: RoleContext) -> list[tuple[File, Service]]:
                 # mingle (a sync with the others at every start, slowing restarts in a deploy), no
                 # event heartbeats (monitoring reads RabbitMQ's management API instead).
                 "--without-gossip", "--without-mingle", "--without-heartbeat"]
-        detach = ["--detach", "--pidfile", pidfile]  # stays in the release dir it started in
+        pid = ["--pidfile", pidfile]  # on either path: its readiness and a deploy's roll read it
         found.append((
-            unit_file(ctx, unit, f"photostack Celery {name}", argv),
-            daemon(ctx, f"celery {name}", unit, argv, detach, pidfile, ready=f"[ -s {pidfile} ]"),
+            unit_file(ctx, unit, f"photostack Celery {name}", argv + pid),
+            # --detach: stays in the release dir it started in
+            daemon(ctx, f"celery {name}", unit, argv, ["--detach", *pid], pidfile, ready=f"[ -s {pidfile} ]"),
         ))
     return found
 

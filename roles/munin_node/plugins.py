@@ -19,6 +19,7 @@ from roles.postgres.cluster import all_clusters
 from roles.postgres.auth import stats_password
 from roles.rabbitmq.role import MUNIN_USER as BROKER_MUNIN_USER, munin_password as broker_munin_password
 from roles.redis.acl import MUNIN_USER, munin_password
+from roles.redis.primary import primary_node
 
 PLUGIN_DIR = Path(__file__).resolve().parents[2] / "monitoring" / "agents" / "munin" / "plugins"
 HELPER = PLUGIN_DIR.parent / "photostack_munin.py"
@@ -112,7 +113,7 @@ def host_plugins(ctx: RoleContext) -> list[PluginInstance]:
         redis = {"host": ctx.address(node), "port": ctx.port(node), "login": MUNIN_USER,
                  "password": munin_password(ctx.secret("redisPassword"))}
         found.append(_instance(ctx, f"redis_{node.name.removeprefix('redis-')}", "redis_", **redis))
-        if node.attrs["replica"] == 0:  # the app's counters live on the primary
+        if node == primary_node(ctx.config, ctx.stack):  # the app's counters live on the primary now
             for plugin, key in d["munin_node_counters"].items():
                 found.append(_instance(ctx, plugin, plugin, key=key, **redis))
     for node in host.nodes_of("rabbitmq")[:1]:  # the management API shows the whole cluster

@@ -631,3 +631,163 @@ def rabbitmq_node_lost(plan: LabPlan, users: Users, make_client: Callable[[], Cl
                             rejoined_after_s=rejoined - seen_cluster["restarted"] if rejoined else None,
                             tasks_lost=without_thumbnail(make_client(), seen.report),
                             converge_check=_operator("converge", "--check", "--detailed-exitcode")[0])
+
+
+# --- drill 5: the Redis primary's host lost, failed over by the operator --------------------------
+
+# The old primary's machine, started again, boots and its converge makes it a replica within this.
+REDIS_REJOIN_TIMEOUT_S = 240.0
+
+
+def redis_members() -> list[str]:
+    """The Redis nodes of the lab, by member (0: the planned primary)."""
+    from roles.redis.primary import redis_nodes
+
+    return [n.name for n in redis_nodes(load_stack_config(STACK))]
+
+
+def current_redis_primary() -> str:
+    """The node of the Redis primary now, as the stack's `redis` record says."""
+    found = operator_client("ssm").get_parameters(Names=["/photostack/lab/redis"])["Parameters"]
+    stored = json.loads(found[0]["Value"]) if found else None
+    return redis_members()[int(stored["primary"]) if stored else 0]
+
+
+def redis_role(node: str, address: str) -> str:
+    """INFO replication's role and primary of the Redis on lab host `node` ("master",
+    "slave of 10.213.x.y:6379"), as its admin login sees it; '' when it does not answer."""
+    script = (f'REDISCLI_AUTH="$(cat /etc/redis/admin.auth)" redis-cli --no-auth-warning --user admin -h {address} '
+              "-p 6379 INFO replication | tr -d '\\r'")
+    try:
+        done = in_host(node, script)
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return ""
+    info = dict(line.split(":", 1) for line in done.stdout.splitlines() if ":" in line)
+    if info.get("role") == "slave":
+        return f"slave of {info.get('master_host')}:{info.get('master_port')} (link {info.get('master_link_status')})"
+    return info.get("role", "")
+
+
+def missing_from_feeds(checker_of: dict[str, Client], report: LoadReport) -> list[str]:
+    """Acknowledged posts not in their poster's feed (every feed holds its owner's photos): read
+    page by page through the API, as the users read them."""
+    missing = []
+    for name, client in checker_of.items():
+        wanted = {p for p, poster in report.posters.items() if poster == name}
+        seen: set[str] = set()
+        offset = 0
+        while wanted - seen:
+            status, body = client.json("GET", f"/api/feed?offset={offset}&limit=100")
+            page = [str(p["id"]) for p in body.get("photos", [])] if status == 200 else []
+            if not page:
+                break
+            seen.update(page)
+            offset += len(page)
+        missing += [f"{name}: photo {p} not in their feed" for p in sorted(wanted - seen)]
+    return missing
+
+
+def _settled_missing_from_feeds(checker_of: dict[str, Client], report: LoadReport,
+                                patience_s: float = THUMBNAIL_PATIENCE_S) -> list[str]:
+    """`missing_from_feeds`, asked again for up to `patience_s`: a post reaches its feed after its
+    thumbnail task ran on the worker."""
+    deadline, missing = time.monotonic() + patience_s, missing_from_feeds(checker_of, report)
+    while missing and time.monotonic() < deadline:
+        time.sleep(2)
+        missing = missing_from_feeds(checker_of, report)
+    return missing
+
+
+@dataclass
+class RedisLossResult(FaultResult):
+    old: str
+    new: str
+    failover: subprocess.CompletedProcess[str]
+    failover_s: float
+    served_again_s: float | None  # `ops redis-failover` started to the first logged-in request served after it
+    last_failure_s: float | None  # `ops redis-failover` started to the end of the last failed request
+    feeds_dropped: int
+    not_in_feeds: list[str]
+    old_role_after_restart: str = ""
+    rejoin: subprocess.CompletedProcess[str] | None = None  # `ops converge` once the old machine runs again
+    rejoined_s: float | None = None  # the machine started again to its redis a replica of the new primary
+    converge_check: subprocess.CompletedProcess[str] | None = None
+
+    def figures(self) -> dict[str, str]:
+        def seconds(value: float | None, otherwise: str) -> str:
+            return f"{value:.1f} s" if value is not None else otherwise
+
+        return {"requests": str(len(self.report.samples)), "from the loss to the end": self.report.describe(self.during),
+                "after": self.report.describe(self.after), "ops redis-failover took": f"{self.failover_s:.1f} s",
+                "served again after the command": seconds(self.served_again_s, "never"),
+                "last failed request after the command": seconds(self.last_failure_s, "none failed after it"),
+                "ops redis-failover's steps": "; ".join(f"{name} {secs}" for secs, name in re.findall(
+                    r"^\s*([\d.]+s)\s+(.+)$", self.failover.stdout, re.M)),
+                "feeds dropped (rebuilt from the shards on read)": str(self.feeds_dropped),
+                "acknowledged posts missing from their poster's feed": str(len(self.not_in_feeds)),
+                "old primary started again": f"{self.old_role_after_restart or 'not answering'} after "
+                                             f"{seconds(self.rejoined_s, 'the timeout')}",
+                "acknowledged writes lost": str(len(self.lost))}
+
+
+def redis_primary_lost(plan: LabPlan, users: Users, make_client: Callable[[], Client]) -> RedisLossResult:
+    """Drill 5: the Redis primary's host powered off at once under load (EC2 still says running):
+    sessions, feeds and counters are gone from under the app. After NOTICE_S the operator runs
+    `ops --stack lab redis-failover --yes` (powers the old machine off through EC2, promotes the
+    replica, repoints the app and workers one node at a time, drops the feeds). The old machine is
+    then started again while the load runs, and `ops converge` makes its redis a replica of the
+    new primary; afterwards `ops converge --check` finds nothing to change."""
+    old = current_redis_primary()
+    address = {i.node: i.private_ip for i in plan.instances}
+    times: dict[str, float] = {}
+    outcome: dict[str, object] = {}
+
+    def lose_and_fail_over() -> None:
+        hosts.kill(old)
+        times["lost"] = time.monotonic()
+        time.sleep(NOTICE_S)
+        times["command"] = time.monotonic()
+        outcome["failover"], outcome["failover_s"] = _operator("redis-failover", "--yes")
+
+    def start_old_machine() -> None:
+        # Stopped by the failover; started again, as anyone (EC2's recovery, an operator) would.
+        if outcome.get("failover") and outcome["failover"].returncode == 0:
+            ec2 = operator_client("ec2")
+            ec2.start_instances(InstanceIds=[node_instance("lab", old, ec2)["InstanceId"]])
+            times["restarted"] = time.monotonic()
+
+    # The old machine boots while the load runs on (HEALED_WATCH_S): the users must not notice.
+    seen = _fault_under_load(users, make_client, fault_s=0.0, inject=lose_and_fail_over, heal_fault=start_old_machine,
+                             inject_s=NOTICE_S + FAILOVER_TIMEOUT_S)
+    failover = outcome["failover"]
+    new = current_redis_primary()
+    wanted = f"slave of {address[new]}:6379 (link up)"
+    logged_in = [s for s in seen.report.samples if s.started >= times["command"]]
+    served = min((s.started + s.seconds for s in logged_in if s.ok), default=None)
+    failures = [s.started + s.seconds for s in LoadReport.failed(logged_in)]
+    dropped = re.search(r"(\d+) feed\(s\) dropped", failover.stdout)
+    result = RedisLossResult(
+        **vars(seen), old=old, new=new, failover=failover,
+        failover_s=outcome["failover_s"], served_again_s=served - times["command"] if served is not None else None,
+        last_failure_s=max(failures) - times["command"] if failures else None,
+        feeds_dropped=int(dropped.group(1)) if dropped else -1,
+        not_in_feeds=_settled_missing_from_feeds(dict(users), seen.report))
+    if failover.returncode != 0:
+        return result
+    # Started again, the machine runs its redis as it was (user_data runs at the first boot only):
+    # a primary with no data that nothing uses. `ops converge` makes it a replica and puts it back
+    # in the munin master's list (the runbook's step).
+    deadline = time.monotonic() + REDIS_REJOIN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        result.rejoin, _ = _operator("converge")
+        if result.rejoin.returncode == 0:
+            break
+        time.sleep(3)  # still booting
+    while time.monotonic() < deadline:
+        result.old_role_after_restart = redis_role(old, address[old])
+        if result.old_role_after_restart == wanted:
+            result.rejoined_s = time.monotonic() - times["restarted"]
+            break
+        time.sleep(2)
+    result.converge_check, _ = _operator("converge", "--check", "--detailed-exitcode")
+    return result

@@ -40,6 +40,7 @@ class Sample:
 class LoadReport:
     samples: list[Sample] = field(default_factory=list)
     posts: list[str] = field(default_factory=list)  # photo ids acknowledged (201)
+    posters: dict[str, str] = field(default_factory=dict)  # photo id acknowledged -> the user who posted it
     likes: dict[str, set[str]] = field(default_factory=dict)  # photo id -> users whose like was acknowledged
 
     def between(self, start: float, end: float) -> list[Sample]:
@@ -90,10 +91,11 @@ class FleetLoad:
 
     def start(self) -> FleetLoad:
         """Each user posts a photo to be liked, then their loops start."""
-        for _, client in self.users:
+        for name, client in self.users:
             status, photo = client.post_photo(PHOTO, "first")
             assert status == 201, photo
             self.report.posts.append(photo["id"])
+            self.report.posters[photo["id"]] = name
         self._started = time.monotonic()
         self._threads = [threading.Thread(target=self._loop, args=(i,), daemon=True) for i in range(len(self.users))]
         for thread in self._threads:
@@ -133,6 +135,7 @@ class FleetLoad:
                 self.report.samples.append(sample)
                 if sample.ok and kind == "post":
                     self.report.posts.append(photo_id)
+                    self.report.posters[photo_id] = name
                 elif sample.ok and kind == "like":
                     self.report.likes.setdefault(photo_id, set()).add(name)
             self._stop.wait(self.pace_s)

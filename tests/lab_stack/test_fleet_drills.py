@@ -95,6 +95,31 @@ def test_a_broker_host_lost_keeps_posts_working_and_loses_no_task(lab_green, lab
     assert check is not None and check.returncode == 0, check.stdout + check.stderr  # 3: changes pending
 
 
+def test_a_lost_redis_primary_is_failed_over_by_ops_with_feeds_rebuilt_and_nothing_acknowledged_lost(
+        lab_green, lab_client, users):
+    """Drill 5: the Redis primary's host powered off at once under load. `ops redis-failover`
+    powers it off through EC2, promotes the replica, repoints the app and workers and drops the
+    feeds; users are served again (their sessions were replicated), every acknowledged photo and
+    like is in the shards, every acknowledged post is in its poster's (rebuilt) feed; the old
+    machine started again becomes a replica of the new primary with `ops converge`, and a converge
+    check then finds nothing to change."""
+    result = drills.redis_primary_lost(lab_green.plan, users, lab_client)
+    figures = result.figures()
+    print(figures)
+    assert result.failover.returncode == 0, result.failover.stdout + result.failover.stderr
+    assert "through EC2" in result.failover.stdout, result.failover.stdout
+    assert result.new != result.old, figures
+    assert result.served_again_s is not None, figures
+    assert result.feeds_dropped >= len(users), figures  # every user read their feed before the loss
+    assert result.lost == [], result.lost[:10]
+    assert result.not_in_feeds == [], result.not_in_feeds[:10]
+    assert result.after and drills.LoadReport.failed(result.after) == [], result.report.describe(result.after)
+    assert result.rejoin is not None and result.rejoin.returncode == 0, result.rejoin.stdout + result.rejoin.stderr
+    assert result.rejoined_s is not None, figures
+    check = result.converge_check
+    assert check is not None and check.returncode == 0, check.stdout + check.stderr  # 3: changes pending
+
+
 @pytest.mark.lab_replaces
 def test_a_dead_app_host_is_replaced_by_ops_and_back_in_service_with_nothing_lost(lab_green, lab_client, users):
     """Drill 4: an app host powered off at once under load; `ops --stack lab replace-node` terminates
