@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from infra.secrets import SecretStore, slot_key
 from ops import rotation
@@ -221,7 +223,9 @@ def test_aws_overlap_parameters_round_trip_in_ssm(moto_account) -> None:
 # --- the mechanics on a real Redis ------------------------------------------------------------
 
 def _redis(port: int, user: str | None, password: str) -> redis.Redis:
-    return redis.Redis(port=port, username=user, password=password, socket_timeout=5)
+    # No retries: redis-py retries a refused login (an AuthenticationError is a ConnectionError)
+    # with backoff, seconds for each refusal this test expects, and the same refusal every time.
+    return redis.Redis(port=port, username=user, password=password, socket_timeout=5, retry=Retry(NoBackoff(), 0))
 
 
 def _accepts(port: int, user: str | None, password: str) -> bool:

@@ -80,7 +80,7 @@ def host_plugins(ctx: RoleContext) -> list[PluginInstance]:
                                password=stats_password(ctx.secret("pgbouncerAdminPassword"))))
     if host.nodes_of("postgres"):
         # Every postgres node with its cluster's current role, read once (the stored primaries
-        # live in SSM on AWS: one read per node, not one per pair of nodes).
+        # live in SSM on AWS: all_clusters reads them once, not once per node).
         members = list(zip((n for h in ctx.hosts for n in h.nodes_of("postgres")), all_clusters(ctx)))
         for node, cluster in members:
             if node not in host.nodes_of("postgres"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from infra.host_layout import POSTGRES_DATA
-from infra.shardstore import HOST_SHARDMAP_PATH, stored_primaries, stored_shard_map
+from infra.shardstore import HOST_SHARDMAP_PATH, Primaries, stored_primaries, stored_shard_map
 from infra.topology import Node
 from roles.context import RoleContext
 from roles.engine.resources import File
@@ -62,17 +62,24 @@ class Cluster:
 
 def cluster_of(ctx: RoleContext, node: Node) -> Cluster:
     """The cluster a postgres node runs, with its current role from the stored primaries."""
-    shard, member = node.attrs["shard"], node.attrs["replica"]
-    role = stored_primaries(ctx.config, ctx.stack).of(shard)
-    return Cluster(
-        ctx.config.postgres.version, shard, member, ctx.address(node), ctx.port(node),
-        acting_primary=role.primary, in_service=member not in role.rebuilding,
-    )
+    return _cluster(ctx, node, stored_primaries(ctx.config, ctx.stack))
 
 
 def all_clusters(ctx: RoleContext) -> list[Cluster]:
     """Every cluster of the stack, in topology order."""
-    return [cluster_of(ctx, n) for h in ctx.hosts for n in h.nodes_of("postgres")]
+    # One read of the stored primaries for all of them (on AWS each read is an SSM call, and the
+    # munin master's config asks for every cluster once per host), and one consistent view.
+    primaries = stored_primaries(ctx.config, ctx.stack)
+    return [_cluster(ctx, n, primaries) for h in ctx.hosts for n in h.nodes_of("postgres")]
+
+
+def _cluster(ctx: RoleContext, node: Node, primaries: Primaries) -> Cluster:
+    shard, member = node.attrs["shard"], node.attrs["replica"]
+    role = primaries.of(shard)
+    return Cluster(
+        ctx.config.postgres.version, shard, member, ctx.address(node), ctx.port(node),
+        acting_primary=role.primary, in_service=member not in role.rebuilding,
+    )
 
 
 def primary_of(ctx: RoleContext, cluster: Cluster) -> Cluster:

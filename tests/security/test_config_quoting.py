@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from roles.context import double_quoted
 from tests.app_services import free_ports
@@ -36,8 +38,10 @@ def test_redis_reads_the_quoted_password_back_exactly(tmp_path: Path) -> None:
             except redis.ConnectionError:
                 assert time.monotonic() < deadline, "redis-server did not start"
                 time.sleep(0.05)
+        # No retries: redis-py retries a refused login (an AuthenticationError is a ConnectionError)
+        # with backoff, seconds to get the same refusal.
         with pytest.raises(redis.AuthenticationError):
-            redis.Redis(port=port, password=NASTY[:3], socket_timeout=2).ping()
+            redis.Redis(port=port, password=NASTY[:3], socket_timeout=2, retry=Retry(NoBackoff(), 0)).ping()
     finally:
         server.terminate()
         server.wait(timeout=10)
