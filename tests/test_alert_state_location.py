@@ -54,5 +54,5 @@ def test_the_user_data_makes_the_layout_the_roles_name():
     assert f"python3 -m venv {host_layout.OPS_VENV}\n" in script
     assert f"unzip -q /opt/photostack/release.zip -d {host_layout.BUNDLE_DIR}\n" in script
     assert f"{host_layout.OPS_VENV}/bin/pip install -q --no-index --find-links {host_layout.WHEELHOUSE} " \
-           f"--no-deps {host_layout.BUNDLE_DIR}\n" in script
+           f"--no-deps --no-build-isolation {host_layout.BUNDLE_DIR}\n" in script
     assert f" PHOTOSTACK_STATE_DIR={host_layout.STATE_ROOT}\n" in script
