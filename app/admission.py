@@ -11,10 +11,6 @@ and `Retry-After`, never left to hang or turned into a 500.
   of the retried routes (roles/nginx). nginx's in-flight limit keeps the queue itself short. `/health` is exempt (the load balancer's view
   of the node should not flap with its queue). A stamp from the future (clock skew between the
   nginx and app hosts) counts as no wait; without the header there is no deadline.
-- The route's budget for database work: nginx sends each route's read timeout as
-  `X-Request-Budget` (ms); every pool wait and statement of the request ends by that budget
-  from the stamp, less a margin, so a slow or cut-off shard or a paused pgbouncer is a 503
-  here before nginx's read timeout could count this app server as failed (app/deadline.py).
 - Dependencies that fail: a shard pool that cannot lend a connection within its bounded wait,
   a shard or pgbouncer that drops the connection, Redis unreachable or timing out. Each is a
   503 with `Retry-After` naming the dependency class; the work was not done (a like that
@@ -31,17 +27,14 @@ import psycopg
 import redis
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from app import deadline
 from app.config import app_config
 
 QUEUE_HEADER = "HTTP_X_REQUEST_START"
-BUDGET_HEADER = "HTTP_X_REQUEST_BUDGET"
 EXEMPT_PATHS = frozenset({"/health", "/health/node"})
 RETRY_AFTER_S = 1
 # A Postgres or pgbouncer connection lost or not lent in time (psycopg_pool.PoolTimeout is an
 # OperationalError too); Redis unreachable or not answering within its socket timeout.
-# The database not answering within the request's budget (app/deadline.py).
-UNAVAILABLE = (psycopg.OperationalError, redis.ConnectionError, redis.TimeoutError, deadline.DeadlineExceeded)
+UNAVAILABLE = (psycopg.OperationalError, redis.ConnectionError, redis.TimeoutError)
 
 
 class NotRefused(logging.Filter):
@@ -70,37 +63,22 @@ def queued_for(request: HttpRequest, now: float) -> float | None:
     return max(0.0, now - started)
 
 
-def budget_of(request: HttpRequest) -> float | None:
-    """The route's budget in seconds that nginx sent (None without a usable one)."""
-    raw = request.META.get(BUDGET_HEADER, "")
-    if not raw.isdigit() or int(raw) == 0:
-        return None
-    return int(raw) / 1000
-
-
 class AdmissionMiddleware:
-    """The queue deadline before any work, the route's deadline for database work during it;
-    dependency failures of the view mapped to 503."""
+    """The queue deadline before any work; dependency failures of the view mapped to 503."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
         self.budget_s = app_config().queue_budget_ms / 1000
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.path in EXEMPT_PATHS:
-            return self.get_response(request)
-        waited = queued_for(request, time.time())
-        if waited is not None and waited > self.budget_s:
-            return refused(f"overloaded: queued {waited * 1000:.0f} ms, over the {self.budget_s * 1000:.0f} ms budget")
-        budget = budget_of(request)
-        at = None if budget is None else deadline.deadline_for(budget, waited, time.monotonic())
-        with deadline.request_deadline(at):
-            return self.get_response(request)
+        if request.path not in EXEMPT_PATHS:
+            waited = queued_for(request, time.time())
+            if waited is not None and waited > self.budget_s:
+                return refused(f"overloaded: queued {waited * 1000:.0f} ms, over the {self.budget_s * 1000:.0f} ms budget")
+        return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         """503 for a dependency that is down or too slow; anything else stays a 500."""
-        if isinstance(exception, deadline.DeadlineExceeded):
-            return refused(str(exception))
         if isinstance(exception, UNAVAILABLE):
             return refused(f"a dependency is unavailable ({type(exception).__name__}); try again")
         return None

@@ -39,7 +39,6 @@ from pathlib import Path
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from app import deadline
 from app.config import AppConfig, app_config
 from app.errors import NotFound
 from infra.sharding import ShardMap, decode_id, physical_db, schema_name
@@ -47,8 +46,7 @@ from infra.sharding import ShardMap, decode_id, physical_db, schema_name
 
 # Longest a request waits for a pooled connection (all lent out, or pgbouncer unreachable and
 # the pool reconnecting): then psycopg_pool.PoolTimeout, a 503 (app/admission.py). A healthy
-# pool lends at once (each process has as many connections per shard as threads). Less when the
-# request's deadline is nearer (app/deadline.py).
+# pool lends at once (each process has as many connections per shard as threads).
 POOL_WAIT_S = 0.5
 
 
@@ -130,21 +128,15 @@ class ShardRouter:
     def connection(self, physical: int) -> Iterator[psycopg.Connection]:
         """A pooled autocommit connection to a physical shard (use `conn.transaction()` for more).
 
-        Within a request with a deadline (app/deadline.py) the wait for it and every statement
-        on it end by that deadline: DeadlineExceeded, a 503.
-
         A connection found dead (pgbouncer or the shard restarted) has dead siblings idle in the
         pool: they are checked at once, so the restart fails one request per pool, not one per
         pooled connection."""
         pool = self.pool(physical)
-        with pool.connection(timeout=deadline.pool_wait(POOL_WAIT_S)) as conn, deadline.watched(conn) as watch:
+        with pool.connection() as conn:
             try:
                 yield conn
-            except psycopg.Error as exc:
-                if deadline.cut(watch):  # the request's deadline, not a dead connection
-                    raise deadline.DeadlineExceeded(
-                        f"shard {physical} did not answer within the request's budget; try again") from exc
-                if isinstance(exc, psycopg.OperationalError) and conn.broken:
+            except psycopg.OperationalError:
+                if conn.broken:
                     pool.check()
                 raise
 

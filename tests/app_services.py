@@ -140,7 +140,6 @@ def _start_pgbouncer(stack: AppStack) -> None:
         f"[databases]\n{dbs}\n\n[pgbouncer]\n"
         f"listen_addr = 127.0.0.1\nlisten_port = {stack.bouncer_port}\nunix_socket_dir =\n"
         f"auth_type = md5\nauth_file = {conf / 'users.txt'}\n"
-        f"admin_users = {DB_USER}\n"  # tests PAUSE and RESUME it
         "pool_mode = transaction\nmax_client_conn = 500\ndefault_pool_size = 20\n"
         "ignore_startup_parameters = extra_float_digits,options\n"
         f"logfile = {conf / 'pgbouncer.log'}\npidfile = {conf / 'pgbouncer.pid'}\n"

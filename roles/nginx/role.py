@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 
 from infra.records import record
 from monitoring.wallboard_markers import AUDIT_FILE, AUDIT_URL, PAGE_FILE, PAGE_URL
@@ -47,21 +46,6 @@ def inflight_limit(ctx: RoleContext, app_server_count: int) -> int:
     return max(1, math.ceil(threads * factor / ctx.config.fleets.nginx.count))
 
 
-# nginx's time units (https://nginx.org/en/docs/syntax.html) in milliseconds.
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
-_DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w)?")
-
-
-def duration_ms(value: str) -> int:
-    """An nginx time value (`1s`, `500ms`, `1m30s`; no unit: seconds) in milliseconds; ValueError
-    naming the value if it is not one."""
-    text = str(value).strip()
-    parts = list(_DURATION.finditer(text))
-    if not text or "".join(m.group(0) for m in parts) != text:
-        raise ValueError(f"{value!r} is not an nginx time value (e.g. 1s, 500ms)")
-    return sum(int(m.group(1)) * _UNIT_MS[m.group(2) or "s"] for m in parts)
-
-
 def desired(ctx: RoleContext) -> DesiredState:
     d = ctx.defaults("nginx")
     # One nginx per host: on one-box the first nginx node stands for the tier.
@@ -80,7 +64,6 @@ def desired(ctx: RoleContext) -> DesiredState:
         published=((PAGE_URL, PAGE_FILE), (AUDIT_URL, AUDIT_FILE)),
         dashboard_realm=realm(ctx),
         dashboard_password_file=PASSWORD_FILE,
-        duration_ms=duration_ms,
     )
     return DesiredState(
         resources=[

@@ -17,7 +17,7 @@ from infra.config import load_stack_config
 from infra.inventory import onebox_hosts
 from roles.context import RoleContext, desired_state
 from roles.engine.resources import File
-from roles.nginx.role import duration_ms, load_balancer_cidrs
+from roles.nginx.role import load_balancer_cidrs
 from tests.fakes.base import JsonHandler, LocalServer
 from tests.app_services import _kill_group, free_ports, start_nginx, wait_port
 
@@ -60,7 +60,7 @@ def nginx(tmp_path, state_root) -> Iterator[Nginx]:
                                    app_servers=[(f"127.0.0.1:{echo.port}", False)], media_root=str(media),
                                    munin_htmldir=str(tmp_path), load_balancer_cidrs=[f"{LB}/32"], inflight_limit=16,
                                    published=[("/munin/page-markers.json", str(tmp_path / "page-markers.json"))],
-                                   dashboard_realm=None, dashboard_password_file="", duration_ms=duration_ms)
+                                   dashboard_realm=None, dashboard_password_file="")
         proc = start_nginx(tmp_path, site)
         try:
             wait_port(port, proc, 10, "nginx")
@@ -93,12 +93,6 @@ def test_anyone_else_gets_what_nginx_saw(nginx):
     assert seen["x-forwarded-proto"] == "http"
     assert seen["x-real-ip"] == "127.0.0.2"
     assert seen["host"] == f"127.0.0.1:{nginx.port}"  # with the port, as the browser's Origin has it
-
-
-def test_the_routes_budget_is_nginxs_not_the_clients(nginx):
-    """The app's database deadline comes from X-Request-Budget: a client cannot lengthen its own."""
-    seen = _forwarded(nginx, "127.0.0.2", {"Host": "photos.example", "X-Request-Budget": "999999"})
-    assert seen["x-request-budget"] == "30000"  # location /: nginx_read_timeout 30s
 
 
 def test_media_is_served_nosniff(nginx):
