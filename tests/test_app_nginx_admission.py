@@ -64,6 +64,9 @@ def web_tier(app_stack, state_root, tmp_path):
         wait_port(nginx_port, nginx, 10, "nginx")
         for proc, port in zip(apps, app_ports):
             wait_port(port, proc, 30, "gunicorn")
+            # The master listens before its worker has loaded the app: a request sent then queues
+            # for the load (seconds on a busy box) and is refused as over its queue budget.
+            wait_for(lambda: requests.get(f"http://127.0.0.1:{port}/health/node", timeout=30).status_code == 200, timeout=60)
         yield nginx_port, limit, apps
     finally:
         for proc in [nginx, *apps]:
