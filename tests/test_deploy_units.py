@@ -134,7 +134,7 @@ def test_systemd_units_write_the_pid_file_a_roll_reads(state_root):
     read, in a directory systemd makes at boot (/run is a tmpfs)."""
     stack = Stack.load("onebox")
     ctx = stack.context(stack.hosts[0])
-    for unit, service in runtime.app_processes(ctx) + runtime.worker_processes(ctx):
+    for unit, service, _ in runtime.app_processes(ctx) + runtime.worker_processes(ctx):
         batch = next(b for b in rollout.batches(stack) if service in b.services)
         exec_start = next(line for line in unit.content.splitlines() if line.startswith("ExecStart="))
         assert exec_start.split()[-2:] in (["--pid", batch.pidfile], ["--pidfile", batch.pidfile]), exec_start

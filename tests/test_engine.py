@@ -130,3 +130,27 @@ def test_every_template_has_a_managed_by_header() -> None:
     for template in templates:
         head = template.read_text().splitlines()[:2]  # a script's header follows its shebang
         assert any("{{ managed_by }}" in line for line in head), template
+
+
+def test_a_handler_does_not_restart_a_service_this_converge_started_after_its_notifier(tmp_path: Path) -> None:
+    """Puppet's rule: the service started after the config changed already runs it. One started
+    before the change (or one not started here) is restarted."""
+    import subprocess
+
+    def service(name: str) -> Service:
+        return Service(name, start=f"echo start >> {tmp_path}/{name}", status="false", stop="true")
+
+    fresh, running, early = service("fresh"), service("running"), service("early")
+    changes = [
+        *early.changes("stopped"),
+        Change("file /etc/app.conf", "content differs", (f"touch {tmp_path}/conf",), notify=("restart",)),
+        *fresh.changes("stopped"),
+    ]
+    handler = Handler("restart", f"echo prelude >> {tmp_path}/prelude", restarts=(fresh, running, early))
+    script, marker = apply_script(changes, [handler])
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True).stdout
+    assert [(s.index, s.rc) for s in parse_apply_output(out, marker)] == [(0, 0), (1, 0), (2, 0), (3, 0)]
+    assert (tmp_path / "fresh").read_text() == "start\n"  # started once, by its own change
+    assert (tmp_path / "running").read_text() == "start\n"  # restarted by the handler
+    assert (tmp_path / "early").read_text() == "start\nstart\n"  # started before the change: restarted
+    assert (tmp_path / "prelude").read_text() == "prelude\n"

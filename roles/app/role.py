@@ -70,8 +70,8 @@ def desired(ctx: RoleContext) -> DesiredState:
         Command("migrate shards", run=runtime.run(ctx, ["python", "-m", "app.migrate", "--quiet"]),
                 unless=migrated(ctx)),
         # processes
-        *[unit for unit, _ in processes],
-        *[service for _, service in processes],
+        *[file for process in processes for file in process.files],
+        *[process.service for process in processes],
     ]
     # Demo data only where the stack is one machine to try things on, never for real users.
     if ctx.target.one_machine() and ctx.defaults("app")["app_seed_demo"]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shlex
 import urllib.parse
-from dataclasses import replace
+from typing import NamedTuple
 
 from infra.records import record
 from infra.shardstore import HOST_SHARDMAP_PATH
@@ -124,26 +124,35 @@ def release_resources(ctx: RoleContext) -> list:
     ]
 
 
-def unit_file(ctx: RoleContext, unit: str, description: str, argv: list[str]) -> File:
-    """The systemd unit of one process (used where systemd runs)."""
+class Process(NamedTuple):
+    """One app or worker process on a host: its systemd unit files and its Service."""
+
+    unit: File
+    service: Service
+    socket: File | None = None  # the app's listening socket, held by systemd across restarts
+
+    @property
+    def files(self) -> list[File]:
+        return [f for f in (self.socket, self.unit) if f is not None]
+
+
+def unit_file(ctx: RoleContext, unit: str, description: str, argv: list[str], socket: str = "") -> File:
+    """The systemd unit of one process (used where systemd runs), bound to its `socket` unit if any."""
     exec_start = f"{LAUNCHER} " + " ".join(shlex.quote(a) for a in argv)
     run_dir = ctx.defaults("app")["app_run_dir"]
     content = ctx.template("app", "unit.service.j2", description=description, user=user(ctx),
-                           exec_start=exec_start.replace("%", "%%"),
+                           exec_start=exec_start.replace("%", "%%"), socket=socket,
                            runtime_dir=run_dir.removeprefix("/run/") if run_dir.startswith("/run/") else None)
     return File(f"/etc/systemd/system/{unit}", content, notify=(RESTART,))
 
 
 def daemon(ctx: RoleContext, name: str, unit: str, argv: list[str], detach: list[str], pidfile: str,
-           ready: str = "") -> Service:
+           ready: str, socket: str = "") -> Service:
     """One process as a Service: its systemd unit where systemd runs, else the same program
     daemonized (`detach` adds the program's own daemonize/pidfile options). `ready` (a shell
-    check) is awaited after either start, so a start that never gets ready fails."""
-    service = Service.daemon(name, unit, run(ctx, argv + detach), pidfile)
-    if not ready:
-        return service
+    check) is awaited after every start and restart, so one that never gets ready fails."""
     waited = wait_until(ready, ctx.defaults("app")["app_start_wait_s"])
-    return replace(service, start=f"{{ {service.start}; }} && {{ {waited}; }}")
+    return Service.daemon(name, unit, run(ctx, argv + detach), pidfile, socket=socket, ready=waited)
 
 
 def app_unit(ctx: RoleContext, node: Node) -> tuple[str, str]:
@@ -158,14 +167,19 @@ def worker_unit(ctx: RoleContext, node: Node) -> tuple[str, str]:
     return f"photostack-{name}.service", f"{ctx.defaults('app')['app_run_dir']}/{name}.pid"
 
 
-def app_processes(ctx: RoleContext) -> list[tuple[File, Service]]:
-    """One gunicorn per app node on this host (unit file, service), each answering /health/node
-    (the process serves, whatever its dependencies do) before its start counts as done."""
+def app_processes(ctx: RoleContext) -> list[Process]:
+    """One gunicorn per app node on this host, each answering /health/node (the process serves,
+    whatever its dependencies do) before its start counts as done.
+
+    Where systemd runs, a socket unit holds the listening socket and hands it to gunicorn
+    (gunicorn takes LISTEN_FDS and ignores its -b then): a converge that restarts the app under
+    load, with no nginx drain in front, leaves requests waiting in the backlog, not refused."""
     d = ctx.defaults("app")
     found = []
     for node in ctx.host.nodes_of("app"):
         port, address = ctx.port(node), ctx.bind_address
         unit, pidfile = app_unit(ctx, node)
+        socket = unit.removesuffix(".service") + ".socket"
         argv = ["gunicorn", "app.wsgi:application", "-k", "gthread",
                 "-w", str(ctx.config.fleets.app.processes), "--threads", str(d["app_threads"]),
                 "-b", f"{address}:{port}", "--backlog", str(d["app_backlog"]), "--timeout", str(d["app_timeout"]),
@@ -176,14 +190,18 @@ def app_processes(ctx: RoleContext) -> list[tuple[File, Service]]:
         ready = f"curl -fs -o /dev/null --max-time 2 http://{address}:{port}/health/node"
         # The pid file on either path: a deploy's roll reads it (the release it runs, its socket).
         pid = ["--pid", pidfile]
-        found.append((
-            unit_file(ctx, unit, f"photostack app (gunicorn :{port})", argv + pid),
-            daemon(ctx, f"gunicorn {port}", unit, argv, ["--daemon", *pid], pidfile, ready),
+        socket_file = File(f"/etc/systemd/system/{socket}",
+                           ctx.template("app", "unit.socket.j2", port=port, address=address, backlog=d["app_backlog"]),
+                           notify=(RESTART,))
+        found.append(Process(
+            unit_file(ctx, unit, f"photostack app (gunicorn :{port})", argv + pid, socket=socket),
+            daemon(ctx, f"gunicorn {port}", unit, argv, ["--daemon", *pid], pidfile, ready, socket=socket),
+            socket_file,
         ))
     return found
 
 
-def worker_processes(ctx: RoleContext) -> list[tuple[File, Service]]:
+def worker_processes(ctx: RoleContext) -> list[Process]:
     """One Celery worker per worker node on this host (unit file, service)."""
     d, w = ctx.defaults("app"), ctx.defaults("worker")
     found = []
@@ -198,7 +216,7 @@ def worker_processes(ctx: RoleContext) -> list[tuple[File, Service]]:
                 # event heartbeats (monitoring reads RabbitMQ's management API instead).
                 "--without-gossip", "--without-mingle", "--without-heartbeat"]
         pid = ["--pidfile", pidfile]  # on either path: its readiness and a deploy's roll read it
-        found.append((
+        found.append(Process(
             unit_file(ctx, unit, f"photostack Celery {name}", argv + pid),
             # --detach: stays in the release dir it started in
             daemon(ctx, f"celery {name}", unit, argv, ["--detach", *pid], pidfile, ready=f"[ -s {pidfile} ]"),
@@ -209,6 +227,5 @@ def worker_processes(ctx: RoleContext) -> list[tuple[File, Service]]:
 def restart_handler(ctx: RoleContext) -> Handler:
     """Restart every app and worker process of the host in turn (each gets ready before the next
     stops): a rolling restart, so nginx always has an upstream. systemd re-reads units first."""
-    services = [s for _, s in app_processes(ctx) + worker_processes(ctx)]
-    reload = "if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi"
-    return Handler(RESTART, " && ".join([reload, *(s.restart for s in services)]))
+    services = tuple(p.service for p in app_processes(ctx) + worker_processes(ctx))
+    return Handler(RESTART, "if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi", restarts=services)

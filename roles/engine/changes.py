@@ -100,9 +100,20 @@ def apply_script(changes: list[Change], handlers: list[Handler]) -> tuple[str, s
         notifiers = [i for i, c in enumerate(changes) if handler.name in c.notify]
         applied = "".join(f"${{applied_{i}:-}}" for i in notifiers)
         lines.append(f'if [ -n "{applied}" ]; then echo \'{marker}STEP {index}\'')
-        lines.append(f"( {handler.run} ) 2>&1 < /dev/null")
+        lines.append(f"( {handler_command(handler, changes, max(notifiers, default=-1))} ) 2>&1 < /dev/null")
         lines.append(f"rc=$?; echo '{marker}RC {index}' $rc; [ $rc -eq 0 ] || failed=1; fi")
     return "\n".join(lines) + "\n", marker
+
+
+def handler_command(handler: Handler, changes: list[Change], last_notifier: int) -> str:
+    """The handler's command, then each of its restarts, skipping a service whose start was
+    applied after the last change that notified it (Handler's rule)."""
+    steps = [handler.run] if handler.run else []
+    for service in handler.restarts:
+        started = [i for i, c in enumerate(changes) if i > last_notifier and service.starts(c)]
+        skip = f'[ -n "${{applied_{started[0]}:-}}" ] || ' if started else ""
+        steps.append(f"{skip}{{ {service.restart}; }}")
+    return " && ".join(f"{{ {step}; }}" for step in steps) or "true"
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import difflib
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 
@@ -343,6 +343,7 @@ class Service:
     status: str
     stop: str
     running: bool = True
+    restart_command: str = ""  # empty: stop, then start
 
     @classmethod
     def init_script(cls, name: str, running: bool = True, unit_conditions: bool = False) -> Service:
@@ -359,33 +360,63 @@ class Service:
         return cls(name, f"service {name} start", status, f"service {name} stop", running)
 
     @classmethod
-    def daemon(cls, name: str, unit: str, command: str, pidfile: str, running: bool = True) -> Service:
+    def daemon(cls, name: str, unit: str, command: str, pidfile: str, running: bool = True,
+               socket: str = "", ready: str = "") -> Service:
         """One instance of a daemon: its systemd `unit` where systemd runs, else `command` (which
         must daemonize and write `pidfile`). Several instances of one package (e.g. two Redis
-        ports on the one-box, which has no systemd) each get their own Service this way."""
+        ports on the one-box, which has no systemd) each get their own Service this way.
+
+        `ready` (a shell check) is awaited after every start and restart, so one that never gets
+        ready fails. With `socket`, a systemd socket unit that hands its listening socket to the
+        daemon, a restart where systemd runs restarts the daemon alone: the socket stays open, so
+        clients connecting meanwhile wait in its backlog for the new process instead of being
+        refused, or reset once their request was sent."""
         systemd = "[ -d /run/systemd/system ]"
         pid = f'"$(cat {_q(pidfile)} 2>/dev/null)"'
-        return cls(
+        units = " ".join(_q(u) for u in (socket, unit) if u)
+        then_ready = f" && {{ {ready}; }}" if ready else ""
+        service = cls(
             name,
-            start=f"if {systemd}; then systemctl enable --now {_q(unit)}; else {command}; fi",
+            # daemon-reload first: a unit file changed while the service was stopped starts as
+            # written (a handler does not restart a service the converge has just started).
+            start=f"{{ if {systemd}; then systemctl daemon-reload && systemctl enable --now {units}; "
+                  f"else {command}; fi; }}{then_ready}",
             status=f"if {systemd}; then systemctl is-active --quiet {_q(unit)}; else kill -0 {pid}; fi",
             stop=(
-                f"if {systemd}; then systemctl disable --now {_q(unit)}; "
+                f"if {systemd}; then systemctl disable --now {units}; "
                 f"else p={pid}; kill $p && while kill -0 $p 2>/dev/null; do sleep 0.1; done; "
                 f"rm -f {_q(pidfile)}; fi"
             ),
             running=running,
         )
+        if not socket:
+            return service
+        # A daemon still holding the port itself (started before it had a socket unit) stops
+        # first: the socket unit could not bind beside it.
+        in_place = (f"systemctl daemon-reload && if systemctl is-active --quiet {_q(socket)}; "
+                    f"then systemctl restart {_q(unit)}; "
+                    f"else systemctl stop {_q(unit)} && systemctl enable --now {units}; fi")
+        return replace(service, restart_command=f"if {systemd}; then {{ {in_place}; }}{then_ready}; "
+                                                f"else {service.stop_and_start}; fi")
 
     @property
     def key(self) -> str:
         return f"service {self.name}"
 
     @property
-    def restart(self) -> str:
+    def stop_and_start(self) -> str:
         """Shell that stops the service if it runs (a failed stop does not stop the restart) and
         starts it: its exit status is the start's."""
         return f"{{ ( {self.status} ) >/dev/null 2>&1 && ( {self.stop} ) || true; }} && ( {self.start} )"
+
+    @property
+    def restart(self) -> str:
+        """Shell that restarts the service: its own restart command if it has one, else stop and start."""
+        return self.restart_command or self.stop_and_start
+
+    def starts(self, change: Change) -> bool:
+        """Whether `change` is this service's start."""
+        return change.resource == self.key and change.commands == (self.start,)
 
     def fact_command(self) -> str:
         return f"( {self.status} ) >/dev/null 2>&1 && echo running || echo stopped"
@@ -447,10 +478,18 @@ def package_daemon_held(service: str, managed_file: str, keep_off: bool = False,
 
 @dataclass(frozen=True)
 class Handler:
-    """A command run once at the end of a converge, only if a change notified it."""
+    """A command run once at the end of a converge, only if a change notified it; then the
+    services it `restarts`, in turn (each one's start has waited for it to be ready, so the next
+    stops only then).
+
+    A service this same converge started after the last change that notified the handler is not
+    restarted: it already runs what those changes wrote (Puppet's rule for a service it has just
+    started). On a host's first converge that restart would be a needless gap in service: an app
+    already answering behind nginx would drop the requests queued on its socket."""
 
     name: str
-    run: str
+    run: str = ""
+    restarts: tuple[Service, ...] = ()
 
 
 Resource = Packages | SystemUser | Directory | File | Absent | Filesystem | Service | Command

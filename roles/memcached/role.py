@@ -58,7 +58,7 @@ def desired(ctx: RoleContext) -> DesiredState:
             ),
             service,
         ]
-        state.handlers.append(Handler(restart, service.restart))
+        state.handlers.append(Handler(restart, restarts=(service,)))
     return state
 
 

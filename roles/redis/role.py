@@ -70,7 +70,7 @@ def desired(ctx: RoleContext) -> DesiredState:
             service,
         ]
         # Redis cannot re-read its config file; a changed config means a restart.
-        state.handlers.append(Handler(restart, service.restart))
+        state.handlers.append(Handler(restart, restarts=(service,)))
         state.handlers.append(Handler(apply, apply_replication(ctx.bind_address, port, replication_file)))
         # A restart just now has read the ACL file already; ACL LOAD again is harmless.
         state.handlers.append(Handler(reload_acl, acl_load(ctx.bind_address, port)))

@@ -15,8 +15,8 @@ def desired(ctx: RoleContext) -> DesiredState:
             # release: the same resources as the app role (a host running both gets them once)
             *runtime.release_resources(ctx),
             # processes
-            *[unit for unit, _ in processes],
-            *[service for _, service in processes],
+            *[file for process in processes for file in process.files],
+            *[process.service for process in processes],
         ],
         handlers=[runtime.restart_handler(ctx)],
     )
