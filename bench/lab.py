@@ -5,7 +5,8 @@ stand-in taking the nginx hosts in, and a no-op converge of every lab host throu
 
 Goals on 2 cores: lab up from a cached image <= 10 min (until every host has converged); no-op
 converge of the whole lab <= 3 s. Run as root under the lab lock: flock /tmp/lab.lock python bench/lab.py
-(`--cold` also times a cold image build in a scratch cache dir).
+(`--cold` also times a cold image build in a scratch cache dir; `--keep` leaves the lab up, for lab
+tests with PHOTOSTACK_LAB_KEEP=1 under the same lock, then `ops --stack lab down`).
 """
 
 from __future__ import annotations
@@ -90,9 +91,10 @@ def main() -> None:
         check = subprocess.run(ops, env=env, capture_output=True, text=True)
         print(f"no-op converge of every lab host: {time.perf_counter() - start:5.2f} s (exit {check.returncode})")
     finally:
-        fleet.down()
-        left = hosts.leftovers()
-        print("lab down: " + ("nothing left" if not left else "; ".join(left)))
+        if "--keep" not in sys.argv:
+            fleet.down()
+            left = hosts.leftovers()
+            print("lab down: " + ("nothing left" if not left else "; ".join(left)))
 
 
 if __name__ == "__main__":
