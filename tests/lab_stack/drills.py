@@ -393,10 +393,11 @@ class Placement:
 
     @classmethod
     def stored(cls) -> Placement:
+        from infra.targets.aws import SsmShardMapStore
+
         config = load_stack_config(STACK)
-        found = operator_client("ssm").get_parameters(Names=[f"/photostack/{STACK}/shardmap"])["Parameters"]
-        return cls(ShardMap.from_json(found[0]["Value"]) if found else ShardMap.initial(config),
-                   config.postgres.id_epoch_ms)
+        stored = SsmShardMapStore(STACK, config.region, operator_client("ssm")).load()
+        return cls(stored or ShardMap.initial(config), config.postgres.id_epoch_ms)
 
     def of_user(self, username: str) -> int:
         return self.shard_map.physical_of(username_shard(username, self.shard_map.logical_shards))
