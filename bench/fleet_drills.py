@@ -34,7 +34,8 @@ def main() -> None:
         sys.exit(f"unknown drill(s) {', '.join(unknown)}: choose from {', '.join(DRILLS)}")
     lab = LabSession()  # the lab that is up, and users' clients through its load balancer
     plan, make_client = lab.plan, lab.client_factory()
-    users = sign_up(make_client, 4)
+    placement = drills.Placement.stored()  # users on every physical shard
+    users = sign_up(make_client, 4, placement.of_user, placement.shard_map.physical_shards)
     budgets = ", ".join(f"{kind} {seconds:.1f} s" for kind, seconds in drills.route_budgets().items())
     print(f"route budgets (nginx's, plus {drills.CLIENT_SLACK_S:.0f} s of client slack): {budgets}")
     for name in chosen:

@@ -1,16 +1,19 @@
 """The lab on this machine: image build (cold and cached), `ops --stack lab up`, each host's boot and
-first-boot user_data (until every host is green), the load balancer stand-in taking the nginx hosts
-in, and a no-op converge of every lab host through the AWS path.
+first-boot user_data (until every host is green), the lab's memory once green (what its hosts and
+services hold: the proportional set size of every process in the lab's cgroups), the load balancer
+stand-in taking the nginx hosts in, and a no-op converge of every lab host through the AWS path.
 
 Goals on 2 cores: lab up from a cached image <= 10 min (until every host has converged); no-op
 converge of the whole lab <= 3 s. Run as root under the lab lock: flock /tmp/lab.lock python bench/lab.py
-(`--cold` also times a cold image build in a scratch cache dir).
+(`--cold` also times a cold image build in a scratch cache dir; `--keep` leaves the lab up, for lab
+tests with PHOTOSTACK_LAB_KEEP=1 under the same lock, then `ops --stack lab down`).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -37,6 +40,18 @@ def timed_build(cache: Path | None) -> float:
     return time.perf_counter() - start
 
 
+def memory_mib(*parts: str) -> float:
+    """The proportional set size (shared pages split among their users, so the hosts' sum is the
+    machine's) of every process in a lab cgroup, in MiB."""
+    kib = 0
+    for pid in hosts.cgroup_pids("unified", *parts):
+        try:
+            kib += int(re.search(r"^Pss:\s+(\d+) kB", Path(f"/proc/{pid}/smaps_rollup").read_text(), re.M).group(1))
+        except (OSError, AttributeError):  # gone meanwhile, or a kernel thread
+            pass
+    return kib / 1024
+
+
 def main() -> None:
     if "--cold" in sys.argv:
         with tempfile.TemporaryDirectory(dir="/var/tmp") as scratch:
@@ -57,6 +72,9 @@ def main() -> None:
         for name, result in results.items():
             state = "still running" if result is None else f"exit {result[0]} after {result[1]:.1f} s"
             print(f"  user_data {name:<17} {state}")
+        print(f"lab memory once green: {memory_mib():7.0f} MiB (load average {os.getloadavg()[0]:.1f})")
+        for name in results:
+            print(f"  memory {name:<20} {memory_mib(name):5.0f} MiB")
         nginx = [i.node for i in lab_plan(config, STACK).instances if i.role == "nginx"]
         deadline = time.monotonic() + LB_TIMEOUT_S
         while time.monotonic() < deadline and any(lb.server_states().get(n) != "UP" for n in nginx):
@@ -73,9 +91,10 @@ def main() -> None:
         check = subprocess.run(ops, env=env, capture_output=True, text=True)
         print(f"no-op converge of every lab host: {time.perf_counter() - start:5.2f} s (exit {check.returncode})")
     finally:
-        fleet.down()
-        left = hosts.leftovers()
-        print("lab down: " + ("nothing left" if not left else "; ".join(left)))
+        if "--keep" not in sys.argv:
+            fleet.down()
+            left = hosts.leftovers()
+            print("lab down: " + ("nothing left" if not left else "; ".join(left)))
 
 
 if __name__ == "__main__":

@@ -20,9 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.shards import username_shard
 from infra.aws_inventory import node_instance
 from infra.config import load_stack_config
 from infra.role_settings import declared
+from infra.sharding import ShardMap, decode_id
 from infra.topology import STANDARD_PORTS
 from lab import hosts
 from lab.planned_instances import LabPlan
@@ -151,15 +153,17 @@ class LossyLinkResult(FaultResult):
 
 def lossy_link(plan: LabPlan, users: Users, make_client: Callable[[], Client], probability: float = 0.2,
                fault_s: float = 30.0) -> LossyLinkResult:
-    """Drill 6: `probability` packet loss between every app and worker host and the shard's
+    """Drill 6: `probability` packet loss between every app and worker host and every shard's
     primary for `fault_s` under load; then healed, and the load watched until it is clean again."""
     clients = [i.node for i in plan.instances if i.role in ("app", "worker")]
-    primary = next(i.private_ip for i in plan.instances if i.node == current_primary(plan))
+    primaries = {current_primary(plan, shard) for shard in range(Placement.stored().shard_map.physical_shards)}
+    addresses = [i.private_ip for i in plan.instances if i.node in primaries]
     packets = []
 
     def make_lossy() -> None:
         for node in clients:
-            lossy(node, primary, probability)
+            for primary in addresses:
+                lossy(node, primary, probability)
 
     def heal_and_count() -> None:
         packets.append(sum(dropped(node) for node in clients))
@@ -417,6 +421,29 @@ def shard_members(shard: int = 0) -> list[str]:
     return [n.name for n in sorted(members, key=lambda n: n.attrs["replica"])]
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Which physical shard a user, and a photo with its likes, live on (app/shards.py's rule:
+    the username's logical shard; the one a photo id encodes), by the lab's stored shard map."""
+
+    shard_map: ShardMap
+    epoch_ms: int
+
+    @classmethod
+    def stored(cls) -> Placement:
+        from infra.targets.aws import SsmShardMapStore
+
+        config = load_stack_config(STACK)
+        stored = SsmShardMapStore(STACK, config.region, operator_client("ssm")).load()
+        return cls(stored or ShardMap.initial(config), config.postgres.id_epoch_ms)
+
+    def of_user(self, username: str) -> int:
+        return self.shard_map.physical_of(username_shard(username, self.shard_map.logical_shards))
+
+    def of_photo(self, photo_id: str) -> int:
+        return self.shard_map.physical_of(decode_id(int(photo_id), self.epoch_ms).logical_shard)
+
+
 def current_primary(plan: LabPlan, shard: int = 0) -> str:
     """The node of shard `shard`'s primary now, as the stack's primaries record says (a failover
     drill may have promoted the replica)."""
@@ -438,10 +465,11 @@ def _operator(*args: str) -> tuple[subprocess.CompletedProcess[str], float]:
     return done, time.monotonic() - started
 
 
-def _first_write_after(report: LoadReport, since: float) -> float | None:
-    """When the first write (post or like) that started at or after `since` was acknowledged."""
+def _first_write_after(report: LoadReport, since: float, on: Callable[[Sample], bool]) -> float | None:
+    """When the first write (post or like) `on` the shard in question that started at or after
+    `since` was acknowledged."""
     return min((s.started + s.seconds for s in report.samples if s.kind in ("post", "like") and s.ok
-                and s.started >= since), default=None)
+                and s.started >= since and on(s)), default=None)
 
 
 @dataclass
@@ -449,8 +477,8 @@ class PrimaryPartitionResult(FaultResult):
     old: str
     failover: subprocess.CompletedProcess[str]
     failover_s: float
-    outage_from_fault_s: float | None  # the fault to the first acknowledged write after it
-    outage_from_command_s: float | None  # `ops failover` started to the first acknowledged write after it
+    outage_from_fault_s: float | None  # the fault to the first acknowledged write to its shard after it
+    outage_from_command_s: float | None  # `ops failover` started to the first acknowledged write to the shard after it
     fenced_at_restart: bool = False
     accepted_write_at_restart: str = ""
     rebuild: subprocess.CompletedProcess[str] | None = None
@@ -463,8 +491,8 @@ class PrimaryPartitionResult(FaultResult):
 
         return {"requests": str(len(self.report.samples)), "during the fault": self.report.describe(self.during),
                 "after": self.report.describe(self.after), "ops failover took": f"{self.failover_s:.1f} s",
-                "write outage from ops failover": seconds(self.outage_from_command_s),
-                "write outage from the partition": seconds(self.outage_from_fault_s),
+                "shard's write outage from ops failover": seconds(self.outage_from_command_s),
+                "shard's write outage from the partition": seconds(self.outage_from_fault_s),
                 "old primary fenced when started again": str(self.fenced_at_restart),
                 "ops failover's steps": "; ".join(f"{name} {seconds}" for seconds, name in re.findall(
                     r"^\s*([\d.]+s)\s+(.+)$", self.failover.stdout, re.M)),
@@ -493,8 +521,12 @@ def primary_partitioned(plan: LabPlan, users: Users, make_client: Callable[[], C
     EC2 and promotes the replica); the link heals; the old machine is started again and must stay
     fenced until `ops rebuild-replica`; afterwards `ops converge --check` finds nothing to change."""
     old = current_primary(plan, shard)
+    placement = Placement.stored()
     times: dict[str, float] = {}
     outcome: dict[str, object] = {}
+
+    def on_shard(sample: Sample) -> bool:  # writes to the other shards never waited on this one
+        return bool(sample.photo) and placement.of_photo(sample.photo) == shard
 
     def cut() -> None:
         times["cut"] = time.monotonic()
@@ -508,7 +540,8 @@ def primary_partitioned(plan: LabPlan, users: Users, make_client: Callable[[], C
     failover = outcome["failover"]
     result = PrimaryPartitionResult(
         **vars(seen), old=old, failover=failover, failover_s=outcome["failover_s"],
-        outage_from_fault_s=_outage(seen.report, times["cut"]), outage_from_command_s=_outage(seen.report, times["command"]))
+        outage_from_fault_s=_outage(seen.report, times["cut"], on_shard),
+        outage_from_command_s=_outage(seen.report, times["command"], on_shard))
     if failover.returncode != 0:
         return result
     # The old machine started again (by anyone: EC2's recovery, an operator): its cluster must not
@@ -534,8 +567,8 @@ def primary_partitioned(plan: LabPlan, users: Users, make_client: Callable[[], C
     return result
 
 
-def _outage(report: LoadReport, since: float) -> float | None:
-    first = _first_write_after(report, since)
+def _outage(report: LoadReport, since: float, on: Callable[[Sample], bool]) -> float | None:
+    first = _first_write_after(report, since, on)
     return first - since if first is not None else None
 
 

@@ -2,7 +2,7 @@
 
 Each user is a thread with their own logged-in client (HTTPS to the load balancer stand-in, as a
 browser reaches the ALB). Users post photos, like each other's photos and read their feeds in a
-fixed mix, paced, until stopped — at most `max_seconds` long and `max_requests` in all. Every
+fixed mix (or only read them: READS), paced, until stopped — at most `max_seconds` long and `max_requests` in all. Every
 request is timed and kept (kind, start, seconds, status), so a drill can ask how many failed,
 which took longer than their route's budget, and when; every acknowledged post (201) and like
 (200) is kept, so `lost` can check each is still there after the fault.
@@ -14,12 +14,14 @@ import http.client
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tests.e2e.conftest import Client, jpeg
 
 MIX = ("post", "like", "feed", "like", "feed", "like", "feed")
+READS = ("feed",)  # GETs only: what a deploy must serve without a single failure
 PHOTO = jpeg(64, 48)  # small: the drills measure the fleet, not upload bandwidth
 
 
@@ -30,6 +32,7 @@ class Sample:
     seconds: float
     status: int  # 0: no answer (the error says why)
     error: str = ""
+    photo: str = ""  # the photo posted or liked (its id names its shard), "" for a feed read
 
     @property
     def ok(self) -> bool:
@@ -65,23 +68,30 @@ class LoadReport:
 Users = list[tuple[str, Client]]  # (username, their logged-in client)
 
 
-def sign_up(make_client: Callable[[], Client], count: int) -> Users:
+def sign_up(make_client: Callable[[], Client], count: int, shard_of: Callable[[str], int] = lambda _: 0,
+            shards: int = 1) -> Users:
     """`count` new users, each with a logged-in client (from `make_client`: in the lab, each from
-    an address of their own, as real users are)."""
+    an address of their own, as real users are). A user lives on the physical shard `shard_of`
+    their name; user i gets a name on shard i % `shards`, so every shard holds users (and their
+    photos and likes) whatever names come up."""
     users = []
     for index in range(count):
+        name = f"drill{index}_{uuid.uuid4().hex[:10]}"
+        while shard_of(name) != index % shards:  # a name hashes to any shard: a few tries find one
+            name = f"drill{index}_{uuid.uuid4().hex[:10]}"
         client = make_client()
-        name, _ = client.sign_up(f"drill{index}")
+        status, body = client.json("POST", "/api/signup", {"username": name, "password": "drill password"})
+        assert status == 201, body
         users.append((name, client))
     return users
 
 
 class FleetLoad:
-    """Each of `users` doing MIX every `pace_s`."""
+    """Each of `users` doing `mix` (MIX, or READS) every `pace_s`."""
 
     def __init__(self, users: Users, pace_s: float = 0.1, max_seconds: float = 180.0,
-                 max_requests: int = 20_000) -> None:
-        self.users, self.pace_s = users, pace_s
+                 max_requests: int = 20_000, mix: tuple[str, ...] = MIX) -> None:
+        self.users, self.pace_s, self.mix = users, pace_s, mix
         self.max_seconds, self.max_requests = max_seconds, max_requests
         self.report = LoadReport()
         self._lock = threading.Lock()
@@ -90,8 +100,8 @@ class FleetLoad:
         self._started = 0.0
 
     def start(self) -> FleetLoad:
-        """Each user posts a photo to be liked, then their loops start."""
-        for name, client in self.users:
+        """Each user posts a photo to be liked (when the mix likes), then their loops start."""
+        for name, client in self.users if "like" in self.mix else ():
             status, photo = client.post_photo(PHOTO, "first")
             assert status == 201, photo
             self.report.posts.append(photo["id"])
@@ -126,11 +136,11 @@ class FleetLoad:
         chooser = random.Random(index)
         step = index
         while not self._done():
-            kind = MIX[step % len(MIX)]
+            kind = self.mix[step % len(self.mix)]
             step += 1
             started = time.monotonic()
             status, error, photo_id = self._one(client, kind, chooser)
-            sample = Sample(kind, started, time.monotonic() - started, status, error)
+            sample = Sample(kind, started, time.monotonic() - started, status, error, photo_id)
             with self._lock:
                 self.report.samples.append(sample)
                 if sample.ok and kind == "post":

@@ -17,12 +17,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def users(lab) -> Users:
-    """The drills' users, signed up once for every drill of the module."""
-    return sign_up(lab.green().client_factory(), USERS)
+    """The drills' users, signed up once for every drill of the module, on every physical shard."""
+    make_client = lab.green().client_factory()
+    placement = drills.Placement.stored()
+    return sign_up(make_client, USERS, placement.of_user, placement.shard_map.physical_shards)
 
 
 def test_a_lossy_link_to_the_shard_costs_requests_at_most_their_budget(lab_green, lab_client, users):
-    """Drill 6: 20 % packet loss between the app and worker hosts and the shard's primary for 30 s.
+    """Drill 6: 20 % packet loss between the app and worker hosts and every shard's primary for 30 s.
     No request waits longer than its route's budget, the error rate is measured, nothing
     acknowledged is lost, and once the link heals every request succeeds again."""
     result = drills.lossy_link(lab_green.plan, users, lab_client)
@@ -56,10 +58,11 @@ def test_an_app_host_partitioned_is_taken_out_with_under_a_thousandth_failed(lab
 
 
 def test_a_partitioned_primary_is_fenced_through_ec2_and_loses_no_acknowledged_write(lab_green, lab_client, users):
-    """Drill 1: the shard's primary cut off under load, still running and believing it is primary.
-    `ops failover` powers its machine off through EC2 and promotes the replica; nothing
-    acknowledged is lost; started again, the old primary stays fenced (its cluster does not run)
-    until `ops rebuild-replica` makes it a replica; then a converge finds nothing to change."""
+    """Drill 1: shard 0's primary cut off under load (the users live on both shards), still running
+    and believing it is primary. `ops failover` powers its machine off through EC2 and promotes the
+    replica, and writes to shard 0 are acknowledged again; nothing acknowledged is lost; started
+    again, the old primary stays fenced (its cluster does not run) until `ops rebuild-replica`
+    makes it a replica; then a converge finds nothing to change."""
     result = drills.primary_partitioned(lab_green.plan, users, lab_client)
     figures = result.figures()
     print(figures)

@@ -67,7 +67,10 @@ def test_each_shard_member_keeps_its_data_on_its_own_volume(lab_green):
     the data path, by UUID in /etc/fstab: not on the root disk that goes with the instance."""
     config = lab_green.config
     members = [n for n in nodes(config) if n.role == "postgres"]
-    assert {n.attrs["replica"] for n in members} == {0, 1}
+    pg = config.postgres
+    assert pg.physical_shards == 2, "the lab has two shards: each is checked"
+    assert sorted((n.attrs["shard"], n.attrs["replica"]) for n in members) == [
+        (shard, replica) for shard in range(pg.physical_shards) for replica in range(pg.replicas_per_shard + 1)]
     for node in members:
         data_dir = Cluster(config.postgres.version, node.attrs["shard"], node.attrs["replica"], "", 0).data_dir
         mounted = in_host(node.name, f"findmnt -n -o SOURCE,FSTYPE,TARGET -T {data_dir}")
@@ -80,8 +83,8 @@ def test_each_shard_member_keeps_its_data_on_its_own_volume(lab_green):
 
 def test_the_rabbitmq_nodes_form_one_cluster_and_streaming_crosses_hosts(lab_green):
     """Every broker host runs in one cluster with all the others (classic peer discovery at first
-    boot, whichever order the hosts came up in); each replica streams from its primary on another
-    host."""
+    boot, whichever order the hosts came up in); each shard's replica streams from that shard's
+    primary, on another host (the current one: a failover drill may have swapped them)."""
     config = load_stack_config(STACK)
     brokers = [n.name for n in nodes(config) if n.role == "rabbitmq"]
     assert len(brokers) == 3, brokers
@@ -92,16 +95,18 @@ def test_the_rabbitmq_nodes_form_one_cluster_and_streaming_crosses_hosts(lab_gre
         assert done.returncode == 0, done.stderr
         running = sorted(json.loads(done.stdout)["running_nodes"])
         assert running == sorted(f"rabbit@{addresses[b]}" for b in brokers), (broker, running)
-    for shard in sorted({n.attrs["shard"] for n in nodes(config) if n.role == "postgres"}):
-        # A failover drill may have run first: the primaries record, not the plan, says who leads.
+    streaming = []
+    for shard in range(config.postgres.physical_shards):
         primary = current_primary(plan, shard)
         for member in shard_members(shard):
             if member == primary:
                 continue
             done = in_host(member, "runuser -u postgres -- psql -XAtq -p 5432 -d postgres -c "
                                    "\"SELECT status || ' ' || sender_host FROM pg_stat_wal_receiver\"")
-            assert done.returncode == 0, (member, done.stderr)
+            assert done.returncode == 0, (member, done.stdout, done.stderr)
             assert done.stdout.split() == ["streaming", addresses[primary]], (member, primary, done.stdout)
+            streaming.append(member)
+    assert len(streaming) == config.postgres.physical_shards * config.postgres.replicas_per_shard, streaming
 
 
 def test_status_takes_the_aws_path_with_pinned_keys(lab_up, tmp_path):
