@@ -54,5 +54,5 @@ UV_VERSION := 0.9.30
 lock:
 	$(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/pip install -q uv==$(UV_VERSION)
-	.venv-lock/bin/uv pip compile pyproject.toml --extra program --extra test --generate-hashes --universal \
+	.venv-lock/bin/uv pip compile pyproject.toml --extra test --generate-hashes --universal \
 		--python-version 3.11 --custom-compile-command "make lock" -o requirements.lock

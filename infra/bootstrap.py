@@ -12,7 +12,7 @@ from pathlib import Path
 import jinja2
 
 from infra.inventory import Host
-from infra.ssm_secrets import parameter_name
+from infra.secrets_store import parameter_name
 from infra.host_layout import BUNDLE_DIR, OPS_VENV, STATE_ROOT, WHEELHOUSE
 from infra.release_artifact import BUNDLE_ARTIFACT
 from infra.topology import Node

@@ -1,5 +1,4 @@
-"""Secrets on AWS: Pulumi secrets written to SSM Parameter Store, read back by hosts at boot
-(infra/ssm_secrets.py, which needs no Pulumi: hosts do not install it).
+"""Secrets on AWS: Pulumi secrets written to SSM Parameter Store, read back by hosts at boot.
 
 The program writes each secret as a SecureString under `/photostack/<stack>/<name>`; a host reads
 only the ones its role needs (its instance profile allows nothing else). No secret is ever in
@@ -8,13 +7,15 @@ user_data, tags, outputs or the plan.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 
+from infra.config import ConfigError
 from infra.secrets import ROTATABLE
-from infra.ssm_secrets import parameter_name
 from infra.tagging import tags
 
 ROLE = "secrets"
@@ -43,6 +44,11 @@ ROLE_SECRETS: dict[str, tuple[str, ...]] = {
     "nginx": ("dashboardPassword",),
     "memcached": (),
 }
+
+
+def parameter_name(stack: str, name: str) -> str:
+    """The SSM parameter holding secret `name` of `stack`."""
+    return f"/photostack/{stack}/{name}"
 
 
 def rotation_arns(name: str, arn: pulumi.Output[str]) -> list[pulumi.Output[str]]:
@@ -87,3 +93,62 @@ class SecretParameters(pulumi.ComponentResource):
             )
             self.arns[secret] = parameter.arn
         self.register_outputs({"arns": self.arns})
+
+
+def ssm_secret_reader(stack: str, ssm_client: Any) -> Callable[[str], str]:
+    """On a host: a `secret(name)` function reading `/photostack/<stack>/<name>` from SSM (boto3
+    client); a missing parameter raises ConfigError."""
+    return SsmSecrets(stack, ssm_client).__getitem__
+
+
+class SsmSecrets:
+    """An AWS stack's secrets as `ops secret rotate` reads and writes them (the operator's
+    credentials): SecureString parameters, a rotating secret's other value beside it under
+    `<name>.pending` or `<name>.previous` (infra/secrets.py)."""
+
+    def __init__(self, stack: str, ssm_client: Any) -> None:
+        self.stack, self.ssm = stack, ssm_client
+        # Every role of every host asks for the overlap values while a converge renders: one read
+        # each per process (SSM throttles GetParameter), forgotten when this store writes them.
+        self._read: dict[str, str | None] = {}
+
+    def _get(self, key: str) -> str | None:
+        if key not in self._read:
+            try:
+                answer = self.ssm.get_parameter(Name=parameter_name(self.stack, key), WithDecryption=True)
+                self._read[key] = answer["Parameter"]["Value"]
+            except self.ssm.exceptions.ParameterNotFound:
+                self._read[key] = None
+        return self._read[key]
+
+    def get(self, name: str) -> str | None:
+        return self._get(name)
+
+    def __getitem__(self, name: str) -> str:
+        value = self._get(name)
+        if value is None:
+            raise ConfigError([f"photostack:{name}: no SSM parameter {parameter_name(self.stack, name)}; run `pulumi up -s {self.stack}`"])
+        return value
+
+    def rotating(self, name: str) -> tuple[str, str] | None:
+        from infra.secrets import rotating_value
+
+        return rotating_value(self._get, name)
+
+    def also_accepted(self, name: str) -> str | None:
+        found = self.rotating(name)
+        return found[1] if found else None
+
+    def update(self, values: dict[str, str | None]) -> None:
+        """Write in the order given (SSM has no transaction): callers order the keys so that a
+        stop half-way still leaves both values stored."""
+        for key, value in values.items():
+            name = parameter_name(self.stack, key)
+            self._read.pop(key, None)
+            if value is None:
+                try:
+                    self.ssm.delete_parameter(Name=name)
+                except self.ssm.exceptions.ParameterNotFound:
+                    pass
+            else:
+                self.ssm.put_parameter(Name=name, Value=value, Type="SecureString", Overwrite=True)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra.config import StackConfig
-from infra.ssm_secrets import parameter_name
+from infra.secrets_store import parameter_name
 from infra.storage import build_wheelhouse
 from lab import hosts, image, lb, security_groups, seed
 from lab.planned_instances import LabPlan, lab_plan

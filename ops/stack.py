@@ -28,7 +28,7 @@ from roles.engine.executor import HostResult, SshSettings, connect, converge_hos
 from roles.engine.resources import DesiredState, Service
 
 if TYPE_CHECKING:
-    from infra.ssm_secrets import SsmSecrets
+    from infra.secrets_store import SsmSecrets  # imports pulumi: only AWS stacks load it
     from monitoring.alerts.alert_pipeline import FlushResult
     from monitoring.alerts.alert_store import AlertReader
 

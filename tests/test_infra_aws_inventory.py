@@ -8,7 +8,7 @@ import pytest
 from infra.aws_inventory import aws_hosts, missing_nodes
 from infra.config import ConfigError, load_stack_config
 from infra.inventory import TAG_DATA_VOLUME
-from infra.ssm_secrets import parameter_name, ssm_secret_reader
+from infra.secrets_store import parameter_name, ssm_secret_reader
 from infra.tagging import tags
 from infra.targets.aws import AwsTarget
 from infra.topology import nodes

@@ -21,7 +21,7 @@ from infra.config import REPO_ROOT, ConfigError, load_stack_config
 from infra.fleet import CANONICAL_OWNER_ID, UBUNTU_2404_NAME
 from infra.inventory import TAG_NODE, TAG_ROLE, TAG_STACK, Host
 from infra.offline_plan import is_secret, placeholder_secret, reveal, run_plan
-from infra.ssm_secrets import ssm_secret_reader
+from infra.secrets_store import ssm_secret_reader
 from infra.sharding import ShardMap
 from infra import release_artifact
 from infra.lockfile import parse

@@ -202,7 +202,7 @@ def test_aws_overlap_parameters_round_trip_in_ssm(moto_account) -> None:
     """SsmSecrets (the AWS store of `ops secret rotate`) against moto's SSM over HTTP."""
     import boto3
 
-    from infra.ssm_secrets import SsmSecrets, parameter_name
+    from infra.secrets_store import SsmSecrets, parameter_name
 
     ssm = boto3.client("ssm", region_name="us-east-1", endpoint_url=moto_account,
                        aws_access_key_id="test", aws_secret_access_key="test")

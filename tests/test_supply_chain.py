@@ -24,7 +24,7 @@ SHA = re.compile(r"^[\w.-]+/[\w.-]+@[0-9a-f]{40}$")
 
 def _project_pins() -> dict[str, str]:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    pins = [*project["dependencies"], *(pin for extra in project["optional-dependencies"].values() for pin in extra)]
+    pins = [*project["dependencies"], *project["optional-dependencies"]["test"]]
     return {normalize(pin.split("==")[0]): pin.split("==")[1] for pin in pins}
 
 

@@ -22,8 +22,8 @@ from infra.targets.onebox import OneBoxTarget
 if TYPE_CHECKING:
     from infra.records import Record
     from infra.secrets import SecretStore
+    from infra.secrets_store import SsmSecrets
     from infra.shardstore import ShardMapStore
-    from infra.ssm_secrets import SsmSecrets
 
 T = TypeVar("T")
 

@@ -19,7 +19,7 @@ from infra.sharding import ShardMap
 from infra.topology import STANDARD_PORTS
 
 if TYPE_CHECKING:
-    from infra.ssm_secrets import SsmSecrets
+    from infra.secrets_store import SsmSecrets  # imports pulumi: loaded only when used
 
 T = TypeVar("T")
 # How long a power-off or power-on is waited for (EC2 waiters poll every 2 s): a forced stop
@@ -163,7 +163,7 @@ class AwsTarget:
 
     def secret_store(self, stack: str, fill: bool = True) -> SsmSecrets:
         # `pulumi up` writes every secret (the config check requires them): nothing to fill.
-        from infra.ssm_secrets import SsmSecrets
+        from infra.secrets_store import SsmSecrets
 
         return SsmSecrets(stack, self.client("ssm"))
 

@@ -207,5 +207,5 @@ def flush_alerts(stack: str) -> FlushResult:
 def routing_key(stack: str, config: StackConfig) -> str | None:
     """The stack's PagerDuty routing key where its secrets are kept (None when it is not set): the
     state dir on the one-box; on AWS the SSM parameter `pulumi up` writes from the PagerDuty
-    integration, which the monitoring host's instance profile may read (infra/secrets_store.py, ROLE_SECRETS)."""
+    integration, which the monitoring host's instance profile may read (infra/secrets_store.py)."""
     return target_of(config).secret_store(stack, fill=False).get(ROUTING_KEY)

@@ -8,7 +8,7 @@ import boto3
 import pytest
 import requests
 
-from infra.ssm_secrets import parameter_name
+from infra.secrets_store import parameter_name
 from lab import fleet, lb
 from tests.e2e.conftest import wait_until
 from tests.lab_stack.conftest import KEEP, STACK, operator_environment

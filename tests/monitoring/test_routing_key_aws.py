@@ -6,7 +6,7 @@ from __future__ import annotations
 import boto3
 import pytest
 
-from infra.ssm_secrets import parameter_name
+from infra.secrets_store import parameter_name
 from monitoring.alerts.alert_pipeline import AlertPipeline
 from infra.alerts import Alert
 
