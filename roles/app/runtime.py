@@ -226,6 +226,6 @@ def worker_processes(ctx: RoleContext) -> list[Process]:
 
 def restart_handler(ctx: RoleContext) -> Handler:
     """Restart every app and worker process of the host in turn (each gets ready before the next
-    stops): a rolling restart, so nginx always has an upstream. systemd re-reads units first."""
-    services = tuple(p.service for p in app_processes(ctx) + worker_processes(ctx))
-    return Handler(RESTART, "if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi", restarts=services)
+    stops): a rolling restart, so nginx always has an upstream. Each start and restart re-reads
+    the units first (Service.daemon)."""
+    return Handler(RESTART, restarts=tuple(p.service for p in app_processes(ctx) + worker_processes(ctx)))
